@@ -1,0 +1,418 @@
+package channel
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"testing"
+	"time"
+)
+
+var loopback = netip.MustParseAddr("127.0.0.1")
+
+// testPorts is a range unlikely to collide with anything on a test machine;
+// the manager skips busy blocks anyway.
+const testPortMin, testPortMax = 47000, 47999
+
+func newTestManager(t *testing.T, mod func(*Config)) (*Manager, chan End) {
+	t.Helper()
+	ends := make(chan End, 16)
+	cfg := Config{Listen: loopback, PortMin: testPortMin, PortMax: testPortMax,
+		Expire: time.Minute, LatchGrace: 5 * time.Second, OnEnd: func(e End) { ends <- e }}
+	if mod != nil {
+		mod(&cfg)
+	}
+	m, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(m.Close)
+	return m, ends
+}
+
+// party is a UDP endpoint of a call on loopback.
+type party struct {
+	t    *testing.T
+	conn *net.UDPConn
+}
+
+func newParty(t *testing.T) *party {
+	t.Helper()
+	c, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return &party{t: t, conn: c}
+}
+
+func (p *party) send(port int, payload []byte) {
+	p.t.Helper()
+	if _, err := p.conn.WriteToUDPAddrPort(payload, netip.AddrPortFrom(loopback, uint16(port))); err != nil {
+		p.t.Fatal(err)
+	}
+}
+
+// recv waits for one datagram; the deadline only bounds a failing test.
+func (p *party) recv() ([]byte, netip.AddrPort) {
+	p.t.Helper()
+	buf := make([]byte, 2048)
+	p.conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	n, from, err := p.conn.ReadFromUDPAddrPort(buf)
+	if err != nil {
+		p.t.Fatalf("receive: %v", err)
+	}
+	return buf[:n], from
+}
+
+func (p *party) expect(want []byte, fromPort int) {
+	p.t.Helper()
+	got, from := p.recv()
+	if !bytes.Equal(got, want) {
+		p.t.Fatalf("received %q, want %q", got, want)
+	}
+	if int(from.Port()) != fromPort {
+		p.t.Fatalf("received from port %d, want relay port %d", from.Port(), fromPort)
+	}
+}
+
+// call sets up a channel with both parties latched on both legs.
+func call(t *testing.T, m *Manager) (Info, *party, *party, *party, *party) {
+	t.Helper()
+	info, err := m.Allocate()
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, b := newParty(t), newParty(t)   // RTP
+	ac, bc := newParty(t), newParty(t) // RTCP
+	p := info.LocalPort
+	// The requester speaks first: nobody is latched on the other side, so
+	// the relay must drop it.
+	a.send(p, []byte("a-hello"))
+	ac.send(p+1, []byte("ac-hello"))
+	waitLatched(t, m, info.ID, 0, 0)
+	waitLatched(t, m, info.ID, 1, 0)
+	b.send(p+2, []byte("b1"))
+	a.expect([]byte("b1"), p)
+	bc.send(p+3, []byte("bc1"))
+	ac.expect([]byte("bc1"), p+1)
+	return info, a, b, ac, bc
+}
+
+// waitLatched waits until a source has latched on the given leg and side:
+// each port has its own reader, so the test must not race them.
+func waitLatched(t *testing.T, m *Manager, id string, leg, side int) {
+	t.Helper()
+	m.mu.Lock()
+	c := m.channels[id]
+	m.mu.Unlock()
+	if c == nil {
+		t.Fatalf("channel %s not live", id)
+	}
+	for deadline := time.Now().Add(5 * time.Second); c.legs[leg].sides[side].latched.Load() == nil; {
+		if time.Now().After(deadline) {
+			t.Fatalf("leg %d side %d never latched", leg, side)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+func liveStats(t *testing.T, m *Manager, id string) Stats {
+	t.Helper()
+	for _, s := range m.Channels() {
+		if s.ID == id {
+			return s.Stats
+		}
+	}
+	t.Fatalf("channel %s not live", id)
+	return Stats{}
+}
+
+func TestRelayBothLegsBothWays(t *testing.T) {
+	m, _ := newTestManager(t, nil)
+	info, a, b, ac, bc := call(t, m)
+	p := info.LocalPort
+	if p%2 != 0 || info.RemotePort != p+2 {
+		t.Fatalf("ports %d/%d: want even P and P+2", p, info.RemotePort)
+	}
+	const n = 50
+	for i := range n {
+		msg := fmt.Appendf(nil, "rtp-a-%d", i)
+		a.send(p, msg)
+		b.expect(msg, p+2)
+		msg = fmt.Appendf(nil, "rtp-b-%d", i)
+		b.send(p+2, msg)
+		a.expect(msg, p)
+		msg = fmt.Appendf(nil, "rtcp-a-%d", i)
+		ac.send(p+1, msg)
+		bc.expect(msg, p+3)
+		msg = fmt.Appendf(nil, "rtcp-b-%d", i)
+		bc.send(p+3, msg)
+		ac.expect(msg, p+1)
+	}
+	s := liveStats(t, m, info.ID)
+	// call() forwarded b1 and bc1 remote->local.
+	if got, want := s.Packets[LocalToRemote], uint64(2*n); got != want {
+		t.Errorf("local->remote packets %d, want %d", got, want)
+	}
+	if got, want := s.Packets[RemoteToLocal], uint64(2*n+2); got != want {
+		t.Errorf("remote->local packets %d, want %d", got, want)
+	}
+	if got := s.Dropped[DropPeerNotLatched]; got != 2 {
+		t.Errorf("dropped before peer latched: %d, want 2", got)
+	}
+	if got := s.Bytes[LocalToRemote]; got == 0 {
+		t.Error("no bytes counted")
+	}
+}
+
+func TestForeignSourceIsDroppedAndCounted(t *testing.T) {
+	m, _ := newTestManager(t, nil)
+	info, a, b, _, _ := call(t, m)
+	p := info.LocalPort
+
+	intruder := newParty(t)
+	const n = 20
+	for i := range n {
+		intruder.send(p, fmt.Appendf(nil, "evil-%d", i))   // to the requester's port
+		intruder.send(p+2, fmt.Appendf(nil, "evil2-%d", i)) // to the other party's port
+	}
+	// Markers sent after the attack on the same ports: if any intruder
+	// packet were forwarded, it would arrive before the marker.
+	a.send(p, []byte("marker-a"))
+	b.expect([]byte("marker-a"), p+2)
+	b.send(p+2, []byte("marker-b"))
+	a.expect([]byte("marker-b"), p)
+
+	s := liveStats(t, m, info.ID)
+	if got := s.Dropped[DropForeignSource]; got != 2*n {
+		t.Errorf("foreign drops %d, want %d", got, 2*n)
+	}
+	if s.Relatched != 0 {
+		t.Errorf("relatched %d times, want 0", s.Relatched)
+	}
+	intruder.conn.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
+	if _, _, err := intruder.conn.ReadFromUDPAddrPort(make([]byte, 64)); err == nil {
+		t.Error("the relay sent something to the intruder")
+	}
+}
+
+func TestRelatchAfterGrace(t *testing.T) {
+	// Grace zero: any silence lets a new source take over (NAT rebinding).
+	m, _ := newTestManager(t, func(c *Config) { c.LatchGrace = 0 })
+	info, a, b, _, _ := call(t, m)
+	p := info.LocalPort
+	a.send(p, []byte("from-old"))
+	b.expect([]byte("from-old"), p+2)
+
+	moved := newParty(t) // the requester's NAT picked a new port
+	moved.send(p, []byte("from-new"))
+	b.expect([]byte("from-new"), p+2)
+	b.send(p+2, []byte("reply"))
+	moved.expect([]byte("reply"), p)
+	if s := liveStats(t, m, info.ID); s.Relatched != 1 {
+		t.Errorf("relatched %d, want 1", s.Relatched)
+	}
+}
+
+func TestOversizeDropped(t *testing.T) {
+	m, _ := newTestManager(t, nil)
+	info, a, b, _, _ := call(t, m)
+	p := info.LocalPort
+	full := bytes.Repeat([]byte{'x'}, MaxDatagram)
+	a.send(p, full)
+	b.expect(full, p+2)
+	a.send(p, append(full, 'y'))
+	a.send(p, []byte("after"))
+	b.expect([]byte("after"), p+2)
+	if s := liveStats(t, m, info.ID); s.Dropped[DropOversize] != 1 {
+		t.Errorf("oversize drops %d, want 1", s.Dropped[DropOversize])
+	}
+}
+
+func TestRateLimit(t *testing.T) {
+	m, _ := newTestManager(t, func(c *Config) { c.MaxKbps = 64 })
+	info, a, b, _, _ := call(t, m)
+	if info.MaxKbps != 64 {
+		t.Fatalf("info.MaxKbps %d", info.MaxKbps)
+	}
+	p := info.LocalPort
+	// 64 kbps = 8000 B/s, burst 4500 B: 20 x 1000 B at once cannot all pass.
+	payload := bytes.Repeat([]byte{'r'}, 1000)
+	for range 20 {
+		a.send(p, payload)
+	}
+	a.send(p, []byte("end")) // small: fits what the bucket refills meanwhile or is dropped too
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		s := liveStats(t, m, info.ID)
+		if s.Packets[LocalToRemote]+s.Dropped[DropRateLimited]+s.Dropped[DropPeerNotLatched] >= 22 {
+			if s.Dropped[DropRateLimited] == 0 {
+				t.Fatalf("no packet was rate limited: %+v", s)
+			}
+			if s.Packets[LocalToRemote] < 4 {
+				t.Fatalf("burst allowance not honoured: %d forwarded", s.Packets[LocalToRemote])
+			}
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("relay did not process all packets: %+v", s)
+		}
+		b.conn.SetReadDeadline(time.Now().Add(20 * time.Millisecond))
+		b.conn.ReadFromUDPAddrPort(make([]byte, 2048)) // drain while waiting
+	}
+}
+
+func TestExpiryFreesPortsAndReports(t *testing.T) {
+	m, ends := newTestManager(t, func(c *Config) { c.Expire = 300 * time.Millisecond })
+	info, a, b, _, _ := call(t, m)
+	p := info.LocalPort
+	a.send(p, []byte("x"))
+	b.expect([]byte("x"), p+2)
+	select {
+	case e := <-ends:
+		if e.ID != info.ID || e.Reason != EndExpired {
+			t.Fatalf("end %+v", e)
+		}
+		if e.Duration < 300*time.Millisecond {
+			t.Fatalf("ended after %s, before expire", e.Duration)
+		}
+		if e.Stats.Packets[LocalToRemote] != 1 || e.Stats.Packets[RemoteToLocal] != 2 {
+			t.Fatalf("final stats %+v", e.Stats)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("channel did not expire")
+	}
+	for i := range portsPerChannel {
+		c, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: p + i})
+		if err != nil {
+			t.Fatalf("port %d still held after expiry: %v", p+i, err)
+		}
+		c.Close()
+	}
+	if n := len(m.Channels()); n != 0 {
+		t.Fatalf("%d channels live after expiry", n)
+	}
+	if tot := m.Totals(); tot.Stats.Packets[LocalToRemote] != 1 {
+		t.Fatalf("totals lost the ended channel: %+v", tot)
+	}
+}
+
+func TestTrafficKeepsChannelAlive(t *testing.T) {
+	const expire = 400 * time.Millisecond
+	m, ends := newTestManager(t, func(c *Config) { c.Expire = expire })
+	info, a, b, _, _ := call(t, m)
+	p := info.LocalPort
+	start := time.Now()
+	for time.Since(start) < 3*expire {
+		a.send(p, []byte("keepalive"))
+		b.expect([]byte("keepalive"), p+2)
+		select {
+		case e := <-ends:
+			t.Fatalf("channel ended while carrying traffic: %+v", e)
+		case <-time.After(expire / 8):
+		}
+	}
+}
+
+func TestPoolExhaustedAndReused(t *testing.T) {
+	m, ends := newTestManager(t, func(c *Config) { c.PortMin, c.PortMax = 47100, 47103 })
+	if m.Capacity() != 1 {
+		t.Fatalf("capacity %d, want 1", m.Capacity())
+	}
+	info, err := m.Allocate()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.Allocate(); !errors.Is(err, ErrPoolExhausted) {
+		t.Fatalf("second allocate: %v, want ErrPoolExhausted", err)
+	}
+	if !m.Kill(info.ID) {
+		t.Fatal("kill of live channel reported false")
+	}
+	if e := <-ends; e.Reason != EndKilled {
+		t.Fatalf("end reason %s", e.Reason)
+	}
+	if m.Kill(info.ID) {
+		t.Fatal("second kill reported true")
+	}
+	again, err := m.Allocate()
+	if err != nil {
+		t.Fatalf("allocate after kill: %v", err)
+	}
+	if again.LocalPort != info.LocalPort || again.ID == info.ID {
+		t.Fatalf("reallocated %+v after %+v", again, info)
+	}
+}
+
+func TestBusyPortsSkipped(t *testing.T) {
+	// Two blocks; another program holds a port of the first.
+	hold, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 47201})
+	if err != nil {
+		t.Skipf("cannot hold test port: %v", err)
+	}
+	defer hold.Close()
+	m, _ := newTestManager(t, func(c *Config) { c.PortMin, c.PortMax = 47200, 47207 })
+	info, err := m.Allocate()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.LocalPort != 47204 {
+		t.Fatalf("got block %d, want the free one 47204", info.LocalPort)
+	}
+	if _, err := m.Allocate(); !errors.Is(err, ErrPoolExhausted) {
+		t.Fatalf("allocate with only a busy block left: %v", err)
+	}
+}
+
+func TestCloseEndsEverything(t *testing.T) {
+	m, ends := newTestManager(t, nil)
+	for range 3 {
+		if _, err := m.Allocate(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	m.Close()
+	for range 3 {
+		if e := <-ends; e.Reason != EndShutdown {
+			t.Fatalf("reason %s", e.Reason)
+		}
+	}
+	if _, err := m.Allocate(); err == nil {
+		t.Fatal("allocate after close succeeded")
+	}
+}
+
+func TestNewRejectsBadConfig(t *testing.T) {
+	for name, cfg := range map[string]Config{
+		"range too small": {Listen: loopback, PortMin: 40001, PortMax: 40004, Expire: time.Second},
+		"zero expire":     {Listen: loopback, PortMin: 40000, PortMax: 40003},
+		"no listen":       {PortMin: 40000, PortMax: 40003, Expire: time.Second},
+		"port zero":       {Listen: loopback, PortMin: 0, PortMax: 40003, Expire: time.Second},
+	} {
+		if _, err := New(cfg); err == nil {
+			t.Errorf("%s: accepted", name)
+		}
+	}
+}
+
+func TestIDsAreUniqueNmtokens(t *testing.T) {
+	seen := map[string]bool{}
+	for range 1000 {
+		id, err := newID()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(id) != 32 || seen[id] {
+			t.Fatalf("bad or repeated id %q", id)
+		}
+		for _, r := range id {
+			if !(r >= '0' && r <= '9' || r >= 'a' && r <= 'f') {
+				t.Fatalf("id %q has %q", id, r)
+			}
+		}
+		seen[id] = true
+	}
+}

@@ -1,0 +1,87 @@
+package channel
+
+import (
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"sync"
+)
+
+// ErrPoolExhausted is returned by Allocate when no block of four free ports
+// is left in the configured range.
+var ErrPoolExhausted = errors.New("relay port pool exhausted")
+
+// portsPerChannel is the number of consecutive ports a channel occupies.
+const portsPerChannel = 4
+
+// portPool hands out blocks of four consecutive ports starting at an even
+// port inside [min, max]. Blocks are chosen at random among the free ones so
+// the next channel's ports cannot be predicted from the last one's.
+type portPool struct {
+	mu    sync.Mutex
+	first int    // first port of block 0 (even)
+	used  []bool // per block
+	free  int
+}
+
+func newPortPool(min, max int) (*portPool, error) {
+	first := min + min%2
+	if min < 1 || max > 65535 || first+portsPerChannel-1 > max {
+		return nil, fmt.Errorf("port range %d-%d holds no block of %d ports starting at an even port", min, max, portsPerChannel)
+	}
+	n := (max - first + 1) / portsPerChannel
+	return &portPool{first: first, used: make([]bool, n), free: n}, nil
+}
+
+// size is the number of blocks (channels) the pool can hold.
+func (p *portPool) size() int { return len(p.used) }
+
+// take reserves a random free block and returns its first port, skipping
+// blocks for which skip returns true (ports found busy by the caller).
+func (p *portPool) take(skip map[int]bool) (int, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	candidates := p.free
+	for base := range skip {
+		if i := (base - p.first) / portsPerChannel; i >= 0 && i < len(p.used) && !p.used[i] {
+			candidates--
+		}
+	}
+	if candidates <= 0 {
+		return 0, ErrPoolExhausted
+	}
+	// Pick the k-th eligible free block: uniform over eligible blocks.
+	k := rand.IntN(candidates)
+	for i, used := range p.used {
+		base := p.first + i*portsPerChannel
+		if used || skip[base] {
+			continue
+		}
+		if k == 0 {
+			p.used[i] = true
+			p.free--
+			return base, nil
+		}
+		k--
+	}
+	return 0, ErrPoolExhausted
+}
+
+// put returns a block taken with take. Returning a block twice is a no-op.
+func (p *portPool) put(base int) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	i := (base - p.first) / portsPerChannel
+	if i < 0 || i >= len(p.used) || !p.used[i] {
+		return
+	}
+	p.used[i] = false
+	p.free++
+}
+
+// inUse reports how many blocks are taken.
+func (p *portPool) inUse() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.used) - p.free
+}

@@ -1,0 +1,97 @@
+package channel
+
+import "sync/atomic"
+
+// Direction of relayed traffic, named after the channel result's attributes:
+// the requester sends to localport, the other party to remoteport.
+type Direction int
+
+const (
+	// LocalToRemote is traffic from the requester (ports P, P+1) to the other party.
+	LocalToRemote Direction = iota
+	// RemoteToLocal is traffic from the other party (ports P+2, P+3) to the requester.
+	RemoteToLocal
+	numDirections
+)
+
+func (d Direction) String() string {
+	if d == LocalToRemote {
+		return "local_to_remote"
+	}
+	return "remote_to_local"
+}
+
+// DropReason says why a received datagram was not forwarded.
+type DropReason int
+
+const (
+	// DropPeerNotLatched: the destination side has not sent yet, so there is
+	// no address to forward to.
+	DropPeerNotLatched DropReason = iota
+	// DropForeignSource: the datagram came from an address other than the one
+	// latched on that port, while the latched source was still active.
+	DropForeignSource
+	// DropRateLimited: the channel's maxkbps bucket was empty.
+	DropRateLimited
+	// DropOversize: the datagram did not fit the receive buffer (MaxDatagram).
+	DropOversize
+	// DropSendError: the kernel refused to send the forwarded datagram.
+	DropSendError
+	numDropReasons
+)
+
+var dropReasonNames = [numDropReasons]string{
+	"peer_not_latched", "foreign_source", "rate_limited", "oversize", "send_error",
+}
+
+func (r DropReason) String() string { return dropReasonNames[r] }
+
+// Stats are the counters of one channel or of the whole data plane.
+type Stats struct {
+	Packets   [numDirections]uint64
+	Bytes     [numDirections]uint64
+	Dropped   [numDropReasons]uint64
+	Relatched uint64 // latches moved to a new source after the grace period
+}
+
+// add accumulates o into s.
+func (s *Stats) add(o Stats) {
+	for d := range s.Packets {
+		s.Packets[d] += o.Packets[d]
+		s.Bytes[d] += o.Bytes[d]
+	}
+	for r := range s.Dropped {
+		s.Dropped[r] += o.Dropped[r]
+	}
+	s.Relatched += o.Relatched
+}
+
+// TotalDropped is the sum of drops over all reasons.
+func (s Stats) TotalDropped() uint64 {
+	var n uint64
+	for _, v := range s.Dropped {
+		n += v
+	}
+	return n
+}
+
+// counters is the live, concurrently updated form of Stats.
+type counters struct {
+	packets   [numDirections]atomic.Uint64
+	bytes     [numDirections]atomic.Uint64
+	dropped   [numDropReasons]atomic.Uint64
+	relatched atomic.Uint64
+}
+
+func (c *counters) snapshot() Stats {
+	var s Stats
+	for d := range s.Packets {
+		s.Packets[d] = c.packets[d].Load()
+		s.Bytes[d] = c.bytes[d].Load()
+	}
+	for r := range s.Dropped {
+		s.Dropped[r] = c.dropped[r].Load()
+	}
+	s.Relatched = c.relatched.Load()
+	return s
+}
