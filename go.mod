@@ -2,6 +2,15 @@ module github.com/jnrelay/jnrelay
 
 go 1.26.0
 
-require golang.org/x/time v0.16.0
+require (
+	golang.org/x/sys v0.49.0
+	golang.org/x/time v0.16.0
+	mellium.im/xmlstream v0.15.4
+	mellium.im/xmpp v0.23.0
+)
 
-require golang.org/x/sys v0.49.0 // indirect
+require (
+	golang.org/x/net v0.50.0 // indirect
+	golang.org/x/text v0.34.0 // indirect
+	mellium.im/reader v0.1.0 // indirect
+)

@@ -1,0 +1,294 @@
+// Package config defines relayd's configuration document, its defaults and
+// its validation. The document is JSON (the same document the provisioning
+// API will read and write); unknown keys are rejected so a typo never
+// silently falls back to a default. docs/configuration.md is its reference.
+package config
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Config is the whole configuration of relayd.
+type Config struct {
+	// PublicAddress is the address put in channel results as host: the one
+	// the world reaches the relay ports on. Empty = detect from interfaces.
+	PublicAddress string `json:"public_address,omitempty"`
+	// ListenAddress is the local address relay ports bind to.
+	ListenAddress string    `json:"listen_address,omitempty"`
+	Ports         PortRange `json:"ports"`
+	Channel       Channel   `json:"channel"`
+	XMPP          []Service `json:"xmpp"`
+	Reconnect     Reconnect `json:"reconnect"`
+	Log           Log       `json:"log"`
+}
+
+// PortRange is the inclusive range relay ports are taken from.
+type PortRange struct {
+	Min int `json:"min"`
+	Max int `json:"max"`
+}
+
+// Channel holds the per-channel relay settings.
+type Channel struct {
+	ExpireSeconds     int `json:"expire_seconds"`
+	LatchGraceSeconds int `json:"latch_grace_seconds"`
+	MaxKbps           int `json:"max_kbps"`
+}
+
+// Service is one XMPP service the relay registers with.
+type Service struct {
+	Name   string `json:"name,omitempty"`
+	Type   string `json:"type"`   // "component" (XEP-0114)
+	Server string `json:"server"` // host:port of the server's component listener
+	Domain string `json:"domain"` // the component's JID, e.g. relay.example.org
+	// Secret is the component secret; SecretFile names a file holding it
+	// (trailing newline ignored). Exactly one must be set.
+	Secret     string `json:"secret,omitempty"`
+	SecretFile string `json:"secret_file,omitempty"`
+}
+
+// Reconnect bounds the exponential backoff between attempts to reach a lost
+// XMPP server.
+type Reconnect struct {
+	MinSeconds float64 `json:"min_seconds"`
+	MaxSeconds float64 `json:"max_seconds"`
+}
+
+// Log selects log verbosity and format.
+type Log struct {
+	Level  string `json:"level"`  // debug, info, warn, error
+	Format string `json:"format"` // text or json
+}
+
+// Default returns the configuration every key falls back to.
+func Default() Config {
+	return Config{
+		ListenAddress: "0.0.0.0",
+		Ports:         PortRange{Min: 40000, Max: 40999},
+		Channel:       Channel{ExpireSeconds: 60, LatchGraceSeconds: 5},
+		Reconnect:     Reconnect{MinSeconds: 1, MaxSeconds: 60},
+		Log:           Log{Level: "info", Format: "text"},
+	}
+}
+
+// Load reads and validates the configuration file at path.
+func Load(path string) (Config, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return Config{}, fmt.Errorf("read config: %w", err)
+	}
+	defer f.Close()
+	cfg, err := Parse(f)
+	if err != nil {
+		return Config{}, fmt.Errorf("config %s: %w", path, err)
+	}
+	return cfg, nil
+}
+
+// maxDocument bounds what Parse reads: a config is a few kilobytes.
+const maxDocument = 1 << 20
+
+// Parse decodes a configuration document over the defaults and validates it.
+func Parse(r io.Reader) (Config, error) {
+	data, err := io.ReadAll(io.LimitReader(r, maxDocument+1))
+	if err != nil {
+		return Config{}, fmt.Errorf("read: %w", err)
+	}
+	if len(data) > maxDocument {
+		return Config{}, fmt.Errorf("document larger than %d bytes", maxDocument)
+	}
+	cfg := Default()
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&cfg); err != nil {
+		return Config{}, describeJSONError(data, err)
+	}
+	if dec.More() {
+		return Config{}, errors.New("unexpected data after the JSON document")
+	}
+	if err := cfg.Validate(); err != nil {
+		return Config{}, err
+	}
+	return cfg, nil
+}
+
+// describeJSONError turns decoder errors into messages naming the key or
+// the line, so an operator can find the mistake.
+func describeJSONError(data []byte, err error) error {
+	var syn *json.SyntaxError
+	var typ *json.UnmarshalTypeError
+	switch {
+	case errors.As(err, &syn):
+		return fmt.Errorf("line %d: invalid JSON: %v", lineOf(data, syn.Offset), err)
+	case errors.As(err, &typ):
+		return fmt.Errorf("%s: must be %s, got JSON %s", typ.Field, typ.Type, typ.Value)
+	case strings.HasPrefix(err.Error(), "json: unknown field "):
+		return fmt.Errorf("unknown key %s", strings.TrimPrefix(err.Error(), "json: unknown field "))
+	case errors.Is(err, io.EOF):
+		return errors.New("empty document")
+	}
+	return fmt.Errorf("invalid JSON: %w", err)
+}
+
+func lineOf(data []byte, offset int64) int {
+	if offset > int64(len(data)) {
+		offset = int64(len(data))
+	}
+	return bytes.Count(data[:offset], []byte("\n")) + 1
+}
+
+// Validate checks every key and returns all problems found, each naming its
+// key.
+func (c *Config) Validate() error {
+	var errs []error
+	bad := func(key, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("%s: %s", key, fmt.Sprintf(format, args...)))
+	}
+	if c.PublicAddress != "" {
+		a, err := netip.ParseAddr(c.PublicAddress)
+		switch {
+		case err != nil:
+			bad("public_address", "not an IP address: %q", c.PublicAddress)
+		case a.IsUnspecified() || a.IsMulticast():
+			bad("public_address", "%s cannot be reached by peers", a)
+		}
+	}
+	if a, err := netip.ParseAddr(c.ListenAddress); err != nil {
+		bad("listen_address", "not an IP address: %q", c.ListenAddress)
+	} else if a.IsMulticast() {
+		bad("listen_address", "%s is a multicast address", a)
+	}
+	switch {
+	case c.Ports.Min < 1024 || c.Ports.Min > 65535:
+		bad("ports.min", "%d is outside 1024-65535", c.Ports.Min)
+	case c.Ports.Max < 1024 || c.Ports.Max > 65535:
+		bad("ports.max", "%d is outside 1024-65535", c.Ports.Max)
+	case c.Ports.Max-(c.Ports.Min+c.Ports.Min%2)+1 < 4:
+		bad("ports", "%d-%d holds no channel: a channel needs 4 consecutive ports starting at an even port", c.Ports.Min, c.Ports.Max)
+	}
+	if c.Channel.ExpireSeconds < 1 || c.Channel.ExpireSeconds > 3600 {
+		bad("channel.expire_seconds", "%d is outside 1-3600", c.Channel.ExpireSeconds)
+	}
+	if c.Channel.LatchGraceSeconds < 0 || c.Channel.LatchGraceSeconds > 600 {
+		bad("channel.latch_grace_seconds", "%d is outside 0-600", c.Channel.LatchGraceSeconds)
+	}
+	if c.Channel.MaxKbps < 0 || c.Channel.MaxKbps > 10_000_000 {
+		bad("channel.max_kbps", "%d is outside 0-10000000 (0 = unlimited)", c.Channel.MaxKbps)
+	}
+	if c.Reconnect.MinSeconds <= 0 || c.Reconnect.MinSeconds > 3600 {
+		bad("reconnect.min_seconds", "%g is outside (0, 3600]", c.Reconnect.MinSeconds)
+	}
+	if c.Reconnect.MaxSeconds < c.Reconnect.MinSeconds || c.Reconnect.MaxSeconds > 3600 {
+		bad("reconnect.max_seconds", "%g must be between reconnect.min_seconds and 3600", c.Reconnect.MaxSeconds)
+	}
+	switch c.Log.Level {
+	case "debug", "info", "warn", "error":
+	default:
+		bad("log.level", "%q is not one of debug, info, warn, error", c.Log.Level)
+	}
+	switch c.Log.Format {
+	case "text", "json":
+	default:
+		bad("log.format", "%q is not one of text, json", c.Log.Format)
+	}
+	if len(c.XMPP) == 0 {
+		bad("xmpp", "no XMPP service configured: the relay could not be reached")
+	}
+	names := map[string]int{}
+	for i := range c.XMPP {
+		s := &c.XMPP[i]
+		key := "xmpp[" + strconv.Itoa(i) + "]"
+		if s.Name == "" {
+			s.Name = s.Domain
+		}
+		if j, dup := names[s.Name]; dup {
+			bad(key+".name", "%q is also the name of xmpp[%d]", s.Name, j)
+		}
+		names[s.Name] = i
+		if s.Type != "component" {
+			bad(key+".type", "%q is not supported (supported: component)", s.Type)
+		}
+		if host, port, err := net.SplitHostPort(s.Server); err != nil || host == "" {
+			bad(key+".server", "%q is not host:port", s.Server)
+		} else if p, err := strconv.Atoi(port); err != nil || p < 1 || p > 65535 {
+			bad(key+".server", "port %q is not 1-65535", port)
+		}
+		if err := checkDomain(s.Domain); err != nil {
+			bad(key+".domain", "%v", err)
+		}
+		switch {
+		case s.Secret == "" && s.SecretFile == "":
+			bad(key+".secret", "required (or secret_file)")
+		case s.Secret != "" && s.SecretFile != "":
+			bad(key+".secret", "set secret or secret_file, not both")
+		case s.SecretFile != "":
+			if _, err := os.Stat(s.SecretFile); err != nil {
+				bad(key+".secret_file", "%v", err)
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// checkDomain accepts a DNS-style component domain (no localpart, no
+// resource).
+func checkDomain(d string) error {
+	if d == "" {
+		return errors.New("required")
+	}
+	if len(d) > 1023 {
+		return errors.New("longer than 1023 bytes")
+	}
+	if strings.ContainsAny(d, "@/ \t\r\n\"'<>&") {
+		return fmt.Errorf("%q is not a bare domain", d)
+	}
+	for _, label := range strings.Split(d, ".") {
+		if label == "" || len(label) > 63 {
+			return fmt.Errorf("%q has an empty or over-long label", d)
+		}
+	}
+	return nil
+}
+
+// ResolveSecret returns the service's component secret, reading SecretFile
+// when set.
+func (s Service) ResolveSecret() (string, error) {
+	if s.SecretFile == "" {
+		return s.Secret, nil
+	}
+	b, err := os.ReadFile(s.SecretFile)
+	if err != nil {
+		return "", fmt.Errorf("xmpp service %s: read secret_file: %w", s.Name, err)
+	}
+	secret := strings.TrimRight(string(b), "\r\n")
+	if secret == "" {
+		return "", fmt.Errorf("xmpp service %s: secret_file %s is empty", s.Name, s.SecretFile)
+	}
+	return secret, nil
+}
+
+// Expire is the channel inactivity timeout.
+func (c Channel) Expire() time.Duration { return time.Duration(c.ExpireSeconds) * time.Second }
+
+// LatchGrace is the silence after which a latch may move to a new source.
+func (c Channel) LatchGrace() time.Duration {
+	return time.Duration(c.LatchGraceSeconds) * time.Second
+}
+
+// Min is the first reconnect delay.
+func (r Reconnect) Min() time.Duration { return seconds(r.MinSeconds) }
+
+// Max caps the reconnect delay.
+func (r Reconnect) Max() time.Duration { return seconds(r.MaxSeconds) }
+
+func seconds(s float64) time.Duration { return time.Duration(s * float64(time.Second)) }

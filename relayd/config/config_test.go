@@ -1,0 +1,130 @@
+package config
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+const minimal = `{"xmpp": [{"type": "component", "server": "127.0.0.1:5347", "domain": "relay.example.org", "secret": "s3cret"}]}`
+
+func TestMinimalGetsDefaults(t *testing.T) {
+	cfg, err := Parse(strings.NewReader(minimal))
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := Default()
+	if cfg.Ports != d.Ports || cfg.Channel != d.Channel || cfg.ListenAddress != "0.0.0.0" || cfg.Log != d.Log {
+		t.Fatalf("defaults not applied: %+v", cfg)
+	}
+	if cfg.XMPP[0].Name != "relay.example.org" {
+		t.Fatalf("service name defaults to domain, got %q", cfg.XMPP[0].Name)
+	}
+	if cfg.Channel.Expire().Seconds() != 60 {
+		t.Fatalf("expire %s", cfg.Channel.Expire())
+	}
+}
+
+func TestExampleFileIsValid(t *testing.T) {
+	// The example shipped in docs must always load.
+	if _, err := Load(filepath.Join("..", "..", "docs", "relayd.example.json")); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestErrorsNameTheKey(t *testing.T) {
+	cases := []struct{ doc, want string }{
+		{`{"xmpp": []}`, "xmpp: no XMPP service"},
+		{`{"ports": {"min": 40001, "max": 40003}, ` + minimal[1:], "ports: 40001-40003 holds no channel"},
+		{`{"ports": {"min": 80, "max": 40003}, ` + minimal[1:], "ports.min: 80 is outside"},
+		{`{"channel": {"expire_seconds": 0}, ` + minimal[1:], "channel.expire_seconds: 0 is outside"},
+		{`{"channel": {"expire_seconds": "60"}, ` + minimal[1:], "channel.expire_seconds: must be int"},
+		{`{"channel": {"max_kbps": -1}, ` + minimal[1:], "channel.max_kbps: -1"},
+		{`{"public_address": "relay.example.org", ` + minimal[1:], "public_address: not an IP address"},
+		{`{"public_address": "0.0.0.0", ` + minimal[1:], "public_address: 0.0.0.0 cannot be reached"},
+		{`{"listen_address": "x", ` + minimal[1:], "listen_address: not an IP address"},
+		{`{"log": {"level": "loud"}, ` + minimal[1:], `log.level: "loud" is not one of`},
+		{`{"reconnect": {"min_seconds": 10, "max_seconds": 5}, ` + minimal[1:], "reconnect.max_seconds"},
+		{`{"expire": 60, ` + minimal[1:], `unknown key "expire"`},
+		{`{"xmpp": [{"type": "client", "server": "h:1", "domain": "d", "secret": "s"}]}`, `xmpp[0].type: "client" is not supported`},
+		{`{"xmpp": [{"type": "component", "server": "nohost", "domain": "d", "secret": "s"}]}`, `xmpp[0].server: "nohost" is not host:port`},
+		{`{"xmpp": [{"type": "component", "server": "h:99999", "domain": "d", "secret": "s"}]}`, `xmpp[0].server: port "99999"`},
+		{`{"xmpp": [{"type": "component", "server": "h:1", "domain": "a@d", "secret": "s"}]}`, `xmpp[0].domain: "a@d" is not a bare domain`},
+		{`{"xmpp": [{"type": "component", "server": "h:1", "domain": "d"}]}`, `xmpp[0].secret: required`},
+		{`{"xmpp": [{"type": "component", "server": "h:1", "domain": "d", "secret": "s", "secret_file": "/x"}]}`, `not both`},
+		{`{"xmpp": [{"type": "component", "server": "h:1", "domain": "d", "secret": "s"}, {"type": "component", "server": "h:2", "domain": "d", "secret": "s"}]}`, `xmpp[1].name: "d" is also the name of xmpp[0]`},
+		{"{\n\"xmpp\": [,]}", "line 2: invalid JSON"},
+		{``, "empty document"},
+		{minimal + `{}`, "unexpected data after"},
+	}
+	for _, c := range cases {
+		_, err := Parse(strings.NewReader(c.doc))
+		if err == nil {
+			t.Errorf("%s: accepted", c.doc)
+			continue
+		}
+		if !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s:\n got  %v\n want %q", c.doc, err, c.want)
+		}
+	}
+}
+
+func TestAllProblemsReportedAtOnce(t *testing.T) {
+	_, err := Parse(strings.NewReader(`{"ports": {"min": 1, "max": 2}, "log": {"format": "xml"}, "xmpp": []}`))
+	if err == nil {
+		t.Fatal("accepted")
+	}
+	for _, key := range []string{"ports.min", "log.format", "xmpp:"} {
+		if !strings.Contains(err.Error(), key) {
+			t.Errorf("error does not mention %s: %v", key, err)
+		}
+	}
+}
+
+func TestSecretFile(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "secret")
+	if err := os.WriteFile(path, []byte("from-file\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	doc := `{"xmpp": [{"type": "component", "server": "h:1", "domain": "d", "secret_file": "` + path + `"}]}`
+	cfg, err := Parse(strings.NewReader(doc))
+	if err != nil {
+		t.Fatal(err)
+	}
+	secret, err := cfg.XMPP[0].ResolveSecret()
+	if err != nil || secret != "from-file" {
+		t.Fatalf("secret %q, %v", secret, err)
+	}
+	missing := `{"xmpp": [{"type": "component", "server": "h:1", "domain": "d", "secret_file": "` + path + `.none"}]}`
+	if _, err := Parse(strings.NewReader(missing)); err == nil || !strings.Contains(err.Error(), "xmpp[0].secret_file") {
+		t.Fatalf("missing secret file: %v", err)
+	}
+}
+
+func TestOversizeDocumentRejected(t *testing.T) {
+	big := `{"log": {"level": "` + strings.Repeat("x", maxDocument) + `"}}`
+	if _, err := Parse(strings.NewReader(big)); err == nil || !strings.Contains(err.Error(), "larger than") {
+		t.Fatalf("oversize document: %v", err)
+	}
+}
+
+func FuzzParse(f *testing.F) {
+	f.Add([]byte(minimal))
+	f.Add([]byte(`{"ports": {"min": 40000, "max": 40003}, "xmpp": [{"type": "component", "server": "[::1]:5347", "domain": "r.x", "secret": "s"}]}`))
+	f.Add([]byte(`{"xmpp": [{}]}`))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		cfg, err := Parse(strings.NewReader(string(data)))
+		if err != nil {
+			return
+		}
+		// Whatever parses must satisfy the invariants the daemon relies on.
+		if cfg.Ports.Min < 1024 || cfg.Ports.Max > 65535 || cfg.Channel.ExpireSeconds < 1 || len(cfg.XMPP) == 0 {
+			t.Fatalf("invalid config accepted: %+v", cfg)
+		}
+		if err := cfg.Validate(); err != nil {
+			t.Fatalf("accepted config fails validation: %v", err)
+		}
+	})
+}

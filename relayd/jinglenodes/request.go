@@ -1,0 +1,187 @@
+// Package jinglenodes answers the IQs a Jingle Nodes relay receives
+// (XEP-0278 channel and services requests, service discovery, ping) and
+// sends the channel events it owes requesters.
+//
+// It is the control plane's protocol layer: it asks the data plane for
+// channels through the Allocator interface and never touches sockets.
+package jinglenodes
+
+import (
+	"encoding/xml"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+
+	"mellium.im/xmpp/stanza"
+)
+
+// XML namespaces of XEP-0278 and of the other protocols answered here.
+const (
+	NS          = "http://jabber.org/protocol/jinglenodes"
+	NSChannel   = NS + "#channel"
+	NSEvent     = NS + "#event"
+	NSDiscoInfo = "http://jabber.org/protocol/disco#info"
+	NSDiscoItem = "http://jabber.org/protocol/disco#items"
+	NSPing      = "urn:xmpp:ping"
+)
+
+// Kind is what an IQ asks for.
+type Kind int
+
+const (
+	KindUnknown   Kind = iota // a payload we do not serve
+	KindChannel               // <channel/> (or legacy <candidate/>) in #channel
+	KindServices              // <services/> in jinglenodes
+	KindDiscoInfo             // disco#info query
+	KindDiscoItems            // disco#items query
+	KindPing                  // XEP-0199 ping
+	KindResponse              // a result or error IQ: needs no answer
+)
+
+// Request is a parsed incoming IQ.
+type Request struct {
+	IQ      stanza.IQ
+	Kind    Kind
+	Payload xml.Name // the payload element's name (for logs)
+	// Protocol is the requested channel transport, lowercased; "udp" when the
+	// attribute is missing.
+	Protocol string
+	// Legacy is set for the 2009-era <candidate/> form of the request; the
+	// answer then uses the same element name.
+	Legacy bool
+	// Node is the disco node queried, if any.
+	Node string
+}
+
+// Malformed is returned by ParseRequest for IQs that must be answered with
+// bad-request; IQ holds what could be read of the stanza so the answer can
+// be addressed.
+type Malformed struct {
+	IQ     stanza.IQ
+	Reason string
+}
+
+func (m *Malformed) Error() string { return "malformed request: " + m.Reason }
+
+// ParseRequest reads the IQ whose start element is start from r (the tokens
+// after start, up to and optionally including the IQ's end element) and
+// classifies it. Unknown payloads are not an error (they get
+// service-unavailable); structurally broken requests return *Malformed.
+func ParseRequest(start xml.StartElement, r xml.TokenReader) (Request, error) {
+	iq, err := stanza.NewIQ(start)
+	if err != nil {
+		// A JID or attribute that does not parse: keep what we can for the
+		// answer's addressing.
+		iq = stanza.IQ{ID: attrValue(start.Attr, "id"), Type: stanza.IQType(attrValue(start.Attr, "type"))}
+		return Request{IQ: iq}, &Malformed{IQ: iq, Reason: err.Error()}
+	}
+	req := Request{IQ: iq}
+	switch iq.Type {
+	case stanza.ResultIQ, stanza.ErrorIQ:
+		req.Kind = KindResponse
+		return req, nil
+	case stanza.GetIQ, stanza.SetIQ:
+	default:
+		return req, &Malformed{IQ: iq, Reason: fmt.Sprintf("IQ type %q", iq.Type)}
+	}
+	if iq.ID == "" {
+		return req, &Malformed{IQ: iq, Reason: "IQ without id"}
+	}
+
+	// Read raw tokens with our own depth count: the stream's decoder has
+	// already checked well-formedness and bounds nesting, and a nested
+	// decoder would reject the IQ's own end element as unbalanced.
+	var payload *xml.StartElement
+	depth := 0
+	for {
+		tok, err := r.Token()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return req, &Malformed{IQ: iq, Reason: err.Error()}
+		}
+		if tok == nil {
+			continue
+		}
+		switch el := tok.(type) {
+		case xml.StartElement:
+			depth++
+			if depth > 1 {
+				continue // children of the payload: no request we serve has any
+			}
+			if payload != nil {
+				return req, &Malformed{IQ: iq, Reason: "IQ with more than one payload element"}
+			}
+			el = el.Copy()
+			payload = &el
+		case xml.EndElement:
+			depth--
+		}
+		if depth < 0 {
+			break // the IQ's own end element
+		}
+	}
+	if payload == nil {
+		return req, &Malformed{IQ: iq, Reason: "IQ without payload"}
+	}
+	req.Payload = payload.Name
+	classify(&req, *payload)
+	if req.Kind == KindChannel {
+		if err := parseProtocol(&req, *payload); err != nil {
+			return req, err
+		}
+	}
+	return req, nil
+}
+
+// classify sets Kind (and Legacy, Node) from the payload element.
+func classify(req *Request, el xml.StartElement) {
+	get := req.IQ.Type == stanza.GetIQ
+	switch {
+	case el.Name.Space == NSChannel && (el.Name.Local == "channel" || el.Name.Local == "candidate"):
+		// Jitsi and others send get; accept set too, the request is the same.
+		req.Kind = KindChannel
+		req.Legacy = el.Name.Local == "candidate"
+	case el.Name == xml.Name{Space: NS, Local: "services"} && get:
+		req.Kind = KindServices
+	case el.Name == xml.Name{Space: NSDiscoInfo, Local: "query"} && get:
+		req.Kind = KindDiscoInfo
+		req.Node = attrValue(el.Attr, "node")
+	case el.Name == xml.Name{Space: NSDiscoItem, Local: "query"} && get:
+		req.Kind = KindDiscoItems
+		req.Node = attrValue(el.Attr, "node")
+	case el.Name == xml.Name{Space: NSPing, Local: "ping"} && get:
+		req.Kind = KindPing
+	default:
+		req.Kind = KindUnknown
+	}
+}
+
+func parseProtocol(req *Request, el xml.StartElement) error {
+	proto, present := "", false
+	for _, a := range el.Attr {
+		if a.Name.Local == "protocol" && a.Name.Space == "" {
+			proto, present = strings.ToLower(strings.TrimSpace(a.Value)), true
+		}
+	}
+	switch {
+	case !present:
+		req.Protocol = "udp" // old clients omit it; UDP is the only transport they know
+	case proto == "udp" || proto == "tcp":
+		req.Protocol = proto
+	default:
+		return &Malformed{IQ: req.IQ, Reason: fmt.Sprintf("protocol %q is neither udp nor tcp", proto)}
+	}
+	return nil
+}
+
+func attrValue(attrs []xml.Attr, local string) string {
+	for _, a := range attrs {
+		if a.Name.Local == local && a.Name.Space == "" {
+			return a.Value
+		}
+	}
+	return ""
+}

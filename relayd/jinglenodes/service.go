@@ -1,0 +1,290 @@
+package jinglenodes
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/xml"
+	"errors"
+	"log/slog"
+	"net/netip"
+	"strconv"
+	"sync"
+	"time"
+
+	"mellium.im/xmlstream"
+	"mellium.im/xmpp/jid"
+	"mellium.im/xmpp/stanza"
+
+	"github.com/jnrelay/jnrelay/relayd/channel"
+)
+
+// Allocator is what the service needs of the data plane.
+type Allocator interface {
+	Allocate() (channel.Info, error)
+}
+
+// Sender sends a stanza on an XMPP session (the session's current
+// connection); it fails while the session is down.
+type Sender interface {
+	Send(ctx context.Context, r xml.TokenReader) error
+}
+
+// Config configures a Service.
+type Config struct {
+	Allocator Allocator
+	// PublicHost returns the address put in channel results as host.
+	PublicHost func() netip.Addr
+	// Name is the identity name shown in disco#info.
+	Name   string
+	Logger *slog.Logger
+}
+
+// Service answers Jingle Nodes requests for any number of XMPP sessions and
+// remembers who asked for each channel, to tell them when it ends.
+type Service struct {
+	cfg Config
+	log *slog.Logger
+
+	mu     sync.Mutex
+	owners map[string]owner // channel id -> requester
+}
+
+// owner is where a channel's events go.
+type owner struct {
+	via       Sender
+	relay     jid.JID // the address the request was sent to: the event's from
+	requester jid.JID
+	session   string
+}
+
+// New returns a Service.
+func New(cfg Config) *Service {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Name == "" {
+		cfg.Name = "jnrelay"
+	}
+	return &Service{cfg: cfg, log: cfg.Logger, owners: make(map[string]owner)}
+}
+
+// Handler answers the IQs of one XMPP session. session names it in logs;
+// via sends the channel events for requests that arrived on it.
+func (s *Service) Handler(session string, self jid.JID, via Sender) *Handler {
+	return &Handler{svc: s, session: session, self: self, via: via, log: s.log.With("session", session)}
+}
+
+// ChannelEnded tells the requester of an ended channel that it is gone,
+// with a jinglenodes#event "killed" IQ. It is a no-op for channels not
+// allocated through this service.
+func (s *Service) ChannelEnded(ctx context.Context, e channel.End) {
+	s.mu.Lock()
+	o, ok := s.owners[e.ID]
+	delete(s.owners, e.ID)
+	s.mu.Unlock()
+	if !ok {
+		return
+	}
+	id, err := stanzaID()
+	if err != nil {
+		s.log.Error("send channel event", "channel", e.ID, "err", err)
+		return
+	}
+	iq := stanza.IQ{ID: id, Type: stanza.SetIQ, To: o.requester, From: o.relay}
+	event := xmlstream.Wrap(nil, xml.StartElement{
+		Name: xml.Name{Space: NSEvent, Local: "channel"},
+		Attr: []xml.Attr{
+			{Name: xml.Name{Local: "event"}, Value: "killed"},
+			{Name: xml.Name{Local: "id"}, Value: e.ID},
+			{Name: xml.Name{Local: "time"}, Value: strconv.Itoa(int(e.Duration.Seconds()))},
+		},
+	})
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if err := o.via.Send(ctx, iq.Wrap(event)); err != nil {
+		s.log.Warn("channel killed event not delivered", "session", o.session, "channel", e.ID,
+			"requester", o.requester.String(), "err", err)
+		return
+	}
+	s.log.Info("channel killed event sent", "session", o.session, "channel", e.ID,
+		"requester", o.requester.String(), "reason", string(e.Reason))
+}
+
+// Handler answers IQs arriving on one XMPP session. It implements
+// mellium's xmpp.Handler.
+type Handler struct {
+	svc     *Service
+	session string
+	self    jid.JID
+	via     Sender
+	log     *slog.Logger
+}
+
+// HandleXMPP answers one top-level element of the stream. Every IQ get or
+// set gets exactly one answer; other elements are ignored.
+func (h *Handler) HandleXMPP(t xmlstream.TokenReadEncoder, start *xml.StartElement) error {
+	if start.Name.Local != "iq" {
+		return nil // messages and presences are not for a relay
+	}
+	req, err := ParseRequest(*start, t)
+	var reply xml.TokenReader
+	var bad *Malformed
+	switch {
+	case errors.As(err, &bad):
+		h.log.Info("malformed request", "from", bad.IQ.From.String(), "reason", bad.Reason)
+		if bad.IQ.ID == "" || bad.IQ.Type == stanza.ResultIQ || bad.IQ.Type == stanza.ErrorIQ {
+			return nil // nothing to address an answer to
+		}
+		reply = h.errorReply(bad.IQ, stanza.Modify, stanza.BadRequest, bad.Reason)
+	case err != nil:
+		return err
+	default:
+		reply = h.answer(req)
+	}
+	if reply == nil {
+		return nil
+	}
+	if _, err := xmlstream.Copy(t, reply); err != nil {
+		return err
+	}
+	return nil
+}
+
+// answer builds the answer to a well-formed request (nil for responses).
+func (h *Handler) answer(req Request) xml.TokenReader {
+	switch req.Kind {
+	case KindResponse:
+		return nil
+	case KindChannel:
+		return h.channel(req)
+	case KindServices:
+		return h.result(req.IQ, h.services())
+	case KindDiscoInfo:
+		if req.Node != "" {
+			return h.errorReply(req.IQ, stanza.Cancel, stanza.ItemNotFound, "no such node")
+		}
+		return h.result(req.IQ, discoInfo(h.svc.cfg.Name))
+	case KindDiscoItems:
+		if req.Node != "" {
+			return h.errorReply(req.IQ, stanza.Cancel, stanza.ItemNotFound, "no such node")
+		}
+		return h.result(req.IQ, xmlstream.Wrap(nil, xml.StartElement{Name: xml.Name{Space: NSDiscoItem, Local: "query"}}))
+	case KindPing:
+		return h.result(req.IQ, nil)
+	}
+	return h.errorReply(req.IQ, stanza.Cancel, stanza.ServiceUnavailable, "")
+}
+
+func (h *Handler) channel(req Request) xml.TokenReader {
+	from := req.IQ.From
+	if req.Protocol != "udp" {
+		h.log.Info("channel refused", "from", from.String(), "protocol", req.Protocol)
+		return h.errorReply(req.IQ, stanza.Cancel, stanza.FeatureNotImplemented, "only udp channels are offered")
+	}
+	host := h.svc.cfg.PublicHost()
+	if !host.IsValid() {
+		h.log.Warn("channel refused: public address unknown", "from", from.String())
+		return h.errorReply(req.IQ, stanza.Wait, stanza.ServiceUnavailable, "relay public address not known yet")
+	}
+	info, err := h.svc.cfg.Allocator.Allocate()
+	if err != nil {
+		h.log.Warn("channel refused", "from", from.String(), "err", err)
+		if errors.Is(err, channel.ErrPoolExhausted) {
+			return h.errorReply(req.IQ, stanza.Wait, stanza.ResourceConstraint, "no free relay ports")
+		}
+		return h.errorReply(req.IQ, stanza.Wait, stanza.InternalServerError, "could not open relay ports")
+	}
+	h.svc.mu.Lock()
+	h.svc.owners[info.ID] = owner{via: h.via, relay: relayAddr(req.IQ.To, h.self), requester: from, session: h.session}
+	h.svc.mu.Unlock()
+	h.log.Info("channel granted", "from", from.String(), "channel", info.ID, "host", host.String(),
+		"localport", info.LocalPort, "remoteport", info.RemotePort)
+
+	name := "channel"
+	if req.Legacy {
+		name = "candidate"
+	}
+	attrs := []xml.Attr{
+		{Name: xml.Name{Local: "id"}, Value: info.ID},
+		{Name: xml.Name{Local: "host"}, Value: host.String()},
+		{Name: xml.Name{Local: "localport"}, Value: strconv.Itoa(info.LocalPort)},
+		{Name: xml.Name{Local: "remoteport"}, Value: strconv.Itoa(info.RemotePort)},
+		{Name: xml.Name{Local: "protocol"}, Value: "udp"},
+		{Name: xml.Name{Local: "expire"}, Value: strconv.Itoa(int(info.Expire.Seconds()))},
+	}
+	if info.MaxKbps > 0 {
+		attrs = append(attrs, xml.Attr{Name: xml.Name{Local: "maxkbps"}, Value: strconv.Itoa(info.MaxKbps)})
+	}
+	return h.result(req.IQ, xmlstream.Wrap(nil, xml.StartElement{Name: xml.Name{Space: NSChannel, Local: name}, Attr: attrs}))
+}
+
+// relayAddr is the address a requester knows the relay by: the one it sent
+// the request to, when set (any localpart or resource at the relay), else
+// the session's own address.
+func relayAddr(to, self jid.JID) jid.JID {
+	if to.Equal(jid.JID{}) {
+		return self
+	}
+	return to
+}
+
+// services lists this relay. Later work adds trackers and STUN.
+func (h *Handler) services() xml.TokenReader {
+	relay := xmlstream.Wrap(nil, xml.StartElement{
+		Name: xml.Name{Local: "relay"},
+		Attr: []xml.Attr{
+			{Name: xml.Name{Local: "policy"}, Value: "public"},
+			{Name: xml.Name{Local: "address"}, Value: h.self.String()},
+			{Name: xml.Name{Local: "protocol"}, Value: "udp"},
+		},
+	})
+	return xmlstream.Wrap(relay, xml.StartElement{Name: xml.Name{Space: NS, Local: "services"}})
+}
+
+// Features are the disco#info features of the relay.
+var features = []string{NSDiscoInfo, NSDiscoItem, NSPing, NS, NSChannel}
+
+func discoInfo(name string) xml.TokenReader {
+	inner := []xml.TokenReader{xmlstream.Wrap(nil, xml.StartElement{
+		Name: xml.Name{Local: "identity"},
+		Attr: []xml.Attr{
+			{Name: xml.Name{Local: "category"}, Value: "proxy"},
+			{Name: xml.Name{Local: "type"}, Value: "relay"},
+			{Name: xml.Name{Local: "name"}, Value: name},
+		},
+	})}
+	for _, f := range features {
+		inner = append(inner, xmlstream.Wrap(nil, xml.StartElement{
+			Name: xml.Name{Local: "feature"},
+			Attr: []xml.Attr{{Name: xml.Name{Local: "var"}, Value: f}},
+		}))
+	}
+	return xmlstream.Wrap(xmlstream.MultiReader(inner...), xml.StartElement{Name: xml.Name{Space: NSDiscoInfo, Local: "query"}})
+}
+
+// result answers iq with a result carrying payload (nil for none). The
+// answer is from the address the request was sent to, as servers require of
+// components.
+func (h *Handler) result(iq stanza.IQ, payload xml.TokenReader) xml.TokenReader {
+	iq.To = relayAddr(iq.To, h.self)
+	return iq.Result(payload)
+}
+
+func (h *Handler) errorReply(iq stanza.IQ, typ stanza.ErrorType, cond stanza.Condition, text string) xml.TokenReader {
+	iq.To = relayAddr(iq.To, h.self)
+	e := stanza.Error{Type: typ, Condition: cond}
+	if text != "" {
+		e.Text = map[string]string{"": text}
+	}
+	return iq.Error(e)
+}
+
+// stanzaID returns a random id for stanzas we originate.
+func stanzaID() (string, error) {
+	var b [8]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return "", err
+	}
+	return "jn-" + hex.EncodeToString(b[:]), nil
+}
