@@ -176,7 +176,7 @@ func TestForeignSourceIsDroppedAndCounted(t *testing.T) {
 	intruder := newParty(t)
 	const n = 20
 	for i := range n {
-		intruder.send(p, fmt.Appendf(nil, "evil-%d", i))   // to the requester's port
+		intruder.send(p, fmt.Appendf(nil, "evil-%d", i))    // to the requester's port
 		intruder.send(p+2, fmt.Appendf(nil, "evil2-%d", i)) // to the other party's port
 	}
 	// Markers sent after the attack on the same ports: if any intruder

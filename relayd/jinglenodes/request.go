@@ -30,13 +30,13 @@ const (
 type Kind int
 
 const (
-	KindUnknown   Kind = iota // a payload we do not serve
-	KindChannel               // <channel/> (or legacy <candidate/>) in #channel
-	KindServices              // <services/> in jinglenodes
-	KindDiscoInfo             // disco#info query
-	KindDiscoItems            // disco#items query
-	KindPing                  // XEP-0199 ping
-	KindResponse              // a result or error IQ: needs no answer
+	KindUnknown    Kind = iota // a payload we do not serve
+	KindChannel                // <channel/> (or legacy <candidate/>) in #channel
+	KindServices               // <services/> in jinglenodes
+	KindDiscoInfo              // disco#info query
+	KindDiscoItems             // disco#items query
+	KindPing                   // XEP-0199 ping
+	KindResponse               // a result or error IQ: needs no answer
 )
 
 // Request is a parsed incoming IQ.
