@@ -10,7 +10,12 @@ require (
 )
 
 require (
+	golang.org/x/crypto v0.48.0 // indirect
+	golang.org/x/mod v0.33.0 // indirect
 	golang.org/x/net v0.50.0 // indirect
+	golang.org/x/sync v0.19.0 // indirect
 	golang.org/x/text v0.34.0 // indirect
+	golang.org/x/tools v0.42.0 // indirect
 	mellium.im/reader v0.1.0 // indirect
+	mellium.im/sasl v0.3.2 // indirect
 )

@@ -1,0 +1,171 @@
+// Command relayd is the jnrelay Jingle Nodes (XEP-0278) relay daemon: it
+// registers with XMPP services, answers channel requests by allocating
+// relay ports, and forwards UDP between the two parties of each call.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/netip"
+	"os"
+	"os/signal"
+	"sync"
+	"syscall"
+
+	"mellium.im/xmpp/jid"
+
+	"github.com/jnrelay/jnrelay/relayd/channel"
+	"github.com/jnrelay/jnrelay/relayd/config"
+	"github.com/jnrelay/jnrelay/relayd/jinglenodes"
+	"github.com/jnrelay/jnrelay/relayd/publicaddr"
+	"github.com/jnrelay/jnrelay/relayd/xmppsession"
+)
+
+// version is stamped at build time (-ldflags "-X main.version=...").
+var version = "dev"
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+// run is main without the process exit, for tests.
+func run(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("relayd", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	configPath := fs.String("config", "/etc/jnrelay/relayd.json", "configuration `file`")
+	check := fs.String("check-config", "", "validate the configuration `file`, print the result and exit")
+	showVersion := fs.Bool("version", false, "print the version and exit")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	switch {
+	case *showVersion:
+		fmt.Fprintln(stdout, "relayd", version)
+		return 0
+	case *check != "":
+		if _, err := config.Load(*check); err != nil {
+			fmt.Fprintln(stderr, err)
+			return 1
+		}
+		fmt.Fprintf(stdout, "%s: configuration valid\n", *check)
+		return 0
+	}
+	cfg, err := config.Load(*configPath)
+	if err != nil {
+		fmt.Fprintln(stderr, "relayd:", err)
+		return 1
+	}
+	log := newLogger(cfg.Log, stderr)
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	if err := serve(ctx, cfg, log); err != nil {
+		log.Error("relayd stopped", "err", err)
+		return 1
+	}
+	return 0
+}
+
+func newLogger(c config.Log, w io.Writer) *slog.Logger {
+	var level slog.Level
+	_ = level.UnmarshalText([]byte(c.Level)) // validated by config
+	opts := &slog.HandlerOptions{Level: level}
+	if c.Format == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}
+
+// serve runs the relay until ctx is cancelled.
+func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
+	host, err := advertisedHost(cfg, log)
+	if err != nil {
+		return err
+	}
+	listen := netip.MustParseAddr(cfg.ListenAddress) // validated by config
+
+	// The data plane reports ended channels to the protocol layer, which
+	// is built after it: route through a variable set below.
+	var svc *jinglenodes.Service
+	dp, err := channel.New(channel.Config{
+		Listen: listen, PortMin: cfg.Ports.Min, PortMax: cfg.Ports.Max,
+		Expire: cfg.Channel.Expire(), LatchGrace: cfg.Channel.LatchGrace(), MaxKbps: cfg.Channel.MaxKbps,
+		Logger: log.With("part", "dataplane"),
+		OnEnd:  func(e channel.End) { svc.ChannelEnded(context.WithoutCancel(ctx), e) },
+	})
+	if err != nil {
+		return fmt.Errorf("data plane: %w", err)
+	}
+	svc = jinglenodes.New(jinglenodes.Config{
+		Allocator: dp, PublicHost: func() netip.Addr { return host }, Name: "jnrelay " + version,
+		Logger: log.With("part", "jinglenodes"),
+	})
+
+	sessions, err := newSessions(cfg, svc, log)
+	if err != nil {
+		return err
+	}
+	log.Info("relayd started", "version", version, "public_address", host.String(), "listen_address", listen.String(),
+		"ports", fmt.Sprintf("%d-%d", cfg.Ports.Min, cfg.Ports.Max), "capacity", dp.Capacity(), "xmpp_services", len(sessions))
+
+	sessCtx, cancelSessions := context.WithCancel(context.WithoutCancel(ctx))
+	var wg sync.WaitGroup
+	for _, s := range sessions {
+		wg.Go(func() { s.Run(sessCtx) })
+	}
+	<-ctx.Done()
+	log.Info("shutting down")
+	// End channels while sessions are still up, so requesters hear of it.
+	dp.Close()
+	cancelSessions()
+	wg.Wait()
+	tot := dp.Totals()
+	log.Info("relayd stopped", "packets_local_to_remote", tot.Stats.Packets[channel.LocalToRemote],
+		"packets_remote_to_local", tot.Stats.Packets[channel.RemoteToLocal], "dropped", tot.Stats.TotalDropped())
+	return nil
+}
+
+// advertisedHost is the configured public address, or the best interface
+// address (with a warning when it is not public).
+func advertisedHost(cfg config.Config, log *slog.Logger) (netip.Addr, error) {
+	if cfg.PublicAddress != "" {
+		return netip.MustParseAddr(cfg.PublicAddress), nil // validated by config
+	}
+	a, public, err := publicaddr.Detect()
+	if err != nil {
+		return netip.Addr{}, err
+	}
+	if !public {
+		log.Warn("no public address on any interface: channels advertise a private address and only work inside this network; set public_address (and forward the relay ports) to serve the Internet",
+			"address", a.String())
+	}
+	return a, nil
+}
+
+func newSessions(cfg config.Config, svc *jinglenodes.Service, log *slog.Logger) ([]*xmppsession.Component, error) {
+	var out []*xmppsession.Component
+	for _, s := range cfg.XMPP {
+		secret, err := s.ResolveSecret()
+		if err != nil {
+			return nil, err
+		}
+		domain, err := jid.Parse(s.Domain)
+		if err != nil {
+			return nil, fmt.Errorf("xmpp service %s: domain: %w", s.Name, err)
+		}
+		c := xmppsession.NewComponent(xmppsession.ComponentConfig{
+			Name: s.Name, Server: s.Server, Domain: domain, Secret: secret,
+			Backoff: xmppsession.Backoff{Min: cfg.Reconnect.Min(), Max: cfg.Reconnect.Max()},
+			Logger:  log.With("part", "xmpp"),
+		})
+		c.SetHandler(svc.Handler(s.Name, c.Addr(), c))
+		out = append(out, c)
+	}
+	if len(out) == 0 {
+		return nil, errors.New("no xmpp service configured")
+	}
+	return out, nil
+}
