@@ -218,7 +218,7 @@ func (c *Component) serveOnce(ctx context.Context) error {
 		return fmt.Errorf("serve: %w", err)
 	case <-ctx.Done():
 		// Close the stream politely, then the connection; Serve returns.
-		sess.SetCloseDeadline(time.Now().Add(2 * time.Second))
+		// (No SetCloseDeadline: it races with Serve inside mellium.)
 		sess.Close()
 		conn.Close()
 		<-served

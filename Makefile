@@ -1,0 +1,43 @@
+# jnrelay — build, demo, test, lint.
+GO        ?= go
+VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS   := -s -w -X main.version=$(VERSION)
+GOFLAGS_BUILD := -trimpath -ldflags '$(LDFLAGS)'
+STATICCHECK_VERSION := v0.7.0
+FUZZTIME  ?= 10s
+
+.PHONY: build demo test test-unit test-e2e fuzz lint deps clean
+
+## build: static relayd binary in bin/relayd
+build:
+	CGO_ENABLED=0 $(GO) build $(GOFLAGS_BUILD) -o bin/relayd ./relayd
+
+## deps: install the system packages tests and the demo use (Debian, idempotent)
+deps:
+	bash tests/deps.sh
+
+## demo: a real call through relayd registered with a private Prosody
+demo: deps build
+	$(GO) run ./tests/demo -relayd bin/relayd
+
+## test: unit tests, fuzz smoke, end-to-end suites (needs root for netns)
+test: deps build test-unit fuzz test-e2e
+
+test-unit:
+	$(GO) test -race -count=1 ./relayd/... ./kernel/...
+
+## fuzz: run every fuzz target briefly (FUZZTIME each)
+fuzz:
+	$(GO) test -run '^$$' -fuzz '^FuzzHandleIQ$$' -fuzztime $(FUZZTIME) ./relayd/jinglenodes
+	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./relayd/config
+
+test-e2e: build
+	RELAYD_BIN=$(CURDIR)/bin/relayd $(GO) test -count=1 -timeout 15m ./tests/...
+
+lint:
+	test -z "$$(gofmt -l .)" || { gofmt -l .; exit 1; }
+	$(GO) vet ./...
+	$(GO) run honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION) ./...
+
+clean:
+	rm -rf bin
