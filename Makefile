@@ -6,7 +6,7 @@ GOFLAGS_BUILD := -trimpath -ldflags '$(LDFLAGS)'
 STATICCHECK_VERSION := v0.7.0
 FUZZTIME  ?= 10s
 
-.PHONY: build demo test test-unit test-e2e fuzz lint deps clean
+.PHONY: build demo test test-unit test-e2e fuzz bench lint deps clean
 
 ## build: static relayd binary in bin/relayd
 build:
@@ -33,6 +33,10 @@ fuzz:
 
 test-e2e: build
 	RELAYD_BIN=$(CURDIR)/bin/relayd $(GO) test -count=1 -timeout 15m ./tests/...
+
+## bench: data-plane micro benchmarks (figures printed, never asserted)
+bench:
+	$(GO) test -run '^$$' -bench . -benchtime 20000x ./relayd/...
 
 lint:
 	test -z "$$(gofmt -l .)" || { gofmt -l .; exit 1; }

@@ -34,11 +34,11 @@ func newTestManager(t *testing.T, mod func(*Config)) (*Manager, chan End) {
 
 // party is a UDP endpoint of a call on loopback.
 type party struct {
-	t    *testing.T
+	t    testing.TB
 	conn *net.UDPConn
 }
 
-func newParty(t *testing.T) *party {
+func newParty(t testing.TB) *party {
 	t.Helper()
 	c, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
 	if err != nil {
@@ -79,7 +79,7 @@ func (p *party) expect(want []byte, fromPort int) {
 }
 
 // call sets up a channel with both parties latched on both legs.
-func call(t *testing.T, m *Manager) (Info, *party, *party, *party, *party) {
+func call(t testing.TB, m *Manager) (Info, *party, *party, *party, *party) {
 	t.Helper()
 	info, err := m.Allocate()
 	if err != nil {
@@ -103,7 +103,7 @@ func call(t *testing.T, m *Manager) (Info, *party, *party, *party, *party) {
 
 // waitLatched waits until a source has latched on the given leg and side:
 // each port has its own reader, so the test must not race them.
-func waitLatched(t *testing.T, m *Manager, id string, leg, side int) {
+func waitLatched(t testing.TB, m *Manager, id string, leg, side int) {
 	t.Helper()
 	m.mu.Lock()
 	c := m.channels[id]
@@ -119,7 +119,7 @@ func waitLatched(t *testing.T, m *Manager, id string, leg, side int) {
 	}
 }
 
-func liveStats(t *testing.T, m *Manager, id string) Stats {
+func liveStats(t testing.TB, m *Manager, id string) Stats {
 	t.Helper()
 	for _, s := range m.Channels() {
 		if s.ID == id {
@@ -416,3 +416,5 @@ func TestIDsAreUniqueNmtokens(t *testing.T) {
 		seen[id] = true
 	}
 }
+
+func addrPort(port int) netip.AddrPort { return netip.AddrPortFrom(loopback, uint16(port)) }
