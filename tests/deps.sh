@@ -1,0 +1,87 @@
+#!/bin/bash
+# Installs the system packages needed by the end-to-end tests (tests/harness) and the demo:
+# Prosody, ejabberd, python3-slixmpp (requester) and iproute2 (network namespaces).
+# Idempotent: apt is skipped when everything is already installed. Must run as root.
+#
+# Debian's postinst scripts may start system-wide prosody/ejabberd daemons (unless
+# /usr/sbin/policy-rc.d denies it). Those would occupy the default XMPP ports, so any
+# prosody/ejabberd process listening on 5222/5269/5280/5347/5443 is stopped afterwards.
+set -euo pipefail
+
+PKGS=(prosody ejabberd python3-slixmpp iproute2)
+DEFAULT_PORTS=(5222 5269 5280 5347 5443)
+
+log() { echo "deps.sh: $*"; }
+
+if [ "$(id -u)" -ne 0 ]; then
+  echo "deps.sh: must run as root" >&2
+  exit 1
+fi
+
+missing=()
+for p in "${PKGS[@]}"; do
+  status=$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true)
+  if [ "$status" = "install ok installed" ]; then
+    log "$p already installed ($(dpkg-query -W -f='${Version}' "$p"))"
+  else
+    missing+=("$p")
+  fi
+done
+
+if [ ${#missing[@]} -gt 0 ]; then
+  log "installing: ${missing[*]}"
+  apt-get update
+  DEBIAN_FRONTEND=noninteractive apt-get install -y "${missing[@]}"
+else
+  log "all packages present, skipping apt"
+fi
+
+# pids of prosody/ejabberd processes listening on a default XMPP port (system daemons;
+# the test harness always uses private, randomly chosen ports).
+system_daemon_pids() {
+  local filter port
+  filter=""
+  for port in "${DEFAULT_PORTS[@]}"; do
+    filter="$filter${filter:+ or }sport = :$port"
+  done
+  { ss -Hltnp "( $filter )" 2>/dev/null || true; } | { grep -oE 'pid=[0-9]+' || true; } | cut -d= -f2 | sort -u |
+    while read -r pid; do
+      cmd=$(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null || true)
+      case "$cmd" in *prosody* | *ejabberd* | *beam*) echo "$pid" ;; esac
+    done || true
+}
+
+pids=$(system_daemon_pids)
+if [ -z "$pids" ]; then
+  log "no system prosody/ejabberd daemon on default ports"
+  exit 0
+fi
+
+cmdline() { tr '\0\n' '  ' <"/proc/$1/cmdline" 2>/dev/null | cut -c1-100; }
+
+log "system XMPP daemons found (pids: $(echo $pids)); stopping them"
+if command -v service >/dev/null 2>&1; then
+  for pid in $pids; do
+    case "$(cmdline "$pid")" in *prosody*) echo prosody ;; *) echo ejabberd ;; esac
+  done | sort -u | while read -r svc; do
+    log "service $svc stop"
+    timeout 30 service "$svc" stop >/dev/null 2>&1 || true
+  done
+fi
+for pid in $(system_daemon_pids); do
+  log "SIGTERM $pid ($(cmdline "$pid"))"
+  kill -TERM "$pid" 2>/dev/null || true
+  for _ in $(seq 1 100); do # up to 10 s
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  if kill -0 "$pid" 2>/dev/null; then
+    log "SIGKILL $pid"
+    kill -KILL "$pid" 2>/dev/null || true
+  fi
+done
+if [ -n "$(system_daemon_pids)" ]; then
+  echo "deps.sh: could not stop system XMPP daemons: $(system_daemon_pids)" >&2
+  exit 1
+fi
+log "system XMPP daemons stopped"

@@ -1,0 +1,438 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jnrelay/jnrelay/relayd/config"
+	"github.com/jnrelay/jnrelay/tests/harness"
+)
+
+const (
+	user, password = "alice", "alicepw"
+	// media is the number of RTP and of RTCP packets each party sends in
+	// a call phase.
+	media         = 200
+	mediaInterval = 2 * time.Millisecond
+)
+
+// TestRelay runs the whole suite against each XMPP server.
+func TestRelay(t *testing.T) {
+	harness.RequireRoot(t)
+	for _, kind := range []string{"prosody", "ejabberd"} {
+		t.Run(kind, func(t *testing.T) { relaySuite(t, kind) })
+	}
+}
+
+// world is one suite's network and XMPP server: a "public" relay host
+// (203.0.113.1) running the server on its loopback, a caller, a callee and
+// an attacker host on the same segment.
+type world struct {
+	lan *harness.LAN
+	srv *harness.XMPPServer
+	req harness.Requester
+}
+
+func relaySuite(t *testing.T, kind string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	lan := harness.NewLAN(t, "jn"+kind[:1], "relay", "caller", "callee", "evil")
+	start := harness.StartProsody
+	if kind == "ejabberd" {
+		start = harness.StartEjabberd
+	}
+	srv, err := start(ctx, harness.ServerOptions{Netns: lan.NS("relay"), Users: map[string]string{user: password}})
+	if err != nil {
+		t.Fatalf("start %s: %v", kind, err)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("%s logs:\n%s", kind, srv.Logs())
+		}
+		srv.Close()
+	})
+	w := &world{lan: lan, srv: srv, req: srv.Requester(user, password)}
+
+	t.Run("call", w.testCall)
+	t.Run("intruder", w.testIntruder)
+	t.Run("errors-and-expiry", w.testErrorsAndExpiry)
+	t.Run("server-killed-mid-call", w.testServerKilledMidCall) // last: restarts the server
+}
+
+// relayConfig is a configuration for the relay host.
+func (w *world) relayConfig() config.Config {
+	c := config.Default()
+	c.PublicAddress = w.lan.Addr("relay").String()
+	c.ListenAddress = "0.0.0.0"
+	c.Ports = config.PortRange{Min: 40000, Max: 40099}
+	c.Reconnect = config.Reconnect{MinSeconds: 0.2, MaxSeconds: 1}
+	c.XMPP = []config.Service{{Name: w.srv.Kind, Type: "component", Server: w.srv.Component.String(),
+		Domain: w.srv.ComponentDomain, Secret: w.srv.Secret}}
+	return c
+}
+
+// startRelay starts relayd in the relay namespace and waits until it is
+// registered with the server.
+func (w *world) startRelay(ctx context.Context, t *testing.T, cfg config.Config) *harness.Relayd {
+	t.Helper()
+	rd, err := harness.StartRelayd(relaydBin, w.lan.NS("relay"), t.TempDir(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		rd.Stop()
+		if t.Failed() {
+			t.Logf("relayd logs:\n%s", rd.Logs())
+		}
+	})
+	if _, err := rd.WaitLog(ctx, "xmpp component online", 1, nil); err != nil {
+		t.Fatal(err)
+	}
+	return rd
+}
+
+// call is a channel with a caller and a callee latched on both legs.
+type call struct {
+	id             string
+	local, remote  netip.AddrPort // relay RTP ports of caller and callee
+	caller, callee *harness.Endpoint
+	// sent and probes count packets per sending socket (caller RTP,
+	// caller RTCP, callee RTP, callee RTCP): all of them, and those sent
+	// while latching, which the relay may drop before the peer latched.
+	sent, probes [4]int
+}
+
+// requestChannel asks for one channel and returns the result.
+func (w *world) requestChannel(ctx context.Context, t *testing.T) harness.Outcome {
+	t.Helper()
+	outs, err := w.req.Run(ctx, harness.RequestArgs{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(outs) != 1 || outs[0].Type != "result" {
+		t.Fatalf("channel request: %+v", outs)
+	}
+	return outs[0]
+}
+
+// setUpCall opens caller and callee endpoints for the channel in res and
+// latches both parties on both legs the way ICE does: the caller speaks
+// first (dropped: the callee has not latched), then the callee retransmits
+// until the caller hears it.
+func (w *world) setUpCall(ctx context.Context, t *testing.T, res harness.Outcome) *call {
+	t.Helper()
+	local, remote, err := res.RelayAddrs()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if local.Addr() != w.lan.Addr("relay") {
+		t.Fatalf("channel host %s, want the relay's public address %s", local.Addr(), w.lan.Addr("relay"))
+	}
+	c := &call{id: res.Channel["id"], local: local, remote: remote}
+	if c.caller, err = w.lan.ListenEndpoint(ctx, "caller", "caller"); err != nil {
+		t.Fatal(err)
+	}
+	if c.callee, err = w.lan.ListenEndpoint(ctx, "callee", "callee"); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.caller.Close(); c.callee.Close() })
+	rtcp := func(a netip.AddrPort) netip.AddrPort { return netip.AddrPortFrom(a.Addr(), a.Port()+1) }
+
+	if _, err := c.caller.SendRTP(ctx, local, harness.Pace{Count: 1}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.caller.SendRTCP(ctx, rtcp(local), harness.Pace{Count: 1}); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; ; i++ {
+		if i == 50 {
+			t.Fatal("callee never reached the caller through the relay")
+		}
+		c.callee.SendRTP(ctx, remote, harness.Pace{Count: 1})
+		c.callee.SendRTCP(ctx, rtcp(remote), harness.Pace{Count: 1})
+		wctx, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
+		errRTP := c.caller.WaitRTP(wctx, "callee", 1)
+		errRTCP := c.caller.WaitRTCP(wctx, "callee", 1)
+		cancel()
+		if errRTP == nil && errRTCP == nil {
+			c.probes = [4]int{1, 1, i + 1, i + 1}
+			c.sent = c.probes
+			return c
+		}
+	}
+}
+
+// exchange sends n RTP and n RTCP packets each way at once and waits until
+// all arrived; it returns when every packet was received.
+func (c *call) exchange(ctx context.Context, t *testing.T, n int) {
+	t.Helper()
+	rtcp := func(a netip.AddrPort) netip.AddrPort { return netip.AddrPortFrom(a.Addr(), a.Port()+1) }
+	before := [4]int{
+		c.callee.RTPStats().Sources["caller"].Packets, c.callee.RTCPStats().Sources["caller"].Packets,
+		c.caller.RTPStats().Sources["callee"].Packets, c.caller.RTCPStats().Sources["callee"].Packets,
+	}
+	pace := harness.Pace{Count: n, Interval: mediaInterval}
+	errs := make(chan error, 4)
+	go func() { _, err := c.caller.SendRTP(ctx, c.local, pace); errs <- err }()
+	go func() { _, err := c.caller.SendRTCP(ctx, rtcp(c.local), pace); errs <- err }()
+	go func() { _, err := c.callee.SendRTP(ctx, c.remote, pace); errs <- err }()
+	go func() { _, err := c.callee.SendRTCP(ctx, rtcp(c.remote), pace); errs <- err }()
+	for range 4 {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := range c.sent {
+		c.sent[i] += n
+	}
+	wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	for _, err := range []error{
+		c.callee.WaitRTP(wctx, "caller", before[0]+n), c.callee.WaitRTCP(wctx, "caller", before[1]+n),
+		c.caller.WaitRTP(wctx, "callee", before[2]+n), c.caller.WaitRTCP(wctx, "callee", before[3]+n),
+	} {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// received is what each party got from the other: RTP+RTCP.
+func (c *call) received() (byCallee, byCaller int) {
+	byCallee = c.callee.RTPStats().Sources["caller"].Packets + c.callee.RTCPStats().Sources["caller"].Packets
+	byCaller = c.caller.RTPStats().Sources["callee"].Packets + c.caller.RTCPStats().Sources["callee"].Packets
+	return byCallee, byCaller
+}
+
+// checkClean fails if any party saw loss, duplicates, junk or packets from
+// an unexpected source.
+func (c *call) checkClean(t *testing.T) {
+	t.Helper()
+	for i, ep := range []struct {
+		e    *harness.Endpoint
+		kind string
+		s    harness.Stats
+		peer string
+	}{
+		{c.callee, "RTP", c.callee.RTPStats(), "caller"}, {c.callee, "RTCP", c.callee.RTCPStats(), "caller"},
+		{c.caller, "RTP", c.caller.RTPStats(), "callee"}, {c.caller, "RTCP", c.caller.RTCPStats(), "callee"},
+	} {
+		src := ep.s.Sources[ep.peer]
+		// Only latching probes may be missing; everything else arrived once.
+		if src.Packets+src.Lost != c.sent[i] || src.Lost > c.probes[i] || src.Duplicates != 0 ||
+			ep.s.Invalid != 0 || ep.s.WrongKind != 0 || len(ep.s.Sources) != 1 {
+			t.Errorf("%s %s: %d packets from %s (sent %d, %d of them probes), %d lost, %d duplicates, %d invalid, %d wrong kind, %d sources",
+				ep.e.Tag, ep.kind, src.Packets, ep.peer, c.sent[i], c.probes[i], src.Lost, src.Duplicates, ep.s.Invalid, ep.s.WrongKind, len(ep.s.Sources))
+		}
+		// Everything arrives from the relay's port, never from the peer itself.
+		for _, from := range src.From {
+			if from.Addr() != c.local.Addr() {
+				t.Errorf("%s %s received from %s, not from the relay", ep.e.Tag, ep.kind, from)
+			}
+		}
+	}
+}
+
+// channelEnd stops relayd and returns the channel's final log record.
+func channelEnd(ctx context.Context, t *testing.T, rd *harness.Relayd, id string) harness.LogRecord {
+	t.Helper()
+	if err := rd.Stop(); err != nil {
+		t.Fatalf("relayd did not stop cleanly: %v", err)
+	}
+	rec, err := rd.WaitLog(ctx, "channel ended", 1, func(r harness.LogRecord) bool { return r.Str("channel") == id })
+	if err != nil {
+		t.Fatal(err)
+	}
+	return rec
+}
+
+func (w *world) testCall(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	rd := w.startRelay(ctx, t, w.relayConfig())
+	res := w.requestChannel(ctx, t)
+	for _, attr := range []string{"id", "host", "localport", "remoteport", "protocol", "expire"} {
+		if res.Channel[attr] == "" {
+			t.Errorf("channel result lacks %s: %+v", attr, res.Channel)
+		}
+	}
+	if res.Channel["protocol"] != "udp" || res.Channel["expire"] != "60" {
+		t.Errorf("channel result %+v", res.Channel)
+	}
+	c := w.setUpCall(ctx, t, res)
+	if c.local.Port()%2 != 0 || c.remote.Port() != c.local.Port()+2 {
+		t.Fatalf("ports %d/%d: want even P and P+2", c.local.Port(), c.remote.Port())
+	}
+	c.exchange(ctx, t, media)
+	c.exchange(ctx, t, media)
+	c.checkClean(t)
+
+	byCallee, byCaller := c.received()
+	end := channelEnd(ctx, t, rd, c.id)
+	// The relay's counters and the parties' receipts agree exactly.
+	if got := end.Int("packets_local_to_remote"); got != int64(byCallee) || byCallee < 4*media {
+		t.Errorf("caller->callee: relay forwarded %d, callee received %d, media sent %d", got, byCallee, 4*media)
+	}
+	if got := end.Int("packets_remote_to_local"); got != int64(byCaller) || byCaller < 4*media+2 {
+		t.Errorf("callee->caller: relay forwarded %d, caller received %d (media %d + latch probes)", got, byCaller, 4*media)
+	}
+	// Every packet sent was either forwarded or dropped before its peer latched.
+	sent := c.sent[0] + c.sent[1] + c.sent[2] + c.sent[3]
+	if got := end.Int("packets_local_to_remote") + end.Int("packets_remote_to_local") + end.Int("dropped_peer_not_latched"); got != int64(sent) {
+		t.Errorf("relay accounted for %d packets, the parties sent %d: %v", got, sent, end)
+	}
+	if end.Int("dropped_foreign_source") != 0 || end.Int("relatched") != 0 {
+		t.Errorf("unexpected drops: %v", end)
+	}
+}
+
+func (w *world) testIntruder(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	rd := w.startRelay(ctx, t, w.relayConfig())
+	c := w.setUpCall(ctx, t, w.requestChannel(ctx, t))
+
+	evil, err := w.lan.ListenEndpoint(ctx, "evil", "evil")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer evil.Close()
+	const attack = 300
+	rtcp := func(a netip.AddrPort) netip.AddrPort { return netip.AddrPortFrom(a.Addr(), a.Port()+1) }
+	attacked := make(chan error, 1)
+	go func() {
+		// During the call, at both latched RTP ports and one RTCP port.
+		pace := harness.Pace{Count: attack, Interval: time.Millisecond}
+		_, err1 := evil.SendRTP(ctx, c.local, pace)
+		_, err2 := evil.SendRTP(ctx, c.remote, pace)
+		_, err3 := evil.SendRTCP(ctx, rtcp(c.local), pace)
+		attacked <- fmt.Errorf("%v %v %v", err1, err2, err3)
+	}()
+	c.exchange(ctx, t, media)
+	if err := <-attacked; err.Error() != "<nil> <nil> <nil>" {
+		t.Fatal(err)
+	}
+	c.exchange(ctx, t, media) // the call goes on after the attack
+	c.checkClean(t)
+	for _, s := range []harness.Stats{c.caller.RTPStats(), c.caller.RTCPStats(), c.callee.RTPStats(), c.callee.RTCPStats()} {
+		if n := s.Sources["evil"].Packets; n != 0 {
+			t.Fatalf("%d attacker packets reached the call", n)
+		}
+	}
+	if st := evil.RTPStats(); st.Packets+st.Invalid != 0 {
+		t.Fatalf("the relay sent %d packets to the attacker", st.Packets+st.Invalid)
+	}
+	end := channelEnd(ctx, t, rd, c.id)
+	if got := end.Int("dropped_foreign_source"); got != 3*attack {
+		t.Errorf("dropped_foreign_source %d, want %d", got, 3*attack)
+	}
+	if end.Int("relatched") != 0 {
+		t.Errorf("a latch moved to the attacker: %v", end)
+	}
+}
+
+func (w *world) testErrorsAndExpiry(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	cfg := w.relayConfig()
+	cfg.Ports = config.PortRange{Min: 40100, Max: 40103} // room for exactly one channel
+	cfg.Channel.ExpireSeconds = 2
+	rd := w.startRelay(ctx, t, cfg)
+
+	// The first requester stays online to hear the channel's end.
+	first, err := w.req.Start(ctx, harness.RequestArgs{WaitEvents: 1, Timeout: 30 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer first.Stop()
+	res, err := first.Next(ctx)
+	if err != nil || res.Type != "result" {
+		t.Fatalf("first channel: %+v %v", res, err)
+	}
+	c := w.setUpCall(ctx, t, res)
+	c.exchange(ctx, t, 20)
+
+	for _, tc := range []struct {
+		name      string
+		args      harness.RequestArgs
+		condition string
+	}{
+		{"pool of one", harness.RequestArgs{}, "resource-constraint"},
+		{"tcp", harness.RequestArgs{Protocol: "tcp"}, "feature-not-implemented"},
+		{"malformed protocol", harness.RequestArgs{Raw: `<channel xmlns='http://jabber.org/protocol/jinglenodes#channel' protocol='carrier-pigeon'/>`}, "bad-request"},
+		{"unknown payload", harness.RequestArgs{Raw: `<query xmlns='jabber:iq:version'/>`}, "service-unavailable"},
+	} {
+		outs, err := w.req.Run(ctx, tc.args)
+		if err != nil {
+			t.Fatalf("%s: %v", tc.name, err)
+		}
+		if len(outs) != 1 || outs[0].Type != "error" || outs[0].Condition != tc.condition {
+			t.Errorf("%s: got %+v, want error %s", tc.name, outs, tc.condition)
+		}
+	}
+
+	// Silence: the channel expires, the requester hears "killed".
+	silentSince := time.Now()
+	ev, err := first.Next(ctx)
+	if err != nil {
+		t.Fatalf("no killed event: %v", err)
+	}
+	if ev.Type != "event" || ev.Attrs["event"] != "killed" || ev.Attrs["id"] != c.id || ev.From != w.srv.ComponentDomain {
+		t.Fatalf("event %+v, want killed for %s from %s", ev, c.id, w.srv.ComponentDomain)
+	}
+	if waited := time.Since(silentSince); waited > 10*time.Second {
+		t.Errorf("expiry took %s with expire_seconds=2", waited)
+	}
+	if _, err := rd.WaitLog(ctx, "channel ended", 1, func(r harness.LogRecord) bool {
+		return r.Str("channel") == c.id && r.Str("reason") == "expired"
+	}); err != nil {
+		t.Fatal(err)
+	}
+
+	// The ports are free again: the only block is granted anew.
+	again := w.requestChannel(ctx, t)
+	if again.Channel["localport"] != res.Channel["localport"] || again.Channel["id"] == c.id {
+		t.Fatalf("after expiry got %+v, want the same ports as %+v with a new id", again.Channel, res.Channel)
+	}
+	c2 := w.setUpCall(ctx, t, again)
+	c2.exchange(ctx, t, 20)
+	c2.checkClean(t)
+}
+
+func (w *world) testServerKilledMidCall(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	rd := w.startRelay(ctx, t, w.relayConfig())
+	c := w.setUpCall(ctx, t, w.requestChannel(ctx, t))
+	c.exchange(ctx, t, media/2)
+
+	if err := w.srv.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := rd.WaitLog(ctx, "xmpp session lost, reconnecting", 1, nil); err != nil {
+		t.Fatal(err)
+	}
+	// Media keeps flowing with no XMPP server at all.
+	c.exchange(ctx, t, media)
+
+	if err := w.srv.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := rd.WaitLog(ctx, "xmpp component online", 2, nil); err != nil {
+		t.Fatal(err)
+	}
+	c.exchange(ctx, t, media/2)
+	c.checkClean(t)
+
+	// A new channel works through the re-registered component.
+	c2 := w.setUpCall(ctx, t, w.requestChannel(ctx, t))
+	c2.exchange(ctx, t, 20)
+	c2.checkClean(t)
+	if c2.id == c.id || strings.TrimSpace(c2.id) == "" {
+		t.Fatalf("new channel id %q", c2.id)
+	}
+}

@@ -1,0 +1,188 @@
+package harness
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"runtime"
+	"syscall"
+	"time"
+)
+
+// killWait bounds how long a SIGKILLed process may take to be reaped.
+const killWait = 10 * time.Second
+
+// process is a child process started and reaped by the harness.
+type process struct {
+	cmd  *exec.Cmd
+	done chan struct{} // closed once the process was reaped
+	err  error         // result of Wait; valid after done is closed
+}
+
+// netnsCommand returns a command running name in network namespace ns, or
+// in the current one when ns is "". `ip netns exec` execs the program, so
+// the PID is the program's own.
+func netnsCommand(ns, name string, args ...string) *exec.Cmd {
+	if ns == "" {
+		return exec.Command(name, args...)
+	}
+	return exec.Command("ip", append([]string{"netns", "exec", ns, name}, args...)...)
+}
+
+// startProcess starts cmd with stdout and stderr appended to out. The child
+// gets SIGKILL if the test process dies, so a crashed test leaks nothing.
+// Linux sends that "parent death" signal when the forking *thread* exits,
+// and Go destroys threads whose goroutine exits while locked (as netns code
+// does on purpose). So the child is forked from a locked thread that stays
+// alive, waiting for the child, until the child is reaped.
+func startProcess(cmd *exec.Cmd, out io.Writer) (*process, error) {
+	cmd.Stdout, cmd.Stderr = out, out
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	p := &process{cmd: cmd, done: make(chan struct{})}
+	started := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		defer runtime.UnlockOSThread()
+		if err := cmd.Start(); err != nil {
+			started <- fmt.Errorf("start %s: %w", cmd.Path, err)
+			return
+		}
+		started <- nil
+		p.err = cmd.Wait()
+		close(p.done)
+	}()
+	if err := <-started; err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+// pid returns the process ID.
+func (p *process) pid() int { return p.cmd.Process.Pid }
+
+// exited reports whether the process has terminated and was reaped.
+func (p *process) exited() bool {
+	select {
+	case <-p.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// stop sends SIGTERM, waits up to grace, then SIGKILLs. It returns once
+// the process is reaped (so its PID is really gone).
+func (p *process) stop(grace time.Duration) error {
+	if p.exited() {
+		return nil
+	}
+	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil && !errors.Is(err, os.ErrProcessDone) {
+		return fmt.Errorf("SIGTERM pid %d: %w", p.pid(), err)
+	}
+	timer := time.NewTimer(grace)
+	defer timer.Stop()
+	select {
+	case <-p.done:
+		return nil
+	case <-timer.C:
+		return p.kill()
+	}
+}
+
+// kill sends SIGKILL and waits until the process is reaped.
+func (p *process) kill() error {
+	if p.exited() {
+		return nil
+	}
+	if err := p.cmd.Process.Kill(); err != nil && !errors.Is(err, os.ErrProcessDone) {
+		return fmt.Errorf("SIGKILL pid %d: %w", p.pid(), err)
+	}
+	timer := time.NewTimer(killWait)
+	defer timer.Stop()
+	select {
+	case <-p.done:
+		return nil
+	case <-timer.C:
+		return fmt.Errorf("pid %d still alive %v after SIGKILL", p.pid(), killWait)
+	}
+}
+
+// freeTCPPort returns a TCP port that is currently free on ip inside
+// namespace ns (bind port 0, read it, close).
+func freeTCPPort(ns string, ip netip.Addr) (uint16, error) {
+	var port uint16
+	err := inNetns(ns, func() error {
+		l, err := net.ListenTCP("tcp", net.TCPAddrFromAddrPort(netip.AddrPortFrom(ip, 0)))
+		if err != nil {
+			return err
+		}
+		port = uint16(l.Addr().(*net.TCPAddr).Port)
+		return l.Close()
+	})
+	if err != nil {
+		return 0, fmt.Errorf("pick free port on %s (netns %q): %w", ip, ns, err)
+	}
+	return port, nil
+}
+
+// checkPortFree returns an error if something already listens on addr in ns.
+func checkPortFree(ns string, addr netip.AddrPort) error {
+	return inNetns(ns, func() error {
+		l, err := net.ListenTCP("tcp", net.TCPAddrFromAddrPort(addr))
+		if err != nil {
+			return fmt.Errorf("port %s busy in netns %q: %w", addr, ns, err)
+		}
+		return l.Close()
+	})
+}
+
+// DialTCPIn connects to addr from inside network namespace ns ("" = the
+// test process's namespace).
+func DialTCPIn(ctx context.Context, ns string, addr netip.AddrPort) (net.Conn, error) {
+	var conn net.Conn
+	err := inNetns(ns, func() (err error) {
+		d := net.Dialer{Timeout: 5 * time.Second}
+		conn, err = d.DialContext(ctx, "tcp", addr.String())
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("dial %s in netns %q: %w", addr, ns, err)
+	}
+	return conn, nil
+}
+
+// dialTCP checks that addr accepts a TCP connection inside namespace ns.
+func dialTCP(ctx context.Context, ns string, addr netip.AddrPort) error {
+	c, err := DialTCPIn(ctx, ns, addr)
+	if err != nil {
+		return err
+	}
+	return c.Close()
+}
+
+// tailFile returns at most the last n bytes of path, or a note on error.
+func tailFile(path string, n int64) string {
+	f, err := os.Open(path)
+	if err != nil {
+		return fmt.Sprintf("(%v)\n", err)
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return fmt.Sprintf("(%v)\n", err)
+	}
+	off := max(st.Size()-n, 0)
+	b, err := io.ReadAll(io.NewSectionReader(f, off, st.Size()-off))
+	if err != nil {
+		return fmt.Sprintf("(%v)\n", err)
+	}
+	if off > 0 {
+		return "...\n" + string(b)
+	}
+	return string(b)
+}

@@ -1,0 +1,162 @@
+package harness
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+)
+
+// Relayd is a relayd process started by the harness, with its JSON log
+// records collected so a test can await events ("xmpp component online",
+// "channel ended") instead of sleeping.
+type Relayd struct {
+	ConfigPath string
+
+	proc *process
+	out  *io.PipeWriter
+
+	mu      sync.Mutex
+	records []LogRecord
+	raw     strings.Builder
+	changed chan struct{} // closed and replaced on every new line
+}
+
+// LogRecord is one JSON log line of relayd.
+type LogRecord map[string]any
+
+// Msg is the record's message.
+func (r LogRecord) Msg() string { s, _ := r["msg"].(string); return s }
+
+// Str returns a string attribute.
+func (r LogRecord) Str(key string) string { s, _ := r[key].(string); return s }
+
+// Int returns a numeric attribute (JSON numbers decode as float64).
+func (r LogRecord) Int(key string) int64 { f, _ := r[key].(float64); return int64(f) }
+
+// StartRelayd writes config (marshalled to JSON, log format forced to
+// json) into dir and starts bin with it, in namespace ns ("" = current).
+// config is typically a config.Config.
+func StartRelayd(bin, ns, dir string, config any) (*Relayd, error) {
+	doc, err := json.Marshal(config)
+	if err != nil {
+		return nil, fmt.Errorf("relayd config: %w", err)
+	}
+	var m map[string]any
+	if err := json.Unmarshal(doc, &m); err != nil {
+		return nil, err
+	}
+	m["log"] = map[string]any{"level": "debug", "format": "json"}
+	doc, _ = json.MarshalIndent(m, "", "  ")
+	path := filepath.Join(dir, "relayd.json")
+	if err := os.WriteFile(path, doc, 0o600); err != nil {
+		return nil, err
+	}
+	pr, pw := io.Pipe()
+	r := &Relayd{ConfigPath: path, out: pw, changed: make(chan struct{})}
+	go r.collect(pr)
+	p, err := startProcess(netnsCommand(ns, bin, "-config", path), pw)
+	if err != nil {
+		pw.Close()
+		return nil, err
+	}
+	r.proc = p
+	go func() {
+		<-p.done
+		pw.Close() // ends collect once the output is drained
+	}()
+	return r, nil
+}
+
+func (r *Relayd) collect(out io.Reader) {
+	sc := bufio.NewScanner(out)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		var rec LogRecord
+		r.mu.Lock()
+		r.raw.WriteString(line + "\n")
+		if json.Unmarshal([]byte(line), &rec) == nil {
+			r.records = append(r.records, rec)
+		}
+		close(r.changed)
+		r.changed = make(chan struct{})
+		r.mu.Unlock()
+	}
+	io.Copy(io.Discard, out)
+}
+
+// WaitLog waits until the n-th (1-based) record with message msg that
+// satisfies match (nil = any) has been logged, and returns it. It fails
+// early if relayd exits.
+func (r *Relayd) WaitLog(ctx context.Context, msg string, n int, match func(LogRecord) bool) (LogRecord, error) {
+	for {
+		r.mu.Lock()
+		seen := 0
+		for _, rec := range r.records {
+			if rec.Msg() == msg && (match == nil || match(rec)) {
+				seen++
+				if seen == n {
+					r.mu.Unlock()
+					return rec, nil
+				}
+			}
+		}
+		changed := r.changed
+		r.mu.Unlock()
+		select {
+		case <-changed:
+		case <-r.proc.done:
+			// Output may still be draining: look once more after it ends.
+			select {
+			case <-changed:
+				continue
+			case <-time.After(500 * time.Millisecond):
+			}
+			return nil, fmt.Errorf("relayd exited (%v) before logging %q #%d", r.proc.err, msg, n)
+		case <-ctx.Done():
+			return nil, fmt.Errorf("waiting for relayd log %q #%d: %w", msg, n, ctx.Err())
+		}
+	}
+}
+
+// Count returns how many records with message msg satisfy match.
+func (r *Relayd) Count(msg string, match func(LogRecord) bool) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	n := 0
+	for _, rec := range r.records {
+		if rec.Msg() == msg && (match == nil || match(rec)) {
+			n++
+		}
+	}
+	return n
+}
+
+// Logs returns relayd's whole output so far.
+func (r *Relayd) Logs() string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.raw.String()
+}
+
+// Stop sends SIGTERM and waits (bounded) for a clean exit; it returns the
+// process's exit error, nil for status 0.
+func (r *Relayd) Stop() error {
+	if err := r.proc.stop(stopGrace); err != nil {
+		return err
+	}
+	return r.proc.err
+}
+
+// Kill stops relayd with SIGKILL.
+func (r *Relayd) Kill() error { return r.proc.kill() }
+
+// Exited reports whether relayd has exited.
+func (r *Relayd) Exited() bool { return r.proc.exited() }
