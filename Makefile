@@ -18,7 +18,8 @@ deps:
 
 ## demo: a real call through relayd registered with a private Prosody
 demo: deps build
-	$(GO) run ./tests/demo -relayd bin/relayd
+	$(GO) build -o bin/demo ./tests/demo
+	bin/demo -relayd bin/relayd
 
 ## test: unit tests, fuzz smoke, end-to-end suites (needs root for netns)
 test: deps build test-unit fuzz test-e2e
