@@ -78,10 +78,3 @@ func (p *portPool) put(base int) {
 	p.used[i] = false
 	p.free++
 }
-
-// inUse reports how many blocks are taken.
-func (p *portPool) inUse() int {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return len(p.used) - p.free
-}
