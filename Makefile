@@ -29,8 +29,8 @@ test-unit:
 
 ## fuzz: run every fuzz target briefly (FUZZTIME each)
 fuzz:
-	$(GO) test -run '^$$' -fuzz '^FuzzHandleIQ$$' -fuzztime $(FUZZTIME) ./relayd/jinglenodes
-	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./relayd/config
+	$(GO) test -run '^$$' -fuzz '^FuzzHandleIQ$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 2s ./relayd/jinglenodes
+	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 2s ./relayd/config
 
 test-e2e: build
 	RELAYD_BIN=$(CURDIR)/bin/relayd $(GO) test -count=1 -timeout 15m ./tests/...
