@@ -263,6 +263,7 @@ func (w *world) testCall(t *testing.T) {
 	if res.Channel["protocol"] != "udp" || res.Channel["expire"] != "60" {
 		t.Errorf("channel result %+v", res.Channel)
 	}
+	w.checkOtherRequests(ctx, t)
 	c := w.setUpCall(ctx, t, res)
 	if c.local.Port()%2 != 0 || c.remote.Port() != c.local.Port()+2 {
 		t.Fatalf("ports %d/%d: want even P and P+2", c.local.Port(), c.remote.Port())
@@ -287,6 +288,47 @@ func (w *world) testCall(t *testing.T) {
 	}
 	if end.Int("dropped_foreign_source") != 0 || end.Int("relatched") != 0 {
 		t.Errorf("unexpected drops: %v", end)
+	}
+}
+
+// checkOtherRequests sends, through the real server, the other requests a
+// relay answers: the legacy and attribute-less channel forms, services,
+// disco#info and ping.
+func (w *world) checkOtherRequests(ctx context.Context, t *testing.T) {
+	t.Helper()
+	for _, tc := range []struct {
+		name  string
+		args  harness.RequestArgs
+		check func(harness.Outcome) bool
+	}{
+		{"legacy candidate", harness.RequestArgs{Legacy: true}, func(o harness.Outcome) bool {
+			return o.Element == "candidate" && o.Channel["localport"] != ""
+		}},
+		{"no protocol attribute", harness.RequestArgs{Protocol: "none"}, func(o harness.Outcome) bool {
+			return o.Channel["protocol"] == "udp" && o.Channel["localport"] != ""
+		}},
+		{"to a localpart at the relay", harness.RequestArgs{Relay: "node@" + w.srv.ComponentDomain}, func(o harness.Outcome) bool {
+			return o.Channel["localport"] != ""
+		}},
+		{"services", harness.RequestArgs{Raw: `<services xmlns='http://jabber.org/protocol/jinglenodes'/>`}, func(o harness.Outcome) bool {
+			return strings.Contains(o.Payload, "relay") && strings.Contains(o.Payload, `address="`+w.srv.ComponentDomain+`"`) &&
+				strings.Contains(o.Payload, `policy="public"`)
+		}},
+		{"disco#info", harness.RequestArgs{Raw: `<query xmlns='http://jabber.org/protocol/disco#info'/>`}, func(o harness.Outcome) bool {
+			return strings.Contains(o.Payload, `category="proxy"`) && strings.Contains(o.Payload, `type="relay"`) &&
+				strings.Contains(o.Payload, `var="http://jabber.org/protocol/jinglenodes#channel"`) &&
+				strings.Contains(o.Payload, `var="http://jabber.org/protocol/jinglenodes"`) &&
+				strings.Contains(o.Payload, `var="urn:xmpp:ping"`)
+		}},
+		{"ping", harness.RequestArgs{Raw: `<ping xmlns='urn:xmpp:ping'/>`}, func(o harness.Outcome) bool { return true }},
+	} {
+		outs, err := w.req.Run(ctx, tc.args)
+		if err != nil {
+			t.Fatalf("%s: %v", tc.name, err)
+		}
+		if len(outs) != 1 || outs[0].Type != "result" || !tc.check(outs[0]) {
+			t.Errorf("%s: answered %+v", tc.name, outs)
+		}
 	}
 }
 
