@@ -7,7 +7,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -114,7 +113,7 @@ func run(ctx context.Context, out io.Writer, relaydBin string, duration time.Dur
 
 	step("call: caller <-> %s:%d/%d <-> callee, RTP every %s and RTCP every %s, both ways, for %s",
 		local.Addr(), local.Port(), remote.Port(), rtpInterval, rtcpInterval, duration)
-	if err := latch(ctx, caller, callee, local, remote); err != nil {
+	if _, err := harness.Latch(ctx, caller, callee, local, remote); err != nil {
 		return err
 	}
 	before := snapshot(caller, callee)
@@ -123,8 +122,8 @@ func run(ctx context.Context, out io.Writer, relaydBin string, duration time.Dur
 	errs := make(chan error, 4)
 	go func() { _, err := caller.SendRTP(ctx, local, rtp); errs <- err }()
 	go func() { _, err := callee.SendRTP(ctx, remote, rtp); errs <- err }()
-	go func() { _, err := caller.SendRTCP(ctx, rtcpOf(local), rtcp); errs <- err }()
-	go func() { _, err := callee.SendRTCP(ctx, rtcpOf(remote), rtcp); errs <- err }()
+	go func() { _, err := caller.SendRTCP(ctx, harness.RTCPOf(local), rtcp); errs <- err }()
+	go func() { _, err := callee.SendRTCP(ctx, harness.RTCPOf(remote), rtcp); errs <- err }()
 	for range 4 {
 		if err := <-errs; err != nil {
 			return err
@@ -165,34 +164,6 @@ func run(ctx context.Context, out io.Writer, relaydBin string, duration time.Dur
 			end.Int("packets_local_to_remote"), end.Int("packets_remote_to_local"), end.Int("dropped_peer_not_latched"))
 	}
 	return nil
-}
-
-func rtcpOf(a netip.AddrPort) netip.AddrPort { return netip.AddrPortFrom(a.Addr(), a.Port()+1) }
-
-// latch lets both parties latch on both legs, as ICE checks do: the
-// caller sends once, the callee retransmits until the caller hears it.
-func latch(ctx context.Context, caller, callee *harness.Endpoint, local, remote netip.AddrPort) error {
-	one := harness.Pace{Count: 1}
-	if _, err := caller.SendRTP(ctx, local, one); err != nil {
-		return err
-	}
-	if _, err := caller.SendRTCP(ctx, rtcpOf(local), one); err != nil {
-		return err
-	}
-	for range 50 {
-		callee.SendRTP(ctx, remote, one)
-		callee.SendRTCP(ctx, rtcpOf(remote), one)
-		wctx, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
-		e1, e2 := caller.WaitRTP(wctx, "callee", 1), caller.WaitRTCP(wctx, "callee", 1)
-		cancel()
-		if e1 == nil && e2 == nil {
-			return nil
-		}
-		if ctx.Err() != nil {
-			return ctx.Err()
-		}
-	}
-	return errors.New("the callee's packets never reached the caller through the relay")
 }
 
 // directLatency is the median one-way latency of packets sent straight

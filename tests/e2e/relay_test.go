@@ -140,37 +140,19 @@ func (w *world) setUpCall(ctx context.Context, t *testing.T, res harness.Outcome
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { c.caller.Close(); c.callee.Close() })
-	rtcp := func(a netip.AddrPort) netip.AddrPort { return netip.AddrPortFrom(a.Addr(), a.Port()+1) }
-
-	if _, err := c.caller.SendRTP(ctx, local, harness.Pace{Count: 1}); err != nil {
+	probes, err := harness.Latch(ctx, c.caller, c.callee, local, remote)
+	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := c.caller.SendRTCP(ctx, rtcp(local), harness.Pace{Count: 1}); err != nil {
-		t.Fatal(err)
-	}
-	for i := 0; ; i++ {
-		if i == 50 {
-			t.Fatal("callee never reached the caller through the relay")
-		}
-		c.callee.SendRTP(ctx, remote, harness.Pace{Count: 1})
-		c.callee.SendRTCP(ctx, rtcp(remote), harness.Pace{Count: 1})
-		wctx, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
-		errRTP := c.caller.WaitRTP(wctx, "callee", 1)
-		errRTCP := c.caller.WaitRTCP(wctx, "callee", 1)
-		cancel()
-		if errRTP == nil && errRTCP == nil {
-			c.probes = [4]int{1, 1, i + 1, i + 1}
-			c.sent = c.probes
-			return c
-		}
-	}
+	c.probes = [4]int{1, 1, probes, probes}
+	c.sent = c.probes
+	return c
 }
 
 // exchange sends n RTP and n RTCP packets each way at once and waits until
 // all arrived; it returns when every packet was received.
 func (c *call) exchange(ctx context.Context, t *testing.T, n int) {
 	t.Helper()
-	rtcp := func(a netip.AddrPort) netip.AddrPort { return netip.AddrPortFrom(a.Addr(), a.Port()+1) }
 	before := [4]int{
 		c.callee.RTPStats().Sources["caller"].Packets, c.callee.RTCPStats().Sources["caller"].Packets,
 		c.caller.RTPStats().Sources["callee"].Packets, c.caller.RTCPStats().Sources["callee"].Packets,
@@ -178,9 +160,9 @@ func (c *call) exchange(ctx context.Context, t *testing.T, n int) {
 	pace := harness.Pace{Count: n, Interval: mediaInterval}
 	errs := make(chan error, 4)
 	go func() { _, err := c.caller.SendRTP(ctx, c.local, pace); errs <- err }()
-	go func() { _, err := c.caller.SendRTCP(ctx, rtcp(c.local), pace); errs <- err }()
+	go func() { _, err := c.caller.SendRTCP(ctx, harness.RTCPOf(c.local), pace); errs <- err }()
 	go func() { _, err := c.callee.SendRTP(ctx, c.remote, pace); errs <- err }()
-	go func() { _, err := c.callee.SendRTCP(ctx, rtcp(c.remote), pace); errs <- err }()
+	go func() { _, err := c.callee.SendRTCP(ctx, harness.RTCPOf(c.remote), pace); errs <- err }()
 	for range 4 {
 		if err := <-errs; err != nil {
 			t.Fatal(err)
@@ -344,14 +326,13 @@ func (w *world) testIntruder(t *testing.T) {
 	}
 	defer evil.Close()
 	const attack = 300
-	rtcp := func(a netip.AddrPort) netip.AddrPort { return netip.AddrPortFrom(a.Addr(), a.Port()+1) }
 	attacked := make(chan error, 1)
 	go func() {
 		// During the call, at both latched RTP ports and one RTCP port.
 		pace := harness.Pace{Count: attack, Interval: time.Millisecond}
 		_, err1 := evil.SendRTP(ctx, c.local, pace)
 		_, err2 := evil.SendRTP(ctx, c.remote, pace)
-		_, err3 := evil.SendRTCP(ctx, rtcp(c.local), pace)
+		_, err3 := evil.SendRTCP(ctx, harness.RTCPOf(c.local), pace)
 		attacked <- fmt.Errorf("%v %v %v", err1, err2, err3)
 	}()
 	c.exchange(ctx, t, media)

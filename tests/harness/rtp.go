@@ -428,3 +428,44 @@ func (e *Endpoint) closeConns() error {
 	}
 	return errors.Join(errs...)
 }
+
+// RTCPOf is the RTCP address paired with an RTP address: the next port.
+func RTCPOf(rtp netip.AddrPort) netip.AddrPort {
+	return netip.AddrPortFrom(rtp.Addr(), rtp.Port()+1)
+}
+
+// Latch lets a caller and a callee latch on both legs of a relay channel
+// the way ICE checks do: the caller sends one RTP and one RTCP packet to
+// its relay address local (the relay drops them: the callee has not
+// latched yet, but the caller now has), then the callee retransmits to
+// remote every 100 ms until the caller has heard it on both sockets.
+// It returns how many RTP and RTCP probes the callee sent (the caller
+// sent one of each); the relay may have dropped any of them.
+func Latch(ctx context.Context, caller, callee *Endpoint, local, remote netip.AddrPort) (calleeProbes int, err error) {
+	one := Pace{Count: 1}
+	if _, err := caller.SendRTP(ctx, local, one); err != nil {
+		return 0, err
+	}
+	if _, err := caller.SendRTCP(ctx, RTCPOf(local), one); err != nil {
+		return 0, err
+	}
+	for i := 1; i <= 50; i++ {
+		if _, err := callee.SendRTP(ctx, remote, one); err != nil {
+			return i, err
+		}
+		if _, err := callee.SendRTCP(ctx, RTCPOf(remote), one); err != nil {
+			return i, err
+		}
+		wctx, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
+		errRTP := caller.WaitRTP(wctx, callee.Tag.String(), 1)
+		errRTCP := caller.WaitRTCP(wctx, callee.Tag.String(), 1)
+		cancel()
+		if errRTP == nil && errRTCP == nil {
+			return i, nil
+		}
+		if ctx.Err() != nil {
+			return i, ctx.Err()
+		}
+	}
+	return 50, errors.New("the callee's packets never reached the caller through the relay")
+}
