@@ -4,14 +4,16 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	"net"
 	"net/netip"
 	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
 
+	"golang.org/x/sys/unix"
 	"golang.org/x/time/rate"
+
+	"github.com/jnrelay/jnrelay/kernel"
 )
 
 // MaxDatagram is the largest datagram the relay forwards. It covers a full
@@ -21,10 +23,13 @@ const MaxDatagram = 1500
 
 // side is one port of a leg and the party latched on it.
 type side struct {
-	conn *net.UDPConn
+	ch        *Channel
+	leg, side int // position in ch.legs
+	port      int
+	fd        int // non-blocking UDP socket; -1 once closed
 	// latched is the source this port accepts and the destination traffic
 	// for this side goes to; nil until the first datagram arrives. Only the
-	// side's own reader stores it.
+	// channel's worker stores it.
 	latched atomic.Pointer[netip.AddrPort]
 	// lastSeen is when the latched source last sent, in nanoseconds since the
 	// channel's creation (monotonic).
@@ -37,11 +42,19 @@ type leg struct {
 	sides [2]side
 }
 
-// Channel is one allocated relay channel: two independent legs.
+// Channel is one allocated relay channel: two independent legs, served by
+// one worker.
 type Channel struct {
 	info    Info
 	created time.Time
 	grace   time.Duration
+	worker  *worker
+
+	// mu is held for reading by the worker while it uses the sockets and
+	// for writing by close, so a socket is never closed (and its number
+	// reused) under a worker's system call.
+	mu     sync.RWMutex
+	closed bool
 
 	legs     [2]leg                       // RTP, RTCP
 	limiters [numDirections]*rate.Limiter // nil when unlimited
@@ -51,10 +64,8 @@ type Channel struct {
 	lastForward atomic.Int64
 	stats       counters
 
-	timer   *time.Timer
-	ending  bool // guarded by Manager.mu
-	readers sync.WaitGroup
-	once    sync.Once
+	timer  *time.Timer
+	ending bool // guarded by Manager.mu
 }
 
 // Info describes an allocated channel to the control plane.
@@ -70,20 +81,21 @@ type Info struct {
 // stays open.
 func openChannel(listen netip.Addr, base int, info Info, grace time.Duration) (*Channel, error) {
 	c := &Channel{info: info, created: time.Now(), grace: grace}
-	network := "udp4"
-	if listen.Is6() && !listen.Is4In6() {
-		network = "udp6"
+	for l := range c.legs {
+		for s := range c.legs[l].sides {
+			c.legs[l].sides[s] = side{ch: c, leg: l, side: s, fd: -1}
+		}
 	}
 	for i := range portsPerChannel {
 		// Port layout: base+0 RTP local, +1 RTCP local, +2 RTP remote, +3 RTCP remote.
-		l, s := i%2, i/2
-		addr := net.UDPAddrFromAddrPort(netip.AddrPortFrom(listen, uint16(base+i)))
-		conn, err := net.ListenUDP(network, addr)
+		sd := &c.legs[i%2].sides[i/2]
+		sd.port = base + i
+		fd, err := kernel.OpenUDP(netip.AddrPortFrom(listen, uint16(sd.port)))
 		if err != nil {
 			c.closeSockets()
-			return nil, fmt.Errorf("bind relay port %d: %w", base+i, err)
+			return nil, fmt.Errorf("bind relay port %d: %w", sd.port, err)
 		}
-		c.legs[l].sides[s].conn = conn
+		sd.fd = fd
 	}
 	if info.MaxKbps > 0 {
 		bytesPerSec := info.MaxKbps * 1000 / 8
@@ -95,19 +107,19 @@ func openChannel(listen netip.Addr, base int, info Info, grace time.Duration) (*
 	return c, nil
 }
 
-// start launches one reader per port and the expiry timer; expired is called
-// (once, from the timer's goroutine) when the channel has been idle too long.
-func (c *Channel) start(expired func(*Channel)) {
-	for l := range c.legs {
-		for s := range c.legs[l].sides {
-			c.readers.Add(1)
-			go c.relay(&c.legs[l], s)
-		}
-	}
-	// Arm only after c.timer is set: checkExpiry uses it.
-	c.timer = time.AfterFunc(time.Duration(math.MaxInt64), func() { c.checkExpiry(expired) })
-	c.timer.Reset(c.info.Expire)
+// sides lists the channel's four ports.
+func (c *Channel) sides() [portsPerChannel]*side {
+	return [portsPerChannel]*side{&c.legs[0].sides[0], &c.legs[1].sides[0], &c.legs[0].sides[1], &c.legs[1].sides[1]}
 }
+
+// newExpiryTimer creates the channel's (disarmed) expiry timer; expired is
+// called from the timer's goroutine when the channel has been idle for
+// Expire. armExpiry starts it once the channel is visible.
+func (c *Channel) newExpiryTimer(expired func(*Channel)) {
+	c.timer = time.AfterFunc(time.Duration(math.MaxInt64), func() { c.checkExpiry(expired) })
+}
+
+func (c *Channel) armExpiry() { c.timer.Reset(c.info.Expire) }
 
 // checkExpiry runs when the expiry timer fires: it ends the channel if it
 // has been idle for Expire, or re-arms the timer for the remaining time.
@@ -126,48 +138,62 @@ func (c *Channel) idle() time.Duration {
 	return time.Since(c.created) - time.Duration(c.lastForward.Load())
 }
 
-// relay reads datagrams arriving at leg.sides[from] and forwards them to the
-// party latched on the other side. It returns when the socket is closed.
-func (c *Channel) relay(l *leg, from int) {
-	defer c.readers.Done()
-	in, out := &l.sides[from], &l.sides[1-from]
-	dir := Direction(from)
-	// One byte more than MaxDatagram, plus MSG_TRUNC, tells oversize apart.
-	buf := make([]byte, MaxDatagram+1)
-	for {
-		n, _, flags, src, err := in.conn.ReadMsgUDPAddrPort(buf, nil)
-		if err != nil {
-			if errors.Is(err, net.ErrClosed) {
-				return
-			}
-			// Transient receive errors (e.g. ICMP-reported unreachability
-			// on Linux) are not fatal for a relay port.
-			continue
-		}
-		if n > MaxDatagram || flags&syscall.MSG_TRUNC != 0 {
+// relay reads the datagrams waiting on in (one recvmmsg batch) and
+// forwards those it accepts to the party latched on the other side of the
+// leg (one sendmmsg). The caller holds c.mu for reading and checked that
+// the channel is open.
+func (c *Channel) relay(in *side, b *batches) {
+	n, err := b.recv.Recv(in.fd)
+	if err != nil || n == 0 {
+		// A pending socket error (an ICMP unreachable from a peer) is
+		// consumed by the failed read; the port stays usable.
+		return
+	}
+	out := &c.legs[in.leg].sides[1-in.side]
+	dir := Direction(in.side)
+	now := int64(time.Since(c.created))
+	dst := out.latched.Load() // only this worker latches out: stable for the batch
+	if dst != nil {
+		b.send.Reset(*dst)
+	}
+	var queuedBytes int
+	for i := range n {
+		p, src, truncated := b.recv.Packet(i)
+		if truncated || len(p) > MaxDatagram {
 			c.stats.dropped[DropOversize].Add(1)
 			continue
 		}
-		now := int64(time.Since(c.created))
 		if !c.admit(in, src, now) {
 			c.stats.dropped[DropForeignSource].Add(1)
 			continue
 		}
-		dst := out.latched.Load()
 		if dst == nil {
 			c.stats.dropped[DropPeerNotLatched].Add(1)
 			continue
 		}
-		if lim := c.limiters[dir]; lim != nil && !lim.AllowN(time.Now(), n) {
+		if lim := c.limiters[dir]; lim != nil && !lim.AllowN(time.Now(), len(p)) {
 			c.stats.dropped[DropRateLimited].Add(1)
 			continue
 		}
-		if _, err := out.conn.WriteToUDPAddrPort(buf[:n], *dst); err != nil {
-			c.stats.dropped[DropSendError].Add(1)
-			continue
+		b.lens[b.send.Len()] = len(p)
+		b.send.Add(p)
+		queuedBytes += len(p)
+	}
+	queued := b.send.Len()
+	if queued == 0 {
+		return
+	}
+	sent, _ := b.send.Send(out.fd)
+	if sent < queued {
+		c.stats.dropped[DropSendError].Add(uint64(queued - sent))
+		queuedBytes = 0
+		for _, l := range b.lens[:sent] {
+			queuedBytes += l
 		}
-		c.stats.packets[dir].Add(1)
-		c.stats.bytes[dir].Add(uint64(n))
+	}
+	if sent > 0 {
+		c.stats.packets[dir].Add(uint64(sent))
+		c.stats.bytes[dir].Add(uint64(queuedBytes))
 		c.lastForward.Store(now)
 	}
 }
@@ -200,24 +226,24 @@ func newAddrPort(src netip.AddrPort) *netip.AddrPort {
 	return p
 }
 
-// close stops the channel: no more expiry, sockets closed, readers gone.
-// It is idempotent and returns only when all four ports are released.
+// close stops the channel: no more expiry, sockets closed (which also
+// removes them from the worker's poller). It is idempotent.
 func (c *Channel) close() {
-	c.once.Do(func() {
-		if c.timer != nil {
-			c.timer.Stop()
-		}
-		c.closeSockets()
-		c.readers.Wait()
-	})
+	c.timer.Stop()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return
+	}
+	c.closed = true
+	c.closeSockets()
 }
 
 func (c *Channel) closeSockets() {
-	for l := range c.legs {
-		for s := range c.legs[l].sides {
-			if conn := c.legs[l].sides[s].conn; conn != nil {
-				conn.Close()
-			}
+	for _, s := range c.sides() {
+		if s.fd >= 0 {
+			unix.Close(s.fd)
+			s.fd = -1
 		}
 	}
 }
@@ -233,3 +259,6 @@ func (c *Channel) Latched() (local, remote netip.AddrPort) {
 	}
 	return local, remote
 }
+
+// isAddrInUse reports whether err says a port is taken by another socket.
+func isAddrInUse(err error) bool { return errors.Is(err, syscall.EADDRINUSE) }

@@ -7,9 +7,12 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"runtime"
 	"sync"
-	"syscall"
+	"sync/atomic"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // Config configures a Manager.
@@ -20,7 +23,10 @@ type Config struct {
 	Expire     time.Duration // inactivity after which a channel dies
 	LatchGrace time.Duration // silence after which a latch may move to a new source
 	MaxKbps    int           // per-direction bandwidth limit per channel; 0 = none
-	Logger     *slog.Logger
+	// Workers is the number of threads serving relay ports (each an epoll
+	// loop); 0 = one per CPU the Go runtime may use (GOMAXPROCS).
+	Workers int
+	Logger  *slog.Logger
 	// OnEnd is called once for every channel that ends, after its ports are
 	// released. It must not block for long.
 	OnEnd func(End)
@@ -49,6 +55,14 @@ type Manager struct {
 	pool *portPool
 	log  *slog.Logger
 
+	// ports maps a port's index in the range to its side while a channel
+	// holds it; workers look events up here.
+	ports   []atomic.Pointer[side]
+	workers []*worker
+	next    atomic.Uint32 // round-robin worker choice
+	stop    atomic.Bool
+	stopped sync.Once
+
 	mu       sync.Mutex
 	channels map[string]*Channel
 	ended    Stats // counters of channels that already ended
@@ -73,7 +87,53 @@ func New(cfg Config) (*Manager, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	return &Manager{cfg: cfg, pool: pool, log: cfg.Logger, channels: make(map[string]*Channel)}, nil
+	if cfg.Workers <= 0 {
+		cfg.Workers = runtime.GOMAXPROCS(0)
+	}
+	m := &Manager{cfg: cfg, pool: pool, log: cfg.Logger, channels: make(map[string]*Channel),
+		ports: make([]atomic.Pointer[side], pool.size()*portsPerChannel)}
+	checkFileLimit(pool.size()*portsPerChannel, m.log)
+	for range cfg.Workers {
+		w, err := newWorker(m)
+		if err != nil {
+			m.stopWorkers()
+			return nil, fmt.Errorf("data plane worker: %w", err)
+		}
+		m.workers = append(m.workers, w)
+		go w.run(&m.stop)
+	}
+	return m, nil
+}
+
+// index is a port's position in the ports table.
+func (m *Manager) index(port int) int { return port - m.pool.first }
+
+// stopWorkers ends every worker goroutine and releases the pollers.
+func (m *Manager) stopWorkers() {
+	m.stopped.Do(func() {
+		m.stop.Store(true)
+		for _, w := range m.workers {
+			w.poller.Wake()
+		}
+		for _, w := range m.workers {
+			<-w.done
+			w.poller.Close()
+		}
+	})
+}
+
+// checkFileLimit warns when the open-file limit cannot hold every relay
+// port (plus room for the rest of the daemon). Go raises the soft limit to
+// the hard limit at start, so only the hard limit matters.
+func checkFileLimit(sockets int, log *slog.Logger) {
+	var lim unix.Rlimit
+	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &lim); err != nil {
+		return
+	}
+	if need := uint64(sockets) + 256; lim.Cur < need {
+		log.Warn("open-file limit below what the port range needs: channels will fail to allocate before the pool is full; raise LimitNOFILE / ulimit -n",
+			"limit", lim.Cur, "needed", need)
+	}
 }
 
 // Capacity is the number of channels the port range can hold.
@@ -102,23 +162,32 @@ func (m *Manager) Allocate() (Info, error) {
 		c, err := openChannel(m.cfg.Listen, base, info, m.cfg.LatchGrace)
 		if err != nil {
 			m.pool.put(base)
-			if errors.Is(err, syscall.EADDRINUSE) {
+			if isAddrInUse(err) {
 				m.log.Warn("relay ports busy, trying another block", "port", base, "err", err)
 				busy[base] = true
 				continue
 			}
 			return Info{}, fmt.Errorf("allocate channel: %w", err)
 		}
+		// Make the ports servable before the channel becomes visible.
+		c.newExpiryTimer(func(c *Channel) { m.end(c, EndExpired) })
+		for _, sd := range c.sides() {
+			m.ports[m.index(sd.port)].Store(sd)
+		}
+		c.worker = m.workers[m.next.Add(1)%uint32(len(m.workers))]
+		err = c.worker.add(c)
 		m.mu.Lock()
-		if m.closed {
+		if err == nil && m.closed {
+			err = errors.New("data plane is shut down")
+		}
+		if err != nil {
 			m.mu.Unlock()
-			c.close()
-			m.pool.put(base)
-			return Info{}, errors.New("allocate channel: data plane is shut down")
+			m.discard(c)
+			return Info{}, fmt.Errorf("allocate channel: %w", err)
 		}
 		m.channels[id] = c
 		m.mu.Unlock()
-		c.start(func(c *Channel) { m.end(c, EndExpired) })
+		c.armExpiry()
 		m.log.Info("channel allocated", "channel", id, "localport", info.LocalPort, "remoteport", info.RemotePort)
 		return info, nil
 	}
@@ -146,7 +215,7 @@ func (m *Manager) end(c *Channel, reason EndReason) bool {
 	c.ending = true
 	m.mu.Unlock()
 
-	c.close()
+	m.release(c)
 	e := End{Info: c.info, Reason: reason, Duration: time.Since(c.created), Stats: c.stats.snapshot()}
 	// Move the final counters from live to ended in one step so Totals
 	// never counts them twice or not at all.
@@ -167,6 +236,21 @@ func (m *Manager) end(c *Channel, reason EndReason) bool {
 	return true
 }
 
+// release closes c's sockets and takes its ports out of the table; the
+// caller returns the block to the pool.
+func (m *Manager) release(c *Channel) {
+	c.close()
+	for _, sd := range c.sides() {
+		m.ports[m.index(sd.port)].CompareAndSwap(sd, nil)
+	}
+}
+
+// discard undoes an allocation that never became visible.
+func (m *Manager) discard(c *Channel) {
+	m.release(c)
+	m.pool.put(c.info.LocalPort)
+}
+
 // Close ends every channel and refuses new ones.
 func (m *Manager) Close() {
 	m.mu.Lock()
@@ -179,6 +263,7 @@ func (m *Manager) Close() {
 	for _, c := range live {
 		m.end(c, EndShutdown)
 	}
+	m.stopWorkers()
 }
 
 // Snapshot is the state of one live channel.

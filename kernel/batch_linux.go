@@ -1,0 +1,160 @@
+package kernel
+
+import (
+	"errors"
+	"net/netip"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// RecvBatch receives up to Size datagrams per system call with recvmmsg.
+// Its buffers are allocated once; Recv fills them and Packet reads them
+// back, so receiving allocates nothing.
+type RecvBatch struct {
+	msgs  []unix.Mmsghdr
+	iovs  []unix.Iovec
+	names []sockaddr
+	bufs  [][]byte
+	n     int
+}
+
+// NewRecvBatch returns a batch of size buffers of bufSize bytes each.
+// Use a bufSize one larger than the largest datagram you accept: a
+// datagram that fills the buffer completely may have been truncated.
+func NewRecvBatch(size, bufSize int) *RecvBatch {
+	b := &RecvBatch{
+		msgs:  make([]unix.Mmsghdr, size),
+		iovs:  make([]unix.Iovec, size),
+		names: make([]sockaddr, size),
+		bufs:  make([][]byte, size),
+	}
+	backing := make([]byte, size*bufSize)
+	for i := range size {
+		b.bufs[i] = backing[i*bufSize : (i+1)*bufSize : (i+1)*bufSize]
+		b.iovs[i].Base = &b.bufs[i][0]
+		b.iovs[i].SetLen(bufSize)
+		b.msgs[i].Hdr.Iov = &b.iovs[i]
+		b.msgs[i].Hdr.SetIovlen(1)
+		b.msgs[i].Hdr.Name = (*byte)(unsafe.Pointer(&b.names[i]))
+	}
+	return b
+}
+
+// Size is the number of datagrams one Recv can return.
+func (b *RecvBatch) Size() int { return len(b.msgs) }
+
+// Recv reads up to Size datagrams from the non-blocking socket fd. It
+// returns 0 and nil when nothing is waiting.
+func (b *RecvBatch) Recv(fd int) (int, error) {
+	for i := range b.msgs {
+		b.msgs[i].Hdr.Namelen = uint32(unsafe.Sizeof(sockaddr{}))
+		b.msgs[i].Hdr.Flags = 0
+		b.msgs[i].Len = 0
+	}
+	for {
+		// RawSyscall: the socket is non-blocking, so the call never
+		// parks the thread and the scheduler need not know about it.
+		n, _, errno := unix.RawSyscall6(unix.SYS_RECVMMSG, uintptr(fd),
+			uintptr(unsafe.Pointer(&b.msgs[0])), uintptr(len(b.msgs)), unix.MSG_DONTWAIT, 0, 0)
+		switch errno {
+		case 0:
+			b.n = int(n)
+			return b.n, nil
+		case unix.EINTR:
+			continue
+		case unix.EAGAIN:
+			b.n = 0
+			return 0, nil
+		}
+		b.n = 0
+		return 0, errno
+	}
+}
+
+// Packet returns datagram i of the last Recv: its bytes (valid until the
+// next Recv), its source, and whether it was truncated (larger than the
+// buffer, or exactly filling it).
+func (b *RecvBatch) Packet(i int) (data []byte, from netip.AddrPort, truncated bool) {
+	m := &b.msgs[i]
+	n := int(m.Len)
+	from, _ = b.names[i].addrPort()
+	truncated = m.Hdr.Flags&unix.MSG_TRUNC != 0 || n >= len(b.bufs[i])
+	return b.bufs[i][:n], from, truncated
+}
+
+// SendBatch sends datagrams to one destination with sendmmsg.
+type SendBatch struct {
+	msgs []unix.Mmsghdr
+	iovs []unix.Iovec
+	dst  sockaddr
+	n    int
+}
+
+// NewSendBatch returns a batch of up to size datagrams.
+func NewSendBatch(size int) *SendBatch {
+	b := &SendBatch{msgs: make([]unix.Mmsghdr, size), iovs: make([]unix.Iovec, size)}
+	for i := range b.msgs {
+		b.msgs[i].Hdr.Iov = &b.iovs[i]
+		b.msgs[i].Hdr.SetIovlen(1)
+		b.msgs[i].Hdr.Name = (*byte)(unsafe.Pointer(&b.dst))
+	}
+	return b
+}
+
+// Reset empties the batch and sets the destination of its datagrams.
+func (b *SendBatch) Reset(dst netip.AddrPort) {
+	n := b.dst.set(dst)
+	for i := range b.msgs {
+		b.msgs[i].Hdr.Namelen = n
+	}
+	b.n = 0
+}
+
+// Add queues p (not copied: it must stay valid until Send). It reports
+// false when the batch is full.
+func (b *SendBatch) Add(p []byte) bool {
+	if b.n == len(b.msgs) {
+		return false
+	}
+	b.iovs[b.n].Base = nil // a zero-length datagram is legal UDP
+	if len(p) > 0 {
+		b.iovs[b.n].Base = &p[0]
+	}
+	b.iovs[b.n].SetLen(len(p))
+	b.n++
+	return true
+}
+
+// Len is the number of queued datagrams.
+func (b *SendBatch) Len() int { return b.n }
+
+// ErrShortSend reports that the kernel took only some datagrams of a
+// batch (its send buffer is full); the rest are lost.
+var ErrShortSend = errors.New("sendmmsg sent part of the batch")
+
+// Send sends the queued datagrams from the non-blocking socket fd and
+// empties the batch. It returns how many the kernel accepted.
+func (b *SendBatch) Send(fd int) (int, error) {
+	queued := b.n
+	b.n = 0
+	sent := 0
+	for sent < queued {
+		n, _, errno := unix.RawSyscall6(unix.SYS_SENDMMSG, uintptr(fd),
+			uintptr(unsafe.Pointer(&b.msgs[sent])), uintptr(queued-sent), unix.MSG_DONTWAIT, 0, 0)
+		switch errno {
+		case 0:
+			if n == 0 {
+				return sent, ErrShortSend
+			}
+			sent += int(n)
+			continue
+		case unix.EINTR:
+			continue
+		case unix.EAGAIN:
+			return sent, ErrShortSend
+		}
+		return sent, errno
+	}
+	return sent, nil
+}

@@ -1,0 +1,196 @@
+package kernel
+
+import (
+	"bytes"
+	"fmt"
+	"net/netip"
+	"testing"
+
+	"golang.org/x/sys/unix"
+)
+
+func openT(t testing.TB, addr string) (int, netip.AddrPort) {
+	t.Helper()
+	fd, err := OpenUDP(netip.MustParseAddrPort(addr))
+	if err != nil {
+		t.Skipf("cannot open %s here: %v", addr, err)
+	}
+	t.Cleanup(func() { unix.Close(fd) })
+	port, err := LocalPort(fd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fd, netip.AddrPortFrom(netip.MustParseAddrPort(addr).Addr(), uint16(port))
+}
+
+// waitReadable blocks until fd has a datagram (bounded), so tests await
+// the event instead of sleeping.
+func waitReadable(t testing.TB, fd int) {
+	t.Helper()
+	fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
+	n, err := unix.Poll(fds, 5000)
+	if err != nil || n != 1 {
+		t.Fatalf("fd %d not readable: n=%d err=%v", fd, n, err)
+	}
+}
+
+func TestBatchRoundTrip(t *testing.T) {
+	for _, family := range []string{"127.0.0.1:0", "[::1]:0"} {
+		t.Run(family, func(t *testing.T) {
+			tx, txAddr := openT(t, family)
+			rx, rxAddr := openT(t, family)
+			send := NewSendBatch(8)
+			send.Reset(rxAddr)
+			var want [][]byte
+			for i := range 5 {
+				p := fmt.Appendf(nil, "datagram-%d", i)
+				want = append(want, p)
+				if !send.Add(p) {
+					t.Fatal("batch full too early")
+				}
+			}
+			send.Add(nil) // zero-length datagrams are legal
+			want = append(want, []byte{})
+			if n, err := send.Send(tx); err != nil || n != 6 {
+				t.Fatalf("sent %d: %v", n, err)
+			}
+			if send.Len() != 0 {
+				t.Fatal("batch not emptied by Send")
+			}
+			recv := NewRecvBatch(4, 64)
+			var got [][]byte
+			for len(got) < len(want) {
+				waitReadable(t, rx)
+				n, err := recv.Recv(rx)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if n > recv.Size() {
+					t.Fatalf("received %d > batch size", n)
+				}
+				for i := range n {
+					p, from, trunc := recv.Packet(i)
+					if from != txAddr || trunc {
+						t.Fatalf("packet %d from %s (want %s) truncated=%v", i, from, txAddr, trunc)
+					}
+					got = append(got, bytes.Clone(p))
+				}
+			}
+			for i := range want {
+				if !bytes.Equal(got[i], want[i]) {
+					t.Fatalf("datagram %d: %q, want %q", i, got[i], want[i])
+				}
+			}
+			if n, err := recv.Recv(rx); n != 0 || err != nil {
+				t.Fatalf("empty socket: %d, %v", n, err)
+			}
+		})
+	}
+}
+
+func TestTruncationDetected(t *testing.T) {
+	tx, _ := openT(t, "127.0.0.1:0")
+	rx, rxAddr := openT(t, "127.0.0.1:0")
+	const max = 1500
+	send := NewSendBatch(2)
+	send.Reset(rxAddr)
+	full, over := bytes.Repeat([]byte{1}, max), bytes.Repeat([]byte{2}, max+100)
+	send.Add(full)
+	send.Add(over)
+	if _, err := send.Send(tx); err != nil {
+		t.Fatal(err)
+	}
+	recv := NewRecvBatch(2, max+1)
+	var flags []bool
+	for len(flags) < 2 {
+		waitReadable(t, rx)
+		n, err := recv.Recv(rx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := range n {
+			p, _, trunc := recv.Packet(i)
+			flags = append(flags, trunc)
+			if !trunc && len(p) != max {
+				t.Fatalf("len %d", len(p))
+			}
+		}
+	}
+	if flags[0] || !flags[1] {
+		t.Fatalf("truncation flags %v, want [false true]", flags)
+	}
+}
+
+func TestPollerReportsTokensAndWakes(t *testing.T) {
+	p, err := NewPoller()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	tx, _ := openT(t, "127.0.0.1:0")
+	rx, rxAddr := openT(t, "127.0.0.1:0")
+	if err := p.Add(rx, 0xdead_beef_0000_0042); err != nil {
+		t.Fatal(err)
+	}
+	send := NewSendBatch(1)
+	send.Reset(rxAddr)
+	send.Add([]byte("x"))
+	if _, err := send.Send(tx); err != nil {
+		t.Fatal(err)
+	}
+	events := make([]Event, 4)
+	n, err := p.Wait(events, -1)
+	if err != nil || n != 1 || events[0].Token != 0xdead_beef_0000_0042 || events[0].Flags&unix.EPOLLIN == 0 {
+		t.Fatalf("wait: n=%d err=%v events=%v", n, err, events[:n])
+	}
+	// Level-triggered: still ready until read.
+	if n, _ := p.Wait(events, 0); n != 1 {
+		t.Fatalf("level-triggered event gone before the read: %d", n)
+	}
+	NewRecvBatch(1, 16).Recv(rx)
+	if n, _ := p.Wait(events, 0); n != 0 {
+		t.Fatalf("%d events after draining", n)
+	}
+	if err := p.Wake(); err != nil {
+		t.Fatal(err)
+	}
+	n, err = p.Wait(events, -1)
+	if err != nil || n != 1 || events[0].Token != WakeToken {
+		t.Fatalf("wake: n=%d err=%v %v", n, err, events[:n])
+	}
+	if n, _ := p.Wait(events, 0); n != 0 {
+		t.Fatal("wake event not reset")
+	}
+	if err := p.Remove(rx); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestOpenUDPRejectsBusyPort(t *testing.T) {
+	_, addr := openT(t, "127.0.0.1:0")
+	if fd, err := OpenUDP(addr); err == nil {
+		unix.Close(fd)
+		t.Fatalf("second bind of %s succeeded", addr)
+	}
+}
+
+func TestRecvSendAllocateNothing(t *testing.T) {
+	tx, _ := openT(t, "127.0.0.1:0")
+	rx, rxAddr := openT(t, "127.0.0.1:0")
+	send := NewSendBatch(4)
+	recv := NewRecvBatch(4, 1501)
+	payload := make([]byte, 172)
+	allocs := testing.AllocsPerRun(200, func() {
+		send.Reset(rxAddr)
+		send.Add(payload)
+		send.Send(tx)
+		waitReadable(t, rx)
+		n, _ := recv.Recv(rx)
+		for i := range n {
+			recv.Packet(i)
+		}
+	})
+	if allocs != 0 {
+		t.Fatalf("%v allocations per round trip", allocs)
+	}
+}

@@ -1,0 +1,93 @@
+package channel
+
+import (
+	"log/slog"
+	"sync/atomic"
+
+	"github.com/jnrelay/jnrelay/kernel"
+)
+
+// batchSize is how many datagrams one system call moves. At VoIP rates a
+// ready port holds one or two datagrams; a hot flow fills the batch.
+const batchSize = 16
+
+// batches are a worker's receive and send buffers, reused for every port.
+type batches struct {
+	recv *kernel.RecvBatch
+	send *kernel.SendBatch
+	lens [batchSize]int // lengths of the queued datagrams
+}
+
+// worker serves the ports of its channels from one epoll instance: one
+// thread blocked in epoll_wait instead of a goroutine per socket, and no
+// allocation per datagram.
+type worker struct {
+	m      *Manager
+	poller *kernel.Poller
+	b      batches
+	events []kernel.Event
+	done   chan struct{}
+	log    *slog.Logger
+}
+
+func newWorker(m *Manager) (*worker, error) {
+	p, err := kernel.NewPoller()
+	if err != nil {
+		return nil, err
+	}
+	return &worker{
+		m: m, poller: p, log: m.log,
+		b:      batches{recv: kernel.NewRecvBatch(batchSize, MaxDatagram+1), send: kernel.NewSendBatch(batchSize)},
+		events: make([]kernel.Event, 128),
+		done:   make(chan struct{}),
+	}, nil
+}
+
+// token identifies a port to the poller: its index in the Manager's port
+// table, and its socket so a late event for a closed socket is recognised.
+func token(index int, fd int) uint64 { return uint64(uint32(index)) | uint64(uint32(fd))<<32 }
+
+// add registers the channel's sockets with this worker.
+func (w *worker) add(c *Channel) error {
+	for _, s := range c.sides() {
+		if err := w.poller.Add(s.fd, token(w.m.index(s.port), s.fd)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// run serves ready ports until stop is set and the worker is woken.
+func (w *worker) run(stop *atomic.Bool) {
+	defer close(w.done)
+	for {
+		n, err := w.poller.Wait(w.events, -1)
+		if err != nil {
+			w.log.Error("data plane worker stopped", "err", err)
+			return
+		}
+		for _, ev := range w.events[:n] {
+			if ev.Token == kernel.WakeToken {
+				if stop.Load() {
+					return
+				}
+				continue
+			}
+			w.serve(ev.Token)
+		}
+	}
+}
+
+// serve relays what is waiting on the port behind tok.
+func (w *worker) serve(tok uint64) {
+	s := w.m.ports[uint32(tok)].Load()
+	if s == nil {
+		return // the channel ended after the event was queued
+	}
+	c := s.ch
+	c.mu.RLock()
+	if !c.closed && uint32(s.fd) == uint32(tok>>32) {
+		c.relay(s, &w.b)
+	}
+	c.mu.RUnlock()
+}
