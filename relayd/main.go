@@ -18,6 +18,7 @@ import (
 
 	"mellium.im/xmpp/jid"
 
+	"github.com/jnrelay/jnrelay/kernel"
 	"github.com/jnrelay/jnrelay/relayd/channel"
 	"github.com/jnrelay/jnrelay/relayd/config"
 	"github.com/jnrelay/jnrelay/relayd/jinglenodes"
@@ -108,6 +109,7 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
+	log.LogAttrs(ctx, slog.LevelInfo, "kernel features", kernel.Detect().LogAttrs()...)
 	log.Info("relayd started", "version", version, "public_address", host.String(), "listen_address", listen.String(),
 		"ports", fmt.Sprintf("%d-%d", cfg.Ports.Min, cfg.Ports.Max), "capacity", dp.Capacity(), "xmpp_services", len(sessions))
 

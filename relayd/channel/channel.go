@@ -77,9 +77,10 @@ type Info struct {
 	MaxKbps    int           // per-direction limit; 0 = unlimited
 }
 
-// openChannel binds the four ports starting at base. On failure nothing
-// stays open.
-func openChannel(listen netip.Addr, base int, info Info, grace time.Duration) (*Channel, error) {
+// openChannel binds the four ports starting at base, marks them for
+// expedited forwarding (DSCP EF, as voice should be) and sizes their
+// buffers to bufSize (0 = kernel default). On failure nothing stays open.
+func openChannel(listen netip.Addr, base int, info Info, grace time.Duration, bufSize int) (*Channel, error) {
 	c := &Channel{info: info, created: time.Now(), grace: grace}
 	for l := range c.legs {
 		for s := range c.legs[l].sides {
@@ -96,6 +97,11 @@ func openChannel(listen netip.Addr, base int, info Info, grace time.Duration) (*
 			return nil, fmt.Errorf("bind relay port %d: %w", sd.port, err)
 		}
 		sd.fd = fd
+		// Both are best effort: a relay without them still relays.
+		kernel.SetDSCP(fd, listen.Is6() && !listen.Is4In6(), kernel.DSCPExpeditedForwarding)
+		if bufSize > 0 {
+			kernel.SetBuffers(fd, bufSize, bufSize)
+		}
 	}
 	if info.MaxKbps > 0 {
 		bytesPerSec := info.MaxKbps * 1000 / 8
@@ -236,6 +242,13 @@ func (c *Channel) close() {
 		return
 	}
 	c.closed = true
+	// The kernel counts datagrams it could not queue (receive buffer full);
+	// read them before the sockets go.
+	for _, s := range c.sides() {
+		if n, err := kernel.Drops(s.fd); err == nil {
+			c.stats.kernelDrops.Add(uint64(n))
+		}
+	}
 	c.closeSockets()
 }
 

@@ -8,6 +8,8 @@ import (
 	"net/netip"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 var loopback = netip.MustParseAddr("127.0.0.1")
@@ -18,7 +20,7 @@ const testPortMin, testPortMax = 47000, 47999
 
 func newTestManager(t *testing.T, mod func(*Config)) (*Manager, chan End) {
 	t.Helper()
-	ends := make(chan End, 16)
+	ends := make(chan End, 256)
 	cfg := Config{Listen: loopback, PortMin: testPortMin, PortMax: testPortMax,
 		Expire: time.Minute, LatchGrace: 5 * time.Second, OnEnd: func(e End) { ends <- e }}
 	if mod != nil {
@@ -418,3 +420,89 @@ func TestIDsAreUniqueNmtokens(t *testing.T) {
 }
 
 func addrPort(port int) netip.AddrPort { return netip.AddrPortFrom(loopback, uint16(port)) }
+
+// TestManyChannelsWhileKilling relays on many channels at once across the
+// workers while half of them are killed mid-traffic: the survivors lose
+// nothing, the killed ones release their ports, and (under -race) no
+// worker touches a closed channel's sockets unsafely.
+func TestManyChannelsWhileKilling(t *testing.T) {
+	m, _ := newTestManager(t, func(c *Config) { c.Workers = 2 })
+	const channels, packets = 40, 50
+	type live struct {
+		info Info
+		a, b *party
+	}
+	var calls []live
+	for range channels {
+		info, a, b, _, _ := call(t, m)
+		calls = append(calls, live{info, a, b})
+	}
+	done := make(chan error, channels)
+	for i, c := range calls {
+		go func() {
+			for j := range packets {
+				if _, err := c.a.conn.WriteToUDPAddrPort(fmt.Appendf(nil, "%d", j), addrPort(c.info.LocalPort)); err != nil {
+					done <- err
+					return
+				}
+				if i%2 == 1 && j == packets/2 {
+					m.Kill(c.info.ID) // concurrently with traffic on the other channels
+				}
+			}
+			done <- nil
+		}()
+	}
+	for range channels {
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i, c := range calls {
+		if i%2 == 1 {
+			continue
+		}
+		for j := range packets {
+			c.b.expect(fmt.Appendf(nil, "%d", j), c.info.LocalPort+2)
+		}
+	}
+	for i, c := range calls {
+		if i%2 == 0 {
+			continue
+		}
+		if _, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: c.info.LocalPort}); err != nil {
+			t.Fatalf("killed channel's port %d still held: %v", c.info.LocalPort, err)
+		}
+	}
+	if got := len(m.Channels()); got != channels/2 {
+		t.Fatalf("%d channels live, want %d", got, channels/2)
+	}
+}
+
+// TestRelayedPacketsMarkedEF checks that forwarded media leaves the relay
+// with DSCP EF (TOS 0xB8), so home routers that honour DSCP prioritise it.
+func TestRelayedPacketsMarkedEF(t *testing.T) {
+	m, _ := newTestManager(t, nil)
+	info, a, b, _, _ := call(t, m)
+	raw, err := b.conn.SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw.Control(func(fd uintptr) { err = unix.SetsockoptInt(int(fd), unix.IPPROTO_IP, unix.IP_RECVTOS, 1) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.send(info.LocalPort, []byte("voice"))
+	buf, oob := make([]byte, 64), make([]byte, 64)
+	b.conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	_, oobn, _, _, err := b.conn.ReadMsgUDPAddrPort(buf, oob)
+	if err != nil {
+		t.Fatal(err)
+	}
+	msgs, err := unix.ParseSocketControlMessage(oob[:oobn])
+	if err != nil || len(msgs) == 0 {
+		t.Fatalf("no control message: %v", err)
+	}
+	if msgs[0].Header.Type != unix.IP_TOS || len(msgs[0].Data) == 0 || msgs[0].Data[0] != 0xB8 {
+		t.Fatalf("TOS control message %+v, want 0xB8", msgs[0])
+	}
+}

@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/jnrelay/jnrelay/kernel"
 )
 
 // Config configures a Manager.
@@ -59,6 +61,7 @@ type Manager struct {
 	// holds it; workers look events up here.
 	ports   []atomic.Pointer[side]
 	workers []*worker
+	bufSize int           // per-socket buffer size for the whole range
 	next    atomic.Uint32 // round-robin worker choice
 	stop    atomic.Bool
 	stopped sync.Once
@@ -91,7 +94,7 @@ func New(cfg Config) (*Manager, error) {
 		cfg.Workers = runtime.GOMAXPROCS(0)
 	}
 	m := &Manager{cfg: cfg, pool: pool, log: cfg.Logger, channels: make(map[string]*Channel),
-		ports: make([]atomic.Pointer[side], pool.size()*portsPerChannel)}
+		ports: make([]atomic.Pointer[side], pool.size()*portsPerChannel), bufSize: kernel.BufferSizeFor(pool.size() * portsPerChannel)}
 	checkFileLimit(pool.size()*portsPerChannel, m.log)
 	for range cfg.Workers {
 		w, err := newWorker(m)
@@ -159,7 +162,7 @@ func (m *Manager) Allocate() (Info, error) {
 			return Info{}, err
 		}
 		info.LocalPort, info.RemotePort = base, base+2
-		c, err := openChannel(m.cfg.Listen, base, info, m.cfg.LatchGrace)
+		c, err := openChannel(m.cfg.Listen, base, info, m.cfg.LatchGrace, m.bufSize)
 		if err != nil {
 			m.pool.put(base)
 			if isAddrInUse(err) {
@@ -229,7 +232,7 @@ func (m *Manager) end(c *Channel, reason EndReason) bool {
 		"bytes_local_to_remote", e.Stats.Bytes[LocalToRemote], "bytes_remote_to_local", e.Stats.Bytes[RemoteToLocal],
 		"dropped_peer_not_latched", e.Stats.Dropped[DropPeerNotLatched], "dropped_foreign_source", e.Stats.Dropped[DropForeignSource],
 		"dropped_rate_limited", e.Stats.Dropped[DropRateLimited], "dropped_oversize", e.Stats.Dropped[DropOversize],
-		"dropped_send_error", e.Stats.Dropped[DropSendError], "relatched", e.Stats.Relatched)
+		"dropped_send_error", e.Stats.Dropped[DropSendError], "dropped_kernel", e.Stats.KernelDrops, "relatched", e.Stats.Relatched)
 	if m.cfg.OnEnd != nil {
 		m.cfg.OnEnd(e)
 	}

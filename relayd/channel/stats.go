@@ -52,6 +52,10 @@ type Stats struct {
 	Bytes     [numDirections]uint64
 	Dropped   [numDropReasons]uint64
 	Relatched uint64 // latches moved to a new source after the grace period
+	// KernelDrops are datagrams the kernel dropped because a port's
+	// receive buffer was full (the relay fell behind); known when the
+	// channel ends.
+	KernelDrops uint64
 }
 
 // add accumulates o into s.
@@ -64,6 +68,7 @@ func (s *Stats) add(o Stats) {
 		s.Dropped[r] += o.Dropped[r]
 	}
 	s.Relatched += o.Relatched
+	s.KernelDrops += o.KernelDrops
 }
 
 // TotalDropped is the sum of drops over all reasons.
@@ -77,10 +82,11 @@ func (s Stats) TotalDropped() uint64 {
 
 // counters is the live, concurrently updated form of Stats.
 type counters struct {
-	packets   [numDirections]atomic.Uint64
-	bytes     [numDirections]atomic.Uint64
-	dropped   [numDropReasons]atomic.Uint64
-	relatched atomic.Uint64
+	packets     [numDirections]atomic.Uint64
+	bytes       [numDirections]atomic.Uint64
+	dropped     [numDropReasons]atomic.Uint64
+	relatched   atomic.Uint64
+	kernelDrops atomic.Uint64
 }
 
 func (c *counters) snapshot() Stats {
@@ -93,5 +99,6 @@ func (c *counters) snapshot() Stats {
 		s.Dropped[r] = c.dropped[r].Load()
 	}
 	s.Relatched = c.relatched.Load()
+	s.KernelDrops = c.kernelDrops.Load()
 	return s
 }
