@@ -147,27 +147,68 @@ func advertisedHost(cfg config.Config, log *slog.Logger) (netip.Addr, error) {
 	return a, nil
 }
 
-func newSessions(cfg config.Config, svc *jinglenodes.Service, log *slog.Logger) ([]*xmppsession.Component, error) {
-	var out []*xmppsession.Component
+func newSessions(cfg config.Config, svc *jinglenodes.Service, log *slog.Logger) ([]*xmppsession.Session, error) {
+	var out []*xmppsession.Session
+	backoff := xmppsession.Backoff{Min: cfg.Reconnect.Min(), Max: cfg.Reconnect.Max()}
 	for _, s := range cfg.XMPP {
 		secret, err := s.ResolveSecret()
 		if err != nil {
 			return nil, err
 		}
-		domain, err := jid.Parse(s.Domain)
+		policy, err := newPolicy(s)
 		if err != nil {
-			return nil, fmt.Errorf("xmpp service %s: domain: %w", s.Name, err)
+			return nil, err
 		}
-		c := xmppsession.NewComponent(xmppsession.ComponentConfig{
-			Name: s.Name, Server: s.Server, Domain: domain, Secret: secret,
-			Backoff: xmppsession.Backoff{Min: cfg.Reconnect.Min(), Max: cfg.Reconnect.Max()},
-			Logger:  log.With("part", "xmpp"),
-		})
-		c.SetHandler(svc.Handler(s.Name, c.Addr(), c))
-		out = append(out, c)
+		var sess *xmppsession.Session
+		switch s.Type {
+		case "component":
+			domain, err := jid.Parse(s.Domain)
+			if err != nil {
+				return nil, fmt.Errorf("xmpp service %s: domain: %w", s.Name, err)
+			}
+			sess = xmppsession.NewComponent(xmppsession.ComponentConfig{
+				Name: s.Name, Server: s.Server, Domain: domain, Secret: secret, Backoff: backoff,
+				Logger: log.With("part", "xmpp", "server", s.Server),
+			})
+			sess.SetHandler(svc.Handler(sess, policy))
+		case "client":
+			account, err := jid.Parse(s.JID)
+			if err != nil {
+				return nil, fmt.Errorf("xmpp service %s: jid: %w", s.Name, err)
+			}
+			sess, err = xmppsession.NewClient(xmppsession.ClientConfig{
+				Name: s.Name, JID: account, Password: secret, Server: s.Server,
+				DirectTLS: s.TLS == "direct", CAFile: s.CAFile, Backoff: backoff,
+				Logger: log.With("part", "xmpp", "server", s.Server),
+			})
+			if err != nil {
+				return nil, err
+			}
+			h := svc.Handler(sess, policy)
+			sess.SetHandler(h)
+			sess.SetOnOnline(h.OnOnline)
+		}
+		out = append(out, sess)
 	}
 	if len(out) == 0 {
 		return nil, errors.New("no xmpp service configured")
 	}
 	return out, nil
+}
+
+// newPolicy builds a service's request policy from its configuration.
+func newPolicy(s config.Service) (*jinglenodes.Policy, error) {
+	allow, err := jinglenodes.ParseJIDList(s.Allow)
+	if err != nil {
+		return nil, fmt.Errorf("xmpp service %s: allow: %w", s.Name, err)
+	}
+	deny, err := jinglenodes.ParseJIDList(s.Deny)
+	if err != nil {
+		return nil, fmt.Errorf("xmpp service %s: deny: %w", s.Name, err)
+	}
+	p := &jinglenodes.Policy{Allow: allow, Deny: deny}
+	if s.Policy == "roster" {
+		p.RosterOnly, p.Roster = true, jinglenodes.NewRoster()
+	}
+	return p, nil
 }

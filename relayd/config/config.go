@@ -16,6 +16,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"mellium.im/xmpp/jid"
 )
 
 // Config is the whole configuration of relayd.
@@ -47,14 +49,39 @@ type Channel struct {
 
 // Service is one XMPP service the relay registers with.
 type Service struct {
-	Name   string `json:"name,omitempty"`
-	Type   string `json:"type"`   // "component" (XEP-0114)
-	Server string `json:"server"` // host:port of the server's component listener
-	Domain string `json:"domain"` // the component's JID, e.g. relay.example.org
+	Name string `json:"name,omitempty"`
+	// Type is "component" (XEP-0114 external component) or "client" (an
+	// ordinary account, e.g. a donor's).
+	Type string `json:"type"`
+	// Server is host:port to connect to: the component listener, or for
+	// a client the c2s (or direct TLS) port; for a client it may be empty
+	// (DNS SRV records of the JID's domain, then the domain on 5222).
+	Server string `json:"server,omitempty"`
+
+	// Component settings.
+	Domain string `json:"domain,omitempty"` // the component's JID, e.g. relay.example.org
 	// Secret is the component secret; SecretFile names a file holding it
 	// (trailing newline ignored). Exactly one must be set.
 	Secret     string `json:"secret,omitempty"`
 	SecretFile string `json:"secret_file,omitempty"`
+
+	// Client settings.
+	JID          string `json:"jid,omitempty"` // account, e.g. relay@example.org (a resource is chosen by the server)
+	Password     string `json:"password,omitempty"`
+	PasswordFile string `json:"password_file,omitempty"`
+	// TLS is "starttls" (default) or "direct" (TLS from the first byte,
+	// XEP-0368). The server certificate is always verified, against the
+	// system roots or CAFile.
+	TLS    string `json:"tls,omitempty"`
+	CAFile string `json:"ca_file,omitempty"`
+
+	// Policy says who may request channels: "public" (anyone, default) or
+	// "roster" (client accounts only: contacts with a presence
+	// subscription to the account). Allow and Deny list bare JIDs or
+	// domains; Deny wins; a non-empty Allow admits only what it lists.
+	Policy string   `json:"policy,omitempty"`
+	Allow  []string `json:"allow,omitempty"`
+	Deny   []string `json:"deny,omitempty"`
 }
 
 // Reconnect bounds the exponential backoff between attempts to reach a lost
@@ -210,34 +237,86 @@ func (c *Config) Validate() error {
 		key := "xmpp[" + strconv.Itoa(i) + "]"
 		if s.Name == "" {
 			s.Name = s.Domain
+			if s.Type == "client" {
+				s.Name = s.JID
+			}
 		}
 		if j, dup := names[s.Name]; dup {
 			bad(key+".name", "%q is also the name of xmpp[%d]", s.Name, j)
 		}
 		names[s.Name] = i
-		if s.Type != "component" {
-			bad(key+".type", "%q is not supported (supported: component)", s.Type)
+		if s.Server != "" || s.Type == "component" {
+			if host, port, err := net.SplitHostPort(s.Server); err != nil || host == "" {
+				bad(key+".server", "%q is not host:port", s.Server)
+			} else if p, err := strconv.Atoi(port); err != nil || p < 1 || p > 65535 {
+				bad(key+".server", "port %q is not 1-65535", port)
+			}
 		}
-		if host, port, err := net.SplitHostPort(s.Server); err != nil || host == "" {
-			bad(key+".server", "%q is not host:port", s.Server)
-		} else if p, err := strconv.Atoi(port); err != nil || p < 1 || p > 65535 {
-			bad(key+".server", "port %q is not 1-65535", port)
+		switch s.Type {
+		case "component":
+			if err := checkDomain(s.Domain); err != nil {
+				bad(key+".domain", "%v", err)
+			}
+			checkSecret(bad, key, "secret", s.Secret, s.SecretFile)
+			if s.Policy == "roster" {
+				bad(key+".policy", "roster needs a client account (a component has no roster)")
+			}
+			for _, k := range []struct{ name, val string }{{"jid", s.JID}, {"password", s.Password}, {"password_file", s.PasswordFile}, {"tls", s.TLS}, {"ca_file", s.CAFile}} {
+				if k.val != "" {
+					bad(key+"."+k.name, "only for type client")
+				}
+			}
+		case "client":
+			if j, err := jid.Parse(s.JID); err != nil || j.Localpart() == "" {
+				bad(key+".jid", "%q is not an account JID (user@domain)", s.JID)
+			}
+			checkSecret(bad, key, "password", s.Password, s.PasswordFile)
+			switch s.TLS {
+			case "", "starttls", "direct":
+			default:
+				bad(key+".tls", "%q is not one of starttls, direct", s.TLS)
+			}
+			if s.CAFile != "" {
+				if _, err := os.Stat(s.CAFile); err != nil {
+					bad(key+".ca_file", "%v", err)
+				}
+			}
+			for _, k := range []struct{ name, val string }{{"domain", s.Domain}, {"secret", s.Secret}, {"secret_file", s.SecretFile}} {
+				if k.val != "" {
+					bad(key+"."+k.name, "only for type component")
+				}
+			}
+		default:
+			bad(key+".type", "%q is not one of component, client", s.Type)
 		}
-		if err := checkDomain(s.Domain); err != nil {
-			bad(key+".domain", "%v", err)
+		switch s.Policy {
+		case "", "public", "roster":
+		default:
+			bad(key+".policy", "%q is not one of public, roster", s.Policy)
 		}
-		switch {
-		case s.Secret == "" && s.SecretFile == "":
-			bad(key+".secret", "required (or secret_file)")
-		case s.Secret != "" && s.SecretFile != "":
-			bad(key+".secret", "set secret or secret_file, not both")
-		case s.SecretFile != "":
-			if _, err := os.Stat(s.SecretFile); err != nil {
-				bad(key+".secret_file", "%v", err)
+		for list, entries := range map[string][]string{"allow": s.Allow, "deny": s.Deny} {
+			for j, e := range entries {
+				if p, err := jid.Parse(e); err != nil || p.Resourcepart() != "" {
+					bad(fmt.Sprintf("%s.%s[%d]", key, list, j), "%q is not a bare JID or domain", e)
+				}
 			}
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// checkSecret requires exactly one of a secret and a file naming one.
+func checkSecret(bad func(key, format string, args ...any), key, name, value, file string) {
+	switch {
+	case value == "" && file == "":
+		bad(key+"."+name, "required (or %s_file)", name)
+	case value != "" && file != "":
+		bad(key+"."+name, "set %s or %s_file, not both", name, name)
+	case file != "":
+		if _, err := os.Stat(file); err != nil {
+			bad(key+"."+name+"_file", "%v", err)
+		}
+	}
 }
 
 // checkDomain accepts a DNS-style component domain (no localpart, no
@@ -260,19 +339,23 @@ func checkDomain(d string) error {
 	return nil
 }
 
-// ResolveSecret returns the service's component secret, reading SecretFile
-// when set.
+// ResolveSecret returns the service's credential: the component secret or
+// the account password, read from its file when one is set.
 func (s Service) ResolveSecret() (string, error) {
-	if s.SecretFile == "" {
-		return s.Secret, nil
+	value, file, name := s.Secret, s.SecretFile, "secret_file"
+	if s.Type == "client" {
+		value, file, name = s.Password, s.PasswordFile, "password_file"
 	}
-	b, err := os.ReadFile(s.SecretFile)
+	if file == "" {
+		return value, nil
+	}
+	b, err := os.ReadFile(file)
 	if err != nil {
-		return "", fmt.Errorf("xmpp service %s: read secret_file: %w", s.Name, err)
+		return "", fmt.Errorf("xmpp service %s: read %s: %w", s.Name, name, err)
 	}
 	secret := strings.TrimRight(string(b), "\r\n")
 	if secret == "" {
-		return "", fmt.Errorf("xmpp service %s: secret_file %s is empty", s.Name, s.SecretFile)
+		return "", fmt.Errorf("xmpp service %s: %s %s is empty", s.Name, name, file)
 	}
 	return secret, nil
 }

@@ -47,7 +47,17 @@ func TestErrorsNameTheKey(t *testing.T) {
 		{`{"log": {"level": "loud"}, ` + minimal[1:], `log.level: "loud" is not one of`},
 		{`{"reconnect": {"min_seconds": 10, "max_seconds": 5}, ` + minimal[1:], "reconnect.max_seconds"},
 		{`{"expire": 60, ` + minimal[1:], `unknown key "expire"`},
-		{`{"xmpp": [{"type": "client", "server": "h:1", "domain": "d", "secret": "s"}]}`, `xmpp[0].type: "client" is not supported`},
+		{`{"xmpp": [{"type": "bosh", "server": "h:1", "domain": "d", "secret": "s"}]}`, `xmpp[0].type: "bosh" is not one of component, client`},
+		{`{"xmpp": [{"type": "client", "server": "h:1", "domain": "d", "secret": "s"}]}`, `xmpp[0].jid: "" is not an account JID`},
+		{`{"xmpp": [{"type": "client", "jid": "example.org", "password": "p"}]}`, `xmpp[0].jid: "example.org" is not an account JID`},
+		{`{"xmpp": [{"type": "client", "jid": "r@example.org"}]}`, `xmpp[0].password: required (or password_file)`},
+		{`{"xmpp": [{"type": "client", "jid": "r@example.org", "password": "p", "domain": "d"}]}`, `xmpp[0].domain: only for type component`},
+		{`{"xmpp": [{"type": "client", "jid": "r@example.org", "password": "p", "tls": "none"}]}`, `xmpp[0].tls: "none" is not one of starttls, direct`},
+		{`{"xmpp": [{"type": "client", "jid": "r@example.org", "password": "p", "ca_file": "/nonexistent/ca.pem"}]}`, `xmpp[0].ca_file`},
+		{`{"xmpp": [{"type": "component", "server": "h:1", "domain": "d", "secret": "s", "policy": "roster"}]}`, `xmpp[0].policy: roster needs a client account`},
+		{`{"xmpp": [{"type": "component", "server": "h:1", "domain": "d", "secret": "s", "policy": "friends"}]}`, `xmpp[0].policy: "friends" is not one of`},
+		{`{"xmpp": [{"type": "component", "server": "h:1", "domain": "d", "secret": "s", "deny": ["a@b/res"]}]}`, `xmpp[0].deny[0]: "a@b/res" is not a bare JID or domain`},
+		{`{"xmpp": [{"type": "component", "server": "h:1", "domain": "d", "secret": "s", "password": "p"}]}`, `xmpp[0].password: only for type client`},
 		{`{"xmpp": [{"type": "component", "server": "nohost", "domain": "d", "secret": "s"}]}`, `xmpp[0].server: "nohost" is not host:port`},
 		{`{"xmpp": [{"type": "component", "server": "h:99999", "domain": "d", "secret": "s"}]}`, `xmpp[0].server: port "99999"`},
 		{`{"xmpp": [{"type": "component", "server": "h:1", "domain": "a@d", "secret": "s"}]}`, `xmpp[0].domain: "a@d" is not a bare domain`},
@@ -67,6 +77,20 @@ func TestErrorsNameTheKey(t *testing.T) {
 		if !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%s:\n got  %v\n want %q", c.doc, err, c.want)
 		}
+	}
+}
+
+func TestClientService(t *testing.T) {
+	cfg, err := Parse(strings.NewReader(`{"xmpp": [{"type": "client", "jid": "relay@example.org", "password": "pw", "policy": "roster", "allow": ["example.org", "friend@example.net"], "deny": ["troll@example.org"]}]}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := cfg.XMPP[0]
+	if s.Name != "relay@example.org" || s.Server != "" || s.Policy != "roster" {
+		t.Fatalf("%+v", s)
+	}
+	if secret, err := s.ResolveSecret(); err != nil || secret != "pw" {
+		t.Fatalf("password %q %v", secret, err)
 	}
 }
 

@@ -13,6 +13,7 @@ import (
 	"io"
 	"strings"
 
+	"mellium.im/xmpp/jid"
 	"mellium.im/xmpp/stanza"
 )
 
@@ -24,6 +25,8 @@ const (
 	NSDiscoInfo = "http://jabber.org/protocol/disco#info"
 	NSDiscoItem = "http://jabber.org/protocol/disco#items"
 	NSPing      = "urn:xmpp:ping"
+	NSRoster    = "jabber:iq:roster"
+	NSCaps      = "http://jabber.org/protocol/caps"
 )
 
 // Kind is what an IQ asks for.
@@ -37,6 +40,7 @@ const (
 	KindDiscoItems             // disco#items query
 	KindPing                   // XEP-0199 ping
 	KindResponse               // a result or error IQ: needs no answer
+	KindRosterPush             // roster push (RFC 6121 §2.1.6): an IQ set of jabber:iq:roster
 )
 
 // Request is a parsed incoming IQ.
@@ -52,6 +56,8 @@ type Request struct {
 	Legacy bool
 	// Node is the disco node queried, if any.
 	Node string
+	// RosterItems are the items of a roster push.
+	RosterItems []RosterItem
 }
 
 // Malformed is returned by ParseRequest for IQs that must be answered with
@@ -108,8 +114,11 @@ func ParseRequest(start xml.StartElement, r xml.TokenReader) (Request, error) {
 		switch el := tok.(type) {
 		case xml.StartElement:
 			depth++
+			if depth == 2 && payload != nil && payload.Name == rosterQuery && el.Name.Local == "item" {
+				req.RosterItems = appendRosterItem(req.RosterItems, el)
+			}
 			if depth > 1 {
-				continue // children of the payload: no request we serve has any
+				continue // other children: no request we serve needs them
 			}
 			if payload != nil {
 				return req, &Malformed{IQ: iq, Reason: "IQ with more than one payload element"}
@@ -154,6 +163,8 @@ func classify(req *Request, el xml.StartElement) {
 		req.Node = attrValue(el.Attr, "node")
 	case el.Name == xml.Name{Space: NSPing, Local: "ping"} && get:
 		req.Kind = KindPing
+	case el.Name == rosterQuery && req.IQ.Type == stanza.SetIQ:
+		req.Kind = KindRosterPush
 	default:
 		req.Kind = KindUnknown
 	}
@@ -176,6 +187,25 @@ func parseProtocol(req *Request, el xml.StartElement) error {
 	}
 	return nil
 }
+
+var rosterQuery = xml.Name{Space: NSRoster, Local: "query"}
+
+// appendRosterItem adds a roster push item; items with unusable JIDs are
+// skipped (the push is answered anyway, as RFC 6121 asks).
+func appendRosterItem(items []RosterItem, el xml.StartElement) []RosterItem {
+	j, err := jid.Parse(attrValue(el.Attr, "jid"))
+	if err != nil || len(items) >= maxRosterPushItems {
+		return items
+	}
+	sub := attrValue(el.Attr, "subscription")
+	if sub == "" {
+		sub = "none"
+	}
+	return append(items, RosterItem{JID: j.Bare(), Subscription: sub})
+}
+
+// maxRosterPushItems bounds what one push can add (a push carries one item).
+const maxRosterPushItems = 16
 
 func attrValue(attrs []xml.Attr, local string) string {
 	for _, a := range attrs {

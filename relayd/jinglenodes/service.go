@@ -24,10 +24,14 @@ type Allocator interface {
 	Allocate() (channel.Info, error)
 }
 
-// Sender sends a stanza on an XMPP session (the session's current
-// connection); it fails while the session is down.
-type Sender interface {
+// Session is what the service needs of an XMPP session: sending on its
+// current connection (failing while it is down) and its address.
+type Session interface {
 	Send(ctx context.Context, r xml.TokenReader) error
+	// Addr is the session's own address: a component domain, or a client
+	// account's full JID while connected.
+	Addr() jid.JID
+	Name() string
 }
 
 // Config configures a Service.
@@ -52,10 +56,9 @@ type Service struct {
 
 // owner is where a channel's events go.
 type owner struct {
-	via       Sender
+	via       Session
 	relay     jid.JID // the address the request was sent to: the event's from
 	requester jid.JID
-	session   string
 }
 
 // New returns a Service.
@@ -69,10 +72,13 @@ func New(cfg Config) *Service {
 	return &Service{cfg: cfg, log: cfg.Logger, owners: make(map[string]owner)}
 }
 
-// Handler answers the IQs of one XMPP session. session names it in logs;
-// via sends the channel events for requests that arrived on it.
-func (s *Service) Handler(session string, self jid.JID, via Sender) *Handler {
-	return &Handler{svc: s, session: session, self: self, via: via, log: s.log.With("session", session)}
+// Handler answers the IQs of one XMPP session under policy (nil = public).
+// Channel events for requests that arrived on sess go back through it.
+func (s *Service) Handler(sess Session, policy *Policy) *Handler {
+	if policy == nil {
+		policy = &Policy{}
+	}
+	return &Handler{svc: s, sess: sess, policy: policy, log: s.log.With("session", sess.Name())}
 }
 
 // ChannelEnded tells the requester of an ended channel that it is gone,
@@ -103,22 +109,21 @@ func (s *Service) ChannelEnded(ctx context.Context, e channel.End) {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	if err := o.via.Send(ctx, iq.Wrap(event)); err != nil {
-		s.log.Warn("channel killed event not delivered", "session", o.session, "channel", e.ID,
+		s.log.Warn("channel killed event not delivered", "session", o.via.Name(), "channel", e.ID,
 			"requester", o.requester.String(), "err", err)
 		return
 	}
-	s.log.Info("channel killed event sent", "session", o.session, "channel", e.ID,
+	s.log.Info("channel killed event sent", "session", o.via.Name(), "channel", e.ID,
 		"requester", o.requester.String(), "reason", string(e.Reason))
 }
 
 // Handler answers IQs arriving on one XMPP session. It implements
 // mellium's xmpp.Handler.
 type Handler struct {
-	svc     *Service
-	session string
-	self    jid.JID
-	via     Sender
-	log     *slog.Logger
+	svc    *Service
+	sess   Session
+	policy *Policy
+	log    *slog.Logger
 }
 
 // HandleXMPP answers one top-level element of the stream. Every IQ get or
@@ -161,10 +166,11 @@ func (h *Handler) answer(req Request) xml.TokenReader {
 	case KindServices:
 		return h.result(req.IQ, h.services())
 	case KindDiscoInfo:
-		if req.Node != "" {
+		info, ok := h.svc.discoInfo(req.Node)
+		if !ok {
 			return h.errorReply(req.IQ, stanza.Cancel, stanza.ItemNotFound, "no such node")
 		}
-		return h.result(req.IQ, discoInfo(h.svc.cfg.Name))
+		return h.result(req.IQ, info)
 	case KindDiscoItems:
 		if req.Node != "" {
 			return h.errorReply(req.IQ, stanza.Cancel, stanza.ItemNotFound, "no such node")
@@ -172,12 +178,18 @@ func (h *Handler) answer(req Request) xml.TokenReader {
 		return h.result(req.IQ, xmlstream.Wrap(nil, xml.StartElement{Name: xml.Name{Space: NSDiscoItem, Local: "query"}}))
 	case KindPing:
 		return h.result(req.IQ, nil)
+	case KindRosterPush:
+		return h.rosterPush(req)
 	}
 	return h.errorReply(req.IQ, stanza.Cancel, stanza.ServiceUnavailable, "")
 }
 
 func (h *Handler) channel(req Request) xml.TokenReader {
 	from := req.IQ.From
+	if ok, why := h.policy.Permit(from); !ok {
+		h.log.Info("channel refused", "from", from.String(), "reason", why)
+		return h.errorReply(req.IQ, stanza.Auth, stanza.Forbidden, why)
+	}
 	if req.Protocol != "udp" {
 		h.log.Info("channel refused", "from", from.String(), "protocol", req.Protocol)
 		return h.errorReply(req.IQ, stanza.Cancel, stanza.FeatureNotImplemented, "only udp channels are offered")
@@ -196,7 +208,7 @@ func (h *Handler) channel(req Request) xml.TokenReader {
 		return h.errorReply(req.IQ, stanza.Wait, stanza.InternalServerError, "could not open relay ports")
 	}
 	h.svc.mu.Lock()
-	h.svc.owners[info.ID] = owner{via: h.via, relay: relayAddr(req.IQ.To, h.self), requester: from, session: h.session}
+	h.svc.owners[info.ID] = owner{via: h.sess, relay: relayAddr(req.IQ.To, h.sess.Addr()), requester: from}
 	h.svc.mu.Unlock()
 	h.log.Info("channel granted", "from", from.String(), "channel", info.ID, "host", host.String(),
 		"localport", info.LocalPort, "remoteport", info.RemotePort)
@@ -231,48 +243,31 @@ func relayAddr(to, self jid.JID) jid.JID {
 
 // services lists this relay. Later work adds trackers and STUN.
 func (h *Handler) services() xml.TokenReader {
+	policy := "public"
+	if h.policy.RosterOnly {
+		policy = "roster"
+	}
 	relay := xmlstream.Wrap(nil, xml.StartElement{
 		Name: xml.Name{Local: "relay"},
 		Attr: []xml.Attr{
-			{Name: xml.Name{Local: "policy"}, Value: "public"},
-			{Name: xml.Name{Local: "address"}, Value: h.self.String()},
+			{Name: xml.Name{Local: "policy"}, Value: policy},
+			{Name: xml.Name{Local: "address"}, Value: h.sess.Addr().String()},
 			{Name: xml.Name{Local: "protocol"}, Value: "udp"},
 		},
 	})
 	return xmlstream.Wrap(relay, xml.StartElement{Name: xml.Name{Space: NS, Local: "services"}})
 }
 
-// Features are the disco#info features of the relay.
-var features = []string{NSDiscoInfo, NSDiscoItem, NSPing, NS, NSChannel}
-
-func discoInfo(name string) xml.TokenReader {
-	inner := []xml.TokenReader{xmlstream.Wrap(nil, xml.StartElement{
-		Name: xml.Name{Local: "identity"},
-		Attr: []xml.Attr{
-			{Name: xml.Name{Local: "category"}, Value: "proxy"},
-			{Name: xml.Name{Local: "type"}, Value: "relay"},
-			{Name: xml.Name{Local: "name"}, Value: name},
-		},
-	})}
-	for _, f := range features {
-		inner = append(inner, xmlstream.Wrap(nil, xml.StartElement{
-			Name: xml.Name{Local: "feature"},
-			Attr: []xml.Attr{{Name: xml.Name{Local: "var"}, Value: f}},
-		}))
-	}
-	return xmlstream.Wrap(xmlstream.MultiReader(inner...), xml.StartElement{Name: xml.Name{Space: NSDiscoInfo, Local: "query"}})
-}
-
 // result answers iq with a result carrying payload (nil for none). The
 // answer is from the address the request was sent to, as servers require of
 // components.
 func (h *Handler) result(iq stanza.IQ, payload xml.TokenReader) xml.TokenReader {
-	iq.To = relayAddr(iq.To, h.self)
+	iq.To = relayAddr(iq.To, h.sess.Addr())
 	return iq.Result(payload)
 }
 
 func (h *Handler) errorReply(iq stanza.IQ, typ stanza.ErrorType, cond stanza.Condition, text string) xml.TokenReader {
-	iq.To = relayAddr(iq.To, h.self)
+	iq.To = relayAddr(iq.To, h.sess.Addr())
 	e := stanza.Error{Type: typ, Condition: cond}
 	if text != "" {
 		e.Text = map[string]string{"": text}

@@ -43,12 +43,22 @@ func (a *fakeAllocator) Allocate() (channel.Info, error) {
 	return channel.Info{ID: "id" + string(rune('a'+a.next)), LocalPort: p, RemotePort: p + 2, Expire: time.Minute}, nil
 }
 
-// recordingSender keeps what was sent.
+// recordingSender is a Session that keeps what was sent.
 type recordingSender struct {
 	mu   sync.Mutex
 	sent []string
 	err  error
+	addr jid.JID // relayJID when zero
 }
+
+func (s *recordingSender) Addr() jid.JID {
+	if s.addr.Equal(jid.JID{}) {
+		return relayJID
+	}
+	return s.addr
+}
+
+func (s *recordingSender) Name() string { return "test" }
 
 func (s *recordingSender) Send(_ context.Context, r xml.TokenReader) error {
 	if s.err != nil {
@@ -78,7 +88,7 @@ var relayJID = jid.MustParse("relay.example.org")
 func newTestService(alloc Allocator) (*Service, *Handler, *recordingSender) {
 	svc := New(Config{Allocator: alloc, PublicHost: func() netip.Addr { return netip.MustParseAddr("203.0.113.7") }})
 	snd := &recordingSender{}
-	return svc, svc.Handler("test", relayJID, snd), snd
+	return svc, svc.Handler(snd, nil), snd
 }
 
 // reply is the generic shape of an answer.
@@ -199,7 +209,7 @@ func TestChannelRequestForms(t *testing.T) {
 
 func TestMaxKbpsAdvertisedWhenLimited(t *testing.T) {
 	svc := New(Config{Allocator: limitedAllocator{}, PublicHost: func() netip.Addr { return netip.MustParseAddr("203.0.113.7") }})
-	h := svc.Handler("t", relayJID, &recordingSender{})
+	h := svc.Handler(&recordingSender{}, nil)
 	r, raw := handle(t, h, `<iq type='get' id='m' `+client+`><channel xmlns='http://jabber.org/protocol/jinglenodes#channel'/></iq>`)
 	if got, _ := r.Inner[0].attr("maxkbps"); got != "256" {
 		t.Fatalf("maxkbps %q in %s", got, raw)
@@ -366,7 +376,7 @@ func TestKilledEventSendFailureIsHarmless(t *testing.T) {
 func TestUnknownPublicAddress(t *testing.T) {
 	alloc := &fakeAllocator{left: 1}
 	svc := New(Config{Allocator: alloc, PublicHost: func() netip.Addr { return netip.Addr{} }})
-	r, raw := handle(t, svc.Handler("t", relayJID, &recordingSender{}), `<iq type='get' id='u' `+client+`><channel xmlns='http://jabber.org/protocol/jinglenodes#channel'/></iq>`)
+	r, raw := handle(t, svc.Handler(&recordingSender{}, nil), `<iq type='get' id='u' `+client+`><channel xmlns='http://jabber.org/protocol/jinglenodes#channel'/></iq>`)
 	if r.Error == nil || r.Error.condition() != "service-unavailable" || alloc.calls != 0 {
 		t.Fatalf("answer %s, allocations %d", raw, alloc.calls)
 	}

@@ -26,12 +26,14 @@ type configData struct {
 	C2SPort, ComponentPort               uint16
 	Node, Cookie                         string // ejabberd only
 	DistPort                             uint16 // ejabberd only
+	CertFile, KeyFile, CertAndKey        string // TLS
 }
 
 func (s *XMPPServer) configData() configData {
 	return configData{
 		Dir: s.Dir, Domain: s.Domain, ComponentDomain: s.ComponentDomain, Secret: s.Secret,
 		IP: s.C2S.Addr().String(), C2SPort: s.C2S.Port(), ComponentPort: s.Component.Port(),
+		CertFile: s.pki.CertFile, KeyFile: s.pki.KeyFile, CertAndKey: s.pki.Combined,
 	}
 }
 

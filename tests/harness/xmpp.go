@@ -60,8 +60,12 @@ type XMPPServer struct {
 	Secret          string         // component secret
 	Netns           string         // namespace the server runs in ("" = current)
 	Dir             string         // config, data and logs
+	// CAFile is the PEM CA that signed the server's certificate for
+	// Domain: what a TLS client must trust.
+	CAFile string
 
 	ownsDir  bool
+	pki      testPKI
 	proc     *process
 	logFiles []string                        // files shown by Logs, the first is the process output
 	launch   func() (*process, error)        // starts the server process (without waiting)
@@ -117,6 +121,13 @@ func newServer(kind string, opt ServerOptions) (*XMPPServer, error) {
 	if err := os.Chmod(s.Dir, 0o755); err != nil {
 		return nil, fmt.Errorf("chmod %s: %w", s.Dir, err)
 	}
+	// Servers offer STARTTLS (not required) with a certificate from a
+	// throwaway CA, so clients can verify it against CAFile.
+	pki, err := writeTestPKI(s.Dir, s.Domain)
+	if err != nil {
+		return nil, fmt.Errorf("%s test certificates: %w", kind, err)
+	}
+	s.CAFile, s.pki = pki.CAFile, pki
 	return s, nil
 }
 

@@ -133,7 +133,7 @@ func (pingHandler) HandleXMPP(t xmlstream.TokenReadEncoder, start *xml.StartElem
 	return err
 }
 
-func newTestComponent(addr, secret string) *Component {
+func newTestComponent(addr, secret string) *Session {
 	c := NewComponent(ComponentConfig{Name: "test", Server: addr, Domain: jid.MustParse("relay.test"), Secret: secret,
 		Backoff: Backoff{Min: 20 * time.Millisecond, Max: 100 * time.Millisecond}})
 	c.SetHandler(pingHandler{})

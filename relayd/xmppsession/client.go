@@ -1,0 +1,123 @@
+package xmppsession
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"mellium.im/sasl"
+	"mellium.im/xmpp"
+	"mellium.im/xmpp/dial"
+	"mellium.im/xmpp/jid"
+)
+
+// ClientConfig configures a client-account session.
+type ClientConfig struct {
+	Name     string
+	JID      jid.JID // the account; the server binds a resource
+	Password string
+	// Server is host:port to dial; empty = DNS SRV of the JID's domain
+	// (then the domain itself on 5222).
+	Server string
+	// DirectTLS speaks TLS from the first byte (XEP-0368) instead of
+	// STARTTLS.
+	DirectTLS bool
+	// CAFile holds PEM certificates trusted instead of the system roots
+	// (private deployments). The certificate is always verified.
+	CAFile  string
+	Backoff Backoff
+	Logger  *slog.Logger
+}
+
+// NewClient returns a client-account session; Run connects it. TLS is
+// mandatory and verified; SASL prefers SCRAM-SHA-256, then SCRAM-SHA-1
+// (their -PLUS channel-binding forms first when the server offers them),
+// and uses PLAIN only inside TLS.
+func NewClient(cfg ClientConfig) (*Session, error) {
+	tlsCfg := &tls.Config{ServerName: cfg.JID.Domainpart(), MinVersion: tls.VersionTLS12}
+	if cfg.CAFile != "" {
+		pem, err := os.ReadFile(cfg.CAFile)
+		if err != nil {
+			return nil, fmt.Errorf("xmpp service %s: read ca_file: %w", cfg.Name, err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("xmpp service %s: ca_file %s holds no PEM certificate", cfg.Name, cfg.CAFile)
+		}
+		tlsCfg.RootCAs = pool
+	}
+	account := cfg.JID.Bare()
+	// Channel binding (SCRAM-*-PLUS) is used when the server offers it.
+	// Servers that bind to another TLS channel identity than ours (e.g.
+	// tls-unique vs tls-exporter under TLS 1.3) refuse it; the session then
+	// logs in with plain SCRAM, still inside verified TLS.
+	var noPlus atomic.Bool
+	features := func() []xmpp.StreamFeature {
+		mechs := []sasl.Mechanism{sasl.ScramSha256Plus, sasl.ScramSha256, sasl.ScramSha1Plus, sasl.ScramSha1, sasl.Plain}
+		if noPlus.Load() {
+			mechs = []sasl.Mechanism{sasl.ScramSha256, sasl.ScramSha1, sasl.Plain}
+		}
+		f := []xmpp.StreamFeature{
+			// mellium offers SASL only once the stream is secure, so
+			// PLAIN can never go out in the clear.
+			xmpp.SASL("", cfg.Password, mechs...),
+			xmpp.BindResource(),
+		}
+		if !cfg.DirectTLS {
+			f = append([]xmpp.StreamFeature{xmpp.StartTLS(tlsCfg)}, f...)
+		}
+		return f
+	}
+	return newSession(cfg.Name, "client", account, cfg.Backoff, cfg.Logger, func(ctx context.Context) (*xmpp.Session, net.Conn, error) {
+		conn, err := dialClient(ctx, cfg.Server, account, cfg.DirectTLS, tlsCfg)
+		if err != nil {
+			return nil, nil, err
+		}
+		stop := context.AfterFunc(ctx, func() { conn.SetDeadline(time.Now()) })
+		sess, err := xmpp.NewClientSession(ctx, account, conn, features()...)
+		if !stop() && err == nil {
+			err = ctx.Err()
+		}
+		if err != nil {
+			conn.Close()
+			if strings.Contains(strings.ToLower(err.Error()), "channel binding") && !noPlus.Swap(true) {
+				err = fmt.Errorf("%w (the server refused channel binding: next attempts use SCRAM without -PLUS)", err)
+			}
+			return nil, nil, fmt.Errorf("log in as %s: %w", account, err)
+		}
+		conn.SetDeadline(time.Time{})
+		return sess, conn, nil
+	}), nil
+}
+
+func dialClient(ctx context.Context, server string, account jid.JID, direct bool, tlsCfg *tls.Config) (net.Conn, error) {
+	if server == "" {
+		d := dial.Dialer{Dialer: net.Dialer{KeepAliveConfig: keepalive}, NoTLS: !direct, TLSConfig: tlsCfg}
+		conn, err := d.Dial(ctx, "tcp", account)
+		if err != nil {
+			return nil, fmt.Errorf("connect to %s: %w", account.Domain(), err)
+		}
+		return conn, nil
+	}
+	d := net.Dialer{KeepAliveConfig: keepalive}
+	conn, err := d.DialContext(ctx, "tcp", server)
+	if err != nil {
+		return nil, fmt.Errorf("connect: %w", err)
+	}
+	if !direct {
+		return conn, nil
+	}
+	tc := tls.Client(conn, tlsCfg)
+	if err := tc.HandshakeContext(ctx); err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("direct TLS to %s: %w", server, err)
+	}
+	return tc, nil
+}
