@@ -86,6 +86,7 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
+	go host.Run(ctx)
 	listen := netip.MustParseAddr(cfg.ListenAddress) // validated by config
 
 	// The data plane reports ended channels to the protocol layer, which
@@ -101,7 +102,7 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		return fmt.Errorf("data plane: %w", err)
 	}
 	svc = jinglenodes.New(jinglenodes.Config{
-		Allocator: dp, PublicHost: func() netip.Addr { return host }, Name: "jnrelay " + version,
+		Allocator: dp, PublicHost: host.Current, Name: "jnrelay " + version,
 		Logger: log.With("part", "jinglenodes"),
 	})
 
@@ -130,21 +131,13 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	return nil
 }
 
-// advertisedHost is the configured public address, or the best interface
-// address (with a warning when it is not public).
-func advertisedHost(cfg config.Config, log *slog.Logger) (netip.Addr, error) {
+// advertisedHost watches the address put in channel results: the
+// configured one, or the best interface address, followed live.
+func advertisedHost(cfg config.Config, log *slog.Logger) (*publicaddr.Watcher, error) {
 	if cfg.PublicAddress != "" {
-		return netip.MustParseAddr(cfg.PublicAddress), nil // validated by config
+		return publicaddr.NewStatic(netip.MustParseAddr(cfg.PublicAddress)), nil // validated by config
 	}
-	a, public, err := publicaddr.Detect()
-	if err != nil {
-		return netip.Addr{}, err
-	}
-	if !public {
-		log.Warn("no public address on any interface: channels advertise a private address and only work inside this network; set public_address (and forward the relay ports) to serve the Internet",
-			"address", a.String())
-	}
-	return a, nil
+	return publicaddr.NewWatcher(log.With("part", "publicaddr"))
 }
 
 func newSessions(cfg config.Config, svc *jinglenodes.Service, log *slog.Logger) ([]*xmppsession.Session, error) {
