@@ -23,6 +23,7 @@ import (
 	"github.com/jnrelay/jnrelay/relayd/config"
 	"github.com/jnrelay/jnrelay/relayd/jinglenodes"
 	"github.com/jnrelay/jnrelay/relayd/publicaddr"
+	"github.com/jnrelay/jnrelay/relayd/tracker"
 	"github.com/jnrelay/jnrelay/relayd/xmppsession"
 )
 
@@ -92,6 +93,7 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	// The data plane reports ended channels to the protocol layer, which
 	// is built after it: route through a variable set below.
 	var svc *jinglenodes.Service
+	var listings func() []jinglenodes.Listing // set once the tracker exists
 	dp, err := channel.New(channel.Config{
 		Listen: listen, PortMin: cfg.Ports.Min, PortMax: cfg.Ports.Max,
 		Expire: cfg.Channel.Expire(), LatchGrace: cfg.Channel.LatchGrace(), MaxKbps: cfg.Channel.MaxKbps,
@@ -103,12 +105,27 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	}
 	svc = jinglenodes.New(jinglenodes.Config{
 		Allocator: dp, PublicHost: host.Current, Name: "jnrelay " + version,
+		Listings: func() []jinglenodes.Listing { return listings() },
 		Logger: log.With("part", "jinglenodes"),
 	})
 
 	sessions, err := newSessions(cfg, svc, log)
 	if err != nil {
 		return err
+	}
+	trk, err := newTracker(cfg.Tracker, sessions, log)
+	if err != nil {
+		return err
+	}
+	listings = func() []jinglenodes.Listing {
+		var out []jinglenodes.Listing
+		for _, t := range trk.Trackers() {
+			out = append(out, jinglenodes.Listing{Kind: "tracker", Address: t.String()})
+		}
+		for _, r := range trk.Healthy() {
+			out = append(out, jinglenodes.Listing{Kind: "relay", Address: r.Address, Protocol: r.Protocol})
+		}
+		return out
 	}
 	log.LogAttrs(ctx, slog.LevelInfo, "kernel features", kernel.Detect().LogAttrs()...)
 	log.Info("relayd started", "version", version, "public_address", host.String(), "listen_address", listen.String(),
@@ -119,6 +136,7 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	for _, s := range sessions {
 		wg.Go(func() { s.Run(sessCtx) })
 	}
+	wg.Go(func() { trk.Run(sessCtx) })
 	<-ctx.Done()
 	log.Info("shutting down")
 	// End channels while sessions are still up, so requesters hear of it.
@@ -187,6 +205,37 @@ func newSessions(cfg config.Config, svc *jinglenodes.Service, log *slog.Logger) 
 		return nil, errors.New("no xmpp service configured")
 	}
 	return out, nil
+}
+
+// newTracker builds the relay-discovery crawler; it queries through
+// whichever session is online.
+func newTracker(c config.Tracker, sessions []*xmppsession.Session, log *slog.Logger) (*tracker.Tracker, error) {
+	trackers, err := jinglenodes.ParseJIDList(c.Trackers)
+	if err != nil {
+		return nil, fmt.Errorf("tracker.trackers: %w", err)
+	}
+	domains, err := jinglenodes.ParseJIDList(c.DiscoverDomains)
+	if err != nil {
+		return nil, fmt.Errorf("tracker.discover_domains: %w", err)
+	}
+	return tracker.New(tracker.Config{
+		Trackers: trackers, Domains: domains, Refresh: c.Refresh(), Logger: log.With("part", "tracker"),
+		Querier: func() tracker.Querier {
+			for _, s := range sessions {
+				if s.Status().State == xmppsession.StateOnline {
+					return s
+				}
+			}
+			return nil
+		},
+		Self: func() []jid.JID {
+			var out []jid.JID
+			for _, s := range sessions {
+				out = append(out, s.Addr())
+			}
+			return out
+		},
+	}), nil
 }
 
 // newPolicy builds a service's request policy from its configuration.

@@ -30,6 +30,7 @@ type Config struct {
 	Ports         PortRange `json:"ports"`
 	Channel       Channel   `json:"channel"`
 	XMPP          []Service `json:"xmpp"`
+	Tracker       Tracker   `json:"tracker"`
 	Reconnect     Reconnect `json:"reconnect"`
 	Log           Log       `json:"log"`
 }
@@ -84,6 +85,21 @@ type Service struct {
 	Deny   []string `json:"deny,omitempty"`
 }
 
+// Tracker configures relay discovery: other relays learned here are
+// health-checked and listed in this relay's <services/>.
+type Tracker struct {
+	// Trackers are JIDs crawled for <services/> (their trackers too, up
+	// to depth 3 and 20 nodes); they are also listed as trackers.
+	Trackers []string `json:"trackers,omitempty"`
+	// DiscoverDomains are XMPP domains whose disco#items are asked for
+	// <services/> (where providers' relay components are listed).
+	DiscoverDomains []string `json:"discover_domains,omitempty"`
+	RefreshSeconds  int      `json:"refresh_seconds"`
+}
+
+// Refresh is the time between crawls.
+func (t Tracker) Refresh() time.Duration { return time.Duration(t.RefreshSeconds) * time.Second }
+
 // Reconnect bounds the exponential backoff between attempts to reach a lost
 // XMPP server.
 type Reconnect struct {
@@ -103,6 +119,7 @@ func Default() Config {
 		ListenAddress: "0.0.0.0",
 		Ports:         PortRange{Min: 40000, Max: 40999},
 		Channel:       Channel{ExpireSeconds: 60, LatchGraceSeconds: 5},
+		Tracker:       Tracker{RefreshSeconds: 600},
 		Reconnect:     Reconnect{MinSeconds: 1, MaxSeconds: 60},
 		Log:           Log{Level: "info", Format: "text"},
 	}
@@ -211,6 +228,16 @@ func (c *Config) Validate() error {
 	}
 	if c.Channel.MaxKbps < 0 || c.Channel.MaxKbps > 10_000_000 {
 		bad("channel.max_kbps", "%d is outside 0-10000000 (0 = unlimited)", c.Channel.MaxKbps)
+	}
+	if c.Tracker.RefreshSeconds < 1 || c.Tracker.RefreshSeconds > 86400 {
+		bad("tracker.refresh_seconds", "%d is outside 1-86400", c.Tracker.RefreshSeconds)
+	}
+	for list, entries := range map[string][]string{"trackers": c.Tracker.Trackers, "discover_domains": c.Tracker.DiscoverDomains} {
+		for j, e := range entries {
+			if _, err := jid.Parse(e); err != nil || e == "" {
+				bad(fmt.Sprintf("tracker.%s[%d]", list, j), "%q is not a JID", e)
+			}
+		}
 	}
 	if c.Reconnect.MinSeconds <= 0 || c.Reconnect.MinSeconds > 3600 {
 		bad("reconnect.min_seconds", "%g is outside (0, 3600]", c.Reconnect.MinSeconds)

@@ -47,6 +47,8 @@ func TestErrorsNameTheKey(t *testing.T) {
 		{`{"log": {"level": "loud"}, ` + minimal[1:], `log.level: "loud" is not one of`},
 		{`{"reconnect": {"min_seconds": 10, "max_seconds": 5}, ` + minimal[1:], "reconnect.max_seconds"},
 		{`{"expire": 60, ` + minimal[1:], `unknown key "expire"`},
+		{`{"tracker": {"refresh_seconds": 0}, ` + minimal[1:], `tracker.refresh_seconds: 0 is outside`},
+		{`{"tracker": {"trackers": ["a@@b"]}, ` + minimal[1:], `tracker.trackers[0]: "a@@b" is not a JID`},
 		{`{"xmpp": [{"type": "bosh", "server": "h:1", "domain": "d", "secret": "s"}]}`, `xmpp[0].type: "bosh" is not one of component, client`},
 		{`{"xmpp": [{"type": "client", "server": "h:1", "domain": "d", "secret": "s"}]}`, `xmpp[0].jid: "" is not an account JID`},
 		{`{"xmpp": [{"type": "client", "jid": "example.org", "password": "p"}]}`, `xmpp[0].jid: "example.org" is not an account JID`},

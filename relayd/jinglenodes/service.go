@@ -1,6 +1,7 @@
 package jinglenodes
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -40,8 +41,20 @@ type Config struct {
 	// PublicHost returns the address put in channel results as host.
 	PublicHost func() netip.Addr
 	// Name is the identity name shown in disco#info.
-	Name   string
-	Logger *slog.Logger
+	Name string
+	// Listings returns what <services/> lists besides the relay itself:
+	// trackers, healthy relays learned by the tracker, the STUN service.
+	Listings func() []Listing
+	Logger   *slog.Logger
+}
+
+// Listing is one entry of a <services/> answer.
+type Listing struct {
+	Kind     string // relay, tracker, stun
+	Policy   string // public or roster
+	Address  string // a JID, or an IP address for stun
+	Port     int    // stun only
+	Protocol string // udp
 }
 
 // Service answers Jingle Nodes requests for any number of XMPP sessions and
@@ -241,7 +254,8 @@ func relayAddr(to, self jid.JID) jid.JID {
 	return to
 }
 
-// services lists this relay. Later work adds trackers and STUN.
+// services lists this relay, then the configured listings (trackers,
+// learned relays, STUN).
 func (h *Handler) services() xml.TokenReader {
 	policy := "public"
 	if h.policy.RosterOnly {
@@ -255,7 +269,21 @@ func (h *Handler) services() xml.TokenReader {
 			{Name: xml.Name{Local: "protocol"}, Value: "udp"},
 		},
 	})
-	return xmlstream.Wrap(relay, xml.StartElement{Name: xml.Name{Space: NS, Local: "services"}})
+	entries := []xml.TokenReader{relay}
+	if h.svc.cfg.Listings != nil {
+		for _, l := range h.svc.cfg.Listings() {
+			attrs := []xml.Attr{
+				{Name: xml.Name{Local: "policy"}, Value: cmp.Or(l.Policy, "public")},
+				{Name: xml.Name{Local: "address"}, Value: l.Address},
+			}
+			if l.Port > 0 {
+				attrs = append(attrs, xml.Attr{Name: xml.Name{Local: "port"}, Value: strconv.Itoa(l.Port)})
+			}
+			attrs = append(attrs, xml.Attr{Name: xml.Name{Local: "protocol"}, Value: cmp.Or(l.Protocol, "udp")})
+			entries = append(entries, xmlstream.Wrap(nil, xml.StartElement{Name: xml.Name{Local: l.Kind}, Attr: attrs}))
+		}
+	}
+	return xmlstream.Wrap(xmlstream.MultiReader(entries...), xml.StartElement{Name: xml.Name{Space: NS, Local: "services"}})
 }
 
 // result answers iq with a result carrying payload (nil for none). The

@@ -381,3 +381,30 @@ func TestUnknownPublicAddress(t *testing.T) {
 		t.Fatalf("answer %s, allocations %d", raw, alloc.calls)
 	}
 }
+
+func TestServicesListsTrackersRelaysAndSTUN(t *testing.T) {
+	svc := New(Config{Allocator: &fakeAllocator{}, PublicHost: func() netip.Addr { return netip.MustParseAddr("203.0.113.7") },
+		Listings: func() []Listing {
+			return []Listing{
+				{Kind: "tracker", Address: "tracker.example.net"},
+				{Kind: "relay", Address: "relay.example.net", Protocol: "udp"},
+				{Kind: "stun", Address: "203.0.113.7", Port: 3478},
+			}
+		}})
+	h := svc.Handler(&recordingSender{}, nil)
+	r, raw := handle(t, h, `<iq type='get' id='s' `+client+`><services xmlns='http://jabber.org/protocol/jinglenodes'/></iq>`)
+	if r.Type != "result" || len(r.Inner[0].Inner) != 4 {
+		t.Fatalf("services: %s", raw)
+	}
+	want := []string{"relay relay.example.org", "tracker tracker.example.net", "relay relay.example.net", "stun 203.0.113.7"}
+	for i, e := range r.Inner[0].Inner {
+		addr, _ := e.attr("address")
+		policy, _ := e.attr("policy")
+		if got := e.XMLName.Local + " " + addr; got != want[i] || policy != "public" {
+			t.Errorf("entry %d: %s policy=%s, want %s", i, got, policy, want[i])
+		}
+	}
+	if port, _ := r.Inner[0].Inner[3].attr("port"); port != "3478" {
+		t.Errorf("stun port %q: %s", port, raw)
+	}
+}

@@ -7,11 +7,13 @@ package xmppsession
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/xml"
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
+	mrand "math/rand/v2"
 	"net"
 	"sync"
 	"time"
@@ -19,6 +21,7 @@ import (
 	"mellium.im/xmpp"
 	"mellium.im/xmpp/component"
 	"mellium.im/xmpp/jid"
+	"mellium.im/xmpp/stanza"
 )
 
 // ErrOffline is returned by Send while the session is not connected.
@@ -59,7 +62,7 @@ func (b Backoff) delay(n int) time.Duration {
 	}
 	d = min(d, b.Max)
 	half := d / 2
-	return half + rand.N(d-half+1)
+	return half + mrand.N(d-half+1)
 }
 
 // stableAfter is how long a connection must last for the backoff to start
@@ -280,4 +283,33 @@ func NewComponent(cfg ComponentConfig) *Session {
 		conn.SetDeadline(time.Time{})
 		return sess, conn, nil
 	})
+}
+
+// Query sends an IQ get with payload to `to` on the current connection and
+// decodes the answer's payload into v; an error answer is returned as a
+// stanza.Error. It fails with ErrOffline while the session is down.
+func (s *Session) Query(ctx context.Context, to jid.JID, payload xml.TokenReader, v any) error {
+	s.mu.Lock()
+	sess := s.sess
+	s.mu.Unlock()
+	if sess == nil {
+		return ErrOffline
+	}
+	id, err := randomID()
+	if err != nil {
+		return err
+	}
+	iq := stanza.IQ{ID: id, Type: stanza.GetIQ, To: to, From: sess.LocalAddr()}
+	if err := sess.UnmarshalIQElement(ctx, payload, iq, v); err != nil {
+		return fmt.Errorf("query %s: %w", to, err)
+	}
+	return nil
+}
+
+func randomID() (string, error) {
+	var b [8]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return "", err
+	}
+	return "q-" + hex.EncodeToString(b[:]), nil
 }
