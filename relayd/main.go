@@ -15,6 +15,7 @@ import (
 	"os/signal"
 	"sync"
 	"syscall"
+	"time"
 
 	"mellium.im/xmpp/jid"
 
@@ -23,6 +24,7 @@ import (
 	"github.com/jnrelay/jnrelay/relayd/config"
 	"github.com/jnrelay/jnrelay/relayd/jinglenodes"
 	"github.com/jnrelay/jnrelay/relayd/publicaddr"
+	"github.com/jnrelay/jnrelay/relayd/stun"
 	"github.com/jnrelay/jnrelay/relayd/tracker"
 	"github.com/jnrelay/jnrelay/relayd/xmppsession"
 )
@@ -103,10 +105,15 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	if err != nil {
 		return fmt.Errorf("data plane: %w", err)
 	}
+	external, err := newExternal(cfg)
+	if err != nil {
+		return err
+	}
 	svc = jinglenodes.New(jinglenodes.Config{
+		External:  external,
 		Allocator: dp, PublicHost: host.Current, Name: "jnrelay " + version,
 		Listings: func() []jinglenodes.Listing { return listings() },
-		Logger: log.With("part", "jinglenodes"),
+		Logger:   log.With("part", "jinglenodes"),
 	})
 
 	sessions, err := newSessions(cfg, svc, log)
@@ -133,6 +140,18 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 
 	sessCtx, cancelSessions := context.WithCancel(context.WithoutCancel(ctx))
 	var wg sync.WaitGroup
+	// STUN first: the answers list it (or not) from the first request on.
+	if cfg.STUN.Enabled {
+		srv, err := stun.New(stun.Config{Listen: netip.AddrPortFrom(listen, uint16(cfg.STUN.Port)), Classic: cfg.STUN.Classic,
+			Software: "jnrelay", Logger: log.With("part", "stun")})
+		if err != nil {
+			// The relay is still useful without STUN: say so and go on.
+			log.Error("STUN server not started", "err", err)
+			external.STUNPort = 0
+		} else {
+			wg.Go(func() { srv.Serve(sessCtx) })
+		}
+	}
 	for _, s := range sessions {
 		wg.Go(func() { s.Run(sessCtx) })
 	}
@@ -205,6 +224,24 @@ func newSessions(cfg config.Config, svc *jinglenodes.Service, log *slog.Logger) 
 		return nil, errors.New("no xmpp service configured")
 	}
 	return out, nil
+}
+
+// newExternal describes what XEP-0215 announces: the STUN server and an
+// external TURN server with TURN REST credentials.
+func newExternal(cfg config.Config) (*jinglenodes.External, error) {
+	ext := &jinglenodes.External{}
+	if cfg.STUN.Enabled {
+		ext.STUNPort = cfg.STUN.Port
+	}
+	if cfg.TURN.Host != "" {
+		secret, err := cfg.TURN.ResolveSecret()
+		if err != nil {
+			return nil, err
+		}
+		ext.TURN = &jinglenodes.TURN{Host: cfg.TURN.Host, Port: cfg.TURN.Port, Transport: cfg.TURN.Transport,
+			Secret: []byte(secret), TTL: time.Duration(cfg.TURN.TTLSeconds) * time.Second}
+	}
+	return ext, nil
 }
 
 // newTracker builds the relay-discovery crawler; it queries through

@@ -31,6 +31,8 @@ type Config struct {
 	Channel       Channel   `json:"channel"`
 	XMPP          []Service `json:"xmpp"`
 	Tracker       Tracker   `json:"tracker"`
+	STUN          STUN      `json:"stun"`
+	TURN          TURN      `json:"turn"`
 	Reconnect     Reconnect `json:"reconnect"`
 	Log           Log       `json:"log"`
 }
@@ -97,6 +99,28 @@ type Tracker struct {
 	RefreshSeconds  int      `json:"refresh_seconds"`
 }
 
+// STUN configures the built-in STUN server (RFC 8489 Binding), listed in
+// <services/> and in XEP-0215 answers.
+type STUN struct {
+	Enabled bool `json:"enabled"`
+	Port    int  `json:"port"`
+	// Classic also answers RFC 3489 requests (no magic cookie), as old
+	// clients send them.
+	Classic bool `json:"classic"`
+}
+
+// TURN announces an external TURN server (e.g. coturn with
+// use-auth-secret) through XEP-0215, with TURN REST credentials
+// (username "<expiry>:<id>", password base64(HMAC-SHA1(secret, username))).
+type TURN struct {
+	Host       string `json:"host,omitempty"` // empty = no TURN service
+	Port       int    `json:"port"`
+	Transport  string `json:"transport"` // udp or tcp
+	Secret     string `json:"secret,omitempty"`
+	SecretFile string `json:"secret_file,omitempty"`
+	TTLSeconds int    `json:"ttl_seconds"`
+}
+
 // Refresh is the time between crawls.
 func (t Tracker) Refresh() time.Duration { return time.Duration(t.RefreshSeconds) * time.Second }
 
@@ -120,6 +144,8 @@ func Default() Config {
 		Ports:         PortRange{Min: 40000, Max: 40999},
 		Channel:       Channel{ExpireSeconds: 60, LatchGraceSeconds: 5},
 		Tracker:       Tracker{RefreshSeconds: 600},
+		STUN:          STUN{Enabled: true, Port: 3478, Classic: true},
+		TURN:          TURN{Port: 3478, Transport: "udp", TTLSeconds: 86400},
 		Reconnect:     Reconnect{MinSeconds: 1, MaxSeconds: 60},
 		Log:           Log{Level: "info", Format: "text"},
 	}
@@ -237,6 +263,23 @@ func (c *Config) Validate() error {
 			if _, err := jid.Parse(e); err != nil || e == "" {
 				bad(fmt.Sprintf("tracker.%s[%d]", list, j), "%q is not a JID", e)
 			}
+		}
+	}
+	if c.STUN.Port < 1 || c.STUN.Port > 65535 {
+		bad("stun.port", "%d is outside 1-65535", c.STUN.Port)
+	} else if c.STUN.Enabled && c.STUN.Port >= c.Ports.Min && c.STUN.Port <= c.Ports.Max {
+		bad("stun.port", "%d is inside the relay port range %d-%d", c.STUN.Port, c.Ports.Min, c.Ports.Max)
+	}
+	if c.TURN.Host != "" {
+		if c.TURN.Port < 1 || c.TURN.Port > 65535 {
+			bad("turn.port", "%d is outside 1-65535", c.TURN.Port)
+		}
+		if c.TURN.Transport != "udp" && c.TURN.Transport != "tcp" {
+			bad("turn.transport", "%q is not one of udp, tcp", c.TURN.Transport)
+		}
+		checkSecret(bad, "turn", "secret", c.TURN.Secret, c.TURN.SecretFile)
+		if c.TURN.TTLSeconds < 60 || c.TURN.TTLSeconds > 7*86400 {
+			bad("turn.ttl_seconds", "%d is outside 60-604800", c.TURN.TTLSeconds)
 		}
 	}
 	if c.Reconnect.MinSeconds <= 0 || c.Reconnect.MinSeconds > 3600 {
@@ -385,6 +428,11 @@ func (s Service) ResolveSecret() (string, error) {
 		return "", fmt.Errorf("xmpp service %s: %s %s is empty", s.Name, name, file)
 	}
 	return secret, nil
+}
+
+// ResolveSecret returns the TURN shared secret, read from its file when set.
+func (t TURN) ResolveSecret() (string, error) {
+	return Service{Name: "turn", Secret: t.Secret, SecretFile: t.SecretFile}.ResolveSecret()
 }
 
 // Expire is the channel inactivity timeout.

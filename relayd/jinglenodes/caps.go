@@ -24,7 +24,7 @@ const CapsNode = "https://github.com/jnrelay/jnrelay"
 const CapsExt = "jn-v0"
 
 // features are the disco#info features of the relay.
-var features = []string{NSDiscoInfo, NSDiscoItem, NSPing, NS, NSChannel}
+var features = []string{NSDiscoInfo, NSDiscoItem, NSPing, NS, NSChannel, NSExtDisco}
 
 // capsVer is the XEP-0115 verification string of the relay's disco#info
 // (identity proxy/relay, the features above), §5.1.

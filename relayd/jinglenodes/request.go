@@ -27,20 +27,25 @@ const (
 	NSPing      = "urn:xmpp:ping"
 	NSRoster    = "jabber:iq:roster"
 	NSCaps      = "http://jabber.org/protocol/caps"
+	NSExtDisco  = "urn:xmpp:extdisco:2"
+	NSTurnCreds = NS + "#turncredentials"
 )
 
 // Kind is what an IQ asks for.
 type Kind int
 
 const (
-	KindUnknown    Kind = iota // a payload we do not serve
-	KindChannel                // <channel/> (or legacy <candidate/>) in #channel
-	KindServices               // <services/> in jinglenodes
-	KindDiscoInfo              // disco#info query
-	KindDiscoItems             // disco#items query
-	KindPing                   // XEP-0199 ping
-	KindResponse               // a result or error IQ: needs no answer
-	KindRosterPush             // roster push (RFC 6121 §2.1.6): an IQ set of jabber:iq:roster
+	KindUnknown         Kind = iota // a payload we do not serve
+	KindChannel                     // <channel/> (or legacy <candidate/>) in #channel
+	KindServices                    // <services/> in jinglenodes
+	KindDiscoInfo                   // disco#info query
+	KindDiscoItems                  // disco#items query
+	KindPing                        // XEP-0199 ping
+	KindResponse                    // a result or error IQ: needs no answer
+	KindRosterPush                  // roster push (RFC 6121 §2.1.6): an IQ set of jabber:iq:roster
+	KindExtServices                 // XEP-0215 <services/>
+	KindExtCredentials              // XEP-0215 <credentials/>
+	KindTurnCredentials             // jinglenodes#turncredentials <turn/>
 )
 
 // Request is a parsed incoming IQ.
@@ -58,6 +63,9 @@ type Request struct {
 	Node string
 	// RosterItems are the items of a roster push.
 	RosterItems []RosterItem
+	// Attrs are the payload element's attributes; ChildAttrs those of its
+	// first child element (XEP-0215 credentials name their service there).
+	Attrs, ChildAttrs []xml.Attr
 }
 
 // Malformed is returned by ParseRequest for IQs that must be answered with
@@ -117,6 +125,9 @@ func ParseRequest(start xml.StartElement, r xml.TokenReader) (Request, error) {
 			if depth == 2 && payload != nil && payload.Name == rosterQuery && el.Name.Local == "item" {
 				req.RosterItems = appendRosterItem(req.RosterItems, el)
 			}
+			if depth == 2 && req.ChildAttrs == nil {
+				req.ChildAttrs = el.Copy().Attr
+			}
 			if depth > 1 {
 				continue // other children: no request we serve needs them
 			}
@@ -136,6 +147,7 @@ func ParseRequest(start xml.StartElement, r xml.TokenReader) (Request, error) {
 		return req, &Malformed{IQ: iq, Reason: "IQ without payload"}
 	}
 	req.Payload = payload.Name
+	req.Attrs = payload.Attr
 	classify(&req, *payload)
 	if req.Kind == KindChannel {
 		if err := parseProtocol(&req, *payload); err != nil {
@@ -165,6 +177,12 @@ func classify(req *Request, el xml.StartElement) {
 		req.Kind = KindPing
 	case el.Name == rosterQuery && req.IQ.Type == stanza.SetIQ:
 		req.Kind = KindRosterPush
+	case el.Name == xml.Name{Space: NSExtDisco, Local: "services"} && get:
+		req.Kind = KindExtServices
+	case el.Name == xml.Name{Space: NSExtDisco, Local: "credentials"} && get:
+		req.Kind = KindExtCredentials
+	case el.Name == xml.Name{Space: NSTurnCreds, Local: "turn"} && get:
+		req.Kind = KindTurnCredentials
 	default:
 		req.Kind = KindUnknown
 	}

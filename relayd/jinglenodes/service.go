@@ -45,6 +45,9 @@ type Config struct {
 	// Listings returns what <services/> lists besides the relay itself:
 	// trackers, healthy relays learned by the tracker, the STUN service.
 	Listings func() []Listing
+	// External is announced through XEP-0215 and also lists the STUN
+	// server in <services/> (nil = nothing).
+	External *External
 	Logger   *slog.Logger
 }
 
@@ -193,6 +196,12 @@ func (h *Handler) answer(req Request) xml.TokenReader {
 		return h.result(req.IQ, nil)
 	case KindRosterPush:
 		return h.rosterPush(req)
+	case KindExtServices:
+		return h.extServices(req, false)
+	case KindExtCredentials:
+		return h.extServices(req, true)
+	case KindTurnCredentials:
+		return h.turnCredentials(req)
 	}
 	return h.errorReply(req.IQ, stanza.Cancel, stanza.ServiceUnavailable, "")
 }
@@ -244,6 +253,14 @@ func (h *Handler) channel(req Request) xml.TokenReader {
 	return h.result(req.IQ, xmlstream.Wrap(nil, xml.StartElement{Name: xml.Name{Space: NSChannel, Local: name}, Attr: attrs}))
 }
 
+// external returns the XEP-0215 configuration (empty when none).
+func (s *Service) external() External {
+	if s.cfg.External == nil {
+		return External{}
+	}
+	return *s.cfg.External
+}
+
 // relayAddr is the address a requester knows the relay by: the one it sent
 // the request to, when set (any localpart or resource at the relay), else
 // the session's own address.
@@ -270,18 +287,23 @@ func (h *Handler) services() xml.TokenReader {
 		},
 	})
 	entries := []xml.TokenReader{relay}
+	var listings []Listing
 	if h.svc.cfg.Listings != nil {
-		for _, l := range h.svc.cfg.Listings() {
-			attrs := []xml.Attr{
-				{Name: xml.Name{Local: "policy"}, Value: cmp.Or(l.Policy, "public")},
-				{Name: xml.Name{Local: "address"}, Value: l.Address},
-			}
-			if l.Port > 0 {
-				attrs = append(attrs, xml.Attr{Name: xml.Name{Local: "port"}, Value: strconv.Itoa(l.Port)})
-			}
-			attrs = append(attrs, xml.Attr{Name: xml.Name{Local: "protocol"}, Value: cmp.Or(l.Protocol, "udp")})
-			entries = append(entries, xmlstream.Wrap(nil, xml.StartElement{Name: xml.Name{Local: l.Kind}, Attr: attrs}))
+		listings = h.svc.cfg.Listings()
+	}
+	if port := h.svc.external().STUNPort; port > 0 && h.svc.cfg.PublicHost().IsValid() {
+		listings = append(listings, stunListing(h.svc.cfg.PublicHost(), port))
+	}
+	for _, l := range listings {
+		attrs := []xml.Attr{
+			{Name: xml.Name{Local: "policy"}, Value: cmp.Or(l.Policy, "public")},
+			{Name: xml.Name{Local: "address"}, Value: l.Address},
 		}
+		if l.Port > 0 {
+			attrs = append(attrs, xml.Attr{Name: xml.Name{Local: "port"}, Value: strconv.Itoa(l.Port)})
+		}
+		attrs = append(attrs, xml.Attr{Name: xml.Name{Local: "protocol"}, Value: cmp.Or(l.Protocol, "udp")})
+		entries = append(entries, xmlstream.Wrap(nil, xml.StartElement{Name: xml.Name{Local: l.Kind}, Attr: attrs}))
 	}
 	return xmlstream.Wrap(xmlstream.MultiReader(entries...), xml.StartElement{Name: xml.Name{Space: NS, Local: "services"}})
 }

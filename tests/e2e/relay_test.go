@@ -246,6 +246,11 @@ func (w *world) testCall(t *testing.T) {
 		t.Errorf("channel result %+v", res.Channel)
 	}
 	w.checkOtherRequests(ctx, t)
+	// The relay's own STUN server tells the caller its address.
+	stunClient := netip.AddrPortFrom(w.lan.Addr("caller"), 5000)
+	if mapped := pionBinding(t, w.lan.NS("caller"), stunClient, netip.AddrPortFrom(w.lan.Addr("relay"), 3478)); mapped != stunClient {
+		t.Errorf("relay's STUN server said %s, want %s", mapped, stunClient)
+	}
 	c := w.setUpCall(ctx, t, res)
 	if c.local.Port()%2 != 0 || c.remote.Port() != c.local.Port()+2 {
 		t.Fatalf("ports %d/%d: want even P and P+2", c.local.Port(), c.remote.Port())
@@ -303,6 +308,10 @@ func (w *world) checkOtherRequests(ctx context.Context, t *testing.T) {
 				strings.Contains(o.Payload, `var="urn:xmpp:ping"`)
 		}},
 		{"ping", harness.RequestArgs{Raw: `<ping xmlns='urn:xmpp:ping'/>`}, func(o harness.Outcome) bool { return true }},
+		{"XEP-0215 services", harness.RequestArgs{Raw: `<services xmlns='urn:xmpp:extdisco:2'/>`}, func(o harness.Outcome) bool {
+			return strings.Contains(o.Payload, `type="stun"`) && strings.Contains(o.Payload, `host="`+w.lan.Addr("relay").String()+`"`) &&
+				strings.Contains(o.Payload, `port="3478"`)
+		}},
 	} {
 		outs, err := w.req.Run(ctx, tc.args)
 		if err != nil {

@@ -1,0 +1,148 @@
+package jinglenodes
+
+import (
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha1"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/xml"
+	"fmt"
+	"net/netip"
+	"strconv"
+	"time"
+
+	"mellium.im/xmlstream"
+	"mellium.im/xmpp/stanza"
+)
+
+// External describes the services announced through XEP-0215 (external
+// service discovery) besides the relay itself.
+type External struct {
+	STUNPort int // the built-in STUN server's port on the public host; 0 = none
+	TURN     *TURN
+}
+
+// TURN is an external TURN server using TURN REST credentials (coturn's
+// use-auth-secret): username "<expiry unix time>:<id>", password
+// base64(HMAC-SHA1(secret, username)).
+type TURN struct {
+	Host      string
+	Port      int
+	Transport string // udp or tcp
+	Secret    []byte
+	TTL       time.Duration
+}
+
+// credentials issues TURN REST credentials valid for TTL from now.
+func (t *TURN) credentials(now time.Time) (username, password string, expires time.Time, err error) {
+	var id [6]byte
+	if _, err := rand.Read(id[:]); err != nil {
+		return "", "", time.Time{}, err
+	}
+	expires = now.Add(t.TTL).Truncate(time.Second)
+	username = strconv.FormatInt(expires.Unix(), 10) + ":" + hex.EncodeToString(id[:])
+	mac := hmac.New(sha1.New, t.Secret)
+	mac.Write([]byte(username))
+	return username, base64.StdEncoding.EncodeToString(mac.Sum(nil)), expires, nil
+}
+
+func (t *TURN) uri() string {
+	return fmt.Sprintf("turn:%s:%d?transport=%s", t.Host, t.Port, t.Transport)
+}
+
+// extServices answers XEP-0215 <services/> (optionally filtered by type):
+// the STUN server, and the TURN server with fresh credentials for
+// requesters the policy admits.
+func (h *Handler) extServices(req Request, credentialsOnly bool) xml.TokenReader {
+	ext := h.svc.external()
+	wantType := attrValue(req.Attrs, "type")
+	if credentialsOnly {
+		wantType = attrValue(req.ChildAttrs, "type")
+	}
+	var entries []xml.TokenReader
+	host := h.svc.cfg.PublicHost()
+	if ext.STUNPort > 0 && host.IsValid() && (wantType == "" || wantType == "stun") && !credentialsOnly {
+		entries = append(entries, xmlstream.Wrap(nil, service("stun", host.String(), ext.STUNPort, "udp")))
+	}
+	if t := ext.TURN; t != nil && (wantType == "" || wantType == "turn") {
+		if ok, why := h.policy.Permit(req.IQ.From); !ok {
+			if credentialsOnly {
+				return h.errorReply(req.IQ, stanza.Auth, stanza.Forbidden, why)
+			}
+		} else {
+			user, pass, expires, err := t.credentials(time.Now())
+			if err != nil {
+				return h.errorReply(req.IQ, stanza.Wait, stanza.InternalServerError, "")
+			}
+			el := service("turn", t.Host, t.Port, t.Transport)
+			entries = append(entries, xmlstream.Wrap(nil, withAttrs(el,
+				xml.Attr{Name: xml.Name{Local: "restricted"}, Value: "1"},
+				xml.Attr{Name: xml.Name{Local: "username"}, Value: user},
+				xml.Attr{Name: xml.Name{Local: "password"}, Value: pass},
+				xml.Attr{Name: xml.Name{Local: "expires"}, Value: expires.UTC().Format(time.RFC3339)},
+			)))
+		}
+	}
+	if credentialsOnly && len(entries) == 0 {
+		return h.errorReply(req.IQ, stanza.Cancel, stanza.ItemNotFound, "no such service with credentials")
+	}
+	name := "services"
+	if credentialsOnly {
+		name = "credentials"
+	}
+	start := xml.StartElement{Name: xml.Name{Space: NSExtDisco, Local: name}}
+	if wantType != "" && !credentialsOnly {
+		start.Attr = []xml.Attr{{Name: xml.Name{Local: "type"}, Value: wantType}}
+	}
+	return h.result(req.IQ, xmlstream.Wrap(xmlstream.MultiReader(entries...), start))
+}
+
+// turnCredentials answers the Jingle Nodes <turn/> credentials request.
+func (h *Handler) turnCredentials(req Request) xml.TokenReader {
+	t := h.svc.external().TURN
+	proto := attrValue(req.Attrs, "protocol")
+	switch {
+	case t == nil:
+		return h.errorReply(req.IQ, stanza.Cancel, stanza.ServiceUnavailable, "no TURN server configured")
+	case proto == "":
+		return h.errorReply(req.IQ, stanza.Modify, stanza.BadRequest, "protocol attribute required")
+	case proto != t.Transport:
+		return h.errorReply(req.IQ, stanza.Cancel, stanza.ItemNotFound, "TURN over "+proto+" not offered")
+	}
+	if ok, why := h.policy.Permit(req.IQ.From); !ok {
+		return h.errorReply(req.IQ, stanza.Auth, stanza.Forbidden, why)
+	}
+	user, pass, _, err := t.credentials(time.Now())
+	if err != nil {
+		return h.errorReply(req.IQ, stanza.Wait, stanza.InternalServerError, "")
+	}
+	return h.result(req.IQ, xmlstream.Wrap(nil, xml.StartElement{
+		Name: xml.Name{Space: NSTurnCreds, Local: "turn"},
+		Attr: []xml.Attr{
+			{Name: xml.Name{Local: "ttl"}, Value: strconv.Itoa(int(t.TTL.Seconds()))},
+			{Name: xml.Name{Local: "uri"}, Value: t.uri()},
+			{Name: xml.Name{Local: "username"}, Value: user},
+			{Name: xml.Name{Local: "password"}, Value: pass},
+		},
+	}))
+}
+
+func service(typ, host string, port int, transport string) xml.StartElement {
+	return xml.StartElement{Name: xml.Name{Local: "service"}, Attr: []xml.Attr{
+		{Name: xml.Name{Local: "type"}, Value: typ},
+		{Name: xml.Name{Local: "host"}, Value: host},
+		{Name: xml.Name{Local: "port"}, Value: strconv.Itoa(port)},
+		{Name: xml.Name{Local: "transport"}, Value: transport},
+	}}
+}
+
+func withAttrs(el xml.StartElement, attrs ...xml.Attr) xml.StartElement {
+	el.Attr = append(el.Attr, attrs...)
+	return el
+}
+
+// stunListing is the <stun/> entry of <services/> for the built-in server.
+func stunListing(host netip.Addr, port int) Listing {
+	return Listing{Kind: "stun", Address: host.String(), Port: port, Protocol: "udp"}
+}
