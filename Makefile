@@ -31,6 +31,7 @@ test-unit:
 fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzHandleIQ$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 2s ./relayd/jinglenodes
 	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 2s ./relayd/config
+	$(GO) test -run '^$$' -fuzz '^FuzzHandle$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 2s ./relayd/stun
 
 test-e2e: build
 	RELAYD_BIN=$(CURDIR)/bin/relayd $(GO) test -count=1 -timeout 15m ./tests/...
