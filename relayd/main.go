@@ -85,7 +85,7 @@ func newLogger(c config.Log, w io.Writer) *slog.Logger {
 
 // serve runs the relay until ctx is cancelled.
 func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
-	host, err := advertisedHost(cfg, log)
+	host, err := advertisedHost(ctx, cfg, log)
 	if err != nil {
 		return err
 	}
@@ -170,11 +170,16 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 
 // advertisedHost watches the address put in channel results: the
 // configured one, or the best interface address, followed live.
-func advertisedHost(cfg config.Config, log *slog.Logger) (*publicaddr.Watcher, error) {
+func advertisedHost(ctx context.Context, cfg config.Config, log *slog.Logger) (*publicaddr.Watcher, error) {
 	if cfg.PublicAddress != "" {
 		return publicaddr.NewStatic(netip.MustParseAddr(cfg.PublicAddress)), nil // validated by config
 	}
-	return publicaddr.NewWatcher(log.With("part", "publicaddr"))
+	forward := fmt.Sprintf("UDP ports %d-%d", cfg.Ports.Min, cfg.Ports.Max)
+	if cfg.STUN.Enabled {
+		forward += fmt.Sprintf(" and %d", cfg.STUN.Port)
+	}
+	return publicaddr.NewWatcher(ctx, publicaddr.Options{STUNServers: cfg.PublicAddressSTUN, Forward: forward,
+		Logger: log.With("part", "publicaddr")})
 }
 
 func newSessions(cfg config.Config, svc *jinglenodes.Service, log *slog.Logger) ([]*xmppsession.Session, error) {

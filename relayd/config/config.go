@@ -25,6 +25,10 @@ type Config struct {
 	// PublicAddress is the address put in channel results as host: the one
 	// the world reaches the relay ports on. Empty = detect from interfaces.
 	PublicAddress string `json:"public_address,omitempty"`
+	// PublicAddressSTUN (host:port) are asked for the NAT's public address
+	// when public_address is empty and the interfaces have only private
+	// addresses.
+	PublicAddressSTUN []string `json:"public_address_stun,omitempty"`
 	// ListenAddress is the local address relay ports bind to.
 	ListenAddress string    `json:"listen_address,omitempty"`
 	Ports         PortRange `json:"ports"`
@@ -231,6 +235,11 @@ func (c *Config) Validate() error {
 			bad("public_address", "not an IP address: %q", c.PublicAddress)
 		case a.IsUnspecified() || a.IsMulticast():
 			bad("public_address", "%s cannot be reached by peers", a)
+		}
+	}
+	for i, s := range c.PublicAddressSTUN {
+		if host, port, err := net.SplitHostPort(s); err != nil || host == "" || port == "" {
+			bad(fmt.Sprintf("public_address_stun[%d]", i), "%q is not host:port", s)
 		}
 	}
 	if a, err := netip.ParseAddr(c.ListenAddress); err != nil {

@@ -19,6 +19,25 @@ type Watcher struct {
 	configured bool
 	current    atomic.Pointer[netip.Addr]
 	log        *slog.Logger
+	// stunServers, when the host has only private addresses, are asked
+	// for the NAT's public address (host:port).
+	stunServers []string
+	// forward names what a donor must forward on the router, for the
+	// behind-NAT warning.
+	forward string
+	// lastWarned avoids repeating the same warning on every refresh.
+	lastWarned netip.Addr
+}
+
+// Options configure a detecting Watcher.
+type Options struct {
+	// STUNServers (host:port) are asked for the public address when the
+	// interfaces have only private ones (the relay is behind NAT).
+	STUNServers []string
+	// Forward describes the ports a donor must forward to the relay
+	// ("UDP 40000-40999 and 3478"), for the warning.
+	Forward string
+	Logger  *slog.Logger
 }
 
 // NewStatic returns a Watcher that always reports addr.
@@ -30,9 +49,12 @@ func NewStatic(addr netip.Addr) *Watcher {
 
 // NewWatcher returns a Watcher holding the address detected now; Run keeps
 // it current.
-func NewWatcher(log *slog.Logger) (*Watcher, error) {
-	w := &Watcher{log: log}
-	if _, err := w.refresh(); err != nil {
+func NewWatcher(ctx context.Context, opt Options) (*Watcher, error) {
+	if opt.Logger == nil {
+		opt.Logger = slog.New(slog.DiscardHandler)
+	}
+	w := &Watcher{log: opt.Logger, stunServers: opt.STUNServers, forward: opt.Forward}
+	if _, err := w.refresh(ctx); err != nil {
 		return nil, err
 	}
 	return w, nil
@@ -46,20 +68,36 @@ func (w *Watcher) Current() netip.Addr {
 	return netip.Addr{}
 }
 
-// refresh chooses again from the interface addresses; it reports whether
-// the choice changed.
-func (w *Watcher) refresh() (bool, error) {
-	a, public, err := Detect()
+// refresh chooses again from the interface addresses (and, behind NAT,
+// asks STUN servers for the public one); it reports whether the choice
+// changed.
+func (w *Watcher) refresh(ctx context.Context) (bool, error) {
+	local, public, err := Detect()
 	if err != nil {
 		return false, err
+	}
+	a := local
+	if !public && len(w.stunServers) > 0 {
+		mapped, server, err := MappedAddress(ctx, local, w.stunServers)
+		if err != nil {
+			w.log.Warn("behind NAT and no STUN server answered: advertising the private address", "address", local.String(), "err", err)
+		} else {
+			a, public = mapped, true
+			if mapped != w.lastWarned {
+				w.lastWarned = mapped
+				w.log.Warn("relay is behind NAT: forward "+w.forward+" on the router to this device, or calls through it will fail",
+					"local_address", local.String(), "public_address", mapped.String(), "stun_server", server)
+			}
+		}
 	}
 	old := w.Current()
 	if a == old {
 		return false, nil
 	}
 	w.current.Store(&a)
-	if !public {
-		w.log.Warn("no public address on any interface: channels advertise a private address and only work inside this network; set public_address (and forward the relay ports on the router) to serve the Internet",
+	if !public && a != w.lastWarned {
+		w.lastWarned = a
+		w.log.Warn("no public address on any interface: channels advertise a private address and only work inside this network; set public_address or stun_servers, and forward "+w.forward+" on the router",
 			"address", a.String())
 	}
 	return true, nil
@@ -88,7 +126,13 @@ func (w *Watcher) Run(ctx context.Context) error {
 		w.log.Warn("cannot watch interface addresses; checking every minute", "err", err)
 		updates = nil
 	}
-	tick := time.NewTicker(time.Minute)
+	// The NAT's public address can change without any local change, and
+	// a failed netlink watch needs a fallback: look again periodically.
+	period := time.Minute
+	if len(w.stunServers) > 0 {
+		period = 5 * time.Minute
+	}
+	tick := time.NewTicker(period)
 	defer tick.Stop()
 	for {
 		select {
@@ -106,7 +150,7 @@ func (w *Watcher) Run(ctx context.Context) error {
 		case <-tick.C:
 		}
 		old := w.Current()
-		changed, err := w.refresh()
+		changed, err := w.refresh(ctx)
 		if err != nil {
 			w.log.Warn("public address: keeping the last one", "address", old.String(), "err", err)
 			continue
