@@ -23,15 +23,23 @@ const CapsNode = "https://github.com/jnrelay/jnrelay"
 // contact's presence to know it offers relay channels.
 const CapsExt = "jn-v0"
 
-// features are the disco#info features of the relay.
-var features = []string{NSDiscoInfo, NSDiscoItem, NSPing, NS, NSChannel, NSExtDisco}
+// features are the disco#info features of the relay. NS covers
+// <services/>, i.e. the relay acts as a tracker; NSTurnCreds is added when a
+// TURN server is configured.
+func (s *Service) features() []string {
+	f := []string{NSDiscoInfo, NSDiscoItem, NSPing, NS, NSChannel, NSExtDisco}
+	if s.external().TURN != nil {
+		f = append(f, NSTurnCreds)
+	}
+	return f
+}
 
 // capsVer is the XEP-0115 verification string of the relay's disco#info
 // (identity proxy/relay, the features above), §5.1.
 func (s *Service) capsVer() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "proxy/relay//%s<", s.cfg.Name)
-	sorted := slices.Clone(features)
+	sorted := s.features()
 	slices.Sort(sorted)
 	for _, f := range sorted {
 		b.WriteString(f + "<")
@@ -61,7 +69,7 @@ func (s *Service) discoInfo(node string) (xml.TokenReader, bool) {
 			{Name: xml.Name{Local: "name"}, Value: s.cfg.Name},
 		},
 	})}
-	for _, f := range features {
+	for _, f := range s.features() {
 		inner = append(inner, xmlstream.Wrap(nil, xml.StartElement{
 			Name: xml.Name{Local: "feature"},
 			Attr: []xml.Attr{{Name: xml.Name{Local: "var"}, Value: f}},

@@ -135,3 +135,12 @@ func TestServicesListsSTUN(t *testing.T) {
 		t.Fatalf("stun port: %s", raw)
 	}
 }
+
+func TestTURNCredentialsFeatureAdvertised(t *testing.T) {
+	for _, turn := range []bool{false, true} {
+		_, raw := handle(t, newExtService(turn, nil), iqFrom("a@example.org/b", `<query xmlns='http://jabber.org/protocol/disco#info'/>`))
+		if got := strings.Contains(raw, NSTurnCreds); got != turn {
+			t.Errorf("TURN configured=%v: #turncredentials advertised=%v: %s", turn, got, raw)
+		}
+	}
+}
