@@ -49,6 +49,7 @@ type Channel struct {
 	created time.Time
 	grace   time.Duration
 	worker  *worker
+	pool    *portPool // the pool its block came from (the range may change later)
 
 	// mu is held for reading by the worker while it uses the sockets and
 	// for writing by close, so a socket is never closed (and its number

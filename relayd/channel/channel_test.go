@@ -506,3 +506,41 @@ func TestRelayedPacketsMarkedEF(t *testing.T) {
 		t.Fatalf("TOS control message %+v, want 0xB8", msgs[0])
 	}
 }
+
+// TestReconfigureKeepsCallsFlowing moves the port range and the limits
+// while a call is up: the call goes on untouched on its old ports, new
+// channels come from the new range with the new settings.
+func TestReconfigureKeepsCallsFlowing(t *testing.T) {
+	m, _ := newTestManager(t, func(c *Config) { c.PortMin, c.PortMax = 47300, 47303 })
+	info, a, b, _, _ := call(t, m)
+	if err := m.Reconfigure(Settings{PortMin: 47400, PortMax: 47407, Expire: 30 * time.Second, LatchGrace: time.Second, MaxKbps: 512}); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 20 {
+		msg := fmt.Appendf(nil, "after-%d", i)
+		a.send(info.LocalPort, msg)
+		b.expect(msg, info.LocalPort+2)
+		b.send(info.LocalPort+2, msg)
+		a.expect(msg, info.LocalPort)
+	}
+	if m.Capacity() != 2 {
+		t.Fatalf("capacity %d after reconfigure, want 2", m.Capacity())
+	}
+	next, err := m.Allocate()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if next.LocalPort < 47400 || next.LocalPort > 47407 || next.Expire != 30*time.Second || next.MaxKbps != 512 {
+		t.Fatalf("new channel %+v not from the new settings", next)
+	}
+	if old := liveStats(t, m, info.ID); old.Packets[LocalToRemote] != 20 {
+		t.Fatalf("old channel forwarded %d of 20", old.Packets[LocalToRemote])
+	}
+	// The old block ends normally and frees its ports.
+	if !m.Kill(info.ID) {
+		t.Fatal("old channel gone")
+	}
+	if err := m.Reconfigure(Settings{PortMin: 47401, PortMax: 47403, Expire: time.Second}); err == nil {
+		t.Fatal("a range without a whole channel was accepted")
+	}
+}

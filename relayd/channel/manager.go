@@ -57,9 +57,9 @@ type Manager struct {
 	pool *portPool
 	log  *slog.Logger
 
-	// ports maps a port's index in the range to its side while a channel
-	// holds it; workers look events up here.
-	ports   []atomic.Pointer[side]
+	// ports maps a port to its side while a channel holds it; workers
+	// look events up here.
+	ports   *portTable
 	workers []*worker
 	bufSize int           // per-socket buffer size for the whole range
 	next    atomic.Uint32 // round-robin worker choice
@@ -94,7 +94,7 @@ func New(cfg Config) (*Manager, error) {
 		cfg.Workers = runtime.GOMAXPROCS(0)
 	}
 	m := &Manager{cfg: cfg, pool: pool, log: cfg.Logger, channels: make(map[string]*Channel),
-		ports: make([]atomic.Pointer[side], pool.size()*portsPerChannel), bufSize: kernel.BufferSizeFor(pool.size() * portsPerChannel)}
+		ports: newPortTable(pool.first, pool.first+pool.size()*portsPerChannel-1), bufSize: kernel.BufferSizeFor(pool.size() * portsPerChannel)}
 	checkFileLimit(pool.size()*portsPerChannel, m.log)
 	for range cfg.Workers {
 		w, err := newWorker(m)
@@ -107,9 +107,6 @@ func New(cfg Config) (*Manager, error) {
 	}
 	return m, nil
 }
-
-// index is a port's position in the ports table.
-func (m *Manager) index(port int) int { return port - m.pool.first }
 
 // stopWorkers ends every worker goroutine and releases the pollers.
 func (m *Manager) stopWorkers() {
@@ -140,7 +137,50 @@ func checkFileLimit(sockets int, log *slog.Logger) {
 }
 
 // Capacity is the number of channels the port range can hold.
-func (m *Manager) Capacity() int { return m.pool.size() }
+func (m *Manager) Capacity() int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.pool.size()
+}
+
+// Settings are what Reconfigure can change while channels are live.
+type Settings struct {
+	PortMin, PortMax int
+	Expire           time.Duration
+	LatchGrace       time.Duration
+	MaxKbps          int
+}
+
+// Reconfigure applies new settings to channels allocated from now on;
+// live channels keep their ports, expiry, grace and limit and are never
+// interrupted (a channel outside a new port range finishes where it is).
+// The listen address cannot change without a restart.
+func (m *Manager) Reconfigure(s Settings) error {
+	if s.Expire <= 0 || s.LatchGrace < 0 || s.MaxKbps < 0 {
+		return fmt.Errorf("invalid channel settings: expire %s, grace %s, max kbps %d", s.Expire, s.LatchGrace, s.MaxKbps)
+	}
+	m.mu.Lock()
+	rangeChanged := s.PortMin != m.cfg.PortMin || s.PortMax != m.cfg.PortMax
+	m.mu.Unlock()
+	var pool *portPool
+	if rangeChanged {
+		var err error
+		if pool, err = newPortPool(s.PortMin, s.PortMax); err != nil {
+			return err
+		}
+		m.ports.cover(pool.first, pool.first+pool.size()*portsPerChannel-1)
+		checkFileLimit(pool.size()*portsPerChannel, m.log)
+	}
+	m.mu.Lock()
+	if pool != nil {
+		m.pool, m.cfg.PortMin, m.cfg.PortMax = pool, s.PortMin, s.PortMax
+	}
+	m.cfg.Expire, m.cfg.LatchGrace, m.cfg.MaxKbps = s.Expire, s.LatchGrace, s.MaxKbps
+	m.mu.Unlock()
+	m.log.Info("data plane reconfigured", "ports", fmt.Sprintf("%d-%d", s.PortMin, s.PortMax),
+		"expire", s.Expire.String(), "latch_grace", s.LatchGrace.String(), "max_kbps", s.MaxKbps)
+	return nil
+}
 
 // Allocate opens a new channel on four free ports. It fails with
 // ErrPoolExhausted when no block is free (or none can be bound).
@@ -149,12 +189,15 @@ func (m *Manager) Allocate() (Info, error) {
 	if err != nil {
 		return Info{}, err
 	}
-	info := Info{ID: id, Expire: m.cfg.Expire, MaxKbps: m.cfg.MaxKbps}
+	m.mu.Lock()
+	pool, cfg := m.pool, m.cfg
+	m.mu.Unlock()
+	info := Info{ID: id, Expire: cfg.Expire, MaxKbps: cfg.MaxKbps}
 	// Ports held by other programs are skipped; the pool keeps them free so
 	// they are tried again later.
 	busy := map[int]bool{}
 	for {
-		base, err := m.pool.take(busy)
+		base, err := pool.take(busy)
 		if err != nil {
 			if len(busy) > 0 {
 				return Info{}, fmt.Errorf("%w (%d blocks busy in other programs)", err, len(busy))
@@ -162,9 +205,9 @@ func (m *Manager) Allocate() (Info, error) {
 			return Info{}, err
 		}
 		info.LocalPort, info.RemotePort = base, base+2
-		c, err := openChannel(m.cfg.Listen, base, info, m.cfg.LatchGrace, m.bufSize)
+		c, err := openChannel(cfg.Listen, base, info, cfg.LatchGrace, m.bufSize)
 		if err != nil {
-			m.pool.put(base)
+			pool.put(base)
 			if isAddrInUse(err) {
 				m.log.Warn("relay ports busy, trying another block", "port", base, "err", err)
 				busy[base] = true
@@ -172,10 +215,11 @@ func (m *Manager) Allocate() (Info, error) {
 			}
 			return Info{}, fmt.Errorf("allocate channel: %w", err)
 		}
+		c.pool = pool
 		// Make the ports servable before the channel becomes visible.
 		c.newExpiryTimer(func(c *Channel) { m.end(c, EndExpired) })
 		for _, sd := range c.sides() {
-			m.ports[m.index(sd.port)].Store(sd)
+			m.ports.set(sd)
 		}
 		c.worker = m.workers[m.next.Add(1)%uint32(len(m.workers))]
 		err = c.worker.add(c)
@@ -226,7 +270,7 @@ func (m *Manager) end(c *Channel, reason EndReason) bool {
 	delete(m.channels, c.info.ID)
 	m.ended.add(e.Stats)
 	m.mu.Unlock()
-	m.pool.put(c.info.LocalPort)
+	c.pool.put(c.info.LocalPort)
 	m.log.Info("channel ended", "channel", e.ID, "reason", string(reason), "seconds", int(e.Duration.Seconds()),
 		"packets_local_to_remote", e.Stats.Packets[LocalToRemote], "packets_remote_to_local", e.Stats.Packets[RemoteToLocal],
 		"bytes_local_to_remote", e.Stats.Bytes[LocalToRemote], "bytes_remote_to_local", e.Stats.Bytes[RemoteToLocal],
@@ -244,14 +288,14 @@ func (m *Manager) end(c *Channel, reason EndReason) bool {
 func (m *Manager) release(c *Channel) {
 	c.close()
 	for _, sd := range c.sides() {
-		m.ports[m.index(sd.port)].CompareAndSwap(sd, nil)
+		m.ports.clear(sd)
 	}
 }
 
 // discard undoes an allocation that never became visible.
 func (m *Manager) discard(c *Channel) {
 	m.release(c)
-	m.pool.put(c.info.LocalPort)
+	c.pool.put(c.info.LocalPort)
 }
 
 // Close ends every channel and refuses new ones.

@@ -43,14 +43,14 @@ func newWorker(m *Manager) (*worker, error) {
 	}, nil
 }
 
-// token identifies a port to the poller: its index in the Manager's port
-// table, and its socket so a late event for a closed socket is recognised.
-func token(index int, fd int) uint64 { return uint64(uint32(index)) | uint64(uint32(fd))<<32 }
+// token identifies a port to the poller: its number, and its socket so a
+// late event for a closed socket is recognised.
+func token(port int, fd int) uint64 { return uint64(uint32(port)) | uint64(uint32(fd))<<32 }
 
 // add registers the channel's sockets with this worker.
 func (w *worker) add(c *Channel) error {
 	for _, s := range c.sides() {
-		if err := w.poller.Add(s.fd, token(w.m.index(s.port), s.fd)); err != nil {
+		if err := w.poller.Add(s.fd, token(s.port, s.fd)); err != nil {
 			return err
 		}
 	}
@@ -80,7 +80,7 @@ func (w *worker) run(stop *atomic.Bool) {
 
 // serve relays what is waiting on the port behind tok.
 func (w *worker) serve(tok uint64) {
-	s := w.m.ports[uint32(tok)].Load()
+	s := w.m.ports.lookup(int(uint32(tok)))
 	if s == nil {
 		return // the channel ended after the event was queued
 	}
