@@ -18,7 +18,7 @@ func newExtService(turn bool, policy *Policy) *Handler {
 	if turn {
 		ext.TURN = &TURN{Host: "turn.example.org", Port: 3478, Transport: "udp", Secret: []byte("s3cret"), TTL: time.Hour}
 	}
-	svc := New(Config{Allocator: &fakeAllocator{}, PublicHost: func() netip.Addr { return netip.MustParseAddr("203.0.113.7") }, External: ext})
+	svc := New(Config{Allocator: &fakeAllocator{}, PublicHost: func() netip.Addr { return netip.MustParseAddr("203.0.113.7") }, External: func() External { return *ext }})
 	return svc.Handler(&recordingSender{}, policy)
 }
 

@@ -11,6 +11,7 @@ import (
 	"net/netip"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"mellium.im/xmlstream"
@@ -45,9 +46,9 @@ type Config struct {
 	// Listings returns what <services/> lists besides the relay itself:
 	// trackers, healthy relays learned by the tracker, the STUN service.
 	Listings func() []Listing
-	// External is announced through XEP-0215 and also lists the STUN
-	// server in <services/> (nil = nothing).
-	External *External
+	// External returns what XEP-0215 announces; its STUN server is also
+	// listed in <services/> (nil = nothing).
+	External func() External
 	Logger   *slog.Logger
 }
 
@@ -68,6 +69,41 @@ type Service struct {
 
 	mu     sync.Mutex
 	owners map[string]owner // channel id -> requester
+
+	granted atomic.Uint64
+	refused [numRefusals]atomic.Uint64
+}
+
+// Refusal is why a channel request was refused.
+type Refusal int
+
+const (
+	RefusedForbidden Refusal = iota
+	RefusedNotImplemented
+	RefusedUnavailable
+	RefusedResourceConstraint
+	RefusedInternal
+	RefusedBadRequest
+	numRefusals
+)
+
+var refusalNames = [numRefusals]string{"forbidden", "feature_not_implemented", "service_unavailable", "resource_constraint", "internal", "bad_request"}
+
+func (r Refusal) String() string { return refusalNames[r] }
+
+// RequestStats count channel requests by outcome since start.
+type RequestStats struct {
+	Granted uint64
+	Refused map[string]uint64 // by Refusal name
+}
+
+// Stats returns the channel request counters.
+func (s *Service) Stats() RequestStats {
+	st := RequestStats{Granted: s.granted.Load(), Refused: make(map[string]uint64, numRefusals)}
+	for r := range s.refused {
+		st.Refused[Refusal(r).String()] = s.refused[r].Load()
+	}
+	return st
 }
 
 // owner is where a channel's events go.
@@ -158,6 +194,7 @@ func (h *Handler) HandleXMPP(t xmlstream.TokenReadEncoder, start *xml.StartEleme
 			return nil // nothing to address an answer to
 		}
 		reply = h.errorReply(bad.IQ, stanza.Modify, stanza.BadRequest, bad.Reason)
+		h.svc.refused[RefusedBadRequest].Add(1)
 	case err != nil:
 		return err
 	default:
@@ -210,26 +247,32 @@ func (h *Handler) channel(req Request) xml.TokenReader {
 	from := req.IQ.From
 	if ok, why := h.policy.Permit(from); !ok {
 		h.log.Info("channel refused", "from", from.String(), "reason", why)
+		h.svc.refused[RefusedForbidden].Add(1)
 		return h.errorReply(req.IQ, stanza.Auth, stanza.Forbidden, why)
 	}
 	if req.Protocol != "udp" {
+		h.svc.refused[RefusedNotImplemented].Add(1)
 		h.log.Info("channel refused", "from", from.String(), "protocol", req.Protocol)
 		return h.errorReply(req.IQ, stanza.Cancel, stanza.FeatureNotImplemented, "only udp channels are offered")
 	}
 	host := h.svc.cfg.PublicHost()
 	if !host.IsValid() {
 		h.log.Warn("channel refused: public address unknown", "from", from.String())
+		h.svc.refused[RefusedUnavailable].Add(1)
 		return h.errorReply(req.IQ, stanza.Wait, stanza.ServiceUnavailable, "relay public address not known yet")
 	}
 	info, err := h.svc.cfg.Allocator.Allocate()
 	if err != nil {
 		h.log.Warn("channel refused", "from", from.String(), "err", err)
 		if errors.Is(err, channel.ErrPoolExhausted) {
+			h.svc.refused[RefusedResourceConstraint].Add(1)
 			return h.errorReply(req.IQ, stanza.Wait, stanza.ResourceConstraint, "no free relay ports")
 		}
+		h.svc.refused[RefusedInternal].Add(1)
 		return h.errorReply(req.IQ, stanza.Wait, stanza.InternalServerError, "could not open relay ports")
 	}
 	h.svc.mu.Lock()
+	h.svc.granted.Add(1)
 	h.svc.owners[info.ID] = owner{via: h.sess, relay: relayAddr(req.IQ.To, h.sess.Addr()), requester: from}
 	h.svc.mu.Unlock()
 	h.log.Info("channel granted", "from", from.String(), "channel", info.ID, "host", host.String(),
@@ -258,7 +301,7 @@ func (s *Service) external() External {
 	if s.cfg.External == nil {
 		return External{}
 	}
-	return *s.cfg.External
+	return s.cfg.External()
 }
 
 // relayAddr is the address a requester knows the relay by: the one it sent

@@ -408,3 +408,15 @@ func TestServicesListsTrackersRelaysAndSTUN(t *testing.T) {
 		t.Errorf("stun port %q: %s", port, raw)
 	}
 }
+
+func TestRequestCounters(t *testing.T) {
+	svc, h, _ := newTestService(&fakeAllocator{left: 1})
+	handle(t, h, `<iq type='get' id='1' `+client+`><channel xmlns='http://jabber.org/protocol/jinglenodes#channel'/></iq>`)
+	handle(t, h, `<iq type='get' id='2' `+client+`><channel xmlns='http://jabber.org/protocol/jinglenodes#channel'/></iq>`)
+	handle(t, h, `<iq type='get' id='3' `+client+`><channel xmlns='http://jabber.org/protocol/jinglenodes#channel' protocol='tcp'/></iq>`)
+	handle(t, h, `<iq type='get' id='4' `+client+`><channel xmlns='http://jabber.org/protocol/jinglenodes#channel' protocol='x'/></iq>`)
+	st := svc.Stats()
+	if st.Granted != 1 || st.Refused["resource_constraint"] != 1 || st.Refused["feature_not_implemented"] != 1 || st.Refused["bad_request"] != 1 || st.Refused["forbidden"] != 0 {
+		t.Fatalf("stats %+v", st)
+	}
+}

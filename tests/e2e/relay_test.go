@@ -4,7 +4,10 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
+	"os"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -60,6 +63,7 @@ func relaySuite(t *testing.T, kind string) {
 	t.Run("call", w.testCall)
 	t.Run("intruder", w.testIntruder)
 	t.Run("errors-and-expiry", w.testErrorsAndExpiry)
+	t.Run("live-reload", w.testLiveReload)
 	t.Run("server-killed-mid-call", w.testServerKilledMidCall) // last: restarts the server
 }
 
@@ -433,6 +437,68 @@ func (w *world) testErrorsAndExpiry(t *testing.T) {
 	c2 := w.setUpCall(ctx, t, again)
 	c2.exchange(ctx, t, 20)
 	c2.checkClean(t)
+}
+
+// testLiveReload changes the configuration under a live call with SIGHUP:
+// an invalid file is refused, a new port range and limit apply to new
+// channels while the call goes on, and a service that cannot log in is
+// rolled back.
+func (w *world) testLiveReload(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cfg := w.relayConfig()
+	rd := w.startRelay(ctx, t, cfg)
+	c := w.setUpCall(ctx, t, w.requestChannel(ctx, t))
+	c.exchange(ctx, t, 50)
+
+	if err := os.WriteFile(rd.ConfigPath, []byte(`{"ports": {"min": 1}}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	rd.Signal(syscall.SIGHUP)
+	if _, err := rd.WaitLog(ctx, "reload refused: the configuration file is invalid; keeping the running one", 1, nil); err != nil {
+		t.Fatal(err)
+	}
+	c.exchange(ctx, t, 50)
+
+	next := cfg
+	next.Ports = config.PortRange{Min: 40300, Max: 40399}
+	next.Channel.MaxKbps = 2000
+	if err := rd.WriteConfig(next); err != nil {
+		t.Fatal(err)
+	}
+	rd.Signal(syscall.SIGHUP)
+	if _, err := rd.WaitLog(ctx, "configuration applied", 1, nil); err != nil {
+		t.Fatal(err)
+	}
+	c.exchange(ctx, t, 50)
+	res := w.requestChannel(ctx, t)
+	if p, _ := strconv.Atoi(res.Channel["localport"]); p < 40300 || p > 40399 || res.Channel["maxkbps"] != "2000" {
+		t.Fatalf("channel after reload %+v, want ports 40300-40399 and maxkbps 2000", res.Channel)
+	}
+	// The component re-registered? It must not have: its settings did not change.
+	if n := rd.Count("xmpp component online", nil); n != 1 {
+		t.Fatalf("component connected %d times, want once (unchanged services stay up)", n)
+	}
+
+	// A wrong secret: the service cannot come online, relayd rolls back.
+	broken := next
+	broken.XMPP = append([]config.Service(nil), next.XMPP...)
+	broken.XMPP[0].Secret = "wrong"
+	if err := rd.WriteConfig(broken); err != nil {
+		t.Fatal(err)
+	}
+	rd.Signal(syscall.SIGHUP)
+	if _, err := rd.WaitLog(ctx, "reload failed; the previous configuration is back in force", 1, nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := rd.WaitLog(ctx, "xmpp component online", 2, nil); err != nil {
+		t.Fatal(err) // the previous component settings are connected again
+	}
+	c.exchange(ctx, t, 50)
+	c.checkClean(t)
+	if res := w.requestChannel(ctx, t); res.Channel["maxkbps"] != "2000" {
+		t.Fatalf("after rollback %+v", res.Channel)
+	}
 }
 
 func (w *world) testServerKilledMidCall(t *testing.T) {

@@ -160,3 +160,26 @@ func (r *Relayd) Kill() error { return r.proc.kill() }
 
 // Exited reports whether relayd has exited.
 func (r *Relayd) Exited() bool { return r.proc.exited() }
+
+// Signal sends sig to relayd (e.g. SIGHUP to reload its configuration).
+func (r *Relayd) Signal(sig os.Signal) error { return r.proc.cmd.Process.Signal(sig) }
+
+// WriteConfig replaces relayd's configuration file (as StartRelayd wrote
+// it: log format forced to json) without telling relayd; send SIGHUP.
+func (r *Relayd) WriteConfig(config any) error {
+	doc, err := json.Marshal(config)
+	if err != nil {
+		return err
+	}
+	var m map[string]any
+	if err := json.Unmarshal(doc, &m); err != nil {
+		return err
+	}
+	m["log"] = map[string]any{"level": "debug", "format": "json"}
+	doc, _ = json.MarshalIndent(m, "", "  ")
+	tmp := r.ConfigPath + ".tmp"
+	if err := os.WriteFile(tmp, doc, 0o600); err != nil {
+		return err
+	}
+	return os.Rename(tmp, r.ConfigPath)
+}

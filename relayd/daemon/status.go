@@ -1,0 +1,140 @@
+package daemon
+
+import (
+	"time"
+
+	"github.com/jnrelay/jnrelay/relayd/channel"
+	"github.com/jnrelay/jnrelay/relayd/stun"
+)
+
+// Status is the daemon's state as the provisioning API and the CLI show it.
+type Status struct {
+	Version       string          `json:"version"`
+	UptimeSeconds int64           `json:"uptime_seconds"`
+	PublicAddress string          `json:"public_address"`
+	Sessions      []SessionStatus `json:"sessions"`
+	Channels      ChannelTotals   `json:"channels"`
+	Traffic       Traffic         `json:"traffic"`
+	Requests      Requests        `json:"requests"`
+	STUN          *STUNStatus     `json:"stun,omitempty"`
+}
+
+// SessionStatus is one XMPP service's state.
+type SessionStatus struct {
+	Name      string    `json:"name"`
+	Type      string    `json:"type"`
+	State     string    `json:"state"`
+	Since     time.Time `json:"since"`
+	Address   string    `json:"address"`
+	LastError string    `json:"last_error,omitempty"`
+	Connects  int       `json:"connects"`
+}
+
+// ChannelTotals count channels.
+type ChannelTotals struct {
+	Active   int `json:"active"`
+	Capacity int `json:"capacity"`
+}
+
+// Traffic is what the data plane relayed and dropped since start.
+type Traffic struct {
+	PacketsLocalToRemote uint64            `json:"packets_local_to_remote"`
+	PacketsRemoteToLocal uint64            `json:"packets_remote_to_local"`
+	BytesLocalToRemote   uint64            `json:"bytes_local_to_remote"`
+	BytesRemoteToLocal   uint64            `json:"bytes_remote_to_local"`
+	Dropped              map[string]uint64 `json:"dropped"`
+	Relatched            uint64            `json:"relatched"`
+}
+
+// Requests count channel requests by outcome.
+type Requests struct {
+	Granted uint64            `json:"granted"`
+	Refused map[string]uint64 `json:"refused"`
+}
+
+// STUNStatus are the STUN server's counters.
+type STUNStatus struct {
+	Requests  uint64            `json:"requests"`
+	Responses uint64            `json:"responses"`
+	Dropped   map[string]uint64 `json:"dropped"`
+}
+
+// ChannelStatus is one live channel.
+type ChannelStatus struct {
+	ID          string `json:"id"`
+	LocalPort   int    `json:"localport"`
+	RemotePort  int    `json:"remoteport"`
+	AgeSeconds  int64  `json:"age_seconds"`
+	IdleSeconds int64  `json:"idle_seconds"`
+	LocalPeer   string `json:"local_peer,omitempty"`
+	RemotePeer  string `json:"remote_peer,omitempty"`
+	MaxKbps     int    `json:"max_kbps,omitempty"`
+	Traffic
+}
+
+func traffic(s channel.Stats) Traffic {
+	t := Traffic{
+		PacketsLocalToRemote: s.Packets[channel.LocalToRemote], PacketsRemoteToLocal: s.Packets[channel.RemoteToLocal],
+		BytesLocalToRemote: s.Bytes[channel.LocalToRemote], BytesRemoteToLocal: s.Bytes[channel.RemoteToLocal],
+		Dropped: map[string]uint64{"kernel": s.KernelDrops}, Relatched: s.Relatched,
+	}
+	for r := range s.Dropped {
+		t.Dropped[channel.DropReason(r).String()] = s.Dropped[r]
+	}
+	return t
+}
+
+// Status reports the daemon's state now.
+func (d *Daemon) Status() Status {
+	tot := d.dp.Totals()
+	req := d.svc.Stats()
+	st := Status{
+		Version: d.version, UptimeSeconds: int64(time.Since(d.started).Seconds()),
+		PublicAddress: d.host.Load().Current().String(),
+		Channels:      ChannelTotals{Active: tot.Active, Capacity: tot.Capacity},
+		Traffic:       traffic(tot.Stats),
+		Requests:      Requests{Granted: req.Granted, Refused: req.Refused},
+	}
+	d.mu.Lock()
+	kinds := map[string]string{}
+	for _, s := range d.cfg.XMPP {
+		kinds[s.Name] = s.Type
+	}
+	d.mu.Unlock()
+	for _, s := range d.sessions() {
+		ss := s.Status()
+		st.Sessions = append(st.Sessions, SessionStatus{Name: ss.Name, Type: kinds[ss.Name], State: string(ss.State),
+			Since: ss.Since, Address: s.Addr().String(), LastError: ss.LastError, Connects: ss.Connects})
+	}
+	if srv := d.stunSrv.Load(); srv != nil {
+		st.STUN = stunStatus(srv.Stats())
+	}
+	return st
+}
+
+func stunStatus(s stun.Stats) *STUNStatus {
+	return &STUNStatus{Requests: s.Requests, Responses: s.Responses, Dropped: s.DroppedBy()}
+}
+
+// Channels lists the live channels.
+func (d *Daemon) Channels() []ChannelStatus {
+	var out []ChannelStatus
+	for _, c := range d.dp.Channels() {
+		cs := ChannelStatus{ID: c.ID, LocalPort: c.LocalPort, RemotePort: c.RemotePort,
+			AgeSeconds: int64(c.Age.Seconds()), IdleSeconds: int64(c.Idle.Seconds()), MaxKbps: c.MaxKbps, Traffic: traffic(c.Stats)}
+		if c.LocalPeer.IsValid() {
+			cs.LocalPeer = c.LocalPeer.String()
+		}
+		if c.RemotePeer.IsValid() {
+			cs.RemotePeer = c.RemotePeer.String()
+		}
+		out = append(out, cs)
+	}
+	return out
+}
+
+// KillChannel ends a channel now (its requester gets a killed event).
+func (d *Daemon) KillChannel(id string) bool { return d.dp.Kill(id) }
+
+// DataPlaneTotals exposes the data plane's counters (for metrics).
+func (d *Daemon) DataPlaneTotals() channel.Totals { return d.dp.Totals() }
