@@ -14,9 +14,10 @@ import (
 
 var loopback = netip.MustParseAddr("127.0.0.1")
 
-// testPorts is a range unlikely to collide with anything on a test machine;
+// testPorts is below Linux's ephemeral range (32768-60999), so sockets
+// bound to port 0 by parallel tests never take them;
 // the manager skips busy blocks anyway.
-const testPortMin, testPortMax = 47000, 47999
+const testPortMin, testPortMax = 27000, 27999
 
 func newTestManager(t *testing.T, mod func(*Config)) (*Manager, chan End) {
 	t.Helper()
@@ -320,7 +321,7 @@ func TestTrafficKeepsChannelAlive(t *testing.T) {
 }
 
 func TestPoolExhaustedAndReused(t *testing.T) {
-	m, ends := newTestManager(t, func(c *Config) { c.PortMin, c.PortMax = 47100, 47103 })
+	m, ends := newTestManager(t, func(c *Config) { c.PortMin, c.PortMax = 27100, 27103 })
 	if m.Capacity() != 1 {
 		t.Fatalf("capacity %d, want 1", m.Capacity())
 	}
@@ -351,18 +352,18 @@ func TestPoolExhaustedAndReused(t *testing.T) {
 
 func TestBusyPortsSkipped(t *testing.T) {
 	// Two blocks; another program holds a port of the first.
-	hold, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 47201})
+	hold, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 27201})
 	if err != nil {
 		t.Skipf("cannot hold test port: %v", err)
 	}
 	defer hold.Close()
-	m, _ := newTestManager(t, func(c *Config) { c.PortMin, c.PortMax = 47200, 47207 })
+	m, _ := newTestManager(t, func(c *Config) { c.PortMin, c.PortMax = 27200, 27207 })
 	info, err := m.Allocate()
 	if err != nil {
 		t.Fatal(err)
 	}
-	if info.LocalPort != 47204 {
-		t.Fatalf("got block %d, want the free one 47204", info.LocalPort)
+	if info.LocalPort != 27204 {
+		t.Fatalf("got block %d, want the free one 27204", info.LocalPort)
 	}
 	if _, err := m.Allocate(); !errors.Is(err, ErrPoolExhausted) {
 		t.Fatalf("allocate with only a busy block left: %v", err)
@@ -511,9 +512,9 @@ func TestRelayedPacketsMarkedEF(t *testing.T) {
 // while a call is up: the call goes on untouched on its old ports, new
 // channels come from the new range with the new settings.
 func TestReconfigureKeepsCallsFlowing(t *testing.T) {
-	m, _ := newTestManager(t, func(c *Config) { c.PortMin, c.PortMax = 47300, 47303 })
+	m, _ := newTestManager(t, func(c *Config) { c.PortMin, c.PortMax = 27300, 27303 })
 	info, a, b, _, _ := call(t, m)
-	if err := m.Reconfigure(Settings{PortMin: 47400, PortMax: 47407, Expire: 30 * time.Second, LatchGrace: time.Second, MaxKbps: 512}); err != nil {
+	if err := m.Reconfigure(Settings{PortMin: 27400, PortMax: 27407, Expire: 30 * time.Second, LatchGrace: time.Second, MaxKbps: 512}); err != nil {
 		t.Fatal(err)
 	}
 	for i := range 20 {
@@ -530,7 +531,7 @@ func TestReconfigureKeepsCallsFlowing(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if next.LocalPort < 47400 || next.LocalPort > 47407 || next.Expire != 30*time.Second || next.MaxKbps != 512 {
+	if next.LocalPort < 27400 || next.LocalPort > 27407 || next.Expire != 30*time.Second || next.MaxKbps != 512 {
 		t.Fatalf("new channel %+v not from the new settings", next)
 	}
 	if old := liveStats(t, m, info.ID); old.Packets[LocalToRemote] != 20 {
@@ -540,7 +541,7 @@ func TestReconfigureKeepsCallsFlowing(t *testing.T) {
 	if !m.Kill(info.ID) {
 		t.Fatal("old channel gone")
 	}
-	if err := m.Reconfigure(Settings{PortMin: 47401, PortMax: 47403, Expire: time.Second}); err == nil {
+	if err := m.Reconfigure(Settings{PortMin: 27401, PortMax: 27403, Expire: time.Second}); err == nil {
 		t.Fatal("a range without a whole channel was accepted")
 	}
 }
