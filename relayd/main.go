@@ -9,12 +9,16 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
+	"net/http"
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 
 	"github.com/jnrelay/jnrelay/relayd/config"
 	"github.com/jnrelay/jnrelay/relayd/daemon"
+	"github.com/jnrelay/jnrelay/relayd/metrics"
 )
 
 // version is stamped at build time (-ldflags "-X main.version=...").
@@ -79,6 +83,13 @@ func serve(ctx context.Context, cfg config.Config, configPath string, log *slog.
 		return err
 	}
 	defer d.Close()
+	if cfg.Metrics.Listen != "" {
+		stop, err := serveMetrics(cfg.Metrics.Listen, d, log)
+		if err != nil {
+			return err
+		}
+		defer stop()
+	}
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
@@ -97,4 +108,19 @@ func serve(ctx context.Context, cfg config.Config, configPath string, log *slog.
 			}
 		}
 	}
+}
+
+// serveMetrics serves /metrics (and nothing else: client_golang registers
+// expvar on the default mux, which must never be exposed) on addr.
+func serveMetrics(addr string, d *daemon.Daemon, log *slog.Logger) (stop func(), err error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("metrics.listen: %w", err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", metrics.Handler(metrics.NewRegistry(d.MetricsSources(), version)))
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go srv.Serve(ln)
+	log.Info("metrics served", "address", ln.Addr().String())
+	return func() { srv.Close() }, nil
 }

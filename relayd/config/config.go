@@ -37,6 +37,7 @@ type Config struct {
 	Tracker       Tracker   `json:"tracker"`
 	STUN          STUN      `json:"stun"`
 	TURN          TURN      `json:"turn"`
+	Metrics       Metrics   `json:"metrics"`
 	Reconnect     Reconnect `json:"reconnect"`
 	Log           Log       `json:"log"`
 }
@@ -123,6 +124,14 @@ type TURN struct {
 	Secret     string `json:"secret,omitempty"`
 	SecretFile string `json:"secret_file,omitempty"`
 	TTLSeconds int    `json:"ttl_seconds"`
+}
+
+// Metrics configures the Prometheus endpoint.
+type Metrics struct {
+	// Listen is host:port for an HTTP listener serving only /metrics;
+	// empty = off. Bind it to a LAN or loopback address: metrics say how
+	// busy the relay is, nothing more, but need not be public.
+	Listen string `json:"listen,omitempty"`
 }
 
 // Refresh is the time between crawls.
@@ -272,6 +281,11 @@ func (c *Config) Validate() error {
 			if _, err := jid.Parse(e); err != nil || e == "" {
 				bad(fmt.Sprintf("tracker.%s[%d]", list, j), "%q is not a JID", e)
 			}
+		}
+	}
+	if c.Metrics.Listen != "" {
+		if _, port, err := net.SplitHostPort(c.Metrics.Listen); err != nil || port == "" {
+			bad("metrics.listen", "%q is not host:port", c.Metrics.Listen)
 		}
 	}
 	if c.STUN.Port < 1 || c.STUN.Port > 65535 {

@@ -3,6 +3,9 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"io"
+	"net"
+	"net/http"
 	"net/netip"
 	"os"
 	"strconv"
@@ -223,6 +226,25 @@ func (c *call) checkClean(t *testing.T) {
 	}
 }
 
+// scrapeMetrics fetches relayd's /metrics inside the relay namespace.
+func (w *world) scrapeMetrics(ctx context.Context, t *testing.T, addr netip.AddrPort) string {
+	t.Helper()
+	client := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		return harness.DialTCPIn(ctx, w.lan.NS("relay"), addr)
+	}}}
+	req, _ := http.NewRequestWithContext(ctx, "GET", "http://"+addr.String()+"/metrics", nil)
+	resp, err := client.Do(req)
+	if err != nil {
+		t.Fatalf("scrape: %v", err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("scrape: %d %v", resp.StatusCode, err)
+	}
+	return string(body)
+}
+
 // channelEnd stops relayd and returns the channel's final log record.
 func channelEnd(ctx context.Context, t *testing.T, rd *harness.Relayd, id string) harness.LogRecord {
 	t.Helper()
@@ -239,7 +261,9 @@ func channelEnd(ctx context.Context, t *testing.T, rd *harness.Relayd, id string
 func (w *world) testCall(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	rd := w.startRelay(ctx, t, w.relayConfig())
+	cfg := w.relayConfig()
+	cfg.Metrics.Listen = "127.0.0.1:9477"
+	rd := w.startRelay(ctx, t, cfg)
 	res := w.requestChannel(ctx, t)
 	for _, attr := range []string{"id", "host", "localport", "remoteport", "protocol", "expire"} {
 		if res.Channel[attr] == "" {
@@ -264,6 +288,18 @@ func (w *world) testCall(t *testing.T) {
 	c.checkClean(t)
 
 	byCallee, byCaller := c.received()
+	// Prometheus sees the live counters while the call is up.
+	scrape := w.scrapeMetrics(ctx, t, netip.MustParseAddrPort(cfg.Metrics.Listen))
+	for _, want := range []string{
+		"relayd_channels_active 4", // the call and the three channels of checkOtherRequests
+		fmt.Sprintf(`relayd_relayed_packets_total{direction="local_to_remote"} %d`, byCallee),
+		fmt.Sprintf(`relayd_relayed_packets_total{direction="remote_to_local"} %d`, byCaller),
+		`relayd_xmpp_session_up{service="` + w.srv.Kind + `"} 1`,
+	} {
+		if !strings.Contains(scrape, want+"\n") {
+			t.Errorf("metrics lack %q", want)
+		}
+	}
 	end := channelEnd(ctx, t, rd, c.id)
 	// The relay's counters and the parties' receipts agree exactly.
 	if got := end.Int("packets_local_to_remote"); got != int64(byCallee) || byCallee < 4*media {

@@ -1,0 +1,42 @@
+package daemon
+
+import (
+	"github.com/jnrelay/jnrelay/relayd/metrics"
+)
+
+// MetricsSources are the daemon's live counters for the Prometheus
+// collector: read at scrape time, nothing is counted twice.
+func (d *Daemon) MetricsSources() metrics.Sources {
+	return metrics.Sources{
+		DataPlane: func() metrics.DataPlane {
+			tot := d.dp.Totals()
+			t := traffic(tot.Stats)
+			return metrics.DataPlane{
+				ActiveChannels: tot.Active, Capacity: tot.Capacity,
+				PacketsLocalToRemote: t.PacketsLocalToRemote, PacketsRemoteToLocal: t.PacketsRemoteToLocal,
+				BytesLocalToRemote: t.BytesLocalToRemote, BytesRemoteToLocal: t.BytesRemoteToLocal,
+				Dropped: t.Dropped, Relatched: t.Relatched,
+			}
+		},
+		Sessions: func() []metrics.Session {
+			var out []metrics.Session
+			for _, s := range d.sessions() {
+				st := s.Status()
+				out = append(out, metrics.Session{Name: st.Name, State: string(st.State), Connects: st.Connects})
+			}
+			return out
+		},
+		STUN: func() metrics.STUNStats {
+			srv := d.stunSrv.Load()
+			if srv == nil {
+				return metrics.STUNStats{}
+			}
+			st := srv.Stats()
+			return metrics.STUNStats{Requests: st.Requests, Responses: st.Responses, Dropped: st.DroppedBy()}
+		},
+		Requests: func() metrics.Requests {
+			st := d.svc.Stats()
+			return metrics.Requests{Granted: st.Granted, Refused: st.Refused}
+		},
+	}
+}

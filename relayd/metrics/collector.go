@@ -1,0 +1,195 @@
+package metrics
+
+import (
+	"runtime"
+	"strings"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// The fixed label value sets. A label value outside its set is never
+// exported: unknown keys are summed into other (see fold).
+var (
+	directions = [...]string{"local_to_remote", "remote_to_local"}
+
+	// Names of channel.DropReason, then kernel for channel.Stats.KernelDrops.
+	dropReasons = [...]string{"peer_not_latched", "foreign_source", "rate_limited", "oversize", "send_error", "kernel"}
+
+	// XMPP error conditions a <channel/> request is refused with.
+	refusalReasons = [...]string{"resource_constraint", "forbidden", "bad_request", "feature_not_implemented",
+		"service_unavailable", "internal"}
+
+	// The refusals that are the relay's doing rather than the requester's:
+	// no free ports, public address not known yet, ports could not be bound.
+	// These are what an operator alerts on; forbidden and bad_request are
+	// the requester's business.
+	allocationFailureReasons = [...]string{"resource_constraint", "service_unavailable", "internal"}
+
+	// xmppsession.State values.
+	sessionStates = [...]string{"connecting", "online", "backoff", "stopped"}
+
+	// Names of stun.DropReason, malformed ones first.
+	stunDropReasons = [...]string{"not_stun", "truncated", "bad_length", "bad_cookie", "bad_attribute",
+		"bad_fingerprint", "not_binding", "indication", "response", "unknown_attribute", "bad_source",
+		"oversize", "send_error"}
+)
+
+// other is the label value unknown keys are summed into.
+const other = "other"
+
+// collector turns the snapshots of Sources into constant metrics at scrape
+// time. It keeps no state between scrapes, so concurrent scrapes need no
+// locking and a counter can never drift from its source.
+type collector struct {
+	src     Sources
+	version string
+
+	buildInfo                         *prometheus.Desc
+	channelsActive, channelsCapacity  *prometheus.Desc
+	packets, bytes, dropped           *prometheus.Desc
+	relatched                         *prometheus.Desc
+	requests, allocationFailures      *prometheus.Desc
+	sessionUp, sessionState, connects *prometheus.Desc
+	stunRequests, stunResponses       *prometheus.Desc
+	stunDropped                       *prometheus.Desc
+}
+
+func newCollector(src Sources, version string) *collector {
+	d := func(name, help string, labels ...string) *prometheus.Desc {
+		return prometheus.NewDesc(name, help, labels, nil)
+	}
+	return &collector{
+		src:     src,
+		version: version,
+
+		buildInfo: d("relayd_build_info", "Always 1; the labels say which relayd is running.", "version", "goversion"),
+
+		channelsActive:   d("relayd_channels_active", "Channels now allocated."),
+		channelsCapacity: d("relayd_channels_capacity", "Channels the configured port range can hold."),
+		packets:          d("relayd_relayed_packets_total", "Datagrams forwarded, by direction (local is the requester).", "direction"),
+		bytes:            d("relayd_relayed_bytes_total", "Payload bytes forwarded, by direction (local is the requester).", "direction"),
+		dropped:          d("relayd_dropped_packets_total", "Datagrams received on relay ports and not forwarded, by reason.", "reason"),
+		relatched:        d("relayd_relatched_total", "Port latches moved to a new source after the latched one fell silent."),
+
+		requests: d("relayd_channel_requests_total",
+			"Channel requests by outcome: granted, or the error condition they were refused with.", "result"),
+		allocationFailures: d("relayd_allocation_failures_total",
+			"Channel requests refused for the relay's own reasons (no ports, no public address, bind failed).", "reason"),
+
+		sessionUp:    d("relayd_xmpp_session_up", "1 while the XMPP session is online, else 0.", "service"),
+		sessionState: d("relayd_xmpp_session_state", "1 for the XMPP session's current state, else 0.", "service", "state"),
+		connects:     d("relayd_xmpp_session_connects_total", "Successful connections of the XMPP session.", "service"),
+
+		stunRequests:  d("relayd_stun_requests_total", "Datagrams read by the STUN server, well-formed or not."),
+		stunResponses: d("relayd_stun_responses_total", "Binding success responses sent by the STUN server."),
+		stunDropped:   d("relayd_stun_dropped_total", "Datagrams the STUN server did not answer, by reason.", "reason"),
+	}
+}
+
+// Describe sends every descriptor, including those of sources that are
+// nil, so the registry checks every name and label set up front.
+func (c *collector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{
+		c.buildInfo, c.channelsActive, c.channelsCapacity, c.packets, c.bytes, c.dropped, c.relatched,
+		c.requests, c.allocationFailures, c.sessionUp, c.sessionState, c.connects,
+		c.stunRequests, c.stunResponses, c.stunDropped,
+	} {
+		ch <- d
+	}
+}
+
+// Collect reads each source once and sends its metrics.
+func (c *collector) Collect(ch chan<- prometheus.Metric) {
+	// The label values here are ours or bounded by the descriptors, so
+	// MustNewConstMetric cannot fail; a failure would be a bug in this
+	// file, caught by the tests.
+	gauge := func(d *prometheus.Desc, v float64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
+	}
+	counter := func(d *prometheus.Desc, v uint64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), labels...)
+	}
+	byLabel := func(d *prometheus.Desc, m map[string]uint64, known []string) {
+		values, extra := fold(m, known)
+		for i, k := range known {
+			counter(d, values[i], k)
+		}
+		if extra > 0 {
+			counter(d, extra, other)
+		}
+	}
+
+	gauge(c.buildInfo, 1, strings.ToValidUTF8(c.version, "\uFFFD"), runtime.Version())
+
+	if c.src.DataPlane != nil {
+		dp := c.src.DataPlane()
+		gauge(c.channelsActive, float64(dp.ActiveChannels))
+		gauge(c.channelsCapacity, float64(dp.Capacity))
+		counter(c.packets, dp.PacketsLocalToRemote, directions[0])
+		counter(c.packets, dp.PacketsRemoteToLocal, directions[1])
+		counter(c.bytes, dp.BytesLocalToRemote, directions[0])
+		counter(c.bytes, dp.BytesRemoteToLocal, directions[1])
+		byLabel(c.dropped, dp.Dropped, dropReasons[:])
+		counter(c.relatched, dp.Relatched)
+	}
+
+	if c.src.Requests != nil {
+		r := c.src.Requests()
+		counter(c.requests, r.Granted, "granted")
+		byLabel(c.requests, r.Refused, refusalReasons[:])
+		for _, k := range allocationFailureReasons {
+			counter(c.allocationFailures, r.Refused[k], k)
+		}
+	}
+
+	if c.src.Sessions != nil {
+		seen := map[string]bool{}
+		for _, s := range c.src.Sessions() {
+			// Label values must be UTF-8 or the whole registry fails the
+			// scrape; config names are, but a bad one must not take the
+			// data plane's metrics down with it.
+			name := strings.ToValidUTF8(s.Name, "\uFFFD")
+			if seen[name] {
+				continue
+			}
+			seen[name] = true
+			up := 0.0
+			if s.State == "online" {
+				up = 1
+			}
+			gauge(c.sessionUp, up, name)
+			for _, st := range sessionStates {
+				v := 0.0
+				if s.State == st {
+					v = 1
+				}
+				gauge(c.sessionState, v, name, st)
+			}
+			counter(c.connects, uint64(max(s.Connects, 0)), name)
+		}
+	}
+
+	if c.src.STUN != nil {
+		st := c.src.STUN()
+		counter(c.stunRequests, st.Requests)
+		counter(c.stunResponses, st.Responses)
+		byLabel(c.stunDropped, st.Dropped, stunDropReasons[:])
+	}
+}
+
+// fold splits m into the values of the known keys, in order, and the sum
+// of every other key, which is what keeps label values in a fixed set.
+func fold(m map[string]uint64, known []string) (values []uint64, extra uint64) {
+	values = make([]uint64, len(known))
+next:
+	for k, v := range m {
+		for i, kk := range known {
+			if k == kk {
+				values[i] += v
+				continue next
+			}
+		}
+		extra += v
+	}
+	return values, extra
+}

@@ -1,0 +1,79 @@
+// Package metrics exposes relayd to Prometheus: a registry that holds
+// relayd's own metrics plus the Go runtime and process metrics, and the HTTP
+// handler that serves it as /metrics.
+//
+// # No cost on the data path
+//
+// Nothing here is touched per packet. The data plane, the STUN server and
+// the XMPP sessions already keep their own atomic counters; this package
+// reads them only when Prometheus scrapes, through the read-only snapshot
+// functions in Sources, and turns each snapshot into constant metrics. So a
+// relay nobody scrapes pays nothing, and every counter is as live as the
+// snapshot it comes from (the data plane's Totals include live channels,
+// not only ended ones).
+//
+// The package imports no other relayd package and no relayd type crosses
+// its boundary: Sources returns plain structs, so the data plane and the
+// control plane stay free of Prometheus, and main.go does the translation.
+//
+// # Bounded cardinality
+//
+// Labels never carry a channel id, a JID or an address. The reason,
+// direction, result and state labels take values from fixed sets listed
+// below; a key a source reports that is not in its set is added to
+// reason="other" rather than becoming a new series, so a new drop reason
+// added to the data plane before it is added here costs one series, not an
+// unbounded number. The service label is the configured session name, so
+// it is bounded by the configuration.
+//
+// # Metrics
+//
+//	relayd_build_info{version,goversion}              gauge    always 1
+//	relayd_channels_active                            gauge    live channels
+//	relayd_channels_capacity                          gauge    channels the port range holds
+//	relayd_relayed_packets_total{direction}           counter  datagrams forwarded
+//	relayd_relayed_bytes_total{direction}             counter  payload bytes forwarded
+//	relayd_dropped_packets_total{reason}              counter  datagrams not forwarded
+//	relayd_relatched_total                            counter  latches moved to a new source
+//	relayd_channel_requests_total{result}             counter  channel requests by outcome
+//	relayd_allocation_failures_total{reason}          counter  requests refused for the relay's own reasons
+//	relayd_xmpp_session_up{service}                   gauge    1 while the session is online
+//	relayd_xmpp_session_state{service,state}          gauge    1 for the session's current state
+//	relayd_xmpp_session_connects_total{service}       counter  successful connections
+//	relayd_stun_requests_total                        counter  datagrams read by the STUN server
+//	relayd_stun_responses_total                       counter  Binding success responses sent
+//	relayd_stun_dropped_total{reason}                 counter  datagrams not answered
+//
+// plus the standard go_* (runtime/metrics based, no stop-the-world) and
+// process_* metrics (CPU, resident memory, open and maximum file
+// descriptors: a channel holds four descriptors, so process_open_fds
+// against process_max_fds is the other capacity limit of a relay).
+//
+// Label values:
+//
+//	direction  local_to_remote, remote_to_local
+//	reason     (dropped packets) peer_not_latched, foreign_source,
+//	           rate_limited, oversize, send_error, kernel, other
+//	result     granted, resource_constraint, forbidden, bad_request,
+//	           feature_not_implemented, service_unavailable, internal, other
+//	reason     (allocation failures) resource_constraint, service_unavailable,
+//	           internal: the refusals that are the relay's doing (ports
+//	           exhausted, public address unknown, ports could not be
+//	           bound), as opposed to a refused or malformed request
+//	state      connecting, online, backoff, stopped
+//	reason     (STUN) not_stun, truncated, bad_length, bad_cookie,
+//	           bad_attribute, bad_fingerprint (the malformed ones),
+//	           not_binding, indication, response, unknown_attribute,
+//	           bad_source, oversize, send_error, other
+//
+// Known reasons are exported at zero before anything happened, so that
+// rate() and increase() see the first event and alert rules need no
+// absent() guards. reason="other" appears only once it is non-zero.
+//
+// Kernel drops (reason="kernel") are the datagrams the kernel discarded
+// because a relay port's receive buffer was full; the data plane learns them
+// when a channel ends, so that series moves in steps.
+//
+// Example alert rules and a Grafana dashboard that use these names are in
+// docs/monitoring; the tests check that every name they use exists here.
+package metrics

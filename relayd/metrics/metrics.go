@@ -1,0 +1,111 @@
+package metrics
+
+import (
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// Sources are the read-only snapshot functions a scrape reads. Each is
+// called once per scrape, possibly from several scrapes at once, so each
+// must be safe for concurrent use and cheap (it runs while Prometheus
+// waits). A nil function leaves its metrics out, so a relay without a STUN
+// server exports no relayd_stun_* series rather than zeros that look like
+// an idle server.
+type Sources struct {
+	DataPlane func() DataPlane // the data plane's totals, live channels included
+	Sessions  func() []Session // one entry per configured XMPP session
+	STUN      func() STUNStats // nil when the STUN server is off
+	Requests  func() Requests  // outcomes of <channel/> requests
+}
+
+// DataPlane is a snapshot of the data plane. The counters are cumulative
+// since start: they must count live channels as well as ended ones, or a
+// long call would show no traffic until it ends.
+type DataPlane struct {
+	ActiveChannels int // channels now allocated
+	Capacity       int // channels the port range can hold
+
+	PacketsLocalToRemote, PacketsRemoteToLocal uint64 // datagrams forwarded
+	BytesLocalToRemote, BytesRemoteToLocal     uint64 // payload bytes forwarded
+
+	// Dropped counts datagrams not forwarded, by reason: peer_not_latched,
+	// foreign_source, rate_limited, oversize, send_error, kernel (the
+	// names of channel.DropReason, plus kernel for channel.Stats.KernelDrops).
+	// Other keys are summed into reason="other".
+	Dropped map[string]uint64
+
+	Relatched uint64 // latches moved to a new source after the grace period
+}
+
+// Session is the status of one XMPP session.
+type Session struct {
+	// Name is the configured name of the session, exported as the service
+	// label. Names must be unique; a repeated name is exported once (the
+	// first), because two series with the same labels would fail the scrape.
+	Name string
+	// State is an xmppsession.State: connecting, online, backoff or
+	// stopped. The session counts as up only when online.
+	State string
+	// Connects counts successful connections since start.
+	Connects int
+}
+
+// STUNStats is a snapshot of the STUN server's counters (stun.Stats).
+type STUNStats struct {
+	Requests  uint64 // every datagram read, well-formed or not
+	Responses uint64 // Binding success responses sent
+	// Dropped counts unanswered datagrams by stun.DropReason name
+	// (not_stun, bad_cookie, ...). Other keys are summed into
+	// reason="other".
+	Dropped map[string]uint64
+}
+
+// Requests counts the outcomes of <channel/> requests.
+type Requests struct {
+	Granted uint64 // channels allocated and answered
+	// Refused counts refusals by the XMPP error condition answered, in
+	// snake case: resource_constraint (no free ports), forbidden (policy),
+	// bad_request, feature_not_implemented (tcp), service_unavailable
+	// (public address unknown), internal (ports could not be bound).
+	// Other keys are summed into result="other".
+	Refused map[string]uint64
+}
+
+// NewRegistry returns a registry holding relayd's metrics read from src,
+// relayd_build_info for version, and the Go runtime and process
+// collectors. It is a new registry, never prometheus.DefaultRegisterer:
+// no package-level state, and tests can build as many as they like.
+func NewRegistry(src Sources, version string) *prometheus.Registry {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(
+		newCollector(src, version),
+		// The Go collector's defaults read runtime/metrics, which does not
+		// stop the world the way runtime.ReadMemStats did; go_memstats_*
+		// and go_gc_gomemlimit_bytes show the heap against GOMEMLIMIT,
+		// which matters on a 64 MB device.
+		collectors.NewGoCollector(),
+		// Errors are not reported: a missing /proc field must not fail
+		// the relayd_* metrics in the same scrape.
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+	)
+	return reg
+}
+
+// Handler serves reg in the Prometheus exposition formats.
+func Handler(reg *prometheus.Registry) http.Handler {
+	return promhttp.HandlerFor(reg, promhttp.HandlerOpts{
+		// Serve what could be gathered rather than a 500: one failing
+		// collector should not hide the others.
+		ErrorHandling: promhttp.ContinueOnError,
+		// A scrape builds the whole response in memory. On a 64 MB router a
+		// scraper in a loop (or a hostile one on the LAN) must not pile up
+		// concurrent scrapes; extra ones get 503.
+		MaxRequestsInFlight: 2,
+		// Prometheus' default scrape timeout is 10 s; give up before it.
+		Timeout: 9 * time.Second,
+	})
+}
