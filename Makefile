@@ -6,11 +6,15 @@ GOFLAGS_BUILD := -trimpath -ldflags '$(LDFLAGS)'
 STATICCHECK_VERSION := v0.7.0
 FUZZTIME  ?= 10s
 
-.PHONY: build demo test test-unit test-e2e fuzz bench lint deps clean
+.PHONY: build cross demo test test-unit test-e2e fuzz bench lint deps clean
 
 ## build: static relayd binary in bin/relayd
 build:
 	CGO_ENABLED=0 $(GO) build $(GOFLAGS_BUILD) -o bin/relayd ./relayd
+
+## cross: static relayd for arm v6/v7, arm64, mipsle, mips, amd64 in bin/cross, size report in docs/size.md
+cross:
+	bash image/cross.sh $(VERSION) bin/cross docs/size.md
 
 ## deps: install the system packages tests and the demo use (Debian, idempotent)
 deps:
