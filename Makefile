@@ -29,13 +29,14 @@ demo: deps build
 test: deps build test-unit fuzz test-e2e
 
 test-unit:
-	$(GO) test -race -count=1 ./relayd/... ./kernel/...
+	$(GO) test -race -count=1 ./relayd/... ./kernel/... ./provision/...
 
 ## fuzz: run every fuzz target briefly (FUZZTIME each)
 fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzHandleIQ$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 2s ./relayd/jinglenodes
 	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 2s ./relayd/config
 	$(GO) test -run '^$$' -fuzz '^FuzzHandle$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 2s ./relayd/stun
+	$(GO) test -run '^$$' -fuzz '^FuzzPatch$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 2s ./provision
 
 test-e2e: build
 	RELAYD_BIN=$(CURDIR)/bin/relayd $(GO) test -count=1 -timeout 15m ./tests/...

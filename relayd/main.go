@@ -16,6 +16,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/jnrelay/jnrelay/provision"
 	"github.com/jnrelay/jnrelay/relayd/config"
 	"github.com/jnrelay/jnrelay/relayd/daemon"
 	"github.com/jnrelay/jnrelay/relayd/metrics"
@@ -35,8 +36,20 @@ func run(args []string, stdout, stderr io.Writer) int {
 	configPath := fs.String("config", "/etc/jnrelay/relayd.json", "configuration `file`")
 	check := fs.String("check-config", "", "validate the configuration `file`, print the result and exit")
 	showVersion := fs.Bool("version", false, "print the version and exit")
+	var api apiFlags
+	fs.StringVar(&api.socket, "api-socket", "/run/jnrelay/api.sock", "provisioning API unix `socket` (\"\" = none)")
+	fs.StringVar(&api.tcp, "api-tcp", "", "also serve the provisioning API on `host:port` (bearer token in the state directory)")
+	fs.IntVar(&api.adminGID, "api-admin-gid", -1, "`gid` whose members may read the API (root may write)")
+	fs.StringVar(&api.stateDir, "state-dir", "/var/lib/jnrelay", "state `directory` (API token)")
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "usage: relayd [flags]              run the relay\n       relayd [flags] COMMAND ...    talk to a running relay (status, config, channels, logs, token)\n\n")
+		fs.PrintDefaults()
+	}
 	if err := fs.Parse(args); err != nil {
 		return 2
+	}
+	if fs.NArg() > 0 {
+		return runCommand(fs.Args(), api, stdout, stderr)
 	}
 	switch {
 	case *showVersion:
@@ -50,15 +63,18 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stdout, "%s: configuration valid\n", *check)
 		return 0
 	}
-	cfg, err := config.Load(*configPath)
+	store := provision.NewStore(*configPath)
+	cfg, err := loadConfig(store, os.Stderr)
 	if err != nil {
 		fmt.Fprintln(stderr, "relayd:", err)
 		return 1
 	}
-	log := newLogger(cfg.Log, stderr)
+	// Recent logs are also kept in RAM for the API (never on flash).
+	logs := daemon.NewLogRing(500)
+	log := newLogger(cfg.Log, io.MultiWriter(stderr, logs))
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	if err := serve(ctx, cfg, *configPath, log); err != nil {
+	if err := serve(ctx, cfg, store, api, logs, log); err != nil {
 		log.Error("relayd stopped", "err", err)
 		return 1
 	}
@@ -77,12 +93,15 @@ func newLogger(c config.Log, w io.Writer) *slog.Logger {
 
 // serve runs the relay until ctx is cancelled; SIGHUP reloads the
 // configuration file and applies it live, as the provisioning API does.
-func serve(ctx context.Context, cfg config.Config, configPath string, log *slog.Logger) error {
+func serve(ctx context.Context, cfg config.Config, store *provision.Store, api apiFlags, logs *daemon.LogRing, log *slog.Logger) error {
 	d, err := daemon.New(ctx, cfg, log, version)
 	if err != nil {
 		return err
 	}
 	defer d.Close()
+	apiCtx, stopAPI := context.WithCancel(ctx)
+	defer stopAPI()
+	serveAPI(apiCtx, api, store, d, logs, log)
 	if cfg.Metrics.Listen != "" {
 		stop, err := serveMetrics(cfg.Metrics.Listen, d, log)
 		if err != nil {
@@ -98,7 +117,7 @@ func serve(ctx context.Context, cfg config.Config, configPath string, log *slog.
 		case <-ctx.Done():
 			return nil
 		case <-hup:
-			next, err := config.Load(configPath)
+			next, err := config.Load(store.Path())
 			if err != nil {
 				log.Error("reload refused: the configuration file is invalid; keeping the running one", "err", err)
 				continue

@@ -18,6 +18,7 @@ import (
 // "channel ended") instead of sleeping.
 type Relayd struct {
 	ConfigPath string
+	APISocket  string // the provisioning API's unix socket
 
 	proc *process
 	out  *io.PipeWriter
@@ -59,9 +60,11 @@ func StartRelayd(bin, ns, dir string, config any) (*Relayd, error) {
 		return nil, err
 	}
 	pr, pw := io.Pipe()
-	r := &Relayd{ConfigPath: path, out: pw, changed: make(chan struct{})}
+	r := &Relayd{ConfigPath: path, APISocket: filepath.Join(dir, "api.sock"), out: pw, changed: make(chan struct{})}
 	go r.collect(pr)
-	p, err := startProcess(netnsCommand(ns, bin, "-config", path), pw)
+	// The API socket and token live in dir: /run is shared by every
+	// namespace, so several relays must not share a socket path.
+	p, err := startProcess(netnsCommand(ns, bin, "-config", path, "-api-socket", filepath.Join(dir, "api.sock"), "-state-dir", dir), pw)
 	if err != nil {
 		pw.Close()
 		return nil, err

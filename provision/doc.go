@@ -1,0 +1,90 @@
+// Package provision is relayd's provisioning API: the configuration file
+// on disk (Store), the HTTP API that reads and changes it live (API), and
+// the client the relayd CLI uses (Client).
+//
+// # Endpoints
+//
+//	GET    /v1/status           the daemon's status document
+//	GET    /v1/config           the configuration, secrets redacted; ETag header
+//	PUT    /v1/config           replace the whole document        (write role)
+//	PATCH  /v1/config           RFC 7386 JSON merge patch          (write role)
+//	GET    /v1/channels         live channels
+//	DELETE /v1/channels/{id}    end a channel: 204, or 404          (write role)
+//	GET    /v1/logs?n=200       recent log lines {"lines": [...]}, newest last (n 1-10000)
+//	POST   /v1/token/rotate     new bearer token {"token": "..."}  (write role)
+//
+// # Changing the configuration
+//
+// PUT takes a whole document (missing keys take their defaults), PATCH a
+// merge patch over the current document (null removes a key, so it takes
+// its default; arrays are replaced whole). Content-Type must be
+// application/json (PATCH: application/merge-patch+json or
+// application/json) and the body at most 64 KiB (413). Writers are
+// serialised; each one:
+//
+//  1. checks If-Match, when sent, against the current ETag (the quoted
+//     SHA-256 of the file's bytes) — a stale one is 412;
+//  2. decodes strictly: unknown keys and wrong types are 400 naming the
+//     key ("xmpp[0].secrett: unknown key");
+//  3. puts secrets back: the documents the API hands out carry
+//     Placeholder ("********") instead of xmpp[].secret, xmpp[].password
+//     and turn.secret; a document sent back with the placeholder keeps
+//     the current secret (xmpp entries matched by service name), so a
+//     client can GET, edit and PUT without ever knowing a secret;
+//  4. validates with config.Validate: every problem is listed (400);
+//  5. does nothing more if the result equals the current configuration
+//     (200, same ETag: no reconnection, no flash write);
+//  6. calls Daemon.Apply: on failure (409 apply_failed, or the status the
+//     daemon chose) the daemon has kept its previous configuration and
+//     nothing is saved;
+//  7. saves atomically (Store.Save) and answers 200 with the new
+//     (redacted) document and ETag. If saving fails the previous
+//     configuration is applied again (500 persist_failed).
+//
+// # Store
+//
+// Save writes a temporary file in the file's directory, fsyncs it, renames
+// it over the file and fsyncs the directory, so the path always holds a
+// complete old or new document, even across a power cut. Before the
+// replacement the previous file, if valid, becomes <path>.last-good. A
+// document that config.Parse would refuse is never written, and an
+// unchanged configuration is not rewritten.
+//
+// # Authentication and browser safety
+//
+// The same handler serves two kinds of listener:
+//
+//   - the unix socket (ListenUnix creates it 0660, or systemd passes it):
+//     the caller is identified by SO_PEERCRED (and SO_PEERGROUPS for
+//     supplementary groups). uid 0 and APIOptions.AdminUID may do
+//     everything; members of APIOptions.AdminGID may only GET; anyone
+//     else gets 403.
+//   - the optional TCP listener (APIOptions.TCP, off by default): every
+//     request needs "Authorization: Bearer <token>" (401 otherwise). The
+//     token, 32 random bytes in base64url, is created on first start in
+//     <StateDir>/api-token (mode 0600), compared in constant time, and
+//     replaced by POST /v1/token/rotate; the old one is refused at once.
+//
+// Every request, before authentication: a Host that is not localhost,
+// 127.0.0.1, ::1, the TCP listen address or one of APIOptions.Hosts is 421
+// (DNS rebinding); an Origin or Referer naming another host, or
+// Sec-Fetch-Site: cross-site, is 403. Every answer carries
+// Content-Security-Policy (default-src 'self'; frame-ancestors 'none'),
+// X-Content-Type-Options: nosniff, Referrer-Policy: no-referrer,
+// X-Frame-Options: DENY and Cache-Control: no-store. A refused caller
+// changes nothing.
+//
+// # Errors
+//
+// Every error answer is JSON with a status code:
+//
+//	{"code": "invalid_config",
+//	 "message": "invalid configuration: ports.min: 80 is outside 1024-65535",
+//	 "fields": [{"field": "ports.min", "message": "80 is outside 1024-65535"}]}
+//
+// code is one of the Code* constants (machine-readable), message is for
+// people, fields (only for configuration problems, and ?n= of logs) name
+// each key in the document's own notation. Unknown paths are 404
+// not_found, wrong methods 405 with an Allow header. The Client returns
+// these as *Error.
+package provision

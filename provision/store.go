@@ -1,0 +1,262 @@
+package provision
+
+import (
+	"bytes"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sync"
+	"syscall"
+
+	"github.com/jnrelay/jnrelay/relayd/config"
+)
+
+// ErrInvalidFile marks a Load whose file exists but does not hold a valid
+// configuration; the ETag of its bytes is still returned with it.
+var ErrInvalidFile = errors.New("configuration file is not valid")
+
+// LastGoodSuffix is appended to the configuration path to name the copy of
+// the previous valid file that Save keeps.
+const LastGoodSuffix = ".last-good"
+
+// Store is the configuration file on disk. Save replaces it atomically
+// (temporary file in the same directory, fsync, rename, fsync of the
+// directory), so after a crash or power cut the path holds either the old
+// or the new document, never a mix; the previous file is kept as
+// <path>.last-good when it was valid. A Store serialises its own Loads and
+// Saves; it assumes no other process writes the file at the same time.
+type Store struct {
+	path string
+
+	mu      sync.Mutex
+	cleaned bool // stale temporary files removed
+}
+
+// NewStore returns the store of the configuration file at path. Nothing is
+// read or written until Load or Save.
+func NewStore(path string) *Store { return &Store{path: path} }
+
+// Path is the configuration file's path.
+func (s *Store) Path() string { return s.path }
+
+// ETag returns the entity tag of a file's bytes: the quoted hex SHA-256.
+func ETag(data []byte) string {
+	sum := sha256.Sum256(data)
+	return `"` + hex.EncodeToString(sum[:]) + `"`
+}
+
+// Load reads and validates the configuration file and returns it with the
+// ETag of its bytes. A file that exists but is invalid returns its ETag and
+// an error wrapping ErrInvalidFile; a missing file returns an error
+// wrapping fs.ErrNotExist.
+func (s *Store) Load() (config.Config, string, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return loadFile(s.path)
+}
+
+// LoadLastGood reads the copy of the previous valid file that Save keeps,
+// for a start-up that finds the main file invalid.
+func (s *Store) LoadLastGood() (config.Config, string, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return loadFile(s.path + LastGoodSuffix)
+}
+
+func loadFile(path string) (config.Config, string, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return config.Config{}, "", fmt.Errorf("read configuration: %w", err)
+	}
+	cfg, err := config.Parse(bytes.NewReader(data))
+	if err != nil {
+		return config.Config{}, ETag(data), fmt.Errorf("configuration %s: %w: %w", path, ErrInvalidFile, err)
+	}
+	return cfg, ETag(data), nil
+}
+
+// encodeConfig is the on-disk form: indented JSON, no HTML escaping, one
+// trailing newline.
+func encodeConfig(cfg config.Config) ([]byte, error) {
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetIndent("", "  ")
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(cfg); err != nil {
+		return nil, fmt.Errorf("encode configuration: %w", err)
+	}
+	return buf.Bytes(), nil
+}
+
+// sameConfig reports whether two validated configurations are the same
+// document.
+func sameConfig(a, b config.Config) bool {
+	ea, err1 := encodeConfig(a)
+	eb, err2 := encodeConfig(b)
+	return err1 == nil && err2 == nil && bytes.Equal(ea, eb)
+}
+
+// Save writes cfg and returns the ETag of the file now on disk. The
+// document is checked first exactly as relayd will read it (config.Parse),
+// so the file is never replaced by something relayd cannot start from.
+// When the file already holds the same configuration nothing is written
+// (flash wear) and its current ETag is returned. Otherwise the previous
+// file, if valid, becomes <path>.last-good (atomically, by a hard link
+// where the filesystem has them), then the new bytes replace the file.
+func (s *Store) Save(cfg config.Config) (string, error) {
+	data, err := encodeConfig(cfg)
+	if err != nil {
+		return "", err
+	}
+	next, err := config.Parse(bytes.NewReader(data))
+	if err != nil {
+		return "", fmt.Errorf("refusing to save an invalid configuration: %w", err)
+	}
+
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	path := s.path
+	if real, err := filepath.EvalSymlinks(path); err == nil {
+		path = real // keep a symlinked configuration a symlink
+	}
+	if !s.cleaned {
+		removeTemps(path)
+		s.cleaned = true
+	}
+
+	perm, uid, gid := fs.FileMode(0o600), -1, -1
+	old, err := os.ReadFile(path)
+	switch {
+	case err == nil:
+		if bytes.Equal(old, data) {
+			return ETag(old), nil
+		}
+		if prev, perr := config.Parse(bytes.NewReader(old)); perr == nil {
+			if sameConfig(prev, next) {
+				return ETag(old), nil
+			}
+			if err := keepLastGood(path, old); err != nil {
+				return "", err
+			}
+		}
+		if fi, err := os.Stat(path); err == nil {
+			perm = fi.Mode().Perm()
+			if st, ok := fi.Sys().(*syscall.Stat_t); ok && os.Geteuid() == 0 {
+				uid, gid = int(st.Uid), int(st.Gid)
+			}
+		}
+	case errors.Is(err, fs.ErrNotExist):
+	default:
+		return "", fmt.Errorf("read configuration: %w", err)
+	}
+	if err := writeAtomic(path, data, perm, uid, gid); err != nil {
+		return "", fmt.Errorf("save configuration: %w", err)
+	}
+	return ETag(data), nil
+}
+
+// keepLastGood makes the current file (whose bytes are old) the
+// last-known-good copy: a hard link renamed into place, or, where links
+// are not supported, an atomic write of the bytes. The directory is synced
+// by the writeAtomic that follows.
+func keepLastGood(path string, old []byte) error {
+	dst := path + LastGoodSuffix
+	if a, err := os.Stat(path); err == nil {
+		if b, err := os.Stat(dst); err == nil && os.SameFile(a, b) {
+			return nil // already is (a writer was stopped right after linking)
+		}
+	}
+	tmp := tempName(dst)
+	if err := os.Link(path, tmp); err == nil {
+		err := os.Rename(tmp, dst)
+		_ = os.Remove(tmp) // left behind if rename found the same file (POSIX: a no-op)
+		if err != nil {
+			return fmt.Errorf("keep last good configuration: %w", err)
+		}
+		return nil
+	}
+	if err := writeAtomic(dst, old, 0o600, -1, -1); err != nil {
+		return fmt.Errorf("keep last good configuration: %w", err)
+	}
+	return nil
+}
+
+// tempName is a fresh name beside path, matched by tempGlob.
+func tempName(path string) string {
+	var b [8]byte
+	_, _ = rand.Read(b[:]) // never fails (Go 1.24+)
+	return filepath.Join(filepath.Dir(path), "."+filepath.Base(path)+".tmp-"+hex.EncodeToString(b[:]))
+}
+
+func tempGlob(path string) string {
+	return filepath.Join(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
+}
+
+// removeTemps deletes temporary files a killed writer left behind. A
+// concurrent writer whose temporary file disappears fails its rename; it
+// never renames a partial file.
+func removeTemps(path string) {
+	for _, p := range []string{path, path + LastGoodSuffix} {
+		matches, _ := filepath.Glob(tempGlob(p))
+		for _, m := range matches {
+			_ = os.Remove(m)
+		}
+	}
+}
+
+// writeAtomic replaces path with data: a temporary file in the same
+// directory (mode perm, owner uid:gid when not -1), written and fsynced,
+// renamed over path, then the directory fsynced so the rename survives a
+// power cut.
+func writeAtomic(path string, data []byte, perm fs.FileMode, uid, gid int) (err error) {
+	tmp := tempName(path)
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return fmt.Errorf("create temporary file: %w", err)
+	}
+	defer func() {
+		if err != nil {
+			_ = f.Close()
+			_ = os.Remove(tmp)
+		}
+	}()
+	if uid >= 0 || gid >= 0 {
+		if err := f.Chown(uid, gid); err != nil {
+			return fmt.Errorf("chown %s: %w", tmp, err)
+		}
+	}
+	if err := f.Chmod(perm); err != nil {
+		return fmt.Errorf("chmod %s: %w", tmp, err)
+	}
+	if _, err := f.Write(data); err != nil {
+		return fmt.Errorf("write %s: %w", tmp, err)
+	}
+	if err := f.Sync(); err != nil {
+		return fmt.Errorf("fsync %s: %w", tmp, err)
+	}
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("close %s: %w", tmp, err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return fmt.Errorf("rename into place: %w", err)
+	}
+	return syncDir(filepath.Dir(path))
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return fmt.Errorf("open directory %s: %w", dir, err)
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil && !errors.Is(err, syscall.EINVAL) {
+		return fmt.Errorf("fsync directory %s: %w", dir, err)
+	}
+	return nil
+}
