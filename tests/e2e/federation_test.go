@@ -50,16 +50,7 @@ func TestFederation(t *testing.T) {
 		{Name: "ejabberd-public", Type: "client", Server: ejabberd.C2S.String(), JID: "relay@localhost", Password: "relaypw", CAFile: ejabberd.CAFile},
 		{Name: "ejabberd-donor", Type: "client", Server: ejabberd.C2S.String(), JID: "donor@localhost", Password: "donorpw", CAFile: ejabberd.CAFile, Policy: "roster"},
 	}
-	rd, err := harness.StartRelayd(relaydBin, lan.NS("relay"), t.TempDir(), cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		rd.Stop()
-		if t.Failed() {
-			t.Logf("relayd logs:\n%s", rd.Logs())
-		}
-	})
+	rd := startRelayd(t, lan.NS("relay"), cfg)
 	// clientAddr waits for the n-th login of a client session and returns
 	// the full JID it was bound to: what requesters address.
 	clientAddr := func(session string, n int) string {

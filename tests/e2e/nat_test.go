@@ -32,16 +32,7 @@ func TestRelayBehindNATLearnsPublicAddress(t *testing.T) {
 	cfg.PublicAddressSTUN = []string{stunSrv.Addr().String()}
 	cfg.Ports = config.PortRange{Min: 40000, Max: 40099}
 	cfg.XMPP = []config.Service{{Type: "component", Server: srv.Component.String(), Domain: srv.ComponentDomain, Secret: srv.Secret}}
-	rd, err := harness.StartRelayd(relaydBin, donorNS, t.TempDir(), cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		rd.Stop()
-		if t.Failed() {
-			t.Logf("relayd logs:\n%s", rd.Logs())
-		}
-	})
+	rd := startRelayd(t, donorNS, cfg)
 	warn, err := rd.WaitLog(ctx, "relay is behind NAT: forward UDP ports 40000-40099 and 3478 on the router to this device, or calls through it will fail", 1, nil)
 	if err != nil {
 		t.Fatal(err)

@@ -82,11 +82,11 @@ func (w *world) relayConfig() config.Config {
 	return c
 }
 
-// startRelay starts relayd in the relay namespace and waits until it is
-// registered with the server.
-func (w *world) startRelay(ctx context.Context, t *testing.T, cfg config.Config) *harness.Relayd {
+// startRelayd starts relayd in namespace ns with cfg; it is stopped (and
+// its logs shown if the test failed) at cleanup.
+func startRelayd(t *testing.T, ns string, cfg config.Config) *harness.Relayd {
 	t.Helper()
-	rd, err := harness.StartRelayd(relaydBin, w.lan.NS("relay"), t.TempDir(), cfg)
+	rd, err := harness.StartRelayd(relaydBin, ns, t.TempDir(), cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -96,6 +96,14 @@ func (w *world) startRelay(ctx context.Context, t *testing.T, cfg config.Config)
 			t.Logf("relayd logs:\n%s", rd.Logs())
 		}
 	})
+	return rd
+}
+
+// startRelay starts relayd in the relay namespace and waits until it is
+// registered with the server.
+func (w *world) startRelay(ctx context.Context, t *testing.T, cfg config.Config) *harness.Relayd {
+	t.Helper()
+	rd := startRelayd(t, w.lan.NS("relay"), cfg)
 	if _, err := rd.WaitLog(ctx, "xmpp component online", 1, nil); err != nil {
 		t.Fatal(err)
 	}

@@ -39,16 +39,7 @@ func TestTrackerListsHealthyRelays(t *testing.T) {
 	cfgB.XMPP = []config.Service{{Name: "tracker-account", Type: "client", Server: srv.C2S.String(),
 		JID: "tracker@localhost", Password: "trackerpw", CAFile: srv.CAFile}}
 	cfgB.Tracker = config.Tracker{Trackers: []string{srv.ComponentDomain}, RefreshSeconds: 1}
-	relayB, err := harness.StartRelayd(relaydBin, lan.NS("relay"), t.TempDir(), cfgB)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		relayB.Stop()
-		if t.Failed() {
-			t.Logf("relay B logs:\n%s", relayB.Logs())
-		}
-	})
+	relayB := startRelayd(t, lan.NS("relay"), cfgB)
 	wctx, wcancel := context.WithTimeout(ctx, 20*time.Second)
 	defer wcancel()
 	online, err := relayB.WaitLog(wctx, "xmpp client online", 1, nil)
