@@ -170,6 +170,13 @@ func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeError(w, e)
 		return
 	}
+	if isWebPath(r.URL.Path) {
+		// The page's files: no data, no effect, so no token and no
+		// Origin check (a link from another page, such as the router's,
+		// may open it); its API calls are checked like any other.
+		a.serveWeb(w, r)
+		return
+	}
 	if e := checkOrigin(r); e != nil {
 		writeError(w, e)
 		return

@@ -93,7 +93,8 @@ func TestStatusChannelsLogs(t *testing.T) {
 
 func TestNotFoundAndMethodNotAllowed(t *testing.T) {
 	e := startAPI(t, "", APIOptions{}, 0, -1)
-	for _, p := range []string{"/", "/v1", "/v1/", "/v2/status", "/v1/config/x", "/v1/channels/"} {
+	// "/" is the web page (web_test.go).
+	for _, p := range []string{"/v1", "/v1/", "/v2/status", "/v1/config/x", "/v1/channels/", "/index.html"} {
 		r := e.do(t, "GET", p, "", nil)
 		if r.status != 404 || decodeErr(t, r).Code != CodeNotFound {
 			t.Errorf("GET %s: %s", p, r)

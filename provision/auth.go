@@ -145,6 +145,13 @@ func (a *API) checkHost(r *http.Request, p *peer) *Error {
 	if a.hosts[h] {
 		return nil
 	}
+	if p != nil && !p.unix && isLocalIP(h, p.local) {
+		// The address the connection came in on, as an IP literal: the
+		// browser was pointed at this very address (a donor opening
+		// http://192.168.1.2:8787/ when TCP listens on 0.0.0.0). A
+		// DNS-rebinding page always sends its own name instead.
+		return nil
+	}
 	if p != nil && p.unix {
 		if h == "" || h == "unix" || r.Host == url.PathEscape(p.local) || r.Host == url.QueryEscape(p.local) {
 			return nil
@@ -152,6 +159,20 @@ func (a *API) checkHost(r *http.Request, p *peer) *Error {
 	}
 	return newError(http.StatusMisdirectedRequest, CodeMisdirected,
 		fmt.Sprintf("host %q is not a name of this API; add it to the API's host names to use it", truncate(r.Host, 80)))
+}
+
+// isLocalIP reports whether host (normalised) is an IP literal equal to
+// the IP of the connection's local address local ("ip:port").
+func isLocalIP(host, local string) bool {
+	ip, err := netip.ParseAddr(host)
+	if err != nil {
+		return false
+	}
+	la, err := netip.ParseAddrPort(local)
+	if err != nil {
+		return false
+	}
+	return !ip.IsUnspecified() && ip.Unmap().WithZone("") == la.Addr().Unmap().WithZone("")
 }
 
 // checkOrigin rejects requests a browser sends on behalf of another site:

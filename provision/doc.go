@@ -12,6 +12,24 @@
 //	DELETE /v1/channels/{id}    end a channel: 204, or 404          (write role)
 //	GET    /v1/logs?n=200       recent log lines {"lines": [...]}, newest last (n 1-10000)
 //	POST   /v1/token/rotate     new bearer token {"token": "..."}  (write role)
+//	GET    /                    the donor web page                 (no authentication)
+//	GET    /static/{file}       its script, style sheet and icon   (no authentication)
+//
+// # Web page
+//
+// The page (web/, embedded in the binary; plain HTML, CSS and JavaScript
+// with no build step and nothing loaded from elsewhere) shows the status
+// live (polling /v1/status and /v1/channels every 2 s, with a button
+// ending a channel) and a setup form for the XMPP service, the bandwidth
+// cap and the port range, sent as a merge patch with If-Match, each
+// field error shown next to its input. Its files hold no data and change
+// nothing, so they are served to anyone whose Host passes the check
+// below, even on a cross-site navigation (a link from the router's page);
+// the page asks for the bearer token, keeps it in sessionStorage (the
+// tab only) and sends it with every API call, which the checks below
+// guard as usual. It is meant for the TCP listener: open
+// http://<listen address>/ and enter the token from
+// <StateDir>/api-token.
 //
 // # Changing the configuration
 //
@@ -66,9 +84,11 @@
 //     replaced by POST /v1/token/rotate; the old one is refused at once.
 //
 // Every request, before authentication: a Host that is not localhost,
-// 127.0.0.1, ::1, the TCP listen address or one of APIOptions.Hosts is 421
-// (DNS rebinding); an Origin or Referer naming another host, or
-// Sec-Fetch-Site: cross-site, is 403. Every answer carries
+// 127.0.0.1, ::1, the TCP listen address, the IP address the TCP
+// connection came in on (a browser pointed at http://192.168.1.2:8787/
+// of a listener on 0.0.0.0) or one of APIOptions.Hosts is 421 (DNS
+// rebinding: such a page sends its own name); for the API, an Origin or
+// Referer naming another host, or Sec-Fetch-Site: cross-site, is 403. Every answer carries
 // Content-Security-Policy (default-src 'self'; frame-ancestors 'none'),
 // X-Content-Type-Options: nosniff, Referrer-Policy: no-referrer,
 // X-Frame-Options: DENY and Cache-Control: no-store. A refused caller

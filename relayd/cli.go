@@ -7,8 +7,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -24,10 +26,14 @@ const cliUsage = `commands (talk to a running relayd through its provisioning AP
   channels kill ID           end a channel now
   logs [N]                   recent log lines (default 100)
   token rotate               replace the TCP API's bearer token
+  token show                 print the TCP API's bearer token (for the web page)
 `
 
 // runCommand runs a CLI command against the API on f.socket.
 func runCommand(args []string, f apiFlags, stdout, stderr io.Writer) int {
+	if strings.Join(args, " ") == "token show" {
+		return showToken(f.stateDir, stdout, stderr)
+	}
 	c := provision.NewClient(f.socket)
 	defer c.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
@@ -155,4 +161,21 @@ func editConfig(ctx context.Context, c *provision.Client) error {
 	}
 	_, err = c.PutConfig(ctx, edited, etag)
 	return err
+}
+
+// showToken prints the TCP API's bearer token, read from the state
+// directory (root only: the file is 0600), for the donor web page's
+// sign-in. relayd need not be running.
+func showToken(stateDir string, stdout, stderr io.Writer) int {
+	data, err := os.ReadFile(filepath.Join(stateDir, provision.TokenFile))
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		fmt.Fprintf(stderr, "relayd: no API token in %s yet: relayd creates it when started with -api-tcp\n", stateDir)
+		return 1
+	case err != nil:
+		fmt.Fprintln(stderr, "relayd:", err)
+		return 1
+	}
+	fmt.Fprintln(stdout, strings.TrimSpace(string(data)))
+	return 0
 }

@@ -45,6 +45,13 @@ func (r LogRecord) Int(key string) int64 { f, _ := r[key].(float64); return int6
 // json) into dir and starts bin with it, in namespace ns ("" = current).
 // config is typically a config.Config.
 func StartRelayd(bin, ns, dir string, config any) (*Relayd, error) {
+	return StartRelaydArgs(bin, ns, dir, config)
+}
+
+// StartRelaydArgs is StartRelayd with extra command-line flags for relayd
+// (e.g. "-api-tcp", "127.0.0.1:8787"; the token is then in
+// dir/api-token).
+func StartRelaydArgs(bin, ns, dir string, config any, extra ...string) (*Relayd, error) {
 	doc, err := json.Marshal(config)
 	if err != nil {
 		return nil, fmt.Errorf("relayd config: %w", err)
@@ -64,7 +71,8 @@ func StartRelayd(bin, ns, dir string, config any) (*Relayd, error) {
 	go r.collect(pr)
 	// The API socket and token live in dir: /run is shared by every
 	// namespace, so several relays must not share a socket path.
-	p, err := startProcess(netnsCommand(ns, bin, "-config", path, "-api-socket", filepath.Join(dir, "api.sock"), "-state-dir", dir), pw)
+	args := append([]string{"-config", path, "-api-socket", filepath.Join(dir, "api.sock"), "-state-dir", dir}, extra...)
+	p, err := startProcess(netnsCommand(ns, bin, args...), pw)
 	if err != nil {
 		pw.Close()
 		return nil, err

@@ -1,0 +1,449 @@
+// jnrelay donor page: live status and setup over the provisioning API.
+// Plain script, no build step. It talks to /v1 on the same origin with
+// "Authorization: Bearer <token>"; the token is kept in sessionStorage
+// (this tab only) and forgotten on sign-out or when the relay refuses it.
+'use strict';
+(function () {
+  const TOKEN_KEY = 'jnrelay-token';
+  const POLL_MS = 2000;
+  const PLACEHOLDER = '********'; // a redacted secret; sent back, it keeps the secret
+  const $ = (id) => document.getElementById(id);
+
+  let token = sessionStorage.getItem(TOKEN_KEY) || '';
+  let pollTimer = 0, inFlight = false, again = false;
+  let cfg = null, etag = '', svcIndex = 0;
+  const rows = new Map(); // channel id -> <li>
+
+  class APIError extends Error {
+    constructor(status, doc) {
+      super((doc && doc.message) || ('HTTP ' + status));
+      this.status = status;
+      this.doc = doc;
+    }
+  }
+
+  async function api(method, path, body, headers) {
+    const opts = { method, cache: 'no-store', credentials: 'omit',
+      headers: Object.assign({ Authorization: 'Bearer ' + token }, headers || {}) };
+    if (body !== undefined) opts.body = JSON.stringify(body);
+    let res;
+    try {
+      res = await fetch(path, opts);
+    } catch (e) {
+      throw new APIError(0, { message: 'the relay cannot be reached' });
+    }
+    let doc = null;
+    if (res.status !== 204) {
+      try { doc = await res.json(); } catch (e) { doc = null; }
+    }
+    if (res.status === 401) signedOut('The relay refused this token (it may have been rotated). Enter the current one.');
+    if (!res.ok) throw new APIError(res.status, doc);
+    return { doc, etag: res.headers.get('ETag') || '' };
+  }
+
+  // ---- formatting ----
+  function bytes(n) {
+    const units = ['B', 'kB', 'MB', 'GB', 'TB', 'PB'];
+    let i = 0;
+    n = Number(n) || 0;
+    while (n >= 1000 && i < units.length - 1) { n /= 1000; i++; }
+    return (i === 0 ? n : n.toFixed(n < 10 ? 2 : n < 100 ? 1 : 0)) + ' ' + units[i];
+  }
+  function dur(s) {
+    s = Math.max(0, Math.floor(Number(s) || 0));
+    if (s < 60) return s + ' s';
+    const m = Math.floor(s / 60);
+    if (m < 60) return m + ' min';
+    const h = Math.floor(m / 60);
+    if (h < 48) return h + ' h ' + (m % 60) + ' min';
+    return Math.floor(h / 24) + ' d ' + (h % 24) + ' h';
+  }
+  const num = (n) => (Number(n) || 0).toLocaleString('en');
+  function el(tag, cls, text) {
+    const e = document.createElement(tag);
+    if (cls) e.className = cls;
+    if (text !== undefined) e.textContent = text;
+    return e;
+  }
+  function setStat(id, main, small) {
+    const dd = $(id);
+    dd.textContent = main;
+    if (small) dd.appendChild(el('small', '', small));
+  }
+  function setLive(text, bad) {
+    $('live').textContent = text;
+    $('live').classList.toggle('bad', !!bad);
+  }
+
+  // ---- sign in / out ----
+  function signedOut(msg) {
+    token = '';
+    sessionStorage.removeItem(TOKEN_KEY);
+    clearTimeout(pollTimer);
+    $('app').hidden = true;
+    $('signout').hidden = true;
+    $('login').hidden = false;
+    $('token').value = '';
+    $('token').setAttribute('aria-invalid', msg ? 'true' : 'false');
+    $('token-err').textContent = msg || '';
+    setLive('');
+    $('token').focus();
+  }
+
+  function start() {
+    $('login').hidden = true;
+    $('app').hidden = false;
+    $('signout').hidden = false;
+    poll();
+    loadConfig().catch(configError);
+  }
+
+  async function signIn(ev) {
+    ev.preventDefault();
+    const t = $('token').value.trim();
+    if (!t) {
+      $('token-err').textContent = 'Enter the token.';
+      return;
+    }
+    token = t;
+    $('token-err').textContent = 'Checking…';
+    try {
+      await api('GET', '/v1/status');
+    } catch (e) {
+      if (e.status !== 401) {
+        token = '';
+        $('token-err').textContent = 'Could not sign in: ' + e.message + '.';
+      }
+      return;
+    }
+    sessionStorage.setItem(TOKEN_KEY, token);
+    $('token').value = '';
+    $('token-err').textContent = '';
+    start();
+  }
+
+  // ---- status ----
+  async function poll() {
+    if (inFlight) { again = true; return; }
+    inFlight = true;
+    clearTimeout(pollTimer);
+    try {
+      const [st, ch] = await Promise.all([api('GET', '/v1/status'), api('GET', '/v1/channels')]);
+      renderStatus(st.doc || {});
+      renderChannels(ch.doc || []);
+      setLive('Live · ' + new Date().toLocaleTimeString('en-GB'));
+    } catch (e) {
+      if (e.status !== 401) setLive('Cannot update: ' + e.message + ' (retrying)', true);
+    } finally {
+      inFlight = false;
+    }
+    if (!token) return;
+    if (again) { again = false; poll(); return; }
+    if (!document.hidden) pollTimer = setTimeout(poll, POLL_MS);
+  }
+
+  function renderStatus(s) {
+    const ch = s.channels || {}, tr = s.traffic || {};
+    setStat('st-channels', num(ch.active) + ' / ' + num(ch.capacity), num((ch.capacity || 0) - (ch.active || 0)) + ' free');
+    setStat('st-address', s.public_address || 'unknown');
+    setStat('st-out', bytes(tr.bytes_local_to_remote), num(tr.packets_local_to_remote) + ' packets');
+    setStat('st-in', bytes(tr.bytes_remote_to_local), num(tr.packets_remote_to_local) + ' packets');
+    const drops = Object.entries(tr.dropped || {}).filter(([, n]) => n > 0);
+    const total = drops.reduce((a, [, n]) => a + n, 0);
+    setStat('st-drops', num(total), drops.length ? drops.map(([r, n]) => r.replace(/_/g, ' ') + ' ' + num(n)).join(' · ') : 'none');
+    setStat('st-uptime', dur(s.uptime_seconds), s.version ? 'version ' + s.version : '');
+
+    const list = $('sessions');
+    list.replaceChildren();
+    for (const x of s.sessions || []) {
+      const li = el('li');
+      li.appendChild(el('span', 'name', x.name));
+      li.appendChild(el('span', 'state' + (x.state === 'online' ? ' online' : ''), x.state));
+      const since = Date.parse(x.since);
+      if (since > Date.UTC(2000, 0)) li.appendChild(el('span', 'muted', 'for ' + dur((Date.now() - since) / 1000)));
+      li.appendChild(el('span', 'detail', (x.type === 'client' ? 'account' : 'component') + (x.address ? ' · ' + x.address : '')));
+      if (x.last_error) li.appendChild(el('span', 'detail bad', 'Last error: ' + x.last_error));
+      list.appendChild(li);
+    }
+    if (!list.children.length) list.appendChild(el('li', 'muted', 'No XMPP service is configured.'));
+  }
+
+  function renderChannels(list) {
+    const seen = new Set();
+    for (const c of list) {
+      seen.add(c.id);
+      let li = rows.get(c.id);
+      if (!li) {
+        li = el('li');
+        li.dataset.id = c.id;
+        li.append(el('span', 'name'), killButton(c.id), el('span', 'detail'), el('span', 'detail'));
+        rows.set(c.id, li);
+        $('channels').appendChild(li);
+      }
+      const [name, , traffic, peers] = li.children;
+      name.textContent = 'Ports ' + c.localport + ' ↔ ' + c.remoteport;
+      traffic.textContent = 'for ' + dur(c.age_seconds) + (c.idle_seconds >= 5 ? ' (idle ' + dur(c.idle_seconds) + ')' : '') +
+        ' · local → remote ' + bytes(c.bytes_local_to_remote) + ' · remote → local ' + bytes(c.bytes_remote_to_local) +
+        (c.max_kbps ? ' · cap ' + num(c.max_kbps) + ' kbit/s' : '');
+      peers.textContent = 'id ' + c.id + (c.local_peer || c.remote_peer ? ' · peers ' + (c.local_peer || '–') + ', ' + (c.remote_peer || '–') : '');
+    }
+    for (const [id, li] of rows) {
+      if (!seen.has(id)) { li.remove(); rows.delete(id); }
+    }
+    $('no-channels').hidden = rows.size > 0;
+  }
+
+  // A kill button asks for a second tap, so a stray touch ends no call.
+  function killButton(id) {
+    const b = el('button', 'danger', 'End');
+    b.type = 'button';
+    b.setAttribute('aria-label', 'End channel ' + id);
+    let timer = 0;
+    const disarm = () => { b.classList.remove('armed'); b.textContent = 'End'; };
+    b.addEventListener('click', async () => {
+      if (!b.classList.contains('armed')) {
+        b.classList.add('armed');
+        b.textContent = 'Tap again to end';
+        timer = setTimeout(disarm, 4000);
+        return;
+      }
+      clearTimeout(timer);
+      b.disabled = true;
+      try {
+        await api('DELETE', '/v1/channels/' + encodeURIComponent(id));
+      } catch (e) {
+        if (e.status !== 404) {
+          b.disabled = false;
+          disarm();
+          setLive('Could not end the channel: ' + e.message, true);
+          return;
+        }
+      }
+      const li = rows.get(id);
+      if (li) { li.remove(); rows.delete(id); }
+      $('no-channels').hidden = rows.size > 0;
+      poll();
+    });
+    return b;
+  }
+
+  // ---- setup ----
+  const services = () => (cfg && cfg.xmpp) || [];
+  const svcType = () => ($('svc-type-client').checked ? 'client' : 'component');
+  const identity = (s) => (s.type === 'client' ? s.jid : s.domain) || '';
+
+  async function loadConfig() {
+    const r = await api('GET', '/v1/config');
+    cfg = r.doc;
+    etag = r.etag;
+    fillForm();
+  }
+
+  function configError(e) {
+    if (e.status !== 401) showMsg('bad', 'Could not load the settings: ' + e.message + '.');
+  }
+
+  function fillForm() {
+    const list = services();
+    if (svcIndex >= list.length) svcIndex = 0;
+    const pick = $('svc-pick');
+    pick.replaceChildren(...list.map((s, i) => {
+      const o = el('option', '', (s.name || identity(s)) + ' (' + s.type + ')');
+      o.value = String(i);
+      return o;
+    }));
+    pick.value = String(svcIndex);
+    $('svc-pick-field').hidden = list.length < 2;
+
+    const s = list[svcIndex] || { type: 'component' };
+    $('svc-type-client').checked = s.type === 'client';
+    $('svc-type-component').checked = s.type !== 'client';
+    $('svc-server').value = s.server || '';
+    $('svc-domain').value = s.domain || '';
+    $('svc-jid').value = s.jid || '';
+    $('svc-policy').value = s.policy === 'roster' ? 'roster' : 'public';
+    $('svc-secret').value = '';
+    $('svc-password').value = '';
+    $('svc-secret-hint').textContent = keepHint(s.secret, s.secret_file, 'secret');
+    $('svc-password-hint').textContent = keepHint(s.password, s.password_file, 'password');
+    const ch = cfg.channel || {}, ports = cfg.ports || {};
+    $('max-kbps').value = String(ch.max_kbps || 0);
+    $('ports-min').value = String(ports.min || '');
+    $('ports-max').value = String(ports.max || '');
+    showType();
+    clearErrors();
+  }
+
+  function keepHint(value, file, what) {
+    if (value === PLACEHOLDER) return 'Leave empty to keep the current ' + what + '.';
+    if (file) return 'Leave empty to keep reading it from ' + file + '.';
+    return 'Required.';
+  }
+
+  function showType() {
+    const client = svcType() === 'client';
+    $('svc-component').hidden = client;
+    $('svc-client').hidden = !client;
+  }
+
+  // buildPatch turns the form into an RFC 7386 merge patch holding only
+  // what changed. Arrays replace whole, so a changed service sends the
+  // whole xmpp array, the other entries as loaded (their redacted secrets
+  // are kept by the relay).
+  function buildPatch() {
+    const errs = [], patch = {};
+    const int = (id, field) => {
+      const v = $(id).value.trim();
+      if (!/^\d{1,9}$/.test(v)) { errs.push({ field, message: 'must be a whole number' }); return null; }
+      return Number(v);
+    };
+    const kbps = int('max-kbps', 'channel.max_kbps');
+    const pmin = int('ports-min', 'ports.min');
+    const pmax = int('ports-max', 'ports.max');
+    const ch = cfg.channel || {}, ports = cfg.ports || {};
+    if (kbps !== null && kbps !== (ch.max_kbps || 0)) patch.channel = { max_kbps: kbps };
+    const pp = {};
+    if (pmin !== null && pmin !== ports.min) pp.min = pmin;
+    if (pmax !== null && pmax !== ports.max) pp.max = pmax;
+    if (Object.keys(pp).length) patch.ports = pp;
+
+    const list = services();
+    const old = list[svcIndex] || {};
+    const s = Object.assign({}, old); // keeps allow, deny, tls, ca_file…
+    const type = svcType();
+    const key = `xmpp[${svcIndex}].`;
+    s.type = type;
+    const server = $('svc-server').value.trim();
+    if (server) s.server = server; else delete s.server;
+    if (type === 'component') {
+      for (const k of ['jid', 'password', 'password_file', 'tls', 'ca_file']) delete s[k];
+      if (s.policy === 'roster') delete s.policy;
+      s.domain = $('svc-domain').value.trim();
+      const secret = $('svc-secret').value;
+      if (secret) { s.secret = secret; delete s.secret_file; }
+    } else {
+      for (const k of ['domain', 'secret', 'secret_file']) delete s[k];
+      s.jid = $('svc-jid').value.trim();
+      const policy = $('svc-policy').value;
+      if (policy !== (old.policy || 'public')) s.policy = policy;
+      const password = $('svc-password').value;
+      if (password) { s.password = password; delete s.password_file; }
+    }
+    // A service named after its address follows it. The relay finds a
+    // kept secret by name, so a renamed one needs its secret again.
+    if ((!old.name || old.name === identity(old)) && identity(s) !== identity(old) && identity(s)) {
+      s.name = identity(s);
+      if (s.secret === PLACEHOLDER) errs.push({ field: key + 'secret', message: 'enter the secret again: the service address changed' });
+      if (s.password === PLACEHOLDER) errs.push({ field: key + 'password', message: 'enter the password again: the account changed' });
+    }
+    if (JSON.stringify(s) !== JSON.stringify(old)) {
+      patch.xmpp = list.length ? list.map((x, i) => (i === svcIndex ? s : x)) : [s];
+    }
+    return { patch, errs };
+  }
+
+  // inputFor finds the form control an API field name refers to.
+  function inputFor(field) {
+    let input = null;
+    const m = /^xmpp\[(\d+)\]\.([a-z_]+)/.exec(field);
+    if (m) {
+      if (Number(m[1]) !== svcIndex) return null;
+      const k = m[2].replace(/_file$/, '');
+      input = k === 'type' ? $('svc-type-' + svcType()) : document.querySelector('[data-svc="' + k + '"]');
+    } else if (field === 'ports' || field === 'stun.port') {
+      input = $('ports-max');
+    } else {
+      input = [...document.querySelectorAll('[data-field]')].find((x) => x.dataset.field === field) || null;
+    }
+    return input && !input.closest('[hidden]') ? input : null;
+  }
+
+  // showFieldErrors puts each message next to its field and returns
+  // those that belong to no field of the form.
+  function showFieldErrors(fields) {
+    const rest = [];
+    let first = null;
+    for (const f of fields) {
+      const input = inputFor(f.field || '');
+      if (!input) { rest.push(f); continue; }
+      const slot = input.closest('.field').querySelector('.err');
+      slot.textContent = slot.textContent ? slot.textContent + '; ' + f.message : f.message;
+      input.setAttribute('aria-invalid', 'true');
+      first = first || input;
+    }
+    if (first) first.focus();
+    return rest;
+  }
+
+  function clearErrors() {
+    for (const e of document.querySelectorAll('#setup-form .err')) e.textContent = '';
+    for (const i of document.querySelectorAll('#setup-form [aria-invalid]')) i.removeAttribute('aria-invalid');
+  }
+
+  function showMsg(kind, text, extra) {
+    const box = $('form-msg');
+    box.className = 'msg ' + kind;
+    box.textContent = text;
+    if (extra && extra.length) {
+      const ul = el('ul');
+      for (const f of extra) ul.appendChild(el('li', '', (f.field ? f.field + ': ' : '') + f.message));
+      box.appendChild(ul);
+    }
+    box.hidden = false;
+  }
+
+  async function save(ev) {
+    ev.preventDefault();
+    if (!cfg) return;
+    clearErrors();
+    const { patch, errs } = buildPatch();
+    if (errs.length) {
+      showMsg('bad', 'Nothing was saved: please correct the marked fields.', showFieldErrors(errs));
+      return;
+    }
+    if (!Object.keys(patch).length) {
+      showMsg('ok', 'Nothing to save: the settings are unchanged.');
+      return;
+    }
+    $('save').disabled = true;
+    showMsg('warn', 'Saving… a changed XMPP service may take up to 20 s to come online.');
+    try {
+      const r = await api('PATCH', '/v1/config', patch, { 'Content-Type': 'application/merge-patch+json', 'If-Match': etag });
+      cfg = r.doc;
+      etag = r.etag;
+      fillForm();
+      showMsg('ok', 'Saved. The relay uses the new settings now; calls in progress were not interrupted.');
+      poll();
+    } catch (e) {
+      if (e.status === 401) return;
+      if (e.status === 412) {
+        try {
+          await loadConfig();
+          showMsg('warn', 'Nothing was saved: the settings were changed elsewhere since this page loaded them. The form has been reloaded with the current settings; make your change again.');
+        } catch (e2) { configError(e2); }
+        return;
+      }
+      const fields = (e.doc && e.doc.fields) || [];
+      if (fields.length) {
+        showMsg('bad', 'Nothing was saved: please correct the marked fields.', showFieldErrors(fields));
+      } else {
+        showMsg('bad', 'Nothing was saved: ' + e.message);
+      }
+    } finally {
+      $('save').disabled = false;
+    }
+  }
+
+  // ---- wiring ----
+  $('login-form').addEventListener('submit', signIn);
+  $('signout').addEventListener('click', () => signedOut(''));
+  $('setup-form').addEventListener('submit', save);
+  $('reload').addEventListener('click', () => {
+    loadConfig().then(() => showMsg('ok', 'Reloaded the current settings.'), configError);
+  });
+  $('svc-pick').addEventListener('change', () => { svcIndex = Number($('svc-pick').value) || 0; fillForm(); });
+  for (const r of document.querySelectorAll('[name="svc-type"]')) r.addEventListener('change', showType);
+  document.addEventListener('visibilitychange', () => { if (!document.hidden && token) poll(); });
+
+  if (token) start(); else signedOut('');
+})();
