@@ -51,20 +51,23 @@ func StartRelayd(bin, ns, dir string, config any) (*Relayd, error) {
 // StartRelaydArgs is StartRelayd with extra command-line flags for relayd
 // (e.g. "-api-tcp", "127.0.0.1:8787"; the token is then in
 // dir/api-token).
+// A nil config starts relayd from the relayd.json already in dir.
 func StartRelaydArgs(bin, ns, dir string, config any, extra ...string) (*Relayd, error) {
-	doc, err := json.Marshal(config)
-	if err != nil {
-		return nil, fmt.Errorf("relayd config: %w", err)
-	}
-	var m map[string]any
-	if err := json.Unmarshal(doc, &m); err != nil {
-		return nil, err
-	}
-	m["log"] = map[string]any{"level": "debug", "format": "json"}
-	doc, _ = json.MarshalIndent(m, "", "  ")
 	path := filepath.Join(dir, "relayd.json")
-	if err := os.WriteFile(path, doc, 0o600); err != nil {
-		return nil, err
+	if config != nil {
+		doc, err := json.Marshal(config)
+		if err != nil {
+			return nil, fmt.Errorf("relayd config: %w", err)
+		}
+		var m map[string]any
+		if err := json.Unmarshal(doc, &m); err != nil {
+			return nil, err
+		}
+		m["log"] = map[string]any{"level": "debug", "format": "json"}
+		doc, _ = json.MarshalIndent(m, "", "  ")
+		if err := os.WriteFile(path, doc, 0o600); err != nil {
+			return nil, err
+		}
 	}
 	pr, pw := io.Pipe()
 	r := &Relayd{ConfigPath: path, APISocket: filepath.Join(dir, "api.sock"), out: pw, changed: make(chan struct{})}

@@ -1,0 +1,148 @@
+package bench
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+// Relay port range of every contender, inside the relay namespace: 40,000
+// ports, enough for 10,000 four-port channels.
+const (
+	relayPortMin = 20000
+	relayPortMax = 59999
+)
+
+var relayAP = netip.MustParseAddr(relayAddr)
+
+// baseline is no relay at all: the kernel forwards between the two sides
+// (see topo). Its figures are the floor the others are compared with.
+var baseline = &contender{key: "baseline", name: "kernel forwarding (baseline)",
+	start: func(_ context.Context, _ testing.TB, e *env, n int) (*relay, error) {
+		r := &relay{cleanup: func() { _ = e.topo.forwarding(false) }}
+		for i := range n {
+			r.targetsA = append(r.targetsA, endpoint(srcB, portBaseB, i))
+			r.targetsB = append(r.targetsB, endpoint(srcA, portBaseA, i))
+		}
+		return r, e.topo.forwarding(true)
+	}}
+
+// relayd is relayd's data plane (relayd/channel) run by cmd/dpbench with
+// GOMAXPROCS=1 on the relay core.
+var relaydC = &contender{key: "relayd", name: "relayd", exact: true,
+	start: func(ctx context.Context, _ testing.TB, e *env, n int) (*relay, error) {
+		ports := filepath.Join(e.dir, "dpbench-ports")
+		p, err := startProc(ctx, relayCore, e.topo.nsR, []string{"GOMAXPROCS=1"}, e.dpbench,
+			"-listen", relayAddr, "-port-min", strconv.Itoa(relayPortMin), "-port-max", strconv.Itoa(relayPortMax),
+			"-channels", strconv.Itoa(n), "-ports", ports)
+		if err != nil {
+			return nil, err
+		}
+		r := &relay{proc: p, counters: dpbenchCounters}
+		line, err := p.line(`{"ready"`, 120*time.Second)
+		if err != nil {
+			_, _ = p.stop(10 * time.Second)
+			return nil, err
+		}
+		var ready struct {
+			PerSec float64 `json:"allocs_per_second"`
+		}
+		if err := json.Unmarshal([]byte(line), &ready); err != nil {
+			_, _ = p.stop(10 * time.Second)
+			return nil, fmt.Errorf("dpbench ready line %q: %w", line, err)
+		}
+		r.allocPerSec = ready.PerSec
+		if err := readPorts(ports, r); err != nil {
+			_, _ = p.stop(10 * time.Second)
+			return nil, err
+		}
+		return r, nil
+	}}
+
+func readPorts(path string, r *relay) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		var local, remote uint16
+		if _, err := fmt.Sscanf(sc.Text(), "%d %d", &local, &remote); err != nil {
+			return fmt.Errorf("%s: %q: %w", path, sc.Text(), err)
+		}
+		r.targetsA = append(r.targetsA, netip.AddrPortFrom(relayAP, local))
+		r.targetsB = append(r.targetsB, netip.AddrPortFrom(relayAP, remote))
+	}
+	return sc.Err()
+}
+
+func dpbenchCounters(lines []string) (relayed, dropped uint64, ok bool) {
+	var fin struct {
+		Relayed *uint64           `json:"relayed"`
+		Dropped map[string]uint64 `json:"dropped"`
+	}
+	if lastJSON(lines, &fin) != nil || fin.Relayed == nil {
+		return 0, 0, false
+	}
+	for _, v := range fin.Dropped {
+		dropped += v
+	}
+	return *fin.Relayed, dropped, true
+}
+
+// crefC is the C reference limit, cref/relay.c.
+var crefC = &contender{key: "cref", name: "C reference (epoll)", exact: true,
+	start: func(ctx context.Context, _ testing.TB, e *env, n int) (*relay, error) {
+		if e.cref == "" {
+			return nil, errSkip("gcc is not installed (tests/bench/deps.sh installs it)")
+		}
+		p, err := startProc(ctx, relayCore, e.topo.nsR, nil, e.cref, relayAddr, strconv.Itoa(relayPortMin), strconv.Itoa(n))
+		if err != nil {
+			return nil, err
+		}
+		r := &relay{proc: p, counters: crefCounters}
+		line, err := p.line("ready", 120*time.Second)
+		if err != nil {
+			_, _ = p.stop(10 * time.Second)
+			return nil, err
+		}
+		if i := strings.Index(line, "setup_ns="); i >= 0 {
+			if ns, err := strconv.ParseFloat(line[i+len("setup_ns="):], 64); err == nil && ns > 0 {
+				r.allocPerSec = float64(n) / (ns / 1e9)
+			}
+		}
+		for i := range n {
+			base := uint16(relayPortMin + 4*i)
+			r.targetsA = append(r.targetsA, netip.AddrPortFrom(relayAP, base))
+			r.targetsB = append(r.targetsB, netip.AddrPortFrom(relayAP, base+2))
+		}
+		return r, nil
+	}}
+
+func crefCounters(lines []string) (relayed, dropped uint64, ok bool) {
+	var fin struct {
+		Relayed   *uint64 `json:"relayed"`
+		Unlatched uint64  `json:"dropped_peer_not_latched"`
+		Foreign   uint64  `json:"dropped_foreign_source"`
+		SendErrs  uint64  `json:"send_errors"`
+	}
+	if lastJSON(lines, &fin) != nil || fin.Relayed == nil {
+		return 0, 0, false
+	}
+	return *fin.Relayed, fin.Unlatched + fin.Foreign + fin.SendErrs, true
+}
+
+// errSkip marks a contender that cannot run on this machine; the runner
+// reports it and goes on with the others.
+type errSkip string
+
+func (e errSkip) Error() string { return string(e) }
