@@ -41,9 +41,11 @@ fuzz:
 test-e2e: build
 	RELAYD_BIN=$(CURDIR)/bin/relayd $(GO) test -count=1 -timeout 15m ./tests/...
 
-## bench: data-plane micro benchmarks (figures printed, never asserted)
+## bench: micro benchmarks, then the side-by-side run (relayd, C reference, rtpengine, coturn; 30-60 min, root)
 bench:
-	$(GO) test -run '^$$' -bench . -benchtime 20000x ./relayd/...
+	$(GO) test -run '^$$' -bench . -benchtime 20000x ./relayd/... ./kernel/...
+	bash tests/bench/deps.sh
+	$(GO) test -count=1 -v -timeout 120m -run '^TestBench$$' ./tests/bench -args -bench.full -bench.out $(CURDIR)/bench-results.md
 
 lint:
 	test -z "$$(gofmt -l .)" || { gofmt -l .; exit 1; }
