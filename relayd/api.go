@@ -5,8 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
+
+	"github.com/coreos/go-systemd/v22/activation"
 
 	"github.com/jnrelay/jnrelay/provision"
 	"github.com/jnrelay/jnrelay/relayd/config"
@@ -40,7 +43,12 @@ func serveAPI(ctx context.Context, f apiFlags, store *provision.Store, d *daemon
 	api := provision.NewAPI(provisionDaemon{d: d, logs: logs}, store, provision.APIOptions{
 		AdminGID: f.adminGID, StateDir: f.stateDir, TCP: f.tcp, Logger: log.With("part", "api"),
 	})
-	if f.socket != "" {
+	// Under systemd socket activation (relayd-provision.socket) the socket
+	// is already open and handed over; otherwise relayd creates it.
+	if ln := activatedListener(log); ln != nil {
+		log.Info("provisioning API listening", "socket", "systemd-activated")
+		go api.Serve(ctx, ln)
+	} else if f.socket != "" {
 		if err := os.MkdirAll(filepath.Dir(f.socket), 0o755); err != nil {
 			log.Error("provisioning socket not available", "path", f.socket, "err", err)
 		} else if ln, err := provision.ListenUnix(ctx, f.socket, 0o660, f.adminGID); err != nil {
@@ -56,6 +64,22 @@ func serveAPI(ctx context.Context, f apiFlags, store *provision.Store, d *daemon
 		log.Info("provisioning API listening", "address", ln.Addr().String(), "token_file", filepath.Join(f.stateDir, provision.TokenFile))
 		go api.Serve(ctx, ln)
 	}
+}
+
+// activatedListener returns the provisioning socket passed by systemd, if
+// any (the first listener; its name does not matter).
+func activatedListener(log *slog.Logger) net.Listener {
+	lns, err := activation.Listeners()
+	if err != nil {
+		log.Error("systemd socket activation", "err", err)
+		return nil
+	}
+	for _, ln := range lns {
+		if ln != nil {
+			return ln
+		}
+	}
+	return nil
 }
 
 // loadConfig reads the configuration through the store; if the file is

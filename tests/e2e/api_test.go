@@ -4,12 +4,17 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/jnrelay/jnrelay/provision"
+	"github.com/jnrelay/jnrelay/relayd/config"
 	"github.com/jnrelay/jnrelay/tests/harness"
 )
 
@@ -108,5 +113,78 @@ func TestProvisioningAPI(t *testing.T) {
 	lines, err := api.Logs(ctx, 20)
 	if err != nil || len(lines) == 0 {
 		t.Fatalf("logs: %v %d", err, len(lines))
+	}
+}
+
+// TestSocketActivationAndCLI starts relayd the way systemd does with
+// relayd-provision.socket (the listening socket handed over as fd 3 with
+// LISTEN_FDS/LISTEN_PID) and talks to it with relayd's own CLI.
+func TestSocketActivationAndCLI(t *testing.T) {
+	dir := t.TempDir()
+	sock := filepath.Join(dir, "activated.sock")
+	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: sock, Net: "unix"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	lnFile, err := ln.File()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln.SetUnlinkOnClose(false)
+	ln.Close() // the duplicate in lnFile keeps the socket listening
+	cfg := config.Default()
+	cfg.PublicAddress, cfg.ListenAddress = "127.0.0.1", "127.0.0.1"
+	cfg.Ports = config.PortRange{Min: 29200, Max: 29299}
+	cfg.STUN.Enabled = false
+	cfg.XMPP = []config.Service{{Name: "nowhere", Type: "component", Server: "127.0.0.1:9", Domain: "relay.localhost", Secret: "s"}}
+	doc, _ := json.Marshal(cfg)
+	cfgPath := filepath.Join(dir, "relayd.json")
+	if err := os.WriteFile(cfgPath, doc, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	// sh sets LISTEN_PID to its own PID and execs relayd, which keeps it.
+	cmd := exec.Command("sh", "-c", `LISTEN_PID=$$ LISTEN_FDS=1 exec "$0" -config "$1" -api-socket "" -state-dir "$2"`, relaydBin, cfgPath, dir)
+	cmd.ExtraFiles = []*os.File{lnFile}
+	var out strings.Builder
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { cmd.Process.Kill(); cmd.Wait() }()
+	lnFile.Close()
+
+	cli := func(args ...string) string {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		b, err := exec.CommandContext(ctx, relaydBin, append([]string{"-api-socket", sock}, args...)...).CombinedOutput()
+		if err != nil {
+			t.Fatalf("relayd %v: %v\n%s\nrelayd output:\n%s", args, err, b, out.String())
+		}
+		return string(b)
+	}
+	// The activated socket accepts before relayd is even ready: the
+	// kernel queues the connection until relayd serves it.
+	if st := cli("status"); !strings.Contains(st, `"name": "nowhere"`) || !strings.Contains(st, `"capacity": 25`) {
+		t.Fatalf("status: %s", st)
+	}
+	if got := cli("config", "get"); !strings.Contains(got, provision.Placeholder) || strings.Contains(got, `"secret": "s"`) {
+		t.Fatalf("config get: %s", got)
+	}
+	patched := filepath.Join(dir, "new.json")
+	cfg.Channel.MaxKbps = 777
+	doc, _ = json.Marshal(cfg)
+	os.WriteFile(patched, doc, 0o600)
+	cli("config", "set", patched)
+	saved, err := config.Load(cfgPath)
+	if err != nil || saved.Channel.MaxKbps != 777 {
+		t.Fatalf("after config set: %+v %v", saved.Channel, err)
+	}
+	if got := cli("channels"); strings.TrimSpace(got) != "null" && strings.TrimSpace(got) != "[]" {
+		t.Fatalf("channels: %s", got)
+	}
+	b, err := exec.Command(relaydBin, "-api-socket", sock, "channels", "kill", "nope").CombinedOutput()
+	if err == nil || !strings.Contains(string(b), "not_found") && !strings.Contains(string(b), "no such") {
+		t.Fatalf("kill of an unknown channel: %v %s", err, b)
 	}
 }
