@@ -19,17 +19,19 @@ const (
 	// maxSocketBuffer absorbs a video keyframe burst (≈ 100 datagrams of
 	// 1,200 bytes, ≈ 2 KiB of truesize each) on one port.
 	maxSocketBuffer = 256 << 10
-	// minSocketBuffer still queues ≈ 15–40 small audio datagrams, a few
-	// hundred milliseconds of one stream, while the relay is busy.
-	minSocketBuffer = 16 << 10
+	// minSocketBuffer queues ≈ 60–160 small audio datagrams: seconds of
+	// one ordinary stream, and ≈ 10 ms of a 10,000 packet/s hot flow while
+	// the relay is busy (the first benchmark lost packets of such a flow
+	// with 16 KiB).
+	minSocketBuffer = 64 << 10
 )
 
 // BufferSizeFor returns the receive (and send) buffer size to request with
 // SetBuffers for each of sockets sockets: maxSocketBuffer (256 KiB) while
 // the total stays within a 32 MiB budget (up to 128 sockets, 32 channels),
-// then budget/sockets, never below minSocketBuffer (16 KiB, reached at
-// 2,048 sockets). Past that the sum of limits grows again (40,000 sockets ×
-// 16 KiB = 625 MiB requested), but those are limits, not allocations: memory
+// then budget/sockets, never below minSocketBuffer (64 KiB, reached at
+// 512 sockets). Past that the sum of limits grows again (40,000 sockets ×
+// 64 KiB = 2.4 GiB requested), but those are limits, not allocations: memory
 // is charged only for queued datagrams, and net.ipv4.udp_mem caps all UDP
 // sockets together, so the floor only says how much one port may queue.
 func BufferSizeFor(sockets int) int {

@@ -173,9 +173,9 @@ func TestBufferSizeFor(t *testing.T) {
 		{1, 256 << 10},
 		{128, 256 << 10},
 		{256, 128 << 10},
-		{1024, 32 << 10},
-		{2048, 16 << 10},
-		{40000, 16 << 10},
+		{512, 64 << 10},
+		{1024, 64 << 10},
+		{40000, 64 << 10},
 	} {
 		if got := BufferSizeFor(tc.sockets); got != tc.want {
 			t.Errorf("BufferSizeFor(%d) = %d, want %d", tc.sockets, got, tc.want)
