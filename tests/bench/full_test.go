@@ -20,6 +20,7 @@ var (
 )
 
 const (
+	maxTries      = 5   // measurements of a step disturbed by other processes
 	fixedChannels = 250 // 25,000 relayed packets/s: clean for every contender
 	fixedDuration = 10 * time.Second
 	rssDuration   = 3 * time.Second
@@ -133,7 +134,7 @@ func (r *fullRun) measure(f *figures, label string, s spec) (*step, bool) {
 		// Other work on the machine (this is a shared 2-core box: builds,
 		// other tests) steals the relay's core and ruins p99: measure
 		// again after a pause, keep the last try either way.
-		if !st.disturbed() || attempt == 3 || !r.inBudget() || r.ctx.Err() != nil {
+		if !st.disturbed() || attempt == maxTries || !r.inBudget() || r.ctx.Err() != nil {
 			break
 		}
 		r.t.Logf("%s %s: %d ch disturbed by other processes (%.2f s of CPU); measuring again", f.c.name, label, s.channels, st.foreignSec)
@@ -311,7 +312,7 @@ func (r *fullRun) table(took time.Duration) string {
 	fmt.Fprintf(&b, "Run %s on %s (%d cores, kernel %s), %s, took %s.\n",
 		time.Now().UTC().Format("2006-01-02 15:04 MST"), cpuModel(), runtime.NumCPU(), kernelRelease(), runtime.Version(), took.Round(time.Second))
 	fmt.Fprintf(&b, "Relay on core %s, generators on core %s; steps of %v; 50 packets/s per flow each way on the RTP leg.\n", relayCore, genCore, *flagStep)
-	fmt.Fprintf(&b, "Steps disturbed by other processes (> 5%% of a core) even after three tries, kept and marked below: %d.\n\n", r.disturbed)
+	fmt.Fprintf(&b, "Steps disturbed by other processes (> 5%% of a core) even after %d tries, kept and marked below: %d.\n\n", maxTries, r.disturbed)
 	head := "| figure |"
 	sep := "|---|"
 	for _, f := range r.figs {
