@@ -14,28 +14,7 @@ DEFAULT_PORTS=(5222 5269 5280 5347 5443)
 
 log() { echo "deps.sh: $*"; }
 
-if [ "$(id -u)" -ne 0 ]; then
-  echo "deps.sh: must run as root" >&2
-  exit 1
-fi
-
-missing=()
-for p in "${PKGS[@]}"; do
-  status=$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true)
-  if [ "$status" = "install ok installed" ]; then
-    log "$p already installed ($(dpkg-query -W -f='${Version}' "$p"))"
-  else
-    missing+=("$p")
-  fi
-done
-
-if [ ${#missing[@]} -gt 0 ]; then
-  log "installing: ${missing[*]}"
-  apt-get update
-  DEBIAN_FRONTEND=noninteractive apt-get install -y "${missing[@]}"
-else
-  log "all packages present, skipping apt"
-fi
+bash "$(dirname "$0")/apt-install.sh" "${PKGS[@]}"
 
 # pids of prosody/ejabberd processes listening on a default XMPP port (system daemons;
 # the test harness always uses private, randomly chosen ports).

@@ -17,28 +17,7 @@ PKGS=(gcc util-linux iproute2 rtpengine-daemon coturn)
 
 log() { echo "bench/deps.sh: $*"; }
 
-if [ "$(id -u)" -ne 0 ]; then
-  echo "bench/deps.sh: must run as root" >&2
-  exit 1
-fi
-
-missing=()
-for p in "${PKGS[@]}"; do
-  status=$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true)
-  if [ "$status" = "install ok installed" ]; then
-    log "$p already installed ($(dpkg-query -W -f='${Version}' "$p"))"
-  else
-    missing+=("$p")
-  fi
-done
-
-if [ ${#missing[@]} -gt 0 ]; then
-  log "installing: ${missing[*]}"
-  apt-get update
-  DEBIAN_FRONTEND=noninteractive apt-get install -y "${missing[@]}"
-else
-  log "all packages present, skipping apt"
-fi
+bash "$(dirname "$0")/../apt-install.sh" "${PKGS[@]}"
 
 # System daemons the packages may have started: stop them through their service
 # scripts when possible, then by PID (only processes of exactly these programs
