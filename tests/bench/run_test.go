@@ -106,32 +106,14 @@ func (p *proc) line(prefix string, timeout time.Duration) (string, error) {
 }
 
 // stop sends SIGTERM and returns the rest of stdout; after timeout it
-// kills the process.
+// kills the process. Exiting 0 or dying of the SIGTERM itself
+// (turnserver installs no handler) are both a clean stop.
 func (p *proc) stop(timeout time.Duration) ([]string, error) {
 	_ = p.cmd.Process.Signal(syscall.SIGTERM)
-	var rest []string
-	tm := time.NewTimer(timeout)
-	defer tm.Stop()
-	for {
-		select {
-		case l, ok := <-p.lines:
-			if !ok {
-				<-p.done
-				// Exiting 0 or dying of the SIGTERM itself (turnserver
-				// installs no handler) are both a clean stop.
-				var ee *exec.ExitError
-				if p.err != nil && !(errors.As(p.err, &ee) && termed(ee)) {
-					return rest, fmt.Errorf("%s: %v; stderr: %s", p.name, p.err, p.stderr)
-				}
-				return rest, nil
-			}
-			rest = append(rest, l)
-		case <-tm.C:
-			_ = p.cmd.Process.Kill()
-			<-p.done
-			return rest, fmt.Errorf("%s did not stop within %v after SIGTERM", p.name, timeout)
-		}
-	}
+	return p.drain(timeout, "stop within %v after SIGTERM", func(err error) bool {
+		var ee *exec.ExitError
+		return err == nil || errors.As(err, &ee) && termed(ee)
+	})
 }
 
 func termed(ee *exec.ExitError) bool {
@@ -141,6 +123,12 @@ func termed(ee *exec.ExitError) bool {
 
 // wait waits for the process to exit on its own.
 func (p *proc) wait(timeout time.Duration) ([]string, error) {
+	return p.drain(timeout, "finish within %v", func(err error) bool { return err == nil })
+}
+
+// drain collects stdout until the process exits (clean says whether its
+// exit error is acceptable) or timeout passes, when it is killed.
+func (p *proc) drain(timeout time.Duration, late string, clean func(error) bool) ([]string, error) {
 	var out []string
 	tm := time.NewTimer(timeout)
 	defer tm.Stop()
@@ -149,7 +137,7 @@ func (p *proc) wait(timeout time.Duration) ([]string, error) {
 		case l, ok := <-p.lines:
 			if !ok {
 				<-p.done
-				if p.err != nil {
+				if !clean(p.err) {
 					return out, fmt.Errorf("%s: %v; stderr: %s", p.name, p.err, p.stderr)
 				}
 				return out, nil
@@ -158,7 +146,7 @@ func (p *proc) wait(timeout time.Duration) ([]string, error) {
 		case <-tm.C:
 			_ = p.cmd.Process.Kill()
 			<-p.done
-			return out, fmt.Errorf("%s did not finish within %v", p.name, timeout)
+			return out, fmt.Errorf("%s did not "+late, p.name, timeout)
 		}
 	}
 }
