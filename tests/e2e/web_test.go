@@ -24,7 +24,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chromedp/cdproto/cdp"
+	"github.com/chromedp/cdproto/fetch"
 	cdplog "github.com/chromedp/cdproto/log"
+	"github.com/chromedp/cdproto/network"
 	"github.com/chromedp/cdproto/page"
 	cdpruntime "github.com/chromedp/cdproto/runtime"
 	"github.com/chromedp/chromedp"
@@ -91,10 +94,21 @@ func TestWebPage(t *testing.T) {
 
 	b.run("sign in with a wrong token", chromedp.SetValue("#token", "not-the-token", chromedp.ByQuery), chromedp.Click("#login-form button", chromedp.ByQuery))
 	b.waitFor("the refusal", `document.getElementById('token-err').textContent.includes('refused this token')`)
+	// The first three reads of the settings fail in the network (as
+	// when a phone changes networks): the page tries twice more, says so,
+	// and loads them once the relay answers its status poll again.
+	failed := b.failRequests("*/v1/config", 3)
 	b.run("sign in", chromedp.SetValue("#token", token, chromedp.ByQuery), chromedp.Click("#login-form button", chromedp.ByQuery))
 	b.waitFor("the session online in the status view", `[...document.querySelectorAll('#sessions li')].some(li =>
 		li.querySelector('.name').textContent === `+jsString(srv.Kind)+` && li.querySelector('.state').textContent === 'online')`)
+	b.waitFor("the load error", `document.getElementById('form-msg').textContent.includes('Trying again while the relay answers')`)
 	b.waitFor("the setup form", `document.getElementById('ports-min').value === '40000' && document.getElementById('svc-domain').value === `+jsString(srv.ComponentDomain))
+	if n := failed(); n != 3 {
+		t.Errorf("%d reads of the settings failed, want 3", n)
+	}
+	if !b.eval(`document.getElementById('form-msg').hidden`) {
+		t.Error("the load error is still shown after the settings loaded")
+	}
 	if !b.eval(`sessionStorage.getItem('jnrelay-token') === ` + jsString(token)) {
 		t.Error("the token is not kept in sessionStorage")
 	}
@@ -373,6 +387,13 @@ func startBrowser(ctx context.Context, t *testing.T, bin, ns, artifacts string) 
 			if ev.Type == cdpruntime.APITypeError || ev.Type == cdpruntime.APITypeWarning {
 				msg = "console." + ev.Type.String()
 			}
+		case *network.EventRequestWillBeSent:
+			fmt.Fprintf(b.logs, "chromium: request %s %s %s\n", ev.RequestID, ev.Request.Method, ev.Request.URL)
+		case *network.EventLoadingFailed:
+			// Printed with Chromium's output if the test fails: the
+			// reason a fetch failed in the network (the page retries a
+			// failed GET, so this alone is no error).
+			fmt.Fprintf(b.logs, "chromium: request %s failed: %s (canceled %v, blocked %q)\n", ev.RequestID, ev.ErrorText, ev.Canceled, ev.BlockedReason)
 		case *cdplog.EventEntryAdded:
 			// Network errors are the API's 4xx answers the test provokes.
 			if ev.Entry.Level == cdplog.LevelError && ev.Entry.Source != cdplog.SourceNetwork {
@@ -543,6 +564,46 @@ func (b *browser) fail(msg string) {
 	defer cancel()
 	_ = chromedp.Run(ctx, chromedp.Evaluate(`document.body.innerText`, &state))
 	b.t.Fatalf("%s\npage text:\n%s", msg, state)
+}
+
+// failRequests makes Chromium fail the first n requests matching pattern
+// (a Fetch-domain URL pattern) as a reset connection and pass everything
+// else; the returned function reports how many it failed.
+func (b *browser) failRequests(pattern string, n int) func() int {
+	b.t.Helper()
+	var mu sync.Mutex
+	count := 0
+	chromedp.ListenTarget(b.ctx, func(ev any) {
+		paused, ok := ev.(*fetch.EventRequestPaused)
+		if !ok {
+			return
+		}
+		mu.Lock()
+		fail := count < n
+		if fail {
+			count++
+		}
+		mu.Unlock()
+		// A listener must not block the event loop: answer from a goroutine.
+		go func() {
+			ctx := cdp.WithExecutor(b.ctx, chromedp.FromContext(b.ctx).Target)
+			var err error
+			if fail {
+				err = fetch.FailRequest(paused.RequestID, network.ErrorReasonConnectionReset).Do(ctx)
+			} else {
+				err = fetch.ContinueRequest(paused.RequestID).Do(ctx)
+			}
+			if err != nil && b.ctx.Err() == nil {
+				fmt.Fprintf(b.logs, "chromedp: answer paused request %s: %v\n", paused.RequestID, err)
+			}
+		}()
+	})
+	b.run("intercept "+pattern, fetch.Enable().WithPatterns([]*fetch.RequestPattern{{URLPattern: pattern}}))
+	return func() int {
+		mu.Lock()
+		defer mu.Unlock()
+		return count
+	}
 }
 
 // checkConsole fails the test if the page threw or logged an error (a

@@ -83,13 +83,21 @@ func NewLAN(t testing.TB, prefix string, hosts ...string) *LAN {
 	hub := l.ns[hosts[0]]
 	steps := [][]string{
 		{"-n", hub, "link", "add", bridgeIf, "type", "bridge", "stp_state", "0", "forward_delay", "0"},
+		{"-n", hub, "link", "set", bridgeIf, "addrgenmode", "none"},
 		{"-n", hub, "addr", "add", l.addrs[hosts[0]].String() + "/24", "dev", bridgeIf},
 		{"-n", hub, "link", "set", bridgeIf, "up"},
 	}
+	// No IPv6 link-local addresses: the kernel would add them when a
+	// carrier comes up and finish their duplicate-address detection
+	// about a second later, address events that arrive after NewLAN
+	// returned. Chromium drops its connections on such an event
+	// (ERR_NETWORK_CHANGED); the tests address everything over IPv4.
 	for i, h := range hosts[1:] {
 		port := "v" + strconv.Itoa(i+1)
 		steps = append(steps,
 			[]string{"-n", hub, "link", "add", port, "type", "veth", "peer", "name", hostIf, "netns", l.ns[h]},
+			[]string{"-n", hub, "link", "set", port, "addrgenmode", "none"},
+			[]string{"-n", l.ns[h], "link", "set", hostIf, "addrgenmode", "none"},
 			[]string{"-n", hub, "link", "set", port, "master", bridgeIf, "up"},
 			[]string{"-n", l.ns[h], "addr", "add", l.addrs[h].String() + "/24", "dev", hostIf},
 			[]string{"-n", l.ns[h], "link", "set", hostIf, "up"},

@@ -6,12 +6,13 @@
 (function () {
   const TOKEN_KEY = 'jnrelay-token';
   const POLL_MS = 2000;
+  const NET_RETRIES_MS = [250, 1000]; // pauses before a failed GET is tried again
   const PLACEHOLDER = '********'; // a redacted secret; sent back, it keeps the secret
   const $ = (id) => document.getElementById(id);
 
   let token = sessionStorage.getItem(TOKEN_KEY) || '';
   let pollTimer = 0, inFlight = false, again = false;
-  let cfg = null, etag = '', svcIndex = 0;
+  let cfg = null, etag = '', svcIndex = 0, configLoading = false;
   const rows = new Map(); // channel id -> <li>
 
   class APIError extends Error {
@@ -26,11 +27,19 @@
     const opts = { method, cache: 'no-store', credentials: 'omit',
       headers: Object.assign({ Authorization: 'Bearer ' + token }, headers || {}) };
     if (body !== undefined) opts.body = JSON.stringify(body);
+    // A read that fails in the network (the phone changed networks, the
+    // browser dropped its connections on an address change) is tried
+    // again a few times; a write is never repeated behind the user's back.
+    const tries = method === 'GET' ? NET_RETRIES_MS.length + 1 : 1;
     let res;
-    try {
-      res = await fetch(path, opts);
-    } catch (e) {
-      throw new APIError(0, { message: 'the relay cannot be reached' });
+    for (let i = 0; ; i++) {
+      try {
+        res = await fetch(path, opts);
+        break;
+      } catch (e) {
+        if (i + 1 >= tries) throw new APIError(0, { message: 'the relay cannot be reached' });
+        await new Promise((r) => setTimeout(r, NET_RETRIES_MS[i]));
+      }
     }
     let doc = null;
     if (res.status !== 204) {
@@ -132,6 +141,9 @@
       renderStatus(st.doc || {});
       renderChannels(ch.doc || []);
       setLive('Live · ' + new Date().toLocaleTimeString('en-GB'));
+      // The settings could not be loaded before: the relay answers
+      // again, so load them now.
+      if (cfg === null && !configLoading) loadConfig().catch(configError);
     } catch (e) {
       if (e.status !== 401) setLive('Cannot update: ' + e.message + ' (retrying)', true);
     } finally {
@@ -233,14 +245,22 @@
   const identity = (s) => (s.type === 'client' ? s.jid : s.domain) || '';
 
   async function loadConfig() {
-    const r = await api('GET', '/v1/config');
-    cfg = r.doc;
-    etag = r.etag;
+    configLoading = true;
+    try {
+      const r = await api('GET', '/v1/config');
+      cfg = r.doc;
+      etag = r.etag;
+    } finally {
+      configLoading = false;
+    }
     fillForm();
+    if ($('form-msg').dataset.kind === 'load') $('form-msg').hidden = true;
   }
 
   function configError(e) {
-    if (e.status !== 401) showMsg('bad', 'Could not load the settings: ' + e.message + '.');
+    if (e.status === 401) return;
+    showMsg('bad', 'Could not load the settings: ' + e.message + (cfg === null ? '. Trying again while the relay answers.' : '.'));
+    $('form-msg').dataset.kind = 'load'; // cleared once they load
   }
 
   function fillForm() {
@@ -383,6 +403,7 @@
   function showMsg(kind, text, extra) {
     const box = $('form-msg');
     box.className = 'msg ' + kind;
+    box.dataset.kind = '';
     box.textContent = text;
     if (extra && extra.length) {
       const ul = el('ul');
