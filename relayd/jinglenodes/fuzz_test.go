@@ -50,7 +50,8 @@ func FuzzHandleIQ(f *testing.F) {
 			t.Fatal(err)
 		}
 		id, typ := attrValue(start.Attr, "id"), attrValue(start.Attr, "type")
-		mustAnswer := start.Name.Local == "iq" && id != "" && (typ == "get" || typ == "set")
+		_, dup := duplicateAttr(start.Attr) // not well-formed: nobody to answer
+		mustAnswer := start.Name.Local == "iq" && id != "" && (typ == "get" || typ == "set") && !dup
 		if !mustAnswer {
 			if out.Len() != 0 && start.Name.Local != "iq" {
 				t.Fatalf("answered a non-IQ: %s", out.String())

@@ -83,6 +83,11 @@ func (m *Malformed) Error() string { return "malformed request: " + m.Reason }
 // classifies it. Unknown payloads are not an error (they get
 // service-unavailable); structurally broken requests return *Malformed.
 func ParseRequest(start xml.StartElement, r xml.TokenReader) (Request, error) {
+	if name, ok := duplicateAttr(start.Attr); ok {
+		// Not well-formed XML (a server never forwards it): with two ids
+		// or two senders there is no one to address an answer to.
+		return Request{}, &Malformed{Reason: fmt.Sprintf("attribute %q given twice", name)}
+	}
 	iq, err := stanza.NewIQ(start)
 	if err != nil {
 		// A JID or attribute that does not parse: keep what we can for the
@@ -232,4 +237,20 @@ func attrValue(attrs []xml.Attr, local string) string {
 		}
 	}
 	return ""
+}
+
+// duplicateAttr reports an attribute name that occurs twice (XML 1.0's
+// "Unique Att Spec"), which encoding/xml does not check.
+func duplicateAttr(attrs []xml.Attr) (string, bool) {
+	for i, a := range attrs {
+		for _, b := range attrs[:i] {
+			if a.Name == b.Name {
+				if a.Name.Space != "" {
+					return a.Name.Space + ":" + a.Name.Local, true
+				}
+				return a.Name.Local, true
+			}
+		}
+	}
+	return "", false
 }

@@ -276,6 +276,8 @@ func TestResponsesAndNonIQsAreNotAnswered(t *testing.T) {
 		`<message ` + client + `><body>hi</body></message>`,
 		`<presence ` + client + `/>`,
 		`<iq type='get' ` + client + `><ping xmlns='urn:xmpp:ping'/></iq>`, // no id: nothing to answer to
+		// Two ids (not well-formed XML): no single id to answer to.
+		`<iq type='get' id='a' id='b' ` + client + `><channel xmlns='http://jabber.org/protocol/jinglenodes#channel'/></iq>`,
 	} {
 		if _, raw := handle(t, h, s); raw != "" {
 			t.Errorf("%s answered with %s", s, raw)
