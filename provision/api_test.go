@@ -191,7 +191,7 @@ func TestPutValidationNamesTheField(t *testing.T) {
 		fields          []string
 	}{
 		{"out of range", `{"ports": {"min": 80, "max": 40999}, "xmpp": [{"type": "component", "server": "h:1", "domain": "d.example", "secret": "s"}]}`, CodeInvalidConfig, []string{"ports.min"}},
-		{"several", `{"channel": {"expire_seconds": 0}, "log": {"level": "loud"}, "xmpp": []}`, CodeInvalidConfig, []string{"channel.expire_seconds", "log.level", "xmpp"}},
+		{"several", `{"channel": {"expire_seconds": 0}, "log": {"level": "loud"}, "xmpp": [{"type": "bosh"}]}`, CodeInvalidConfig, []string{"channel.expire_seconds", "log.level", "xmpp[0].type"}},
 		{"unknown key", `{"expire": 60, "xmpp": [{"type": "component", "server": "h:1", "domain": "d.example", "secret": "s", "secrett": "x"}]}`, CodeInvalidConfig, []string{"expire", "xmpp[0].secrett"}},
 		{"wrong type", `{"channel": {"expire_seconds": "60"}, "ports": {"min": 40000.5}, "stun": {"enabled": 1}, "xmpp": {}}`, CodeInvalidConfig, []string{"channel.expire_seconds", "ports.min", "stun.enabled", "xmpp"}},
 		{"integer overflow", `{"ports": {"min": 99999999999999999999}}`, CodeInvalidConfig, []string{"ports.min"}},

@@ -34,11 +34,11 @@ func TestStoreLoadETag(t *testing.T) {
 		t.Fatalf("etag %s, want %s (quoted hex SHA-256)", etag, want)
 	}
 
-	if err := os.WriteFile(path, []byte(`{"xmpp": []}`), 0o600); err != nil {
+	if err := os.WriteFile(path, []byte(`{"xmpp": [{"type": "carrier-pigeon"}]}`), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	_, etag, err = NewStore(path).Load()
-	if !errors.Is(err, ErrInvalidFile) || etag != ETag([]byte(`{"xmpp": []}`)) {
+	if !errors.Is(err, ErrInvalidFile) || etag != ETag([]byte(`{"xmpp": [{"type": "carrier-pigeon"}]}`)) {
 		t.Fatalf("invalid file: etag %q err %v", etag, err)
 	}
 	_, _, err = NewStore(path + ".missing").Load()

@@ -18,10 +18,11 @@ import (
 
 // apiFlags are where the provisioning API listens.
 type apiFlags struct {
-	socket   string // unix socket; "" = none
-	tcp      string // optional host:port with bearer token
-	adminGID int    // group allowed to read (and its members' uid 0 to write)
-	stateDir string // api-token lives here
+	socket     string // unix socket; "" = none
+	tcp        string // optional host:port with bearer token
+	adminGID   int    // group allowed to read (and its members' uid 0 to write)
+	adminGroup string // the same group by name (resolved at start)
+	stateDir   string // api-token lives here
 }
 
 // provisionDaemon adapts the daemon to what the API expects.

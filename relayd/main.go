@@ -13,6 +13,8 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"os/user"
+	"strconv"
 	"syscall"
 	"time"
 
@@ -20,6 +22,7 @@ import (
 	"github.com/jnrelay/jnrelay/relayd/config"
 	"github.com/jnrelay/jnrelay/relayd/daemon"
 	"github.com/jnrelay/jnrelay/relayd/metrics"
+	"github.com/jnrelay/jnrelay/relayd/supervise"
 )
 
 // version is stamped at build time (-ldflags "-X main.version=...").
@@ -40,6 +43,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&api.socket, "api-socket", "/run/jnrelay/api.sock", "provisioning API unix `socket` (\"\" = none)")
 	fs.StringVar(&api.tcp, "api-tcp", "", "also serve the provisioning API on `host:port` (bearer token in the state directory)")
 	fs.IntVar(&api.adminGID, "api-admin-gid", -1, "`gid` whose members may read the API (root may write)")
+	fs.StringVar(&api.adminGroup, "api-admin-group", "", "group `name` whose members may read the API (instead of -api-admin-gid)")
 	fs.StringVar(&api.stateDir, "state-dir", "/var/lib/jnrelay", "state `directory` (API token)")
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "usage: relayd [flags]              run the relay\n       relayd [flags] COMMAND ...    talk to a running relay (status, config, channels, logs, token)\n\n")
@@ -72,9 +76,17 @@ func run(args []string, stdout, stderr io.Writer) int {
 	// Recent logs are also kept in RAM for the API (never on flash).
 	logs := daemon.NewLogRing(500)
 	log := newLogger(cfg.Log, io.MultiWriter(stderr, logs))
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-	defer stop()
-	if err := serve(ctx, cfg, store, api, logs, log); err != nil {
+	if api.adminGroup != "" {
+		gid, err := lookupGroup(api.adminGroup)
+		if err != nil {
+			// Not fatal: the relay still serves calls and root can still
+			// use the API; only the read-only group is missing.
+			log.Error("api admin group unknown; only root may use the provisioning API", "group", api.adminGroup, "err", err)
+		} else {
+			api.adminGID = gid
+		}
+	}
+	if err := serve(context.Background(), cfg, store, api, logs, log); err != nil {
 		log.Error("relayd stopped", "err", err)
 		return 1
 	}
@@ -91,9 +103,28 @@ func newLogger(c config.Log, w io.Writer) *slog.Logger {
 	return slog.New(slog.NewTextHandler(w, opts))
 }
 
-// serve runs the relay until ctx is cancelled; SIGHUP reloads the
-// configuration file and applies it live, as the provisioning API does.
+// serve runs the relay until it is told to stop, telling systemd how it
+// does (see package supervise). Signals:
+//   - SIGTERM (systemctl stop): drain — no new channels, live calls go on
+//     for up to channel.drain_seconds — then exit; a second SIGTERM or a
+//     SIGINT ends the wait at once.
+//   - SIGINT (Ctrl-C): stop at once (live channels end with killed events).
+//   - SIGHUP: reload the configuration file and apply it live, as the
+//     provisioning API does.
+//   - SIGUSR2, only with RELAYD_TEST_WEDGE=1 in the environment: hang the
+//     data plane, to test the watchdog.
+//
+// ctx ending stops relayd at once too (for tests).
 func serve(ctx context.Context, cfg config.Config, store *provision.Store, api apiFlags, logs *daemon.LogRing, log *slog.Logger) error {
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
+	defer signal.Stop(sigs)
+	if os.Getenv("RELAYD_TEST_WEDGE") == "1" {
+		log.Warn("RELAYD_TEST_WEDGE=1: SIGUSR2 will hang the data plane (a watchdog test switch, never for production)")
+		signal.Notify(sigs, syscall.SIGUSR2)
+	}
+	sd := supervise.New(log.With("part", "systemd"))
+
 	d, err := daemon.New(ctx, cfg, log, version)
 	if err != nil {
 		return err
@@ -109,24 +140,91 @@ func serve(ctx context.Context, cfg config.Config, store *provision.Store, api a
 		}
 		defer stop()
 	}
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	defer signal.Stop(hup)
+	// The data plane is listening and the configuration valid.
+	sd.Ready(d.StatusLine())
+
+	// The watchdog is pinged from this loop, after the data plane answered
+	// a probe: a stuck data plane or a stuck loop both stop the pings.
+	var check <-chan time.Time
+	if iv := sd.CheckInterval(); iv > 0 {
+		t := time.NewTicker(iv)
+		defer t.Stop()
+		check = t.C
+		log.Info("systemd watchdog on", "check_every", iv.String())
+	}
+	statusTick := time.NewTicker(statusEvery)
+	defer statusTick.Stop()
+
+	var drained chan int // set while draining
+	drainCtx, stopDrain := context.WithCancel(ctx)
+	defer stopDrain()
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
-		case <-hup:
-			next, err := config.Load(store.Path())
-			if err != nil {
-				log.Error("reload refused: the configuration file is invalid; keeping the running one", "err", err)
-				continue
+		case left := <-drained:
+			if left > 0 {
+				log.Info("ending the calls left after the drain", "channels", left)
 			}
-			if err := d.Apply(ctx, next); err != nil {
-				log.Error("reload failed; the previous configuration is back in force", "err", err)
+			return nil
+		case <-check:
+			_ = sd.Check(ctx, d.Check)
+		case <-statusTick.C:
+			sd.Status(d.StatusLine())
+		case sig := <-sigs:
+			switch sig {
+			case syscall.SIGINT:
+				log.Info("SIGINT: stopping now")
+				return nil
+			case syscall.SIGTERM:
+				if drained != nil {
+					log.Info("second SIGTERM: stopping now")
+					stopDrain()
+					continue
+				}
+				grace := d.Config().Channel.Drain()
+				drained = make(chan int, 1)
+				go func() { drained <- d.Drain(drainCtx, grace) }()
+				sd.Stopping(d.StatusLine())
+			case syscall.SIGHUP:
+				sd.Reloading()
+				reload(ctx, d, store, log)
+				sd.Reloaded()
+				sd.Status(d.StatusLine())
+			case syscall.SIGUSR2:
+				d.WedgeDataPlane()
 			}
 		}
 	}
+}
+
+// statusEvery is how often systemd's STATUS= line is refreshed (sent only
+// when it changed).
+const statusEvery = 5 * time.Second
+
+// reload applies the configuration file (SIGHUP); a bad file or a failed
+// apply leaves the running configuration in force.
+func reload(ctx context.Context, d *daemon.Daemon, store *provision.Store, log *slog.Logger) {
+	next, err := config.Load(store.Path())
+	if err != nil {
+		log.Error("reload refused: the configuration file is invalid; keeping the running one", "err", err)
+		return
+	}
+	if err := d.Apply(ctx, next); err != nil {
+		log.Error("reload failed; the previous configuration is back in force", "err", err)
+	}
+}
+
+// lookupGroup returns the gid of a group name (or a numeric gid).
+func lookupGroup(name string) (int, error) {
+	if gid, err := strconv.Atoi(name); err == nil {
+		return gid, nil
+	}
+	g, err := user.LookupGroup(name)
+	if err != nil {
+		return -1, err
+	}
+	return strconv.Atoi(g.Gid)
 }
 
 // serveMetrics serves /metrics (and nothing else: client_golang registers

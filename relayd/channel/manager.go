@@ -65,11 +65,15 @@ type Manager struct {
 	next    atomic.Uint32 // round-robin worker choice
 	stop    atomic.Bool
 	stopped sync.Once
+	closing chan struct{} // closed when the workers stop; releases a wedged worker
+	wedged  atomic.Bool   // test hook: workers hang (see Wedge)
+	checkMu sync.Mutex    // one Check at a time
 
 	mu       sync.Mutex
 	channels map[string]*Channel
 	ended    Stats // counters of channels that already ended
 	closed   bool
+	draining bool
 }
 
 // New validates cfg and returns a Manager with no channels.
@@ -93,7 +97,7 @@ func New(cfg Config) (*Manager, error) {
 	if cfg.Workers <= 0 {
 		cfg.Workers = runtime.GOMAXPROCS(0)
 	}
-	m := &Manager{cfg: cfg, pool: pool, log: cfg.Logger, channels: make(map[string]*Channel),
+	m := &Manager{cfg: cfg, pool: pool, log: cfg.Logger, channels: make(map[string]*Channel), closing: make(chan struct{}),
 		ports: newPortTable(pool.first, pool.first+pool.size()*portsPerChannel-1), bufSize: kernel.BufferSizeFor(pool.size() * portsPerChannel)}
 	checkFileLimit(pool.size()*portsPerChannel, m.log)
 	for range cfg.Workers {
@@ -112,6 +116,7 @@ func New(cfg Config) (*Manager, error) {
 func (m *Manager) stopWorkers() {
 	m.stopped.Do(func() {
 		m.stop.Store(true)
+		close(m.closing)
 		for _, w := range m.workers {
 			w.poller.Wake()
 		}
@@ -183,15 +188,19 @@ func (m *Manager) Reconfigure(s Settings) error {
 }
 
 // Allocate opens a new channel on four free ports. It fails with
-// ErrPoolExhausted when no block is free (or none can be bound).
+// ErrPoolExhausted when no block is free (or none can be bound), and with
+// ErrDraining after Drain.
 func (m *Manager) Allocate() (Info, error) {
 	id, err := newID()
 	if err != nil {
 		return Info{}, err
 	}
 	m.mu.Lock()
-	pool, cfg := m.pool, m.cfg
+	pool, cfg, draining := m.pool, m.cfg, m.draining
 	m.mu.Unlock()
+	if draining {
+		return Info{}, ErrDraining
+	}
 	info := Info{ID: id, Expire: cfg.Expire, MaxKbps: cfg.MaxKbps}
 	// Ports held by other programs are skipped; the pool keeps them free so
 	// they are tried again later.
@@ -226,6 +235,9 @@ func (m *Manager) Allocate() (Info, error) {
 		m.mu.Lock()
 		if err == nil && m.closed {
 			err = errors.New("data plane is shut down")
+		}
+		if err == nil && m.draining {
+			err = ErrDraining // Drain came while the ports were opened
 		}
 		if err != nil {
 			m.mu.Unlock()

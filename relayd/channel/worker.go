@@ -28,6 +28,9 @@ type worker struct {
 	events []kernel.Event
 	done   chan struct{}
 	log    *slog.Logger
+
+	probe atomic.Bool   // Check is waiting for this worker
+	pong  chan struct{} // the worker's answer to a probe (capacity 1)
 }
 
 func newWorker(m *Manager) (*worker, error) {
@@ -40,6 +43,7 @@ func newWorker(m *Manager) (*worker, error) {
 		b:      batches{recv: kernel.NewRecvBatch(batchSize, MaxDatagram+1), send: kernel.NewSendBatch(batchSize)},
 		events: make([]kernel.Event, 128),
 		done:   make(chan struct{}),
+		pong:   make(chan struct{}, 1),
 	}, nil
 }
 
@@ -70,6 +74,17 @@ func (w *worker) run(stop *atomic.Bool) {
 			if ev.Token == kernel.WakeToken {
 				if stop.Load() {
 					return
+				}
+				if w.m.wedged.Load() {
+					w.log.Error("data plane worker wedged on request (test hook)")
+					<-w.m.closing
+					return
+				}
+				if w.probe.CompareAndSwap(true, false) {
+					select {
+					case w.pong <- struct{}{}:
+					default:
+					}
 				}
 				continue
 			}

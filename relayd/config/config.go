@@ -53,6 +53,9 @@ type Channel struct {
 	ExpireSeconds     int `json:"expire_seconds"`
 	LatchGraceSeconds int `json:"latch_grace_seconds"`
 	MaxKbps           int `json:"max_kbps"`
+	// DrainSeconds is how long live calls may go on after SIGTERM (no
+	// new channels are taken meanwhile) before relayd exits.
+	DrainSeconds int `json:"drain_seconds"`
 }
 
 // Service is one XMPP service the relay registers with.
@@ -155,7 +158,7 @@ func Default() Config {
 	return Config{
 		ListenAddress: "0.0.0.0",
 		Ports:         PortRange{Min: 40000, Max: 40999},
-		Channel:       Channel{ExpireSeconds: 60, LatchGraceSeconds: 5},
+		Channel:       Channel{ExpireSeconds: 60, LatchGraceSeconds: 5, DrainSeconds: 30},
 		Tracker:       Tracker{RefreshSeconds: 600},
 		STUN:          STUN{Enabled: true, Port: 3478, Classic: true},
 		TURN:          TURN{Port: 3478, Transport: "udp", TTLSeconds: 86400},
@@ -270,6 +273,9 @@ func (c *Config) Validate() error {
 	if c.Channel.LatchGraceSeconds < 0 || c.Channel.LatchGraceSeconds > 600 {
 		bad("channel.latch_grace_seconds", "%d is outside 0-600", c.Channel.LatchGraceSeconds)
 	}
+	if c.Channel.DrainSeconds < 0 || c.Channel.DrainSeconds > 3600 {
+		bad("channel.drain_seconds", "%d is outside 0-3600", c.Channel.DrainSeconds)
+	}
 	if c.Channel.MaxKbps < 0 || c.Channel.MaxKbps > 10_000_000 {
 		bad("channel.max_kbps", "%d is outside 0-10000000 (0 = unlimited)", c.Channel.MaxKbps)
 	}
@@ -320,9 +326,6 @@ func (c *Config) Validate() error {
 	case "text", "json":
 	default:
 		bad("log.format", "%q is not one of text, json", c.Log.Format)
-	}
-	if len(c.XMPP) == 0 {
-		bad("xmpp", "no XMPP service configured: the relay could not be reached")
 	}
 	names := map[string]int{}
 	for i := range c.XMPP {
@@ -460,6 +463,9 @@ func (t TURN) ResolveSecret() (string, error) {
 
 // Expire is the channel inactivity timeout.
 func (c Channel) Expire() time.Duration { return time.Duration(c.ExpireSeconds) * time.Second }
+
+// Drain is how long live calls may go on after SIGTERM.
+func (c Channel) Drain() time.Duration { return time.Duration(c.DrainSeconds) * time.Second }
 
 // LatchGrace is the silence after which a latch may move to a new source.
 func (c Channel) LatchGrace() time.Duration {

@@ -5,6 +5,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 const minimal = `{"xmpp": [{"type": "component", "server": "127.0.0.1:5347", "domain": "relay.example.org", "secret": "s3cret"}]}`
@@ -26,6 +27,20 @@ func TestMinimalGetsDefaults(t *testing.T) {
 	}
 }
 
+// A fresh device has no XMPP service yet: relayd must start (the donor
+// sets one up through the API), so an empty document is valid.
+func TestNoServiceIsValid(t *testing.T) {
+	for _, doc := range []string{`{}`, `{"xmpp": []}`} {
+		cfg, err := Parse(strings.NewReader(doc))
+		if err != nil {
+			t.Fatalf("%s: %v", doc, err)
+		}
+		if len(cfg.XMPP) != 0 || cfg.Channel.Drain() != 30*time.Second {
+			t.Fatalf("%s: %+v", doc, cfg)
+		}
+	}
+}
+
 func TestExampleFileIsValid(t *testing.T) {
 	// The example shipped in docs must always load.
 	if _, err := Load(filepath.Join("..", "..", "docs", "relayd.example.json")); err != nil {
@@ -35,7 +50,7 @@ func TestExampleFileIsValid(t *testing.T) {
 
 func TestErrorsNameTheKey(t *testing.T) {
 	cases := []struct{ doc, want string }{
-		{`{"xmpp": []}`, "xmpp: no XMPP service"},
+		{`{"channel": {"drain_seconds": -1}, ` + minimal[1:], "channel.drain_seconds: -1 is outside 0-3600"},
 		{`{"ports": {"min": 40001, "max": 40003}, ` + minimal[1:], "ports: 40001-40003 holds no channel"},
 		{`{"ports": {"min": 80, "max": 40003}, ` + minimal[1:], "ports.min: 80 is outside"},
 		{`{"channel": {"expire_seconds": 0}, ` + minimal[1:], "channel.expire_seconds: 0 is outside"},
@@ -100,11 +115,11 @@ func TestClientService(t *testing.T) {
 }
 
 func TestAllProblemsReportedAtOnce(t *testing.T) {
-	_, err := Parse(strings.NewReader(`{"ports": {"min": 1, "max": 2}, "log": {"format": "xml"}, "xmpp": []}`))
+	_, err := Parse(strings.NewReader(`{"ports": {"min": 1, "max": 2}, "log": {"format": "xml"}, "xmpp": [{"type": "bosh"}]}`))
 	if err == nil {
 		t.Fatal("accepted")
 	}
-	for _, key := range []string{"ports.min", "log.format", "xmpp:"} {
+	for _, key := range []string{"ports.min", "log.format", "xmpp[0].type:"} {
 		if !strings.Contains(err.Error(), key) {
 			t.Errorf("error does not mention %s: %v", key, err)
 		}

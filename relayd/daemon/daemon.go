@@ -96,6 +96,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger, version strin
 		Name:       "jnrelay " + version,
 		Listings:   d.listings,
 		External:   func() jinglenodes.External { return *d.external.Load() },
+		Accepting:  func() bool { return !d.dp.Draining() },
 		Logger:     log.With("part", "jinglenodes"),
 	})
 	log.LogAttrs(ctx, slog.LevelInfo, "kernel features", kernel.Detect().LogAttrs()...)
@@ -105,6 +106,9 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger, version strin
 	}
 	log.Info("relayd started", "version", version, "public_address", d.host.Load().String(), "listen_address", d.listen.String(),
 		"ports", fmt.Sprintf("%d-%d", cfg.Ports.Min, cfg.Ports.Max), "capacity", d.dp.Capacity(), "xmpp_services", len(cfg.XMPP))
+	if len(cfg.XMPP) == 0 {
+		log.Warn("no XMPP service configured: nobody can ask this relay for a channel yet; set one up on the web page, through the API or with `relayd config set`")
+	}
 	return d, nil
 }
 

@@ -49,7 +49,11 @@ type Config struct {
 	// External returns what XEP-0215 announces; its STUN server is also
 	// listed in <services/> (nil = nothing).
 	External func() External
-	Logger   *slog.Logger
+	// Accepting reports whether the relay takes new channels (false while
+	// it drains for shutdown): when false, <services/> leaves the relay
+	// itself out (nil = always).
+	Accepting func() bool
+	Logger    *slog.Logger
 }
 
 // Listing is one entry of a <services/> answer.
@@ -268,6 +272,10 @@ func (h *Handler) channel(req Request) xml.TokenReader {
 			h.svc.refused[RefusedResourceConstraint].Add(1)
 			return h.errorReply(req.IQ, stanza.Wait, stanza.ResourceConstraint, "no free relay ports")
 		}
+		if errors.Is(err, channel.ErrDraining) {
+			h.svc.refused[RefusedUnavailable].Add(1)
+			return h.errorReply(req.IQ, stanza.Cancel, stanza.ServiceUnavailable, "relay is shutting down")
+		}
 		h.svc.refused[RefusedInternal].Add(1)
 		return h.errorReply(req.IQ, stanza.Wait, stanza.InternalServerError, "could not open relay ports")
 	}
@@ -329,7 +337,10 @@ func (h *Handler) services() xml.TokenReader {
 			{Name: xml.Name{Local: "protocol"}, Value: "udp"},
 		},
 	})
-	entries := []xml.TokenReader{relay}
+	var entries []xml.TokenReader
+	if h.svc.cfg.Accepting == nil || h.svc.cfg.Accepting() {
+		entries = append(entries, relay)
+	}
 	var listings []Listing
 	if h.svc.cfg.Listings != nil {
 		listings = h.svc.cfg.Listings()

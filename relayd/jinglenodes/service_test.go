@@ -240,6 +240,7 @@ func TestErrors(t *testing.T) {
 	}{
 		{"tcp", `<iq type='get' id='e' ` + client + `><channel xmlns='http://jabber.org/protocol/jinglenodes#channel' protocol='tcp'/></iq>`, "cancel", "feature-not-implemented", &fakeAllocator{left: 1}},
 		{"pool exhausted", `<iq type='get' id='e' ` + client + `><channel xmlns='http://jabber.org/protocol/jinglenodes#channel'/></iq>`, "wait", "resource-constraint", &fakeAllocator{}},
+		{"draining", `<iq type='get' id='e' ` + client + `><channel xmlns='http://jabber.org/protocol/jinglenodes#channel'/></iq>`, "cancel", "service-unavailable", &fakeAllocator{err: channel.ErrDraining}},
 		{"bind failure", `<iq type='get' id='e' ` + client + `><channel xmlns='http://jabber.org/protocol/jinglenodes#channel'/></iq>`, "wait", "internal-server-error", &fakeAllocator{err: errors.New("bind: permission denied")}},
 		{"bad protocol", `<iq type='get' id='e' ` + client + `><channel xmlns='http://jabber.org/protocol/jinglenodes#channel' protocol='sctp'/></iq>`, "modify", "bad-request", &fakeAllocator{left: 1}},
 		{"empty protocol", `<iq type='get' id='e' ` + client + `><channel xmlns='http://jabber.org/protocol/jinglenodes#channel' protocol=''/></iq>`, "modify", "bad-request", &fakeAllocator{left: 1}},
@@ -261,7 +262,7 @@ func TestErrors(t *testing.T) {
 			if r.Error.Type != c.typ || r.Error.condition() != c.cond {
 				t.Fatalf("error %s/%s, want %s/%s: %s", r.Error.Type, r.Error.condition(), c.typ, c.cond, raw)
 			}
-			if c.cond != "resource-constraint" && c.cond != "internal-server-error" && c.alloc.calls != 0 {
+			if c.alloc.err == nil && c.cond != "resource-constraint" && c.alloc.calls != 0 {
 				t.Fatalf("allocated %d channels for a refused request", c.alloc.calls)
 			}
 		})
@@ -408,6 +409,33 @@ func TestServicesListsTrackersRelaysAndSTUN(t *testing.T) {
 	}
 	if port, _ := r.Inner[0].Inner[3].attr("port"); port != "3478" {
 		t.Errorf("stun port %q: %s", port, raw)
+	}
+}
+
+func TestServicesLeaveOutADrainingRelay(t *testing.T) {
+	accepting := true
+	svc := New(Config{Allocator: &fakeAllocator{}, PublicHost: func() netip.Addr { return netip.MustParseAddr("203.0.113.7") },
+		Listings:  func() []Listing { return []Listing{{Kind: "tracker", Address: "tracker.example.net"}} },
+		Accepting: func() bool { return accepting }})
+	h := svc.Handler(&recordingSender{}, nil)
+	list := func() []string {
+		r, raw := handle(t, h, `<iq type='get' id='s' `+client+`><services xmlns='http://jabber.org/protocol/jinglenodes'/></iq>`)
+		if r.Type != "result" || len(r.Inner) != 1 {
+			t.Fatalf("services: %s", raw)
+		}
+		var out []string
+		for _, e := range r.Inner[0].Inner {
+			addr, _ := e.attr("address")
+			out = append(out, e.XMLName.Local+" "+addr)
+		}
+		return out
+	}
+	if got := strings.Join(list(), ", "); got != "relay relay.example.org, tracker tracker.example.net" {
+		t.Fatalf("accepting: %s", got)
+	}
+	accepting = false
+	if got := strings.Join(list(), ", "); got != "tracker tracker.example.net" {
+		t.Fatalf("draining: %s", got)
 	}
 }
 

@@ -67,6 +67,7 @@ func relaySuite(t *testing.T, kind string) {
 	t.Run("intruder", w.testIntruder)
 	t.Run("errors-and-expiry", w.testErrorsAndExpiry)
 	t.Run("live-reload", w.testLiveReload)
+	t.Run("drain-on-sigterm", w.testDrainOnSIGTERM)
 	t.Run("server-killed-mid-call", w.testServerKilledMidCall) // last: restarts the server
 }
 
@@ -481,6 +482,65 @@ func (w *world) testErrorsAndExpiry(t *testing.T) {
 	c2 := w.setUpCall(ctx, t, again)
 	c2.exchange(ctx, t, 20)
 	c2.checkClean(t)
+}
+
+// testDrainOnSIGTERM stops relayd the way systemd does: new requests are
+// refused at once, the live call goes on, and when it ends (here by
+// expiry, its requester told) relayd exits 0 without waiting out the rest
+// of the grace.
+func (w *world) testDrainOnSIGTERM(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	cfg := w.relayConfig()
+	cfg.Ports = config.PortRange{Min: 40200, Max: 40207}
+	cfg.Channel.ExpireSeconds = 2
+	cfg.Channel.DrainSeconds = 40 // far longer than the call lasts
+	rd := w.startRelay(ctx, t, cfg)
+
+	first, err := w.req.Start(ctx, harness.RequestArgs{WaitEvents: 1, Timeout: 30 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer first.Stop()
+	res, err := first.Next(ctx)
+	if err != nil || res.Type != "result" {
+		t.Fatalf("channel: %+v %v", res, err)
+	}
+	c := w.setUpCall(ctx, t, res)
+	c.exchange(ctx, t, 10)
+
+	if err := rd.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := rd.WaitLog(ctx, "draining: no new channels", 1, func(r harness.LogRecord) bool { return r.Int("live") == 1 }); err != nil {
+		t.Fatal(err)
+	}
+	outs, err := w.req.Run(ctx, harness.RequestArgs{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(outs) != 1 || outs[0].Type != "error" || outs[0].Condition != "service-unavailable" {
+		t.Fatalf("request while draining: %+v, want error service-unavailable", outs)
+	}
+	c.exchange(ctx, t, 20) // the call goes on
+	c.checkClean(t)
+
+	// The call falls silent and expires: its requester hears of it (the
+	// XMPP session is still up), then relayd exits.
+	silent := time.Now()
+	ev, err := first.Next(ctx)
+	if err != nil || ev.Attrs["event"] != "killed" || ev.Attrs["id"] != c.id {
+		t.Fatalf("killed event: %+v %v", ev, err)
+	}
+	if err := rd.Wait(ctx); err != nil {
+		t.Fatalf("relayd exit after the drain: %v", err)
+	}
+	if took := time.Since(silent); took > 20*time.Second {
+		t.Errorf("exit %s after the call fell silent: the drain waited for its grace instead of the last call", took)
+	}
+	if _, err := rd.WaitLog(ctx, "drained: every call has ended", 1, nil); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // testLiveReload changes the configuration under a live call with SIGHUP:

@@ -77,12 +77,15 @@ func (p *process) exited() bool {
 
 // stop sends SIGTERM, waits up to grace, then SIGKILLs. It returns once
 // the process is reaped (so its PID is really gone).
-func (p *process) stop(grace time.Duration) error {
+func (p *process) stop(grace time.Duration) error { return p.stopWith(syscall.SIGTERM, grace) }
+
+// stopWith is stop with another first signal.
+func (p *process) stopWith(sig syscall.Signal, grace time.Duration) error {
 	if p.exited() {
 		return nil
 	}
-	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil && !errors.Is(err, os.ErrProcessDone) {
-		return fmt.Errorf("SIGTERM pid %d: %w", p.pid(), err)
+	if err := p.cmd.Process.Signal(sig); err != nil && !errors.Is(err, os.ErrProcessDone) {
+		return fmt.Errorf("%s pid %d: %w", sig, p.pid(), err)
 	}
 	timer := time.NewTimer(grace)
 	defer timer.Stop()

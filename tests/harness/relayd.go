@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 )
 
@@ -160,13 +161,25 @@ func (r *Relayd) Logs() string {
 	return r.raw.String()
 }
 
-// Stop sends SIGTERM and waits (bounded) for a clean exit; it returns the
-// process's exit error, nil for status 0.
+// Stop sends SIGINT (stop at once: SIGTERM would first drain live calls
+// for channel.drain_seconds) and waits (bounded) for a clean exit; it
+// returns the process's exit error, nil for status 0.
 func (r *Relayd) Stop() error {
-	if err := r.proc.stop(stopGrace); err != nil {
+	if err := r.proc.stopWith(syscall.SIGINT, stopGrace); err != nil {
 		return err
 	}
 	return r.proc.err
+}
+
+// Wait waits until relayd exits on its own (after a signal the test sent)
+// and returns its exit error, nil for status 0; ctx bounds the wait.
+func (r *Relayd) Wait(ctx context.Context) error {
+	select {
+	case <-r.proc.done:
+		return r.proc.err
+	case <-ctx.Done():
+		return fmt.Errorf("relayd still running: %w", ctx.Err())
+	}
 }
 
 // Kill stops relayd with SIGKILL.
