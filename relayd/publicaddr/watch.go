@@ -47,15 +47,20 @@ func NewStatic(addr netip.Addr) *Watcher {
 	return w
 }
 
-// NewWatcher returns a Watcher holding the address detected now; Run keeps
-// it current.
+// NewWatcher returns a Watcher holding the address detected now (none if
+// no interface has a usable one yet); Run keeps it current.
 func NewWatcher(ctx context.Context, opt Options) (*Watcher, error) {
 	if opt.Logger == nil {
 		opt.Logger = slog.New(slog.DiscardHandler)
 	}
 	w := &Watcher{log: opt.Logger, stunServers: opt.STUNServers, forward: opt.Forward}
 	if _, err := w.refresh(ctx); err != nil {
-		return nil, err
+		// The network may not be up yet (a router booting, DHCP pending):
+		// start without an address and take the first one that appears
+		// (Run follows the interfaces). Until then channel requests are
+		// refused with service-unavailable.
+		w.log.Warn("no usable address yet", "err", err,
+			"effect", "channel requests are refused until an interface gets an address (or set public_address)")
 	}
 	return w, nil
 }
@@ -152,7 +157,11 @@ func (w *Watcher) Run(ctx context.Context) error {
 		old := w.Current()
 		changed, err := w.refresh(ctx)
 		if err != nil {
-			w.log.Warn("public address: keeping the last one", "address", old.String(), "err", err)
+			if old.IsValid() {
+				w.log.Warn("public address: keeping the last one", "address", old.String(), "err", err)
+			} else {
+				w.log.Warn("no usable address yet", "err", err)
+			}
 			continue
 		}
 		if changed {
@@ -166,6 +175,9 @@ func (w *Watcher) String() string {
 	how := "detected"
 	if w.configured {
 		how = "configured"
+	}
+	if !w.Current().IsValid() {
+		return "none yet (" + how + ")"
 	}
 	return fmt.Sprintf("%s (%s)", w.Current(), how)
 }
