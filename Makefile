@@ -6,7 +6,7 @@ GOFLAGS_BUILD := -trimpath -ldflags '$(LDFLAGS)'
 STATICCHECK_VERSION := v0.7.0
 FUZZTIME  ?= 10s
 
-.PHONY: build cross demo test test-unit test-e2e fuzz bench lint deps clean
+.PHONY: build cross demo test test-unit test-e2e test-cross image-arm64 test-image fuzz bench lint deps clean
 
 ## build: static relayd binary in bin/relayd
 build:
@@ -29,7 +29,7 @@ demo: deps build
 test: deps build test-unit fuzz test-e2e
 
 test-unit:
-	$(GO) test -race -count=1 ./relayd/... ./kernel/... ./provision/...
+	$(GO) test -race -count=1 ./relayd/... ./kernel/... ./provision/... ./internal/...
 
 ## fuzz: run every fuzz target briefly (FUZZTIME each)
 fuzz:
@@ -40,6 +40,22 @@ fuzz:
 
 test-e2e: build
 	RELAYD_BIN=$(CURDIR)/bin/relayd $(GO) test -count=1 -timeout 15m ./tests/...
+
+## test-cross: kernel and daemon unit tests as linux/arm v7 and arm64 binaries under qemu-user
+test-cross:
+	bash image/arm64/deps.sh
+	bash tests/qemu-user.sh
+
+## image-arm64: bootable arm64 test image (Debian's kernel, initramfs with relayd) in bin/image-arm64
+image-arm64:
+	bash image/arm64/deps.sh
+	bash image/arm64/build.sh $(VERSION) bin/image-arm64
+
+## test-image: test-cross, then boot the arm64 image in qemu-system-aarch64 and test relayd on it (docs/image.md)
+test-image: deps test-cross image-arm64
+	$(GO) test -count=1 ./image/...
+	JNRELAY_REQUIRE_IMAGE=1 $(GO) test -count=1 -run CheckConfig ./tests/size
+	JNRELAY_REQUIRE_IMAGE=1 JNRELAY_IMAGE_DIR=$(CURDIR)/bin/image-arm64 $(GO) test -count=1 -v -timeout 10m ./tests/image
 
 ## bench: micro benchmarks, then the side-by-side run (relayd, C reference, rtpengine, coturn; 30-60 min, root)
 bench:

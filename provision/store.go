@@ -2,7 +2,6 @@ package provision
 
 import (
 	"bytes"
-	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -14,6 +13,7 @@ import (
 	"sync"
 	"syscall"
 
+	"github.com/jnrelay/jnrelay/internal/atomicfile"
 	"github.com/jnrelay/jnrelay/relayd/config"
 )
 
@@ -172,7 +172,7 @@ func keepLastGood(path string, old []byte) error {
 			return nil // already is (a writer was stopped right after linking)
 		}
 	}
-	tmp := tempName(dst)
+	tmp := atomicfile.TempName(dst)
 	if err := os.Link(path, tmp); err == nil {
 		err := os.Rename(tmp, dst)
 		_ = os.Remove(tmp) // left behind if rename found the same file (POSIX: a no-op)
@@ -187,76 +187,12 @@ func keepLastGood(path string, old []byte) error {
 	return nil
 }
 
-// tempName is a fresh name beside path, matched by tempGlob.
-func tempName(path string) string {
-	var b [8]byte
-	_, _ = rand.Read(b[:]) // never fails (Go 1.24+)
-	return filepath.Join(filepath.Dir(path), "."+filepath.Base(path)+".tmp-"+hex.EncodeToString(b[:]))
-}
-
-func tempGlob(path string) string {
-	return filepath.Join(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
-}
-
-// removeTemps deletes temporary files a killed writer left behind. A
-// concurrent writer whose temporary file disappears fails its rename; it
-// never renames a partial file.
+// removeTemps deletes temporary files a killed writer left behind.
 func removeTemps(path string) {
-	for _, p := range []string{path, path + LastGoodSuffix} {
-		matches, _ := filepath.Glob(tempGlob(p))
-		for _, m := range matches {
-			_ = os.Remove(m)
-		}
-	}
+	atomicfile.RemoveTemps(path)
+	atomicfile.RemoveTemps(path + LastGoodSuffix)
 }
 
-// writeAtomic replaces path with data: a temporary file in the same
-// directory (mode perm, owner uid:gid when not -1), written and fsynced,
-// renamed over path, then the directory fsynced so the rename survives a
-// power cut.
-func writeAtomic(path string, data []byte, perm fs.FileMode, uid, gid int) (err error) {
-	tmp := tempName(path)
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-	if err != nil {
-		return fmt.Errorf("create temporary file: %w", err)
-	}
-	defer func() {
-		if err != nil {
-			_ = f.Close()
-			_ = os.Remove(tmp)
-		}
-	}()
-	if uid >= 0 || gid >= 0 {
-		if err := f.Chown(uid, gid); err != nil {
-			return fmt.Errorf("chown %s: %w", tmp, err)
-		}
-	}
-	if err := f.Chmod(perm); err != nil {
-		return fmt.Errorf("chmod %s: %w", tmp, err)
-	}
-	if _, err := f.Write(data); err != nil {
-		return fmt.Errorf("write %s: %w", tmp, err)
-	}
-	if err := f.Sync(); err != nil {
-		return fmt.Errorf("fsync %s: %w", tmp, err)
-	}
-	if err := f.Close(); err != nil {
-		return fmt.Errorf("close %s: %w", tmp, err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return fmt.Errorf("rename into place: %w", err)
-	}
-	return syncDir(filepath.Dir(path))
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return fmt.Errorf("open directory %s: %w", dir, err)
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil && !errors.Is(err, syscall.EINVAL) {
-		return fmt.Errorf("fsync directory %s: %w", dir, err)
-	}
-	return nil
+func writeAtomic(path string, data []byte, perm fs.FileMode, uid, gid int) error {
+	return atomicfile.Write(path, data, perm, uid, gid)
 }

@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jnrelay/jnrelay/internal/atomicfile"
 	"github.com/jnrelay/jnrelay/relayd/config"
 )
 
@@ -277,7 +278,7 @@ func TestStorePowerCut(t *testing.T) {
 				t.Fatalf("kill %d: last-good is not a complete configuration: %v", done, err)
 			}
 		}
-		if temps, _ := filepath.Glob(tempGlob(path)); len(temps) > 0 {
+		if temps, _ := filepath.Glob(atomicfile.TempGlob(path)); len(temps) > 0 {
 			midSave++
 			for _, tmp := range temps {
 				if data, err := os.ReadFile(tmp); err == nil {
