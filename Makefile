@@ -53,7 +53,7 @@ image-arm64:
 
 ## test-image: test-cross, then boot the arm64 image in qemu-system-aarch64 and test relayd on it (docs/image.md)
 test-image: deps test-cross image-arm64
-	$(GO) test -count=1 ./image/...
+	$(GO) test -count=1 ./image/arm64/...
 	JNRELAY_REQUIRE_IMAGE=1 $(GO) test -count=1 -run CheckConfig ./tests/size
 	JNRELAY_REQUIRE_IMAGE=1 JNRELAY_IMAGE_DIR=$(CURDIR)/bin/image-arm64 $(GO) test -count=1 -v -timeout 10m ./tests/image
 

@@ -27,7 +27,9 @@ for target in "arm 7 qemu-arm-static" "arm64 - qemu-aarch64-static"; do
   name=linux/$arch
   if [ "$arm" != - ]; then env+=(GOARM="$arm"); name+=" v$arm"; fi
   start=$(date +%s)
-  if env "${env[@]}" go test -count=1 -v -exec "$emu" "${pkgs[@]}" >"$log" 2>&1; then rc=0; else rc=$?; fi
+  # -trimpath as in make cross and image/arm64/build.sh: the packages compiled
+  # here are then reused from the build cache by those builds.
+  if env "${env[@]}" go test -trimpath -count=1 -v -exec "$emu" "${pkgs[@]}" >"$log" 2>&1; then rc=0; else rc=$?; fi
   # A skip's reason is logged by t.Skip right before its "--- SKIP" line.
   awk -v arch="$name" '
     /^=== (RUN|CONT|PAUSE|NAME)/ { reason = ""; next }
