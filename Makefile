@@ -6,7 +6,7 @@ GOFLAGS_BUILD := -trimpath -ldflags '$(LDFLAGS)'
 STATICCHECK_VERSION := v0.7.0
 FUZZTIME  ?= 10s
 
-.PHONY: build cross demo test test-unit test-e2e test-cross image-arm64 test-image fuzz bench lint deps clean
+.PHONY: build cross image demo test test-unit test-e2e test-cross image-arm64 test-image fuzz bench lint deps clean
 
 ## build: static relayd binary in bin/relayd
 build:
@@ -15,6 +15,10 @@ build:
 ## cross: static relayd for arm v6/v7, arm64, mipsle, mips, amd64 in bin/cross, size report in docs/size.md
 cross:
 	bash image/cross.sh $(VERSION) bin/cross docs/size.md
+
+## image: Debian packages, OpenWrt packages and rootfs overlays from the cross binaries, in dist/ (docs/install.md)
+image: cross
+	bash image/package.sh -b bin/cross -o dist
 
 ## deps: install the system packages tests and the demo use (Debian, idempotent)
 deps:
