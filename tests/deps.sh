@@ -2,7 +2,8 @@
 # Installs the system packages needed by the end-to-end tests (tests/harness) and the demo:
 # Prosody, ejabberd, python3-slixmpp (requester), iproute2 (network namespaces) and
 # chromium (headless, drives the donor web page in tests/e2e/web_test.go) and
-# qemu-user-static (tests/size runs the linux/arm v7 relayd under qemu-arm-static).
+# qemu-user-static (tests/size runs the linux/arm v7 relayd under qemu-arm-static) and
+# shellcheck (tests/packages lints the packaging scripts).
 # Idempotent: apt is skipped when everything is already installed. Must run as root.
 #
 # Debian's postinst scripts may start system-wide prosody/ejabberd daemons (unless
@@ -10,7 +11,7 @@
 # prosody/ejabberd process listening on 5222/5269/5280/5347/5443 is stopped afterwards.
 set -euo pipefail
 
-PKGS=(prosody ejabberd python3-slixmpp iproute2 nftables stun-client chromium qemu-user-static)
+PKGS=(prosody ejabberd python3-slixmpp iproute2 nftables stun-client chromium qemu-user-static shellcheck)
 DEFAULT_PORTS=(5222 5269 5280 5347 5443)
 
 log() { echo "deps.sh: $*"; }
