@@ -125,7 +125,7 @@ func serve(ctx context.Context, cfg config.Config, store *provision.Store, api a
 	}
 	sd := supervise.New(log.With("part", "systemd"))
 
-	d, err := daemon.New(ctx, cfg, log, version)
+	d, err := daemon.New(ctx, cfg, daemon.Options{Logger: log, Version: version, StateDir: api.stateDir})
 	if err != nil {
 		return err
 	}

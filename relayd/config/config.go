@@ -33,6 +33,7 @@ type Config struct {
 	ListenAddress string    `json:"listen_address,omitempty"`
 	Ports         PortRange `json:"ports"`
 	Channel       Channel   `json:"channel"`
+	Limits        Limits    `json:"limits"`
 	XMPP          []Service `json:"xmpp"`
 	Tracker       Tracker   `json:"tracker"`
 	STUN          STUN      `json:"stun"`
@@ -41,6 +42,23 @@ type Config struct {
 	Reconnect     Reconnect `json:"reconnect"`
 	Log           Log       `json:"log"`
 }
+
+// Limits protect the donor's connection. Over a limit new channel
+// requests are refused (calls in progress go on) and the relay stops
+// listing itself in <services/> until it has room again.
+type Limits struct {
+	// DailyQuotaMB and MonthlyQuotaMB cap the data relayed (both
+	// directions) per local calendar day and month, in megabytes
+	// (10^6 bytes); 0 = no quota.
+	DailyQuotaMB   int64 `json:"daily_quota_mb"`
+	MonthlyQuotaMB int64 `json:"monthly_quota_mb"`
+}
+
+// DailyQuotaBytes is the daily quota in bytes (0 = none).
+func (l Limits) DailyQuotaBytes() uint64 { return uint64(l.DailyQuotaMB) * 1e6 }
+
+// MonthlyQuotaBytes is the monthly quota in bytes (0 = none).
+func (l Limits) MonthlyQuotaBytes() uint64 { return uint64(l.MonthlyQuotaMB) * 1e6 }
 
 // PortRange is the inclusive range relay ports are taken from.
 type PortRange struct {
@@ -275,6 +293,11 @@ func (c *Config) Validate() error {
 	}
 	if c.Channel.DrainSeconds < 0 || c.Channel.DrainSeconds > 3600 {
 		bad("channel.drain_seconds", "%d is outside 0-3600", c.Channel.DrainSeconds)
+	}
+	for key, v := range map[string]int64{"limits.daily_quota_mb": c.Limits.DailyQuotaMB, "limits.monthly_quota_mb": c.Limits.MonthlyQuotaMB} {
+		if v < 0 || v > 1_000_000_000 {
+			bad(key, "%d is outside 0-1000000000 (0 = no quota)", v)
+		}
 	}
 	if c.Channel.MaxKbps < 0 || c.Channel.MaxKbps > 10_000_000 {
 		bad("channel.max_kbps", "%d is outside 0-10000000 (0 = unlimited)", c.Channel.MaxKbps)

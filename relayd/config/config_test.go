@@ -51,6 +51,8 @@ func TestExampleFileIsValid(t *testing.T) {
 func TestErrorsNameTheKey(t *testing.T) {
 	cases := []struct{ doc, want string }{
 		{`{"channel": {"drain_seconds": -1}, ` + minimal[1:], "channel.drain_seconds: -1 is outside 0-3600"},
+		{`{"limits": {"monthly_quota_mb": -5}, ` + minimal[1:], "limits.monthly_quota_mb: -5 is outside"},
+		{`{"limits": {"daily_quota_gb": 5}, ` + minimal[1:], `unknown key "daily_quota_gb"`},
 		{`{"ports": {"min": 40001, "max": 40003}, ` + minimal[1:], "ports: 40001-40003 holds no channel"},
 		{`{"ports": {"min": 80, "max": 40003}, ` + minimal[1:], "ports.min: 80 is outside"},
 		{`{"channel": {"expire_seconds": 0}, ` + minimal[1:], "channel.expire_seconds: 0 is outside"},

@@ -24,6 +24,7 @@ import (
 	"github.com/jnrelay/jnrelay/relayd/publicaddr"
 	"github.com/jnrelay/jnrelay/relayd/stun"
 	"github.com/jnrelay/jnrelay/relayd/tracker"
+	"github.com/jnrelay/jnrelay/relayd/usage"
 	"github.com/jnrelay/jnrelay/relayd/xmppsession"
 )
 
@@ -44,8 +45,9 @@ type Daemon struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 
-	dp  *channel.Manager
-	svc *jinglenodes.Service
+	dp    *channel.Manager
+	svc   *jinglenodes.Service
+	meter *usage.Meter
 
 	host     atomic.Pointer[publicaddr.Watcher]
 	external atomic.Pointer[jinglenodes.External]
@@ -72,9 +74,26 @@ func (p *part) stop() {
 	<-p.done
 }
 
+// Options are what the daemon needs besides its configuration.
+type Options struct {
+	Logger  *slog.Logger
+	Version string
+	// StateDir keeps state across restarts (usage counts); "" keeps
+	// nothing.
+	StateDir string
+}
+
+// usageSampleEvery is how often the usage meter adds up the data plane's
+// traffic (quotas take effect within this).
+const usageSampleEvery = 2 * time.Second
+
 // New builds and starts a relay from cfg. It returns once everything is
 // started (XMPP sessions connect in the background).
-func New(ctx context.Context, cfg config.Config, log *slog.Logger, version string) (*Daemon, error) {
+func New(ctx context.Context, cfg config.Config, opt Options) (*Daemon, error) {
+	log, version := opt.Logger, opt.Version
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
 	ctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	d := &Daemon{version: version, log: log, started: time.Now(), ctx: ctx, cancel: cancel,
 		listen: netip.MustParseAddr(cfg.ListenAddress), parts: map[string]*part{}}
@@ -97,8 +116,12 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger, version strin
 		Listings:   d.listings,
 		External:   func() jinglenodes.External { return *d.external.Load() },
 		Accepting:  func() bool { return !d.dp.Draining() },
+		Admit:      func() error { return d.meter.Exhausted() },
 		Logger:     log.With("part", "jinglenodes"),
 	})
+	d.meter = usage.Open(opt.StateDir, 0, usage.Options{Logger: log.With("part", "usage")})
+	d.wg.Add(1)
+	go d.sampleUsage()
 	log.LogAttrs(ctx, slog.LevelInfo, "kernel features", kernel.Detect().LogAttrs()...)
 	if err := d.apply(cfg, config.Config{}); err != nil {
 		d.Close()
@@ -180,6 +203,7 @@ func (d *Daemon) apply(cfg, old config.Config) error {
 			return err
 		}
 	}
+	d.meter.SetQuota(usage.Quota{DailyBytes: cfg.Limits.DailyQuotaBytes(), MonthlyBytes: cfg.Limits.MonthlyQuotaBytes()})
 	d.mu.Lock()
 	d.cfg = cfg
 	d.mu.Unlock()
@@ -477,7 +501,33 @@ func (d *Daemon) Close() {
 	d.dp.Close()
 	d.cancel()
 	d.wg.Wait()
+	d.meter.Sample(d.relayedBytes())
+	if err := d.meter.Flush(); err != nil {
+		d.log.Error("usage counts not saved at shutdown", "err", err)
+	}
 	tot := d.dp.Totals()
 	d.log.Info("relayd stopped", "packets_local_to_remote", tot.Stats.Packets[channel.LocalToRemote],
 		"packets_remote_to_local", tot.Stats.Packets[channel.RemoteToLocal], "dropped", tot.Stats.TotalDropped())
+}
+
+// relayedBytes is everything the data plane relayed since start, both
+// directions.
+func (d *Daemon) relayedBytes() uint64 {
+	st := d.dp.Totals().Stats
+	return st.Bytes[channel.LocalToRemote] + st.Bytes[channel.RemoteToLocal]
+}
+
+// sampleUsage feeds the usage meter until the daemon stops.
+func (d *Daemon) sampleUsage() {
+	defer d.wg.Done()
+	t := time.NewTicker(usageSampleEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-d.ctx.Done():
+			return
+		case <-t.C:
+			d.meter.Sample(d.relayedBytes())
+		}
+	}
 }

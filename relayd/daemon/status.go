@@ -16,7 +16,22 @@ type Status struct {
 	Channels      ChannelTotals   `json:"channels"`
 	Traffic       Traffic         `json:"traffic"`
 	Requests      Requests        `json:"requests"`
+	Usage         Usage           `json:"usage"`
+	Draining      bool            `json:"draining,omitempty"`
 	STUN          *STUNStatus     `json:"stun,omitempty"`
+}
+
+// Usage is what the relay donated in the current day and month (local
+// time, kept across restarts) against the quotas (0 = none); Refusing
+// says why new channels are refused, if a quota is used up.
+type Usage struct {
+	Day               string `json:"day"`
+	DayBytes          uint64 `json:"day_bytes"`
+	Month             string `json:"month"`
+	MonthBytes        uint64 `json:"month_bytes"`
+	DailyQuotaBytes   uint64 `json:"daily_quota_bytes"`
+	MonthlyQuotaBytes uint64 `json:"monthly_quota_bytes"`
+	Refusing          string `json:"refusing,omitempty"`
 }
 
 // SessionStatus is one XMPP service's state.
@@ -94,6 +109,13 @@ func (d *Daemon) Status() Status {
 		Channels:      ChannelTotals{Active: tot.Active, Capacity: tot.Capacity},
 		Traffic:       traffic(tot.Stats),
 		Requests:      Requests{Granted: req.Granted, Refused: req.Refused},
+		Draining:      d.dp.Draining(),
+	}
+	uc, q := d.meter.Counts(), d.meter.Quota()
+	st.Usage = Usage{Day: uc.Day, DayBytes: uc.DayBytes, Month: uc.Month, MonthBytes: uc.MonthBytes,
+		DailyQuotaBytes: q.DailyBytes, MonthlyQuotaBytes: q.MonthlyBytes}
+	if err := d.meter.Exhausted(); err != nil {
+		st.Usage.Refusing = err.Error()
 	}
 	d.mu.Lock()
 	kinds := map[string]string{}

@@ -53,7 +53,12 @@ type Config struct {
 	// it drains for shutdown): when false, <services/> leaves the relay
 	// itself out (nil = always).
 	Accepting func() bool
-	Logger    *slog.Logger
+	// Admit is asked before each allocation: an error (a donor limit such
+	// as a used-up data quota) refuses the request with
+	// resource-constraint and the error's text, and leaves the relay out
+	// of <services/> (nil = no limits).
+	Admit  func() error
+	Logger *slog.Logger
 }
 
 // Listing is one entry of a <services/> answer.
@@ -265,6 +270,13 @@ func (h *Handler) channel(req Request) xml.TokenReader {
 		h.svc.refused[RefusedUnavailable].Add(1)
 		return h.errorReply(req.IQ, stanza.Wait, stanza.ServiceUnavailable, "relay public address not known yet")
 	}
+	if h.svc.cfg.Admit != nil {
+		if err := h.svc.cfg.Admit(); err != nil {
+			h.log.Info("channel refused: donor limit", "from", from.String(), "reason", err)
+			h.svc.refused[RefusedResourceConstraint].Add(1)
+			return h.errorReply(req.IQ, stanza.Wait, stanza.ResourceConstraint, err.Error())
+		}
+	}
 	info, err := h.svc.cfg.Allocator.Allocate()
 	if err != nil {
 		h.log.Warn("channel refused", "from", from.String(), "err", err)
@@ -338,7 +350,7 @@ func (h *Handler) services() xml.TokenReader {
 		},
 	})
 	var entries []xml.TokenReader
-	if h.svc.cfg.Accepting == nil || h.svc.cfg.Accepting() {
+	if (h.svc.cfg.Accepting == nil || h.svc.cfg.Accepting()) && (h.svc.cfg.Admit == nil || h.svc.cfg.Admit() == nil) {
 		entries = append(entries, relay)
 	}
 	var listings []Listing

@@ -439,6 +439,37 @@ func TestServicesLeaveOutADrainingRelay(t *testing.T) {
 	}
 }
 
+func TestDonorLimitRefusesAndHidesTheRelay(t *testing.T) {
+	var limit error
+	alloc := &fakeAllocator{left: 5}
+	svc := New(Config{Allocator: alloc, PublicHost: func() netip.Addr { return netip.MustParseAddr("203.0.113.7") },
+		Admit: func() error { return limit }})
+	h := svc.Handler(&recordingSender{}, nil)
+	channelReq := `<iq type='get' id='c' ` + client + `><channel xmlns='http://jabber.org/protocol/jinglenodes#channel'/></iq>`
+	servicesReq := `<iq type='get' id='s' ` + client + `><services xmlns='http://jabber.org/protocol/jinglenodes'/></iq>`
+	if r, raw := handle(t, h, channelReq); r.Type != "result" {
+		t.Fatalf("within limits: %s", raw)
+	}
+	limit = errors.New("data quota used up: the monthly quota of 3 GB is used up until 2026-12-01")
+	r, raw := handle(t, h, channelReq)
+	if r.Type != "error" || r.Error.Type != "wait" || r.Error.condition() != "resource-constraint" || !strings.Contains(raw, "monthly quota of 3 GB") {
+		t.Fatalf("over the limit: %s", raw)
+	}
+	if alloc.calls != 1 {
+		t.Fatalf("%d allocations, want only the first", alloc.calls)
+	}
+	if r, raw := handle(t, h, servicesReq); r.Type != "result" || len(r.Inner[0].Inner) != 0 {
+		t.Fatalf("services over the limit list the relay: %s", raw)
+	}
+	if got := svc.Stats().Refused["resource_constraint"]; got != 1 {
+		t.Fatalf("refused resource-constraint %d, want 1", got)
+	}
+	limit = nil
+	if r, raw := handle(t, h, servicesReq); r.Type != "result" || len(r.Inner[0].Inner) != 1 {
+		t.Fatalf("services back within limits: %s", raw)
+	}
+}
+
 func TestRequestCounters(t *testing.T) {
 	svc, h, _ := newTestService(&fakeAllocator{left: 1})
 	handle(t, h, `<iq type='get' id='1' `+client+`><channel xmlns='http://jabber.org/protocol/jinglenodes#channel'/></iq>`)

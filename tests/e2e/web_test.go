@@ -155,7 +155,8 @@ func TestWebPage(t *testing.T) {
 	}
 	fill := chromedp.Tasks{
 		chromedp.SetValue("#ports-min", "40500", chromedp.ByQuery), chromedp.SetValue("#ports-max", "40599", chromedp.ByQuery),
-		chromedp.SetValue("#max-kbps", "1500", chromedp.ByQuery), chromedp.Click("#save", chromedp.ByQuery),
+		chromedp.SetValue("#max-kbps", "1500", chromedp.ByQuery), chromedp.SetValue("#monthly-quota", "2.5", chromedp.ByQuery),
+		chromedp.Click("#save", chromedp.ByQuery),
 	}
 	b.run("save over a stale ETag", fill)
 	b.waitFor("the changed-elsewhere message", `document.getElementById('form-msg').textContent.includes('changed elsewhere') &&
@@ -170,9 +171,11 @@ func TestWebPage(t *testing.T) {
 	}
 	b.shot("4-saved")
 	saved, _, err := provision.NewStore(rd.ConfigPath).Load()
-	if err != nil || saved.Ports.Min != 40500 || saved.Ports.Max != 40599 || saved.Channel.MaxKbps != 1500 || saved.XMPP[0].Secret != srv.Secret {
-		t.Fatalf("saved config %+v %+v %v", saved.Ports, saved.Channel, err)
+	if err != nil || saved.Ports.Min != 40500 || saved.Ports.Max != 40599 || saved.Channel.MaxKbps != 1500 || saved.XMPP[0].Secret != srv.Secret ||
+		saved.Limits.MonthlyQuotaMB != 2500 {
+		t.Fatalf("saved config %+v %+v %+v %v", saved.Ports, saved.Channel, saved.Limits, err)
 	}
+	b.waitFor("the quota in the status view", `document.getElementById('st-month').textContent.includes('of 2.50 GB a month')`)
 	step("setup saved")
 
 	// The account form: switching to a client account without a password
@@ -203,6 +206,7 @@ func TestWebPage(t *testing.T) {
 	b.waitFor("the live channel in the status view", `(() => { const li = `+row+`;
 		return li && li.textContent.includes('Ports `+res.Channel["localport"]+` ↔ `+res.Channel["remoteport"]+`') && li.textContent.includes('cap 1,500 kbit/s') &&
 			document.getElementById('st-channels').textContent.startsWith('1 / 25') && !document.getElementById('st-out').textContent.startsWith('0 B') &&
+			!document.getElementById('st-today').textContent.startsWith('0 B') && !document.getElementById('st-month').textContent.startsWith('0 B') &&
 			document.getElementById('no-channels').hidden; })()`)
 	step("live channel shown")
 	if b.eval(`document.documentElement.scrollWidth > document.documentElement.clientWidth`) {

@@ -158,6 +158,11 @@
     const ch = s.channels || {}, tr = s.traffic || {};
     setStat('st-channels', num(ch.active) + ' / ' + num(ch.capacity), num((ch.capacity || 0) - (ch.active || 0)) + ' free');
     setStat('st-address', s.public_address || 'unknown');
+    const u = s.usage || {};
+    setStat('st-today', bytes(u.day_bytes), u.daily_quota_bytes ? 'of ' + bytes(u.daily_quota_bytes) + ' a day' : '');
+    setStat('st-month', bytes(u.month_bytes), u.monthly_quota_bytes ? 'of ' + bytes(u.monthly_quota_bytes) + ' a month' : 'no quota');
+    $('st-refusing').hidden = !u.refusing;
+    $('st-refusing').textContent = u.refusing ? 'New calls are refused: ' + u.refusing + '.' : '';
     setStat('st-out', bytes(tr.bytes_local_to_remote), num(tr.packets_local_to_remote) + ' packets');
     setStat('st-in', bytes(tr.bytes_remote_to_local), num(tr.packets_remote_to_local) + ' packets');
     const drops = Object.entries(tr.dropped || {}).filter(([, n]) => n > 0);
@@ -286,8 +291,9 @@
     $('svc-password').value = '';
     $('svc-secret-hint').textContent = keepHint(s.secret, s.secret_file, 'secret');
     $('svc-password-hint').textContent = keepHint(s.password, s.password_file, 'password');
-    const ch = cfg.channel || {}, ports = cfg.ports || {};
+    const ch = cfg.channel || {}, ports = cfg.ports || {}, lim = cfg.limits || {};
     $('max-kbps').value = String(ch.max_kbps || 0);
+    $('monthly-quota').value = String((lim.monthly_quota_mb || 0) / 1000);
     $('ports-min').value = String(ports.min || '');
     $('ports-max').value = String(ports.max || '');
     showType();
@@ -318,10 +324,16 @@
       return Number(v);
     };
     const kbps = int('max-kbps', 'channel.max_kbps');
+    // The quota is shown in GB and kept in MB: up to three decimals.
+    const quotaText = $('monthly-quota').value.trim();
+    let quotaMB = null;
+    if (/^\d{1,6}(\.\d{1,3})?$/.test(quotaText)) quotaMB = Math.round(Number(quotaText) * 1000);
+    else errs.push({ field: 'limits.monthly_quota_mb', message: 'must be a number of GB, such as 50 or 2.5' });
     const pmin = int('ports-min', 'ports.min');
     const pmax = int('ports-max', 'ports.max');
-    const ch = cfg.channel || {}, ports = cfg.ports || {};
+    const ch = cfg.channel || {}, ports = cfg.ports || {}, lim = cfg.limits || {};
     if (kbps !== null && kbps !== (ch.max_kbps || 0)) patch.channel = { max_kbps: kbps };
+    if (quotaMB !== null && quotaMB !== (lim.monthly_quota_mb || 0)) patch.limits = { monthly_quota_mb: quotaMB };
     const pp = {};
     if (pmin !== null && pmin !== ports.min) pp.min = pmin;
     if (pmax !== null && pmax !== ports.max) pp.max = pmax;

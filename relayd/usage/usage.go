@@ -1,0 +1,241 @@
+// Package usage counts what the relay donated — bytes relayed today and
+// this month — keeps the counts across restarts without wearing out a
+// router's flash, and says when a daily or monthly quota is used up.
+//
+// The data plane's byte totals only grow while relayd runs; the meter
+// samples them and adds each difference to the current day and month
+// (local time: a donor's ISP counts in the device's time zone). The counts
+// are written to one small file with an atomic replace, only when they
+// changed, at most once per flush interval (5 min by default), and at
+// Close: a SIGKILL or power cut loses at most one interval of counting.
+package usage
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/jnrelay/jnrelay/internal/atomicfile"
+)
+
+// FileName is the state file in the state directory.
+const FileName = "usage.json"
+
+// DefaultFlushInterval bounds how often the file is written (and so what
+// a SIGKILL or a power cut can lose).
+const DefaultFlushInterval = 5 * time.Minute
+
+// Counts is what was relayed in the current day and month.
+type Counts struct {
+	Day        string `json:"day"` // 2006-01-02, local time
+	DayBytes   uint64 `json:"day_bytes"`
+	Month      string `json:"month"` // 2006-01
+	MonthBytes uint64 `json:"month_bytes"`
+}
+
+// Quota is a limit in bytes per day and per month (0 = none).
+type Quota struct {
+	DailyBytes, MonthlyBytes uint64
+}
+
+// ErrQuotaExhausted wraps the reason new channels are refused.
+var ErrQuotaExhausted = errors.New("data quota used up")
+
+// Meter counts and persists usage. Its methods are safe for concurrent
+// use.
+type Meter struct {
+	path  string
+	log   *slog.Logger
+	now   func() time.Time
+	every time.Duration
+
+	mu        sync.Mutex
+	c         Counts
+	lastTotal uint64    // data plane total at the last sample
+	dirty     bool      // counts changed since the last write
+	written   time.Time // last write
+	quota     Quota
+}
+
+// Options tune a Meter; zero values take the defaults.
+type Options struct {
+	Logger        *slog.Logger
+	FlushInterval time.Duration
+	Now           func() time.Time // for tests
+}
+
+// Open loads the counts kept in dir ("" = count in memory only; none yet
+// is fine; a damaged file is
+// logged and counting starts again from zero, keeping the bad file as
+// usage.json.bad). total is the data plane's byte total now (usually 0 at
+// start), from which later samples count.
+func Open(dir string, total uint64, opt Options) *Meter {
+	m := &Meter{log: opt.Logger, now: opt.Now, every: opt.FlushInterval, lastTotal: total}
+	if dir != "" {
+		m.path = filepath.Join(dir, FileName)
+	}
+	if m.log == nil {
+		m.log = slog.New(slog.DiscardHandler)
+	}
+	if m.now == nil {
+		m.now = time.Now
+	}
+	if m.every <= 0 {
+		m.every = DefaultFlushInterval
+	}
+	if m.path == "" {
+		m.written = m.now()
+		m.rollLocked(m.now())
+		return m
+	}
+	atomicfile.RemoveTemps(m.path)
+	data, err := os.ReadFile(m.path)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+	case err != nil:
+		m.log.Error("usage counts unreadable; counting from zero", "file", m.path, "err", err)
+	default:
+		if err := json.Unmarshal(data, &m.c); err != nil || !validCounts(m.c) {
+			m.log.Error("usage counts damaged; counting from zero (the file is kept as "+FileName+".bad)", "file", m.path, "err", err)
+			_ = os.Rename(m.path, m.path+".bad")
+			m.c = Counts{}
+		}
+	}
+	m.written = m.now()
+	m.rollLocked(m.now())
+	return m
+}
+
+func validCounts(c Counts) bool {
+	if _, err := time.Parse("2006-01-02", c.Day); err != nil {
+		return false
+	}
+	_, err := time.Parse("2006-01", c.Month)
+	return err == nil
+}
+
+// rollLocked starts a new day or month when the clock has moved into one.
+// A clock stepped backwards (a router without an RTC before NTP) does not
+// reset anything: counts only roll forward to a later period.
+func (m *Meter) rollLocked(now time.Time) {
+	day, month := now.Format("2006-01-02"), now.Format("2006-01")
+	if day > m.c.Day {
+		if m.c.Day != "" {
+			m.log.Info("new day: daily usage starts again", "yesterday", m.c.Day, "bytes", m.c.DayBytes)
+		}
+		m.c.Day, m.c.DayBytes = day, 0
+		m.dirty = true
+	}
+	if month > m.c.Month {
+		if m.c.Month != "" {
+			m.log.Info("new month: monthly usage starts again", "last_month", m.c.Month, "bytes", m.c.MonthBytes)
+		}
+		m.c.Month, m.c.MonthBytes = month, 0
+		m.dirty = true
+	}
+}
+
+// Sample adds what the data plane relayed since the last sample (total
+// is its running byte total) and writes the file if it is due. A total
+// lower than the last one (a new data plane) counts from zero.
+func (m *Meter) Sample(total uint64) {
+	m.mu.Lock()
+	now := m.now()
+	m.rollLocked(now)
+	if total < m.lastTotal {
+		m.lastTotal = 0
+	}
+	if d := total - m.lastTotal; d > 0 {
+		m.c.DayBytes += d
+		m.c.MonthBytes += d
+		m.dirty = true
+	}
+	m.lastTotal = total
+	due := m.dirty && now.Sub(m.written) >= m.every
+	m.mu.Unlock()
+	if due {
+		if err := m.Flush(); err != nil {
+			m.log.Warn("usage counts not saved; retrying at the next interval", "err", err)
+		}
+	}
+}
+
+// Flush writes the counts now if they changed since the last write.
+func (m *Meter) Flush() error {
+	m.mu.Lock()
+	if !m.dirty || m.path == "" {
+		m.mu.Unlock()
+		return nil
+	}
+	c := m.c
+	m.dirty = false
+	m.written = m.now()
+	m.mu.Unlock()
+	data, err := json.Marshal(c)
+	if err != nil {
+		return err
+	}
+	if err := atomicfile.Write(m.path, append(data, '\n'), 0o640, -1, -1); err != nil {
+		m.mu.Lock()
+		m.dirty = true // try again next time
+		m.mu.Unlock()
+		return fmt.Errorf("save usage counts: %w", err)
+	}
+	return nil
+}
+
+// Counts returns the current counts.
+func (m *Meter) Counts() Counts {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.rollLocked(m.now())
+	return m.c
+}
+
+// SetQuota sets the limits Exhausted checks.
+func (m *Meter) SetQuota(q Quota) {
+	m.mu.Lock()
+	m.quota = q
+	m.mu.Unlock()
+}
+
+// Quota returns the limits in force.
+func (m *Meter) Quota() Quota {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.quota
+}
+
+// Exhausted returns an error wrapping ErrQuotaExhausted, saying which
+// quota and until when, if the daily or monthly quota is used up; nil
+// otherwise. Calls in progress are not cut: this only refuses new ones.
+func (m *Meter) Exhausted() error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	now := m.now()
+	m.rollLocked(now)
+	if q := m.quota.MonthlyBytes; q > 0 && m.c.MonthBytes >= q {
+		next := time.Date(now.Year(), now.Month()+1, 1, 0, 0, 0, 0, now.Location())
+		return fmt.Errorf("%w: the monthly quota of %s is used up until %s", ErrQuotaExhausted, humanBytes(q), next.Format("2006-01-02"))
+	}
+	if q := m.quota.DailyBytes; q > 0 && m.c.DayBytes >= q {
+		return fmt.Errorf("%w: the daily quota of %s is used up until midnight", ErrQuotaExhausted, humanBytes(q))
+	}
+	return nil
+}
+
+func humanBytes(n uint64) string {
+	switch {
+	case n >= 1e9 && n%1e9 == 0:
+		return fmt.Sprintf("%d GB", n/1e9)
+	case n >= 1e6 && n%1e6 == 0:
+		return fmt.Sprintf("%d MB", n/1e6)
+	}
+	return fmt.Sprintf("%d bytes", n)
+}
