@@ -61,6 +61,7 @@ type Meter struct {
 	dirty     bool      // counts changed since the last write
 	written   time.Time // last write
 	quota     Quota
+	refusing  bool // a quota was used up at the last sample (for logging changes)
 }
 
 // Options tune a Meter; zero values take the defaults.
@@ -158,6 +159,16 @@ func (m *Meter) Sample(total uint64) {
 	}
 	m.lastTotal = total
 	due := m.dirty && now.Sub(m.written) >= m.every
+	exhausted := m.exhaustedLocked(now)
+	if (exhausted != nil) != m.refusing {
+		m.refusing = exhausted != nil
+		if exhausted != nil {
+			m.log.Warn("quota used up: new channels are refused, calls in progress go on", "reason", exhausted.Error(),
+				"day_bytes", m.c.DayBytes, "month_bytes", m.c.MonthBytes)
+		} else {
+			m.log.Info("quota has room again: taking new channels")
+		}
+	}
 	m.mu.Unlock()
 	if due {
 		if err := m.Flush(); err != nil {
@@ -218,7 +229,10 @@ func (m *Meter) Quota() Quota {
 func (m *Meter) Exhausted() error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	now := m.now()
+	return m.exhaustedLocked(m.now())
+}
+
+func (m *Meter) exhaustedLocked(now time.Time) error {
 	m.rollLocked(now)
 	if q := m.quota.MonthlyBytes; q > 0 && m.c.MonthBytes >= q {
 		next := time.Date(now.Year(), now.Month()+1, 1, 0, 0, 0, 0, now.Location())

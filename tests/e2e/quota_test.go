@@ -1,0 +1,97 @@
+package e2e
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jnrelay/jnrelay/relayd/config"
+	"github.com/jnrelay/jnrelay/tests/harness"
+)
+
+// TestMonthlyQuota gives the relay a 1 MB monthly quota and a call that
+// relays more than that: once it is used up, new requests are refused with
+// resource-constraint saying so, the call in progress goes on, and after a
+// clean restart from the same state directory the quota is still used up.
+func TestMonthlyQuota(t *testing.T) {
+	harness.RequireRoot(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	lan := harness.NewLAN(t, "jnq", "relay", "caller", "callee")
+	srv, err := harness.StartProsody(ctx, harness.ServerOptions{Netns: lan.NS("relay"), Users: map[string]string{user: password}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Close() })
+	w := &world{lan: lan, srv: srv, req: srv.Requester(user, password)}
+	cfg := w.relayConfig()
+	cfg.Limits = config.Limits{MonthlyQuotaMB: 1}
+	state := t.TempDir()
+	start := func() *harness.Relayd {
+		t.Helper()
+		rd, err := harness.StartRelaydArgs(relaydBin, lan.NS("relay"), state, cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() {
+			rd.Stop()
+			if t.Failed() {
+				t.Logf("relayd logs:\n%s", rd.Logs())
+			}
+		})
+		if _, err := rd.WaitLog(ctx, "xmpp component online", 1, nil); err != nil {
+			t.Fatal(err)
+		}
+		return rd
+	}
+	rd := start()
+	c := w.setUpCall(ctx, t, w.requestChannel(ctx, t))
+
+	// 2 × 600 packets of 1000 bytes: 1.2 MB through the relay.
+	const n, size = 600, 1000
+	before := [2]int{c.callee.RTPStats().Sources["caller"].Packets, c.caller.RTPStats().Sources["callee"].Packets}
+	pace := harness.Pace{Count: n, Interval: 500 * time.Microsecond, Size: size}
+	errs := make(chan error, 2)
+	go func() { _, err := c.caller.SendRTP(ctx, c.local, pace); errs <- err }()
+	go func() { _, err := c.callee.SendRTP(ctx, c.remote, pace); errs <- err }()
+	for range 2 {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	c.sent[0] += n
+	c.sent[2] += n
+	wctx, wcancel := context.WithTimeout(ctx, 20*time.Second)
+	defer wcancel()
+	if err := c.callee.WaitRTP(wctx, "caller", before[0]+n); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.caller.WaitRTP(wctx, "callee", before[1]+n); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := rd.WaitLog(ctx, "quota used up: new channels are refused, calls in progress go on", 1, nil); err != nil {
+		t.Fatal(err)
+	}
+	refused := func(when string) {
+		t.Helper()
+		outs, err := w.req.Run(ctx, harness.RequestArgs{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(outs) != 1 || outs[0].Type != "error" || outs[0].Condition != "resource-constraint" || outs[0].ErrorType != "wait" ||
+			!strings.Contains(outs[0].Text, "monthly quota of 1 MB is used up") {
+			t.Fatalf("request %s: %+v, want a wait/resource-constraint naming the monthly quota", when, outs)
+		}
+	}
+	refused("over the quota")
+	c.exchange(ctx, t, 20) // the call in progress is not cut
+	c.checkClean(t)
+
+	// A clean stop saves the counts; the next start still refuses.
+	if err := rd.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	start()
+	refused("after a restart")
+}
