@@ -357,18 +357,31 @@ func checkChannel(ctx context.Context, t *testing.T, srv *harness.XMPPServer, ba
 	maxMissing := [4]int{1, 1, probes, probes}
 	wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	// At least media packets arrive from each sender: those sent after
-	// latching.
-	for _, err := range []error{
-		callee.WaitRTP(wctx, "caller", media), callee.WaitRTCP(wctx, "caller", media),
-		caller.WaitRTP(wctx, "callee", media), caller.WaitRTCP(wctx, "callee", media),
+	// Wait, packet by packet, until each socket has received its sender's
+	// last packet: then Packets+Lost accounts for everything sent (Lost
+	// counts the sequence numbers missing below the highest one).
+	for _, w := range []struct {
+		name  string
+		stats func() harness.Stats
+		wait  func(context.Context, string, int) error
+		peer  string
+		sent  int
+	}{
+		{"callee RTP", callee.RTPStats, callee.WaitRTP, "caller", sent[0]},
+		{"callee RTCP", callee.RTCPStats, callee.WaitRTCP, "caller", sent[1]},
+		{"caller RTP", caller.RTPStats, caller.WaitRTP, "callee", sent[2]},
+		{"caller RTCP", caller.RTCPStats, caller.WaitRTCP, "callee", sent[3]},
 	} {
-		if err != nil {
-			t.Fatal(err)
+		for {
+			src := w.stats().Sources[w.peer]
+			if src.Packets+src.Lost >= w.sent {
+				break
+			}
+			if err := w.wait(wctx, w.peer, src.Packets+1); err != nil {
+				t.Fatalf("%s: the last of %d packets from %s never arrived: %v", w.name, w.sent, w.peer, err)
+			}
 		}
 	}
-	// Then the highest sequence number (the last packet) must arrive too,
-	// which makes Lost count every packet that did not.
 	for i, ep := range []struct {
 		e          *harness.Endpoint
 		kind, peer string
