@@ -12,6 +12,10 @@ type Status struct {
 	Version       string          `json:"version"`
 	UptimeSeconds int64           `json:"uptime_seconds"`
 	PublicAddress string          `json:"public_address"`
+	// Reachability says who can reach that address: configured, public,
+	// behind_nat (the router must forward the relay ports), private_only
+	// (only this network) or none (no address yet).
+	Reachability string `json:"reachability"`
 	Sessions      []SessionStatus `json:"sessions"`
 	Channels      ChannelTotals   `json:"channels"`
 	Traffic       Traffic         `json:"traffic"`
@@ -106,6 +110,7 @@ func (d *Daemon) Status() Status {
 	st := Status{
 		Version: d.version, UptimeSeconds: int64(time.Since(d.started).Seconds()),
 		PublicAddress: d.host.Load().Current().String(),
+		Reachability:  string(d.host.Load().Reachability()),
 		Channels:      ChannelTotals{Active: tot.Active, Capacity: tot.Capacity},
 		Traffic:       traffic(tot.Stats),
 		Requests:      Requests{Granted: req.Granted, Refused: req.Refused},

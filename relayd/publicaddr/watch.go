@@ -27,6 +27,37 @@ type Watcher struct {
 	forward string
 	// lastWarned avoids repeating the same warning on every refresh.
 	lastWarned netip.Addr
+	reach      atomic.Value // Reachability of the current address
+}
+
+// Reachability says who can reach the advertised address, as far as the
+// relay can tell.
+type Reachability string
+
+const (
+	// Configured: the operator set public_address; relayd trusts it.
+	Configured Reachability = "configured"
+	// Public: an interface has a public address (no NAT in the way).
+	Public Reachability = "public"
+	// BehindNAT: the address was learned from STUN: reachable only if the
+	// router forwards the relay ports to this device.
+	BehindNAT Reachability = "behind_nat"
+	// PrivateOnly: only private addresses and no STUN answer: only this
+	// network can use the relay.
+	PrivateOnly Reachability = "private_only"
+	// Unknown: no usable address yet.
+	Unknown Reachability = "none"
+)
+
+// Reachability of the current address.
+func (w *Watcher) Reachability() Reachability {
+	if w.configured {
+		return Configured
+	}
+	if r, ok := w.reach.Load().(Reachability); ok {
+		return r
+	}
+	return Unknown
 }
 
 // Options configure a detecting Watcher.
@@ -94,6 +125,14 @@ func (w *Watcher) refresh(ctx context.Context) (bool, error) {
 					"local_address", local.String(), "public_address", mapped.String(), "stun_server", server)
 			}
 		}
+	}
+	switch {
+	case public && a != local:
+		w.reach.Store(BehindNAT)
+	case public:
+		w.reach.Store(Public)
+	default:
+		w.reach.Store(PrivateOnly)
 	}
 	old := w.Current()
 	if a == old {

@@ -175,7 +175,8 @@ func TestWebPage(t *testing.T) {
 		saved.Limits.MonthlyQuotaMB != 2500 {
 		t.Fatalf("saved config %+v %+v %+v %v", saved.Ports, saved.Channel, saved.Limits, err)
 	}
-	b.waitFor("the quota in the status view", `document.getElementById('st-month').textContent.includes('of 2.50 GB a month')`)
+	b.waitFor("the quota and reachability in the status view", `document.getElementById('st-month').textContent.includes('of 2.50 GB a month') &&
+		document.getElementById('st-address').textContent === '203.0.113.1as configured'`)
 	step("setup saved")
 
 	// The account form: switching to a client account without a password

@@ -157,7 +157,14 @@
   function renderStatus(s) {
     const ch = s.channels || {}, tr = s.traffic || {};
     setStat('st-channels', num(ch.active) + ' / ' + num(ch.capacity), num((ch.capacity || 0) - (ch.active || 0)) + ' free');
-    setStat('st-address', s.public_address || 'unknown');
+    const reach = {
+      configured: 'as configured',
+      public: 'reachable from the Internet',
+      behind_nat: 'behind NAT: forward the relay ports on your router',
+      private_only: 'private address: only this network can use the relay',
+      none: 'no network address yet',
+    };
+    setStat('st-address', s.public_address && s.reachability !== 'none' ? s.public_address : 'none yet', reach[s.reachability] || '');
     const u = s.usage || {};
     setStat('st-today', bytes(u.day_bytes), u.daily_quota_bytes ? 'of ' + bytes(u.daily_quota_bytes) + ' a day' : '');
     setStat('st-month', bytes(u.month_bytes), u.monthly_quota_bytes ? 'of ' + bytes(u.monthly_quota_bytes) + ' a month' : 'no quota');
