@@ -9,20 +9,20 @@ import (
 
 // Status is the daemon's state as the provisioning API and the CLI show it.
 type Status struct {
-	Version       string          `json:"version"`
-	UptimeSeconds int64           `json:"uptime_seconds"`
-	PublicAddress string          `json:"public_address"`
+	Version       string `json:"version"`
+	UptimeSeconds int64  `json:"uptime_seconds"`
+	PublicAddress string `json:"public_address"`
 	// Reachability says who can reach that address: configured, public,
 	// behind_nat (the router must forward the relay ports), private_only
 	// (only this network) or none (no address yet).
-	Reachability string `json:"reachability"`
-	Sessions      []SessionStatus `json:"sessions"`
-	Channels      ChannelTotals   `json:"channels"`
-	Traffic       Traffic         `json:"traffic"`
-	Requests      Requests        `json:"requests"`
-	Usage         Usage           `json:"usage"`
-	Draining      bool            `json:"draining,omitempty"`
-	STUN          *STUNStatus     `json:"stun,omitempty"`
+	Reachability string          `json:"reachability"`
+	Sessions     []SessionStatus `json:"sessions"`
+	Channels     ChannelTotals   `json:"channels"`
+	Traffic      Traffic         `json:"traffic"`
+	Requests     Requests        `json:"requests"`
+	Usage        Usage           `json:"usage"`
+	Draining     bool            `json:"draining,omitempty"`
+	STUN         *STUNStatus     `json:"stun,omitempty"`
 }
 
 // Usage is what the relay donated in the current day and month (local
