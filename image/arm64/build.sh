@@ -71,6 +71,17 @@ kernel_deb() {
 
 deb=$(kernel_deb)
 tree="$cache/$(basename "$deb" .deb)"
+if [ -z "${JNRELAY_KERNEL_DEB:-}" ]; then
+  # A new kernel version replaces the old one in the cache (unpacked, a
+  # kernel takes 350 MB), and leftovers of interrupted runs go.
+  for old in "$cache"/linux-image-*_arm64.deb "$cache"/linux-image-*_arm64; do
+    if [ -e "$old" ] && [ "$old" != "$deb" ] && [ "$old" != "$tree" ]; then
+      log "removing $(basename "$old") from the cache"
+      rm -rf -- "$old"
+    fi
+  done
+  find "$cache" -maxdepth 1 \( -name 'download.*' -o -name 'unpack.*' \) -mmin +60 -exec rm -rf -- {} +
+fi
 if [ ! -d "$tree" ]; then
   log "unpacking $(basename "$deb")"
   tmp=$(mktemp -d "$cache/unpack.XXXXXX")
