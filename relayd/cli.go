@@ -34,7 +34,7 @@ func runCommand(args []string, f apiFlags, stdout, stderr io.Writer) int {
 	if strings.Join(args, " ") == "token show" {
 		return showToken(f.stateDir, stdout, stderr)
 	}
-	c := provision.NewClient(f.socket)
+	c := provision.NewClient(clientSocket(f.socket))
 	defer c.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
@@ -178,4 +178,25 @@ func showToken(stateDir string, stdout, stderr io.Writer) int {
 	}
 	fmt.Fprintln(stdout, strings.TrimSpace(string(data)))
 	return 0
+}
+
+// Where the API socket is by default, and where OpenWrt's init script puts
+// it (its /var/run is in RAM and there is no /run).
+const (
+	defaultAPISocket = "/run/jnrelay/api.sock"
+	openwrtAPISocket = "/var/run/jnrelay/api.sock"
+)
+
+// clientSocket is the socket the CLI talks to: the one asked for, except
+// that the default falls back to OpenWrt's place when only that exists.
+func clientSocket(asked string) string {
+	if asked != defaultAPISocket {
+		return asked
+	}
+	if _, err := os.Stat(asked); err != nil {
+		if _, err := os.Stat(openwrtAPISocket); err == nil {
+			return openwrtAPISocket
+		}
+	}
+	return asked
 }

@@ -40,7 +40,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	check := fs.String("check-config", "", "validate the configuration `file`, print the result and exit")
 	showVersion := fs.Bool("version", false, "print the version and exit")
 	var api apiFlags
-	fs.StringVar(&api.socket, "api-socket", "/run/jnrelay/api.sock", "provisioning API unix `socket` (\"\" = none)")
+	fs.StringVar(&api.socket, "api-socket", defaultAPISocket, "provisioning API unix `socket` (\"\" = none)")
 	fs.StringVar(&api.tcp, "api-tcp", "", "also serve the provisioning API on `host:port` (bearer token in the state directory)")
 	fs.IntVar(&api.adminGID, "api-admin-gid", -1, "`gid` whose members may read the API (root may write)")
 	fs.StringVar(&api.adminGroup, "api-admin-group", "", "group `name` whose members may read the API (instead of -api-admin-gid)")
