@@ -50,6 +50,14 @@ test-cross:
 	bash image/arm64/deps.sh
 	bash tests/qemu-user.sh
 
+## test-appliance: the amd64 .deb installed in a Debian rootfs booted by systemd-nspawn (tests/appliance)
+test-appliance: build
+	bash tests/appliance/deps.sh
+	rm -rf bin/appliance && mkdir -p bin/appliance
+	cp bin/relayd bin/appliance/relayd-linux-amd64
+	bash image/package.sh -b bin/appliance -o bin/appliance/dist amd64
+	JNRELAY_REQUIRE_APPLIANCE=1 JNRELAY_DEB="$$(ls $(CURDIR)/bin/appliance/dist/jnrelay_*_amd64.deb)" $(GO) test -count=1 -v -timeout 10m ./tests/appliance
+
 ## image-arm64: bootable arm64 test image (Debian's kernel, initramfs with relayd) in bin/image-arm64
 image-arm64:
 	bash image/arm64/deps.sh
