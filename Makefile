@@ -6,7 +6,7 @@ GOFLAGS_BUILD := -trimpath -ldflags '$(LDFLAGS)'
 STATICCHECK_VERSION := v0.7.0
 FUZZTIME  ?= 10s
 
-.PHONY: build cross image demo test test-unit test-e2e test-cross image-arm64 test-image fuzz bench lint deps clean
+.PHONY: build cross image demo test test-unit test-e2e test-cross image-arm64 test-image test-appliance fuzz bench lint deps clean
 
 ## build: static relayd binary in bin/relayd
 build:
