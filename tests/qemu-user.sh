@@ -30,12 +30,14 @@ for target in "arm 7 qemu-arm-static" "arm64 - qemu-aarch64-static"; do
   # -trimpath as in make cross and image/arm64/build.sh: the packages compiled
   # here are then reused from the build cache by those builds.
   if env "${env[@]}" go test -trimpath -count=1 -v -exec "$emu" "${pkgs[@]}" >"$log" 2>&1; then rc=0; else rc=$?; fi
-  # A skip's reason is logged by t.Skip right before its "--- SKIP" line.
+  # A skip's reason is what the test logged after its "=== RUN"/"=== NAME"
+  # line; its "--- SKIP: name" line may come later (subtests report with
+  # their parent), so reasons are kept per test name.
   awk -v arch="$name" '
-    /^=== (RUN|CONT|PAUSE|NAME)/ { reason = ""; next }
-    /^ *--- SKIP/ { sub(/^ */, ""); printf "%s: %s:%s\n", arch, $0, reason; reason = ""; next }
-    /^ *--- / { reason = ""; next }
-    /^    / { line = $0; sub(/^ +/, "", line); reason = reason " " line }
+    /^=== (RUN|CONT|NAME) / { cur = $3; next }
+    /^ *--- SKIP: / { n = $3; line = $0; sub(/^ */, "", line); printf "%s: %s:%s\n", arch, line, why[n]; next }
+    /^ *--- / { next }
+    /^    / && cur != "" { l = $0; sub(/^ +/, "", l); why[cur] = why[cur] " " l }
   ' "$log"
   # Package results (and top-level failures; the full log follows them).
   grep -E '^(ok|FAIL)\b|^--- FAIL|^panic:' "$log" | sed "s|^|$name: |" || true
