@@ -52,6 +52,14 @@ type Limits struct {
 	// (10^6 bytes); 0 = no quota.
 	DailyQuotaMB   int64 `json:"daily_quota_mb"`
 	MonthlyQuotaMB int64 `json:"monthly_quota_mb"`
+	// MaxChannels caps live channels below what the port range holds
+	// (0 = the port range is the limit).
+	MaxChannels int `json:"max_channels"`
+	// PerJIDChannels and PerJIDRequestsPerMinute bound one requester (a
+	// bare JID): live channels, and channel requests per minute (burst of
+	// the same size). 0 = no limit.
+	PerJIDChannels          int `json:"per_jid_channels"`
+	PerJIDRequestsPerMinute int `json:"per_jid_requests_per_minute"`
 }
 
 // DailyQuotaBytes is the daily quota in bytes (0 = none).
@@ -74,6 +82,10 @@ type Channel struct {
 	// DrainSeconds is how long live calls may go on after SIGTERM (no
 	// new channels are taken meanwhile) before relayd exits.
 	DrainSeconds int `json:"drain_seconds"`
+	// FastPath hands latched legs to the kernel (nftables): "auto" (when
+	// the host allows it), "nftables" (required: refuse to start without
+	// it) or "off".
+	FastPath string `json:"fast_path,omitempty"`
 }
 
 // Service is one XMPP service the relay registers with.
@@ -176,7 +188,8 @@ func Default() Config {
 	return Config{
 		ListenAddress: "0.0.0.0",
 		Ports:         PortRange{Min: 40000, Max: 40999},
-		Channel:       Channel{ExpireSeconds: 60, LatchGraceSeconds: 5, DrainSeconds: 30},
+		Channel:       Channel{ExpireSeconds: 60, LatchGraceSeconds: 5, DrainSeconds: 30, FastPath: "auto"},
+		Limits:        Limits{PerJIDChannels: 16, PerJIDRequestsPerMinute: 120},
 		Tracker:       Tracker{RefreshSeconds: 600},
 		STUN:          STUN{Enabled: true, Port: 3478, Classic: true},
 		TURN:          TURN{Port: 3478, Transport: "udp", TTLSeconds: 86400},
@@ -294,9 +307,20 @@ func (c *Config) Validate() error {
 	if c.Channel.DrainSeconds < 0 || c.Channel.DrainSeconds > 3600 {
 		bad("channel.drain_seconds", "%d is outside 0-3600", c.Channel.DrainSeconds)
 	}
+	switch c.Channel.FastPath {
+	case "", "auto", "nftables", "off":
+	default:
+		bad("channel.fast_path", "%q is not auto, nftables or off", c.Channel.FastPath)
+	}
 	for key, v := range map[string]int64{"limits.daily_quota_mb": c.Limits.DailyQuotaMB, "limits.monthly_quota_mb": c.Limits.MonthlyQuotaMB} {
 		if v < 0 || v > 1_000_000_000 {
 			bad(key, "%d is outside 0-1000000000 (0 = no quota)", v)
+		}
+	}
+	for key, v := range map[string]int{"limits.max_channels": c.Limits.MaxChannels, "limits.per_jid_channels": c.Limits.PerJIDChannels,
+		"limits.per_jid_requests_per_minute": c.Limits.PerJIDRequestsPerMinute} {
+		if v < 0 || v > 1_000_000 {
+			bad(key, "%d is outside 0-1000000 (0 = no limit)", v)
 		}
 	}
 	if c.Channel.MaxKbps < 0 || c.Channel.MaxKbps > 10_000_000 {

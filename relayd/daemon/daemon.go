@@ -45,9 +45,10 @@ type Daemon struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 
-	dp    *channel.Manager
-	svc   *jinglenodes.Service
-	meter *usage.Meter
+	dp          *channel.Manager
+	svc         *jinglenodes.Service
+	meter       *usage.Meter
+	maxChannels atomic.Int64 // limits.max_channels (0 = the port range)
 
 	host     atomic.Pointer[publicaddr.Watcher]
 	external atomic.Pointer[jinglenodes.External]
@@ -101,8 +102,9 @@ func New(ctx context.Context, cfg config.Config, opt Options) (*Daemon, error) {
 	d.dp, err = channel.New(channel.Config{
 		Listen: d.listen, PortMin: cfg.Ports.Min, PortMax: cfg.Ports.Max,
 		Expire: cfg.Channel.Expire(), LatchGrace: cfg.Channel.LatchGrace(), MaxKbps: cfg.Channel.MaxKbps,
-		Logger: log.With("part", "dataplane"),
-		OnEnd:  func(e channel.End) { d.svc.ChannelEnded(context.WithoutCancel(ctx), e) },
+		FastPath: channel.FastPathMode(cfg.Channel.FastPath),
+		Logger:   log.With("part", "dataplane"),
+		OnEnd:    func(e channel.End) { d.svc.ChannelEnded(context.WithoutCancel(ctx), e) },
 	})
 	if err != nil {
 		cancel()
@@ -116,7 +118,7 @@ func New(ctx context.Context, cfg config.Config, opt Options) (*Daemon, error) {
 		Listings:   d.listings,
 		External:   func() jinglenodes.External { return *d.external.Load() },
 		Accepting:  func() bool { return !d.dp.Draining() },
-		Admit:      func() error { return d.meter.Exhausted() },
+		Admit:      d.admit,
 		Logger:     log.With("part", "jinglenodes"),
 	})
 	d.meter = usage.Open(opt.StateDir, 0, usage.Options{Logger: log.With("part", "usage")})
@@ -180,7 +182,8 @@ func (d *Daemon) apply(cfg, old config.Config) error {
 	first := d.host.Load() == nil
 	if !first {
 		if err := d.dp.Reconfigure(channel.Settings{PortMin: cfg.Ports.Min, PortMax: cfg.Ports.Max,
-			Expire: cfg.Channel.Expire(), LatchGrace: cfg.Channel.LatchGrace(), MaxKbps: cfg.Channel.MaxKbps}); err != nil {
+			Expire: cfg.Channel.Expire(), LatchGrace: cfg.Channel.LatchGrace(), MaxKbps: cfg.Channel.MaxKbps,
+			FastPath: channel.FastPathMode(cfg.Channel.FastPath)}); err != nil {
 			return fmt.Errorf("data plane: %w", err)
 		}
 	}
@@ -204,6 +207,8 @@ func (d *Daemon) apply(cfg, old config.Config) error {
 		}
 	}
 	d.meter.SetQuota(usage.Quota{DailyBytes: cfg.Limits.DailyQuotaBytes(), MonthlyBytes: cfg.Limits.MonthlyQuotaBytes()})
+	d.svc.SetJIDLimits(jinglenodes.JIDLimits{Channels: cfg.Limits.PerJIDChannels, RequestsPerMinute: cfg.Limits.PerJIDRequestsPerMinute})
+	d.maxChannels.Store(int64(cfg.Limits.MaxChannels))
 	d.mu.Lock()
 	d.cfg = cfg
 	d.mu.Unlock()
@@ -530,4 +535,16 @@ func (d *Daemon) sampleUsage() {
 			d.meter.Sample(d.relayedBytes())
 		}
 	}
+}
+
+// admit applies the relay-wide donor limits to a channel request: the
+// data quotas and limits.max_channels.
+func (d *Daemon) admit() error {
+	if err := d.meter.Exhausted(); err != nil {
+		return err
+	}
+	if n := d.maxChannels.Load(); n > 0 && int64(d.dp.Active()) >= n {
+		return fmt.Errorf("the relay carries its maximum of %d calls", n)
+	}
+	return nil
 }

@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"github.com/jnrelay/jnrelay/relayd/channel"
 	"github.com/jnrelay/jnrelay/relayd/metrics"
 )
 
@@ -33,6 +34,13 @@ func (d *Daemon) MetricsSources() metrics.Sources {
 			}
 			st := srv.Stats()
 			return metrics.STUNStats{Requests: st.Requests, Responses: st.Responses, Dropped: st.DroppedBy()}
+		},
+		FastPath: func() metrics.FastPath {
+			fp := d.dp.FastPath()
+			tot := d.dp.Totals()
+			return metrics.FastPath{Active: fp.Active, OffloadedLegs: fp.OffloadedNow, Offloads: fp.Offloads,
+				NotOffloaded:         fp.NotOffloaded,
+				PacketsLocalToRemote: tot.Stats.Offloaded[channel.LocalToRemote], PacketsRemoteToLocal: tot.Stats.Offloaded[channel.RemoteToLocal]}
 		},
 		Requests: func() metrics.Requests {
 			st := d.svc.Stats()

@@ -78,6 +78,7 @@ type Service struct {
 
 	mu     sync.Mutex
 	owners map[string]owner // channel id -> requester
+	jids   *perJID          // per-requester limits
 
 	granted atomic.Uint64
 	refused [numRefusals]atomic.Uint64
@@ -93,10 +94,11 @@ const (
 	RefusedResourceConstraint
 	RefusedInternal
 	RefusedBadRequest
+	RefusedPolicyViolation
 	numRefusals
 )
 
-var refusalNames = [numRefusals]string{"forbidden", "feature_not_implemented", "service_unavailable", "resource_constraint", "internal", "bad_request"}
+var refusalNames = [numRefusals]string{"forbidden", "feature_not_implemented", "service_unavailable", "resource_constraint", "internal", "bad_request", "policy_violation"}
 
 func (r Refusal) String() string { return refusalNames[r] }
 
@@ -130,8 +132,11 @@ func New(cfg Config) *Service {
 	if cfg.Name == "" {
 		cfg.Name = "jnrelay"
 	}
-	return &Service{cfg: cfg, log: cfg.Logger, owners: make(map[string]owner)}
+	return &Service{cfg: cfg, log: cfg.Logger, owners: make(map[string]owner), jids: newPerJID()}
 }
+
+// SetJIDLimits sets what one requester may take (live; 0 = no limit).
+func (s *Service) SetJIDLimits(l JIDLimits) { s.jids.setLimits(l) }
 
 // Handler answers the IQs of one XMPP session under policy (nil = public).
 // Channel events for requests that arrived on sess go back through it.
@@ -153,6 +158,7 @@ func (s *Service) ChannelEnded(ctx context.Context, e channel.End) {
 	if !ok {
 		return
 	}
+	s.jids.released(o.requester)
 	id, err := stanzaID()
 	if err != nil {
 		s.log.Error("send channel event", "channel", e.ID, "err", err)
@@ -277,6 +283,11 @@ func (h *Handler) channel(req Request) xml.TokenReader {
 			return h.errorReply(req.IQ, stanza.Wait, stanza.ResourceConstraint, err.Error())
 		}
 	}
+	if err := h.svc.jids.admit(from, time.Now()); err != nil {
+		h.log.Info("channel refused: requester limit", "from", from.String(), "reason", err)
+		h.svc.refused[RefusedPolicyViolation].Add(1)
+		return h.errorReply(req.IQ, stanza.Wait, stanza.PolicyViolation, err.Error())
+	}
 	info, err := h.svc.cfg.Allocator.Allocate()
 	if err != nil {
 		h.log.Warn("channel refused", "from", from.String(), "err", err)
@@ -294,6 +305,7 @@ func (h *Handler) channel(req Request) xml.TokenReader {
 	h.svc.mu.Lock()
 	h.svc.granted.Add(1)
 	h.svc.owners[info.ID] = owner{via: h.sess, relay: relayAddr(req.IQ.To, h.sess.Addr()), requester: from}
+	h.svc.jids.granted(from) // under mu: ChannelEnded releases only what it finds in owners
 	h.svc.mu.Unlock()
 	h.log.Info("channel granted", "from", from.String(), "channel", info.ID, "host", host.String(),
 		"localport", info.LocalPort, "remoteport", info.RemotePort)

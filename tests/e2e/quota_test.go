@@ -95,3 +95,44 @@ func TestMonthlyQuota(t *testing.T) {
 	start()
 	refused("after a restart")
 }
+
+// TestRequesterAndChannelLimits: one channel per requester, two for the
+// whole relay. A requester's second request gets policy-violation, a
+// second requester gets its channel, a third gets resource-constraint.
+func TestRequesterAndChannelLimits(t *testing.T) {
+	harness.RequireRoot(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	lan := harness.NewLAN(t, "jnl", "relay")
+	users := map[string]string{user: password, "bob": "bobpw", "carol": "carolpw"}
+	srv, err := harness.StartProsody(ctx, harness.ServerOptions{Netns: lan.NS("relay"), Users: users})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Close() })
+	w := &world{lan: lan, srv: srv, req: srv.Requester(user, password)}
+	cfg := w.relayConfig()
+	cfg.Limits.PerJIDChannels, cfg.Limits.MaxChannels = 1, 2
+	w.startRelay(ctx, t, cfg)
+
+	ask := func(u string) harness.Outcome {
+		t.Helper()
+		outs, err := srv.Requester(u, users[u]).Run(ctx, harness.RequestArgs{})
+		if err != nil || len(outs) != 1 {
+			t.Fatalf("%s: %+v %v", u, outs, err)
+		}
+		return outs[0]
+	}
+	if o := ask(user); o.Type != "result" {
+		t.Fatalf("first channel: %+v", o)
+	}
+	if o := ask(user); o.Type != "error" || o.Condition != "policy-violation" || !strings.Contains(o.Text, "already holds 1 channels") {
+		t.Fatalf("second channel for one requester: %+v", o)
+	}
+	if o := ask("bob"); o.Type != "result" {
+		t.Fatalf("another requester: %+v", o)
+	}
+	if o := ask("carol"); o.Type != "error" || o.Condition != "resource-constraint" || !strings.Contains(o.Text, "maximum of 2 calls") {
+		t.Fatalf("over max_channels: %+v", o)
+	}
+}

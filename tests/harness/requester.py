@@ -23,6 +23,20 @@ CHANNEL = JN + '#channel'
 EVENT = JN + '#event'
 
 
+
+STANZAS_NS = 'urn:ietf:params:xml:ns:xmpp-stanzas'
+
+
+def error_condition(err):
+    """The defined condition of an error, read from the XML: slixmpp 1.8
+    only knows RFC 3920's list and reports '' for newer ones such as
+    policy-violation (RFC 6120)."""
+    for child in err.xml:
+        if child.tag.startswith('{%s}' % STANZAS_NS) and not child.tag.endswith('}text'):
+            return child.tag.split('}', 1)[1]
+    return err['condition']
+
+
 def emit(**obj):
     sys.stdout.write(json.dumps(obj, sort_keys=True) + '\n')
     sys.stdout.flush()
@@ -88,7 +102,7 @@ def main():
                 res = await iq.send(timeout=args.iq_timeout)
             except IqError as e:
                 err = e.iq['error']
-                emit(type='error', condition=err['condition'], text=err['text'], error_type=err['type'])
+                emit(type='error', condition=error_condition(err), text=err['text'], error_type=err['type'])
                 continue
             except IqTimeout:
                 emit(type='timeout', phase='iq')
