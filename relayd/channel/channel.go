@@ -40,6 +40,10 @@ type side struct {
 // sides[0] faces the requester (LocalToRemote traffic arrives there).
 type leg struct {
 	sides [2]side
+	// inKernel is set while the fast path forwards this leg: the latched
+	// peers' datagrams then never reach the worker, and their last-seen
+	// times come from the kernel's counters.
+	inKernel atomic.Bool
 }
 
 // Channel is one allocated relay channel: two independent legs, served by
@@ -132,6 +136,11 @@ func (c *Channel) armExpiry() { c.timer.Reset(c.info.Expire) }
 // has been idle for Expire, or re-arms the timer for the remaining time.
 func (c *Channel) checkExpiry(expired func(*Channel)) {
 	idle := c.idle()
+	if fp := c.fastPath(); idle >= c.info.Expire && fp != nil && c.offloaded() {
+		// The kernel may have forwarded since the last counter read.
+		fp.refresh(expiryFresh)
+		idle = c.idle()
+	}
 	if idle >= c.info.Expire {
 		expired(c)
 		return
@@ -215,14 +224,54 @@ func (c *Channel) admit(in *side, src netip.AddrPort, now int64) bool {
 	case cur != nil && *cur == src:
 	case cur == nil:
 		in.latched.Store(newAddrPort(src))
+		c.latchChanged(in)
 	case now-in.lastSeen.Load() > int64(c.grace):
+		if c.legs[in.leg].inKernel.Load() && !c.countersFresh() {
+			// The latched peer's datagrams bypass us: only recent
+			// counters can prove it silent. Drop this one; the next
+			// finds them fresh.
+			return false
+		}
 		in.latched.Store(newAddrPort(src))
 		c.stats.relatched.Add(1)
+		c.latchChanged(in)
 	default:
 		return false
 	}
 	in.lastSeen.Store(now)
 	return true
+}
+
+// fastPath is the Manager's fast path, or nil.
+func (c *Channel) fastPath() *fastPath {
+	if c.worker == nil {
+		return nil
+	}
+	return c.worker.m.fp.Load()
+}
+
+// latchChanged hands a leg whose two sides are latched (again) to the
+// fast path. Called once per latch, never per datagram.
+func (c *Channel) latchChanged(in *side) {
+	if fp := c.fastPath(); fp != nil && c.legs[in.leg].sides[1-in.side].latched.Load() != nil {
+		fp.enqueue(c, in.leg)
+	}
+}
+
+// countersFresh reports whether the kernel's counters are recent enough
+// to decide that an offloaded peer is silent; if not, it asks for a read.
+func (c *Channel) countersFresh() bool {
+	fp := c.fastPath()
+	if fp == nil || fp.fresh(relatchFresh) {
+		return true
+	}
+	fp.requestPoll()
+	return false
+}
+
+// offloaded reports whether any leg is in the kernel.
+func (c *Channel) offloaded() bool {
+	return c.legs[0].inKernel.Load() || c.legs[1].inKernel.Load()
 }
 
 // newAddrPort copies src to the heap; kept apart so the receive loop's src

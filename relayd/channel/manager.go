@@ -28,7 +28,10 @@ type Config struct {
 	// Workers is the number of threads serving relay ports (each an epoll
 	// loop); 0 = one per CPU the Go runtime may use (GOMAXPROCS).
 	Workers int
-	Logger  *slog.Logger
+	// FastPath hands latched legs to the kernel (kernel/nft); "" = off.
+	// With FastPathNftables, New fails when the host cannot run it.
+	FastPath FastPathMode
+	Logger   *slog.Logger
 	// OnEnd is called once for every channel that ends, after its ports are
 	// released. It must not block for long.
 	OnEnd func(End)
@@ -69,6 +72,12 @@ type Manager struct {
 	wedged  atomic.Bool   // test hook: workers hang (see Wedge)
 	checkMu sync.Mutex    // one Check at a time
 
+	// fp is the in-kernel fast path, nil when off or unavailable;
+	// fpCounts outlive it across Reconfigure.
+	fp       atomic.Pointer[fastPath]
+	fpMu     sync.Mutex // one change of fast path at a time
+	fpCounts fastPathCounts
+
 	mu       sync.Mutex
 	channels map[string]*Channel
 	ended    Stats // counters of channels that already ended
@@ -108,6 +117,14 @@ func New(cfg Config) (*Manager, error) {
 		}
 		m.workers = append(m.workers, w)
 		go w.run(&m.stop)
+	}
+	fp, err := openFastPath(m, cfg.FastPath, cfg.Listen)
+	if err != nil {
+		m.stopWorkers()
+		return nil, err
+	}
+	if fp != nil {
+		m.fp.Store(fp)
 	}
 	return m, nil
 }
@@ -154,6 +171,7 @@ type Settings struct {
 	Expire           time.Duration
 	LatchGrace       time.Duration
 	MaxKbps          int
+	FastPath         FastPathMode
 }
 
 // Reconfigure applies new settings to channels allocated from now on;
@@ -176,6 +194,9 @@ func (m *Manager) Reconfigure(s Settings) error {
 		m.ports.cover(pool.first, pool.first+pool.size()*portsPerChannel-1)
 		checkFileLimit(pool.size()*portsPerChannel, m.log)
 	}
+	if err := m.setFastPath(s.FastPath); err != nil {
+		return err
+	}
 	m.mu.Lock()
 	if pool != nil {
 		m.pool, m.cfg.PortMin, m.cfg.PortMax = pool, s.PortMin, s.PortMax
@@ -183,8 +204,90 @@ func (m *Manager) Reconfigure(s Settings) error {
 	m.cfg.Expire, m.cfg.LatchGrace, m.cfg.MaxKbps = s.Expire, s.LatchGrace, s.MaxKbps
 	m.mu.Unlock()
 	m.log.Info("data plane reconfigured", "ports", fmt.Sprintf("%d-%d", s.PortMin, s.PortMax),
-		"expire", s.Expire.String(), "latch_grace", s.LatchGrace.String(), "max_kbps", s.MaxKbps)
+		"expire", s.Expire.String(), "latch_grace", s.LatchGrace.String(), "max_kbps", s.MaxKbps, "fast_path", string(s.FastPath))
 	return nil
+}
+
+// setFastPath switches the fast path to mode. Turning it off deletes the
+// table: every offloaded leg goes back to userspace, where its latches
+// were kept. Turning it on offers every latched leg to the kernel.
+func (m *Manager) setFastPath(mode FastPathMode) error {
+	if mode == "" {
+		mode = FastPathOff
+	}
+	m.fpMu.Lock()
+	defer m.fpMu.Unlock()
+	m.mu.Lock()
+	cur := m.cfg.FastPath
+	m.mu.Unlock()
+	if cur == "" {
+		cur = FastPathOff
+	}
+	if mode == cur {
+		return nil
+	}
+	if mode == FastPathOff {
+		if fp := m.fp.Swap(nil); fp != nil {
+			fp.close()
+		}
+		m.mu.Lock()
+		m.cfg.FastPath = mode
+		m.mu.Unlock()
+		return nil
+	}
+	if m.fp.Load() == nil {
+		fp, err := openFastPath(m, mode, m.cfg.Listen)
+		if err != nil {
+			return err
+		}
+		if fp != nil {
+			m.fp.Store(fp)
+			for _, c := range m.live() {
+				for l := range c.legs {
+					fp.enqueue(c, l)
+				}
+			}
+		}
+	}
+	m.mu.Lock()
+	m.cfg.FastPath = mode
+	m.mu.Unlock()
+	return nil
+}
+
+// FastPath describes the in-kernel fast path for metrics.
+func (m *Manager) FastPath() FastPathStats {
+	return m.fpCounts.stats(m.fp.Load() != nil)
+}
+
+// live returns the live channels.
+func (m *Manager) live() []*Channel {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := make([]*Channel, 0, len(m.channels))
+	for _, c := range m.channels {
+		out = append(out, c)
+	}
+	return out
+}
+
+// isLive reports whether c may still have legs offloaded: it is not
+// ending and its sockets are open.
+func (m *Manager) isLive(c *Channel) bool {
+	m.mu.Lock()
+	ending := c.ending
+	m.mu.Unlock()
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	return !ending && !c.closed
+}
+
+// refreshFastPath credits what the kernel forwarded to the channels, so
+// figures read now are exact.
+func (m *Manager) refreshFastPath() {
+	if fp := m.fp.Load(); fp != nil {
+		fp.refresh(0)
+	}
 }
 
 // Allocate opens a new channel on four free ports. It fails with
@@ -274,6 +377,11 @@ func (m *Manager) end(c *Channel, reason EndReason) bool {
 	c.ending = true
 	m.mu.Unlock()
 
+	// Out of the kernel before the sockets close; an expired channel was
+	// idle by fresh counters, the others take the kernel's last figures.
+	if fp := m.fp.Load(); fp != nil {
+		fp.retire(c, reason != EndExpired)
+	}
 	m.release(c)
 	e := End{Info: c.info, Reason: reason, Duration: time.Since(c.created), Stats: c.stats.snapshot()}
 	// Move the final counters from live to ended in one step so Totals
@@ -286,6 +394,7 @@ func (m *Manager) end(c *Channel, reason EndReason) bool {
 	m.log.Info("channel ended", "channel", e.ID, "reason", string(reason), "seconds", int(e.Duration.Seconds()),
 		"packets_local_to_remote", e.Stats.Packets[LocalToRemote], "packets_remote_to_local", e.Stats.Packets[RemoteToLocal],
 		"bytes_local_to_remote", e.Stats.Bytes[LocalToRemote], "bytes_remote_to_local", e.Stats.Bytes[RemoteToLocal],
+		"kernel_packets_local_to_remote", e.Stats.Offloaded[LocalToRemote], "kernel_packets_remote_to_local", e.Stats.Offloaded[RemoteToLocal],
 		"dropped_peer_not_latched", e.Stats.Dropped[DropPeerNotLatched], "dropped_foreign_source", e.Stats.Dropped[DropForeignSource],
 		"dropped_rate_limited", e.Stats.Dropped[DropRateLimited], "dropped_oversize", e.Stats.Dropped[DropOversize],
 		"dropped_send_error", e.Stats.Dropped[DropSendError], "dropped_kernel", e.Stats.KernelDrops, "relatched", e.Stats.Relatched)
@@ -306,6 +415,9 @@ func (m *Manager) release(c *Channel) {
 
 // discard undoes an allocation that never became visible.
 func (m *Manager) discard(c *Channel) {
+	if fp := m.fp.Load(); fp != nil {
+		fp.retire(c, false)
+	}
 	m.release(c)
 	c.pool.put(c.info.LocalPort)
 }
@@ -319,6 +431,13 @@ func (m *Manager) Close() {
 		live = append(live, c)
 	}
 	m.mu.Unlock()
+	// One last counter read and the table goes, before any socket closes:
+	// 10,000 offloaded channels cost one dump, not one each.
+	m.fpMu.Lock()
+	if fp := m.fp.Swap(nil); fp != nil {
+		fp.close()
+	}
+	m.fpMu.Unlock()
 	for _, c := range live {
 		m.end(c, EndShutdown)
 	}
@@ -337,6 +456,7 @@ type Snapshot struct {
 
 // Channels returns a snapshot of every live channel.
 func (m *Manager) Channels() []Snapshot {
+	m.refreshFastPath()
 	m.mu.Lock()
 	live := make([]*Channel, 0, len(m.channels))
 	for _, c := range m.channels {
@@ -361,6 +481,7 @@ type Totals struct {
 
 // Totals sums the counters of every channel, live or ended.
 func (m *Manager) Totals() Totals {
+	m.refreshFastPath()
 	m.mu.Lock()
 	t := Totals{Active: len(m.channels), Capacity: m.pool.size(), Stats: m.ended}
 	for _, c := range m.channels {

@@ -48,9 +48,12 @@ func (r DropReason) String() string { return dropReasonNames[r] }
 
 // Stats are the counters of one channel or of the whole data plane.
 type Stats struct {
-	Packets   [numDirections]uint64
-	Bytes     [numDirections]uint64
-	Dropped   [numDropReasons]uint64
+	Packets [numDirections]uint64
+	Bytes   [numDirections]uint64
+	Dropped [numDropReasons]uint64
+	// Offloaded are the datagrams of Packets that the kernel's fast path
+	// forwarded (counted from its rules, never seen by userspace).
+	Offloaded [numDirections]uint64
 	Relatched uint64 // latches moved to a new source after the grace period
 	// KernelDrops are datagrams the kernel dropped because a port's
 	// receive buffer was full (the relay fell behind); known when the
@@ -63,6 +66,7 @@ func (s *Stats) add(o Stats) {
 	for d := range s.Packets {
 		s.Packets[d] += o.Packets[d]
 		s.Bytes[d] += o.Bytes[d]
+		s.Offloaded[d] += o.Offloaded[d]
 	}
 	for r := range s.Dropped {
 		s.Dropped[r] += o.Dropped[r]
@@ -84,6 +88,7 @@ func (s Stats) TotalDropped() uint64 {
 type counters struct {
 	packets     [numDirections]atomic.Uint64
 	bytes       [numDirections]atomic.Uint64
+	offloaded   [numDirections]atomic.Uint64
 	dropped     [numDropReasons]atomic.Uint64
 	relatched   atomic.Uint64
 	kernelDrops atomic.Uint64
@@ -94,6 +99,7 @@ func (c *counters) snapshot() Stats {
 	for d := range s.Packets {
 		s.Packets[d] = c.packets[d].Load()
 		s.Bytes[d] = c.bytes[d].Load()
+		s.Offloaded[d] = c.offloaded[d].Load()
 	}
 	for r := range s.Dropped {
 		s.Dropped[r] = c.dropped[r].Load()

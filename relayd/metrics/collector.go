@@ -25,6 +25,9 @@ var (
 	// the requester's business.
 	allocationFailureReasons = [...]string{"resource_constraint", "service_unavailable", "internal"}
 
+	// Reasons a latched leg stays in userspace (channel.NotOffloaded*).
+	notOffloadedReasons = [...]string{"rate_limited", "ipv6", "conflict", "kernel", "route"}
+
 	// xmppsession.State values.
 	sessionStates = [...]string{"connecting", "online", "backoff", "stopped"}
 
@@ -52,6 +55,8 @@ type collector struct {
 	sessionUp, sessionState, connects *prometheus.Desc
 	stunRequests, stunResponses       *prometheus.Desc
 	stunDropped                       *prometheus.Desc
+	fpActive, fpLegs, fpOffloads      *prometheus.Desc
+	fpNotOffloaded, fpPackets         *prometheus.Desc
 }
 
 func newCollector(src Sources, version string) *collector {
@@ -83,6 +88,14 @@ func newCollector(src Sources, version string) *collector {
 		stunRequests:  d("relayd_stun_requests_total", "Datagrams read by the STUN server, well-formed or not."),
 		stunResponses: d("relayd_stun_responses_total", "Binding success responses sent by the STUN server."),
 		stunDropped:   d("relayd_stun_dropped_total", "Datagrams the STUN server did not answer, by reason.", "reason"),
+
+		fpActive:   d("relayd_fastpath_active", "1 while the in-kernel fast path (nftables) is installed, else 0."),
+		fpLegs:     d("relayd_fastpath_offloaded_legs", "Latched legs (RTP or RTCP port pairs) the kernel forwards now."),
+		fpOffloads: d("relayd_fastpath_offloads_total", "Legs handed to the kernel (installed, or updated after a re-latch)."),
+		fpNotOffloaded: d("relayd_fastpath_not_offloaded_total",
+			"Latched legs kept in userspace, by reason (rate_limited, ipv6, conflict, kernel, route).", "reason"),
+		fpPackets: d("relayd_fastpath_packets_total",
+			"Datagrams the kernel forwarded without userspace, by direction; included in relayd_relayed_packets_total.", "direction"),
 	}
 }
 
@@ -93,6 +106,7 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 		c.buildInfo, c.channelsActive, c.channelsCapacity, c.packets, c.bytes, c.dropped, c.relatched,
 		c.requests, c.allocationFailures, c.sessionUp, c.sessionState, c.connects,
 		c.stunRequests, c.stunResponses, c.stunDropped,
+		c.fpActive, c.fpLegs, c.fpOffloads, c.fpNotOffloaded, c.fpPackets,
 	} {
 		ch <- d
 	}
@@ -174,6 +188,20 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		counter(c.stunRequests, st.Requests)
 		counter(c.stunResponses, st.Responses)
 		byLabel(c.stunDropped, st.Dropped, stunDropReasons[:])
+	}
+
+	if c.src.FastPath != nil {
+		fp := c.src.FastPath()
+		active := 0.0
+		if fp.Active {
+			active = 1
+		}
+		gauge(c.fpActive, active)
+		gauge(c.fpLegs, float64(fp.OffloadedLegs))
+		counter(c.fpOffloads, fp.Offloads)
+		byLabel(c.fpNotOffloaded, fp.NotOffloaded, notOffloadedReasons[:])
+		counter(c.fpPackets, fp.PacketsLocalToRemote, directions[0])
+		counter(c.fpPackets, fp.PacketsRemoteToLocal, directions[1])
 	}
 }
 

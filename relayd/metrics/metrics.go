@@ -20,6 +20,21 @@ type Sources struct {
 	Sessions  func() []Session // one entry per configured XMPP session
 	STUN      func() STUNStats // nil when the STUN server is off
 	Requests  func() Requests  // outcomes of <channel/> requests
+	FastPath  func() FastPath  // the in-kernel fast path; nil leaves its series out
+}
+
+// FastPath is a snapshot of the in-kernel fast path (channel.FastPathStats).
+type FastPath struct {
+	Active        bool   // the nftables table is installed
+	OffloadedLegs int    // legs the kernel forwards now
+	Offloads      uint64 // legs installed or updated since start
+	// NotOffloaded counts legs kept in userspace, by reason: rate_limited,
+	// ipv6, conflict, kernel, route. Other keys are summed into
+	// reason="other".
+	NotOffloaded map[string]uint64
+	// Packets forwarded by the kernel, by direction; already included in
+	// DataPlane's packet counts.
+	PacketsLocalToRemote, PacketsRemoteToLocal uint64
 }
 
 // DataPlane is a snapshot of the data plane. The counters are cumulative

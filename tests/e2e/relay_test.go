@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/netip"
 	"os"
+	"os/exec"
 	"strconv"
 	"strings"
 	"syscall"
@@ -26,11 +27,20 @@ const (
 	mediaInterval = 2 * time.Millisecond
 )
 
-// TestRelay runs the whole suite against each XMPP server.
+// TestRelay runs the whole suite against each XMPP server, relaying in
+// userspace, and against Prosody once more with the in-kernel fast path
+// (channel.fast_path "nftables"): the same calls, attacks, expiries,
+// reloads and drains must behave the same when the kernel forwards. The
+// fast-path run is for one server only: what differs is below the
+// component session, and it keeps the suite's time in check.
 func TestRelay(t *testing.T) {
 	harness.RequireRoot(t)
 	for _, kind := range []string{"prosody", "ejabberd"} {
-		t.Run(kind, func(t *testing.T) { relaySuite(t, kind) })
+		modes := []string{"userspace"}
+		if kind == "prosody" {
+			modes = append(modes, "fastpath")
+		}
+		t.Run(kind, func(t *testing.T) { relaySuite(t, kind, modes) })
 	}
 }
 
@@ -41,9 +51,13 @@ type world struct {
 	lan *harness.LAN
 	srv *harness.XMPPServer
 	req harness.Requester
+	// fastPath runs relayd with channel.fast_path "nftables" (and
+	// forwarding on in its namespace, which the fast path needs).
+	fastPath bool
+	rd       *harness.Relayd // the relayd started last
 }
 
-func relaySuite(t *testing.T, kind string) {
+func relaySuite(t *testing.T, kind string, modes []string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	lan := harness.NewLAN(t, "jn"+kind[:1], "relay", "caller", "callee", "evil")
@@ -61,14 +75,50 @@ func relaySuite(t *testing.T, kind string) {
 		}
 		srv.Close()
 	})
-	w := &world{lan: lan, srv: srv, req: srv.Requester(user, password)}
+	for _, mode := range modes {
+		w := &world{lan: lan, srv: srv, req: srv.Requester(user, password), fastPath: mode == "fastpath"}
+		t.Run(mode, func(t *testing.T) {
+			if w.fastPath {
+				w.forwarding(t, true)
+				defer w.forwarding(t, false)
+			}
+			t.Run("call", w.testCall)
+			t.Run("intruder", w.testIntruder)
+			t.Run("errors-and-expiry", w.testErrorsAndExpiry)
+			t.Run("live-reload", w.testLiveReload)
+			t.Run("drain-on-sigterm", w.testDrainOnSIGTERM)
+			if w.fastPath {
+				t.Run("sigkill-stale-table", w.testStaleTable)
+			}
+			t.Run("server-killed-mid-call", w.testServerKilledMidCall) // last: restarts the server
+		})
+	}
+}
 
-	t.Run("call", w.testCall)
-	t.Run("intruder", w.testIntruder)
-	t.Run("errors-and-expiry", w.testErrorsAndExpiry)
-	t.Run("live-reload", w.testLiveReload)
-	t.Run("drain-on-sigterm", w.testDrainOnSIGTERM)
-	t.Run("server-killed-mid-call", w.testServerKilledMidCall) // last: restarts the server
+// forwarding sets net.ipv4.ip_forward in the relay's namespace.
+func (w *world) forwarding(t *testing.T, on bool) {
+	t.Helper()
+	v := "0"
+	if on {
+		v = "1"
+	}
+	if out, err := exec.Command("ip", "netns", "exec", w.lan.NS("relay"), "sysctl", "-qw", "net.ipv4.ip_forward="+v).CombinedOutput(); err != nil {
+		t.Fatalf("sysctl ip_forward=%s: %v: %s", v, err, out)
+	}
+}
+
+// nftTable is `nft list table ip jnrelay` in the relay's namespace, ""
+// when there is no such table.
+func (w *world) nftTable(t *testing.T) string {
+	t.Helper()
+	out, err := exec.Command("ip", "netns", "exec", w.lan.NS("relay"), "nft", "list", "table", "ip", "jnrelay").CombinedOutput()
+	if err != nil {
+		if strings.Contains(string(out), "No such file") {
+			return ""
+		}
+		t.Fatalf("nft list table: %v: %s", err, out)
+	}
+	return string(out)
 }
 
 // relayConfig is a configuration for the relay host.
@@ -78,6 +128,10 @@ func (w *world) relayConfig() config.Config {
 	c.ListenAddress = "0.0.0.0"
 	c.Ports = config.PortRange{Min: 40000, Max: 40099}
 	c.Reconnect = config.Reconnect{MinSeconds: 0.2, MaxSeconds: 1}
+	c.Channel.FastPath = "off"
+	if w.fastPath {
+		c.Channel.FastPath = "nftables" // relayd refuses to start without it
+	}
 	c.XMPP = []config.Service{{Name: w.srv.Kind, Type: "component", Server: w.srv.Component.String(),
 		Domain: w.srv.ComponentDomain, Secret: w.srv.Secret}}
 	return c
@@ -108,6 +162,7 @@ func (w *world) startRelay(ctx context.Context, t *testing.T, cfg config.Config)
 	if _, err := rd.WaitLog(ctx, "xmpp component online", 1, nil); err != nil {
 		t.Fatal(err)
 	}
+	w.rd = rd
 	return rd
 }
 
@@ -162,6 +217,13 @@ func (w *world) setUpCall(ctx context.Context, t *testing.T, res harness.Outcome
 	}
 	c.probes = [4]int{1, 1, probes, probes}
 	c.sent = c.probes
+	if w.fastPath {
+		// Both legs latched: wait until the kernel has them, so the
+		// media that follows never touches userspace.
+		if _, err := w.rd.WaitLog(ctx, "leg offloaded", 2, func(r harness.LogRecord) bool { return r.Str("channel") == c.id }); err != nil {
+			t.Fatalf("legs of %s not offloaded: %v", c.id, err)
+		}
+	}
 	return c
 }
 
@@ -309,6 +371,14 @@ func (w *world) testCall(t *testing.T) {
 			t.Errorf("metrics lack %q", want)
 		}
 	}
+	if w.fastPath {
+		for _, want := range []string{"relayd_fastpath_active 1", "relayd_fastpath_offloaded_legs 2",
+			fmt.Sprintf(`relayd_fastpath_packets_total{direction="local_to_remote"} %d`, byCallee)} {
+			if !strings.Contains(scrape, want+"\n") {
+				t.Errorf("metrics lack %q", want)
+			}
+		}
+	}
 	end := channelEnd(ctx, t, rd, c.id)
 	// The relay's counters and the parties' receipts agree exactly.
 	if got := end.Int("packets_local_to_remote"); got != int64(byCallee) || byCallee < 4*media {
@@ -324,6 +394,46 @@ func (w *world) testCall(t *testing.T) {
 	}
 	if end.Int("dropped_foreign_source") != 0 || end.Int("relatched") != 0 {
 		t.Errorf("unexpected drops: %v", end)
+	}
+	// Where the packets went: with the fast path every media packet went
+	// through the kernel, and userspace forwarded only the callee's
+	// latching probes; without it the kernel forwarded nothing.
+	kl2r, kr2l := end.Int("kernel_packets_local_to_remote"), end.Int("kernel_packets_remote_to_local")
+	ul2r, ur2l := end.Int("packets_local_to_remote")-kl2r, end.Int("packets_remote_to_local")-kr2l
+	if w.fastPath {
+		if ul2r != 0 || ur2l > int64(c.probes[2]+c.probes[3]) || kl2r < 4*media || kr2l < 4*media {
+			t.Errorf("userspace forwarded %d/%d (probes %d), the kernel %d/%d: %v", ul2r, ur2l, c.probes[2]+c.probes[3], kl2r, kr2l, end)
+		}
+	} else if kl2r != 0 || kr2l != 0 {
+		t.Errorf("the kernel forwarded %d/%d with the fast path off", kl2r, kr2l)
+	}
+}
+
+// testStaleTable kills relayd (SIGKILL) in the middle of an offloaded
+// call: its nftables table outlives it, and the next relayd replaces it
+// with an empty one at start and deletes it at a clean stop.
+func (w *world) testStaleTable(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	rd := w.startRelay(ctx, t, w.relayConfig())
+	c := w.setUpCall(ctx, t, w.requestChannel(ctx, t))
+	c.exchange(ctx, t, 20)
+	peer := w.lan.Addr("caller").String()
+	if err := rd.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	if l := w.nftTable(t); !strings.Contains(l, peer) {
+		t.Fatalf("after SIGKILL the table should still hold the call's peer %s:\n%s", peer, l)
+	}
+	rd2 := w.startRelay(ctx, t, w.relayConfig())
+	if l := w.nftTable(t); l == "" || strings.Contains(l, peer) {
+		t.Fatalf("after a restart the table should be new and empty:\n%s", l)
+	}
+	if err := rd2.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	if l := w.nftTable(t); l != "" {
+		t.Fatalf("table left after a clean stop:\n%s", l)
 	}
 }
 
