@@ -14,6 +14,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/jnrelay/jnrelay/relayd/config"
@@ -79,6 +80,10 @@ type API struct {
 	mux    *http.ServeMux
 	hosts  map[string]bool
 	tokens *tokenStore // nil without StateDir
+	// refusedRemote counts TCP connections closed for coming from outside
+	// the local networks.
+	refusedRemote atomic.Uint64
+	claimedSeen   atomic.Bool // the claim marker is known to exist
 	// writeSem serialises configuration writers (load, compare ETag,
 	// apply, save); a channel so a waiting caller can give up.
 	writeSem chan struct{}
@@ -179,6 +184,20 @@ func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	if e := checkOrigin(r); e != nil {
 		writeError(w, e)
+		return
+	}
+	if r.URL.Path == "/v1/claim" && p != nil && !p.unix {
+		// No token yet: see claim.go. Host and Origin were checked, so a
+		// foreign page cannot claim the relay through a donor's browser.
+		switch r.Method {
+		case http.MethodGet, http.MethodHead:
+			a.handleClaimStatus(w, r)
+		case http.MethodPost:
+			a.handleClaim(w, r)
+		default:
+			w.Header().Set("Allow", "GET, HEAD, POST")
+			writeError(w, newError(http.StatusMethodNotAllowed, CodeMethodNotAllowed, r.Method+" is not allowed on /v1/claim (allowed: GET, HEAD, POST)"))
+		}
 		return
 	}
 	ro, e := a.authorize(r, p)

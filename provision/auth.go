@@ -99,6 +99,7 @@ func (a *API) authorize(r *http.Request, p *peer) (role, *Error) {
 	if !ok || !strings.EqualFold(scheme, "Bearer") || a.tokens == nil || !a.tokens.valid(strings.TrimSpace(tok)) {
 		return roleNone, newError(http.StatusUnauthorized, CodeUnauthorized, "a valid bearer token is required (Authorization: Bearer <token>)")
 	}
+	a.markClaimed(p) // someone has the token: claiming is over
 	return roleWrite, nil
 }
 

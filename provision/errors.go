@@ -22,6 +22,7 @@ const (
 	CodeMethodNotAllowed = "method_not_allowed"     // 405: see the Allow header
 	CodeApplyFailed      = "apply_failed"           // 409: the daemon could not apply the configuration and kept the previous one
 	CodeTokenUnavailable = "token_unavailable"      // 409: no state directory, so no bearer token
+	CodeAlreadyClaimed   = "already_claimed"        // 409: POST /v1/claim on a relay someone claimed
 	CodePrecondition     = "precondition_failed"    // 412: If-Match does not name the current ETag
 	CodeBodyTooLarge     = "body_too_large"         // 413: more than 64 KiB
 	CodeUnsupportedMedia = "unsupported_media_type" // 415: PUT/PATCH without a JSON Content-Type

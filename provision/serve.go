@@ -53,8 +53,9 @@ func (a *API) Serve(ctx context.Context, ln net.Listener) error {
 }
 
 // ListenTCP opens the optional TCP listener (APIOptions.TCP), loading the
-// bearer token first or creating it on first start. It returns nil, nil
-// when TCP is off.
+// bearer token first or creating it on first start. Connections from
+// outside the local networks (see localNetwork) are closed unanswered. It
+// returns nil, nil when TCP is off.
 func (a *API) ListenTCP(ctx context.Context) (net.Listener, error) {
 	if a.opts.TCP == "" {
 		return nil, nil
@@ -70,5 +71,5 @@ func (a *API) ListenTCP(ctx context.Context) (net.Listener, error) {
 	if err != nil {
 		return nil, fmt.Errorf("provisioning api: %w", err)
 	}
-	return ln, nil
+	return localOnly{Listener: ln, log: a.log, refused: &a.refusedRemote}, nil
 }

@@ -33,6 +33,7 @@ import (
 	"github.com/chromedp/chromedp"
 
 	"github.com/jnrelay/jnrelay/provision"
+	"github.com/jnrelay/jnrelay/relayd/config"
 	"github.com/jnrelay/jnrelay/tests/harness"
 )
 
@@ -620,4 +621,58 @@ func (b *browser) checkConsole() {
 	for _, m := range b.console {
 		b.t.Errorf("browser: %s", m)
 	}
+}
+
+// TestWebPageClaim is a donor's first visit to a freshly flashed relay:
+// the page offers to set it up, one click claims it and shows the token,
+// and from then on the page asks for that token (nobody can claim it
+// again).
+func TestWebPageClaim(t *testing.T) {
+	harness.RequireRoot(t)
+	chromium := chromiumPath(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	lan := harness.NewLAN(t, "jnc", "relay")
+	dir := t.TempDir()
+	cfg := config.Default()
+	cfg.PublicAddress = lan.Addr("relay").String()
+	cfg.Ports = config.PortRange{Min: 40000, Max: 40099} // no XMPP service yet: a fresh device
+	rd, err := harness.StartRelaydArgs(relaydBin, lan.NS("relay"), dir, cfg, "-api-tcp", webAPIAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		rd.Stop()
+		if t.Failed() {
+			t.Logf("relayd logs:\n%s", rd.Logs())
+		}
+	})
+	if _, err := rd.WaitLog(ctx, "provisioning API listening", 1, func(r harness.LogRecord) bool { return r.Str("address") == webAPIAddr }); err != nil {
+		t.Fatal(err)
+	}
+	b := startBrowser(ctx, t, chromium, lan.NS("relay"), artifactsDir(t, "web-claim"))
+	b.run("open the page", chromedp.EmulateViewport(390, 844, chromedp.EmulateMobile), chromedp.Navigate("http://"+webAPIAddr+"/"))
+	b.waitFor("the offer to set the relay up", `!document.getElementById('login').hidden && !document.getElementById('claim').hidden`)
+	b.shot("1-unclaimed")
+	b.run("claim", chromedp.Click("#claim-btn", chromedp.ByQuery))
+	b.waitFor("the new token and the status view", `!document.getElementById('new-token').hidden && document.getElementById('new-token-value').textContent.length > 40 &&
+		!document.getElementById('app').hidden && document.getElementById('sessions').textContent.includes('No XMPP service is configured')`)
+	b.shot("2-claimed")
+	var shown string
+	b.evalInto(`document.getElementById('new-token-value').textContent`, &shown)
+	raw, err := os.ReadFile(filepath.Join(dir, provision.TokenFile))
+	if err != nil || strings.TrimSpace(string(raw)) != shown {
+		t.Fatalf("token shown %q, token file %q %v", shown, raw, err)
+	}
+	if _, err := rd.WaitLog(ctx, "relay claimed through the web page; a new API token was issued", 1, nil); err != nil {
+		t.Fatal(err)
+	}
+
+	// Signed out, the page asks for the token and offers no claim.
+	b.run("sign out", chromedp.Click("#signout", chromedp.ByQuery))
+	b.waitFor("the sign-in form without the offer", `!document.getElementById('login').hidden && document.getElementById('claim').hidden &&
+		document.getElementById('new-token').hidden`)
+	b.run("sign in with the kept token", chromedp.SetValue("#token", shown, chromedp.ByQuery), chromedp.Click("#login-form button", chromedp.ByQuery))
+	b.waitFor("the status view", `!document.getElementById('app').hidden && document.getElementById('live').textContent.startsWith('Live')`)
+	b.checkConsole()
 }

@@ -90,6 +90,8 @@
     sessionStorage.removeItem(TOKEN_KEY);
     clearTimeout(pollTimer);
     $('app').hidden = true;
+    $('new-token').hidden = true;
+    $('new-token-value').textContent = '';
     $('signout').hidden = true;
     $('login').hidden = false;
     $('token').value = '';
@@ -97,6 +99,42 @@
     $('token-err').textContent = msg || '';
     setLive('');
     $('token').focus();
+    checkClaim();
+  }
+
+  // A relay nobody has claimed offers to be set up from here (see
+  // provision/claim.go): one click gives this browser its token.
+  async function checkClaim() {
+    let claimed = true;
+    try {
+      const res = await fetch('/v1/claim', { cache: 'no-store', credentials: 'omit' });
+      if (res.ok) claimed = !!(await res.json()).claimed;
+    } catch (e) { /* unknown: offer nothing */ }
+    $('claim').hidden = claimed || !!token;
+  }
+
+  async function claim() {
+    $('claim-err').textContent = '';
+    $('claim-btn').disabled = true;
+    try {
+      const res = await fetch('/v1/claim', { method: 'POST', cache: 'no-store', credentials: 'omit' });
+      const doc = await res.json().catch(() => ({}));
+      if (!res.ok || !doc.token) {
+        $('claim-err').textContent = 'Could not set up the relay: ' + (doc.message || 'HTTP ' + res.status) + '.';
+        checkClaim();
+        return;
+      }
+      token = doc.token;
+      sessionStorage.setItem(TOKEN_KEY, token);
+      $('claim').hidden = true;
+      $('new-token-value').textContent = token;
+      $('new-token').hidden = false;
+      start();
+    } catch (e) {
+      $('claim-err').textContent = 'Could not set up the relay: it cannot be reached.';
+    } finally {
+      $('claim-btn').disabled = false;
+    }
   }
 
   function start() {
@@ -476,6 +514,8 @@
 
   // ---- wiring ----
   $('login-form').addEventListener('submit', signIn);
+  $('claim-btn').addEventListener('click', claim);
+  $('new-token-ok').addEventListener('click', () => { $('new-token').hidden = true; $('new-token-value').textContent = ''; });
   $('signout').addEventListener('click', () => signedOut(''));
   $('setup-form').addEventListener('submit', save);
   $('reload').addEventListener('click', () => {
