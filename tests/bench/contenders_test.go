@@ -39,33 +39,58 @@ var baseline = &contender{key: "baseline", name: "kernel forwarding (baseline)",
 // GOMAXPROCS=1 on the relay core.
 var relaydC = &contender{key: "relayd", name: "relayd", exact: true,
 	start: func(ctx context.Context, _ testing.TB, e *env, n int) (*relay, error) {
-		ports := filepath.Join(e.dir, "dpbench-ports")
-		p, err := startProc(ctx, relayCore, e.topo.nsR, []string{"GOMAXPROCS=1"}, e.dpbench,
-			"-listen", relayAddr, "-port-min", strconv.Itoa(relayPortMin), "-port-max", strconv.Itoa(relayPortMax),
-			"-channels", strconv.Itoa(n), "-ports", ports)
+		return startDpbench(ctx, e, n, "off")
+	}}
+
+// relaydFastC is relayd's data plane with the in-kernel fast path
+// (kernel/nft): each leg is handed to nftables once both sides latched,
+// so after the primes the relay process sees no media at all. Forwarding
+// is on in the relay namespace for it (the fast path requires it); the
+// "relay core" figures then are the kernel's work on that core.
+var relaydFastC = &contender{key: "relayd-fastpath", name: "relayd fast path (nftables)", exact: true,
+	start: func(ctx context.Context, _ testing.TB, e *env, n int) (*relay, error) {
+		if err := e.topo.forwarding(true); err != nil {
+			return nil, err
+		}
+		r, err := startDpbench(ctx, e, n, "nftables")
 		if err != nil {
+			_ = e.topo.forwarding(false)
 			return nil, err
 		}
-		r := &relay{proc: p, counters: dpbenchCounters}
-		line, err := p.line(`{"ready"`, 120*time.Second)
-		if err != nil {
-			_, _ = p.stop(10 * time.Second)
-			return nil, err
-		}
-		var ready struct {
-			PerSec float64 `json:"allocs_per_second"`
-		}
-		if err := json.Unmarshal([]byte(line), &ready); err != nil {
-			_, _ = p.stop(10 * time.Second)
-			return nil, fmt.Errorf("dpbench ready line %q: %w", line, err)
-		}
-		r.allocPerSec = ready.PerSec
-		if err := readPorts(ports, r); err != nil {
-			_, _ = p.stop(10 * time.Second)
-			return nil, err
-		}
+		r.cleanup = func() { _ = e.topo.forwarding(false) }
 		return r, nil
 	}}
+
+// startDpbench runs cmd/dpbench with n channels and the given fast path
+// mode on the relay core.
+func startDpbench(ctx context.Context, e *env, n int, fastPath string) (*relay, error) {
+	ports := filepath.Join(e.dir, "dpbench-ports")
+	p, err := startProc(ctx, relayCore, e.topo.nsR, []string{"GOMAXPROCS=1"}, e.dpbench,
+		"-listen", relayAddr, "-port-min", strconv.Itoa(relayPortMin), "-port-max", strconv.Itoa(relayPortMax),
+		"-channels", strconv.Itoa(n), "-ports", ports, "-fast-path", fastPath)
+	if err != nil {
+		return nil, err
+	}
+	r := &relay{proc: p, counters: dpbenchCounters}
+	line, err := p.line(`{"ready"`, 120*time.Second)
+	if err != nil {
+		_, _ = p.stop(10 * time.Second)
+		return nil, err
+	}
+	var ready struct {
+		PerSec float64 `json:"allocs_per_second"`
+	}
+	if err := json.Unmarshal([]byte(line), &ready); err != nil {
+		_, _ = p.stop(10 * time.Second)
+		return nil, fmt.Errorf("dpbench ready line %q: %w", line, err)
+	}
+	r.allocPerSec = ready.PerSec
+	if err := readPorts(ports, r); err != nil {
+		_, _ = p.stop(10 * time.Second)
+		return nil, err
+	}
+	return r, nil
+}
 
 func readPorts(path string, r *relay) error {
 	f, err := os.Open(path)

@@ -7,7 +7,7 @@
 // Output on stdout, one JSON object per line:
 //
 //	{"ready":true,"channels":N,"alloc_seconds":S,"allocs_per_second":R}
-//	{"relayed":..,"dropped":{..},"active":..}   (after the signal)
+//	{"relayed":..,"dropped":{..},"active":..,"kernel_forwarded":..}   (after the signal)
 //
 // and in -ports, one line per channel: "LOCALPORT REMOTEPORT".
 package main
@@ -33,20 +33,21 @@ func main() {
 	channels := flag.Int("channels", 100, "channels to allocate")
 	ports := flag.String("ports", "", "file to write the channels' ports to (one \"local remote\" line each)")
 	expire := flag.Duration("expire", time.Hour, "channel inactivity timeout (long: benchmark channels must not expire between steps)")
+	fastPath := flag.String("fast-path", "off", "in-kernel fast path: off, auto or nftables (needs root and net.ipv4.ip_forward=1)")
 	flag.Parse()
-	if err := run(*listen, *portMin, *portMax, *channels, *ports, *expire); err != nil {
+	if err := run(*listen, *portMin, *portMax, *channels, *ports, *expire, channel.FastPathMode(*fastPath)); err != nil {
 		fmt.Fprintln(os.Stderr, "dpbench:", err)
 		os.Exit(1)
 	}
 }
 
-func run(listen string, portMin, portMax, channels int, portsFile string, expire time.Duration) error {
+func run(listen string, portMin, portMax, channels int, portsFile string, expire time.Duration, fastPath channel.FastPathMode) error {
 	addr, err := netip.ParseAddr(listen)
 	if err != nil {
 		return fmt.Errorf("-listen: %w", err)
 	}
 	m, err := channel.New(channel.Config{Listen: addr, PortMin: portMin, PortMax: portMax,
-		Expire: expire, LatchGrace: 5 * time.Second})
+		Expire: expire, LatchGrace: 5 * time.Second, FastPath: fastPath})
 	if err != nil {
 		return err
 	}
@@ -110,5 +111,6 @@ func run(listen string, portMin, portMax, channels int, portsFile string, expire
 	return enc.Encode(map[string]any{
 		"relayed": t.Stats.Packets[channel.LocalToRemote] + t.Stats.Packets[channel.RemoteToLocal],
 		"dropped": dropped, "active": t.Active,
+		"kernel_forwarded": t.Stats.Offloaded[channel.LocalToRemote] + t.Stats.Offloaded[channel.RemoteToLocal],
 	})
 }
