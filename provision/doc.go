@@ -12,6 +12,9 @@
 //	DELETE /v1/channels/{id}    end a channel: 204, or 404          (write role)
 //	GET    /v1/logs?n=200       recent log lines {"lines": [...]}, newest last (n 1-10000)
 //	POST   /v1/token/rotate     new bearer token {"token": "..."}  (write role)
+//	GET    /v1/claim            {"claimed": bool}                  (TCP, no authentication)
+//	POST   /v1/claim            claim a fresh relay: {"claimed": true, "token": "..."} once,
+//	                            409 already_claimed after            (TCP, no authentication)
 //	GET    /                    the donor web page                 (no authentication)
 //	GET    /static/{file}       its script, style sheet and icon   (no authentication)
 //
@@ -82,6 +85,12 @@
 //     token, 32 random bytes in base64url, is created on first start in
 //     <StateDir>/api-token (mode 0600), compared in constant time, and
 //     replaced by POST /v1/token/rotate; the old one is refused at once.
+//     Connections from outside the local networks (anything but private,
+//     link-local and loopback addresses) are closed unanswered. A relay
+//     nobody has claimed (no <StateDir>/api-claimed) gives a new token to
+//     the first POST /v1/claim: a donor's first visit to the page of a
+//     freshly flashed device, which has no console to read the token
+//     file from. Using the token ends claiming too.
 //
 // Every request, before authentication: a Host that is not localhost,
 // 127.0.0.1, ::1, the TCP listen address, the IP address the TCP
