@@ -42,6 +42,11 @@ func (d *Daemon) MetricsSources() metrics.Sources {
 				NotOffloaded:         fp.NotOffloaded,
 				PacketsLocalToRemote: tot.Stats.Offloaded[channel.LocalToRemote], PacketsRemoteToLocal: tot.Stats.Offloaded[channel.RemoteToLocal]}
 		},
+		Usage: func() metrics.Usage {
+			c, q := d.meter.Counts(), d.meter.Quota()
+			return metrics.Usage{DayBytes: c.DayBytes, MonthBytes: c.MonthBytes,
+				DailyQuotaBytes: q.DailyBytes, MonthlyQuotaBytes: q.MonthlyBytes, Exhausted: d.meter.Exhausted() != nil}
+		},
 		Requests: func() metrics.Requests {
 			st := d.svc.Stats()
 			return metrics.Requests{Granted: st.Granted, Refused: st.Refused}

@@ -17,7 +17,10 @@ var (
 
 	// XMPP error conditions a <channel/> request is refused with.
 	refusalReasons = [...]string{"resource_constraint", "forbidden", "bad_request", "feature_not_implemented",
-		"service_unavailable", "internal"}
+		"service_unavailable", "internal", "policy_violation"}
+
+	// Periods of the usage counts and quotas.
+	periods = [...]string{"day", "month"}
 
 	// The refusals that are the relay's doing rather than the requester's:
 	// no free ports, public address not known yet, ports could not be bound.
@@ -57,6 +60,7 @@ type collector struct {
 	stunDropped                       *prometheus.Desc
 	fpActive, fpLegs, fpOffloads      *prometheus.Desc
 	fpNotOffloaded, fpPackets         *prometheus.Desc
+	donated, quota, quotaExhausted    *prometheus.Desc
 }
 
 func newCollector(src Sources, version string) *collector {
@@ -96,6 +100,11 @@ func newCollector(src Sources, version string) *collector {
 			"Latched legs kept in userspace, by reason (rate_limited, ipv6, conflict, kernel, route).", "reason"),
 		fpPackets: d("relayd_fastpath_packets_total",
 			"Datagrams the kernel forwarded without userspace, by direction; included in relayd_relayed_packets_total.", "direction"),
+
+		donated: d("relayd_donated_bytes",
+			"Bytes relayed (both directions) in the current local day or month; kept across restarts, reset when the period turns.", "period"),
+		quota:          d("relayd_quota_bytes", "The data quota of the period in bytes; 0 = none.", "period"),
+		quotaExhausted: d("relayd_quota_exhausted", "1 while a data quota is used up and new channels are refused, else 0."),
 	}
 }
 
@@ -107,6 +116,7 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 		c.requests, c.allocationFailures, c.sessionUp, c.sessionState, c.connects,
 		c.stunRequests, c.stunResponses, c.stunDropped,
 		c.fpActive, c.fpLegs, c.fpOffloads, c.fpNotOffloaded, c.fpPackets,
+		c.donated, c.quota, c.quotaExhausted,
 	} {
 		ch <- d
 	}
@@ -203,6 +213,27 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		counter(c.fpPackets, fp.PacketsLocalToRemote, directions[0])
 		counter(c.fpPackets, fp.PacketsRemoteToLocal, directions[1])
 	}
+
+	c.collectUsage(ch)
+}
+
+func (c *collector) collectUsage(ch chan<- prometheus.Metric) {
+	if c.src.Usage == nil {
+		return
+	}
+	u := c.src.Usage()
+	gauge := func(d *prometheus.Desc, v float64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
+	}
+	gauge(c.donated, float64(u.DayBytes), periods[0])
+	gauge(c.donated, float64(u.MonthBytes), periods[1])
+	gauge(c.quota, float64(u.DailyQuotaBytes), periods[0])
+	gauge(c.quota, float64(u.MonthlyQuotaBytes), periods[1])
+	exhausted := 0.0
+	if u.Exhausted {
+		exhausted = 1
+	}
+	gauge(c.quotaExhausted, exhausted)
 }
 
 // fold splits m into the values of the known keys, in order, and the sum

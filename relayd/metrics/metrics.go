@@ -21,6 +21,15 @@ type Sources struct {
 	STUN      func() STUNStats // nil when the STUN server is off
 	Requests  func() Requests  // outcomes of <channel/> requests
 	FastPath  func() FastPath  // the in-kernel fast path; nil leaves its series out
+	Usage     func() Usage     // data donated and quotas; nil leaves its series out
+}
+
+// Usage is what the relay donated in the current day and month and its
+// quotas (0 = none); Exhausted while new channels are refused for it.
+type Usage struct {
+	DayBytes, MonthBytes               uint64
+	DailyQuotaBytes, MonthlyQuotaBytes uint64
+	Exhausted                          bool
 }
 
 // FastPath is a snapshot of the in-kernel fast path (channel.FastPathStats).

@@ -51,8 +51,11 @@ func fakeSources() (Sources, *atomic.Uint64) {
 		},
 		Requests: func() Requests {
 			return Requests{Granted: 12 * n.Load(), Refused: map[string]uint64{
-				"resource_constraint": 2, "forbidden": 3, "internal": 1, "weird": 5,
+				"resource_constraint": 2, "forbidden": 3, "internal": 1, "weird": 5, "policy_violation": 4,
 			}}
+		},
+		Usage: func() Usage {
+			return Usage{DayBytes: 2e6, MonthBytes: 9e8, MonthlyQuotaBytes: 1e9, Exhausted: false}
 		},
 	}
 	return src, &n
@@ -145,7 +148,10 @@ func TestScrape(t *testing.T) {
 		"relayd_channel_requests_total": {C, map[string]float64{
 			"result=granted": 12, "result=resource_constraint": 2, "result=forbidden": 3, "result=bad_request": 0,
 			"result=feature_not_implemented": 0, "result=service_unavailable": 0, "result=internal": 1,
-			"result=other": 5}},
+			"result=policy_violation": 4, "result=other": 5}},
+		"relayd_donated_bytes":   {G, map[string]float64{"period=day": 2e6, "period=month": 9e8}},
+		"relayd_quota_bytes":     {G, map[string]float64{"period=day": 0, "period=month": 1e9}},
+		"relayd_quota_exhausted": {G, map[string]float64{"": 0}},
 		"relayd_allocation_failures_total": {C, map[string]float64{
 			"reason=resource_constraint": 2, "reason=service_unavailable": 0, "reason=internal": 1}},
 		"relayd_xmpp_session_up": {G, map[string]float64{
