@@ -328,12 +328,16 @@ func (m *Manager) Allocate() (Info, error) {
 			return Info{}, fmt.Errorf("allocate channel: %w", err)
 		}
 		c.pool = pool
+		// The worker is chosen before the ports are published in the port
+		// table: a worker finds the channel through the table (an atomic
+		// store and load), so that is what orders this write before its
+		// reads; the epoll registration below orders nothing for Go.
+		c.worker = m.workers[m.next.Add(1)%uint32(len(m.workers))]
 		// Make the ports servable before the channel becomes visible.
 		c.newExpiryTimer(func(c *Channel) { m.end(c, EndExpired) })
 		for _, sd := range c.sides() {
 			m.ports.set(sd)
 		}
-		c.worker = m.workers[m.next.Add(1)%uint32(len(m.workers))]
 		err = c.worker.add(c)
 		m.mu.Lock()
 		if err == nil && m.closed {
