@@ -166,7 +166,9 @@ func FuzzParse(f *testing.F) {
 			return
 		}
 		// Whatever parses must satisfy the invariants the daemon relies on.
-		if cfg.Ports.Min < 1024 || cfg.Ports.Max > 65535 || cfg.Channel.ExpireSeconds < 1 || len(cfg.XMPP) == 0 {
+		// (No XMPP service is fine: a fresh device waits to be set up.)
+		if cfg.Ports.Min < 1024 || cfg.Ports.Max > 65535 || cfg.Channel.ExpireSeconds < 1 || cfg.Channel.DrainSeconds < 0 ||
+			cfg.Limits.MonthlyQuotaMB < 0 || cfg.Limits.PerJIDChannels < 0 {
 			t.Fatalf("invalid config accepted: %+v", cfg)
 		}
 		if err := cfg.Validate(); err != nil {
