@@ -63,10 +63,10 @@ image-arm64:
 	bash image/arm64/deps.sh
 	bash image/arm64/build.sh $(VERSION) bin/image-arm64
 
-## test-image: test-cross, then boot the arm64 image in qemu-system-aarch64 and test relayd on it (docs/image.md)
-test-image: deps test-cross image-arm64
+## test-image: test-cross, make cross within the size budgets, then boot the arm64 image in qemu-system-aarch64 and test relayd on it (docs/image.md)
+test-image: deps test-cross image-arm64 cross
 	$(GO) test -count=1 ./image/arm64/...
-	JNRELAY_REQUIRE_IMAGE=1 $(GO) test -count=1 -run CheckConfig ./tests/size
+	JNRELAY_REQUIRE_IMAGE=1 JNRELAY_CROSS_DIR=$(CURDIR)/bin/cross $(GO) test -count=1 -v -run 'CheckConfig|Cross' ./tests/size
 	JNRELAY_REQUIRE_IMAGE=1 JNRELAY_IMAGE_DIR=$(CURDIR)/bin/image-arm64 $(GO) test -count=1 -v -timeout 10m ./tests/image
 
 ## bench: micro benchmarks, then the side-by-side run (relayd, C reference, rtpengine, coturn; 30-60 min, root)

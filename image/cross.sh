@@ -31,6 +31,6 @@ for t in "${targets[@]}"; do
   env "${env[@]}" go build -trimpath -ldflags "-s -w -X main.version=$version" -o "$out/$name" ./relayd
   size=$(stat -c %s "$out/$name")
   xzsize=$(xz -9e -T1 -c "$out/$name" | wc -c)
-  printf '| %s | %d | %.2f | %d | %.2f |\n' "$name" "$size" "$(echo "$size/1048576" | bc -l)" "$xzsize" "$(echo "$xzsize/1048576" | bc -l)" >> "$report"
+  awk -v n="$name" -v s="$size" -v x="$xzsize" 'BEGIN { printf "| %s | %d | %.2f | %d | %.2f |\n", n, s, s / 1048576, x, x / 1048576 }' >> "$report"
   echo "built $out/$name ($size bytes, xz $xzsize)"
 done
