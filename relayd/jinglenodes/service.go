@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"mellium.im/xmlstream"
@@ -295,6 +296,10 @@ func (h *Handler) channel(req Request) xml.TokenReader {
 			h.svc.refused[RefusedResourceConstraint].Add(1)
 			return h.errorReply(req.IQ, stanza.Wait, stanza.ResourceConstraint, "no free relay ports")
 		}
+		if outOfResources(err) {
+			h.svc.refused[RefusedResourceConstraint].Add(1)
+			return h.errorReply(req.IQ, stanza.Wait, stanza.ResourceConstraint, "the relay is out of sockets or memory")
+		}
 		if errors.Is(err, channel.ErrDraining) {
 			h.svc.refused[RefusedUnavailable].Add(1)
 			return h.errorReply(req.IQ, stanza.Cancel, stanza.ServiceUnavailable, "relay is shutting down")
@@ -410,4 +415,17 @@ func stanzaID() (string, error) {
 		return "", err
 	}
 	return "jn-" + hex.EncodeToString(b[:]), nil
+}
+
+// outOfResources reports an allocation that failed for want of file
+// descriptors or kernel memory: the relay is full for now, as when its
+// port range is (the open-file limit below what the range needs, or the
+// whole system short of them).
+func outOfResources(err error) bool {
+	for _, e := range []syscall.Errno{syscall.EMFILE, syscall.ENFILE, syscall.ENOBUFS, syscall.ENOMEM} {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	return false
 }

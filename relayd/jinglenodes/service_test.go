@@ -5,10 +5,12 @@ import (
 	"context"
 	"encoding/xml"
 	"errors"
+	"fmt"
 	"io"
 	"net/netip"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -241,6 +243,7 @@ func TestErrors(t *testing.T) {
 		{"tcp", `<iq type='get' id='e' ` + client + `><channel xmlns='http://jabber.org/protocol/jinglenodes#channel' protocol='tcp'/></iq>`, "cancel", "feature-not-implemented", &fakeAllocator{left: 1}},
 		{"pool exhausted", `<iq type='get' id='e' ` + client + `><channel xmlns='http://jabber.org/protocol/jinglenodes#channel'/></iq>`, "wait", "resource-constraint", &fakeAllocator{}},
 		{"draining", `<iq type='get' id='e' ` + client + `><channel xmlns='http://jabber.org/protocol/jinglenodes#channel'/></iq>`, "cancel", "service-unavailable", &fakeAllocator{err: channel.ErrDraining}},
+		{"out of descriptors", `<iq type='get' id='e' ` + client + `><channel xmlns='http://jabber.org/protocol/jinglenodes#channel'/></iq>`, "wait", "resource-constraint", &fakeAllocator{err: fmt.Errorf("allocate channel: socket: %w", syscall.EMFILE)}},
 		{"bind failure", `<iq type='get' id='e' ` + client + `><channel xmlns='http://jabber.org/protocol/jinglenodes#channel'/></iq>`, "wait", "internal-server-error", &fakeAllocator{err: errors.New("bind: permission denied")}},
 		{"bad protocol", `<iq type='get' id='e' ` + client + `><channel xmlns='http://jabber.org/protocol/jinglenodes#channel' protocol='sctp'/></iq>`, "modify", "bad-request", &fakeAllocator{left: 1}},
 		{"empty protocol", `<iq type='get' id='e' ` + client + `><channel xmlns='http://jabber.org/protocol/jinglenodes#channel' protocol=''/></iq>`, "modify", "bad-request", &fakeAllocator{left: 1}},
