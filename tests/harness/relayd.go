@@ -182,6 +182,9 @@ func (r *Relayd) Wait(ctx context.Context) error {
 	}
 }
 
+// PID is relayd's process id (ip netns exec replaces itself with relayd).
+func (r *Relayd) PID() int { return r.proc.pid() }
+
 // Kill stops relayd with SIGKILL.
 func (r *Relayd) Kill() error { return r.proc.kill() }
 
