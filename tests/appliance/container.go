@@ -22,6 +22,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/jnrelay/jnrelay/tests/harness"
 )
 
 // rootfsPackages are installed into the test rootfs besides the base
@@ -75,7 +77,7 @@ type container struct {
 	cmd    *exec.Cmd
 	done   chan struct{}
 	leader int // the container's PID 1, as the host sees it
-	out    *syncBuffer
+	out    *harness.SyncBuffer
 	jour   *journal
 }
 
@@ -84,7 +86,7 @@ type container struct {
 // (then killed if it hangs) at cleanup.
 func boot(ctx context.Context, t *testing.T, root string) *container {
 	t.Helper()
-	c := &container{t: t, root: root, done: make(chan struct{}), out: &syncBuffer{}}
+	c := &container{t: t, root: root, done: make(chan struct{}), out: &harness.SyncBuffer{}}
 	c.cmd = exec.Command("systemd-nspawn", "--register=no", "--keep-unit", "--quiet", "--private-network",
 		"--console=pipe", "-D", root, "--boot")
 	c.cmd.Stdout, c.cmd.Stderr = c.out, c.out
@@ -281,22 +283,4 @@ func (j *journal) dump() string {
 		fmt.Fprintf(&b, "%s: %s\n", e.str("SYSLOG_IDENTIFIER"), e.str("MESSAGE"))
 	}
 	return b.String()
-}
-
-// syncBuffer is a bytes.Buffer safe for concurrent writers.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }

@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -275,28 +274,10 @@ type browser struct {
 	t         *testing.T
 	ctx       context.Context // the tab
 	artifacts string
-	logs      *syncBuffer // Chromium's output and chromedp's errors
+	logs      *harness.SyncBuffer // Chromium's output and chromedp's errors
 
 	mu      sync.Mutex
 	console []string // JavaScript exceptions and console/log errors
-}
-
-// syncBuffer is a bytes.Buffer safe for concurrent writers.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
 
 // devtoolsRE finds the DevTools endpoint Chromium prints on start.
@@ -306,7 +287,7 @@ var devtoolsRE = regexp.MustCompile(`DevTools listening on (ws://\S+)`)
 // connects to it; everything is torn down at the end of the test.
 func startBrowser(ctx context.Context, t *testing.T, bin, ns, artifacts string) *browser {
 	t.Helper()
-	b := &browser{t: t, artifacts: artifacts, logs: &syncBuffer{}}
+	b := &browser{t: t, artifacts: artifacts, logs: &harness.SyncBuffer{}}
 	profile := t.TempDir() // removed after Chromium is gone (cleanups run last-in first-out)
 	cmd := exec.Command("ip", "netns", "exec", ns, bin,
 		"--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
