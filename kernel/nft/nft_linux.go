@@ -265,7 +265,9 @@ func (l Leg) elements() (fwd, src []nftables.SetElement) {
 
 // Apply removes the legs in remove and installs those in add, in one
 // transaction: the kernel switches from the old to the new rules between
-// two datagrams. A leg of add that conflicts with an installed one fails
+// two datagrams. Keep calls to a few hundred legs: the transaction is
+// one netlink message batch and must fit the socket buffer (about 2,000
+// legs fail with EMSGSIZE). A leg of add that conflicts with an installed one fails
 // the call with ErrConflict before anything changes. Removing a leg that
 // is not installed is an error from the kernel (ENOENT).
 func (t *Table) Apply(remove, add []Leg) error {
@@ -274,36 +276,29 @@ func (t *Table) Apply(remove, add []Leg) error {
 	if t.closed {
 		return errors.New("nftables fast path is closed")
 	}
-	// Work on copies of the key sets so a failed transaction leaves them
-	// as the kernel has them.
-	fwdKeys, srcKeys := t.fwdKeys, t.srcKeys
-	if len(remove)+len(add) > 0 {
-		fwdKeys, srcKeys = make(map[Flow]bool, len(t.fwdKeys)+2*len(add)), make(map[[16]byte]bool, len(t.srcKeys)+2*len(add))
-		for k := range t.fwdKeys {
-			fwdKeys[k] = true
-		}
-		for k := range t.srcKeys {
-			srcKeys[k] = true
-		}
-	}
+	// The key sets change only once the kernel accepted the transaction;
+	// until then this call's removals and additions are kept aside (a
+	// copy of the sets would cost O(installed legs) per call).
+	delF, delS := map[Flow]bool{}, map[[16]byte]bool{}
+	addF, addS := map[Flow]bool{}, map[[16]byte]bool{}
+	usedF := func(f Flow) bool { return (t.fwdKeys[f] && !delF[f]) || addF[f] }
+	usedS := func(k [16]byte) bool { return (t.srcKeys[k] && !delS[k]) || addS[k] }
 	var delFwd, delSrc, addFwd, addSrc []nftables.SetElement
 	for _, l := range remove {
 		f, s := l.elements()
 		delFwd, delSrc = append(delFwd, f...), append(delSrc, s...)
-		delete(fwdKeys, l.A)
-		delete(fwdKeys, l.B)
-		delete(srcKeys, srcKey(l.B.Peer, l.A.Peer))
-		delete(srcKeys, srcKey(l.A.Peer, l.B.Peer))
+		delF[l.A], delF[l.B] = true, true
+		delS[srcKey(l.B.Peer, l.A.Peer)], delS[srcKey(l.A.Peer, l.B.Peer)] = true, true
 	}
 	for _, l := range add {
 		if err := l.Valid(); err != nil {
 			return err
 		}
 		ka, kb := srcKey(l.B.Peer, l.A.Peer), srcKey(l.A.Peer, l.B.Peer)
-		if fwdKeys[l.A] || fwdKeys[l.B] || srcKeys[ka] || srcKeys[kb] || ka == kb {
+		if usedF(l.A) || usedF(l.B) || usedS(ka) || usedS(kb) || ka == kb {
 			return fmt.Errorf("leg %s->%d / %s->%d: %w", l.A.Peer, l.A.Port, l.B.Peer, l.B.Port, ErrConflict)
 		}
-		fwdKeys[l.A], fwdKeys[l.B], srcKeys[ka], srcKeys[kb] = true, true, true, true
+		addF[l.A], addF[l.B], addS[ka], addS[kb] = true, true, true, true
 		f, s := l.elements()
 		addFwd, addSrc = append(addFwd, f...), append(addSrc, s...)
 	}
@@ -329,7 +324,18 @@ func (t *Table) Apply(remove, add []Leg) error {
 	if err := t.conn.Flush(); err != nil {
 		return fmt.Errorf("nftables transaction (%d legs removed, %d added): %w", len(remove), len(add), err)
 	}
-	t.fwdKeys, t.srcKeys = fwdKeys, srcKeys
+	for k := range delF {
+		delete(t.fwdKeys, k)
+	}
+	for k := range delS {
+		delete(t.srcKeys, k)
+	}
+	for k := range addF {
+		t.fwdKeys[k] = true
+	}
+	for k := range addS {
+		t.srcKeys[k] = true
+	}
 	return nil
 }
 

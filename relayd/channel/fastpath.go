@@ -232,6 +232,53 @@ func (fp *fastPath) localAddr(peer netip.Addr) (netip.Addr, error) {
 	return netip.Addr{}, fmt.Errorf("route to %s has no source address", peer)
 }
 
+// change is one leg's move into, within or out of the kernel.
+type change struct {
+	ref     legRef
+	old     *offloaded
+	spec    nft.Leg
+	install bool
+}
+
+// maxLegsPerTransaction bounds one nftables transaction (4 map elements
+// per leg, ≈ 100 bytes each).
+const maxLegsPerTransaction = 128
+
+// applyChunk applies changes in one transaction, or leg by leg when that
+// fails.
+func (fp *fastPath) applyChunk(changes []change, apply func([]change) error, commit func(change)) {
+	err := apply(changes)
+	if err == nil {
+		for _, ch := range changes {
+			commit(ch)
+		}
+		return
+	}
+	if len(changes) > 1 {
+		fp.log.Warn("fast path transaction failed, retrying leg by leg", "legs", len(changes), "err", err.Error())
+	}
+	for _, ch := range changes {
+		if len(changes) > 1 {
+			err = apply([]change{ch})
+		}
+		if err == nil {
+			commit(ch)
+			continue
+		}
+		reason := NotOffloadedKernel
+		if errors.Is(err, nft.ErrConflict) {
+			reason = NotOffloadedConflict
+		}
+		fp.count(reason)
+		fp.log.Warn("leg stays in userspace", "channel", ch.ref.c.info.ID, "leg", ch.ref.leg, "reason", reason, "err", err.Error())
+		// A failed update leaves the old rules in force if they were;
+		// remove them so userspace, which has the new latch, takes over.
+		if ch.old != nil && fp.table.Apply([]nft.Leg{ch.old.spec}, nil) == nil {
+			commit(change{ref: ch.ref})
+		}
+	}
+}
+
 // process installs, updates or removes the queued legs in one
 // transaction; when that fails, leg by leg, so one bad leg costs only
 // itself.
@@ -245,12 +292,6 @@ func (fp *fastPath) process() {
 	defer fp.mu.Unlock()
 	if fp.closed {
 		return
-	}
-	type change struct {
-		ref     legRef
-		old     *offloaded
-		spec    nft.Leg
-		install bool
 	}
 	var changes []change
 	seen := map[legRef]bool{}
@@ -308,35 +349,13 @@ func (fp *fastPath) process() {
 			l.inKernel.Store(false)
 		}
 	}
-	if err := apply(changes); err == nil {
-		for _, ch := range changes {
-			commit(ch)
-		}
-	} else {
-		if len(changes) > 1 {
-			fp.log.Warn("fast path transaction failed, retrying leg by leg", "legs", len(changes), "err", err.Error())
-		}
-		for _, ch := range changes {
-			if len(changes) > 1 {
-				err = apply([]change{ch})
-			}
-			if err == nil {
-				commit(ch)
-				continue
-			}
-			reason := NotOffloadedKernel
-			if errors.Is(err, nft.ErrConflict) {
-				reason = NotOffloadedConflict
-			}
-			fp.count(reason)
-			fp.log.Warn("leg stays in userspace", "channel", ch.ref.c.info.ID, "leg", ch.ref.leg, "reason", reason, "err", err.Error())
-			// A failed update leaves the old rules in force if they
-			// were; remove them so userspace, which has the new latch,
-			// takes over.
-			if ch.old != nil && fp.table.Apply([]nft.Leg{ch.old.spec}, nil) == nil {
-				commit(change{ref: ch.ref})
-			}
-		}
+	// Transactions of at most maxLegsPerTransaction: one netlink batch
+	// must fit the socket's buffers (1,000 legs at once fail with
+	// EMSGSIZE), and a failure costs a retry of one chunk only.
+	for len(changes) > 0 {
+		chunk := changes[:min(len(changes), maxLegsPerTransaction)]
+		changes = changes[len(chunk):]
+		fp.applyChunk(chunk, apply, commit)
 	}
 	fp.counts.gauge.Store(int64(len(fp.legs)))
 }

@@ -17,6 +17,7 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
+	"log/slog"
 	"net/netip"
 	"os"
 	"os/signal"
@@ -47,7 +48,9 @@ func run(listen string, portMin, portMax, channels int, portsFile string, expire
 		return fmt.Errorf("-listen: %w", err)
 	}
 	m, err := channel.New(channel.Config{Listen: addr, PortMin: portMin, PortMax: portMax,
-		Expire: expire, LatchGrace: 5 * time.Second, FastPath: fastPath})
+		Expire: expire, LatchGrace: 5 * time.Second, FastPath: fastPath,
+		// Warnings (a fast path leg that stays in userspace) on stderr.
+		Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))})
 	if err != nil {
 		return err
 	}
