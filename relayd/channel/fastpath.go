@@ -433,7 +433,10 @@ func (fp *fastPath) retire(c *Channel, final bool) {
 	if len(remove) == 0 {
 		return
 	}
-	if final {
+	// A channel's last counts: one dump of the whole table, shared by
+	// every channel that ends within finalPollShare (a thousand expiring
+	// together must not cost a thousand dumps).
+	if final && !fp.fresh(finalPollShare) {
 		fp.pollLocked()
 	}
 	if err := fp.table.Apply(remove, nil); err != nil {
@@ -480,3 +483,8 @@ func (n *fastPathCounts) stats(active bool) FastPathStats {
 	}
 	return s
 }
+
+// finalPollShare is how old a counter read may be to count as a channel's
+// final one (what the kernel forwards in that window after the read is
+// not credited to the ended channel).
+const finalPollShare = 20 * time.Millisecond
