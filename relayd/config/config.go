@@ -60,6 +60,10 @@ type Limits struct {
 	// the same size). 0 = no limit.
 	PerJIDChannels          int `json:"per_jid_channels"`
 	PerJIDRequestsPerMinute int `json:"per_jid_requests_per_minute"`
+	// UsageSaveSeconds is how often, at most, the usage counts are
+	// written to the state directory: flash wear against what a power cut
+	// may forget.
+	UsageSaveSeconds int `json:"usage_save_seconds"`
 }
 
 // DailyQuotaBytes is the daily quota in bytes (0 = none).
@@ -189,7 +193,7 @@ func Default() Config {
 		ListenAddress: "0.0.0.0",
 		Ports:         PortRange{Min: 40000, Max: 40999},
 		Channel:       Channel{ExpireSeconds: 60, LatchGraceSeconds: 5, DrainSeconds: 30, FastPath: "auto"},
-		Limits:        Limits{PerJIDChannels: 16, PerJIDRequestsPerMinute: 120},
+		Limits:        Limits{PerJIDChannels: 16, PerJIDRequestsPerMinute: 120, UsageSaveSeconds: 300},
 		Tracker:       Tracker{RefreshSeconds: 600},
 		STUN:          STUN{Enabled: true, Port: 3478, Classic: true},
 		TURN:          TURN{Port: 3478, Transport: "udp", TTLSeconds: 86400},
@@ -322,6 +326,9 @@ func (c *Config) Validate() error {
 		if v < 0 || v > 1_000_000 {
 			bad(key, "%d is outside 0-1000000 (0 = no limit)", v)
 		}
+	}
+	if c.Limits.UsageSaveSeconds < 10 || c.Limits.UsageSaveSeconds > 86400 {
+		bad("limits.usage_save_seconds", "%d is outside 10-86400", c.Limits.UsageSaveSeconds)
 	}
 	if c.Channel.MaxKbps < 0 || c.Channel.MaxKbps > 10_000_000 {
 		bad("channel.max_kbps", "%d is outside 0-10000000 (0 = unlimited)", c.Channel.MaxKbps)

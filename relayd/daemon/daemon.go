@@ -207,6 +207,7 @@ func (d *Daemon) apply(cfg, old config.Config) error {
 		}
 	}
 	d.meter.SetQuota(usage.Quota{DailyBytes: cfg.Limits.DailyQuotaBytes(), MonthlyBytes: cfg.Limits.MonthlyQuotaBytes()})
+	d.meter.SetFlushInterval(time.Duration(cfg.Limits.UsageSaveSeconds) * time.Second)
 	d.svc.SetJIDLimits(jinglenodes.JIDLimits{Channels: cfg.Limits.PerJIDChannels, RequestsPerMinute: cfg.Limits.PerJIDRequestsPerMinute})
 	d.maxChannels.Store(int64(cfg.Limits.MaxChannels))
 	d.mu.Lock()

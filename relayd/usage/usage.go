@@ -198,6 +198,7 @@ func (m *Meter) Flush() error {
 		m.mu.Unlock()
 		return fmt.Errorf("save usage counts: %w", err)
 	}
+	m.log.Debug("usage counts saved", "day_bytes", c.DayBytes, "month_bytes", c.MonthBytes)
 	return nil
 }
 
@@ -207,6 +208,17 @@ func (m *Meter) Counts() Counts {
 	defer m.mu.Unlock()
 	m.rollLocked(m.now())
 	return m.c
+}
+
+// SetFlushInterval changes how often, at most, the counts are written
+// (0 = DefaultFlushInterval).
+func (m *Meter) SetFlushInterval(d time.Duration) {
+	if d <= 0 {
+		d = DefaultFlushInterval
+	}
+	m.mu.Lock()
+	m.every = d
+	m.mu.Unlock()
 }
 
 // SetQuota sets the limits Exhausted checks.

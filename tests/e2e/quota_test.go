@@ -2,11 +2,12 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/jnrelay/jnrelay/relayd/config"
+	"github.com/jnrelay/jnrelay/provision"
 	"github.com/jnrelay/jnrelay/tests/harness"
 )
 
@@ -26,7 +27,7 @@ func TestMonthlyQuota(t *testing.T) {
 	t.Cleanup(func() { srv.Close() })
 	w := &world{lan: lan, srv: srv, req: srv.Requester(user, password)}
 	cfg := w.relayConfig()
-	cfg.Limits = config.Limits{MonthlyQuotaMB: 1}
+	cfg.Limits.MonthlyQuotaMB = 1
 	state := t.TempDir()
 	start := func() *harness.Relayd {
 		t.Helper()
@@ -48,28 +49,7 @@ func TestMonthlyQuota(t *testing.T) {
 	rd := start()
 	c := w.setUpCall(ctx, t, w.requestChannel(ctx, t))
 
-	// 2 × 600 packets of 1000 bytes: 1.2 MB through the relay.
-	const n, size = 600, 1000
-	before := [2]int{c.callee.RTPStats().Sources["caller"].Packets, c.caller.RTPStats().Sources["callee"].Packets}
-	pace := harness.Pace{Count: n, Interval: 500 * time.Microsecond, Size: size}
-	errs := make(chan error, 2)
-	go func() { _, err := c.caller.SendRTP(ctx, c.local, pace); errs <- err }()
-	go func() { _, err := c.callee.SendRTP(ctx, c.remote, pace); errs <- err }()
-	for range 2 {
-		if err := <-errs; err != nil {
-			t.Fatal(err)
-		}
-	}
-	c.sent[0] += n
-	c.sent[2] += n
-	wctx, wcancel := context.WithTimeout(ctx, 20*time.Second)
-	defer wcancel()
-	if err := c.callee.WaitRTP(wctx, "caller", before[0]+n); err != nil {
-		t.Fatal(err)
-	}
-	if err := c.caller.WaitRTP(wctx, "callee", before[1]+n); err != nil {
-		t.Fatal(err)
-	}
+	relayMB(ctx, t, c, 600) // 1.2 MB through the relay
 	if _, err := rd.WaitLog(ctx, "quota used up: new channels are refused, calls in progress go on", 1, nil); err != nil {
 		t.Fatal(err)
 	}
@@ -134,5 +114,124 @@ func TestRequesterAndChannelLimits(t *testing.T) {
 	}
 	if o := ask("carol"); o.Type != "error" || o.Condition != "resource-constraint" || !strings.Contains(o.Text, "maximum of 2 calls") {
 		t.Fatalf("over max_channels: %+v", o)
+	}
+}
+
+// relayMB sends n RTP packets of 1000 bytes each way through c and waits
+// until all arrived (2·n kB relayed).
+func relayMB(ctx context.Context, t *testing.T, c *call, n int) {
+	t.Helper()
+	before := [2]int{c.callee.RTPStats().Sources["caller"].Packets, c.caller.RTPStats().Sources["callee"].Packets}
+	pace := harness.Pace{Count: n, Interval: 500 * time.Microsecond, Size: 1000}
+	errs := make(chan error, 2)
+	go func() { _, err := c.caller.SendRTP(ctx, c.local, pace); errs <- err }()
+	go func() { _, err := c.callee.SendRTP(ctx, c.remote, pace); errs <- err }()
+	for range 2 {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	c.sent[0] += n
+	c.sent[2] += n
+	wctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+	if err := c.callee.WaitRTP(wctx, "caller", before[0]+n); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.caller.WaitRTP(wctx, "callee", before[1]+n); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestUsageSurvivesSIGKILL: the usage counts are saved every
+// limits.usage_save_seconds (10 s here), so a SIGKILL forgets at most
+// what was relayed since the last save. A used-up quota saved before the
+// kill is still used up after it; traffic relayed after the last save is
+// what the kill loses, and nothing more.
+func TestUsageSurvivesSIGKILL(t *testing.T) {
+	harness.RequireRoot(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	lan := harness.NewLAN(t, "jnk", "relay", "caller", "callee")
+	srv, err := harness.StartProsody(ctx, harness.ServerOptions{Netns: lan.NS("relay"), Users: map[string]string{user: password}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Close() })
+	w := &world{lan: lan, srv: srv, req: srv.Requester(user, password)}
+	cfg := w.relayConfig()
+	cfg.Limits.MonthlyQuotaMB, cfg.Limits.UsageSaveSeconds = 1, 10
+	dir := t.TempDir()
+	start := func(config any) *harness.Relayd {
+		t.Helper()
+		rd, err := harness.StartRelaydArgs(relaydBin, lan.NS("relay"), dir, config)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() {
+			rd.Stop()
+			if t.Failed() {
+				t.Logf("relayd logs:\n%s", rd.Logs())
+			}
+		})
+		if _, err := rd.WaitLog(ctx, "xmpp component online", 1, nil); err != nil {
+			t.Fatal(err)
+		}
+		return rd
+	}
+	monthBytes := func(rd *harness.Relayd) int64 {
+		t.Helper()
+		api := provision.NewClient(rd.APISocket)
+		defer api.Close()
+		raw, err := api.Status(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var st struct {
+			Usage struct {
+				MonthBytes int64 `json:"month_bytes"`
+			} `json:"usage"`
+		}
+		if err := json.Unmarshal(raw, &st); err != nil {
+			t.Fatal(err)
+		}
+		return st.Usage.MonthBytes
+	}
+
+	rd := start(cfg)
+	relayMB(ctx, t, w.setUpCall(ctx, t, w.requestChannel(ctx, t)), 600) // 1.2 MB: over the quota
+	saved, err := rd.WaitLog(ctx, "usage counts saved", 1, func(r harness.LogRecord) bool { return r.Int("month_bytes") >= 1_000_000 })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := rd.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	rd = start(nil)
+	if got := monthBytes(rd); got != saved.Int("month_bytes") {
+		t.Fatalf("after the kill: %d bytes this month, saved %d", got, saved.Int("month_bytes"))
+	}
+	outs, err := w.req.Run(ctx, harness.RequestArgs{})
+	if err != nil || len(outs) != 1 || outs[0].Condition != "resource-constraint" || !strings.Contains(outs[0].Text, "monthly quota") {
+		t.Fatalf("request after the kill: %+v %v, want the quota still used up", outs, err)
+	}
+
+	// Traffic after the last save is what a kill forgets: the counts come
+	// back exactly as saved (a relay over quota still relays its calls;
+	// this one is granted under a lifted quota).
+	lifted := cfg
+	lifted.Limits.MonthlyQuotaMB = 0
+	if err := rd.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	rd = start(lifted)
+	before := monthBytes(rd)
+	relayMB(ctx, t, w.setUpCall(ctx, t, w.requestChannel(ctx, t)), 100)
+	if err := rd.Kill(); err != nil { // within 10 s of the start: no save since
+		t.Fatal(err)
+	}
+	rd = start(nil)
+	if got := monthBytes(rd); got != before {
+		t.Fatalf("after a kill within the save interval: %d bytes, want the %d saved before it (the window's traffic forgotten, nothing else)", got, before)
 	}
 }
