@@ -261,7 +261,7 @@ func newRigDeferred(ctx context.Context, t *testing.T, prefix string) *rig {
 	if relaydBin == "" {
 		t.Fatal("RELAYD_BIN is not set (make test sets it)")
 	}
-	r := &rig{t: t, lan: harness.NewLAN(t, prefix, "relay", "caller", "callee"), dir: t.TempDir()}
+	r := &rig{t: t, lan: harness.NewLAN(t, prefix, "relay", "caller", "callee", "evil"), dir: t.TempDir()}
 	srv, err := harness.StartProsody(ctx, harness.ServerOptions{Netns: r.lan.NS("relay"), Users: map[string]string{user: password}})
 	if err != nil {
 		t.Fatal(err)
