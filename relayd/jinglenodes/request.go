@@ -109,10 +109,13 @@ func ParseRequest(start xml.StartElement, r xml.TokenReader) (Request, error) {
 	}
 
 	// Read raw tokens with our own depth count: the stream's decoder has
-	// already checked well-formedness and bounds nesting, and a nested
-	// decoder would reject the IQ's own end element as unbalanced.
+	// already checked well-formedness, and a nested decoder would reject
+	// the IQ's own end element as unbalanced. Every request we serve is a
+	// few small elements; anything far bigger (nesting, element, attribute
+	// or text bombs a server let through) is refused before it costs more
+	// work.
 	var payload *xml.StartElement
-	depth := 0
+	depth, elements, text := 0, 0, 0
 	for {
 		tok, err := r.Token()
 		if errors.Is(err, io.EOF) {
@@ -125,8 +128,21 @@ func ParseRequest(start xml.StartElement, r xml.TokenReader) (Request, error) {
 			continue
 		}
 		switch el := tok.(type) {
+		case xml.CharData:
+			if text += len(el); text > maxPayloadText {
+				return req, &Malformed{IQ: iq, Reason: fmt.Sprintf("payload text over %d bytes", maxPayloadText)}
+			}
 		case xml.StartElement:
 			depth++
+			elements++
+			switch {
+			case depth > maxPayloadDepth:
+				return req, &Malformed{IQ: iq, Reason: fmt.Sprintf("payload nested deeper than %d", maxPayloadDepth)}
+			case elements > maxPayloadElements:
+				return req, &Malformed{IQ: iq, Reason: fmt.Sprintf("payload of more than %d elements", maxPayloadElements)}
+			case len(el.Attr) > maxAttrs:
+				return req, &Malformed{IQ: iq, Reason: fmt.Sprintf("element with more than %d attributes", maxAttrs)}
+			}
 			if depth == 2 && payload != nil && payload.Name == rosterQuery && el.Name.Local == "item" {
 				req.RosterItems = appendRosterItem(req.RosterItems, el)
 			}
@@ -254,3 +270,12 @@ func duplicateAttr(attrs []xml.Attr) (string, bool) {
 	}
 	return "", false
 }
+
+// Bounds on what a request may carry (see ParseRequest). A roster push,
+// the largest request served, is three levels and a few attributes.
+const (
+	maxPayloadDepth    = 16
+	maxPayloadElements = 256
+	maxAttrs           = 64
+	maxPayloadText     = 16 << 10
+)

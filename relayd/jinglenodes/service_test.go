@@ -250,6 +250,10 @@ func TestErrors(t *testing.T) {
 		{"two payloads", `<iq type='get' id='e' ` + client + `><channel xmlns='http://jabber.org/protocol/jinglenodes#channel'/><channel xmlns='http://jabber.org/protocol/jinglenodes#channel'/></iq>`, "modify", "bad-request", &fakeAllocator{left: 2}},
 		{"no payload", `<iq type='get' id='e' ` + client + `></iq>`, "modify", "bad-request", &fakeAllocator{left: 1}},
 		{"unknown type", `<iq type='fetch' id='e' ` + client + `><channel xmlns='http://jabber.org/protocol/jinglenodes#channel'/></iq>`, "modify", "bad-request", &fakeAllocator{left: 1}},
+		{"nesting bomb", `<iq type='get' id='e' ` + client + `><channel xmlns='http://jabber.org/protocol/jinglenodes#channel'>` + strings.Repeat("<a>", 40) + strings.Repeat("</a>", 40) + `</channel></iq>`, "modify", "bad-request", &fakeAllocator{left: 1}},
+		{"element bomb", `<iq type='get' id='e' ` + client + `><channel xmlns='http://jabber.org/protocol/jinglenodes#channel'>` + strings.Repeat("<a/>", 300) + `</channel></iq>`, "modify", "bad-request", &fakeAllocator{left: 1}},
+		{"attribute bomb", `<iq type='get' id='e' ` + client + `><channel xmlns='http://jabber.org/protocol/jinglenodes#channel'><b` + attrBomb(100) + `/></channel></iq>`, "modify", "bad-request", &fakeAllocator{left: 1}},
+		{"text bomb", `<iq type='get' id='e' ` + client + `><channel xmlns='http://jabber.org/protocol/jinglenodes#channel'><c>` + strings.Repeat("x", 20000) + `</c></channel></iq>`, "modify", "bad-request", &fakeAllocator{left: 1}},
 		{"bad from", `<iq type='get' id='e' from='@@@' to='relay.example.org'><channel xmlns='http://jabber.org/protocol/jinglenodes#channel'/></iq>`, "modify", "bad-request", &fakeAllocator{left: 1}},
 		{"unknown payload", `<iq type='get' id='e' ` + client + `><query xmlns='jabber:iq:version'/></iq>`, "cancel", "service-unavailable", &fakeAllocator{left: 1}},
 		{"services set", `<iq type='set' id='e' ` + client + `><services xmlns='http://jabber.org/protocol/jinglenodes'/></iq>`, "cancel", "service-unavailable", &fakeAllocator{left: 1}},
@@ -483,4 +487,12 @@ func TestRequestCounters(t *testing.T) {
 	if st.Granted != 1 || st.Refused["resource_constraint"] != 1 || st.Refused["feature_not_implemented"] != 1 || st.Refused["bad_request"] != 1 || st.Refused["forbidden"] != 0 {
 		t.Fatalf("stats %+v", st)
 	}
+}
+
+func attrBomb(n int) string {
+	var b strings.Builder
+	for i := range n {
+		fmt.Fprintf(&b, " a%d='x'", i)
+	}
+	return b.String()
 }

@@ -297,3 +297,97 @@ func tail(s string, n int) string {
 	}
 	return strings.Join(lines, "\n")
 }
+
+// TestHostileStanzas sends relayd, on its component connection, stanzas
+// no honest server forwards: 100,000 levels of nesting, 20,000 attributes
+// on one element, a 4 MiB text payload, and an IQ with two ids. relayd
+// answers what it can address (bad-request), its memory stays bounded,
+// and an ordinary request right behind them is answered at once.
+func TestHostileStanzas(t *testing.T) {
+	harness.RequireRoot(t)
+	if relaydBin == "" {
+		t.Fatal("RELAYD_BIN is not set (make test sets it)")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	srv := newFloodServer(t, "hostile-secret")
+	cfg := config.Default()
+	cfg.PublicAddress, cfg.ListenAddress = "127.0.0.1", "127.0.0.1"
+	cfg.Ports = config.PortRange{Min: 29600, Max: 29699}
+	cfg.STUN.Enabled = false
+	cfg.Reconnect = config.Reconnect{MinSeconds: 0.2, MaxSeconds: 1}
+	cfg.XMPP = []config.Service{{Name: "hostile", Type: "component", Server: srv.ln.Addr().String(), Domain: "relay.localhost", Secret: srv.secret}}
+	rd, err := harness.StartRelaydArgs(relaydBin, "", t.TempDir(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		rd.Stop()
+		if t.Failed() {
+			t.Logf("relayd logs (last lines):\n%s", tail(rd.Logs(), 40))
+		}
+	})
+	conn, err := srv.accept(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	rssBefore := rssKB(t, rd.PID())
+
+	const from = "mallory@example.net/x"
+	open := `<iq type='get' id='%s' from='` + from + `' to='relay.localhost'><channel xmlns='http://jabber.org/protocol/jinglenodes#channel' protocol='udp'>`
+	closeIQ := `</channel></iq>`
+	var attrs strings.Builder
+	for i := range 20000 {
+		fmt.Fprintf(&attrs, " a%d='x'", i)
+	}
+	hostile := []struct{ id, doc string }{
+		{"nested", fmt.Sprintf(open, "nested") + strings.Repeat("<a>", 100000) + strings.Repeat("</a>", 100000) + closeIQ},
+		{"attrs", fmt.Sprintf(open, "attrs") + "<b" + attrs.String() + "/>" + closeIQ},
+		{"huge", fmt.Sprintf(open, "huge") + "<c>" + strings.Repeat("x", 4<<20) + "</c>" + closeIQ},
+		{"twoids", `<iq type='get' id='twoids' id='other' from='` + from + `' to='relay.localhost'><channel xmlns='http://jabber.org/protocol/jinglenodes#channel'/></iq>`},
+	}
+	w := bufio.NewWriterSize(conn, 64<<10)
+	began := time.Now()
+	for _, h := range hostile {
+		if _, err := w.WriteString(h.doc); err != nil {
+			t.Fatalf("write %s: %v", h.id, err)
+		}
+	}
+	w.WriteString(channelIQ("honest", "alice@example.net/phone"))
+	if err := w.Flush(); err != nil {
+		t.Fatalf("write: %v", err)
+	}
+	wctx, wcancel := context.WithTimeout(ctx, 30*time.Second)
+	defer wcancel()
+	if err := srv.waitAnswers(wctx, []string{"honest"}); err != nil {
+		t.Fatalf("the request behind the hostile stanzas: %v", err)
+	}
+	took := time.Since(began)
+	srv.mu.Lock()
+	honest := srv.answers["honest"]
+	got := map[string]answer{}
+	for _, h := range hostile {
+		if a, ok := srv.answers[h.id]; ok {
+			got[h.id] = a
+		}
+	}
+	srv.mu.Unlock()
+	rssAfter := rssKB(t, rd.PID())
+	t.Logf("hostile stanzas answered: %v; the honest request answered %s after the first byte (%s)", got, took.Round(time.Millisecond), honest.typ)
+	t.Logf("relayd RSS %d kB before, %d kB after", rssBefore, rssAfter)
+	if honest.typ != "result" {
+		t.Errorf("honest request: %+v", honest)
+	}
+	for _, id := range []string{"nested", "attrs", "huge"} {
+		if a, ok := got[id]; !ok || a.typ != "error" || a.cond != "bad-request" {
+			t.Errorf("%s: answer %+v, want bad-request", id, a)
+		}
+	}
+	if _, ok := got["twoids"]; ok {
+		t.Error("an IQ with two ids was answered")
+	}
+	if rd.Exited() {
+		t.Fatal("relayd exited")
+	}
+}
