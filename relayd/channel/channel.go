@@ -191,6 +191,10 @@ func (c *Channel) relay(in *side, b *batches) {
 			c.stats.dropped[DropRateLimited].Add(1)
 			continue
 		}
+		if c.worker.m.overTotal(time.Now(), len(p)) {
+			c.stats.dropped[DropRateLimited].Add(1)
+			continue
+		}
 		b.lens[b.send.Len()] = len(p)
 		b.send.Add(p)
 		queuedBytes += len(p)

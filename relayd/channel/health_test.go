@@ -66,3 +66,47 @@ func TestCheckPassesWhileServingAndFailsWhenWedged(t *testing.T) {
 		t.Fatal("check passed after Close")
 	}
 }
+
+// TestTotalCapSharedByChannels: a relay-wide cap of 160 kbit/s (20,000
+// bytes/s, burst 10,000 bytes) shared by two calls; a burst of 60 × 500
+// bytes through them passes about the burst and drops the rest as
+// rate_limited, and lifting the cap live lets everything through.
+func TestTotalCapSharedByChannels(t *testing.T) {
+	m, _ := newTestManager(t, func(c *Config) { c.PortMin, c.PortMax = 27700, 27707; c.TotalKbps = 160 })
+	infoA, a1, a2, _, _ := call(t, m)
+	infoB, b1, b2, _, _ := call(t, m)
+	payload := make([]byte, 500)
+	for range 30 {
+		a1.send(infoA.LocalPort, payload)
+		b1.send(infoB.LocalPort, payload)
+	}
+	got := countArrivals(a2, 30, 300*time.Millisecond) + countArrivals(b2, 30, 300*time.Millisecond)
+	tot := m.Totals().Stats
+	if got < 15 || got > 35 || tot.Dropped[DropRateLimited] == 0 || uint64(got)+tot.Dropped[DropRateLimited] != 60 {
+		t.Fatalf("%d of 60 through a shared 160 kbit/s cap, %d dropped as rate_limited", got, tot.Dropped[DropRateLimited])
+	}
+	if err := m.Reconfigure(Settings{PortMin: 27700, PortMax: 27707, Expire: time.Minute, LatchGrace: 5 * time.Second}); err != nil {
+		t.Fatal(err)
+	}
+	for range 30 {
+		a1.send(infoA.LocalPort, payload)
+	}
+	if n := countArrivals(a2, 30, 2*time.Second); n != 30 {
+		t.Fatalf("%d of 30 after lifting the cap", n)
+	}
+}
+
+// countArrivals reads up to want datagrams, giving up after quiet without
+// one (the rest were dropped: there is no event for that).
+func countArrivals(p *party, want int, quiet time.Duration) int {
+	buf := make([]byte, 2048)
+	n := 0
+	for n < want {
+		p.conn.SetReadDeadline(time.Now().Add(quiet))
+		if _, _, err := p.conn.ReadFromUDPAddrPort(buf); err != nil {
+			break
+		}
+		n++
+	}
+	return n
+}

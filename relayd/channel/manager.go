@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+	"golang.org/x/time/rate"
 
 	"github.com/jnrelay/jnrelay/kernel"
 )
@@ -25,6 +26,9 @@ type Config struct {
 	Expire     time.Duration // inactivity after which a channel dies
 	LatchGrace time.Duration // silence after which a latch may move to a new source
 	MaxKbps    int           // per-direction bandwidth limit per channel; 0 = none
+	// TotalKbps caps all channels together, both directions; 0 = none.
+	// While set, the fast path stays off (see totalcap.go).
+	TotalKbps int
 	// Workers is the number of threads serving relay ports (each an epoll
 	// loop); 0 = one per CPU the Go runtime may use (GOMAXPROCS).
 	Workers int
@@ -68,9 +72,10 @@ type Manager struct {
 	next    atomic.Uint32 // round-robin worker choice
 	stop    atomic.Bool
 	stopped sync.Once
-	closing chan struct{} // closed when the workers stop; releases a wedged worker
-	wedged  atomic.Bool   // test hook: workers hang (see Wedge)
-	checkMu sync.Mutex    // one Check at a time
+	closing chan struct{}                // closed when the workers stop; releases a wedged worker
+	wedged  atomic.Bool                  // test hook: workers hang (see Wedge)
+	total   atomic.Pointer[rate.Limiter] // relay-wide bandwidth cap; nil = none
+	checkMu sync.Mutex                   // one Check at a time
 
 	// fp is the in-kernel fast path, nil when off or unavailable;
 	// fpCounts outlive it across Reconfigure.
@@ -118,7 +123,8 @@ func New(cfg Config) (*Manager, error) {
 		m.workers = append(m.workers, w)
 		go w.run(&m.stop)
 	}
-	fp, err := openFastPath(m, cfg.FastPath, cfg.Listen)
+	m.setTotalKbps(cfg.TotalKbps)
+	fp, err := openFastPath(m, fastPathUnder(cfg.FastPath, cfg.TotalKbps), cfg.Listen)
 	if err != nil {
 		m.stopWorkers()
 		return nil, err
@@ -171,6 +177,7 @@ type Settings struct {
 	Expire           time.Duration
 	LatchGrace       time.Duration
 	MaxKbps          int
+	TotalKbps        int
 	FastPath         FastPathMode
 }
 
@@ -194,9 +201,13 @@ func (m *Manager) Reconfigure(s Settings) error {
 		m.ports.cover(pool.first, pool.first+pool.size()*portsPerChannel-1)
 		checkFileLimit(pool.size()*portsPerChannel, m.log)
 	}
-	if err := m.setFastPath(s.FastPath); err != nil {
+	if s.TotalKbps < 0 {
+		return fmt.Errorf("invalid total bandwidth cap %d kbps", s.TotalKbps)
+	}
+	if err := m.setFastPath(fastPathUnder(s.FastPath, s.TotalKbps)); err != nil {
 		return err
 	}
+	m.setTotalKbps(s.TotalKbps)
 	m.mu.Lock()
 	if pool != nil {
 		m.pool, m.cfg.PortMin, m.cfg.PortMax = pool, s.PortMin, s.PortMax

@@ -52,6 +52,9 @@ type Limits struct {
 	// (10^6 bytes); 0 = no quota.
 	DailyQuotaMB   int64 `json:"daily_quota_mb"`
 	MonthlyQuotaMB int64 `json:"monthly_quota_mb"`
+	// TotalKbps caps the relay's bandwidth, every channel and both
+	// directions together, in kilobits per second (0 = none).
+	TotalKbps int `json:"total_kbps"`
 	// MaxChannels caps live channels below what the port range holds
 	// (0 = the port range is the limit).
 	MaxChannels int `json:"max_channels"`
@@ -320,6 +323,9 @@ func (c *Config) Validate() error {
 		if v < 0 || v > 1_000_000_000 {
 			bad(key, "%d is outside 0-1000000000 (0 = no quota)", v)
 		}
+	}
+	if c.Limits.TotalKbps < 0 || c.Limits.TotalKbps > 10_000_000 {
+		bad("limits.total_kbps", "%d is outside 0-10000000 (0 = no cap)", c.Limits.TotalKbps)
 	}
 	for key, v := range map[string]int{"limits.max_channels": c.Limits.MaxChannels, "limits.per_jid_channels": c.Limits.PerJIDChannels,
 		"limits.per_jid_requests_per_minute": c.Limits.PerJIDRequestsPerMinute} {

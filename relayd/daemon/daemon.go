@@ -101,7 +101,7 @@ func New(ctx context.Context, cfg config.Config, opt Options) (*Daemon, error) {
 	var err error
 	d.dp, err = channel.New(channel.Config{
 		Listen: d.listen, PortMin: cfg.Ports.Min, PortMax: cfg.Ports.Max,
-		Expire: cfg.Channel.Expire(), LatchGrace: cfg.Channel.LatchGrace(), MaxKbps: cfg.Channel.MaxKbps,
+		Expire: cfg.Channel.Expire(), LatchGrace: cfg.Channel.LatchGrace(), MaxKbps: cfg.Channel.MaxKbps, TotalKbps: cfg.Limits.TotalKbps,
 		FastPath: channel.FastPathMode(cfg.Channel.FastPath),
 		Logger:   log.With("part", "dataplane"),
 		OnEnd:    func(e channel.End) { d.svc.ChannelEnded(context.WithoutCancel(ctx), e) },
@@ -182,7 +182,7 @@ func (d *Daemon) apply(cfg, old config.Config) error {
 	first := d.host.Load() == nil
 	if !first {
 		if err := d.dp.Reconfigure(channel.Settings{PortMin: cfg.Ports.Min, PortMax: cfg.Ports.Max,
-			Expire: cfg.Channel.Expire(), LatchGrace: cfg.Channel.LatchGrace(), MaxKbps: cfg.Channel.MaxKbps,
+			Expire: cfg.Channel.Expire(), LatchGrace: cfg.Channel.LatchGrace(), MaxKbps: cfg.Channel.MaxKbps, TotalKbps: cfg.Limits.TotalKbps,
 			FastPath: channel.FastPathMode(cfg.Channel.FastPath)}); err != nil {
 			return fmt.Errorf("data plane: %w", err)
 		}

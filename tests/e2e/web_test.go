@@ -156,6 +156,7 @@ func TestWebPage(t *testing.T) {
 	fill := chromedp.Tasks{
 		chromedp.SetValue("#ports-min", "40500", chromedp.ByQuery), chromedp.SetValue("#ports-max", "40599", chromedp.ByQuery),
 		chromedp.SetValue("#max-kbps", "1500", chromedp.ByQuery), chromedp.SetValue("#monthly-quota", "2.5", chromedp.ByQuery),
+		chromedp.SetValue("#total-kbps", "20000", chromedp.ByQuery),
 		chromedp.Click("#save", chromedp.ByQuery),
 	}
 	b.run("save over a stale ETag", fill)
@@ -172,7 +173,7 @@ func TestWebPage(t *testing.T) {
 	b.shot("4-saved")
 	saved, _, err := provision.NewStore(rd.ConfigPath).Load()
 	if err != nil || saved.Ports.Min != 40500 || saved.Ports.Max != 40599 || saved.Channel.MaxKbps != 1500 || saved.XMPP[0].Secret != srv.Secret ||
-		saved.Limits.MonthlyQuotaMB != 2500 {
+		saved.Limits.MonthlyQuotaMB != 2500 || saved.Limits.TotalKbps != 20000 {
 		t.Fatalf("saved config %+v %+v %+v %v", saved.Ports, saved.Channel, saved.Limits, err)
 	}
 	b.waitFor("the quota and reachability in the status view", `document.getElementById('st-month').textContent.includes('of 2.50 GB a month') &&

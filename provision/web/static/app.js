@@ -339,6 +339,7 @@
     const ch = cfg.channel || {}, ports = cfg.ports || {}, lim = cfg.limits || {};
     $('max-kbps').value = String(ch.max_kbps || 0);
     $('monthly-quota').value = String((lim.monthly_quota_mb || 0) / 1000);
+    $('total-kbps').value = String(lim.total_kbps || 0);
     $('ports-min').value = String(ports.min || '');
     $('ports-max').value = String(ports.max || '');
     showType();
@@ -378,7 +379,11 @@
     const pmax = int('ports-max', 'ports.max');
     const ch = cfg.channel || {}, ports = cfg.ports || {}, lim = cfg.limits || {};
     if (kbps !== null && kbps !== (ch.max_kbps || 0)) patch.channel = { max_kbps: kbps };
-    if (quotaMB !== null && quotaMB !== (lim.monthly_quota_mb || 0)) patch.limits = { monthly_quota_mb: quotaMB };
+    const totalKbps = int('total-kbps', 'limits.total_kbps');
+    const pl = {};
+    if (quotaMB !== null && quotaMB !== (lim.monthly_quota_mb || 0)) pl.monthly_quota_mb = quotaMB;
+    if (totalKbps !== null && totalKbps !== (lim.total_kbps || 0)) pl.total_kbps = totalKbps;
+    if (Object.keys(pl).length) patch.limits = pl;
     const pp = {};
     if (pmin !== null && pmin !== ports.min) pp.min = pmin;
     if (pmax !== null && pmax !== ports.max) pp.max = pmax;
