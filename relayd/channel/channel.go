@@ -191,7 +191,7 @@ func (c *Channel) relay(in *side, b *batches) {
 			c.stats.dropped[DropRateLimited].Add(1)
 			continue
 		}
-		if c.worker.m.overTotal(time.Now(), len(p)) {
+		if c.worker.m.overTotal(len(p)) {
 			c.stats.dropped[DropRateLimited].Add(1)
 			continue
 		}

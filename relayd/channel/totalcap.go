@@ -26,10 +26,11 @@ func (m *Manager) setTotalKbps(kbps int) {
 	m.total.Store(totalLimiter(kbps))
 }
 
-// overTotal reports whether n more bytes would exceed the relay-wide cap.
-func (m *Manager) overTotal(now time.Time, n int) bool {
+// overTotal reports whether n more bytes would exceed the relay-wide cap
+// (without a cap: one atomic load, no clock read).
+func (m *Manager) overTotal(n int) bool {
 	lim := m.total.Load()
-	return lim != nil && !lim.AllowN(now, n)
+	return lim != nil && !lim.AllowN(time.Now(), n)
 }
 
 // fastPathUnder is the fast path mode that applies with a relay-wide cap
