@@ -203,17 +203,21 @@ func (c *Channel) relay(in *side, b *batches) {
 	if queued == 0 {
 		return
 	}
+	// Counted before sending, so whoever holds a relayed datagram sees it
+	// counted; what the kernel refuses is taken back below.
+	c.stats.packets[dir].Add(uint64(queued))
+	c.stats.bytes[dir].Add(uint64(queuedBytes))
 	sent, _ := b.send.Send(out.fd)
 	if sent < queued {
-		c.stats.dropped[DropSendError].Add(uint64(queued - sent))
-		queuedBytes = 0
-		for _, l := range b.lens[:sent] {
-			queuedBytes += l
+		unsent := 0
+		for _, l := range b.lens[sent:queued] {
+			unsent += l
 		}
+		c.stats.packets[dir].Add(^uint64(queued - sent - 1))
+		c.stats.bytes[dir].Add(^uint64(unsent - 1))
+		c.stats.dropped[DropSendError].Add(uint64(queued - sent))
 	}
 	if sent > 0 {
-		c.stats.packets[dir].Add(uint64(sent))
-		c.stats.bytes[dir].Add(uint64(queuedBytes))
 		c.lastForward.Store(now)
 	}
 }

@@ -152,6 +152,9 @@ type STUN struct {
 	// Classic also answers RFC 3489 requests (no magic cookie), as old
 	// clients send them.
 	Classic bool `json:"classic"`
+	// MaxResponsesPerSecond caps the answers sent (a reflection attack
+	// with forged sources must not use the donor's line); 0 = no cap.
+	MaxResponsesPerSecond int `json:"max_responses_per_second"`
 }
 
 // TURN announces an external TURN server (e.g. coturn with
@@ -198,7 +201,7 @@ func Default() Config {
 		Channel:       Channel{ExpireSeconds: 60, LatchGraceSeconds: 5, DrainSeconds: 30, FastPath: "auto"},
 		Limits:        Limits{PerJIDChannels: 16, PerJIDRequestsPerMinute: 120, UsageSaveSeconds: 300},
 		Tracker:       Tracker{RefreshSeconds: 600},
-		STUN:          STUN{Enabled: true, Port: 3478, Classic: true},
+		STUN:          STUN{Enabled: true, Port: 3478, Classic: true, MaxResponsesPerSecond: 200},
 		TURN:          TURN{Port: 3478, Transport: "udp", TTLSeconds: 86400},
 		Reconnect:     Reconnect{MinSeconds: 1, MaxSeconds: 60},
 		Log:           Log{Level: "info", Format: "text"},
@@ -353,6 +356,9 @@ func (c *Config) Validate() error {
 		if _, port, err := net.SplitHostPort(c.Metrics.Listen); err != nil || port == "" {
 			bad("metrics.listen", "%q is not host:port", c.Metrics.Listen)
 		}
+	}
+	if c.STUN.MaxResponsesPerSecond < 0 || c.STUN.MaxResponsesPerSecond > 1_000_000 {
+		bad("stun.max_responses_per_second", "%d is outside 0-1000000 (0 = no cap)", c.STUN.MaxResponsesPerSecond)
 	}
 	if c.STUN.Port < 1 || c.STUN.Port > 65535 {
 		bad("stun.port", "%d is outside 1-65535", c.STUN.Port)

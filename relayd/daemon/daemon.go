@@ -277,7 +277,7 @@ func (d *Daemon) startSTUN(cfg config.Config) error {
 	}
 	if cfg.STUN.Enabled {
 		srv, err := stun.New(stun.Config{Listen: netip.AddrPortFrom(d.listen, uint16(cfg.STUN.Port)), Classic: cfg.STUN.Classic,
-			Software: "jnrelay", Logger: d.log.With("part", "stun")})
+			MaxResponsesPerSecond: cfg.STUN.MaxResponsesPerSecond, Software: "jnrelay", Logger: d.log.With("part", "stun")})
 		if err != nil {
 			// The relay is still useful without STUN: say so and go on.
 			d.log.Error("STUN server not started", "err", err)

@@ -11,6 +11,8 @@ import (
 	"sync/atomic"
 	"time"
 	"unicode/utf8"
+
+	"golang.org/x/time/rate"
 )
 
 // DefaultPort is the STUN port (RFC 8489 section 18.5) used when
@@ -42,6 +44,12 @@ type Config struct {
 	// and carries MAPPED-ADDRESS instead of XOR-MAPPED-ADDRESS. When false,
 	// such requests are dropped as DropBadCookie.
 	Classic bool
+	// MaxResponsesPerSecond caps the responses sent, over all sources (a
+	// token bucket with a burst of twice as many): a STUN answer is larger
+	// than the request, so a flood with forged sources would otherwise
+	// turn the donor's line into a reflector. Requests over it are dropped
+	// as DropRateLimited. 0 = no cap.
+	MaxResponsesPerSecond int
 }
 
 // Server is a STUN Binding server on one UDP socket. It answers every
@@ -56,6 +64,9 @@ type Server struct {
 	closed atomic.Bool
 	close  sync.Once
 	cerr   error
+	// limiter caps responses (Config.MaxResponsesPerSecond); nil = none.
+	// Only Serve's goroutine uses it.
+	limiter *rate.Limiter
 }
 
 // New validates cfg and opens (or adopts) the server's socket, so Addr is
@@ -95,12 +106,16 @@ func New(cfg Config) (*Server, error) {
 		closeConn(conn)
 		return nil, fmt.Errorf("stun: socket has local address %v, not UDP", conn.LocalAddr())
 	}
-	return &Server{
+	srv := &Server{
 		conn: conn,
 		addr: la.AddrPort(),
 		log:  log,
 		h:    newHandler(software, cfg.Classic),
-	}, nil
+	}
+	if n := cfg.MaxResponsesPerSecond; n > 0 {
+		srv.limiter = rate.NewLimiter(rate.Limit(n), 2*n)
+	}
+	return srv, nil
 }
 
 func closeConn(c *net.UDPConn) {
@@ -158,6 +173,10 @@ func (s *Server) Serve(ctx context.Context) error {
 			if debug {
 				s.log.Debug("stun request dropped", "from", src.String(), "bytes", n, "reason", reason.String())
 			}
+			continue
+		}
+		if s.limiter != nil && !s.limiter.Allow() {
+			s.stats.dropped[DropRateLimited].Add(1)
 			continue
 		}
 		// Counted before sending, so a client holding the answer sees it.

@@ -273,3 +273,38 @@ func TestDefaultListen(t *testing.T) {
 		t.Fatalf("default Addr() = %s, want every address on port %d", a, DefaultPort)
 	}
 }
+
+// TestResponseRateLimit floods a server capped at 5 responses a second
+// (burst 10) with 40 well-formed requests: about the burst is answered,
+// the rest dropped as rate_limited, and every request is accounted for.
+func TestResponseRateLimit(t *testing.T) {
+	srv := startServer(t, Config{Listen: netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), 0), MaxResponsesPerSecond: 5})
+	conn := dial(t, srv)
+	const n = 40
+	for range n {
+		req := stun.MustBuild(stun.TransactionID, stun.BindingRequest, stun.Fingerprint)
+		if _, err := conn.Write(req.Raw); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Count answers until the line goes quiet (the dropped ones never
+	// come: there is nothing else to wait for).
+	answers := 0
+	buf := make([]byte, 1500)
+	for {
+		conn.SetReadDeadline(time.Now().Add(500 * time.Millisecond))
+		if _, err := conn.Read(buf); err != nil {
+			break
+		}
+		answers++
+	}
+	st := srv.Stats()
+	limited := st.Dropped[DropRateLimited]
+	t.Logf("%d of %d answered, %d rate limited", answers, n, limited)
+	if answers < 10 || answers > 14 || uint64(answers) != st.Responses || st.Requests != n || st.Responses+limited != n {
+		t.Fatalf("answers %d, stats %+v", answers, st)
+	}
+	if got := st.DroppedBy()["rate_limited"]; got != limited {
+		t.Fatalf("DroppedBy rate_limited %d, want %d", got, limited)
+	}
+}

@@ -45,6 +45,9 @@ const (
 	DropOversize
 	// DropSendError: the kernel refused to send the response.
 	DropSendError
+	// DropRateLimited: a well-formed request over Config.MaxResponsesPerSecond
+	// (a flood, or a reflection attack with forged sources).
+	DropRateLimited
 	numDropReasons
 )
 
@@ -54,6 +57,7 @@ const firstPolicyReason = DropNotBinding
 var dropReasonNames = [numDropReasons]string{
 	"not_stun", "truncated", "bad_length", "bad_cookie", "bad_attribute", "bad_fingerprint",
 	"not_binding", "indication", "response", "unknown_attribute", "bad_source", "oversize", "send_error",
+	"rate_limited",
 }
 
 // String is the reason's name as logged ("bad_cookie").
