@@ -110,3 +110,40 @@ func countArrivals(p *party, want int, quiet time.Duration) int {
 	}
 	return n
 }
+
+// TestLatchRace states the rule for a datagram racing the legitimate first
+// one (docs/ARCHITECTURE.md, "Race for a latch"): whichever the relay
+// processes first latches the port; the other source is dropped and
+// counted while the winner is active, receives nothing, and takes the port
+// over only after the winner has been silent for the grace period.
+func TestLatchRace(t *testing.T) {
+	const grace = 300 * time.Millisecond
+	m, _ := newTestManager(t, func(c *Config) { c.PortMin, c.PortMax = 27800, 27803; c.LatchGrace = grace })
+	info, err := m.Allocate()
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := info.LocalPort
+	spoofer, legit, callee := newParty(t), newParty(t), newParty(t)
+	spoofer.send(p, []byte("first")) // wins the race: nobody on P+2 yet, dropped but latched
+	legit.send(p, []byte("second"))  // loses: foreign source
+	callee.send(p+2, []byte("hello"))
+	spoofer.expect([]byte("hello"), p) // the callee's media goes to the winner
+	legit.send(p, []byte("still-second"))
+	callee.send(p+2, []byte("again"))
+	spoofer.expect([]byte("again"), p)
+	s := liveStats(t, m, info.ID)
+	if s.Dropped[DropForeignSource] != 2 || s.Relatched != 0 {
+		t.Fatalf("after the race: foreign drops %d (want 2), relatched %d", s.Dropped[DropForeignSource], s.Relatched)
+	}
+	// The winner falls silent for longer than the grace: the next datagram
+	// from the other source takes the port.
+	time.Sleep(grace + 100*time.Millisecond) // the rule is about elapsed silence: nothing to await
+	legit.send(p, []byte("taking-over"))
+	callee.expect([]byte("taking-over"), p+2)
+	callee.send(p+2, []byte("to-legit"))
+	legit.expect([]byte("to-legit"), p)
+	if s := liveStats(t, m, info.ID); s.Relatched != 1 {
+		t.Fatalf("relatched %d, want 1", s.Relatched)
+	}
+}
