@@ -84,7 +84,11 @@ func (d *Daemon) StatusLine() string {
 	default:
 		fmt.Fprintf(&b, ", XMPP %d/%d online", online, n)
 	}
-	fmt.Fprintf(&b, ", public %s", st.PublicAddress)
+	if st.Reachability == "none" {
+		b.WriteString(", no public address yet")
+	} else {
+		fmt.Fprintf(&b, ", public %s", st.PublicAddress)
+	}
 	fmt.Fprintf(&b, ", relayed %s", humanBytes(st.Traffic.BytesLocalToRemote+st.Traffic.BytesRemoteToLocal))
 	return b.String()
 }

@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"net/netip"
 	"time"
 
 	"github.com/jnrelay/jnrelay/relayd/channel"
@@ -109,7 +110,7 @@ func (d *Daemon) Status() Status {
 	req := d.svc.Stats()
 	st := Status{
 		Version: d.version, UptimeSeconds: int64(time.Since(d.started).Seconds()),
-		PublicAddress: d.host.Load().Current().String(),
+		PublicAddress: addrOrEmpty(d.host.Load().Current()),
 		Reachability:  string(d.host.Load().Reachability()),
 		Channels:      ChannelTotals{Active: tot.Active, Capacity: tot.Capacity},
 		Traffic:       traffic(tot.Stats),
@@ -165,3 +166,11 @@ func (d *Daemon) KillChannel(id string) bool { return d.dp.Kill(id) }
 
 // DataPlaneTotals exposes the data plane's counters (for metrics).
 func (d *Daemon) DataPlaneTotals() channel.Totals { return d.dp.Totals() }
+
+// addrOrEmpty is a's text, or "" when there is no address yet.
+func addrOrEmpty(a netip.Addr) string {
+	if !a.IsValid() {
+		return ""
+	}
+	return a.String()
+}

@@ -96,13 +96,19 @@ func boot(ctx context.Context, t *testing.T, root string) *container {
 	}
 	go func() { c.cmd.Wait(); close(c.done) }()
 	t.Cleanup(c.shutdown)
-	// nspawn forks the container's init: wait for that child to appear.
+	// nspawn forks the container's init: wait for that child to appear
+	// and to have become systemd (before that it is nspawn's own child,
+	// still setting up the container's mounts: entering its namespaces
+	// then would see the wrong file system).
 	pid := c.cmd.Process.Pid
 	for c.leader == 0 {
 		raw, _ := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", pid, pid))
 		if f := strings.Fields(string(raw)); len(f) > 0 {
-			c.leader, _ = strconv.Atoi(f[0])
-			break
+			child, _ := strconv.Atoi(f[0])
+			if comm, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", child)); strings.TrimSpace(string(comm)) == "systemd" {
+				c.leader = child
+				break
+			}
 		}
 		select {
 		case <-c.done:
