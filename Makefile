@@ -37,10 +37,10 @@ test-unit:
 
 ## fuzz: run every fuzz target briefly (FUZZTIME each)
 fuzz:
-	$(GO) test -run '^$$' -fuzz '^FuzzHandleIQ$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 2s ./relayd/jinglenodes
-	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 2s ./relayd/config
-	$(GO) test -run '^$$' -fuzz '^FuzzHandle$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 2s ./relayd/stun
-	$(GO) test -run '^$$' -fuzz '^FuzzPatch$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 2s ./provision
+	bash tests/fuzz.sh FuzzHandleIQ ./relayd/jinglenodes $(FUZZTIME)
+	bash tests/fuzz.sh FuzzParse ./relayd/config $(FUZZTIME)
+	bash tests/fuzz.sh FuzzHandle ./relayd/stun $(FUZZTIME)
+	bash tests/fuzz.sh FuzzPatch ./provision $(FUZZTIME)
 
 test-e2e: build
 	RELAYD_BIN=$(CURDIR)/bin/relayd $(GO) test -count=1 -timeout 15m ./tests/...
