@@ -64,8 +64,10 @@ func (r *rig) start(ctx context.Context, cfg any) {
 			r.t.Logf("relayd logs:\n%s", rd.Logs())
 		}
 	})
-	if _, err := rd.WaitLog(ctx, "xmpp component online", 1, nil); err != nil {
-		r.t.Fatal(err)
+	for _, msg := range []string{"xmpp component online", "provisioning API listening"} {
+		if _, err := rd.WaitLog(ctx, msg, 1, nil); err != nil {
+			r.t.Fatal(err)
+		}
 	}
 	r.relay = rd
 }

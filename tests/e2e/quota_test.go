@@ -177,6 +177,11 @@ func TestUsageSurvivesSIGKILL(t *testing.T) {
 		if _, err := rd.WaitLog(ctx, "xmpp component online", 1, nil); err != nil {
 			t.Fatal(err)
 		}
+		// The API may come up just after the session (a killed relayd's
+		// socket file is replaced when it does).
+		if _, err := rd.WaitLog(ctx, "provisioning API listening", 1, nil); err != nil {
+			t.Fatal(err)
+		}
 		return rd
 	}
 	monthBytes := func(rd *harness.Relayd) int64 {
