@@ -29,24 +29,7 @@ func TestMonthlyQuota(t *testing.T) {
 	cfg := w.relayConfig()
 	cfg.Limits.MonthlyQuotaMB = 1
 	state := t.TempDir()
-	start := func() *harness.Relayd {
-		t.Helper()
-		rd, err := harness.StartRelaydArgs(relaydBin, lan.NS("relay"), state, cfg)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() {
-			rd.Stop()
-			if t.Failed() {
-				t.Logf("relayd logs:\n%s", rd.Logs())
-			}
-		})
-		if _, err := rd.WaitLog(ctx, "xmpp component online", 1, nil); err != nil {
-			t.Fatal(err)
-		}
-		return rd
-	}
-	rd := start()
+	rd := w.startRelayIn(ctx, t, state, cfg)
 	c := w.setUpCall(ctx, t, w.requestChannel(ctx, t))
 
 	relayMB(ctx, t, c, 600) // 1.2 MB through the relay
@@ -72,7 +55,7 @@ func TestMonthlyQuota(t *testing.T) {
 	if err := rd.Stop(); err != nil {
 		t.Fatal(err)
 	}
-	start()
+	w.startRelayIn(ctx, t, state, nil)
 	refused("after a restart")
 }
 
@@ -162,28 +145,6 @@ func TestUsageSurvivesSIGKILL(t *testing.T) {
 	cfg := w.relayConfig()
 	cfg.Limits.MonthlyQuotaMB, cfg.Limits.UsageSaveSeconds = 1, 10
 	dir := t.TempDir()
-	start := func(config any) *harness.Relayd {
-		t.Helper()
-		rd, err := harness.StartRelaydArgs(relaydBin, lan.NS("relay"), dir, config)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() {
-			rd.Stop()
-			if t.Failed() {
-				t.Logf("relayd logs:\n%s", rd.Logs())
-			}
-		})
-		if _, err := rd.WaitLog(ctx, "xmpp component online", 1, nil); err != nil {
-			t.Fatal(err)
-		}
-		// The API may come up just after the session (a killed relayd's
-		// socket file is replaced when it does).
-		if _, err := rd.WaitLog(ctx, "provisioning API listening", 1, nil); err != nil {
-			t.Fatal(err)
-		}
-		return rd
-	}
 	monthBytes := func(rd *harness.Relayd) int64 {
 		t.Helper()
 		api := provision.NewClient(rd.APISocket)
@@ -203,7 +164,7 @@ func TestUsageSurvivesSIGKILL(t *testing.T) {
 		return st.Usage.MonthBytes
 	}
 
-	rd := start(cfg)
+	rd := w.startRelayIn(ctx, t, dir, cfg)
 	relayMB(ctx, t, w.setUpCall(ctx, t, w.requestChannel(ctx, t)), 600) // 1.2 MB: over the quota
 	saved, err := rd.WaitLog(ctx, "usage counts saved", 1, func(r harness.LogRecord) bool { return r.Int("month_bytes") >= 1_000_000 })
 	if err != nil {
@@ -212,7 +173,7 @@ func TestUsageSurvivesSIGKILL(t *testing.T) {
 	if err := rd.Kill(); err != nil {
 		t.Fatal(err)
 	}
-	rd = start(nil)
+	rd = w.startRelayIn(ctx, t, dir, nil)
 	if got := monthBytes(rd); got != saved.Int("month_bytes") {
 		t.Fatalf("after the kill: %d bytes this month, saved %d", got, saved.Int("month_bytes"))
 	}
@@ -229,13 +190,13 @@ func TestUsageSurvivesSIGKILL(t *testing.T) {
 	if err := rd.Kill(); err != nil {
 		t.Fatal(err)
 	}
-	rd = start(lifted)
+	rd = w.startRelayIn(ctx, t, dir, lifted)
 	before := monthBytes(rd)
 	relayMB(ctx, t, w.setUpCall(ctx, t, w.requestChannel(ctx, t)), 100)
 	if err := rd.Kill(); err != nil { // within 10 s of the start: no save since
 		t.Fatal(err)
 	}
-	rd = start(nil)
+	rd = w.startRelayIn(ctx, t, dir, nil)
 	if got := monthBytes(rd); got != before {
 		t.Fatalf("after a kill within the save interval: %d bytes, want the %d saved before it (the window's traffic forgotten, nothing else)", got, before)
 	}

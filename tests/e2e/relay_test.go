@@ -141,7 +141,14 @@ func (w *world) relayConfig() config.Config {
 // its logs shown if the test failed) at cleanup.
 func startRelayd(t *testing.T, ns string, cfg config.Config) *harness.Relayd {
 	t.Helper()
-	rd, err := harness.StartRelayd(relaydBin, ns, t.TempDir(), cfg)
+	return startRelaydIn(t, ns, t.TempDir(), cfg)
+}
+
+// startRelaydIn is startRelayd with its configuration and state in dir
+// (cfg nil: the relayd.json already there) and extra flags.
+func startRelaydIn(t *testing.T, ns, dir string, cfg any, extra ...string) *harness.Relayd {
+	t.Helper()
+	rd, err := harness.StartRelaydArgs(relaydBin, ns, dir, cfg, extra...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -163,6 +170,21 @@ func (w *world) startRelay(ctx context.Context, t *testing.T, cfg config.Config)
 		t.Fatal(err)
 	}
 	w.rd = rd
+	return rd
+}
+
+// startRelayIn starts relayd in the relay namespace from dir (cfg nil:
+// the file already there, as after a restart) and waits until it is
+// registered and its API listens (the API may come up just after the
+// session).
+func (w *world) startRelayIn(ctx context.Context, t *testing.T, dir string, cfg any) *harness.Relayd {
+	t.Helper()
+	rd := startRelaydIn(t, w.lan.NS("relay"), dir, cfg)
+	for _, msg := range []string{"xmpp component online", "provisioning API listening"} {
+		if _, err := rd.WaitLog(ctx, msg, 1, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
 	return rd
 }
 

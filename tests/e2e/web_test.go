@@ -63,16 +63,7 @@ func TestWebPage(t *testing.T) {
 	t.Cleanup(func() { srv.Close() })
 	w := &world{lan: lan, srv: srv, req: srv.Requester(user, password)}
 	dir := t.TempDir()
-	rd, err := harness.StartRelaydArgs(relaydBin, lan.NS("relay"), dir, w.relayConfig(), "-api-tcp", webAPIAddr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		rd.Stop()
-		if t.Failed() {
-			t.Logf("relayd logs:\n%s", rd.Logs())
-		}
-	})
+	rd := startRelaydIn(t, lan.NS("relay"), dir, w.relayConfig(), "-api-tcp", webAPIAddr)
 	if _, err := rd.WaitLog(ctx, "xmpp component online", 1, nil); err != nil {
 		t.Fatal(err)
 	}
@@ -619,16 +610,7 @@ func TestWebPageClaim(t *testing.T) {
 	cfg := config.Default()
 	cfg.PublicAddress = lan.Addr("relay").String()
 	cfg.Ports = config.PortRange{Min: 40000, Max: 40099} // no XMPP service yet: a fresh device
-	rd, err := harness.StartRelaydArgs(relaydBin, lan.NS("relay"), dir, cfg, "-api-tcp", webAPIAddr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		rd.Stop()
-		if t.Failed() {
-			t.Logf("relayd logs:\n%s", rd.Logs())
-		}
-	})
+	rd := startRelaydIn(t, lan.NS("relay"), dir, cfg, "-api-tcp", webAPIAddr)
 	if _, err := rd.WaitLog(ctx, "provisioning API listening", 1, func(r harness.LogRecord) bool { return r.Str("address") == webAPIAddr }); err != nil {
 		t.Fatal(err)
 	}
