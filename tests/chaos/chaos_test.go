@@ -7,7 +7,6 @@ package chaos
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -21,6 +20,7 @@ import (
 
 	"github.com/jnrelay/jnrelay/provision"
 	"github.com/jnrelay/jnrelay/relayd/config"
+	"github.com/jnrelay/jnrelay/relayd/daemon"
 	"github.com/jnrelay/jnrelay/tests/harness"
 )
 
@@ -160,27 +160,11 @@ func isNetDown(err error) bool {
 	return strings.Contains(err.Error(), "network is unreachable") || strings.Contains(err.Error(), "no route")
 }
 
-// statusDoc is the part of GET /v1/status the chaos tests read.
-type statusDoc struct {
-	Channels struct {
-		Active int `json:"active"`
-	} `json:"channels"`
-	Sessions []struct {
-		State string `json:"state"`
-	} `json:"sessions"`
-}
-
-func status(ctx context.Context, t *testing.T, rd *harness.Relayd) statusDoc {
+func status(ctx context.Context, t *testing.T, rd *harness.Relayd) daemon.Status {
 	t.Helper()
-	api := provision.NewClient(rd.APISocket)
-	defer api.Close()
-	raw, err := api.Status(ctx)
+	st, err := rd.Status(ctx)
 	if err != nil {
 		t.Fatalf("status: %v", err)
-	}
-	var st statusDoc
-	if err := json.Unmarshal(raw, &st); err != nil {
-		t.Fatal(err)
 	}
 	return st
 }

@@ -2,12 +2,10 @@ package e2e
 
 import (
 	"context"
-	"encoding/json"
 	"net/netip"
 	"testing"
 	"time"
 
-	"github.com/jnrelay/jnrelay/provision"
 	"github.com/jnrelay/jnrelay/relayd/config"
 	"github.com/jnrelay/jnrelay/tests/harness"
 )
@@ -53,17 +51,8 @@ func TestRelayBehindNATLearnsPublicAddress(t *testing.T) {
 		t.Fatalf("channel host %s, want the NAT's public address %s", got, lan.Addr("router"))
 	}
 	// The status tells the donor the router must forward the ports.
-	api := provision.NewClient(rd.APISocket)
-	defer api.Close()
-	raw, err := api.Status(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var st struct {
-		PublicAddress string `json:"public_address"`
-		Reachability  string `json:"reachability"`
-	}
-	if err := json.Unmarshal(raw, &st); err != nil || st.Reachability != "behind_nat" || st.PublicAddress != lan.Addr("router").String() {
-		t.Fatalf("status %s: %+v %v, want behind_nat at %s", raw, st, err, lan.Addr("router"))
+	st, err := rd.Status(ctx)
+	if err != nil || st.Reachability != "behind_nat" || st.PublicAddress != lan.Addr("router").String() {
+		t.Fatalf("status %+v %v, want behind_nat at %s", st, err, lan.Addr("router"))
 	}
 }

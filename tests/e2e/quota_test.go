@@ -2,12 +2,10 @@ package e2e
 
 import (
 	"context"
-	"encoding/json"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/jnrelay/jnrelay/provision"
 	"github.com/jnrelay/jnrelay/tests/harness"
 )
 
@@ -145,20 +143,10 @@ func TestUsageSurvivesSIGKILL(t *testing.T) {
 	cfg := w.relayConfig()
 	cfg.Limits.MonthlyQuotaMB, cfg.Limits.UsageSaveSeconds = 1, 10
 	dir := t.TempDir()
-	monthBytes := func(rd *harness.Relayd) int64 {
+	monthBytes := func(rd *harness.Relayd) uint64 {
 		t.Helper()
-		api := provision.NewClient(rd.APISocket)
-		defer api.Close()
-		raw, err := api.Status(ctx)
+		st, err := rd.Status(ctx)
 		if err != nil {
-			t.Fatal(err)
-		}
-		var st struct {
-			Usage struct {
-				MonthBytes int64 `json:"month_bytes"`
-			} `json:"usage"`
-		}
-		if err := json.Unmarshal(raw, &st); err != nil {
 			t.Fatal(err)
 		}
 		return st.Usage.MonthBytes
@@ -174,7 +162,7 @@ func TestUsageSurvivesSIGKILL(t *testing.T) {
 		t.Fatal(err)
 	}
 	rd = w.startRelayIn(ctx, t, dir, nil)
-	if got := monthBytes(rd); got != saved.Int("month_bytes") {
+	if got := monthBytes(rd); got != uint64(saved.Int("month_bytes")) {
 		t.Fatalf("after the kill: %d bytes this month, saved %d", got, saved.Int("month_bytes"))
 	}
 	outs, err := w.req.Run(ctx, harness.RequestArgs{})

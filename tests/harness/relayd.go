@@ -12,6 +12,9 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/jnrelay/jnrelay/provision"
+	"github.com/jnrelay/jnrelay/relayd/daemon"
 )
 
 // Relayd is a relayd process started by the harness, with its JSON log
@@ -180,6 +183,21 @@ func (r *Relayd) Wait(ctx context.Context) error {
 	case <-ctx.Done():
 		return fmt.Errorf("relayd still running: %w", ctx.Err())
 	}
+}
+
+// Status reads relayd's status document through its API socket.
+func (r *Relayd) Status(ctx context.Context) (daemon.Status, error) {
+	api := provision.NewClient(r.APISocket)
+	defer api.Close()
+	raw, err := api.Status(ctx)
+	if err != nil {
+		return daemon.Status{}, err
+	}
+	var st daemon.Status
+	if err := json.Unmarshal(raw, &st); err != nil {
+		return st, fmt.Errorf("status %s: %w", raw, err)
+	}
+	return st, nil
 }
 
 // PID is relayd's process id (ip netns exec replaces itself with relayd).
