@@ -68,15 +68,7 @@ func (p *perJID) admit(requester jid.JID, now time.Time) error {
 	if p.limits == (JIDLimits{}) {
 		return nil
 	}
-	st := p.jids[key]
-	if st == nil {
-		p.makeRoom()
-		st = &jidState{}
-		if p.limits.RequestsPerMinute > 0 {
-			st.limiter = newLimiter(p.limits.RequestsPerMinute)
-		}
-		p.jids[key] = st
-	}
+	st := p.entry(key)
 	st.seen = now
 	if st.limiter != nil && !st.limiter.AllowN(now, 1) {
 		return fmt.Errorf("too many channel requests from %s: the limit is %d a minute", key, p.limits.RequestsPerMinute)
@@ -97,11 +89,17 @@ func (p *perJID) add(requester jid.JID, d int) {
 	key := requester.Bare().String()
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	if p.jids[key] == nil && d < 0 {
+		return
+	}
+	st := p.entry(key)
+	st.channels = max(0, st.channels+d)
+}
+
+// entry is key's state, created (making room first) if it has none.
+func (p *perJID) entry(key string) *jidState {
 	st := p.jids[key]
 	if st == nil {
-		if d < 0 {
-			return
-		}
 		p.makeRoom()
 		st = &jidState{}
 		if p.limits.RequestsPerMinute > 0 {
@@ -109,7 +107,7 @@ func (p *perJID) add(requester jid.JID, d int) {
 		}
 		p.jids[key] = st
 	}
-	st.channels = max(0, st.channels+d)
+	return st
 }
 
 // makeRoom drops entries that hold no channel, oldest first, until the

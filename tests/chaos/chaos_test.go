@@ -204,7 +204,7 @@ func TestStateDirectoryFull(t *testing.T) {
 	}
 	_, err = api.PatchConfig(ctx, []byte(`{"channel": {"max_kbps": 777}}`), etag)
 	var apiErr *provision.Error
-	if !asAPIError(err, &apiErr) || apiErr.Code != provision.CodePersistFailed {
+	if !errors.As(err, &apiErr) || apiErr.Code != provision.CodePersistFailed {
 		t.Fatalf("change on a full disk: %v, want %s", err, provision.CodePersistFailed)
 	}
 	after, _ := os.ReadFile(filepath.Join(dir, "relayd.json"))
@@ -262,8 +262,6 @@ func newRigDeferred(ctx context.Context, t *testing.T, prefix string) *rig {
 		Domain: srv.ComponentDomain, Secret: srv.Secret}}
 	return r
 }
-
-func asAPIError(err error, target **provision.Error) bool { return errors.As(err, target) }
 
 // TestFileDescriptorsExhausted lowers relayd's open-file limit under a
 // live call until no channel fits: requests get resource-constraint, the
