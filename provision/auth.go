@@ -22,6 +22,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/jnrelay/jnrelay/internal/atomicfile"
 )
 
 // role is what a caller may do.
@@ -280,7 +282,7 @@ func (t *tokenStore) replace() (string, error) {
 		return "", fmt.Errorf("api token: state directory: %w", err)
 	}
 	tok := newToken()
-	if err := writeAtomic(t.path, []byte(tok+"\n"), 0o600, -1, -1); err != nil {
+	if err := atomicfile.Write(t.path, []byte(tok+"\n"), 0o600, -1, -1); err != nil {
 		return "", fmt.Errorf("api token: %w", err)
 	}
 	h := sha256.Sum256([]byte(tok))

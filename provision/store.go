@@ -155,7 +155,7 @@ func (s *Store) Save(cfg config.Config) (string, error) {
 	default:
 		return "", fmt.Errorf("read configuration: %w", err)
 	}
-	if err := writeAtomic(path, data, perm, uid, gid); err != nil {
+	if err := atomicfile.Write(path, data, perm, uid, gid); err != nil {
 		return "", fmt.Errorf("save configuration: %w", err)
 	}
 	return ETag(data), nil
@@ -164,7 +164,7 @@ func (s *Store) Save(cfg config.Config) (string, error) {
 // keepLastGood makes the current file (whose bytes are old) the
 // last-known-good copy: a hard link renamed into place, or, where links
 // are not supported, an atomic write of the bytes. The directory is synced
-// by the writeAtomic that follows.
+// by the atomicfile.Write that follows.
 func keepLastGood(path string, old []byte) error {
 	dst := path + LastGoodSuffix
 	if a, err := os.Stat(path); err == nil {
@@ -181,7 +181,7 @@ func keepLastGood(path string, old []byte) error {
 		}
 		return nil
 	}
-	if err := writeAtomic(dst, old, 0o600, -1, -1); err != nil {
+	if err := atomicfile.Write(dst, old, 0o600, -1, -1); err != nil {
 		return fmt.Errorf("keep last good configuration: %w", err)
 	}
 	return nil
@@ -191,8 +191,4 @@ func keepLastGood(path string, old []byte) error {
 func removeTemps(path string) {
 	atomicfile.RemoveTemps(path)
 	atomicfile.RemoveTemps(path + LastGoodSuffix)
-}
-
-func writeAtomic(path string, data []byte, perm fs.FileMode, uid, gid int) error {
-	return atomicfile.Write(path, data, perm, uid, gid)
 }
