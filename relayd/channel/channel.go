@@ -34,6 +34,7 @@ type side struct {
 	// lastSeen is when the latched source last sent, in nanoseconds since the
 	// channel's creation (monotonic).
 	lastSeen atomic.Int64
+	shield   shield // the in-kernel source filter (shield.go)
 }
 
 // leg is a pair of ports relayed to each other: P<->P+2 or P+1<->P+3.
@@ -241,9 +242,11 @@ func (c *Channel) admit(in *side, src netip.AddrPort, now int64) bool {
 			return false
 		}
 		in.latched.Store(newAddrPort(src))
+		in.shield.foreign = 0
 		c.stats.relatched.Add(1)
 		c.latchChanged(in)
 	default:
+		c.noteForeign(in)
 		return false
 	}
 	in.lastSeen.Store(now)
@@ -300,11 +303,14 @@ func (c *Channel) close() {
 		return
 	}
 	c.closed = true
-	// The kernel counts datagrams it could not queue (receive buffer full);
-	// read them before the sockets go.
+	// The kernel counts datagrams it could not queue (receive buffer full)
+	// and those a shield rejected; read them before the sockets go.
 	for _, s := range c.sides() {
+		if s.shield.up {
+			c.creditShield(s)
+		}
 		if n, err := kernel.Drops(s.fd); err == nil {
-			c.stats.kernelDrops.Add(uint64(n))
+			c.stats.kernelDrops.Add(uint64(n - s.shield.credited))
 		}
 	}
 	c.closeSockets()

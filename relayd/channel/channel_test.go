@@ -548,3 +548,77 @@ func TestReconfigureKeepsCallsFlowing(t *testing.T) {
 		t.Fatal("a range without a whole channel was accepted")
 	}
 }
+
+// TestShieldUnderFlood floods a latched port from another source: after
+// shieldAfter datagrams the kernel drops the rest (a socket filter), every
+// one is counted, the call goes on, and once the latched source has been
+// silent for the grace period a new source can latch again.
+func TestShieldUnderFlood(t *testing.T) {
+	const grace = 300 * time.Millisecond
+	m, _ := newTestManager(t, func(c *Config) { c.LatchGrace = grace })
+	info, a, b, _, _ := call(t, m)
+	p := info.LocalPort
+
+	intruder := newParty(t)
+	const n = 500
+	for i := range n {
+		intruder.send(p, fmt.Appendf(nil, "evil-%d", i))
+		if i%25 == 24 {
+			// Paced in bursts that fit a receive buffer: an overflow
+			// before the shield is up would be counted as a kernel drop
+			// only when the channel ends.
+			time.Sleep(time.Millisecond)
+		}
+	}
+	a.send(p, []byte("marker-a")) // the latched source passes the filter
+	b.expect([]byte("marker-a"), p+2)
+
+	// Every flood datagram is counted once: in userspace until the shield
+	// went up, by the kernel after (credited by the next scan).
+	var s Stats
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		s = liveStats(t, m, info.ID)
+		if s.Dropped[DropForeignSource]+s.Dropped[DropForeignSourceKernel] >= n || time.Now().After(deadline) {
+			break
+		}
+	}
+	user, kern := s.Dropped[DropForeignSource], s.Dropped[DropForeignSourceKernel]
+	t.Logf("flood of %d: %d dropped in userspace, %d by the kernel's filter", n, user, kern)
+	if user+kern != n {
+		t.Fatalf("foreign drops %d in userspace + %d in the kernel, want %d", user, kern, n)
+	}
+	if user < shieldAfter || kern == 0 {
+		t.Fatalf("shield never went up: %d userspace drops, %d kernel drops", user, kern)
+	}
+	if s.Relatched != 0 {
+		t.Fatalf("relatched %d times during the flood", s.Relatched)
+	}
+
+	// The requester's NAT moves: after the grace (and one scan) the shield
+	// is down and the new source latches. Bounded retries, no fixed sleep.
+	moved := newParty(t)
+	buf := make([]byte, 64)
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		moved.send(p, []byte("from-new"))
+		b.conn.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
+		k, _, err := b.conn.ReadFromUDPAddrPort(buf)
+		if err == nil && string(buf[:k]) == "from-new" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the new source never latched after the latched one fell silent")
+		}
+	}
+	b.send(p+2, []byte("reply"))
+	moved.expect([]byte("reply"), p)
+	if s := liveStats(t, m, info.ID); s.Relatched != 1 {
+		t.Errorf("relatched %d, want 1", s.Relatched)
+	}
+	m.shieldMu.Lock()
+	left := len(m.shielded)
+	m.shieldMu.Unlock()
+	if left != 0 {
+		t.Errorf("%d channels still shielded after the shield came down", left)
+	}
+}

@@ -77,6 +77,12 @@ type Manager struct {
 	total   atomic.Pointer[rate.Limiter] // relay-wide bandwidth cap; nil = none
 	checkMu sync.Mutex                   // one Check at a time
 
+	// shielded are the channels with a port's source filter up
+	// (shield.go); shieldsWork turns false once attaching one failed.
+	shieldMu    sync.Mutex
+	shielded    map[*Channel]struct{}
+	shieldsWork atomic.Bool
+
 	// fp is the in-kernel fast path, nil when off or unavailable;
 	// fpCounts outlive it across Reconfigure.
 	fp       atomic.Pointer[fastPath]
@@ -114,6 +120,8 @@ func New(cfg Config) (*Manager, error) {
 	m := &Manager{cfg: cfg, pool: pool, log: cfg.Logger, channels: make(map[string]*Channel), closing: make(chan struct{}),
 		ports: newPortTable(pool.first, pool.first+pool.size()*portsPerChannel-1), bufSize: kernel.BufferSizeFor(pool.size() * portsPerChannel)}
 	checkFileLimit(pool.size()*portsPerChannel, m.log)
+	m.shielded = make(map[*Channel]struct{})
+	m.shieldsWork.Store(true)
 	for range cfg.Workers {
 		w, err := newWorker(m)
 		if err != nil {
@@ -132,6 +140,7 @@ func New(cfg Config) (*Manager, error) {
 	if fp != nil {
 		m.fp.Store(fp)
 	}
+	go m.shieldLoop()
 	return m, nil
 }
 
@@ -412,7 +421,8 @@ func (m *Manager) end(c *Channel, reason EndReason) bool {
 		"kernel_packets_local_to_remote", e.Stats.Offloaded[LocalToRemote], "kernel_packets_remote_to_local", e.Stats.Offloaded[RemoteToLocal],
 		"dropped_peer_not_latched", e.Stats.Dropped[DropPeerNotLatched], "dropped_foreign_source", e.Stats.Dropped[DropForeignSource],
 		"dropped_rate_limited", e.Stats.Dropped[DropRateLimited], "dropped_oversize", e.Stats.Dropped[DropOversize],
-		"dropped_send_error", e.Stats.Dropped[DropSendError], "dropped_kernel", e.Stats.KernelDrops, "relatched", e.Stats.Relatched)
+		"dropped_send_error", e.Stats.Dropped[DropSendError],
+		"dropped_foreign_source_kernel", e.Stats.Dropped[DropForeignSourceKernel], "dropped_kernel", e.Stats.KernelDrops, "relatched", e.Stats.Relatched)
 	if m.cfg.OnEnd != nil {
 		m.cfg.OnEnd(e)
 	}

@@ -37,11 +37,15 @@ const (
 	DropOversize
 	// DropSendError: the kernel refused to send the forwarded datagram.
 	DropSendError
+	// DropForeignSourceKernel: like DropForeignSource, but dropped by the
+	// port's in-kernel source filter while the port was under a flood
+	// (shield.go); counted by the kernel, credited every scan.
+	DropForeignSourceKernel
 	numDropReasons
 )
 
 var dropReasonNames = [numDropReasons]string{
-	"peer_not_latched", "foreign_source", "rate_limited", "oversize", "send_error",
+	"peer_not_latched", "foreign_source", "rate_limited", "oversize", "send_error", "foreign_source_kernel",
 }
 
 func (r DropReason) String() string { return dropReasonNames[r] }
@@ -56,8 +60,8 @@ type Stats struct {
 	Offloaded [numDirections]uint64
 	Relatched uint64 // latches moved to a new source after the grace period
 	// KernelDrops are datagrams the kernel dropped because a port's
-	// receive buffer was full (the relay fell behind); known when the
-	// channel ends.
+	// receive buffer was full (the relay fell behind), apart from those
+	// credited to DropForeignSourceKernel; known when the channel ends.
 	KernelDrops uint64
 }
 

@@ -53,7 +53,8 @@
 //
 //	direction  local_to_remote, remote_to_local
 //	reason     (dropped packets) peer_not_latched, foreign_source,
-//	           rate_limited, oversize, send_error, kernel, other
+//	           rate_limited, oversize, send_error, foreign_source_kernel,
+//	           kernel, other
 //	result     granted, resource_constraint, forbidden, bad_request,
 //	           feature_not_implemented, service_unavailable, internal, other
 //	reason     (allocation failures) resource_constraint, service_unavailable,
@@ -72,7 +73,9 @@
 //
 // Kernel drops (reason="kernel") are the datagrams the kernel discarded
 // because a relay port's receive buffer was full; the data plane learns them
-// when a channel ends, so that series moves in steps.
+// when a channel ends, so that series moves in steps. foreign_source_kernel
+// are foreign-source datagrams dropped by a flooded port's in-kernel source
+// filter, credited every quarter second.
 //
 // Example alert rules and a Grafana dashboard that use these names are in
 // docs/monitoring; the tests check that every name they use exists here.

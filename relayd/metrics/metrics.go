@@ -57,7 +57,8 @@ type DataPlane struct {
 	BytesLocalToRemote, BytesRemoteToLocal     uint64 // payload bytes forwarded
 
 	// Dropped counts datagrams not forwarded, by reason: peer_not_latched,
-	// foreign_source, rate_limited, oversize, send_error, kernel (the
+	// foreign_source, rate_limited, oversize, send_error,
+	// foreign_source_kernel, kernel (the
 	// names of channel.DropReason, plus kernel for channel.Stats.KernelDrops).
 	// Other keys are summed into reason="other".
 	Dropped map[string]uint64
