@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/jnrelay/jnrelay/tests/harness"
 )
 
 // The full benchmark's workloads.
@@ -302,7 +304,7 @@ func (r *fullRun) memory(f *figures) {
 			}
 			time.Sleep(time.Second)
 			if rl.proc != nil {
-				f.rss[0], _ = procMem(rl.proc.pid())
+				f.rss[0], _ = harness.ProcMem(rl.proc.pid())
 			}
 			_, _, _, _ = rl.stop()
 			cancel()

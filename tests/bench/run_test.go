@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/jnrelay/jnrelay/tests/bench/load"
+	"github.com/jnrelay/jnrelay/tests/harness"
 )
 
 // Cores: the relay runs alone on relayCore; the generators, the runner and
@@ -380,14 +381,14 @@ func (e *env) drive(ctx context.Context, r *relay, s spec) (*step, error) {
 	time.Sleep(time.Until(start))
 	ours := map[int]bool{os.Getpid(): true, pa.pid(): true, pb.pid(): true, pid: true}
 	known := func() float64 {
-		return procCPU(pid) + procCPU(pa.pid()) + procCPU(pb.pid()) + procCPU(os.Getpid()) + kthreadCPU()
+		return harness.ProcCPU(pid) + harness.ProcCPU(pa.pid()) + harness.ProcCPU(pb.pid()) + harness.ProcCPU(os.Getpid()) + kthreadCPU()
 	}
-	c0, p0, o0, k0 := readCPU(), procCPU(pid), otherCPU(ours), known()
+	c0, p0, o0, k0 := readCPU(), harness.ProcCPU(pid), otherCPU(ours), known()
 	t0 := time.Now()
 	time.Sleep(s.duration)
-	c1, p1, o1, k1 := readCPU(), procCPU(pid), otherCPU(ours), known()
+	c1, p1, o1, k1 := readCPU(), harness.ProcCPU(pid), otherCPU(ours), known()
 	window := time.Since(t0).Seconds()
-	rss, hwm := procMem(pid)
+	rss, hwm := harness.ProcMem(pid)
 
 	limit := lead + s.duration + drain + 30*time.Second
 	outA, errA := pa.wait(limit)
@@ -606,48 +607,4 @@ func otherDelta(a, b map[int]float64) float64 {
 		sum += v - a[pid]
 	}
 	return sum
-}
-
-// procCPU is the user+system time of every thread of pid, in seconds.
-func procCPU(pid int) float64 {
-	if pid == 0 {
-		return 0
-	}
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0
-	}
-	s := string(data)
-	f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
-	if len(f) < 13 {
-		return 0
-	}
-	ut, _ := strconv.ParseFloat(f[11], 64) // field 14 of stat(5)
-	st, _ := strconv.ParseFloat(f[12], 64) // field 15
-	return (ut + st) / clkTck
-}
-
-// procMem returns VmRSS and VmHWM (peak) of pid in kB.
-func procMem(pid int) (rss, hwm int) {
-	if pid == 0 {
-		return 0, 0
-	}
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0, 0
-	}
-	for _, line := range strings.Split(string(data), "\n") {
-		f := strings.Fields(line)
-		if len(f) < 2 {
-			continue
-		}
-		v, _ := strconv.Atoi(f[1])
-		switch f[0] {
-		case "VmRSS:":
-			rss = v
-		case "VmHWM:":
-			hwm = v
-		}
-	}
-	return rss, hwm
 }

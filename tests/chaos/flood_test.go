@@ -10,7 +10,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -195,7 +194,7 @@ func flood(t *testing.T, flooders, min, max int) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	rd, srv, conn := componentRelay(ctx, t, "flood", min, max)
-	rssBefore := rssKB(t, rd.PID())
+	rssBefore := rss(rd.PID())
 
 	// One writer owns the connection: the flood in batches every 10 ms,
 	// an honest request (from one of ten JIDs in turn) every 50 ms.
@@ -254,7 +253,7 @@ func flood(t *testing.T, flooders, min, max int) {
 	p50, p99 := harness.Quantile(lat, 0.5), harness.Quantile(lat, 0.99)
 	t.Logf("flood answers by type/condition: %v; all answered %s after the first", conds, answeredAt.Round(time.Millisecond))
 	t.Logf("honest requests: %v, latency p50 %s p99 %s max %s", honestConds, p50, p99, slices.Max(lat))
-	t.Logf("relayd RSS %d kB before, %d kB after", rssBefore, rssKB(t, rd.PID()))
+	t.Logf("relayd RSS %d kB before, %d kB after", rssBefore, rss(rd.PID()))
 	total := 0
 	for from, n := range granted {
 		total += n
@@ -283,21 +282,6 @@ func flood(t *testing.T, flooders, min, max int) {
 
 var targets = flag.Bool("chaos.targets", false, "also hold the flood tests to their latency targets (make bench)")
 
-func rssKB(t *testing.T, pid int) int {
-	t.Helper()
-	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, line := range strings.Split(string(raw), "\n") {
-		if f := strings.Fields(line); len(f) >= 2 && f[0] == "VmRSS:" {
-			n, _ := strconv.Atoi(f[1])
-			return n
-		}
-	}
-	return 0
-}
-
 func tail(s string, n int) string {
 	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
 	if len(lines) > n {
@@ -315,7 +299,7 @@ func TestHostileStanzas(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	rd, srv, conn := componentRelay(ctx, t, "hostile", 28600, 28699)
-	rssBefore := rssKB(t, rd.PID())
+	rssBefore := rss(rd.PID())
 
 	const from = "mallory@example.net/x"
 	open := `<iq type='get' id='%s' from='` + from + `' to='relay.localhost'><channel xmlns='http://jabber.org/protocol/jinglenodes#channel' protocol='udp'>`
@@ -356,7 +340,7 @@ func TestHostileStanzas(t *testing.T) {
 		}
 	}
 	srv.mu.Unlock()
-	rssAfter := rssKB(t, rd.PID())
+	rssAfter := rss(rd.PID())
 	t.Logf("hostile stanzas answered: %v; the honest request answered %s after the first byte (%s)", got, took.Round(time.Millisecond), honest.typ)
 	t.Logf("relayd RSS %d kB before, %d kB after", rssBefore, rssAfter)
 	if honest.typ != "result" {
@@ -407,4 +391,10 @@ func componentRelay(ctx context.Context, t *testing.T, name string, min, max int
 	}
 	t.Cleanup(func() { conn.Close() })
 	return rd, srv, conn
+}
+
+// rss is pid's resident memory in kB.
+func rss(pid int) int {
+	kb, _ := harness.ProcMem(pid)
+	return kb
 }

@@ -1,15 +1,10 @@
 package chaos
 
 import (
-	"bytes"
 	"context"
 	"encoding/binary"
-	"fmt"
 	"math/rand/v2"
 	"net/netip"
-	"os"
-	"strconv"
-	"strings"
 	"testing"
 	"time"
 
@@ -82,7 +77,7 @@ func TestSpoofedFloodAtLatchedCall(t *testing.T) {
 	sp := newSpoofer(t, r.lan.NS("evil"))
 
 	before := status(ctx, t, r.relay).Traffic
-	cpuBefore := processCPU(t, r.relay.PID())
+	cpuBefore := harness.ProcCPU(r.relay.PID())
 	callDone := make(chan error, 2)
 	pace := harness.Pace{Count: seconds * 50, Interval: 20 * time.Millisecond}
 	rtpBefore := [2]int{c.callee.RTPStats().Sources["caller"].Packets, c.caller.RTPStats().Sources["callee"].Packets}
@@ -110,7 +105,7 @@ func TestSpoofedFloodAtLatchedCall(t *testing.T) {
 	}
 	tick.Stop()
 	floodTime := time.Since(began)
-	cpu := processCPU(t, r.relay.PID()) - cpuBefore
+	cpu := harness.ProcCPU(r.relay.PID()) - cpuBefore
 	for range 2 {
 		if err := <-callDone; err != nil {
 			t.Fatal(err)
@@ -147,7 +142,7 @@ func TestSpoofedFloodAtLatchedCall(t *testing.T) {
 	t.Logf("flood: %d datagrams in %s (%.0f/s, %d send errors); relay counted %d foreign-source drops in userspace, %d by the ports' in-kernel filters, %d other kernel drops",
 		sent, floodTime.Round(time.Millisecond), float64(sent)/floodTime.Seconds(), sendErrs, foreign, shielded, kernel)
 	foreign += shielded
-	t.Logf("relay CPU during the flood: %s in %s (%.1f%% of one core)", cpu, floodTime.Round(time.Millisecond), 100*cpu.Seconds()/floodTime.Seconds())
+	t.Logf("relay CPU during the flood: %.2f s in %s (%.1f%% of one core)", cpu, floodTime.Round(time.Millisecond), 100*cpu/floodTime.Seconds())
 	t.Logf("call during the flood: %d of %d packets lost (%.2f%%), one-way latency p50 %s p99 %s", lost, 2*pace.Count, 100*loss, p50, p99)
 
 	// Accounting: every flood datagram that reached the relay was dropped
@@ -175,23 +170,4 @@ func TestSpoofedFloodAtLatchedCall(t *testing.T) {
 			t.Errorf("call latency p99 %s under a %d/s spoofed flood, want ≤ 5 ms", p99, floodRate)
 		}
 	}
-}
-
-// processCPU is the user and system CPU time pid has used, from
-// /proc/PID/stat (in clock ticks of 1/100 s, as on every Linux platform Go
-// supports).
-func processCPU(t *testing.T, pid int) time.Duration {
-	t.Helper()
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		t.Fatal(err)
-	}
-	// Fields after the command name, which is in parentheses and may hold spaces.
-	f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:]))
-	utime, err1 := strconv.ParseUint(f[11], 10, 64)
-	stime, err2 := strconv.ParseUint(f[12], 10, 64)
-	if err1 != nil || err2 != nil {
-		t.Fatalf("parse /proc/%d/stat: %v %v", pid, err1, err2)
-	}
-	return time.Duration(utime+stime) * 10 * time.Millisecond
 }

@@ -151,6 +151,9 @@ func (r Requester) Start(ctx context.Context, args RequestArgs) (*RunningRequest
 	}
 	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
 	cmd.WaitDelay = 5 * time.Second
+	if len(args.Raw) > rawArgMax {
+		cmd.Stdin = strings.NewReader(args.Raw)
+	}
 	rr := &RunningRequester{cmd: cmd, script: f.Name(), stderr: &lockedBuffer{}, waited: make(chan struct{})}
 	cmd.Stderr = rr.stderr
 	stdout, err := cmd.StdoutPipe()
@@ -271,6 +274,11 @@ func (r Requester) domain() string {
 	return ServerDomain
 }
 
+// rawArgMax is the largest raw payload passed as an argument: Linux
+// limits one argument to 128 KiB (MAX_ARG_STRLEN); larger ones go through
+// standard input.
+const rawArgMax = 64 << 10
+
 // argv returns the requester.py arguments for args.
 func (r Requester) argv(a RequestArgs) []string {
 	relay := cmp.Or(a.Relay, r.Relay, DefaultComponentDomain)
@@ -283,7 +291,10 @@ func (r Requester) argv(a RequestArgs) []string {
 	if a.Legacy {
 		argv = append(argv, "--legacy")
 	}
-	if a.Raw != "" {
+	switch {
+	case len(a.Raw) > rawArgMax:
+		argv = append(argv, "--raw", "-") // read from standard input (see Start)
+	case a.Raw != "":
 		argv = append(argv, "--raw", a.Raw)
 	}
 	if a.IQTimeout > 0 {

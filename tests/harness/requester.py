@@ -55,7 +55,7 @@ def parse_args():
     p.add_argument('--relay', required=True)
     p.add_argument('--protocol', default='udp', choices=['udp', 'tcp', 'none'])
     p.add_argument('--legacy', action='store_true', help='send <candidate/> instead of <channel/>')
-    p.add_argument('--raw', help='raw payload element to send instead of a channel request')
+    p.add_argument('--raw', help='raw payload element to send instead of a channel request (- reads it from standard input)')
     p.add_argument('--count', type=int, default=1)
     p.add_argument('--iq-timeout', type=float, default=10)
     p.add_argument('--wait-events', type=int, default=0)
@@ -64,6 +64,8 @@ def parse_args():
 
 
 def request_payload(args):
+    if args.raw == '-':
+        args.raw = sys.stdin.read()
     if args.raw:
         return ET.fromstring(args.raw)
     el = ET.Element('{%s}%s' % (CHANNEL, 'candidate' if args.legacy else 'channel'))
