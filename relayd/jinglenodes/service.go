@@ -261,6 +261,19 @@ func (h *Handler) answer(req Request) xml.TokenReader {
 
 func (h *Handler) channel(req Request) xml.TokenReader {
 	from := req.IQ.From
+	// A server always stamps the sender; a request without one, or from
+	// the relay's own address, was forged on the way (a component's
+	// server can write anything) and nobody could be told of its end.
+	if from.Equal(jid.JID{}) {
+		h.log.Info("channel refused: request has no sender")
+		h.svc.refused[RefusedBadRequest].Add(1)
+		return h.errorReply(req.IQ, stanza.Modify, stanza.BadRequest, "the request has no sender")
+	}
+	if self := h.sess.Addr(); from.Equal(self) || (self.Localpart() == "" && from.Bare().Equal(self.Bare())) {
+		h.log.Info("channel refused: request from the relay's own address", "from", from.String())
+		h.svc.refused[RefusedForbidden].Add(1)
+		return h.errorReply(req.IQ, stanza.Cancel, stanza.Forbidden, "the relay does not request channels from itself")
+	}
 	if ok, why := h.policy.Permit(from); !ok {
 		h.log.Info("channel refused", "from", from.String(), "reason", why)
 		h.svc.refused[RefusedForbidden].Add(1)

@@ -255,6 +255,9 @@ func TestErrors(t *testing.T) {
 		{"attribute bomb", `<iq type='get' id='e' ` + client + `><channel xmlns='http://jabber.org/protocol/jinglenodes#channel'><b` + attrBomb(100) + `/></channel></iq>`, "modify", "bad-request", &fakeAllocator{left: 1}},
 		{"text bomb", `<iq type='get' id='e' ` + client + `><channel xmlns='http://jabber.org/protocol/jinglenodes#channel'><c>` + strings.Repeat("x", 20000) + `</c></channel></iq>`, "modify", "bad-request", &fakeAllocator{left: 1}},
 		{"bad from", `<iq type='get' id='e' from='@@@' to='relay.example.org'><channel xmlns='http://jabber.org/protocol/jinglenodes#channel'/></iq>`, "modify", "bad-request", &fakeAllocator{left: 1}},
+		{"no sender", `<iq type='get' id='e' to='relay.example.org'><channel xmlns='http://jabber.org/protocol/jinglenodes#channel'/></iq>`, "modify", "bad-request", &fakeAllocator{left: 1}},
+		{"from the relay itself", `<iq type='get' id='e' from='relay.example.org' to='relay.example.org'><channel xmlns='http://jabber.org/protocol/jinglenodes#channel'/></iq>`, "cancel", "forbidden", &fakeAllocator{left: 1}},
+		{"from a resource of the relay's domain", `<iq type='get' id='e' from='relay.example.org/x' to='relay.example.org'><channel xmlns='http://jabber.org/protocol/jinglenodes#channel'/></iq>`, "cancel", "forbidden", &fakeAllocator{left: 1}},
 		{"unknown payload", `<iq type='get' id='e' ` + client + `><query xmlns='jabber:iq:version'/></iq>`, "cancel", "service-unavailable", &fakeAllocator{left: 1}},
 		{"services set", `<iq type='set' id='e' ` + client + `><services xmlns='http://jabber.org/protocol/jinglenodes'/></iq>`, "cancel", "service-unavailable", &fakeAllocator{left: 1}},
 		{"disco node", `<iq type='get' id='e' ` + client + `><query xmlns='http://jabber.org/protocol/disco#info' node='x'/></iq>`, "cancel", "item-not-found", &fakeAllocator{left: 1}},
@@ -495,4 +498,25 @@ func attrBomb(n int) string {
 		fmt.Fprintf(&b, " a%d='x'", i)
 	}
 	return b.String()
+}
+
+// TestClientAccountServesItsOwnerButNotItself: a relay on a donor's client
+// account serves the donor's other devices (same bare JID, other
+// resource) but refuses a request from its own full JID, which only a
+// forging server could send.
+func TestClientAccountServesItsOwnerButNotItself(t *testing.T) {
+	alloc := &fakeAllocator{left: 2}
+	svc := New(Config{Allocator: alloc, PublicHost: func() netip.Addr { return netip.MustParseAddr("203.0.113.7") }})
+	h := svc.Handler(&recordingSender{addr: jid.MustParse("donor@example.net/relayd")}, nil)
+	req := `<iq type='get' id='e' from='%s' to='donor@example.net/relayd' xmlns='jabber:client'><channel xmlns='http://jabber.org/protocol/jinglenodes#channel'/></iq>`
+	if r, raw := handle(t, h, fmt.Sprintf(req, "donor@example.net/phone")); r.Type != "result" {
+		t.Fatalf("the donor's phone: %s", raw)
+	}
+	r, raw := handle(t, h, fmt.Sprintf(req, "donor@example.net/relayd"))
+	if r.Type != "error" || r.Error == nil || r.Error.condition() != "forbidden" {
+		t.Fatalf("the relay's own JID: %s", raw)
+	}
+	if alloc.calls != 1 {
+		t.Fatalf("%d allocations, want 1", alloc.calls)
+	}
 }

@@ -292,7 +292,8 @@ func tail(s string, n int) string {
 
 // TestHostileStanzas sends relayd, on its component connection, stanzas
 // no honest server forwards: 100,000 levels of nesting, 20,000 attributes
-// on one element, a 4 MiB text payload, and an IQ with two ids. relayd
+// on one element, a 4 MiB text payload, an IQ with two ids, and requests
+// with forged senders (none, and the relay itself). relayd
 // answers what it can address (bad-request), its memory stays bounded,
 // and an ordinary request right behind them is answered at once.
 func TestHostileStanzas(t *testing.T) {
@@ -313,6 +314,9 @@ func TestHostileStanzas(t *testing.T) {
 		{"attrs", fmt.Sprintf(open, "attrs") + "<b" + attrs.String() + "/>" + closeIQ},
 		{"huge", fmt.Sprintf(open, "huge") + "<c>" + strings.Repeat("x", 4<<20) + "</c>" + closeIQ},
 		{"twoids", `<iq type='get' id='twoids' id='other' from='` + from + `' to='relay.localhost'><channel xmlns='http://jabber.org/protocol/jinglenodes#channel'/></iq>`},
+		// Forged senders, which only the component's server can write.
+		{"nofrom", `<iq type='get' id='nofrom' to='relay.localhost'><channel xmlns='http://jabber.org/protocol/jinglenodes#channel'/></iq>`},
+		{"self", channelIQ("self", "relay.localhost")},
 	}
 	w := bufio.NewWriterSize(conn, 64<<10)
 	began := time.Now()
@@ -347,6 +351,15 @@ func TestHostileStanzas(t *testing.T) {
 		t.Errorf("honest request: %+v", honest)
 	}
 	for _, id := range []string{"nested", "attrs", "huge"} {
+		if a, ok := got[id]; !ok || a.typ != "error" || a.cond != "bad-request" {
+			t.Errorf("%s: answer %+v, want bad-request", id, a)
+		}
+	}
+	// The session layer reports a stanza from the component's own domain
+	// as one without sender, so both forgeries are refused as bad-request
+	// (a client account's own full JID gets forbidden: relayd/jinglenodes
+	// TestClientAccountServesItsOwnerButNotItself).
+	for _, id := range []string{"nofrom", "self"} {
 		if a, ok := got[id]; !ok || a.typ != "error" || a.cond != "bad-request" {
 			t.Errorf("%s: answer %+v, want bad-request", id, a)
 		}
