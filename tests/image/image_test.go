@@ -21,6 +21,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"net"
 	"net/netip"
@@ -47,6 +48,9 @@ const (
 	// media is how many RTP and RTCP packets each party sends after
 	// latching.
 	media = 100
+	// imageExpire is relayd's channel expiry in the guest: short, so the
+	// one-channel pool is free again soon after a subtest's call.
+	imageExpire = 5
 )
 
 var loopback = netip.MustParseAddr("127.0.0.1")
@@ -83,6 +87,7 @@ func image(t *testing.T) (dir, qemu string) {
 type vm struct {
 	cmd     *exec.Cmd
 	console *console
+	stdin   io.WriteCloser // the guest's serial console input
 	started time.Time
 	exited  chan struct{} // closed when qemu has exited; err is set then
 	err     error
@@ -112,8 +117,12 @@ func boot(t *testing.T, dir, qemu string, cfg []byte, fwds []forward) *vm {
 	if err != nil {
 		t.Fatal(err)
 	}
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
 	cmd.Stderr = cmd.Stdout // qemu's own errors go to the console log too
-	v := &vm{cmd: cmd, exited: make(chan struct{})}
+	v := &vm{cmd: cmd, stdin: stdin, exited: make(chan struct{})}
 	t.Logf("boot: %s %s", qemu, strings.Join(args, " "))
 	v.started = time.Now()
 	if err := cmd.Start(); err != nil {
@@ -208,6 +217,7 @@ func TestArm64Image(t *testing.T) {
 	cfg.STUN.Enabled, cfg.STUN.Port = true, guestSTUN
 	cfg.Reconnect = config.Reconnect{MinSeconds: 0.2, MaxSeconds: 1}
 	cfg.Log.Format = "json"
+	cfg.Channel.ExpireSeconds = imageExpire
 	cfg.XMPP = []config.Service{{Name: "host-prosody", Type: "component",
 		Server: netip.AddrPortFrom(netip.MustParseAddr(hostAlias), srv.Component.Port()).String(),
 		Domain: srv.ComponentDomain, Secret: srv.Secret}}
@@ -244,6 +254,9 @@ func TestArm64Image(t *testing.T) {
 	})
 	t.Run("channel", func(t *testing.T) {
 		checkChannel(ctx, t, srv, base)
+	})
+	t.Run("clock-steps", func(t *testing.T) {
+		checkClockSteps(ctx, t, v, srv, base)
 	})
 	t.Logf("test time: %s (boot to component online %s)", time.Since(testStart).Round(10*time.Millisecond), online)
 }

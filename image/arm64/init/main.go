@@ -5,7 +5,9 @@
 // image carries, configures lo and eth0 for qemu's user network, writes
 // relayd's configuration from the kernel command line when one is given,
 // and runs relayd. When relayd exits, init logs its status and powers the
-// machine off, so whoever runs the machine (the e2e test) sees it end.
+// machine off, so whoever runs the machine (the e2e test) sees it end. A
+// "jnrelay-clock-step SECONDS" line on the console steps the wall clock
+// (clock.go), for the test of relayd under clock steps.
 //
 // It is written for the image's arm64 guest but is plain Linux code, so it
 // builds (and is vetted and unit-tested) on any Linux host. It refuses to
@@ -54,6 +56,7 @@ func main() {
 		logf("boot failed: %v", err)
 		powerOff()
 	}
+	go serveConsole(os.Stdin)
 	supervise(pid, sigs)
 }
 
