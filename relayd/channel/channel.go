@@ -35,6 +35,10 @@ type side struct {
 	// channel's creation (monotonic).
 	lastSeen atomic.Int64
 	shield   shield // the in-kernel source filter (shield.go)
+	// hot is set once a receive filled a whole batch on this port: its
+	// receive buffer (and the send buffer of the port it forwards from)
+	// then grew to kernel.HotFlowBuffer. Only the channel's worker uses it.
+	hot bool
 }
 
 // leg is a pair of ports relayed to each other: P<->P+2 or P+1<->P+3.
@@ -167,6 +171,9 @@ func (c *Channel) relay(in *side, b *batches) {
 		return
 	}
 	out := &c.legs[in.leg].sides[1-in.side]
+	if n == b.recv.Size() && !in.hot {
+		c.growBuffers(in, out)
+	}
 	dir := Direction(in.side)
 	now := int64(time.Since(c.created))
 	dst := out.latched.Load() // only this worker latches out: stable for the batch
@@ -220,6 +227,20 @@ func (c *Channel) relay(in *side, b *batches) {
 	}
 	if sent > 0 {
 		c.lastForward.Store(now)
+	}
+}
+
+// growBuffers gives a port that filled a whole receive batch, and the port
+// it forwards from, buffers for a hot flow: the range-wide size (as small
+// as 64 KiB for a large range) overflows in a burst of such a flow while
+// the relay serves other ports. Best effort, once per port.
+func (c *Channel) growBuffers(in, out *side) {
+	in.hot = true
+	rcv, _, err1 := kernel.SetBuffers(in.fd, kernel.HotFlowBuffer, 0)
+	_, snd, err2 := kernel.SetBuffers(out.fd, 0, kernel.HotFlowBuffer)
+	if c.worker != nil {
+		c.worker.m.log.Debug("hot flow: port buffers grown", "channel", c.info.ID, "port", in.port,
+			"rcvbuf", rcv, "out_port", out.port, "sndbuf", snd, "err", errors.Join(err1, err2))
 	}
 }
 

@@ -622,3 +622,52 @@ func TestShieldUnderFlood(t *testing.T) {
 		t.Errorf("%d channels still shielded after the shield came down", left)
 	}
 }
+
+// TestHotFlowGrowsBuffers: a port whose receive fills a whole batch gets
+// hot-flow buffers (and the port it forwards from a larger send buffer);
+// an ordinary port keeps the range-wide size.
+func TestHotFlowGrowsBuffers(t *testing.T) {
+	m, _ := newTestManager(t, nil)
+	info, a, b, _, _ := call(t, m)
+	p := info.LocalPort
+	m.mu.Lock()
+	c := m.channels[info.ID]
+	m.mu.Unlock()
+	in, out, quiet := &c.legs[0].sides[0], &c.legs[0].sides[1], &c.legs[1].sides[0]
+	rcvbuf := func(fd int) int {
+		v, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUF)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return v
+	}
+	before := rcvbuf(in.fd)
+	// A burst larger than one batch, sent while the worker cannot read:
+	// holding the channel's lock for writing keeps the worker out.
+	c.mu.Lock()
+	for i := range 3 * batchSize {
+		a.send(p, fmt.Appendf(nil, "burst-%d", i))
+	}
+	c.mu.Unlock()
+	for i := range 3 * batchSize {
+		b.expect(fmt.Appendf(nil, "burst-%d", i), p+2)
+	}
+	c.mu.Lock() // the write lock excludes the worker, which sets hot under the read lock
+	hot := in.hot
+	c.mu.Unlock()
+	if !hot {
+		t.Fatal("a full batch did not mark the port hot")
+	}
+	after := rcvbuf(in.fd)
+	snd, err := unix.GetsockoptInt(out.fd, unix.SOL_SOCKET, unix.SO_SNDBUF)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("receive buffer %d -> %d bytes, send buffer of the forwarding port %d", before, after, snd)
+	if after <= before {
+		t.Errorf("receive buffer %d after the burst, %d before: not grown", after, before)
+	}
+	if got := rcvbuf(quiet.fd); got != before {
+		t.Errorf("a quiet port's receive buffer is %d, want the range-wide %d", got, before)
+	}
+}
