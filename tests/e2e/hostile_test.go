@@ -27,21 +27,8 @@ func hostileThrough(t *testing.T, kind string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	lan := harness.NewLAN(t, "jh"+kind[:1], "relay")
-	start := harness.StartProsody
-	if kind == "ejabberd" {
-		start = harness.StartEjabberd
-	}
 	users := map[string]string{user: password, "mallory": "mallorypw"}
-	srv, err := start(ctx, harness.ServerOptions{Netns: lan.NS("relay"), Users: users})
-	if err != nil {
-		t.Fatalf("start %s: %v", kind, err)
-	}
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("%s logs:\n%s", kind, srv.Logs())
-		}
-		srv.Close()
-	})
+	srv := startServer(ctx, t, kind, lan.NS("relay"), users)
 	w := &world{lan: lan, srv: srv, req: srv.Requester(user, password)}
 	rd := w.startRelay(ctx, t, w.relayConfig())
 	rssBefore, _ := harness.ProcMem(rd.PID())

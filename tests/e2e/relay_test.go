@@ -44,6 +44,27 @@ func TestRelay(t *testing.T) {
 	}
 }
 
+// startServer starts kind ("prosody" or "ejabberd") in netns with users;
+// it stops at cleanup and its logs are shown if the test failed.
+func startServer(ctx context.Context, t *testing.T, kind, netns string, users map[string]string) *harness.XMPPServer {
+	t.Helper()
+	start := harness.StartProsody
+	if kind == "ejabberd" {
+		start = harness.StartEjabberd
+	}
+	srv, err := start(ctx, harness.ServerOptions{Netns: netns, Users: users})
+	if err != nil {
+		t.Fatalf("start %s: %v", kind, err)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("%s logs:\n%s", kind, srv.Logs())
+		}
+		srv.Close()
+	})
+	return srv
+}
+
 // world is one suite's network and XMPP server: a "public" relay host
 // (203.0.113.1) running the server on its loopback, a caller, a callee and
 // an attacker host on the same segment.
@@ -61,20 +82,7 @@ func relaySuite(t *testing.T, kind string, modes []string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	lan := harness.NewLAN(t, "jn"+kind[:1], "relay", "caller", "callee", "evil")
-	start := harness.StartProsody
-	if kind == "ejabberd" {
-		start = harness.StartEjabberd
-	}
-	srv, err := start(ctx, harness.ServerOptions{Netns: lan.NS("relay"), Users: map[string]string{user: password}})
-	if err != nil {
-		t.Fatalf("start %s: %v", kind, err)
-	}
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("%s logs:\n%s", kind, srv.Logs())
-		}
-		srv.Close()
-	})
+	srv := startServer(ctx, t, kind, lan.NS("relay"), map[string]string{user: password})
 	for _, mode := range modes {
 		w := &world{lan: lan, srv: srv, req: srv.Requester(user, password), fastPath: mode == "fastpath"}
 		t.Run(mode, func(t *testing.T) {

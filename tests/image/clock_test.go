@@ -33,16 +33,7 @@ func checkClockSteps(ctx context.Context, t *testing.T, v *vm, srv *harness.XMPP
 	if err != nil {
 		t.Fatal(err)
 	}
-	caller, err := harness.ListenEndpoint(ctx, "", loopback, "caller")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer caller.Close()
-	callee, err := harness.ListenEndpoint(ctx, "", loopback, "callee")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer callee.Close()
+	caller, callee := loopbackParties(ctx, t)
 	if _, err := harness.Latch(ctx, caller, callee, local, remote); err != nil {
 		t.Fatal(err)
 	}

@@ -318,6 +318,24 @@ func checkSTUN(t *testing.T, server netip.AddrPort) {
 	t.Logf("STUN via 127.0.0.1:%d: mapped %s", server.Port(), mapped)
 }
 
+// loopbackParties opens the caller's and the callee's endpoints on the
+// host's loopback, closed at cleanup.
+func loopbackParties(ctx context.Context, t *testing.T) (caller, callee *harness.Endpoint) {
+	t.Helper()
+	for _, ep := range []struct {
+		tag string
+		to  **harness.Endpoint
+	}{{"caller", &caller}, {"callee", &callee}} {
+		e, err := harness.ListenEndpoint(ctx, "", loopback, ep.tag)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { e.Close() })
+		*ep.to = e
+	}
+	return caller, callee
+}
+
 // checkChannel asks for a channel with the third-party requester and relays
 // RTP and RTCP between two endpoints on the host's loopback through it.
 func checkChannel(ctx context.Context, t *testing.T, srv *harness.XMPPServer, base uint16) {
@@ -337,16 +355,7 @@ func checkChannel(ctx context.Context, t *testing.T, srv *harness.XMPPServer, ba
 	}
 	t.Logf("channel %s: %s / %s", outs[0].Channel["id"], local, remote)
 
-	caller, err := harness.ListenEndpoint(ctx, "", loopback, "caller")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer caller.Close()
-	callee, err := harness.ListenEndpoint(ctx, "", loopback, "callee")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer callee.Close()
+	caller, callee := loopbackParties(ctx, t)
 	probes, err := harness.Latch(ctx, caller, callee, local, remote)
 	if err != nil {
 		t.Fatal(err)
