@@ -587,7 +587,12 @@ func TestShieldUnderFlood(t *testing.T) {
 	if user+kern != n {
 		t.Fatalf("foreign drops %d in userspace + %d in the kernel, want %d", user, kern, n)
 	}
-	if user < shieldAfter || kern == 0 {
+	if !m.shieldsWork.Load() {
+		// A host without SO_MEMINFO (qemu-user answers it with an int)
+		// cannot count the filter's drops, so the shield stays down and
+		// userspace drops everything, as before it existed.
+		t.Logf("in-kernel source filter unavailable here: all %d dropped in userspace", user)
+	} else if user < shieldAfter || kern == 0 {
 		t.Fatalf("shield never went up: %d userspace drops, %d kernel drops", user, kern)
 	}
 	if s.Relatched != 0 {
