@@ -138,10 +138,17 @@ var ErrShortSend = errors.New("sendmmsg sent part of the batch")
 func (b *SendBatch) Send(fd int) (int, error) {
 	queued := b.n
 	b.n = 0
+	return sendmmsg(fd, b.msgs[:queued])
+}
+
+// sendmmsg sends msgs from the non-blocking socket fd, retrying after a
+// partial send, and returns how many the kernel took; ErrShortSend when
+// its send buffer filled up first.
+func sendmmsg(fd int, msgs []unix.Mmsghdr) (int, error) {
 	sent := 0
-	for sent < queued {
+	for sent < len(msgs) {
 		n, _, errno := unix.RawSyscall6(unix.SYS_SENDMMSG, uintptr(fd),
-			uintptr(unsafe.Pointer(&b.msgs[sent])), uintptr(queued-sent), unix.MSG_DONTWAIT, 0, 0)
+			uintptr(unsafe.Pointer(&msgs[sent])), uintptr(len(msgs)-sent), unix.MSG_DONTWAIT, 0, 0)
 		switch errno {
 		case 0:
 			if n == 0 {

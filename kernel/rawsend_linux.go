@@ -102,25 +102,7 @@ func (b *RawSendBatch) Add(src, dst netip.AddrPort, tos uint8, payload []byte) b
 func (b *RawSendBatch) Send(fd int) (int, error) {
 	queued := b.n
 	b.n = 0
-	sent := 0
-	for sent < queued {
-		n, _, errno := unix.RawSyscall6(unix.SYS_SENDMMSG, uintptr(fd),
-			uintptr(unsafe.Pointer(&b.msgs[sent])), uintptr(queued-sent), unix.MSG_DONTWAIT, 0, 0)
-		switch errno {
-		case 0:
-			if n == 0 {
-				return sent, ErrShortSend
-			}
-			sent += int(n)
-			continue
-		case unix.EINTR:
-			continue
-		case unix.EAGAIN:
-			return sent, ErrShortSend
-		}
-		return sent, errno
-	}
-	return sent, nil
+	return sendmmsg(fd, b.msgs[:queued])
 }
 
 // udpChecksum is the UDP checksum (RFC 768) of a datagram with header hdr
