@@ -16,6 +16,7 @@ type RecvBatch struct {
 	iovs  []unix.Iovec
 	names []sockaddr
 	bufs  [][]byte
+	oobs  [][]byte // control buffers; nil unless WithControl
 	n     int
 }
 
@@ -44,6 +45,30 @@ func NewRecvBatch(size, bufSize int) *RecvBatch {
 // Size is the number of datagrams one Recv can return.
 func (b *RecvBatch) Size() int { return len(b.msgs) }
 
+// WithControl gives every message of the batch a control buffer of size
+// bytes, for the ancillary data a socket option asks for (EnableOrigDst,
+// IP_PKTINFO); Control reads it back. It returns b.
+func (b *RecvBatch) WithControl(size int) *RecvBatch {
+	// uint64 backing keeps every buffer aligned for the cmsghdr casts.
+	per := (size + 7) / 8
+	backing := make([]uint64, len(b.msgs)*per)
+	b.oobs = make([][]byte, len(b.msgs))
+	for i := range b.msgs {
+		b.oobs[i] = unsafe.Slice((*byte)(unsafe.Pointer(&backing[i*per])), per*8)
+		b.msgs[i].Hdr.Control = &b.oobs[i][0]
+	}
+	return b
+}
+
+// Control returns the control data of datagram i of the last Recv (valid
+// until the next Recv); nil without WithControl.
+func (b *RecvBatch) Control(i int) []byte {
+	if b.oobs == nil {
+		return nil
+	}
+	return b.oobs[i][:b.msgs[i].Hdr.Controllen]
+}
+
 // Recv reads up to Size datagrams from the non-blocking socket fd. It
 // returns 0 and nil when nothing is waiting.
 func (b *RecvBatch) Recv(fd int) (int, error) {
@@ -51,6 +76,9 @@ func (b *RecvBatch) Recv(fd int) (int, error) {
 		b.msgs[i].Hdr.Namelen = uint32(unsafe.Sizeof(sockaddr{}))
 		b.msgs[i].Hdr.Flags = 0
 		b.msgs[i].Len = 0
+		if b.oobs != nil {
+			b.msgs[i].Hdr.SetControllen(len(b.oobs[i]))
+		}
 	}
 	for {
 		// RawSyscall: the socket is non-blocking, so the call never

@@ -487,8 +487,10 @@ func FuzzParseControlMessages(f *testing.F) {
 	f.Add(unix.PktInfo4(&unix.Inet4Pktinfo{Ifindex: 1, Addr: [4]byte{127, 0, 0, 1}}))
 	f.Add(unix.PktInfo6(&unix.Inet6Pktinfo{Ifindex: 1, Addr: [16]byte{15: 1}}))
 	f.Add(cmsgT(unix.SOL_SOCKET, unix.SO_RXQ_OVFL, []byte{1, 0, 0, 0}))
+	f.Add(cmsgT(unix.SOL_IP, unix.IP_ORIGDSTADDR, []byte{2, 0, 0x67, 0x2b, 192, 0, 2, 9, 0, 0, 0, 0, 0, 0, 0, 0}))
 	f.Fuzz(func(t *testing.T, oob []byte) {
 		ParsePktInfo(oob)
 		ParseRxqOvfl(oob)
+		ParseOrigDst(oob)
 	})
 }

@@ -122,17 +122,34 @@ func EnableOrigDst(fd int) error {
 }
 
 // ParseOrigDst finds the IP_ORIGDSTADDR message in a received control
-// buffer.
+// buffer (as from RecvBatch.Control). It allocates nothing, so a data plane
+// can call it for every datagram.
 func ParseOrigDst(oob []byte) (netip.AddrPort, bool) {
-	msgs, err := unix.ParseSocketControlMessage(oob)
-	if err != nil {
-		return netip.AddrPort{}, false
-	}
-	for _, m := range msgs {
-		if m.Header.Level == unix.SOL_IP && m.Header.Type == unix.IP_ORIGDSTADDR && len(m.Data) >= unix.SizeofSockaddrInet4 {
-			port := binary.BigEndian.Uint16(m.Data[2:4])
-			return netip.AddrPortFrom(netip.AddrFrom4([4]byte(m.Data[4:8])), port), true
+	// The header is read byte-wise (struct cmsghdr: a size_t length, then
+	// level and type), so a buffer of any alignment is safe to parse.
+	hdr := unix.CmsgLen(0) // the aligned header size
+	lenSize := int(unsafe.Sizeof(unix.Cmsghdr{}.Len))
+	for len(oob) >= hdr {
+		var l int
+		if lenSize == 8 {
+			l = int(min(binary.NativeEndian.Uint64(oob), uint64(len(oob)+1)))
+		} else {
+			l = int(binary.NativeEndian.Uint32(oob))
 		}
+		level := int32(binary.NativeEndian.Uint32(oob[lenSize:]))
+		typ := int32(binary.NativeEndian.Uint32(oob[lenSize+4:]))
+		if l < hdr || l > len(oob) {
+			return netip.AddrPort{}, false
+		}
+		if level == unix.SOL_IP && typ == unix.IP_ORIGDSTADDR && l-hdr >= unix.SizeofSockaddrInet4 {
+			data := oob[hdr:l] // struct sockaddr_in: family, port, address
+			return netip.AddrPortFrom(netip.AddrFrom4([4]byte(data[4:8])), binary.BigEndian.Uint16(data[2:4])), true
+		}
+		next := unix.CmsgSpace(l - hdr)
+		if next >= len(oob) {
+			break
+		}
+		oob = oob[next:]
 	}
 	return netip.AddrPort{}, false
 }

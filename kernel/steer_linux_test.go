@@ -6,6 +6,7 @@ import (
 	"os"
 	"testing"
 	"time"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -121,5 +122,91 @@ func TestSteeringProgramShape(t *testing.T) {
 	}
 	if anyAddr := steeringProgram(netip.IPv4Unspecified(), 20000, 29999, 4, 3); len(anyAddr) != len(p)-2 {
 		t.Errorf("unspecified address: %d instructions, want %d (no address check)", len(anyAddr), len(p)-2)
+	}
+}
+
+// TestRecvBatchOrigDst receives a batch with control data: each datagram's
+// IP_ORIGDSTADDR says the port it was sent to (here the socket's own).
+func TestRecvBatchOrigDst(t *testing.T) {
+	fd, err := OpenUDP(netip.MustParseAddrPort("127.0.0.1:0"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(fd)
+	if err := EnableOrigDst(fd); err != nil {
+		skipIfUntranslated(t, err)
+		t.Fatal(err)
+	}
+	sa, err := unix.Getsockname(fd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := sa.(*unix.SockaddrInet4).Port
+	client, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(client)
+	for range 3 {
+		if err := unix.Sendto(client, []byte("x"), 0, &unix.SockaddrInet4{Port: port, Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	b := NewRecvBatch(8, 64).WithControl(64)
+	got := 0
+	for deadline := time.Now().Add(5 * time.Second); got < 3 && time.Now().Before(deadline); {
+		fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
+		unix.Poll(fds, 1000)
+		n, err := b.Recv(fd)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := range n {
+			dst, ok := ParseOrigDst(b.Control(i))
+			if !ok || dst != netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(port)) {
+				t.Fatalf("datagram %d: original destination %s (%v), want 127.0.0.1:%d", got+i, dst, ok, port)
+			}
+		}
+		got += n
+	}
+	if got != 3 {
+		t.Fatalf("received %d of 3 datagrams", got)
+	}
+	if allocs := testing.AllocsPerRun(100, func() { ParseOrigDst(b.Control(0)) }); allocs != 0 {
+		t.Errorf("ParseOrigDst allocates %.0f times per call", allocs)
+	}
+}
+
+// TestParseOrigDstMalformed: truncated or lying control data is refused,
+// never read past.
+func TestParseOrigDstMalformed(t *testing.T) {
+	good := make([]byte, unix.CmsgSpace(unix.SizeofSockaddrInet4))
+	h := (*unix.Cmsghdr)(unsafe.Pointer(&good[0]))
+	h.Level, h.Type = unix.SOL_IP, unix.IP_ORIGDSTADDR
+	h.SetLen(unix.CmsgLen(unix.SizeofSockaddrInet4))
+	data := good[unix.CmsgLen(0):]
+	data[2], data[3] = 0x67, 0x2b // port 26411
+	copy(data[4:8], []byte{192, 0, 2, 9})
+	if dst, ok := ParseOrigDst(good); !ok || dst != netip.MustParseAddrPort("192.0.2.9:26411") {
+		t.Fatalf("well-formed message: %s %v", dst, ok)
+	}
+	for name, oob := range map[string][]byte{
+		"empty":     nil,
+		"truncated": good[:unix.CmsgLen(0)+4],
+		"short":     good[:4],
+	} {
+		if dst, ok := ParseOrigDst(oob); ok {
+			t.Errorf("%s: parsed %s", name, dst)
+		}
+	}
+	bad := append([]byte(nil), good...)
+	(*unix.Cmsghdr)(unsafe.Pointer(&bad[0])).SetLen(len(bad) + 64)
+	if _, ok := ParseOrigDst(bad); ok {
+		t.Error("a length past the buffer was accepted")
+	}
+	other := append([]byte(nil), good...)
+	(*unix.Cmsghdr)(unsafe.Pointer(&other[0])).Type = unix.IP_TOS
+	if _, ok := ParseOrigDst(other); ok {
+		t.Error("another message type was read as the original destination")
 	}
 }
