@@ -90,7 +90,9 @@ type Info struct {
 // openChannel binds the four ports starting at base, marks them for
 // expedited forwarding (DSCP EF, as voice should be) and sizes their
 // buffers to bufSize (0 = kernel default). On failure nothing stays open.
-func openChannel(listen netip.Addr, base int, info Info, grace time.Duration, bufSize int) (*Channel, error) {
+// A steered channel binds nothing: its ports reach the workers' steered
+// sockets.
+func openChannel(listen netip.Addr, base int, info Info, grace time.Duration, bufSize int, steered bool) (*Channel, error) {
 	c := &Channel{info: info, created: time.Now(), grace: grace}
 	for l := range c.legs {
 		for s := range c.legs[l].sides {
@@ -101,6 +103,9 @@ func openChannel(listen netip.Addr, base int, info Info, grace time.Duration, bu
 		// Port layout: base+0 RTP local, +1 RTCP local, +2 RTP remote, +3 RTCP remote.
 		sd := &c.legs[i%2].sides[i/2]
 		sd.port = base + i
+		if steered {
+			continue // the workers' steered sockets receive for it (steered.go)
+		}
 		fd, err := kernel.OpenUDP(netip.AddrPortFrom(listen, uint16(sd.port)))
 		if err != nil {
 			c.closeSockets()
@@ -183,24 +188,7 @@ func (c *Channel) relay(in *side, b *batches) {
 	var queuedBytes int
 	for i := range n {
 		p, src, truncated := b.recv.Packet(i)
-		if truncated || len(p) > MaxDatagram {
-			c.stats.dropped[DropOversize].Add(1)
-			continue
-		}
-		if !c.admit(in, src, now) {
-			c.stats.dropped[DropForeignSource].Add(1)
-			continue
-		}
-		if dst == nil {
-			c.stats.dropped[DropPeerNotLatched].Add(1)
-			continue
-		}
-		if lim := c.limiters[dir]; lim != nil && !lim.AllowN(time.Now(), len(p)) {
-			c.stats.dropped[DropRateLimited].Add(1)
-			continue
-		}
-		if c.worker.m.overTotal(len(p)) {
-			c.stats.dropped[DropRateLimited].Add(1)
+		if !c.forwardable(in, src, p, truncated, now, dst != nil) {
 			continue
 		}
 		b.lens[b.send.Len()] = len(p)
@@ -228,6 +216,35 @@ func (c *Channel) relay(in *side, b *batches) {
 	if sent > 0 {
 		c.lastForward.Store(now)
 	}
+}
+
+// forwardable applies the rules every datagram from src arriving at in
+// passes before it is forwarded (size, latching, the other side latched,
+// the channel's and the relay's rate limits), counting a refused one by
+// its reason. peerLatched says whether the other side of the leg has a
+// latched address to forward to. The caller holds c.mu for reading.
+func (c *Channel) forwardable(in *side, src netip.AddrPort, p []byte, truncated bool, now int64, peerLatched bool) bool {
+	if truncated || len(p) > MaxDatagram {
+		c.stats.dropped[DropOversize].Add(1)
+		return false
+	}
+	if !c.admit(in, src, now) {
+		c.stats.dropped[DropForeignSource].Add(1)
+		return false
+	}
+	if !peerLatched {
+		c.stats.dropped[DropPeerNotLatched].Add(1)
+		return false
+	}
+	if lim := c.limiters[Direction(in.side)]; lim != nil && !lim.AllowN(time.Now(), len(p)) {
+		c.stats.dropped[DropRateLimited].Add(1)
+		return false
+	}
+	if c.worker.m.overTotal(len(p)) {
+		c.stats.dropped[DropRateLimited].Add(1)
+		return false
+	}
+	return true
 }
 
 // growBuffers gives a port that filled a whole receive batch, and the port

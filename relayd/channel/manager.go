@@ -35,7 +35,11 @@ type Config struct {
 	// FastPath hands latched legs to the kernel (kernel/nft); "" = off.
 	// With FastPathNftables, New fails when the host cannot run it.
 	FastPath FastPathMode
-	Logger   *slog.Logger
+	// Steered serves the port range from one socket per worker through a
+	// BPF sk_lookup program instead of a socket per port (steered.go).
+	// The fast path is then off; New fails when the host cannot steer.
+	Steered bool
+	Logger  *slog.Logger
 	// OnEnd is called once for every channel that ends, after its ports are
 	// released. It must not block for long.
 	OnEnd func(End)
@@ -83,6 +87,12 @@ type Manager struct {
 	shielded    map[*Channel]struct{}
 	shieldsWork atomic.Bool
 
+	// steerings are the attached port steering programs (steered mode);
+	// unrouted counts steered datagrams for ports no channel holds.
+	steerMu   sync.Mutex
+	steerings []*kernel.Steering
+	unrouted  atomic.Uint64
+
 	// fp is the in-kernel fast path, nil when off or unavailable;
 	// fpCounts outlive it across Reconfigure.
 	fp       atomic.Pointer[fastPath]
@@ -117,9 +127,21 @@ func New(cfg Config) (*Manager, error) {
 	if cfg.Workers <= 0 {
 		cfg.Workers = runtime.GOMAXPROCS(0)
 	}
+	if cfg.Steered {
+		if !cfg.Listen.Unmap().Is4() {
+			return nil, fmt.Errorf("steered relay ports need an IPv4 listen address, not %s", cfg.Listen)
+		}
+		if cfg.FastPath == FastPathNftables {
+			return nil, errors.New("the nftables fast path needs a socket per port: it cannot be combined with steered ports")
+		}
+		cfg.Listen = cfg.Listen.Unmap()
+		cfg.FastPath = FastPathOff
+	}
 	m := &Manager{cfg: cfg, pool: pool, log: cfg.Logger, channels: make(map[string]*Channel), closing: make(chan struct{}),
 		ports: newPortTable(pool.first, pool.first+pool.size()*portsPerChannel-1), bufSize: kernel.BufferSizeFor(pool.size() * portsPerChannel)}
-	checkFileLimit(pool.size()*portsPerChannel, m.log)
+	if !cfg.Steered {
+		checkFileLimit(pool.size()*portsPerChannel, m.log)
+	}
 	m.shielded = make(map[*Channel]struct{})
 	m.shieldsWork.Store(true)
 	for range cfg.Workers {
@@ -130,6 +152,12 @@ func New(cfg Config) (*Manager, error) {
 		}
 		m.workers = append(m.workers, w)
 		go w.run(&m.stop)
+	}
+	if cfg.Steered {
+		if err := m.steer(pool.first, pool.first+pool.size()*portsPerChannel-1); err != nil {
+			m.stopWorkers()
+			return nil, fmt.Errorf("steered relay ports: %w", err)
+		}
 	}
 	m.setTotalKbps(cfg.TotalKbps)
 	fp, err := openFastPath(m, fastPathUnder(cfg.FastPath, cfg.TotalKbps), cfg.Listen)
@@ -147,6 +175,7 @@ func New(cfg Config) (*Manager, error) {
 // stopWorkers ends every worker goroutine and releases the pollers.
 func (m *Manager) stopWorkers() {
 	m.stopped.Do(func() {
+		m.unsteer()
 		m.stop.Store(true)
 		close(m.closing)
 		for _, w := range m.workers {
@@ -154,7 +183,7 @@ func (m *Manager) stopWorkers() {
 		}
 		for _, w := range m.workers {
 			<-w.done
-			w.poller.Close()
+			w.close()
 		}
 	})
 }
@@ -208,10 +237,22 @@ func (m *Manager) Reconfigure(s Settings) error {
 			return err
 		}
 		m.ports.cover(pool.first, pool.first+pool.size()*portsPerChannel-1)
-		checkFileLimit(pool.size()*portsPerChannel, m.log)
+		if m.cfg.Steered {
+			if err := m.steer(pool.first, pool.first+pool.size()*portsPerChannel-1); err != nil {
+				return fmt.Errorf("steer the new port range: %w", err)
+			}
+		} else {
+			checkFileLimit(pool.size()*portsPerChannel, m.log)
+		}
 	}
 	if s.TotalKbps < 0 {
 		return fmt.Errorf("invalid total bandwidth cap %d kbps", s.TotalKbps)
+	}
+	if m.cfg.Steered {
+		if s.FastPath == FastPathNftables {
+			return errors.New("the nftables fast path needs a socket per port: it cannot be combined with steered ports")
+		}
+		s.FastPath = FastPathOff
 	}
 	if err := m.setFastPath(fastPathUnder(s.FastPath, s.TotalKbps)); err != nil {
 		return err
@@ -337,7 +378,7 @@ func (m *Manager) Allocate() (Info, error) {
 			return Info{}, err
 		}
 		info.LocalPort, info.RemotePort = base, base+2
-		c, err := openChannel(cfg.Listen, base, info, cfg.LatchGrace, m.bufSize)
+		c, err := openChannel(cfg.Listen, base, info, cfg.LatchGrace, m.bufSize, cfg.Steered)
 		if err != nil {
 			pool.put(base)
 			if isAddrInUse(err) {
@@ -513,6 +554,7 @@ func (m *Manager) Totals() Totals {
 		t.Stats.add(c.stats.snapshot())
 	}
 	m.mu.Unlock()
+	t.Stats.Dropped[DropNoChannel] += m.unrouted.Load()
 	return t
 }
 

@@ -44,7 +44,7 @@ type shield struct {
 // worker, holding c.mu for reading.
 func (c *Channel) noteForeign(in *side) {
 	in.shield.foreign++
-	if in.shield.up || in.shield.foreign < shieldAfter || c.worker == nil || !c.worker.m.shieldsWork.Load() {
+	if in.fd < 0 || in.shield.up || in.shield.foreign < shieldAfter || c.worker == nil || !c.worker.m.shieldsWork.Load() {
 		return
 	}
 	src := in.latched.Load()

@@ -41,11 +41,14 @@ const (
 	// port's in-kernel source filter while the port was under a flood
 	// (shield.go); counted by the kernel, credited every scan.
 	DropForeignSourceKernel
+	// DropNoChannel: a steered datagram for a port of the range that no
+	// channel holds (counted relay-wide only; see steered.go).
+	DropNoChannel
 	numDropReasons
 )
 
 var dropReasonNames = [numDropReasons]string{
-	"peer_not_latched", "foreign_source", "rate_limited", "oversize", "send_error", "foreign_source_kernel",
+	"peer_not_latched", "foreign_source", "rate_limited", "oversize", "send_error", "foreign_source_kernel", "no_channel",
 }
 
 func (r DropReason) String() string { return dropReasonNames[r] }

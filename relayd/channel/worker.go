@@ -31,6 +31,8 @@ type worker struct {
 
 	probe atomic.Bool   // Check is waiting for this worker
 	pong  chan struct{} // the worker's answer to a probe (capacity 1)
+
+	steered *steeredIO // steered mode's socket and raw sender; nil otherwise
 }
 
 func newWorker(m *Manager) (*worker, error) {
@@ -38,22 +40,44 @@ func newWorker(m *Manager) (*worker, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &worker{
+	w := &worker{
 		m: m, poller: p, log: m.log,
 		b:      batches{recv: kernel.NewRecvBatch(batchSize, MaxDatagram+1), send: kernel.NewSendBatch(batchSize)},
 		events: make([]kernel.Event, 128),
 		done:   make(chan struct{}),
 		pong:   make(chan struct{}, 1),
-	}, nil
+	}
+	if m.cfg.Steered {
+		if w.steered, err = openSteeredIO(m.cfg.Listen); err == nil {
+			err = p.Add(w.steered.fd, steerToken)
+		}
+		if err != nil {
+			w.close()
+			return nil, err
+		}
+	}
+	return w, nil
+}
+
+// close releases the worker's poller and steered sockets.
+func (w *worker) close() {
+	w.poller.Close()
+	if w.steered != nil {
+		w.steered.close()
+	}
 }
 
 // token identifies a port to the poller: its number, and its socket so a
 // late event for a closed socket is recognised.
 func token(port int, fd int) uint64 { return uint64(uint32(port)) | uint64(uint32(fd))<<32 }
 
-// add registers the channel's sockets with this worker.
+// add registers the channel's sockets with this worker (a steered channel
+// has none).
 func (w *worker) add(c *Channel) error {
 	for _, s := range c.sides() {
+		if s.fd < 0 {
+			continue
+		}
 		if err := w.poller.Add(s.fd, token(s.port, s.fd)); err != nil {
 			return err
 		}
@@ -86,6 +110,10 @@ func (w *worker) run(stop *atomic.Bool) {
 					default:
 					}
 				}
+				continue
+			}
+			if ev.Token == steerToken {
+				w.serveSteered()
 				continue
 			}
 			w.serve(ev.Token)

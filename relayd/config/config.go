@@ -93,7 +93,14 @@ type Channel struct {
 	// the host allows it), "nftables" (required: refuse to start without
 	// it) or "off".
 	FastPath string `json:"fast_path,omitempty"`
+	// Sockets is how relay ports are received: "per_port" (a socket per
+	// port, the default) or "steered" (one socket per worker for the whole
+	// range, through a BPF sk_lookup program; needs a restart to change).
+	Sockets string `json:"sockets,omitempty"`
 }
+
+// Steered reports whether the relay ports are steered to a few sockets.
+func (c Channel) Steered() bool { return c.Sockets == "steered" }
 
 // Service is one XMPP service the relay registers with.
 type Service struct {
@@ -321,6 +328,18 @@ func (c *Config) Validate() error {
 	case "", "auto", "nftables", "off":
 	default:
 		bad("channel.fast_path", "%q is not auto, nftables or off", c.Channel.FastPath)
+	}
+	switch c.Channel.Sockets {
+	case "", "per_port":
+	case "steered":
+		if a, err := netip.ParseAddr(c.ListenAddress); err == nil && !a.Unmap().Is4() {
+			bad("channel.sockets", "steered needs an IPv4 listen_address, not %s", a)
+		}
+		if c.Channel.FastPath == "nftables" {
+			bad("channel.sockets", "steered cannot be combined with fast_path nftables (it needs a socket per port)")
+		}
+	default:
+		bad("channel.sockets", "%q is not per_port or steered", c.Channel.Sockets)
 	}
 	for key, v := range map[string]int64{"limits.daily_quota_mb": c.Limits.DailyQuotaMB, "limits.monthly_quota_mb": c.Limits.MonthlyQuotaMB} {
 		if v < 0 || v > 1_000_000_000 {

@@ -103,6 +103,7 @@ func New(ctx context.Context, cfg config.Config, opt Options) (*Daemon, error) {
 		Listen: d.listen, PortMin: cfg.Ports.Min, PortMax: cfg.Ports.Max,
 		Expire: cfg.Channel.Expire(), LatchGrace: cfg.Channel.LatchGrace(), MaxKbps: cfg.Channel.MaxKbps, TotalKbps: cfg.Limits.TotalKbps,
 		FastPath: channel.FastPathMode(cfg.Channel.FastPath),
+		Steered:  cfg.Channel.Steered(),
 		Logger:   log.With("part", "dataplane"),
 		OnEnd:    func(e channel.End) { d.svc.ChannelEnded(context.WithoutCancel(ctx), e) },
 	})
@@ -158,6 +159,9 @@ func (d *Daemon) Apply(ctx context.Context, cfg config.Config) error {
 	old := d.Config()
 	if cfg.ListenAddress != old.ListenAddress {
 		return fmt.Errorf("listen_address: changing it needs a restart of relayd")
+	}
+	if cfg.Channel.Steered() != old.Channel.Steered() {
+		return fmt.Errorf("channel.sockets: changing it needs a restart of relayd")
 	}
 	if err := d.apply(cfg, old); err != nil {
 		d.log.Warn("new configuration failed, restoring the previous one", "err", err)

@@ -13,7 +13,7 @@ var (
 	directions = [...]string{"local_to_remote", "remote_to_local"}
 
 	// Names of channel.DropReason, then kernel for channel.Stats.KernelDrops.
-	dropReasons = [...]string{"peer_not_latched", "foreign_source", "rate_limited", "oversize", "send_error", "foreign_source_kernel", "kernel"}
+	dropReasons = [...]string{"peer_not_latched", "foreign_source", "rate_limited", "oversize", "send_error", "foreign_source_kernel", "no_channel", "kernel"}
 
 	// XMPP error conditions a <channel/> request is refused with.
 	refusalReasons = [...]string{"resource_constraint", "forbidden", "bad_request", "feature_not_implemented",

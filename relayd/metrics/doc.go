@@ -54,7 +54,8 @@
 //	direction  local_to_remote, remote_to_local
 //	reason     (dropped packets) peer_not_latched, foreign_source,
 //	           rate_limited, oversize, send_error, foreign_source_kernel,
-//	           kernel, other
+//	           no_channel (steered ports: a port no channel holds), kernel,
+//	           other
 //	result     granted, resource_constraint, forbidden, bad_request,
 //	           feature_not_implemented, service_unavailable, internal, other
 //	reason     (allocation failures) resource_constraint, service_unavailable,

@@ -58,7 +58,7 @@ type DataPlane struct {
 
 	// Dropped counts datagrams not forwarded, by reason: peer_not_latched,
 	// foreign_source, rate_limited, oversize, send_error,
-	// foreign_source_kernel, kernel (the
+	// foreign_source_kernel, no_channel, kernel (the
 	// names of channel.DropReason, plus kernel for channel.Stats.KernelDrops).
 	// Other keys are summed into reason="other".
 	Dropped map[string]uint64

@@ -143,7 +143,7 @@ func TestScrape(t *testing.T) {
 			"direction=local_to_remote": 16000, "direction=remote_to_local": 14400}},
 		"relayd_dropped_packets_total": {C, map[string]float64{
 			"reason=peer_not_latched": 3, "reason=foreign_source": 5, "reason=rate_limited": 0,
-			"reason=oversize": 0, "reason=send_error": 0, "reason=foreign_source_kernel": 0, "reason=kernel": 2, "reason=other": 5}},
+			"reason=oversize": 0, "reason=send_error": 0, "reason=foreign_source_kernel": 0, "reason=no_channel": 0, "reason=kernel": 2, "reason=other": 5}},
 		"relayd_relatched_total": {C, map[string]float64{"": 1}},
 		"relayd_channel_requests_total": {C, map[string]float64{
 			"result=granted": 12, "result=resource_constraint": 2, "result=forbidden": 3, "result=bad_request": 0,

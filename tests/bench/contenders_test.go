@@ -61,13 +61,21 @@ var relaydFastC = &contender{key: "relayd-fastpath", name: "relayd fast path (nf
 		return r, nil
 	}}
 
-// startDpbench runs cmd/dpbench with n channels and the given fast path
-// mode on the relay core.
-func startDpbench(ctx context.Context, e *env, n int, fastPath string) (*relay, error) {
+// relaydSteeredC is relayd's data plane with steered ports: one socket
+// for the whole range (BPF sk_lookup) and a raw socket to send, so its
+// channels hold no file descriptors.
+var relaydSteeredC = &contender{key: "relayd-steered", name: "relayd steered ports", exact: true, fdFree: true,
+	start: func(ctx context.Context, _ testing.TB, e *env, n int) (*relay, error) {
+		return startDpbench(ctx, e, n, "off", "-sockets", "steered")
+	}}
+
+// startDpbench runs cmd/dpbench with n channels, the given fast path mode
+// and any further flags on the relay core.
+func startDpbench(ctx context.Context, e *env, n int, fastPath string, more ...string) (*relay, error) {
 	ports := filepath.Join(e.dir, "dpbench-ports")
-	p, err := startProc(ctx, relayCore, e.topo.nsR, []string{"GOMAXPROCS=1"}, e.dpbench,
-		"-listen", relayAddr, "-port-min", strconv.Itoa(relayPortMin), "-port-max", strconv.Itoa(relayPortMax),
-		"-channels", strconv.Itoa(n), "-ports", ports, "-fast-path", fastPath)
+	args := append([]string{"-listen", relayAddr, "-port-min", strconv.Itoa(relayPortMin), "-port-max", strconv.Itoa(relayPortMax),
+		"-channels", strconv.Itoa(n), "-ports", ports, "-fast-path", fastPath}, more...)
+	p, err := startProc(ctx, relayCore, e.topo.nsR, []string{"GOMAXPROCS=1"}, e.dpbench, args...)
 	if err != nil {
 		return nil, err
 	}

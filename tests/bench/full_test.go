@@ -194,8 +194,8 @@ func (r *fullRun) stepChannels(f *figures, size int) {
 	}
 	lastClean, firstDirty := 0, 0
 	for _, n := range channelSteps {
-		if n > r.e.maxChannels {
-			lim.stopped = fmt.Sprintf("every step clean up to the file descriptor limit (%d channels)", r.e.maxChannels)
+		if n > r.e.maxChannelsOf(f.c) {
+			lim.stopped = fmt.Sprintf("every step clean up to the file descriptor limit (%d channels)", r.e.maxChannelsOf(f.c))
 			return
 		}
 		st, ok := r.confirm(f, try, n)
@@ -289,7 +289,7 @@ func (r *fullRun) halfMax(f *figures) {
 // the file descriptor limit is lower, the largest count it allows replaces
 // 10k.
 func (r *fullRun) memory(f *figures) {
-	for i, n := range []int{0, 1000, r.e.maxChannels} {
+	for i, n := range []int{0, 1000, r.e.maxChannelsOf(f.c)} {
 		if n == 0 {
 			// Idle: a relay with no channel, after it settled.
 			if f.skipped != "" || !r.inBudget() {
@@ -407,11 +407,18 @@ func (r *fullRun) table(took time.Duration) string {
 		if f.c == baseline {
 			return ""
 		}
-		return fmt.Sprintf("%s / %s / %s", mb(f.rss[0]), mb(f.rss[1]), mb(f.rss[2]))
+		cell := fmt.Sprintf("%s / %s / %s", mb(f.rss[0]), mb(f.rss[1]), mb(f.rss[2]))
+		if n := r.e.maxChannelsOf(f.c); n != r.e.maxChannels {
+			cell += fmt.Sprintf(" (last: %s ch)", thousands(float64(n)))
+		}
+		return cell
 	})
 	row(fmt.Sprintf("channel allocations per second (%s ch)", thousands(float64(r.e.maxChannels))), func(f *figures) string {
 		if f.allocs == 0 {
 			return ""
+		}
+		if n := r.e.maxChannelsOf(f.c); n != r.e.maxChannels {
+			return fmt.Sprintf("%s (%s ch)", thousands(f.allocs), thousands(float64(n)))
 		}
 		return thousands(f.allocs)
 	})

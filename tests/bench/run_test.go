@@ -219,6 +219,18 @@ type contender struct {
 	// available, when set, says why the contender cannot run here ("" if
 	// it can).
 	available func() string
+	// fdFree: its channels hold no file descriptors, so the open-file
+	// limit does not cap its channel count (relayd with steered ports).
+	fdFree bool
+}
+
+// maxChannels is how many channels c may hold here: 10,000, or what the
+// open-file limit allows for a relay with sockets per port.
+func (e *env) maxChannelsOf(c *contender) int {
+	if c.fdFree {
+		return 10000
+	}
+	return e.maxChannels
 }
 
 // spec is one measurement.

@@ -38,7 +38,7 @@ func TestRelay(t *testing.T) {
 	for _, kind := range []string{"prosody", "ejabberd"} {
 		modes := []string{"userspace"}
 		if kind == "prosody" {
-			modes = append(modes, "fastpath")
+			modes = append(modes, "fastpath", "steered")
 		}
 		t.Run(kind, func(t *testing.T) { relaySuite(t, kind, modes) })
 	}
@@ -75,7 +75,10 @@ type world struct {
 	// fastPath runs relayd with channel.fast_path "nftables" (and
 	// forwarding on in its namespace, which the fast path needs).
 	fastPath bool
-	rd       *harness.Relayd // the relayd started last
+	// steered runs relayd with channel.sockets "steered": one socket per
+	// worker for the whole port range (BPF sk_lookup), a raw socket to send.
+	steered bool
+	rd      *harness.Relayd // the relayd started last
 }
 
 func relaySuite(t *testing.T, kind string, modes []string) {
@@ -84,7 +87,7 @@ func relaySuite(t *testing.T, kind string, modes []string) {
 	lan := harness.NewLAN(t, "jn"+kind[:1], "relay", "caller", "callee", "evil")
 	srv := startServer(ctx, t, kind, lan.NS("relay"), map[string]string{user: password})
 	for _, mode := range modes {
-		w := &world{lan: lan, srv: srv, req: srv.Requester(user, password), fastPath: mode == "fastpath"}
+		w := &world{lan: lan, srv: srv, req: srv.Requester(user, password), fastPath: mode == "fastpath", steered: mode == "steered"}
 		t.Run(mode, func(t *testing.T) {
 			if w.fastPath {
 				w.forwarding(t, true)
@@ -139,6 +142,9 @@ func (w *world) relayConfig() config.Config {
 	c.Channel.FastPath = "off"
 	if w.fastPath {
 		c.Channel.FastPath = "nftables" // relayd refuses to start without it
+	}
+	if w.steered {
+		c.Channel.Sockets = "steered" // relayd refuses to start if it cannot steer
 	}
 	c.XMPP = []config.Service{{Name: w.srv.Kind, Type: "component", Server: w.srv.Component.String(),
 		Domain: w.srv.ComponentDomain, Secret: w.srv.Secret}}
@@ -550,12 +556,16 @@ func (w *world) testIntruder(t *testing.T) {
 	end := channelEnd(ctx, t, rd, c.id)
 	// Each attacked port drops the first datagrams in userspace, then
 	// raises its in-kernel source filter (the shield), whose drops the
-	// kernel counts: together they are every attack datagram.
+	// kernel counts: together they are every attack datagram. Steered
+	// ports share sockets, so there is no shield: userspace drops them all.
 	user, kern := end.Int("dropped_foreign_source"), end.Int("dropped_foreign_source_kernel")
 	if user+kern != 3*attack {
 		t.Errorf("dropped_foreign_source %d + dropped_foreign_source_kernel %d, want %d", user, kern, 3*attack)
 	}
-	if kern == 0 {
+	if w.steered && kern != 0 {
+		t.Errorf("%d attack datagrams dropped by a shield on steered ports", kern)
+	}
+	if !w.steered && kern == 0 {
 		t.Errorf("no attack datagram was dropped in the kernel (userspace drops %d): the shield never went up", user)
 	}
 	if end.Int("relatched") != 0 {

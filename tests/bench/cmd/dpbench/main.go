@@ -35,20 +35,21 @@ func main() {
 	ports := flag.String("ports", "", "file to write the channels' ports to (one \"local remote\" line each)")
 	expire := flag.Duration("expire", time.Hour, "channel inactivity timeout (long: benchmark channels must not expire between steps)")
 	fastPath := flag.String("fast-path", "off", "in-kernel fast path: off, auto or nftables (needs root and net.ipv4.ip_forward=1)")
+	sockets := flag.String("sockets", "per_port", "per_port, or steered (one socket per worker through BPF sk_lookup; needs root)")
 	flag.Parse()
-	if err := run(*listen, *portMin, *portMax, *channels, *ports, *expire, channel.FastPathMode(*fastPath)); err != nil {
+	if err := run(*listen, *portMin, *portMax, *channels, *ports, *expire, channel.FastPathMode(*fastPath), *sockets == "steered"); err != nil {
 		fmt.Fprintln(os.Stderr, "dpbench:", err)
 		os.Exit(1)
 	}
 }
 
-func run(listen string, portMin, portMax, channels int, portsFile string, expire time.Duration, fastPath channel.FastPathMode) error {
+func run(listen string, portMin, portMax, channels int, portsFile string, expire time.Duration, fastPath channel.FastPathMode, steered bool) error {
 	addr, err := netip.ParseAddr(listen)
 	if err != nil {
 		return fmt.Errorf("-listen: %w", err)
 	}
 	m, err := channel.New(channel.Config{Listen: addr, PortMin: portMin, PortMax: portMax,
-		Expire: expire, LatchGrace: 5 * time.Second, FastPath: fastPath,
+		Expire: expire, LatchGrace: 5 * time.Second, FastPath: fastPath, Steered: steered,
 		// Warnings (a fast path leg that stays in userspace) on stderr.
 		Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))})
 	if err != nil {

@@ -1,0 +1,124 @@
+package channel
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// newSteeredManager is newTestManager in steered mode, skipped where the
+// host cannot steer (not root, no BPF).
+func newSteeredManager(t *testing.T, mod func(*Config)) (*Manager, chan End) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("steered ports need root (CAP_BPF, CAP_NET_ADMIN, CAP_NET_RAW)")
+	}
+	ends := make(chan End, 256)
+	cfg := Config{Listen: loopback, PortMin: 26600, PortMax: 26999, Steered: true,
+		Expire: time.Minute, LatchGrace: 5 * time.Second, OnEnd: func(e End) { ends <- e }}
+	if mod != nil {
+		mod(&cfg)
+	}
+	m, err := New(cfg)
+	if errors.Is(err, unix.ENOSYS) || errors.Is(err, unix.EPERM) {
+		t.Skipf("steering unavailable here: %v", err)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(m.Close)
+	return m, ends
+}
+
+// openFDs counts this process's open file descriptors.
+func openFDs(t *testing.T) int {
+	t.Helper()
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(ents)
+}
+
+// TestSteeredRelay runs a call through steered ports: both legs both
+// ways from the relay's own ports, foreign sources and unallocated ports
+// dropped and counted, and channels that cost no file descriptors.
+func TestSteeredRelay(t *testing.T) {
+	m, ends := newSteeredManager(t, nil)
+	before := openFDs(t)
+	info, a, b, ac, bc := call(t, m) // latches both legs; checks the source ports
+	p := info.LocalPort
+	for i := range 20 {
+		a.send(p, fmt.Appendf(nil, "a-%d", i))
+		b.expect(fmt.Appendf(nil, "a-%d", i), p+2)
+		b.send(p+2, fmt.Appendf(nil, "b-%d", i))
+		a.expect(fmt.Appendf(nil, "b-%d", i), p)
+		ac.send(p+1, fmt.Appendf(nil, "ac-%d", i))
+		bc.expect(fmt.Appendf(nil, "ac-%d", i), p+3)
+	}
+	intruder := newParty(t)
+	intruder.send(p, []byte("evil"))
+	a.send(p, []byte("marker"))
+	b.expect([]byte("marker"), p+2)
+	s := liveStats(t, m, info.ID)
+	// Forwarded: RTP and RTCP 20 each plus the marker one way; the two
+	// latching replies (b1, bc1) plus 20 RTP the other.
+	if s.Packets[LocalToRemote] != 2*20+1 || s.Packets[RemoteToLocal] != 2+20 {
+		t.Errorf("packets %v, want [%d %d]", s.Packets, 2*20+1, 2+20)
+	}
+	if s.Dropped[DropForeignSource] != 1 {
+		t.Errorf("foreign drops %d, want 1", s.Dropped[DropForeignSource])
+	}
+
+	// A port of the range that no channel holds.
+	free := 26998
+	if free >= p && free < p+4 {
+		free = 26600
+	}
+	intruder.send(free, []byte("nobody"))
+	deadline := time.Now().Add(5 * time.Second)
+	for m.Totals().Stats.Dropped[DropNoChannel] != 1 {
+		if time.Now().After(deadline) {
+			t.Fatalf("datagram to unallocated port %d not counted (no_channel %d)", free, m.Totals().Stats.Dropped[DropNoChannel])
+		}
+		time.Sleep(time.Millisecond)
+	}
+
+	// Many more channels, no more descriptors.
+	for range 50 {
+		if _, err := m.Allocate(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := openFDs(t); got > before+8 { // the test's own parties
+		t.Errorf("%d descriptors open after 51 channels, %d before", got, before)
+	}
+	if !m.Kill(info.ID) {
+		t.Fatal("kill")
+	}
+	if e := <-ends; e.Stats.Packets[LocalToRemote] != s.Packets[LocalToRemote] {
+		t.Errorf("end reports %v", e.Stats.Packets)
+	}
+}
+
+// TestSteeredRangeChange: after a new port range, channels of the old one
+// keep relaying and new ones come from the new range.
+func TestSteeredRangeChange(t *testing.T) {
+	m, _ := newSteeredManager(t, func(c *Config) { c.PortMin, c.PortMax = 26600, 26607 })
+	info, a, b, _, _ := call(t, m)
+	if err := m.Reconfigure(Settings{PortMin: 26700, PortMax: 26707, Expire: time.Minute, LatchGrace: time.Second}); err != nil {
+		t.Fatal(err)
+	}
+	a.send(info.LocalPort, []byte("old-range"))
+	b.expect([]byte("old-range"), info.LocalPort+2)
+	info2, a2, b2, _, _ := call(t, m)
+	if info2.LocalPort < 26700 || info2.LocalPort > 26704 {
+		t.Fatalf("new channel at %d, outside the new range", info2.LocalPort)
+	}
+	a2.send(info2.LocalPort, []byte("new-range"))
+	b2.expect([]byte("new-range"), info2.LocalPort+2)
+}
