@@ -51,6 +51,9 @@ func TestExampleFileIsValid(t *testing.T) {
 func TestErrorsNameTheKey(t *testing.T) {
 	cases := []struct{ doc, want string }{
 		{`{"channel": {"drain_seconds": -1}, ` + minimal[1:], "channel.drain_seconds: -1 is outside 0-3600"},
+		{`{"channel": {"sockets": "shared"}, ` + minimal[1:], `channel.sockets: "shared" is not per_port or steered`},
+		{`{"channel": {"sockets": "steered"}, "listen_address": "::", ` + minimal[1:], "channel.sockets: steered needs an IPv4 listen_address, not ::"},
+		{`{"channel": {"sockets": "steered", "fast_path": "nftables"}, ` + minimal[1:], "channel.sockets: steered cannot be combined with fast_path nftables"},
 		{`{"limits": {"monthly_quota_mb": -5}, ` + minimal[1:], "limits.monthly_quota_mb: -5 is outside"},
 		{`{"limits": {"daily_quota_gb": 5}, ` + minimal[1:], `unknown key "daily_quota_gb"`},
 		{`{"ports": {"min": 40001, "max": 40003}, ` + minimal[1:], "ports: 40001-40003 holds no channel"},
