@@ -77,6 +77,16 @@ func NewSteering(listen netip.Addr, min, max, n int) (*Steering, error) {
 	return s, nil
 }
 
+// SteeringAvailable reports why this process cannot steer ports (nil if
+// it can): it attaches a program for one port of 127.0.0.1 and removes it.
+func SteeringAvailable() error {
+	s, err := NewSteering(netip.MustParseAddr("127.0.0.1"), 1, 1, 1)
+	if err != nil {
+		return err
+	}
+	return s.Close()
+}
+
 // SetSocket makes fd (an unconnected UDP socket of the same family, bound
 // anywhere) receive the ports steered to slot i.
 func (s *Steering) SetSocket(i, fd int) error {

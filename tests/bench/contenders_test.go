@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/netip"
 	"os"
@@ -12,6 +13,10 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/jnrelay/jnrelay/kernel"
 )
 
 // Relay port range of every contender, inside the relay namespace: 40,000
@@ -67,6 +72,12 @@ var relaydFastC = &contender{key: "relayd-fastpath", name: "relayd fast path (nf
 var relaydSteeredC = &contender{key: "relayd-steered", name: "relayd steered ports", exact: true, fdFree: true,
 	start: func(ctx context.Context, _ testing.TB, e *env, n int) (*relay, error) {
 		return startDpbench(ctx, e, n, "off", "-sockets", "steered")
+	},
+	available: func() string {
+		if err := kernel.SteeringAvailable(); errors.Is(err, unix.ENOSYS) || errors.Is(err, unix.EPERM) {
+			return fmt.Sprintf("steered ports unavailable on this host (BPF sk_lookup): %v", err)
+		}
+		return ""
 	}}
 
 // startDpbench runs cmd/dpbench with n channels, the given fast path mode

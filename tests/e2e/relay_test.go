@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -15,6 +16,9 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
+	"github.com/jnrelay/jnrelay/kernel"
 	"github.com/jnrelay/jnrelay/relayd/config"
 	"github.com/jnrelay/jnrelay/tests/harness"
 )
@@ -89,6 +93,11 @@ func relaySuite(t *testing.T, kind string, modes []string) {
 	for _, mode := range modes {
 		w := &world{lan: lan, srv: srv, req: srv.Requester(user, password), fastPath: mode == "fastpath", steered: mode == "steered"}
 		t.Run(mode, func(t *testing.T) {
+			if w.steered {
+				if err := kernel.SteeringAvailable(); errors.Is(err, unix.ENOSYS) || errors.Is(err, unix.EPERM) {
+					t.Skipf("steered ports unavailable on this host (BPF sk_lookup): %v", err)
+				}
+			}
 			if w.fastPath {
 				w.forwarding(t, true)
 				defer w.forwarding(t, false)
