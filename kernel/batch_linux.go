@@ -49,7 +49,9 @@ func (b *RecvBatch) Size() int { return len(b.msgs) }
 // bytes, for the ancillary data a socket option asks for (EnableOrigDst,
 // IP_PKTINFO); Control reads it back. It returns b.
 func (b *RecvBatch) WithControl(size int) *RecvBatch {
-	// uint64 backing keeps every buffer aligned for the cmsghdr casts.
+	// uint64 backing aligns every buffer as cmsghdrs are laid out, for
+	// parsers that cast them (unix.ParseSocketControlMessage);
+	// ParseOrigDst itself reads bytes.
 	per := (size + 7) / 8
 	backing := make([]uint64, len(b.msgs)*per)
 	b.oobs = make([][]byte, len(b.msgs))

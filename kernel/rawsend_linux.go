@@ -66,10 +66,11 @@ func (b *RawSendBatch) Len() int { return b.n }
 // for media). It reports false when the batch is full or an address is not
 // IPv4 (or the payload is too large for one IPv4 datagram).
 func (b *RawSendBatch) Add(src, dst netip.AddrPort, tos uint8, payload []byte) bool {
-	if b.n == len(b.msgs) || !src.Addr().Unmap().Is4() || !dst.Addr().Unmap().Is4() || len(payload) > 65535-udpIPv4Header {
+	sa, da := src.Addr().Unmap(), dst.Addr().Unmap()
+	if b.n == len(b.msgs) || !sa.Is4() || !da.Is4() || len(payload) > 65535-udpIPv4Header {
 		return false
 	}
-	s4, d4 := src.Addr().Unmap().As4(), dst.Addr().Unmap().As4()
+	s4, d4 := sa.As4(), da.As4()
 	h := &b.hdrs[b.n]
 	total := udpIPv4Header + len(payload)
 	h[0], h[1] = 0x45, tos // IPv4, 20-byte header

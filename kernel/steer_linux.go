@@ -77,6 +77,14 @@ func NewSteering(listen netip.Addr, min, max, n int) (*Steering, error) {
 	return s, nil
 }
 
+// SteeringUnsupported reports whether err (from NewSteering or
+// SteeringAvailable) means this host or process cannot steer at all: no
+// bpf(2) or sk_lookup (ENOSYS), or not the privilege (EPERM). Any other
+// error is a fault of the caller or of this package.
+func SteeringUnsupported(err error) bool {
+	return errors.Is(err, unix.ENOSYS) || errors.Is(err, unix.EPERM)
+}
+
 // SteeringAvailable reports why this process cannot steer ports (nil if
 // it can): it attaches a program for one port of 127.0.0.1 and removes it.
 func SteeringAvailable() error {

@@ -1,7 +1,6 @@
 package kernel
 
 import (
-	"errors"
 	"net/netip"
 	"os"
 	"testing"
@@ -24,7 +23,7 @@ func TestSteering(t *testing.T) {
 		t.Skip("needs root (CAP_BPF and CAP_NET_ADMIN) to attach an sk_lookup program")
 	}
 	s, err := NewSteering(netip.MustParseAddr("127.0.0.1"), steerMin, steerMax, 2)
-	if errors.Is(err, unix.ENOSYS) || errors.Is(err, unix.EPERM) {
+	if SteeringUnsupported(err) {
 		t.Skipf("sk_lookup unavailable here (Linux ≥ 5.9 with BPF): %v", err)
 	}
 	if err != nil {

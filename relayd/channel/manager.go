@@ -106,6 +106,9 @@ type Manager struct {
 	draining bool
 }
 
+// errSteeredFastPath refuses the nftables fast path with steered ports.
+var errSteeredFastPath = errors.New("the nftables fast path needs a socket per port: it cannot be combined with steered ports")
+
 // New validates cfg and returns a Manager with no channels.
 func New(cfg Config) (*Manager, error) {
 	pool, err := newPortPool(cfg.PortMin, cfg.PortMax)
@@ -132,13 +135,13 @@ func New(cfg Config) (*Manager, error) {
 			return nil, fmt.Errorf("steered relay ports need an IPv4 listen address, not %s", cfg.Listen)
 		}
 		if cfg.FastPath == FastPathNftables {
-			return nil, errors.New("the nftables fast path needs a socket per port: it cannot be combined with steered ports")
+			return nil, errSteeredFastPath
 		}
 		cfg.Listen = cfg.Listen.Unmap()
 		cfg.FastPath = FastPathOff
 	}
 	m := &Manager{cfg: cfg, pool: pool, log: cfg.Logger, channels: make(map[string]*Channel), closing: make(chan struct{}),
-		ports: newPortTable(pool.first, pool.first+pool.size()*portsPerChannel-1), bufSize: kernel.BufferSizeFor(pool.size() * portsPerChannel)}
+		ports: newPortTable(pool.first, pool.last()), bufSize: kernel.BufferSizeFor(pool.size() * portsPerChannel)}
 	if !cfg.Steered {
 		checkFileLimit(pool.size()*portsPerChannel, m.log)
 	}
@@ -154,7 +157,7 @@ func New(cfg Config) (*Manager, error) {
 		go w.run(&m.stop)
 	}
 	if cfg.Steered {
-		if err := m.steer(pool.first, pool.first+pool.size()*portsPerChannel-1); err != nil {
+		if err := m.steer(pool.first, pool.last()); err != nil {
 			m.stopWorkers()
 			return nil, fmt.Errorf("steered relay ports: %w", err)
 		}
@@ -236,9 +239,9 @@ func (m *Manager) Reconfigure(s Settings) error {
 		if pool, err = newPortPool(s.PortMin, s.PortMax); err != nil {
 			return err
 		}
-		m.ports.cover(pool.first, pool.first+pool.size()*portsPerChannel-1)
+		m.ports.cover(pool.first, pool.last())
 		if m.cfg.Steered {
-			if err := m.steer(pool.first, pool.first+pool.size()*portsPerChannel-1); err != nil {
+			if err := m.steer(pool.first, pool.last()); err != nil {
 				return fmt.Errorf("steer the new port range: %w", err)
 			}
 		} else {
@@ -250,7 +253,7 @@ func (m *Manager) Reconfigure(s Settings) error {
 	}
 	if m.cfg.Steered {
 		if s.FastPath == FastPathNftables {
-			return errors.New("the nftables fast path needs a socket per port: it cannot be combined with steered ports")
+			return errSteeredFastPath
 		}
 		s.FastPath = FastPathOff
 	}

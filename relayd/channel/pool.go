@@ -36,6 +36,9 @@ func newPortPool(min, max int) (*portPool, error) {
 // size is the number of blocks (channels) the pool can hold.
 func (p *portPool) size() int { return len(p.used) }
 
+// last is the last port of the last block.
+func (p *portPool) last() int { return p.first + p.size()*portsPerChannel - 1 }
+
 // take reserves a random free block and returns its first port, skipping
 // blocks for which skip returns true (ports found busy by the caller).
 func (p *portPool) take(skip map[int]bool) (int, error) {

@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/jnrelay/jnrelay/kernel"
 )
 
 // newSteeredManager is newTestManager in steered mode, skipped where the
@@ -26,7 +28,7 @@ func newSteeredManager(t *testing.T, mod func(*Config)) (*Manager, chan End) {
 	m, err := New(cfg)
 	// qemu-user (make test-cross) translates neither bpf(2) nor
 	// IP_RECVORIGDSTADDR.
-	if errors.Is(err, unix.ENOSYS) || errors.Is(err, unix.EPERM) ||
+	if kernel.SteeringUnsupported(err) ||
 		(errors.Is(err, unix.ENOPROTOOPT) && os.Getenv("JNRELAY_QEMU_USER") == "1") {
 		t.Skipf("steering unavailable here: %v", err)
 	}

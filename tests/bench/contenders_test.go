@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"net/netip"
 	"os"
@@ -13,8 +12,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"golang.org/x/sys/unix"
 
 	"github.com/jnrelay/jnrelay/kernel"
 )
@@ -74,7 +71,7 @@ var relaydSteeredC = &contender{key: "relayd-steered", name: "relayd steered por
 		return startDpbench(ctx, e, n, "off", "-sockets", "steered")
 	},
 	available: func() string {
-		if err := kernel.SteeringAvailable(); errors.Is(err, unix.ENOSYS) || errors.Is(err, unix.EPERM) {
+		if err := kernel.SteeringAvailable(); kernel.SteeringUnsupported(err) {
 			return fmt.Sprintf("steered ports unavailable on this host (BPF sk_lookup): %v", err)
 		}
 		return ""

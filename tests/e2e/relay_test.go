@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -15,8 +14,6 @@ import (
 	"syscall"
 	"testing"
 	"time"
-
-	"golang.org/x/sys/unix"
 
 	"github.com/jnrelay/jnrelay/kernel"
 	"github.com/jnrelay/jnrelay/relayd/config"
@@ -94,7 +91,7 @@ func relaySuite(t *testing.T, kind string, modes []string) {
 		w := &world{lan: lan, srv: srv, req: srv.Requester(user, password), fastPath: mode == "fastpath", steered: mode == "steered"}
 		t.Run(mode, func(t *testing.T) {
 			if w.steered {
-				if err := kernel.SteeringAvailable(); errors.Is(err, unix.ENOSYS) || errors.Is(err, unix.EPERM) {
+				if err := kernel.SteeringAvailable(); kernel.SteeringUnsupported(err) {
 					t.Skipf("steered ports unavailable on this host (BPF sk_lookup): %v", err)
 				}
 			}
