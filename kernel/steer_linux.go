@@ -6,10 +6,11 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
-	"runtime"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/jnrelay/jnrelay/kernel/internal/ebpf"
 )
 
 // Steering hands every UDP datagram addressed to a range of local ports to
@@ -56,11 +57,11 @@ func NewSteering(listen netip.Addr, min, max, n int) (*Steering, error) {
 	}
 	s := &Steering{sockmap: -1, prog: -1, link: -1, n: n}
 	var err error
-	if s.sockmap, err = bpfMapCreate(unix.BPF_MAP_TYPE_SOCKMAP, 4, 8, n); err != nil {
+	if s.sockmap, err = ebpf.MapCreate(unix.BPF_MAP_TYPE_SOCKMAP, 4, 8, n, 0); err != nil {
 		return nil, fmt.Errorf("steering: create socket map: %w", err)
 	}
 	insns := steeringProgram(listen.Unmap(), min, max, n, s.sockmap)
-	if s.prog, err = bpfProgLoad(unix.BPF_PROG_TYPE_SK_LOOKUP, unix.BPF_SK_LOOKUP, insns); err != nil {
+	if s.prog, err = ebpf.ProgLoad(unix.BPF_PROG_TYPE_SK_LOOKUP, unix.BPF_SK_LOOKUP, "jnrelay_steer", insns); err != nil {
 		s.Close()
 		return nil, fmt.Errorf("steering: load sk_lookup program: %w", err)
 	}
@@ -70,7 +71,7 @@ func NewSteering(listen netip.Addr, min, max, n int) (*Steering, error) {
 		return nil, fmt.Errorf("steering: %w", err)
 	}
 	defer netns.Close()
-	if s.link, err = bpfLinkCreate(s.prog, int(netns.Fd()), unix.BPF_SK_LOOKUP); err != nil {
+	if s.link, err = ebpf.LinkCreate(s.prog, int(netns.Fd()), unix.BPF_SK_LOOKUP, 0); err != nil {
 		s.Close()
 		return nil, fmt.Errorf("steering: attach to the network namespace: %w", err)
 	}
@@ -101,16 +102,11 @@ func (s *Steering) SetSocket(i, fd int) error {
 	if i < 0 || i >= s.n {
 		return fmt.Errorf("steering: slot %d outside 0-%d", i, s.n-1)
 	}
-	key, val := uint32(i), uint64(fd)
-	attr := struct {
-		fd         uint32
-		_          uint32
-		key, value uint64
-		flags      uint64
-	}{fd: uint32(s.sockmap), key: uint64(uintptr(unsafe.Pointer(&key))), value: uint64(uintptr(unsafe.Pointer(&val)))}
-	_, err := bpfCall(unix.BPF_MAP_UPDATE_ELEM, unsafe.Pointer(&attr), unsafe.Sizeof(attr))
-	runtime.KeepAlive(&key) // referenced only through attr's integers
-	runtime.KeepAlive(&val)
+	var key [4]byte
+	var val [8]byte
+	binary.NativeEndian.PutUint32(key[:], uint32(i))
+	binary.NativeEndian.PutUint64(val[:], uint64(fd))
+	err := ebpf.MapUpdate(s.sockmap, key[:], val[:], unix.BPF_ANY)
 	if err != nil {
 		return fmt.Errorf("steering: put socket fd %d in slot %d: %w", fd, i, err)
 	}
@@ -172,44 +168,6 @@ func ParseOrigDst(oob []byte) (netip.AddrPort, bool) {
 	return netip.AddrPort{}, false
 }
 
-// bpfInsn is struct bpf_insn.
-type bpfInsn struct {
-	code uint8
-	regs uint8 // dst_reg and src_reg, 4 bits each, in the host's bit-field order
-	off  int16
-	imm  int32
-}
-
-func insn(code uint8, dst, src uint8, off int16, imm int32) bpfInsn {
-	regs := dst | src<<4
-	if bigEndian {
-		regs = dst<<4 | src
-	}
-	return bpfInsn{code: code, regs: regs, off: off, imm: imm}
-}
-
-var bigEndian = func() bool {
-	x := uint16(1)
-	return (*[2]byte)(unsafe.Pointer(&x))[0] == 0
-}()
-
-// eBPF opcodes used by the program.
-const (
-	opMovReg   = 0xbf // BPF_ALU64 | BPF_MOV | BPF_X
-	opMovImm   = 0xb7 // BPF_ALU64 | BPF_MOV | BPF_K
-	opAddImm   = 0x07 // BPF_ALU64 | BPF_ADD | BPF_K
-	opMod32Imm = 0x94 // BPF_ALU | BPF_MOD | BPF_K
-	opLdxW     = 0x61 // BPF_LDX | BPF_MEM | BPF_W
-	opStxW     = 0x63 // BPF_STX | BPF_MEM | BPF_W
-	opLdImm64  = 0x18 // BPF_LD | BPF_DW | BPF_IMM (two instructions)
-	opJeqImm   = 0x15 // BPF_JMP | BPF_JEQ | BPF_K
-	opJneImm   = 0x55 // BPF_JMP | BPF_JNE | BPF_K
-	opJgtImm   = 0x25 // BPF_JMP | BPF_JGT | BPF_K
-	opJltImm   = 0xa5 // BPF_JMP | BPF_JLT | BPF_K
-	opCall     = 0x85 // BPF_JMP | BPF_CALL
-	opExit     = 0x95 // BPF_JMP | BPF_EXIT
-)
-
 // steeringProgram is, in C:
 //
 //	if (ctx->protocol != IPPROTO_UDP) return SK_PASS;
@@ -222,115 +180,49 @@ const (
 //
 // SK_PASS with an assigned socket delivers to it; without one, the
 // ordinary lookup goes on.
-func steeringProgram(listen netip.Addr, min, max, n, sockmap int) []bpfInsn {
-	var p []bpfInsn
+func steeringProgram(listen netip.Addr, min, max, n, sockmap int) []ebpf.Insn {
+	var p []ebpf.Insn
 	var toPass []int // jumps to patch to the final "return SK_PASS"
 	jump := func(op uint8, dst uint8, imm int32) {
 		toPass = append(toPass, len(p))
-		p = append(p, insn(op, dst, 0, 0, imm))
+		p = append(p, ebpf.I(op, dst, 0, 0, imm))
 	}
-	p = append(p, insn(opMovReg, 6, 1, 0, 0)) // r6 = ctx
-	p = append(p, insn(opLdxW, 2, 6, skLookupProtocol, 0))
-	jump(opJneImm, 2, unix.IPPROTO_UDP)
+	p = append(p, ebpf.I(ebpf.OpMovReg, 6, 1, 0, 0)) // r6 = ctx
+	p = append(p, ebpf.I(ebpf.OpLdxW, 2, 6, skLookupProtocol, 0))
+	jump(ebpf.OpJneImm, 2, unix.IPPROTO_UDP)
 	if !listen.IsUnspecified() {
 		a := listen.As4()
-		p = append(p, insn(opLdxW, 2, 6, skLookupLocalIP4, 0))
+		p = append(p, ebpf.I(ebpf.OpLdxW, 2, 6, skLookupLocalIP4, 0))
 		// The field holds the address's bytes in network order; loaded as
 		// a host-order word they read as this.
-		jump(opJneImm, 2, int32(binary.NativeEndian.Uint32(a[:])))
+		jump(ebpf.OpJneImm, 2, int32(binary.NativeEndian.Uint32(a[:])))
 	}
-	p = append(p, insn(opLdxW, 2, 6, skLookupLocalPrt, 0))
-	jump(opJltImm, 2, int32(min))
-	jump(opJgtImm, 2, int32(max))
+	p = append(p, ebpf.I(ebpf.OpLdxW, 2, 6, skLookupLocalPrt, 0))
+	jump(ebpf.OpJltImm, 2, int32(min))
+	jump(ebpf.OpJgtImm, 2, int32(max))
 	p = append(p,
-		insn(opMod32Imm, 2, 0, 0, int32(n)),
-		insn(opStxW, 10, 2, -4, 0), // key on the stack
-		insn(opLdImm64, 1, unix.BPF_PSEUDO_MAP_FD, 0, int32(sockmap)),
-		insn(0, 0, 0, 0, 0),
-		insn(opMovReg, 2, 10, 0, 0),
-		insn(opAddImm, 2, 0, 0, -4),
-		insn(opCall, 0, 0, 0, helperMapLookupElem),
+		ebpf.I(ebpf.OpMod32Imm, 2, 0, 0, int32(n)),
+		ebpf.I(ebpf.OpStxW, 10, 2, -4, 0), // key on the stack
+		ebpf.I(ebpf.OpLdImm64, 1, unix.BPF_PSEUDO_MAP_FD, 0, int32(sockmap)),
+		ebpf.Insn{},
+		ebpf.I(ebpf.OpMovReg, 2, 10, 0, 0),
+		ebpf.I(ebpf.OpAddImm, 2, 0, 0, -4),
+		ebpf.I(ebpf.OpCall, 0, 0, 0, helperMapLookupElem),
 	)
-	jump(opJeqImm, 0, 0)
+	jump(ebpf.OpJeqImm, 0, 0)
 	p = append(p,
-		insn(opMovReg, 7, 0, 0, 0), // r7 = sk
-		insn(opMovReg, 1, 6, 0, 0),
-		insn(opMovReg, 2, 7, 0, 0),
-		insn(opMovImm, 3, 0, 0, 0),
-		insn(opCall, 0, 0, 0, helperSkAssign),
-		insn(opMovReg, 1, 7, 0, 0),
-		insn(opCall, 0, 0, 0, helperSkRelease),
+		ebpf.I(ebpf.OpMovReg, 7, 0, 0, 0), // r7 = sk
+		ebpf.I(ebpf.OpMovReg, 1, 6, 0, 0),
+		ebpf.I(ebpf.OpMovReg, 2, 7, 0, 0),
+		ebpf.I(ebpf.OpMovImm, 3, 0, 0, 0),
+		ebpf.I(ebpf.OpCall, 0, 0, 0, helperSkAssign),
+		ebpf.I(ebpf.OpMovReg, 1, 7, 0, 0),
+		ebpf.I(ebpf.OpCall, 0, 0, 0, helperSkRelease),
 	)
 	pass := len(p)
-	p = append(p, insn(opMovImm, 0, 0, 0, skPass), insn(opExit, 0, 0, 0, 0))
+	p = append(p, ebpf.I(ebpf.OpMovImm, 0, 0, 0, skPass), ebpf.I(ebpf.OpExit, 0, 0, 0, 0))
 	for _, j := range toPass {
-		p[j].off = int16(pass - j - 1)
+		p[j].Off = int16(pass - j - 1)
 	}
 	return p
-}
-
-// bpfCall is the bpf(2) system call.
-func bpfCall(cmd int, attr unsafe.Pointer, size uintptr) (int, error) {
-	r, _, errno := unix.Syscall(unix.SYS_BPF, uintptr(cmd), uintptr(attr), size)
-	if errno != 0 {
-		return -1, errno
-	}
-	return int(r), nil
-}
-
-func bpfMapCreate(typ, keySize, valueSize, entries int) (int, error) {
-	attr := struct {
-		mapType, keySize, valueSize, maxEntries, mapFlags uint32
-		_                                                 [108]byte
-	}{mapType: uint32(typ), keySize: uint32(keySize), valueSize: uint32(valueSize), maxEntries: uint32(entries)}
-	return bpfCall(unix.BPF_MAP_CREATE, unsafe.Pointer(&attr), unsafe.Sizeof(attr))
-}
-
-func bpfProgLoad(typ, attachType int, insns []bpfInsn) (int, error) {
-	license := []byte("GPL\x00")
-	logBuf := make([]byte, 64<<10)
-	attr := struct {
-		progType, insnCnt   uint32
-		insns, license      uint64
-		logLevel, logSize   uint32
-		logBuf              uint64
-		kernVersion, flags  uint32
-		name                [16]byte
-		ifindex, attachType uint32
-		_                   [64]byte
-	}{
-		progType: uint32(typ), insnCnt: uint32(len(insns)),
-		insns:    uint64(uintptr(unsafe.Pointer(&insns[0]))),
-		license:  uint64(uintptr(unsafe.Pointer(&license[0]))),
-		logLevel: 1, logSize: uint32(len(logBuf)), logBuf: uint64(uintptr(unsafe.Pointer(&logBuf[0]))),
-		attachType: uint32(attachType),
-	}
-	copy(attr.name[:], "jnrelay_steer")
-	fd, err := bpfCall(unix.BPF_PROG_LOAD, unsafe.Pointer(&attr), unsafe.Sizeof(attr))
-	runtime.KeepAlive(license) // referenced only through attr's integers
-	runtime.KeepAlive(insns)
-	if err != nil {
-		if n := indexNUL(logBuf); n > 0 {
-			return -1, fmt.Errorf("%w: verifier: %s", err, logBuf[:n])
-		}
-		return -1, err
-	}
-	return fd, nil
-}
-
-func bpfLinkCreate(prog, target, attachType int) (int, error) {
-	attr := struct {
-		progFd, targetFd, attachType, flags uint32
-		_                                   [48]byte
-	}{progFd: uint32(prog), targetFd: uint32(target), attachType: uint32(attachType)}
-	return bpfCall(unix.BPF_LINK_CREATE, unsafe.Pointer(&attr), unsafe.Sizeof(attr))
-}
-
-func indexNUL(b []byte) int {
-	for i, c := range b {
-		if c == 0 {
-			return i
-		}
-	}
-	return len(b)
 }

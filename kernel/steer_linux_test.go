@@ -8,6 +8,8 @@ import (
 	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/jnrelay/jnrelay/kernel/internal/ebpf"
 )
 
 // The steered range is on 127.0.0.1 only and below the ephemeral ports, so
@@ -106,16 +108,16 @@ func TestSteering(t *testing.T) {
 
 func TestSteeringProgramShape(t *testing.T) {
 	p := steeringProgram(netip.MustParseAddr("10.0.0.1"), 20000, 29999, 4, 3)
-	if last := p[len(p)-1]; last.code != opExit {
-		t.Fatalf("program ends with opcode %#x, not exit", last.code)
+	if last := p[len(p)-1]; last.Code != ebpf.OpExit {
+		t.Fatalf("program ends with opcode %#x, not exit", last.Code)
 	}
 	// Every jump lands on the final "r0 = SK_PASS".
 	pass := len(p) - 2
 	for i, in := range p {
-		switch in.code {
-		case opJeqImm, opJneImm, opJgtImm, opJltImm:
-			if i+1+int(in.off) != pass {
-				t.Errorf("jump at %d lands on %d, want %d", i, i+1+int(in.off), pass)
+		switch in.Code {
+		case ebpf.OpJeqImm, ebpf.OpJneImm, ebpf.OpJgtImm, ebpf.OpJltImm:
+			if i+1+int(in.Off) != pass {
+				t.Errorf("jump at %d lands on %d, want %d", i, i+1+int(in.Off), pass)
 			}
 		}
 	}

@@ -1,0 +1,394 @@
+package tcfwd
+
+import (
+	"encoding/binary"
+	"net/netip"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/jnrelay/jnrelay/kernel/internal/ebpf"
+)
+
+// Layout of a flow's map entry. The key is the datagram's own bytes, so
+// it needs no byte-order conversion: the peer's address (IPv4 header
+// offset 12) and the UDP ports word (source then destination, UDP header
+// offset 0).
+const (
+	keySize = 8
+
+	valSrc     = 0  // __be32: the relay's address toward the other peer
+	valDst     = 4  // __be32: the other peer's address
+	valPorts   = 8  // __be16 relay port, __be16 peer port: the new UDP ports word
+	valPackets = 16 // __u64, atomically added by the program
+	valBytes   = 24 // __u64: UDP payload bytes
+	valueSize  = 32
+)
+
+// Offsets in the frame (Ethernet, then a 20-byte IPv4 header, then UDP)
+// and in struct __sk_buff and struct bpf_fib_lookup
+// (include/uapi/linux/bpf.h).
+const (
+	ethProto  = 12
+	ipStart   = 14
+	ipVerIHL  = ipStart + 0
+	ipTotLen  = ipStart + 2
+	ipFrag    = ipStart + 6
+	ipProto   = ipStart + 9
+	ipCsum    = ipStart + 10
+	ipSaddr   = ipStart + 12
+	ipDaddr   = ipStart + 16
+	udpStart  = ipStart + 20
+	udpLen    = udpStart + 4
+	udpCsum   = udpStart + 6
+	headerEnd = udpStart + 8
+
+	skbLen            = 0
+	skbIngressIfindex = 36
+	skbData           = 76
+	skbDataEnd        = 80
+	skbGsoSegs        = 164
+
+	fibSize      = 64
+	fibFamily    = 0
+	fibL4Proto   = 1
+	fibSport     = 2
+	fibDport     = 4
+	fibTotLen    = 6
+	fibIfindex   = 8
+	fibIPv4Src   = 16
+	fibIPv4Dst   = 32
+	fibSmac      = 52
+	fibDmac      = 58
+	maxFrameSize = headerEnd + maxPayload
+)
+
+// Stack frame (offsets from r10).
+const (
+	stFib      = -80 // struct bpf_fib_lookup, 64 bytes
+	stKey      = -16 // the flow key: peer address, ports word
+	stOldDaddr = -8  // the datagram's destination address before the rewrite
+	stScratch  = -4  // a local-address key, then the payload length
+)
+
+// Helpers and flags (include/uapi/linux/bpf.h).
+const (
+	helperMapLookupElem = 1
+	helperSkbStoreBytes = 9
+	helperL3CsumReplace = 10
+	helperL4CsumReplace = 11
+	helperRedirect      = 23
+	helperFibLookup     = 69
+	helperRedirectNeigh = 152
+
+	fibSuccess = 0 // BPF_FIB_LKUP_RET_SUCCESS
+	fibNoNeigh = 7 // BPF_FIB_LKUP_RET_NO_NEIGH
+
+	fPseudoHdr    = 1 << 4 // BPF_F_PSEUDO_HDR
+	fMarkMangled0 = 1 << 5 // BPF_F_MARK_MANGLED_0
+
+	actUnspec = -1 // TC_ACT_UNSPEC, TCX_NEXT: the next program or the stack decides
+)
+
+// asm is a tiny assembler: instructions plus forward jumps to labels.
+type asm struct {
+	p      []ebpf.Insn
+	fixups map[string][]int
+	labels map[string]int
+}
+
+func (a *asm) emit(in ...ebpf.Insn) { a.p = append(a.p, in...) }
+
+// jump emits a conditional (or, with op OpJa, unconditional) jump to label.
+func (a *asm) jump(op uint8, dst, src uint8, imm int32, label string) {
+	a.fixups[label] = append(a.fixups[label], len(a.p))
+	a.emit(ebpf.I(op, dst, src, 0, imm))
+}
+
+func (a *asm) label(name string) { a.labels[name] = len(a.p) }
+
+func (a *asm) done() []ebpf.Insn {
+	for name, at := range a.fixups {
+		target, ok := a.labels[name]
+		if !ok {
+			panic("tcfwd: undefined label " + name)
+		}
+		for _, i := range at {
+			a.p[i].Off = int16(target - i - 1)
+		}
+	}
+	return a.p
+}
+
+// net16 and net32 are a network-order field as the program's load of it
+// reads: the loads are in host order.
+func net16(v uint16) int32 {
+	var b [2]byte
+	binary.BigEndian.PutUint16(b[:], v)
+	return int32(binary.NativeEndian.Uint16(b[:]))
+}
+
+func net32(a netip.Addr) int32 {
+	b := a.As4()
+	return int32(binary.NativeEndian.Uint32(b[:]))
+}
+
+// ALU opcodes only this program needs.
+const (
+	opXor32Imm = 0xa4 // BPF_ALU | BPF_XOR | BPF_K: a 32-bit not with imm -1
+	opMov32Reg = 0xbc // BPF_ALU | BPF_MOV | BPF_X: zero-extends
+	opRshImm   = 0x77 // BPF_ALU64 | BPF_RSH | BPF_K
+	opAddReg   = ebpf.OpAddReg
+	opToBE     = 0xdc // BPF_ALU | BPF_END | BPF_TO_BE: host <-> network order
+)
+
+// fold emits r = the 32-bit one's complement fold of the 64-bit sum in r
+// (scratch: rt), as the kernel's csum_add carries.
+func (a *asm) fold(r, rt uint8) {
+	for range 2 {
+		a.emit(
+			ebpf.I(ebpf.OpMovReg, rt, r, 0, 0),
+			ebpf.I(opRshImm, rt, 0, 0, 32),
+			ebpf.I(opMov32Reg, r, r, 0, 0),
+			ebpf.I(opAddReg, r, rt, 0, 0),
+		)
+	}
+}
+
+// program is the forwarder, attached to the ingress of Ethernet
+// interfaces. In C:
+//
+//	if (skb->gso_segs > 1 || skb->len > maxFrameSize) return NEXT;
+//	eth, ip, udp = headers, bounds-checked; not IPv4 with a 20-byte
+//	  header, UDP, unfragmented: return NEXT;
+//	if (ip->daddr is not the relay's (listen, or in locals)) return NEXT;
+//	if (udp->len < 8 || udp->len > 8+maxPayload || udp->len > ip->tot_len-20) return NEXT;
+//	v = lookup(flows, {ip->saddr, udp->ports}); if (!v) return NEXT;
+//	fib = {AF_INET, UDP, new ports, tot_len, skb->ingress_ifindex, v->src, v->dst};
+//	r = bpf_fib_lookup(skb, &fib, 64, 0);
+//	if (r != SUCCESS && r != NO_NEIGH) return NEXT;
+//	if (!lookup(devs, fib.ifindex)) return NEXT;  // not an Ethernet device of ours
+//	v->packets += 1; v->bytes += payload;          // atomic
+//	rewrite addresses and ports with incremental checksums;
+//	if (r == NO_NEIGH) return bpf_redirect_neigh(fib.ifindex, NULL, 0, 0);
+//	MAC addresses from fib; return bpf_redirect(fib.ifindex, 0); // egress
+//
+// Everything it declines takes the ordinary path to relayd's socket,
+// which relays it (or drops and counts it) in userspace: the kernel path
+// is an accelerator, never the only way.
+func program(listen netip.Addr, flows, locals, devs int) []ebpf.Insn {
+	a := &asm{fixups: map[string][]int{}, labels: map[string]int{}}
+	const next = "next"
+	I := ebpf.I
+	a.emit(
+		I(ebpf.OpMovReg, 6, 1, 0, 0), // r6 = skb
+		I(ebpf.OpLdxW, 2, 6, skbGsoSegs, 0),
+	)
+	a.jump(ebpf.OpJgtImm, 2, 0, 1, next)
+	a.emit(I(ebpf.OpLdxW, 2, 6, skbLen, 0))
+	a.jump(ebpf.OpJgtImm, 2, 0, maxFrameSize, next)
+	a.emit(
+		I(ebpf.OpLdxW, 7, 6, skbData, 0), // r7 = data
+		I(ebpf.OpLdxW, 8, 6, skbDataEnd, 0),
+		I(ebpf.OpMovReg, 2, 7, 0, 0),
+		I(ebpf.OpAddImm, 2, 0, 0, headerEnd),
+	)
+	a.jump(ebpf.OpJgtReg, 2, 8, 0, next)
+	a.emit(I(ebpf.OpLdxH, 2, 7, ethProto, 0))
+	a.jump(ebpf.OpJneImm, 2, 0, net16(unix.ETH_P_IP), next)
+	a.emit(I(ebpf.OpLdxB, 2, 7, ipVerIHL, 0))
+	a.jump(ebpf.OpJneImm, 2, 0, 0x45, next)
+	a.emit(I(ebpf.OpLdxB, 2, 7, ipProto, 0))
+	a.jump(ebpf.OpJneImm, 2, 0, unix.IPPROTO_UDP, next)
+	a.emit(
+		I(ebpf.OpLdxH, 2, 7, ipFrag, 0),
+		I(ebpf.OpAndImm, 2, 0, 0, net16(0x3fff)), // MF and the fragment offset
+	)
+	a.jump(ebpf.OpJneImm, 2, 0, 0, next)
+	a.emit(
+		I(ebpf.OpLdxW, 2, 7, ipDaddr, 0),
+		I(ebpf.OpStxW, 10, 2, stOldDaddr, 0),
+	)
+	if listen.IsValid() && !listen.IsUnspecified() {
+		a.jump(ebpf.OpJneImm, 2, 0, net32(listen), next)
+	} else {
+		// Bound to every address: the host's own only, never a datagram
+		// routed through it to someone else's port.
+		a.emit(I(ebpf.OpStxW, 10, 2, stScratch, 0))
+		m := ebpf.LoadMapFD(1, locals)
+		a.emit(m[:]...)
+		a.emit(
+			I(ebpf.OpMovReg, 2, 10, 0, 0),
+			I(ebpf.OpAddImm, 2, 0, 0, stScratch),
+			I(ebpf.OpCall, 0, 0, 0, helperMapLookupElem),
+		)
+		a.jump(ebpf.OpJeqImm, 0, 0, 0, next)
+	}
+	// Lengths: the payload must fit relayd's limit (larger ones go to the
+	// socket, which drops and counts them) and the IP datagram.
+	a.emit(
+		I(ebpf.OpLdxH, 2, 7, udpLen, 0),
+		I(opToBE, 2, 0, 0, 16),
+	)
+	a.jump(ebpf.OpJltImm, 2, 0, 8, next)
+	a.jump(ebpf.OpJgtImm, 2, 0, 8+maxPayload, next)
+	a.emit(
+		I(ebpf.OpLdxH, 3, 7, ipTotLen, 0),
+		I(opToBE, 3, 0, 0, 16),
+		I(ebpf.OpSubImm, 3, 0, 0, 20),
+	)
+	a.jump(ebpf.OpJgtReg, 2, 3, 0, next)
+	a.emit(
+		I(ebpf.OpSubImm, 2, 0, 0, 8),
+		I(ebpf.OpStxW, 10, 2, stScratch, 0), // payload length
+		// The key, straight from the headers.
+		I(ebpf.OpLdxW, 2, 7, ipSaddr, 0),
+		I(ebpf.OpStxW, 10, 2, stKey, 0),
+		I(ebpf.OpLdxW, 2, 7, udpStart, 0),
+		I(ebpf.OpStxW, 10, 2, stKey+4, 0),
+	)
+	m := ebpf.LoadMapFD(1, flows)
+	a.emit(m[:]...)
+	a.emit(
+		I(ebpf.OpMovReg, 2, 10, 0, 0),
+		I(ebpf.OpAddImm, 2, 0, 0, stKey),
+		I(ebpf.OpCall, 0, 0, 0, helperMapLookupElem),
+	)
+	a.jump(ebpf.OpJeqImm, 0, 0, 0, next)
+	a.emit(I(ebpf.OpMovReg, 9, 0, 0, 0)) // r9 = the flow's entry
+	// Where does the rewritten datagram go? The kernel's routing and
+	// neighbour tables say: output device and both MAC addresses.
+	for off := int16(0); off < fibSize; off += 8 {
+		a.emit(I(ebpf.OpStDW, 10, 0, stFib+off, 0))
+	}
+	a.emit(
+		I(ebpf.OpStB, 10, 0, stFib+fibFamily, unix.AF_INET),
+		I(ebpf.OpStB, 10, 0, stFib+fibL4Proto, unix.IPPROTO_UDP),
+		I(ebpf.OpLdxH, 2, 9, valPorts, 0),
+		I(ebpf.OpStxH, 10, 2, stFib+fibSport, 0),
+		I(ebpf.OpLdxH, 2, 9, valPorts+2, 0),
+		I(ebpf.OpStxH, 10, 2, stFib+fibDport, 0),
+		I(ebpf.OpLdxH, 2, 7, ipTotLen, 0),
+		I(opToBE, 2, 0, 0, 16),
+		I(ebpf.OpStxH, 10, 2, stFib+fibTotLen, 0),
+		I(ebpf.OpLdxW, 2, 6, skbIngressIfindex, 0),
+		I(ebpf.OpStxW, 10, 2, stFib+fibIfindex, 0),
+		I(ebpf.OpLdxW, 2, 9, valSrc, 0),
+		I(ebpf.OpStxW, 10, 2, stFib+fibIPv4Src, 0),
+		I(ebpf.OpLdxW, 2, 9, valDst, 0),
+		I(ebpf.OpStxW, 10, 2, stFib+fibIPv4Dst, 0),
+		I(ebpf.OpMovReg, 1, 6, 0, 0),
+		I(ebpf.OpMovReg, 2, 10, 0, 0),
+		I(ebpf.OpAddImm, 2, 0, 0, stFib),
+		I(ebpf.OpMovImm, 3, 0, 0, fibSize),
+		I(ebpf.OpMovImm, 4, 0, 0, 0),
+		I(ebpf.OpCall, 0, 0, 0, helperFibLookup),
+	)
+	// r8 (the packet's end, no longer needed) says whether the MAC
+	// addresses are known: 0, or 1 when the next hop has no neighbour
+	// entry yet and the kernel resolves it (bpf_redirect_neigh queues the
+	// datagram meanwhile, as the stack would).
+	a.emit(I(ebpf.OpMovImm, 8, 0, 0, 0))
+	a.jump(ebpf.OpJeqImm, 0, 0, fibSuccess, "routed")
+	a.jump(ebpf.OpJneImm, 0, 0, fibNoNeigh, next) // no route, forwarding off, MTU, ...
+	a.emit(I(ebpf.OpMovImm, 8, 0, 0, 1))
+	a.label("routed")
+	m = ebpf.LoadMapFD(1, devs)
+	a.emit(m[:]...)
+	a.emit(
+		I(ebpf.OpMovReg, 2, 10, 0, 0),
+		I(ebpf.OpAddImm, 2, 0, 0, stFib+fibIfindex),
+		I(ebpf.OpCall, 0, 0, 0, helperMapLookupElem),
+	)
+	a.jump(ebpf.OpJeqImm, 0, 0, 0, next)
+	// Committed: count it.
+	a.emit(
+		I(ebpf.OpMovImm, 2, 0, 0, 1),
+		I(ebpf.OpXaddDW, 9, 2, valPackets, 0),
+		I(ebpf.OpLdxW, 2, 10, stScratch, 0),
+		I(ebpf.OpXaddDW, 9, 2, valBytes, 0),
+		// The addresses' checksum difference, for the IP header and the
+		// UDP pseudo-header: ~old saddr + ~old daddr + new saddr + new daddr.
+		I(ebpf.OpLdxW, 2, 10, stKey, 0),
+		I(opXor32Imm, 2, 0, 0, -1),
+		I(ebpf.OpLdxW, 3, 10, stOldDaddr, 0),
+		I(opXor32Imm, 3, 0, 0, -1),
+		I(opAddReg, 2, 3, 0, 0),
+		I(ebpf.OpLdxW, 3, 9, valSrc, 0),
+		I(opAddReg, 2, 3, 0, 0),
+		I(ebpf.OpLdxW, 3, 9, valDst, 0),
+		I(opAddReg, 2, 3, 0, 0),
+	)
+	a.fold(2, 3)
+	a.emit(
+		I(ebpf.OpMovReg, 7, 2, 0, 0), // r7 = address diff (packet pointers die with the first rewrite)
+		I(ebpf.OpMovReg, 1, 6, 0, 0),
+		I(ebpf.OpMovImm, 2, 0, 0, ipCsum),
+		I(ebpf.OpMovImm, 3, 0, 0, 0),
+		I(ebpf.OpMovReg, 4, 7, 0, 0),
+		I(ebpf.OpMovImm, 5, 0, 0, 0), // size 0: r4 is a difference
+		I(ebpf.OpCall, 0, 0, 0, helperL3CsumReplace),
+		I(ebpf.OpMovReg, 1, 6, 0, 0),
+		I(ebpf.OpMovImm, 2, 0, 0, udpCsum),
+		I(ebpf.OpMovImm, 3, 0, 0, 0),
+		I(ebpf.OpMovReg, 4, 7, 0, 0),
+		I(ebpf.OpMovImm, 5, 0, 0, fPseudoHdr|fMarkMangled0),
+		I(ebpf.OpCall, 0, 0, 0, helperL4CsumReplace),
+		// The ports' difference, for the UDP checksum alone.
+		I(ebpf.OpLdxW, 4, 10, stKey+4, 0),
+		I(opXor32Imm, 4, 0, 0, -1),
+		I(ebpf.OpLdxW, 3, 9, valPorts, 0),
+		I(opAddReg, 4, 3, 0, 0),
+	)
+	a.fold(4, 3)
+	a.emit(
+		I(ebpf.OpMovReg, 1, 6, 0, 0),
+		I(ebpf.OpMovImm, 2, 0, 0, udpCsum),
+		I(ebpf.OpMovImm, 3, 0, 0, 0),
+		I(ebpf.OpMovImm, 5, 0, 0, fMarkMangled0),
+		I(ebpf.OpCall, 0, 0, 0, helperL4CsumReplace),
+		// Addresses and ports: 12 bytes from the IPv4 source address on,
+		// as the entry holds them.
+		I(ebpf.OpMovReg, 1, 6, 0, 0),
+		I(ebpf.OpMovImm, 2, 0, 0, ipSaddr),
+		I(ebpf.OpMovReg, 3, 9, 0, 0),
+		I(ebpf.OpMovImm, 4, 0, 0, 12),
+		I(ebpf.OpMovImm, 5, 0, 0, 0),
+		I(ebpf.OpCall, 0, 0, 0, helperSkbStoreBytes),
+	)
+	a.jump(ebpf.OpJneImm, 8, 0, 0, "resolve")
+	a.emit(
+		I(ebpf.OpMovReg, 1, 6, 0, 0),
+		I(ebpf.OpMovImm, 2, 0, 0, 0),
+		I(ebpf.OpMovReg, 3, 10, 0, 0),
+		I(ebpf.OpAddImm, 3, 0, 0, stFib+fibDmac),
+		I(ebpf.OpMovImm, 4, 0, 0, 6),
+		I(ebpf.OpMovImm, 5, 0, 0, 0),
+		I(ebpf.OpCall, 0, 0, 0, helperSkbStoreBytes),
+		I(ebpf.OpMovReg, 1, 6, 0, 0),
+		I(ebpf.OpMovImm, 2, 0, 0, 6),
+		I(ebpf.OpMovReg, 3, 10, 0, 0),
+		I(ebpf.OpAddImm, 3, 0, 0, stFib+fibSmac),
+		I(ebpf.OpMovImm, 4, 0, 0, 6),
+		I(ebpf.OpMovImm, 5, 0, 0, 0),
+		I(ebpf.OpCall, 0, 0, 0, helperSkbStoreBytes),
+		I(ebpf.OpLdxW, 1, 10, stFib+fibIfindex, 0),
+		I(ebpf.OpMovImm, 2, 0, 0, 0), // to the device's egress
+		I(ebpf.OpCall, 0, 0, 0, helperRedirect),
+		I(ebpf.OpExit, 0, 0, 0, 0),
+	)
+	a.label("resolve")
+	a.emit(
+		I(ebpf.OpLdxW, 1, 10, stFib+fibIfindex, 0),
+		I(ebpf.OpMovImm, 2, 0, 0, 0), // no next hop given: the kernel routes
+		I(ebpf.OpMovImm, 3, 0, 0, 0),
+		I(ebpf.OpMovImm, 4, 0, 0, 0),
+		I(ebpf.OpCall, 0, 0, 0, helperRedirectNeigh),
+		I(ebpf.OpExit, 0, 0, 0, 0),
+	)
+	a.label(next)
+	a.emit(
+		I(ebpf.OpMovImm, 0, 0, 0, actUnspec),
+		I(ebpf.OpExit, 0, 0, 0, 0),
+	)
+	return a.done()
+}
