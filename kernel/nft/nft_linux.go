@@ -388,5 +388,5 @@ func (t *Table) Close() error {
 	return nil
 }
 
-// Name is the table's name.
-func (t *Table) Name() string { return t.table.Name }
+// Name names the table for logs.
+func (t *Table) Name() string { return "nftables table " + t.table.Name }

@@ -42,14 +42,15 @@ type Counter struct {
 	Bytes   uint64 // UDP payload bytes, as userspace counts them
 }
 
-// UnavailableError says why the fast path cannot run on this host.
+// UnavailableError says why a fast path (this one or kernel/tcfwd's)
+// cannot run on this host.
 type UnavailableError struct {
 	Reason string // short and stable: "no_cap_net_admin", "no_nf_tables", "ip_forward_off", "table_busy"
 	Err    error
 }
 
 func (e *UnavailableError) Error() string {
-	return fmt.Sprintf("nftables fast path unavailable (%s): %v", e.Reason, e.Err)
+	return fmt.Sprintf("fast path unavailable (%s): %v", e.Reason, e.Err)
 }
 
 func (e *UnavailableError) Unwrap() error { return e.Err }

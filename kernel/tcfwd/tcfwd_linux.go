@@ -20,12 +20,13 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"net"
 	"net/netip"
 	"os"
 	"strings"
 	"sync"
 
-	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netlink/nl"
 	"golang.org/x/sys/unix"
 
 	"github.com/jnrelay/jnrelay/kernel/internal/ebpf"
@@ -157,11 +158,11 @@ func Open(cfg Config) (*Forwarder, error) {
 // tcxAvailable tells TCX links from their absence by trying one on the
 // loopback device (which the program is never left on).
 func tcxAvailable(prog int) bool {
-	lo, err := netlink.LinkByName("lo")
+	lo, err := net.InterfaceByName("lo")
 	if err != nil {
 		return false
 	}
-	l, err := ebpf.LinkCreate(prog, lo.Attrs().Index, unix.BPF_TCX_INGRESS, 0)
+	l, err := ebpf.LinkCreate(prog, lo.Index, unix.BPF_TCX_INGRESS, 0)
 	if err != nil {
 		return false
 	}
@@ -209,23 +210,24 @@ func (f *Forwarder) Sync() error {
 }
 
 func (f *Forwarder) syncLocked() error {
-	links, err := netlink.LinkList()
+	// The standard library's interface list: the netlink library's link
+	// parsers would cost small boards a quarter of a MiB of flash.
+	ifs, err := net.Interfaces()
 	if err != nil {
 		return fmt.Errorf("list interfaces: %w", err)
 	}
 	seen := map[int]bool{}
 	var errs []error
-	for _, l := range links {
-		a := l.Attrs()
-		if a.EncapType != "ether" {
+	for _, ifc := range ifs {
+		if !isEthernet(ifc) {
 			continue // the program parses Ethernet frames only
 		}
-		seen[a.Index] = true
-		if _, ok := f.attached[a.Index]; ok {
+		seen[ifc.Index] = true
+		if _, ok := f.attached[ifc.Index]; ok {
 			continue
 		}
-		if err := f.attach(a.Index); err != nil {
-			errs = append(errs, fmt.Errorf("attach to %s: %w", a.Name, err))
+		if err := f.attach(ifc.Index); err != nil {
+			errs = append(errs, fmt.Errorf("attach to %s: %w", ifc.Name, err))
 			continue
 		}
 	}
@@ -247,6 +249,17 @@ func (f *Forwarder) syncLocked() error {
 	return nil
 }
 
+// isEthernet reports whether the interface's frames carry an Ethernet
+// header (Ethernet, Wi-Fi, bridges, VLANs, veth, tap: a 6-byte hardware
+// address), not PPP, WireGuard, tun or loopback. (sysfs's type file would
+// say it exactly, but /sys shows the namespace it was mounted in, not the
+// caller's.) A device that passes and carries another header anyway
+// fails the program's EtherType check: its datagrams take the ordinary
+// path.
+func isEthernet(ifc net.Interface) bool {
+	return len(ifc.HardwareAddr) == 6 && ifc.Flags&(net.FlagLoopback|net.FlagPointToPoint) == 0
+}
+
 func u32(v uint32) []byte {
 	b := make([]byte, 4)
 	binary.NativeEndian.PutUint32(b, v)
@@ -266,32 +279,71 @@ func (f *Forwarder) attach(ifindex int) error {
 		f.attached[ifindex] = l
 		return nil
 	}
-	if err := netlink.QdiscReplace(&netlink.GenericQdisc{QdiscType: "clsact", QdiscAttrs: netlink.QdiscAttrs{
-		LinkIndex: ifindex, Handle: netlink.MakeHandle(0xffff, 0), Parent: netlink.HANDLE_CLSACT}}); err != nil {
+	if err := tcRequest(unix.RTM_NEWQDISC, unix.NLM_F_CREATE|unix.NLM_F_REPLACE, &nl.TcMsg{Ifindex: int32(ifindex),
+		Handle: tcHandle(0xffff, 0), Parent: tcHandleClsact}, "clsact", nil); err != nil {
 		return fmt.Errorf("clsact qdisc: %w", err)
 	}
-	if err := netlink.FilterReplace(f.filter(ifindex)); err != nil {
+	if err := f.filterRequest(unix.RTM_NEWTFILTER, unix.NLM_F_CREATE|unix.NLM_F_REPLACE, ifindex); err != nil {
 		return fmt.Errorf("clsact filter: %w", err)
 	}
 	f.attached[ifindex] = -1
 	return nil
 }
 
-func (f *Forwarder) filter(ifindex int) *netlink.BpfFilter {
-	return &netlink.BpfFilter{FilterAttrs: netlink.FilterAttrs{LinkIndex: ifindex, Parent: netlink.HANDLE_MIN_INGRESS,
-		Handle: clsactHandle, Priority: clsactPriority, Protocol: unix.ETH_P_IP},
-		Fd: f.prog, Name: "jnrelay_fwd", DirectAction: true}
+// Constants of include/uapi/linux/pkt_sched.h and pkt_cls.h.
+const (
+	tcHandleClsact    = 0xfffffff1 // TC_H_CLSACT
+	tcHandleIngress   = 0xfffffff2 // TC_H_MIN_INGRESS under TC_H_CLSACT
+	tcaBPFFd          = 6          // TCA_BPF_FD
+	tcaBPFName        = 7          // TCA_BPF_NAME
+	tcaBPFFlags       = 8          // TCA_BPF_FLAGS
+	tcaBPFFlagsDirect = 1          // TCA_BPF_FLAG_ACT_DIRECT: the program's return is the verdict
+)
+
+func tcHandle(major, minor uint16) uint32 { return uint32(major)<<16 | uint32(minor) }
+
+// filterRequest adds (RTM_NEWTFILTER) or deletes (RTM_DELTFILTER) the
+// program's filter on ifindex's clsact ingress, as `tc filter add dev X
+// ingress pref 19022 handle 1 protocol ip bpf da fd N name jnrelay_fwd`.
+func (f *Forwarder) filterRequest(typ, flags, ifindex int) error {
+	msg := &nl.TcMsg{Ifindex: int32(ifindex), Handle: clsactHandle, Parent: tcHandleIngress,
+		Info: tcHandle(clsactPriority, nl.Swap16(unix.ETH_P_IP))}
+	if typ == unix.RTM_DELTFILTER {
+		return tcRequest(typ, flags, msg, "bpf", nil)
+	}
+	opts := nl.NewRtAttr(nl.TCA_OPTIONS, nil)
+	opts.AddRtAttr(tcaBPFFd, nl.Uint32Attr(uint32(f.prog)))
+	opts.AddRtAttr(tcaBPFName, nl.ZeroTerminated("jnrelay_fwd"))
+	opts.AddRtAttr(tcaBPFFlags, nl.Uint32Attr(tcaBPFFlagsDirect))
+	return tcRequest(typ, flags, msg, "bpf", opts)
+}
+
+// tcRequest sends one tc message with its kind and options and waits for
+// the kernel's acknowledgement.
+func tcRequest(typ, flags int, msg *nl.TcMsg, kind string, opts *nl.RtAttr) error {
+	req := nl.NewNetlinkRequest(typ, flags|unix.NLM_F_ACK)
+	req.AddData(msg)
+	req.AddData(nl.NewRtAttr(nl.TCA_KIND, nl.ZeroTerminated(kind)))
+	if opts != nil {
+		req.AddData(opts)
+	}
+	_, err := req.Execute(unix.NETLINK_ROUTE, 0)
+	return err
 }
 
 // syncAddrs mirrors the host's IPv4 addresses into the address map.
 func (f *Forwarder) syncAddrs() error {
-	addrs, err := netlink.AddrList(nil, netlink.FAMILY_V4)
+	addrs, err := net.InterfaceAddrs()
 	if err != nil {
 		return fmt.Errorf("list addresses: %w", err)
 	}
 	now := map[[4]byte]bool{}
 	for _, a := range addrs {
-		ip, ok := netip.AddrFromSlice(a.IP)
+		ipn, ok := a.(*net.IPNet)
+		if !ok {
+			continue
+		}
+		ip, ok := netip.AddrFromSlice(ipn.IP)
 		if !ok || !ip.Unmap().Is4() {
 			continue
 		}
@@ -492,7 +544,7 @@ func (f *Forwarder) Close() error {
 	for idx, link := range f.attached {
 		if link >= 0 {
 			errs = append(errs, unix.Close(link))
-		} else if err := netlink.FilterDel(f.filter(idx)); err != nil && !errors.Is(err, unix.ENOENT) && !errors.Is(err, unix.ENODEV) {
+		} else if err := f.filterRequest(unix.RTM_DELTFILTER, 0, idx); err != nil && !errors.Is(err, unix.ENOENT) && !errors.Is(err, unix.ENODEV) {
 			errs = append(errs, fmt.Errorf("remove the clsact filter of interface %d: %w", idx, err))
 		}
 	}
@@ -513,7 +565,7 @@ func (f *Forwarder) closeFDs() {
 // Name names the fast path for logs.
 func (f *Forwarder) Name() string {
 	if f.tcx {
-		return "tc ingress (tcx)"
+		return "eBPF program on tc ingress (tcx)"
 	}
-	return "tc ingress (clsact)"
+	return "eBPF program on tc ingress (clsact)"
 }

@@ -5,36 +5,52 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
 
-	"github.com/vishvananda/netlink"
-
 	"github.com/jnrelay/jnrelay/kernel/nft"
+	"github.com/jnrelay/jnrelay/kernel/tcfwd"
 )
 
-// FastPathMode selects the in-kernel fast path (kernel/nft).
+// FastPathMode selects the in-kernel fast path: the eBPF program of
+// kernel/tcfwd or the nftables rules of kernel/nft.
 type FastPathMode string
 
 const (
 	// FastPathOff relays every datagram in userspace.
 	FastPathOff FastPathMode = "off"
-	// FastPathAuto offloads latched legs when the host allows it and
-	// says once why not otherwise.
+	// FastPathAuto offloads latched legs when the host allows it, with
+	// eBPF, else nftables, and says once why not otherwise.
 	FastPathAuto FastPathMode = "auto"
-	// FastPathNftables requires the nftables fast path: New and
-	// Reconfigure fail when it is unavailable.
+	// FastPathEBPF requires the eBPF fast path: New and Reconfigure fail
+	// when it is unavailable.
+	FastPathEBPF FastPathMode = "ebpf"
+	// FastPathNftables requires the nftables fast path.
 	FastPathNftables FastPathMode = "nftables"
 )
+
+// kernelTable is a fast path implementation: kernel/tcfwd's Forwarder or
+// kernel/nft's Table.
+type kernelTable interface {
+	// Apply removes and installs legs; nft.ErrConflict for a flow in use.
+	Apply(remove, add []nft.Leg) error
+	// Counters are what the kernel forwarded per installed flow.
+	Counters() (map[nft.Flow]nft.Counter, error)
+	// Close returns every leg to userspace.
+	Close() error
+	// Name names it for logs.
+	Name() string
+}
 
 // Reasons a leg is not (or no longer) in the kernel, for FastPathStats.
 const (
 	NotOffloadedRateLimited = "rate_limited" // the channel has max_kbps: its bucket lives in userspace
 	NotOffloadedIPv6        = "ipv6"         // the rules handle IPv4 only
 	NotOffloadedConflict    = "conflict"     // the same two peer sockets already share another leg
-	NotOffloadedKernel      = "kernel"       // the nftables transaction failed
+	NotOffloadedKernel      = "kernel"       // the kernel refused the leg (map full, nftables transaction failed)
 	NotOffloadedRoute       = "route"        // no local address toward a peer
 )
 
@@ -84,14 +100,16 @@ type offloaded struct {
 	seen [2]nft.Counter // per side: what the kernel forwarded from that side's peer
 }
 
-// fastPath moves latched legs into an nft.Table and credits their
+// fastPath moves latched legs into a kernelTable and credits their
 // counters back to the channels. One goroutine installs queued legs and
 // reads counters; the workers only queue (never block on netlink).
 type fastPath struct {
 	m     *Manager
 	log   *slog.Logger
-	table *nft.Table
-	epoch time.Time
+	table kernelTable
+	// capacity is how many flows the table holds (0: no fixed bound).
+	capacity int
+	epoch    time.Time
 
 	qmu   sync.Mutex // guards queue; taken by workers, never held across netlink
 	queue []legRef
@@ -111,28 +129,54 @@ type fastPath struct {
 
 // openFastPath opens the table for mode. It returns nil and no error when
 // mode is off, or auto and the host cannot run it (logged once, with the
-// reason).
-func openFastPath(m *Manager, mode FastPathMode, listen netip.Addr) (*fastPath, error) {
+// reason). With steered ports only eBPF can serve: the nftables rules
+// need a socket per port.
+func openFastPath(m *Manager, mode FastPathMode, listen netip.Addr, maxFlows int, steered bool) (*fastPath, error) {
+	var t kernelTable
+	capacity := 0
 	switch mode {
 	case "", FastPathOff:
 		return nil, nil
-	case FastPathAuto, FastPathNftables:
-	default:
-		return nil, fmt.Errorf("fast path mode %q: want off, auto or nftables", mode)
-	}
-	t, err := nft.Open(nft.Config{Listen: listen})
-	if err != nil {
-		if mode == FastPathNftables {
+	case FastPathAuto:
+		f, err := tcfwd.Open(tcfwd.Config{Listen: listen, MaxFlows: maxFlows})
+		if err == nil {
+			t, capacity = f, maxFlows
+			break
+		}
+		if steered {
+			m.log.Info("in-kernel fast path unavailable, relaying in userspace", "ebpf", err.Error())
+			return nil, nil
+		}
+		nt, nerr := nft.Open(nft.Config{Listen: listen})
+		if nerr != nil {
+			m.log.Info("in-kernel fast path unavailable, relaying in userspace", "ebpf", err.Error(), "nftables", nerr.Error())
+			return nil, nil
+		}
+		m.log.Info("eBPF fast path unavailable, using nftables", "err", err.Error())
+		t = nt
+	case FastPathEBPF:
+		f, err := tcfwd.Open(tcfwd.Config{Listen: listen, MaxFlows: maxFlows})
+		if err != nil {
 			return nil, fmt.Errorf("fast path: %w", err)
 		}
-		m.log.Info("in-kernel fast path unavailable, relaying in userspace", "err", err.Error())
-		return nil, nil
+		t, capacity = f, maxFlows
+	case FastPathNftables:
+		if steered {
+			return nil, errSteeredFastPath
+		}
+		nt, err := nft.Open(nft.Config{Listen: listen})
+		if err != nil {
+			return nil, fmt.Errorf("fast path: %w", err)
+		}
+		t = nt
+	default:
+		return nil, fmt.Errorf("fast path mode %q: want off, auto, ebpf or nftables", mode)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	fp := &fastPath{m: m, log: m.log, table: t, epoch: time.Now(), legs: map[legRef]*offloaded{}, counts: &m.fpCounts,
+	fp := &fastPath{m: m, log: m.log, table: t, capacity: capacity, epoch: time.Now(), legs: map[legRef]*offloaded{}, counts: &m.fpCounts,
 		work: make(chan struct{}, 1), poll: make(chan struct{}, 1), cancel: cancel, done: make(chan struct{})}
 	go fp.run(ctx)
-	m.log.Info("in-kernel fast path on: latched legs are forwarded by nftables", "table", t.Name())
+	m.log.Info("in-kernel fast path on: latched legs are forwarded by the kernel", "by", t.Name())
 	return fp, nil
 }
 
@@ -220,16 +264,19 @@ func (fp *fastPath) localAddr(peer netip.Addr) (netip.Addr, error) {
 	if l := fp.m.cfg.Listen; !l.IsUnspecified() {
 		return l.Unmap(), nil
 	}
-	routes, err := netlink.RouteGet(peer.AsSlice())
+	// A connected UDP socket asks the kernel's route lookup without
+	// sending anything (and without the netlink library's route and link
+	// parsers, which small boards' flash cannot spare).
+	c, err := net.DialUDP("udp4", nil, net.UDPAddrFromAddrPort(netip.AddrPortFrom(peer.Unmap(), 9)))
 	if err != nil {
 		return netip.Addr{}, fmt.Errorf("route to %s: %w", peer, err)
 	}
-	for _, r := range routes {
-		if src, ok := netip.AddrFromSlice(r.Src); ok && src.Unmap().Is4() {
-			return src.Unmap(), nil
-		}
+	defer c.Close()
+	src := c.LocalAddr().(*net.UDPAddr).AddrPort().Addr().Unmap()
+	if !src.Is4() || src.IsUnspecified() {
+		return netip.Addr{}, fmt.Errorf("route to %s has no IPv4 source address", peer)
 	}
-	return netip.Addr{}, fmt.Errorf("route to %s has no source address", peer)
+	return src, nil
 }
 
 // change is one leg's move into, within or out of the kernel.
@@ -465,14 +512,14 @@ func (fp *fastPath) close() {
 	fp.pollLocked()
 	fp.closed = true
 	if err := fp.table.Close(); err != nil {
-		fp.log.Error("fast path: could not delete the nftables table", "err", err.Error())
+		fp.log.Error("fast path: could not remove it from the kernel", "by", fp.table.Name(), "err", err.Error())
 	}
 	for ref := range fp.legs {
 		ref.c.legs[ref.leg].inKernel.Store(false)
 	}
 	fp.legs = map[legRef]*offloaded{}
 	fp.counts.gauge.Store(0)
-	fp.log.Info("in-kernel fast path off: the nftables table is deleted")
+	fp.log.Info("in-kernel fast path off: every leg is relayed in userspace", "was", fp.table.Name())
 }
 
 func (n *fastPathCounts) stats(active bool) FastPathStats {

@@ -138,7 +138,6 @@ func New(cfg Config) (*Manager, error) {
 			return nil, errSteeredFastPath
 		}
 		cfg.Listen = cfg.Listen.Unmap()
-		cfg.FastPath = FastPathOff
 	}
 	m := &Manager{cfg: cfg, pool: pool, log: cfg.Logger, channels: make(map[string]*Channel), closing: make(chan struct{}),
 		ports: newPortTable(pool.first, pool.last()), bufSize: kernel.BufferSizeFor(pool.size() * portsPerChannel)}
@@ -163,7 +162,7 @@ func New(cfg Config) (*Manager, error) {
 		}
 	}
 	m.setTotalKbps(cfg.TotalKbps)
-	fp, err := openFastPath(m, fastPathUnder(cfg.FastPath, cfg.TotalKbps), cfg.Listen)
+	fp, err := openFastPath(m, fastPathUnder(cfg.FastPath, cfg.TotalKbps), cfg.Listen, pool.size()*portsPerChannel, cfg.Steered)
 	if err != nil {
 		m.stopWorkers()
 		return nil, err
@@ -251,13 +250,16 @@ func (m *Manager) Reconfigure(s Settings) error {
 	if s.TotalKbps < 0 {
 		return fmt.Errorf("invalid total bandwidth cap %d kbps", s.TotalKbps)
 	}
-	if m.cfg.Steered {
-		if s.FastPath == FastPathNftables {
-			return errSteeredFastPath
-		}
-		s.FastPath = FastPathOff
+	if m.cfg.Steered && s.FastPath == FastPathNftables {
+		return errSteeredFastPath
 	}
-	if err := m.setFastPath(fastPathUnder(s.FastPath, s.TotalKbps)); err != nil {
+	m.mu.Lock()
+	size := m.pool.size()
+	m.mu.Unlock()
+	if pool != nil {
+		size = pool.size()
+	}
+	if err := m.setFastPath(fastPathUnder(s.FastPath, s.TotalKbps), size*portsPerChannel); err != nil {
 		return err
 	}
 	m.setTotalKbps(s.TotalKbps)
@@ -272,10 +274,12 @@ func (m *Manager) Reconfigure(s Settings) error {
 	return nil
 }
 
-// setFastPath switches the fast path to mode. Turning it off deletes the
-// table: every offloaded leg goes back to userspace, where its latches
-// were kept. Turning it on offers every latched leg to the kernel.
-func (m *Manager) setFastPath(mode FastPathMode) error {
+// setFastPath switches the fast path to mode, sized for maxFlows flows.
+// Turning it off deletes the table: every offloaded leg goes back to
+// userspace, where its latches were kept. Turning it on offers every
+// latched leg to the kernel. A new mode, or a larger port range, opens
+// it anew.
+func (m *Manager) setFastPath(mode FastPathMode, maxFlows int) error {
 	if mode == "" {
 		mode = FastPathOff
 	}
@@ -287,36 +291,44 @@ func (m *Manager) setFastPath(mode FastPathMode) error {
 	if cur == "" {
 		cur = FastPathOff
 	}
-	if mode == cur {
+	old := m.fp.Load()
+	if mode == cur && (old == nil || old.capacity == 0 || old.capacity >= maxFlows) {
 		return nil
 	}
-	if mode == FastPathOff {
-		if fp := m.fp.Swap(nil); fp != nil {
-			fp.close()
-		}
-		m.mu.Lock()
-		m.cfg.FastPath = mode
-		m.mu.Unlock()
-		return nil
+	// Close before opening: two nftables fast paths would share one
+	// table. The offloaded legs return to userspace meanwhile.
+	if old != nil {
+		m.fp.Store(nil)
+		old.close()
 	}
-	if m.fp.Load() == nil {
-		fp, err := openFastPath(m, mode, m.cfg.Listen)
-		if err != nil {
-			return err
-		}
-		if fp != nil {
-			m.fp.Store(fp)
-			for _, c := range m.live() {
-				for l := range c.legs {
-					fp.enqueue(c, l)
-				}
+	fp, err := openFastPath(m, mode, m.cfg.Listen, maxFlows, m.cfg.Steered)
+	if err != nil {
+		if old != nil {
+			// Keep what ran before, if it still can.
+			if fp, rerr := openFastPath(m, cur, m.cfg.Listen, old.capacity, m.cfg.Steered); rerr == nil && fp != nil {
+				m.fp.Store(fp)
+				m.offerLive(fp)
 			}
 		}
+		return err
+	}
+	if fp != nil {
+		m.fp.Store(fp)
+		m.offerLive(fp)
 	}
 	m.mu.Lock()
 	m.cfg.FastPath = mode
 	m.mu.Unlock()
 	return nil
+}
+
+// offerLive queues every live channel's legs for fp.
+func (m *Manager) offerLive(fp *fastPath) {
+	for _, c := range m.live() {
+		for l := range c.legs {
+			fp.enqueue(c, l)
+		}
+	}
 }
 
 // FastPath describes the in-kernel fast path for metrics.

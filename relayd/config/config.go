@@ -89,9 +89,9 @@ type Channel struct {
 	// DrainSeconds is how long live calls may go on after SIGTERM (no
 	// new channels are taken meanwhile) before relayd exits.
 	DrainSeconds int `json:"drain_seconds"`
-	// FastPath hands latched legs to the kernel (nftables): "auto" (when
-	// the host allows it), "nftables" (required: refuse to start without
-	// it) or "off".
+	// FastPath hands latched legs to the kernel: "auto" (eBPF, else
+	// nftables, when the host allows it), "ebpf" or "nftables" (required:
+	// refuse to start without it) or "off".
 	FastPath string `json:"fast_path,omitempty"`
 	// Sockets is how relay ports are received: "per_port" (a socket per
 	// port, the default) or "steered" (one socket per worker for the whole
@@ -325,9 +325,9 @@ func (c *Config) Validate() error {
 		bad("channel.drain_seconds", "%d is outside 0-3600", c.Channel.DrainSeconds)
 	}
 	switch c.Channel.FastPath {
-	case "", "auto", "nftables", "off":
+	case "", "auto", "ebpf", "nftables", "off":
 	default:
-		bad("channel.fast_path", "%q is not auto, nftables or off", c.Channel.FastPath)
+		bad("channel.fast_path", "%q is not auto, ebpf, nftables or off", c.Channel.FastPath)
 	}
 	switch c.Channel.Sockets {
 	case "", "per_port":

@@ -54,6 +54,7 @@ func TestErrorsNameTheKey(t *testing.T) {
 		{`{"channel": {"sockets": "shared"}, ` + minimal[1:], `channel.sockets: "shared" is not per_port or steered`},
 		{`{"channel": {"sockets": "steered"}, "listen_address": "::", ` + minimal[1:], "channel.sockets: steered needs an IPv4 listen_address, not ::"},
 		{`{"channel": {"sockets": "steered", "fast_path": "nftables"}, ` + minimal[1:], "channel.sockets: steered cannot be combined with fast_path nftables"},
+		{`{"channel": {"fast_path": "xdp"}, ` + minimal[1:], `channel.fast_path: "xdp" is not auto, ebpf, nftables or off`},
 		{`{"limits": {"monthly_quota_mb": -5}, ` + minimal[1:], "limits.monthly_quota_mb: -5 is outside"},
 		{`{"limits": {"daily_quota_gb": 5}, ` + minimal[1:], `unknown key "daily_quota_gb"`},
 		{`{"ports": {"min": 40001, "max": 40003}, ` + minimal[1:], "ports: 40001-40003 holds no channel"},

@@ -44,24 +44,38 @@ var relaydC = &contender{key: "relayd", name: "relayd", exact: true,
 		return startDpbench(ctx, e, n, "off")
 	}}
 
-// relaydFastC is relayd's data plane with the in-kernel fast path
+// relaydFastC is relayd's data plane with the nftables fast path
 // (kernel/nft): each leg is handed to nftables once both sides latched,
 // so after the primes the relay process sees no media at all. Forwarding
 // is on in the relay namespace for it (the fast path requires it); the
 // "relay core" figures then are the kernel's work on that core.
 var relaydFastC = &contender{key: "relayd-fastpath", name: "relayd fast path (nftables)", exact: true,
 	start: func(ctx context.Context, _ testing.TB, e *env, n int) (*relay, error) {
-		if err := e.topo.forwarding(true); err != nil {
-			return nil, err
-		}
-		r, err := startDpbench(ctx, e, n, "nftables")
-		if err != nil {
-			_ = e.topo.forwarding(false)
-			return nil, err
-		}
-		r.cleanup = func() { _ = e.topo.forwarding(false) }
-		return r, nil
+		return startKernelPath(ctx, e, n, "nftables")
 	}}
+
+// relaydEBPFC is relayd's data plane with the eBPF fast path
+// (kernel/tcfwd): a TC program on the relay's ingress rewrites and
+// redirects each latched leg's datagrams.
+var relaydEBPFC = &contender{key: "relayd-ebpf", name: "relayd fast path (eBPF)", exact: true,
+	start: func(ctx context.Context, _ testing.TB, e *env, n int) (*relay, error) {
+		return startKernelPath(ctx, e, n, "ebpf")
+	}}
+
+// startKernelPath runs dpbench with an in-kernel fast path, forwarding on
+// in the relay namespace while it runs.
+func startKernelPath(ctx context.Context, e *env, n int, mode string) (*relay, error) {
+	if err := e.topo.forwarding(true); err != nil {
+		return nil, err
+	}
+	r, err := startDpbench(ctx, e, n, mode)
+	if err != nil {
+		_ = e.topo.forwarding(false)
+		return nil, err
+	}
+	r.cleanup = func() { _ = e.topo.forwarding(false) }
+	return r, nil
+}
 
 // relaydSteeredC is relayd's data plane with steered ports: one socket
 // for the whole range (BPF sk_lookup) and a raw socket to send, so its

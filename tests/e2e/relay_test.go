@@ -29,17 +29,17 @@ const (
 )
 
 // TestRelay runs the whole suite against each XMPP server, relaying in
-// userspace, and against Prosody once more with the in-kernel fast path
-// (channel.fast_path "nftables"): the same calls, attacks, expiries,
-// reloads and drains must behave the same when the kernel forwards. The
-// fast-path run is for one server only: what differs is below the
-// component session, and it keeps the suite's time in check.
+// userspace, and against Prosody once more with each in-kernel fast path
+// (channel.fast_path "nftables" and "ebpf"): the same calls, attacks,
+// expiries, reloads and drains must behave the same when the kernel
+// forwards. The fast-path runs are for one server only: what differs is
+// below the component session, and it keeps the suite's time in check.
 func TestRelay(t *testing.T) {
 	harness.RequireRoot(t)
 	for _, kind := range []string{"prosody", "ejabberd"} {
 		modes := []string{"userspace"}
 		if kind == "prosody" {
-			modes = append(modes, "fastpath", "steered")
+			modes = append(modes, "fastpath", "ebpf", "steered")
 		}
 		t.Run(kind, func(t *testing.T) { relaySuite(t, kind, modes) })
 	}
@@ -73,9 +73,10 @@ type world struct {
 	lan *harness.LAN
 	srv *harness.XMPPServer
 	req harness.Requester
-	// fastPath runs relayd with channel.fast_path "nftables" (and
-	// forwarding on in its namespace, which the fast path needs).
-	fastPath bool
+	// fastPath runs relayd with this channel.fast_path, "nftables" or
+	// "ebpf" (and forwarding on in its namespace, which both need); ""
+	// with it off.
+	fastPath string
 	// steered runs relayd with channel.sockets "steered": one socket per
 	// worker for the whole port range (BPF sk_lookup), a raw socket to send.
 	steered bool
@@ -88,14 +89,20 @@ func relaySuite(t *testing.T, kind string, modes []string) {
 	lan := harness.NewLAN(t, "jn"+kind[:1], "relay", "caller", "callee", "evil")
 	srv := startServer(ctx, t, kind, lan.NS("relay"), map[string]string{user: password})
 	for _, mode := range modes {
-		w := &world{lan: lan, srv: srv, req: srv.Requester(user, password), fastPath: mode == "fastpath", steered: mode == "steered"}
+		w := &world{lan: lan, srv: srv, req: srv.Requester(user, password), steered: mode == "steered"}
+		switch mode {
+		case "fastpath":
+			w.fastPath = "nftables"
+		case "ebpf":
+			w.fastPath = "ebpf"
+		}
 		t.Run(mode, func(t *testing.T) {
 			if w.steered {
 				if err := kernel.SteeringAvailable(); kernel.SteeringUnsupported(err) {
 					t.Skipf("steered ports unavailable on this host (BPF sk_lookup): %v", err)
 				}
 			}
-			if w.fastPath {
+			if w.fastPath != "" {
 				w.forwarding(t, true)
 				defer w.forwarding(t, false)
 			}
@@ -104,8 +111,11 @@ func relaySuite(t *testing.T, kind string, modes []string) {
 			t.Run("errors-and-expiry", w.testErrorsAndExpiry)
 			t.Run("live-reload", w.testLiveReload)
 			t.Run("drain-on-sigterm", w.testDrainOnSIGTERM)
-			if w.fastPath {
+			switch w.fastPath {
+			case "nftables":
 				t.Run("sigkill-stale-table", w.testStaleTable)
+			case "ebpf":
+				t.Run("sigkill-detaches", w.testKilledForwarder)
 			}
 			t.Run("server-killed-mid-call", w.testServerKilledMidCall) // last: restarts the server
 		})
@@ -146,8 +156,8 @@ func (w *world) relayConfig() config.Config {
 	c.Ports = config.PortRange{Min: 40000, Max: 40099}
 	c.Reconnect = config.Reconnect{MinSeconds: 0.2, MaxSeconds: 1}
 	c.Channel.FastPath = "off"
-	if w.fastPath {
-		c.Channel.FastPath = "nftables" // relayd refuses to start without it
+	if w.fastPath != "" {
+		c.Channel.FastPath = w.fastPath // relayd refuses to start without it
 	}
 	if w.steered {
 		c.Channel.Sockets = "steered" // relayd refuses to start if it cannot steer
@@ -259,7 +269,7 @@ func (w *world) setUpCall(ctx context.Context, t *testing.T, res harness.Outcome
 	}
 	c.probes = [4]int{1, 1, probes, probes}
 	c.sent = c.probes
-	if w.fastPath {
+	if w.fastPath != "" {
 		// Both legs latched: wait until the kernel has them, so the
 		// media that follows never touches userspace.
 		if _, err := w.rd.WaitLog(ctx, "leg offloaded", 2, func(r harness.LogRecord) bool { return r.Str("channel") == c.id }); err != nil {
@@ -413,7 +423,7 @@ func (w *world) testCall(t *testing.T) {
 			t.Errorf("metrics lack %q", want)
 		}
 	}
-	if w.fastPath {
+	if w.fastPath != "" {
 		for _, want := range []string{"relayd_fastpath_active 1", "relayd_fastpath_offloaded_legs 2",
 			fmt.Sprintf(`relayd_fastpath_packets_total{direction="local_to_remote"} %d`, byCallee)} {
 			if !strings.Contains(scrape, want+"\n") {
@@ -442,7 +452,7 @@ func (w *world) testCall(t *testing.T) {
 	// latching probes; without it the kernel forwarded nothing.
 	kl2r, kr2l := end.Int("kernel_packets_local_to_remote"), end.Int("kernel_packets_remote_to_local")
 	ul2r, ur2l := end.Int("packets_local_to_remote")-kl2r, end.Int("packets_remote_to_local")-kr2l
-	if w.fastPath {
+	if w.fastPath != "" {
 		if ul2r != 0 || ur2l > int64(c.probes[2]+c.probes[3]) || kl2r < 4*media || kr2l < 4*media {
 			t.Errorf("userspace forwarded %d/%d (probes %d), the kernel %d/%d: %v", ul2r, ur2l, c.probes[2]+c.probes[3], kl2r, kr2l, end)
 		}
@@ -477,6 +487,82 @@ func (w *world) testStaleTable(t *testing.T) {
 	if l := w.nftTable(t); l != "" {
 		t.Fatalf("table left after a clean stop:\n%s", l)
 	}
+}
+
+// testKilledForwarder kills relayd (SIGKILL) in the middle of a call
+// offloaded to the eBPF program: the kernel detaches it with the process
+// (TCX links), so nothing forwards the call's media until a new relayd
+// takes the ports. A program left behind would keep relaying to peers
+// nobody latched any more.
+func (w *world) testKilledForwarder(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	rd := w.startRelay(ctx, t, w.relayConfig())
+	c := w.setUpCall(ctx, t, w.requestChannel(ctx, t))
+	c.exchange(ctx, t, 20)
+	if !strings.Contains(w.tcFilters(t), "jnrelay_fwd") && !strings.Contains(rd.Logs(), "(tcx)") {
+		t.Fatalf("the program is neither a clsact filter nor a TCX link:\n%s", rd.Logs())
+	}
+	if err := rd.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	if f := w.tcFilters(t); strings.Contains(f, "jnrelay_fwd") {
+		t.Skipf("clsact attachment (a kernel before 6.6): the filter outlives the process until the next start:\n%s", f)
+	}
+	before, _ := c.received()
+	pace := harness.Pace{Count: 20, Interval: mediaInterval}
+	if _, err := c.caller.SendRTP(ctx, c.local, pace); err != nil {
+		t.Fatal(err)
+	}
+	// The caller's media crossed the relay's namespace or died there.
+	// A marker sent after it from the caller's host to the callee's,
+	// through the same bridge port, arrives after it: once the marker is
+	// in, what the callee has is final.
+	if err := w.marker(t); err != nil {
+		t.Fatal(err)
+	}
+	if after, _ := c.received(); after != before {
+		t.Fatalf("the callee received %d datagrams after relayd was killed: a program outlived it", after-before)
+	}
+	rd2 := w.startRelay(ctx, t, w.relayConfig())
+	if err := rd2.Stop(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// marker sends one datagram from the caller's host to the callee's
+// (port 9, outside the parties' endpoints) and waits for it.
+func (w *world) marker(t *testing.T) error {
+	t.Helper()
+	dst := netip.AddrPortFrom(w.lan.Addr("callee"), 9)
+	rx, err := harness.ListenUDPIn(w.lan.NS("callee"), dst)
+	if err != nil {
+		return err
+	}
+	defer rx.Close()
+	tx, err := harness.ListenUDPIn(w.lan.NS("caller"), netip.AddrPortFrom(w.lan.Addr("caller"), 0))
+	if err != nil {
+		return err
+	}
+	defer tx.Close()
+	if _, err := tx.WriteToUDPAddrPort([]byte("marker"), dst); err != nil {
+		return err
+	}
+	_ = rx.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, _, err := rx.ReadFromUDPAddrPort(make([]byte, 64)); err != nil {
+		return fmt.Errorf("marker datagram: %w", err)
+	}
+	return nil
+}
+
+// tcFilters lists the clsact ingress filters of the relay host's bridge.
+func (w *world) tcFilters(t *testing.T) string {
+	t.Helper()
+	out, err := exec.Command("ip", "netns", "exec", w.lan.NS("relay"), "tc", "filter", "show", "dev", "br0", "ingress").CombinedOutput()
+	if err != nil && !strings.Contains(string(out), "Cannot find") {
+		t.Fatalf("tc filter show: %v: %s", err, out)
+	}
+	return string(out)
 }
 
 // checkOtherRequests sends, through the real server, the other requests a
@@ -610,7 +696,23 @@ func (w *world) testErrorsAndExpiry(t *testing.T) {
 		{"malformed protocol", harness.RequestArgs{Raw: `<channel xmlns='http://jabber.org/protocol/jinglenodes#channel' protocol='carrier-pigeon'/>`}, "bad-request"},
 		{"unknown payload", harness.RequestArgs{Raw: `<query xmlns='jabber:iq:version'/>`}, "service-unavailable"},
 	} {
-		outs, err := w.req.Run(ctx, tc.args)
+		var outs []harness.Outcome
+		if tc.condition == "resource-constraint" {
+			// The call keeps talking meanwhile: a requester that takes
+			// longer than expire_seconds to connect (a loaded machine)
+			// must still find the pool full.
+			mctx, stop := context.WithCancel(ctx)
+			talked := make(chan struct{})
+			go func() {
+				defer close(talked)
+				_, _ = c.caller.SendRTP(mctx, c.local, harness.Pace{Count: 3000, Interval: 20 * time.Millisecond})
+			}()
+			outs, err = w.req.Run(ctx, tc.args)
+			stop()
+			<-talked
+		} else {
+			outs, err = w.req.Run(ctx, tc.args)
+		}
 		if err != nil {
 			t.Fatalf("%s: %v", tc.name, err)
 		}

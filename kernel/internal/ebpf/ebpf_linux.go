@@ -22,13 +22,28 @@ type Insn struct {
 	Imm  int32
 }
 
-// I encodes one instruction.
+// I encodes one instruction in little-endian register order; ProgLoad
+// swaps the nibbles on big-endian hosts. (No branch here keeps the
+// hand-assembled programs' code small: every I is inlined.)
 func I(code uint8, dst, src uint8, off int16, imm int32) Insn {
-	regs := dst | src<<4
-	if BigEndian {
-		regs = dst<<4 | src
+	return Insn{Code: code, regs: dst | src<<4, Off: off, Imm: imm}
+}
+
+// Regs returns the instruction's destination and source registers.
+func (in Insn) Regs() (dst, src uint8) { return in.regs & 0xf, in.regs >> 4 }
+
+// hostOrder returns insns with the register nibbles in the host's
+// bit-field order.
+func hostOrder(insns []Insn) []Insn {
+	if !BigEndian {
+		return insns
 	}
-	return Insn{Code: code, regs: regs, Off: off, Imm: imm}
+	out := make([]Insn, len(insns))
+	for i, in := range insns {
+		in.regs = in.regs<<4 | in.regs>>4
+		out[i] = in
+	}
+	return out
 }
 
 // LoadMapFD is the two-instruction load of a map's descriptor into dst.
@@ -37,7 +52,7 @@ func LoadMapFD(dst uint8, fd int) [2]Insn {
 }
 
 // BigEndian is the host's byte order, which decides the register nibbles'
-// order and how network-order fields read as host words.
+// order.
 var BigEndian = func() bool {
 	x := uint16(1)
 	return (*[2]byte)(unsafe.Pointer(&x))[0] == 0
@@ -163,6 +178,7 @@ func MapLookupBatch(fd int, token, next, keys, values []byte, count int) (int, b
 // ProgLoad loads a GPL program (its helpers need it) named name; a
 // verifier rejection returns the verifier's log in the error.
 func ProgLoad(typ, attachType int, name string, insns []Insn) (int, error) {
+	insns = hostOrder(insns)
 	license := []byte("GPL\x00")
 	logBuf := make([]byte, 64<<10)
 	attr := struct {

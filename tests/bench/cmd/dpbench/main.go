@@ -34,7 +34,7 @@ func main() {
 	channels := flag.Int("channels", 100, "channels to allocate")
 	ports := flag.String("ports", "", "file to write the channels' ports to (one \"local remote\" line each)")
 	expire := flag.Duration("expire", time.Hour, "channel inactivity timeout (long: benchmark channels must not expire between steps)")
-	fastPath := flag.String("fast-path", "off", "in-kernel fast path: off, auto or nftables (needs root and net.ipv4.ip_forward=1)")
+	fastPath := flag.String("fast-path", "off", "in-kernel fast path: off, auto, ebpf or nftables (needs root and net.ipv4.ip_forward=1)")
 	sockets := flag.String("sockets", "per_port", "per_port, or steered (one socket per worker through BPF sk_lookup; needs root)")
 	flag.Parse()
 	if err := run(*listen, *portMin, *portMax, *channels, *ports, *expire, channel.FastPathMode(*fastPath), *sockets == "steered"); err != nil {
