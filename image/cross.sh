@@ -22,7 +22,7 @@ targets=(
   echo
   echo "Built by \`make cross\` (image/cross.sh): \`CGO_ENABLED=0 go build -trimpath -ldflags='-s -w'\`, version $version."
   echo "\"xz\" is \`xz -9e\` of the binary: roughly what it costs in a squashfs-xz or compressed package on flash."
-  echo "32-bit ARM and MIPS are built with \`-tags nofastpath\` (no in-kernel fast path: its nftables library would not fit their budget);"
+  echo "32-bit ARM and MIPS are built with \`-tags nofastpath\` (no nftables fast path: its library would not fit their budget; the eBPF fast path is in every build);"
   echo "budgets, enforced by tests/size: 11 MiB for arm v6/v7, 12 MiB for arm64 and amd64, 12.5 MiB for MIPS, 3.5 MiB xz (4 MiB for amd64)."
   echo
   echo "| target | stripped bytes | MiB | xz bytes | xz MiB |"

@@ -111,6 +111,7 @@ stage_systemd() { # stage_systemd DIR ARCH
 	install -D -m 0644 systemd/sysusers.d/jnrelay.conf "$d/usr/lib/sysusers.d/jnrelay.conf"
 	install -D -m 0644 systemd/tmpfiles.d/jnrelay.conf "$d/usr/lib/tmpfiles.d/jnrelay.conf"
 	install -D -m 0644 image/relayd.default.json "$d/usr/share/jnrelay/relayd.default.json"
+	install -D -m 0644 systemd/relayd-kernel-offload.conf "$d/usr/share/jnrelay/relayd-kernel-offload.conf"
 	install -D -m 0644 docs/install.md "$d/usr/share/doc/jnrelay/install.md"
 	install -D -m 0644 docs/configuration.md "$d/usr/share/doc/jnrelay/configuration.md"
 	install -D -m 0644 README.md "$d/usr/share/doc/jnrelay/README.md"

@@ -10,7 +10,7 @@ import "errors"
 type Table struct{}
 
 // errNotBuilt is why Open fails in such a build.
-var errNotBuilt = errors.New("relayd was built without the fast path (-tags nofastpath)")
+var errNotBuilt = errors.New("relayd was built without the nftables fast path (-tags nofastpath); the eBPF one is in every build")
 
 // Open reports that the fast path is not in this build.
 func Open(Config) (*Table, error) {

@@ -87,8 +87,11 @@ type container struct {
 func boot(ctx context.Context, t *testing.T, root string) *container {
 	t.Helper()
 	c := &container{t: t, root: root, done: make(chan struct{}), out: &harness.SyncBuffer{}}
+	// CAP_BPF and bpf(2) are in the container's bounding set and filter
+	// so that the kernel data plane's drop-in can be tried; the unit
+	// itself grants relayd none of it.
 	c.cmd = exec.Command("systemd-nspawn", "--register=no", "--keep-unit", "--quiet", "--private-network",
-		"--console=pipe", "-D", root, "--boot")
+		"--capability=CAP_BPF", "--system-call-filter=bpf", "--console=pipe", "-D", root, "--boot")
 	c.cmd.Stdout, c.cmd.Stderr = c.out, c.out
 	c.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	if err := c.cmd.Start(); err != nil {

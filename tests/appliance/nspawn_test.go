@@ -227,4 +227,42 @@ func TestDebianPackageUnderSystemd(t *testing.T) {
 		t.Fatalf("after stop: %v", st)
 	}
 	step("stopped cleanly")
+
+	// The kernel data plane, opted in as install.md says with the
+	// drop-in the package ships: the eBPF fast path runs under the real
+	// unit. The container gets an Ethernet link (a veth pair) to attach
+	// it to, and forwarding.
+	c.must(ctx, "install", "-D", "-m", "0644", "/usr/share/jnrelay/relayd-kernel-offload.conf",
+		"/etc/systemd/system/relayd.service.d/kernel-offload.conf")
+	c.must(ctx, "systemctl", "daemon-reload")
+	for _, args := range [][]string{
+		{"ip", "link", "add", "jn0", "type", "veth", "peer", "name", "jn1"},
+		{"ip", "link", "set", "jn0", "up"}, {"ip", "link", "set", "jn1", "up"},
+		{"sysctl", "-qw", "net.ipv4.ip_forward=1"},
+	} {
+		cmd := exec.CommandContext(ctx, "nsenter", append([]string{"-t", strconv.Itoa(c.leader), "-n"}, args...)...)
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("%s in the container's network: %v: %s", strings.Join(args, " "), err, out)
+		}
+	}
+	if err := os.WriteFile(filepath.Join(root, "root", "offload.json"), []byte(`{"channel": {"fast_path": "ebpf"}}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	// relayd is stopped: the request starts it through the socket, and
+	// "ebpf" is applied live (refused if the kernel path cannot open).
+	c.must(ctx, "relayd", "config", "set", "/root/offload.json")
+	if _, err := j.wait(ctx, "the eBPF fast path on under the unit", 1, func(e entry) bool {
+		return e.str("SYSLOG_IDENTIFIER") == "relayd" && strings.Contains(e.str("MESSAGE"), "in-kernel fast path on") &&
+			strings.Contains(e.str("MESSAGE"), "eBPF program on tc ingress")
+	}); err != nil {
+		t.Fatal(err)
+	}
+	c.must(ctx, "systemctl", "restart", "relayd.service")
+	if _, err := j.wait(ctx, "the eBPF fast path on again after a restart", 2, func(e entry) bool {
+		return e.str("SYSLOG_IDENTIFIER") == "relayd" && strings.Contains(e.str("MESSAGE"), "in-kernel fast path on")
+	}); err != nil {
+		t.Fatal(err)
+	}
+	c.must(ctx, "systemctl", "stop", "relayd.service")
+	step("eBPF fast path under the unit with the kernel-offload drop-in")
 }

@@ -283,6 +283,7 @@ var systemdFiles = map[string]int64{
 	"usr/lib/sysusers.d/jnrelay.conf":                 0o644,
 	"usr/lib/tmpfiles.d/jnrelay.conf":                 0o644,
 	"usr/share/jnrelay/relayd.default.json":           0o644,
+	"usr/share/jnrelay/relayd-kernel-offload.conf":    0o644,
 	"usr/share/doc/jnrelay/install.md":                0o644,
 	"usr/share/doc/jnrelay/configuration.md":          0o644,
 	"usr/share/doc/jnrelay/README.md":                 0o644,
@@ -303,9 +304,10 @@ func TestOverlayTarballs(t *testing.T) {
 		}
 		checkELF(t, name+": usr/bin/relayd", idx["usr/bin/relayd"].data, tg)
 		for file, src := range map[string]string{
-			"usr/lib/systemd/system/relayd.service": "systemd/relayd.service",
-			"usr/lib/tmpfiles.d/jnrelay.conf":       "systemd/tmpfiles.d/jnrelay.conf",
-			"usr/share/jnrelay/relayd.default.json": "image/relayd.default.json",
+			"usr/lib/systemd/system/relayd.service":        "systemd/relayd.service",
+			"usr/lib/tmpfiles.d/jnrelay.conf":              "systemd/tmpfiles.d/jnrelay.conf",
+			"usr/share/jnrelay/relayd.default.json":        "image/relayd.default.json",
+			"usr/share/jnrelay/relayd-kernel-offload.conf": "systemd/relayd-kernel-offload.conf",
 		} {
 			want, err := os.ReadFile(filepath.Join(root, src))
 			if err != nil {
