@@ -3,7 +3,8 @@
 # Prosody, ejabberd, python3-slixmpp (requester), iproute2 (network namespaces) and
 # chromium (headless, drives the donor web page in tests/e2e/web_test.go) and
 # qemu-user-static (tests/size runs the linux/arm v7 relayd under qemu-arm-static) and
-# shellcheck (tests/packages lints the packaging scripts).
+# shellcheck (tests/packages lints the packaging scripts) and ethtool (the fast paths' tests turn
+# checksum offload off so that the peers' kernels verify rewritten checksums).
 # Idempotent: apt is skipped when everything is already installed. Must run as root.
 #
 # Debian's postinst scripts may start system-wide prosody/ejabberd daemons (unless
@@ -11,7 +12,7 @@
 # prosody/ejabberd process listening on 5222/5269/5280/5347/5443 is stopped afterwards.
 set -euo pipefail
 
-PKGS=(prosody ejabberd python3-slixmpp iproute2 nftables stun-client chromium qemu-user-static shellcheck)
+PKGS=(prosody ejabberd python3-slixmpp iproute2 nftables ethtool stun-client chromium qemu-user-static shellcheck)
 DEFAULT_PORTS=(5222 5269 5280 5347 5443)
 
 log() { echo "deps.sh: $*"; }

@@ -179,6 +179,12 @@ func preRule(listen netip.Addr, fwd *nftables.Set) []expr.Any {
 		// Oversize datagrams go to the socket, which drops and counts them.
 		&expr.Payload{DestRegister: reg1, Base: expr.PayloadBaseTransportHeader, Offset: udpLength, Len: 2},
 		&expr.Cmp{Op: expr.CmpOpLte, Register: reg1, Data: binaryutil.BigEndian.PutUint16(MaxPayload + 8)},
+		// A datagram without a UDP checksum (0, allowed over IPv4) goes to
+		// the socket too: nftables' checksum update fails on it and the
+		// half-rewritten datagram would be lost (the conformance test's
+		// finding).
+		&expr.Payload{DestRegister: reg1, Base: expr.PayloadBaseTransportHeader, Offset: udpCsum, Len: 2},
+		&expr.Cmp{Op: expr.CmpOpNeq, Register: reg1, Data: []byte{0, 0}},
 		&expr.Payload{DestRegister: reg1, Base: expr.PayloadBaseNetworkHeader, Offset: ipSaddr, Len: 4},
 		&expr.Payload{DestRegister: reg32_1, Base: expr.PayloadBaseTransportHeader, Offset: udpSport, Len: 2},
 		&expr.Payload{DestRegister: reg32_2, Base: expr.PayloadBaseTransportHeader, Offset: udpDport, Len: 2},

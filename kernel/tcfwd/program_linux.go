@@ -106,6 +106,17 @@ func (a *asm) jump(op uint8, dst, src uint8, imm int32, label string) {
 
 func (a *asm) label(name string) { a.labels[name] = len(a.p) }
 
+// lookup emits r0 = bpf_map_lookup_elem(map, r10+key).
+func (a *asm) lookup(mapFD int, key int16) {
+	m := ebpf.LoadMapFD(1, mapFD)
+	a.emit(m[:]...)
+	a.emit(
+		ebpf.I(ebpf.OpMovReg, 2, 10, 0, 0),
+		ebpf.I(ebpf.OpAddImm, 2, 0, 0, int32(key)),
+		ebpf.I(ebpf.OpCall, 0, 0, 0, helperMapLookupElem),
+	)
+}
+
 func (a *asm) done() []ebpf.Insn {
 	for name, at := range a.fixups {
 		target, ok := a.labels[name]
@@ -214,13 +225,7 @@ func program(listen netip.Addr, flows, locals, devs int) []ebpf.Insn {
 		// Bound to every address: the host's own only, never a datagram
 		// routed through it to someone else's port.
 		a.emit(I(ebpf.OpStxW, 10, 2, stScratch, 0))
-		m := ebpf.LoadMapFD(1, locals)
-		a.emit(m[:]...)
-		a.emit(
-			I(ebpf.OpMovReg, 2, 10, 0, 0),
-			I(ebpf.OpAddImm, 2, 0, 0, stScratch),
-			I(ebpf.OpCall, 0, 0, 0, helperMapLookupElem),
-		)
+		a.lookup(locals, stScratch)
 		a.jump(ebpf.OpJeqImm, 0, 0, 0, next)
 	}
 	// Lengths: the payload must fit relayd's limit (larger ones go to the
@@ -246,13 +251,7 @@ func program(listen netip.Addr, flows, locals, devs int) []ebpf.Insn {
 		I(ebpf.OpLdxW, 2, 7, udpStart, 0),
 		I(ebpf.OpStxW, 10, 2, stKey+4, 0),
 	)
-	m := ebpf.LoadMapFD(1, flows)
-	a.emit(m[:]...)
-	a.emit(
-		I(ebpf.OpMovReg, 2, 10, 0, 0),
-		I(ebpf.OpAddImm, 2, 0, 0, stKey),
-		I(ebpf.OpCall, 0, 0, 0, helperMapLookupElem),
-	)
+	a.lookup(flows, stKey)
 	a.jump(ebpf.OpJeqImm, 0, 0, 0, next)
 	a.emit(I(ebpf.OpMovReg, 9, 0, 0, 0)) // r9 = the flow's entry
 	// Where does the rewritten datagram go? The kernel's routing and
@@ -292,13 +291,7 @@ func program(listen netip.Addr, flows, locals, devs int) []ebpf.Insn {
 	a.jump(ebpf.OpJneImm, 0, 0, fibNoNeigh, next) // no route, forwarding off, MTU, ...
 	a.emit(I(ebpf.OpMovImm, 8, 0, 0, 1))
 	a.label("routed")
-	m = ebpf.LoadMapFD(1, devs)
-	a.emit(m[:]...)
-	a.emit(
-		I(ebpf.OpMovReg, 2, 10, 0, 0),
-		I(ebpf.OpAddImm, 2, 0, 0, stFib+fibIfindex),
-		I(ebpf.OpCall, 0, 0, 0, helperMapLookupElem),
-	)
+	a.lookup(devs, stFib+fibIfindex)
 	a.jump(ebpf.OpJeqImm, 0, 0, 0, next)
 	// Committed: count it.
 	a.emit(

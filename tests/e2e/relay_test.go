@@ -461,15 +461,23 @@ func (w *world) testCall(t *testing.T) {
 	}
 }
 
+// offloadedCall starts relayd and a call whose legs are in the kernel
+// (setUpCall waits for that), with a minute for the test.
+func (w *world) offloadedCall(t *testing.T) (context.Context, *harness.Relayd, *call) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	t.Cleanup(cancel)
+	rd := w.startRelay(ctx, t, w.relayConfig())
+	c := w.setUpCall(ctx, t, w.requestChannel(ctx, t))
+	c.exchange(ctx, t, 20)
+	return ctx, rd, c
+}
+
 // testStaleTable kills relayd (SIGKILL) in the middle of an offloaded
 // call: its nftables table outlives it, and the next relayd replaces it
 // with an empty one at start and deletes it at a clean stop.
 func (w *world) testStaleTable(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	rd := w.startRelay(ctx, t, w.relayConfig())
-	c := w.setUpCall(ctx, t, w.requestChannel(ctx, t))
-	c.exchange(ctx, t, 20)
+	ctx, rd, _ := w.offloadedCall(t)
 	peer := w.lan.Addr("caller").String()
 	if err := rd.Kill(); err != nil {
 		t.Fatal(err)
@@ -495,11 +503,7 @@ func (w *world) testStaleTable(t *testing.T) {
 // takes the ports. A program left behind would keep relaying to peers
 // nobody latched any more.
 func (w *world) testKilledForwarder(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	rd := w.startRelay(ctx, t, w.relayConfig())
-	c := w.setUpCall(ctx, t, w.requestChannel(ctx, t))
-	c.exchange(ctx, t, 20)
+	ctx, rd, c := w.offloadedCall(t)
 	if !strings.Contains(w.tcFilters(t), "jnrelay_fwd") && !strings.Contains(rd.Logs(), "(tcx)") {
 		t.Fatalf("the program is neither a clsact filter nor a TCX link:\n%s", rd.Logs())
 	}

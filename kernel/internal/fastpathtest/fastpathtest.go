@@ -1,0 +1,161 @@
+// Package fastpathtest is the network both fast paths' tests run in
+// (kernel/nft, kernel/tcfwd): the kernel forwards in whatever namespace
+// the fast path is opened in, so each test builds its own:
+//
+//	ns A (192.0.2.2/24) ── (192.0.2.1/24 ra) ns R (rb 198.51.100.1/24) ── (198.51.100.2/24) ns B
+//
+// R is the relay with forwarding on; A and B are the two peers and route
+// everything through R. The links' MTU is 1600, so that the largest
+// payload a fast path takes (1500 bytes) and the next larger one cross
+// unfragmented. The peers compute their checksums in software (transmit
+// checksum offload off), so B's and A's kernels verify what a fast path
+// rewrote. TEST-NET addresses only, nothing leaves the namespaces.
+package fastpathtest
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// The addresses of the topology.
+var (
+	RelayA = netip.MustParseAddr("192.0.2.1")
+	PeerA  = netip.MustParseAddr("192.0.2.2")
+	RelayB = netip.MustParseAddr("198.51.100.1")
+	PeerB  = netip.MustParseAddr("198.51.100.2")
+)
+
+// Topo names the three namespaces.
+type Topo struct{ A, R, B string }
+
+// New builds the topology (removed at cleanup); prefix names it. It skips
+// the test when not root.
+func New(t *testing.T, prefix string) *Topo {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("skipping: needs root (network namespaces)")
+	}
+	id := fmt.Sprintf("%s-%x%04x", prefix, os.Getpid(), rand.Uint32N(1<<16))
+	tp := &Topo{A: id + "-a", R: id + "-r", B: id + "-b"}
+	for _, ns := range []string{tp.A, tp.R, tp.B} {
+		Run(t, "ip", "netns", "add", ns)
+		t.Cleanup(func() { _ = exec.Command("ip", "netns", "del", ns).Run() })
+		Run(t, "ip", "-n", ns, "link", "set", "lo", "up")
+	}
+	Run(t, "ip", "-n", tp.R, "link", "add", "ra", "type", "veth", "peer", "name", "eth0", "netns", tp.A)
+	Run(t, "ip", "-n", tp.R, "link", "add", "rb", "type", "veth", "peer", "name", "eth0", "netns", tp.B)
+	for _, s := range [][]string{
+		{"-n", tp.R, "addr", "add", RelayA.String() + "/24", "dev", "ra"},
+		{"-n", tp.R, "addr", "add", RelayB.String() + "/24", "dev", "rb"},
+		{"-n", tp.A, "addr", "add", PeerA.String() + "/24", "dev", "eth0"},
+		{"-n", tp.B, "addr", "add", PeerB.String() + "/24", "dev", "eth0"},
+		{"-n", tp.R, "link", "set", "ra", "mtu", "1600", "up"}, {"-n", tp.R, "link", "set", "rb", "mtu", "1600", "up"},
+		{"-n", tp.A, "link", "set", "eth0", "mtu", "1600", "up"}, {"-n", tp.B, "link", "set", "eth0", "mtu", "1600", "up"},
+		{"-n", tp.A, "route", "add", "default", "via", RelayA.String()},
+		{"-n", tp.B, "route", "add", "default", "via", RelayB.String()},
+	} {
+		Run(t, append([]string{"ip"}, s...)...)
+	}
+	for _, ns := range []string{tp.A, tp.B} {
+		Run(t, "ip", "netns", "exec", ns, "ethtool", "-K", "eth0", "tx", "off")
+	}
+	tp.Forwarding(t, true)
+	return tp
+}
+
+// Forwarding sets net.ipv4.ip_forward in R.
+func (tp *Topo) Forwarding(t *testing.T, on bool) {
+	t.Helper()
+	v := "0"
+	if on {
+		v = "1"
+	}
+	Run(t, "ip", "netns", "exec", tp.R, "sysctl", "-qw", "net.ipv4.ip_forward="+v)
+}
+
+// Run runs a command and fails the test with its output on error.
+func Run(t *testing.T, args ...string) {
+	t.Helper()
+	if out, err := exec.Command(args[0], args[1:]...).CombinedOutput(); err != nil {
+		t.Fatalf("%s: %v: %s", strings.Join(args, " "), err, out)
+	}
+}
+
+// In runs fn on a thread inside namespace ns; sockets and netlink
+// connections fn opens stay in ns and are usable from any goroutine.
+func In(t *testing.T, ns string, fn func() error) {
+	t.Helper()
+	errc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread() // never unlocked: the thread dies with the goroutine
+		f, err := os.Open("/var/run/netns/" + ns)
+		if err != nil {
+			errc <- err
+			return
+		}
+		defer f.Close()
+		if err := unix.Setns(int(f.Fd()), unix.CLONE_NEWNET); err != nil {
+			errc <- fmt.Errorf("setns %s: %w", ns, err)
+			return
+		}
+		errc <- fn()
+	}()
+	if err := <-errc; err != nil {
+		t.Fatal(err)
+	}
+}
+
+// UDP opens a UDP socket bound to ap in namespace ns, closed at cleanup.
+func UDP(t *testing.T, ns string, ap netip.AddrPort) *net.UDPConn {
+	t.Helper()
+	var c *net.UDPConn
+	In(t, ns, func() (err error) { c, err = net.ListenUDP("udp4", net.UDPAddrFromAddrPort(ap)); return err })
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// Addr is c's bound address.
+func Addr(c *net.UDPConn) netip.AddrPort { return c.LocalAddr().(*net.UDPAddr).AddrPort() }
+
+// Expect reads one datagram on c and checks its payload and source.
+func Expect(t *testing.T, c *net.UDPConn, payload []byte, from netip.AddrPort) {
+	t.Helper()
+	buf := make([]byte, 2048)
+	c.SetReadDeadline(time.Now().Add(2 * time.Second))
+	n, src, err := c.ReadFromUDPAddrPort(buf)
+	if err != nil {
+		t.Fatalf("%s: no datagram (want %d bytes from %s): %v", c.LocalAddr(), len(payload), from, err)
+	}
+	if string(buf[:n]) != string(payload) || src != from {
+		t.Fatalf("%s: got %d bytes from %s, want %d from %s", c.LocalAddr(), n, src, len(payload), from)
+	}
+}
+
+// ExpectNone checks that nothing is waiting on c. The sender's datagram
+// crossed two veths; a short wait covers the softirq on the other core.
+func ExpectNone(t *testing.T, c *net.UDPConn) {
+	t.Helper()
+	buf := make([]byte, 2048)
+	c.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
+	if n, src, err := c.ReadFromUDPAddrPort(buf); err == nil {
+		t.Fatalf("%s: unexpected %d bytes from %s", c.LocalAddr(), n, src)
+	}
+}
+
+// Send sends payload from c to to.
+func Send(t *testing.T, c *net.UDPConn, payload []byte, to netip.AddrPort) {
+	t.Helper()
+	if _, err := c.WriteToUDPAddrPort(payload, to); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -1,0 +1,39 @@
+//go:build !nofastpath
+
+package nft_test
+
+import (
+	"errors"
+	"net/netip"
+	"os"
+	"testing"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/jnrelay/jnrelay/kernel/internal/fastpathtest"
+	"github.com/jnrelay/jnrelay/kernel/internal/fastpathtest/conformance"
+	"github.com/jnrelay/jnrelay/kernel/nft"
+)
+
+// TestForwarding is the behaviour both fast paths share
+// (kernel/internal/fastpathtest/conformance), by nftables.
+func TestForwarding(t *testing.T) {
+	for _, listen := range []netip.Addr{netip.IPv4Unspecified(), fastpathtest.RelayA} {
+		t.Run("listen="+listen.String(), func(t *testing.T) {
+			tp := fastpathtest.New(t, "jnnftc")
+			var (
+				tb      *nft.Table
+				openErr error
+			)
+			fastpathtest.In(t, tp.R, func() error { tb, openErr = nft.Open(nft.Config{Listen: listen}); return nil })
+			if errors.Is(openErr, unix.EPROTONOSUPPORT) && os.Getenv("JNRELAY_QEMU_USER") == "1" {
+				t.Skipf("%v: qemu-user does not emulate NETLINK_NETFILTER sockets", openErr)
+			}
+			if openErr != nil {
+				t.Fatal(openErr)
+			}
+			t.Cleanup(func() { tb.Close() })
+			conformance.Forwarding(t, tp, tb, listen, true) // zero checksums: see preRule
+		})
+	}
+}
