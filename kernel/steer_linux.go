@@ -200,11 +200,11 @@ func steeringProgram(listen netip.Addr, min, max, n, sockmap int) []ebpf.Insn {
 	p = append(p, ebpf.I(ebpf.OpLdxW, 2, 6, skLookupLocalPrt, 0))
 	jump(ebpf.OpJltImm, 2, int32(min))
 	jump(ebpf.OpJgtImm, 2, int32(max))
+	ld := ebpf.LoadMapFD(1, sockmap)
 	p = append(p,
 		ebpf.I(ebpf.OpMod32Imm, 2, 0, 0, int32(n)),
 		ebpf.I(ebpf.OpStxW, 10, 2, -4, 0), // key on the stack
-		ebpf.I(ebpf.OpLdImm64, 1, unix.BPF_PSEUDO_MAP_FD, 0, int32(sockmap)),
-		ebpf.Insn{},
+		ld[0], ld[1],
 		ebpf.I(ebpf.OpMovReg, 2, 10, 0, 0),
 		ebpf.I(ebpf.OpAddImm, 2, 0, 0, -4),
 		ebpf.I(ebpf.OpCall, 0, 0, 0, helperMapLookupElem),

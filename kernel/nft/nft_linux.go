@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
-	"strings"
 	"sync"
 	"syscall"
 
@@ -68,7 +67,7 @@ func Open(cfg Config) (*Table, error) {
 	if cfg.Listen.IsValid() && !cfg.Listen.Unmap().Is4() {
 		return nil, &UnavailableError{Reason: "ipv6_listen", Err: fmt.Errorf("listen address %s: the fast path handles IPv4 only", cfg.Listen)}
 	}
-	if err := checkForwarding(); err != nil {
+	if err := CheckForwarding(); err != nil {
 		return nil, err
 	}
 	conn, err := nftables.New(nftables.AsLasting())
@@ -82,20 +81,6 @@ func Open(cfg Config) (*Table, error) {
 		return nil, err
 	}
 	return t, nil
-}
-
-// checkForwarding refuses to start when the kernel would not forward the
-// rewritten datagrams. The sysctl is read in the calling thread's network
-// namespace, as the table is created in.
-func checkForwarding() error {
-	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_forward")
-	if err != nil {
-		return &UnavailableError{Reason: "ip_forward_off", Err: fmt.Errorf("read net.ipv4.ip_forward: %w", err)}
-	}
-	if strings.TrimSpace(string(b)) != "1" {
-		return &UnavailableError{Reason: "ip_forward_off", Err: errors.New("net.ipv4.ip_forward is 0: the kernel would not forward rewritten datagrams (set it to 1 to use the fast path)")}
-	}
-	return nil
 }
 
 // classify turns a netlink failure at start into the reason an operator

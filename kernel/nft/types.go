@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"os"
+	"strings"
 )
 
 // DefaultTable is the name of the table relayd owns.
@@ -78,6 +80,22 @@ func (l Leg) Valid() error {
 	}
 	if l.A.Port == 0 || l.B.Port == 0 || l.A.Port == l.B.Port {
 		return fmt.Errorf("leg %d<->%d: invalid ports", l.A.Port, l.B.Port)
+	}
+	return nil
+}
+
+// CheckForwarding refuses a fast path when the kernel would not forward
+// the rewritten datagrams (nftables routes them as forwarded ones; the
+// eBPF program's route lookup requires forwarding too). The sysctl is
+// read in the calling thread's network namespace, where the fast path is
+// opened.
+func CheckForwarding() error {
+	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_forward")
+	if err != nil {
+		return &UnavailableError{Reason: "ip_forward_off", Err: fmt.Errorf("read net.ipv4.ip_forward: %w", err)}
+	}
+	if strings.TrimSpace(string(b)) != "1" {
+		return &UnavailableError{Reason: "ip_forward_off", Err: errors.New("net.ipv4.ip_forward is 0: the kernel would not forward rewritten datagrams (set it to 1 to use the fast path)")}
 	}
 	return nil
 }

@@ -98,7 +98,7 @@ type asm struct {
 
 func (a *asm) emit(in ...ebpf.Insn) { a.p = append(a.p, in...) }
 
-// jump emits a conditional (or, with op OpJa, unconditional) jump to label.
+// jump emits a conditional jump to label.
 func (a *asm) jump(op uint8, dst, src uint8, imm int32, label string) {
 	a.fixups[label] = append(a.fixups[label], len(a.p))
 	a.emit(ebpf.I(op, dst, src, 0, imm))
@@ -143,24 +143,15 @@ func net32(a netip.Addr) int32 {
 	return int32(binary.NativeEndian.Uint32(b[:]))
 }
 
-// ALU opcodes only this program needs.
-const (
-	opXor32Imm = 0xa4 // BPF_ALU | BPF_XOR | BPF_K: a 32-bit not with imm -1
-	opMov32Reg = 0xbc // BPF_ALU | BPF_MOV | BPF_X: zero-extends
-	opRshImm   = 0x77 // BPF_ALU64 | BPF_RSH | BPF_K
-	opAddReg   = ebpf.OpAddReg
-	opToBE     = 0xdc // BPF_ALU | BPF_END | BPF_TO_BE: host <-> network order
-)
-
 // fold emits r = the 32-bit one's complement fold of the 64-bit sum in r
 // (scratch: rt), as the kernel's csum_add carries.
 func (a *asm) fold(r, rt uint8) {
 	for range 2 {
 		a.emit(
 			ebpf.I(ebpf.OpMovReg, rt, r, 0, 0),
-			ebpf.I(opRshImm, rt, 0, 0, 32),
-			ebpf.I(opMov32Reg, r, r, 0, 0),
-			ebpf.I(opAddReg, r, rt, 0, 0),
+			ebpf.I(ebpf.OpRshImm, rt, 0, 0, 32),
+			ebpf.I(ebpf.OpMov32Reg, r, r, 0, 0),
+			ebpf.I(ebpf.OpAddReg, r, rt, 0, 0),
 		)
 	}
 }
@@ -232,13 +223,13 @@ func program(listen netip.Addr, flows, locals, devs int) []ebpf.Insn {
 	// socket, which drops and counts them) and the IP datagram.
 	a.emit(
 		I(ebpf.OpLdxH, 2, 7, udpLen, 0),
-		I(opToBE, 2, 0, 0, 16),
+		I(ebpf.OpToBE, 2, 0, 0, 16),
 	)
 	a.jump(ebpf.OpJltImm, 2, 0, 8, next)
 	a.jump(ebpf.OpJgtImm, 2, 0, 8+maxPayload, next)
 	a.emit(
 		I(ebpf.OpLdxH, 3, 7, ipTotLen, 0),
-		I(opToBE, 3, 0, 0, 16),
+		I(ebpf.OpToBE, 3, 0, 0, 16),
 		I(ebpf.OpSubImm, 3, 0, 0, 20),
 	)
 	a.jump(ebpf.OpJgtReg, 2, 3, 0, next)
@@ -267,7 +258,7 @@ func program(listen netip.Addr, flows, locals, devs int) []ebpf.Insn {
 		I(ebpf.OpLdxH, 2, 9, valPorts+2, 0),
 		I(ebpf.OpStxH, 10, 2, stFib+fibDport, 0),
 		I(ebpf.OpLdxH, 2, 7, ipTotLen, 0),
-		I(opToBE, 2, 0, 0, 16),
+		I(ebpf.OpToBE, 2, 0, 0, 16),
 		I(ebpf.OpStxH, 10, 2, stFib+fibTotLen, 0),
 		I(ebpf.OpLdxW, 2, 6, skbIngressIfindex, 0),
 		I(ebpf.OpStxW, 10, 2, stFib+fibIfindex, 0),
@@ -302,14 +293,14 @@ func program(listen netip.Addr, flows, locals, devs int) []ebpf.Insn {
 		// The addresses' checksum difference, for the IP header and the
 		// UDP pseudo-header: ~old saddr + ~old daddr + new saddr + new daddr.
 		I(ebpf.OpLdxW, 2, 10, stKey, 0),
-		I(opXor32Imm, 2, 0, 0, -1),
+		I(ebpf.OpXor32Imm, 2, 0, 0, -1),
 		I(ebpf.OpLdxW, 3, 10, stOldDaddr, 0),
-		I(opXor32Imm, 3, 0, 0, -1),
-		I(opAddReg, 2, 3, 0, 0),
+		I(ebpf.OpXor32Imm, 3, 0, 0, -1),
+		I(ebpf.OpAddReg, 2, 3, 0, 0),
 		I(ebpf.OpLdxW, 3, 9, valSrc, 0),
-		I(opAddReg, 2, 3, 0, 0),
+		I(ebpf.OpAddReg, 2, 3, 0, 0),
 		I(ebpf.OpLdxW, 3, 9, valDst, 0),
-		I(opAddReg, 2, 3, 0, 0),
+		I(ebpf.OpAddReg, 2, 3, 0, 0),
 	)
 	a.fold(2, 3)
 	a.emit(
@@ -328,9 +319,9 @@ func program(listen netip.Addr, flows, locals, devs int) []ebpf.Insn {
 		I(ebpf.OpCall, 0, 0, 0, helperL4CsumReplace),
 		// The ports' difference, for the UDP checksum alone.
 		I(ebpf.OpLdxW, 4, 10, stKey+4, 0),
-		I(opXor32Imm, 4, 0, 0, -1),
+		I(ebpf.OpXor32Imm, 4, 0, 0, -1),
 		I(ebpf.OpLdxW, 3, 9, valPorts, 0),
-		I(opAddReg, 4, 3, 0, 0),
+		I(ebpf.OpAddReg, 4, 3, 0, 0),
 	)
 	a.fold(4, 3)
 	a.emit(
@@ -349,21 +340,19 @@ func program(listen netip.Addr, flows, locals, devs int) []ebpf.Insn {
 		I(ebpf.OpCall, 0, 0, 0, helperSkbStoreBytes),
 	)
 	a.jump(ebpf.OpJneImm, 8, 0, 0, "resolve")
+	// The Ethernet header: destination MAC at 0, source at 6, from fib.
+	for _, mac := range [...]struct{ at, from int32 }{{0, stFib + fibDmac}, {6, stFib + fibSmac}} {
+		a.emit(
+			I(ebpf.OpMovReg, 1, 6, 0, 0),
+			I(ebpf.OpMovImm, 2, 0, 0, mac.at),
+			I(ebpf.OpMovReg, 3, 10, 0, 0),
+			I(ebpf.OpAddImm, 3, 0, 0, mac.from),
+			I(ebpf.OpMovImm, 4, 0, 0, 6),
+			I(ebpf.OpMovImm, 5, 0, 0, 0),
+			I(ebpf.OpCall, 0, 0, 0, helperSkbStoreBytes),
+		)
+	}
 	a.emit(
-		I(ebpf.OpMovReg, 1, 6, 0, 0),
-		I(ebpf.OpMovImm, 2, 0, 0, 0),
-		I(ebpf.OpMovReg, 3, 10, 0, 0),
-		I(ebpf.OpAddImm, 3, 0, 0, stFib+fibDmac),
-		I(ebpf.OpMovImm, 4, 0, 0, 6),
-		I(ebpf.OpMovImm, 5, 0, 0, 0),
-		I(ebpf.OpCall, 0, 0, 0, helperSkbStoreBytes),
-		I(ebpf.OpMovReg, 1, 6, 0, 0),
-		I(ebpf.OpMovImm, 2, 0, 0, 6),
-		I(ebpf.OpMovReg, 3, 10, 0, 0),
-		I(ebpf.OpAddImm, 3, 0, 0, stFib+fibSmac),
-		I(ebpf.OpMovImm, 4, 0, 0, 6),
-		I(ebpf.OpMovImm, 5, 0, 0, 0),
-		I(ebpf.OpCall, 0, 0, 0, helperSkbStoreBytes),
 		I(ebpf.OpLdxW, 1, 10, stFib+fibIfindex, 0),
 		I(ebpf.OpMovImm, 2, 0, 0, 0), // to the device's egress
 		I(ebpf.OpCall, 0, 0, 0, helperRedirect),

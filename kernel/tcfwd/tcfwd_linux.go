@@ -4,8 +4,8 @@
 // the kernel's routing and neighbour tables) and redirects them to the
 // egress of the output device, so they never reach the stack's socket
 // layer nor relayd. It implements the same legs and counters as
-// kernel/nft (whose Leg, Flow and Counter it shares), at about a third of
-// that path's CPU per datagram.
+// kernel/nft (whose Leg, Flow and Counter it shares), with less CPU per
+// datagram than it (docs/performance.md).
 //
 // The program is assembled by hand (kernel/internal/ebpf), so the
 // package links no eBPF library and builds for every board. It needs
@@ -22,8 +22,6 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"os"
-	"strings"
 	"sync"
 
 	"github.com/vishvananda/netlink/nl"
@@ -37,9 +35,6 @@ import (
 // nftables path: larger datagrams go to relayd's socket, which drops and
 // counts them.
 const maxPayload = nft.MaxPayload
-
-// Name is how logs and metrics name this fast path.
-const Name = "ebpf"
 
 // Attach selects how the program is attached to interfaces.
 type Attach string
@@ -104,7 +99,7 @@ func Open(cfg Config) (*Forwarder, error) {
 	if cfg.MaxFlows < 2 {
 		cfg.MaxFlows = 2
 	}
-	if err := checkForwarding(); err != nil {
+	if err := nft.CheckForwarding(); err != nil {
 		return nil, err
 	}
 	// Kernels before 5.11 charge maps to RLIMIT_MEMLOCK; later ones to
@@ -168,17 +163,6 @@ func tcxAvailable(prog int) bool {
 	}
 	_ = unix.Close(l)
 	return true
-}
-
-func checkForwarding() error {
-	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_forward")
-	if err != nil {
-		return &nft.UnavailableError{Reason: "ip_forward_off", Err: fmt.Errorf("read net.ipv4.ip_forward: %w", err)}
-	}
-	if strings.TrimSpace(string(b)) != "1" {
-		return &nft.UnavailableError{Reason: "ip_forward_off", Err: errors.New("net.ipv4.ip_forward is 0: the kernel's route lookup for rewritten datagrams requires it (set it to 1 to use the fast path)")}
-	}
-	return nil
 }
 
 // classify turns a bpf(2) failure at start into the reason an operator

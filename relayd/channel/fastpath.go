@@ -137,11 +137,14 @@ func openFastPath(m *Manager, mode FastPathMode, listen netip.Addr, maxFlows int
 	switch mode {
 	case "", FastPathOff:
 		return nil, nil
-	case FastPathAuto:
+	case FastPathAuto, FastPathEBPF:
 		f, err := tcfwd.Open(tcfwd.Config{Listen: listen, MaxFlows: maxFlows})
 		if err == nil {
 			t, capacity = f, maxFlows
 			break
+		}
+		if mode == FastPathEBPF {
+			return nil, fmt.Errorf("fast path: %w", err)
 		}
 		if steered {
 			m.log.Info("in-kernel fast path unavailable, relaying in userspace", "ebpf", err.Error())
@@ -154,12 +157,6 @@ func openFastPath(m *Manager, mode FastPathMode, listen netip.Addr, maxFlows int
 		}
 		m.log.Info("eBPF fast path unavailable, using nftables", "err", err.Error())
 		t = nt
-	case FastPathEBPF:
-		f, err := tcfwd.Open(tcfwd.Config{Listen: listen, MaxFlows: maxFlows})
-		if err != nil {
-			return nil, fmt.Errorf("fast path: %w", err)
-		}
-		t, capacity = f, maxFlows
 	case FastPathNftables:
 		if steered {
 			return nil, errSteeredFastPath

@@ -29,13 +29,10 @@ func I(code uint8, dst, src uint8, off int16, imm int32) Insn {
 	return Insn{Code: code, regs: dst | src<<4, Off: off, Imm: imm}
 }
 
-// Regs returns the instruction's destination and source registers.
-func (in Insn) Regs() (dst, src uint8) { return in.regs & 0xf, in.regs >> 4 }
-
 // hostOrder returns insns with the register nibbles in the host's
 // bit-field order.
 func hostOrder(insns []Insn) []Insn {
-	if !BigEndian {
+	if !bigEndian {
 		return insns
 	}
 	out := make([]Insn, len(insns))
@@ -51,9 +48,9 @@ func LoadMapFD(dst uint8, fd int) [2]Insn {
 	return [2]Insn{I(OpLdImm64, dst, unix.BPF_PSEUDO_MAP_FD, 0, int32(fd)), {}}
 }
 
-// BigEndian is the host's byte order, which decides the register nibbles'
+// bigEndian is the host's byte order, which decides the register nibbles'
 // order.
-var BigEndian = func() bool {
+var bigEndian = func() bool {
 	x := uint16(1)
 	return (*[2]byte)(unsafe.Pointer(&x))[0] == 0
 }()
@@ -66,26 +63,24 @@ const (
 	OpAddImm   = 0x07 // BPF_ALU64 | BPF_ADD | BPF_K
 	OpSubImm   = 0x17 // BPF_ALU64 | BPF_SUB | BPF_K
 	OpAndImm   = 0x57 // BPF_ALU64 | BPF_AND | BPF_K
+	OpRshImm   = 0x77 // BPF_ALU64 | BPF_RSH | BPF_K
+	OpXor32Imm = 0xa4 // BPF_ALU | BPF_XOR | BPF_K: with imm -1, a 32-bit not
+	OpMov32Reg = 0xbc // BPF_ALU | BPF_MOV | BPF_X: zero-extends
+	OpToBE     = 0xdc // BPF_ALU | BPF_END | BPF_TO_BE: host <-> network order
 	OpMod32Imm = 0x94 // BPF_ALU | BPF_MOD | BPF_K
 	OpLdxB     = 0x71 // BPF_LDX | BPF_MEM | BPF_B
 	OpLdxH     = 0x69 // BPF_LDX | BPF_MEM | BPF_H
 	OpLdxW     = 0x61 // BPF_LDX | BPF_MEM | BPF_W
-	OpLdxDW    = 0x79 // BPF_LDX | BPF_MEM | BPF_DW
-	OpStxB     = 0x73 // BPF_STX | BPF_MEM | BPF_B
 	OpStxH     = 0x6b // BPF_STX | BPF_MEM | BPF_H
 	OpStxW     = 0x63 // BPF_STX | BPF_MEM | BPF_W
 	OpStB      = 0x72 // BPF_ST | BPF_MEM | BPF_B
-	OpStH      = 0x6a // BPF_ST | BPF_MEM | BPF_H
-	OpStW      = 0x62 // BPF_ST | BPF_MEM | BPF_W
 	OpStDW     = 0x7a // BPF_ST | BPF_MEM | BPF_DW
 	OpXaddDW   = 0xdb // BPF_STX | BPF_ATOMIC | BPF_DW, imm BPF_ADD
 	OpLdImm64  = 0x18 // BPF_LD | BPF_DW | BPF_IMM (two instructions)
-	OpJa       = 0x05 // BPF_JMP | BPF_JA
 	OpJeqImm   = 0x15 // BPF_JMP | BPF_JEQ | BPF_K
 	OpJneImm   = 0x55 // BPF_JMP | BPF_JNE | BPF_K
 	OpJgtImm   = 0x25 // BPF_JMP | BPF_JGT | BPF_K
 	OpJltImm   = 0xa5 // BPF_JMP | BPF_JLT | BPF_K
-	OpJsetImm  = 0x45 // BPF_JMP | BPF_JSET | BPF_K
 	OpJgtReg   = 0x2d // BPF_JMP | BPF_JGT | BPF_X
 	OpCall     = 0x85 // BPF_JMP | BPF_CALL
 	OpExit     = 0x95 // BPF_JMP | BPF_EXIT
@@ -145,12 +140,6 @@ func MapLookup(fd int, key, value []byte) error {
 // MapDelete removes key.
 func MapDelete(fd int, key []byte) error {
 	return mapElem(unix.BPF_MAP_DELETE_ELEM, fd, key, nil, 0)
-}
-
-// MapNextKey writes the key after key (the first one when key is nil)
-// into next; ENOENT after the last.
-func MapNextKey(fd int, key, next []byte) error {
-	return mapElem(unix.BPF_MAP_GET_NEXT_KEY, fd, key, next, 0)
 }
 
 // MapLookupBatch reads up to len(keys)/keySize elements of a hash map
