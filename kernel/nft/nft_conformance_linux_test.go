@@ -20,6 +20,7 @@ import (
 func TestForwarding(t *testing.T) {
 	for _, listen := range []netip.Addr{netip.IPv4Unspecified(), fastpathtest.RelayA} {
 		t.Run("listen="+listen.String(), func(t *testing.T) {
+			fastpathtest.SkipWithoutNetfilter(t)
 			tp := fastpathtest.New(t, "jnnftc")
 			var (
 				tb      *nft.Table

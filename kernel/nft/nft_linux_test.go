@@ -18,7 +18,10 @@ import (
 // The tests run in fastpathtest's network: peers A and B, relay R.
 type topo struct{ *fastpathtest.Topo }
 
-func newTopo(t *testing.T) *topo { return &topo{fastpathtest.New(t, "jnnft")} }
+func newTopo(t *testing.T) *topo {
+	fastpathtest.SkipWithoutNetfilter(t)
+	return &topo{fastpathtest.New(t, "jnnft")}
+}
 
 func (tp *topo) open(t *testing.T, cfg Config) *Table {
 	t.Helper()

@@ -19,7 +19,10 @@ import (
 // The tests run in fastpathtest's network: peers A and B, relay R.
 type topo struct{ *fastpathtest.Topo }
 
-func newTopo(t *testing.T) *topo { return &topo{fastpathtest.New(t, "jntc")} }
+func newTopo(t *testing.T) *topo {
+	fastpathtest.SkipWithoutBPF(t)
+	return &topo{fastpathtest.New(t, "jntc")}
+}
 
 func (tp *topo) open(t *testing.T, cfg Config) *Forwarder {
 	t.Helper()

@@ -25,6 +25,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/jnrelay/jnrelay/kernel/internal/ebpf"
 )
 
 // The addresses of the topology.
@@ -81,6 +83,46 @@ func (tp *Topo) Forwarding(t *testing.T, on bool) {
 		v = "1"
 	}
 	Run(t, "ip", "netns", "exec", tp.R, "sysctl", "-qw", "net.ipv4.ip_forward="+v)
+}
+
+// SkipWithoutBPF and SkipWithoutNetfilter skip the test under qemu-user
+// (make test-cross sets JNRELAY_QEMU_USER=1), which emulates neither
+// bpf(2) nor NETLINK_NETFILTER sockets, so no fast path opens there. They
+// are called before New: building the namespaces is some twenty
+// fork/execs, and a Go program forking under qemu-user now and then hangs
+// in it (a test did, ten minutes, in CI). Natively they do nothing: there
+// the fast path's own error fails the test.
+func SkipWithoutBPF(t *testing.T) {
+	t.Helper()
+	skipUnemulated(t, "bpf(2)", func() error {
+		fd, err := ebpf.MapCreate(unix.BPF_MAP_TYPE_ARRAY, 4, 4, 1, 0)
+		if err == nil {
+			unix.Close(fd)
+		}
+		return err
+	})
+}
+
+// SkipWithoutNetfilter: see SkipWithoutBPF.
+func SkipWithoutNetfilter(t *testing.T) {
+	t.Helper()
+	skipUnemulated(t, "NETLINK_NETFILTER socket", func() error {
+		fd, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.NETLINK_NETFILTER)
+		if err == nil {
+			unix.Close(fd)
+		}
+		return err
+	})
+}
+
+func skipUnemulated(t *testing.T, what string, probe func() error) {
+	t.Helper()
+	if os.Getenv("JNRELAY_QEMU_USER") != "1" {
+		return
+	}
+	if err := probe(); err != nil {
+		t.Skipf("%s: %v: qemu-user does not emulate it", what, err)
+	}
 }
 
 // Run runs a command and fails the test with its output on error.
