@@ -22,19 +22,36 @@ func TestForwarding(t *testing.T) {
 		t.Run("listen="+listen.String(), func(t *testing.T) {
 			fastpathtest.SkipWithoutNetfilter(t)
 			tp := fastpathtest.New(t, "jnnftc")
-			var (
-				tb      *nft.Table
-				openErr error
-			)
-			fastpathtest.In(t, tp.R, func() error { tb, openErr = nft.Open(nft.Config{Listen: listen}); return nil })
-			if errors.Is(openErr, unix.EPROTONOSUPPORT) && os.Getenv("JNRELAY_QEMU_USER") == "1" {
-				t.Skipf("%v: qemu-user does not emulate NETLINK_NETFILTER sockets", openErr)
-			}
-			if openErr != nil {
-				t.Fatal(openErr)
-			}
-			t.Cleanup(func() { tb.Close() })
-			conformance.Forwarding(t, tp, tb, listen, true) // zero checksums: see preRule
+			conformance.Forwarding(t, tp, open(t, tp, listen), listen, true) // zero checksums: see preRule
 		})
 	}
+}
+
+// TestOneArm: a donor's relay, one interface, both peers beyond a router.
+func TestOneArm(t *testing.T) {
+	for _, listen := range []netip.Addr{netip.IPv4Unspecified(), fastpathtest.OneArmRelay} {
+		t.Run("listen="+listen.String(), func(t *testing.T) {
+			fastpathtest.SkipWithoutNetfilter(t)
+			tp := fastpathtest.NewOneArm(t, "jnnft1")
+			conformance.OneArm(t, tp, open(t, tp, listen), listen)
+		})
+	}
+}
+
+// open opens the table in tp's relay namespace, closed at cleanup.
+func open(t *testing.T, tp *fastpathtest.Topo, listen netip.Addr) *nft.Table {
+	t.Helper()
+	var (
+		tb      *nft.Table
+		openErr error
+	)
+	fastpathtest.In(t, tp.R, func() error { tb, openErr = nft.Open(nft.Config{Listen: listen}); return nil })
+	if errors.Is(openErr, unix.EPROTONOSUPPORT) && os.Getenv("JNRELAY_QEMU_USER") == "1" {
+		t.Skipf("%v: qemu-user does not emulate NETLINK_NETFILTER sockets", openErr)
+	}
+	if openErr != nil {
+		t.Fatal(openErr)
+	}
+	t.Cleanup(func() { tb.Close() })
+	return tb
 }

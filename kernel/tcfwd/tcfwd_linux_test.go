@@ -62,6 +62,19 @@ func testForwarding(t *testing.T, attach Attach, listen netip.Addr) {
 	conformance.Forwarding(t, tp.Topo, tp.open(t, Config{Listen: listen, MaxFlows: 16, Attach: attach}), listen, false)
 }
 
+// TestOneArm: a donor's relay, one interface, both peers beyond a router.
+func TestOneArm(t *testing.T) {
+	for _, attach := range []Attach{AttachTCX, AttachClsact} {
+		for _, listen := range []netip.Addr{netip.IPv4Unspecified(), fastpathtest.OneArmRelay} {
+			t.Run(fmt.Sprintf("%s/listen=%s", attach, listen), func(t *testing.T) {
+				fastpathtest.SkipWithoutBPF(t)
+				tp := &topo{fastpathtest.NewOneArm(t, "jntc1")}
+				conformance.OneArm(t, tp.Topo, tp.open(t, Config{Listen: listen, MaxFlows: 16, Attach: attach}), listen)
+			})
+		}
+	}
+}
+
 // TestForwardingOffUnderneath: net.ipv4.ip_forward turned off while a leg
 // is offloaded makes the program's route lookup decline, and userspace
 // gets the datagrams (nftables' rewritten ones would be dropped instead).

@@ -1,11 +1,21 @@
 // Package fastpathtest is the network both fast paths' tests run in
 // (kernel/nft, kernel/tcfwd): the kernel forwards in whatever namespace
-// the fast path is opened in, so each test builds its own:
+// the fast path is opened in, so each test builds its own. New builds a
+// relay between its two peers:
 //
 //	ns A (192.0.2.2/24) ── (192.0.2.1/24 ra) ns R (rb 198.51.100.1/24) ── (198.51.100.2/24) ns B
 //
 // R is the relay with forwarding on; A and B are the two peers and route
-// everything through R. The links' MTU is 1600, so that the largest
+// everything through R. NewOneArm builds what a donor's relay is: one
+// interface, both peers beyond a router G, so every relayed datagram
+// leaves by the interface it came in on, toward G's MAC address:
+//
+//	ns A ── (192.0.2.1) ns G (198.51.100.1) ── ns B
+//	                    (203.0.113.1 gr)
+//	                         │
+//	                    ns R (203.0.113.2/24 eth0)
+//
+// The links' MTU is 1600, so that the largest
 // payload a fast path takes (1500 bytes) and the next larger one cross
 // unfragmented. The peers compute their checksums in software (transmit
 // checksum offload off), so B's and A's kernels verify what a fast path
@@ -35,44 +45,87 @@ var (
 	PeerA  = netip.MustParseAddr("192.0.2.2")
 	RelayB = netip.MustParseAddr("198.51.100.1")
 	PeerB  = netip.MustParseAddr("198.51.100.2")
+	// OneArmRelay is R's only address in NewOneArm's network; G is
+	// RelayA, RelayB and OneArmGateway there.
+	OneArmRelay   = netip.MustParseAddr("203.0.113.2")
+	OneArmGateway = netip.MustParseAddr("203.0.113.1")
 )
 
-// Topo names the three namespaces.
-type Topo struct{ A, R, B string }
+// Topo names the namespaces; G is "" in New's network.
+type Topo struct{ A, R, B, G string }
 
-// New builds the topology (removed at cleanup); prefix names it. It skips
-// the test when not root.
+// New builds the two-armed network (removed at cleanup); prefix names
+// it. It skips the test when not root.
 func New(t *testing.T, prefix string) *Topo {
+	t.Helper()
+	tp := namespaces(t, prefix, false)
+	peers(t, tp.R, tp.A, tp.B)
+	tp.Forwarding(t, true)
+	return tp
+}
+
+// NewOneArm builds the one-armed network (see the package comment).
+func NewOneArm(t *testing.T, prefix string) *Topo {
+	t.Helper()
+	tp := namespaces(t, prefix, true)
+	peers(t, tp.G, tp.A, tp.B)
+	Run(t, "ip", "-n", tp.G, "link", "add", "gr", "type", "veth", "peer", "name", "eth0", "netns", tp.R)
+	for _, s := range [][]string{
+		{"-n", tp.G, "addr", "add", OneArmGateway.String() + "/24", "dev", "gr"},
+		{"-n", tp.R, "addr", "add", OneArmRelay.String() + "/24", "dev", "eth0"},
+		{"-n", tp.G, "link", "set", "gr", "mtu", "1600", "up"}, {"-n", tp.R, "link", "set", "eth0", "mtu", "1600", "up"},
+		{"-n", tp.R, "route", "add", "default", "via", OneArmGateway.String()},
+	} {
+		Run(t, append([]string{"ip"}, s...)...)
+	}
+	Run(t, "ip", "netns", "exec", tp.G, "sysctl", "-qw", "net.ipv4.ip_forward=1")
+	tp.Forwarding(t, true)
+	return tp
+}
+
+// namespaces adds A, R and B (and G if gateway), each removed at cleanup.
+func namespaces(t *testing.T, prefix string, gateway bool) *Topo {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip("skipping: needs root (network namespaces)")
 	}
 	id := fmt.Sprintf("%s-%x%04x", prefix, os.Getpid(), rand.Uint32N(1<<16))
 	tp := &Topo{A: id + "-a", R: id + "-r", B: id + "-b"}
-	for _, ns := range []string{tp.A, tp.R, tp.B} {
+	all := []string{tp.A, tp.R, tp.B}
+	if gateway {
+		tp.G = id + "-g"
+		all = append(all, tp.G)
+	}
+	for _, ns := range all {
 		Run(t, "ip", "netns", "add", ns)
 		t.Cleanup(func() { _ = exec.Command("ip", "netns", "del", ns).Run() })
 		Run(t, "ip", "-n", ns, "link", "set", "lo", "up")
 	}
-	Run(t, "ip", "-n", tp.R, "link", "add", "ra", "type", "veth", "peer", "name", "eth0", "netns", tp.A)
-	Run(t, "ip", "-n", tp.R, "link", "add", "rb", "type", "veth", "peer", "name", "eth0", "netns", tp.B)
+	return tp
+}
+
+// peers links A and B to the router ns (as ra and rb, holding RelayA
+// and RelayB) and routes them through it. The peers compute their
+// checksums in software.
+func peers(t *testing.T, router, a, b string) {
+	t.Helper()
+	Run(t, "ip", "-n", router, "link", "add", "ra", "type", "veth", "peer", "name", "eth0", "netns", a)
+	Run(t, "ip", "-n", router, "link", "add", "rb", "type", "veth", "peer", "name", "eth0", "netns", b)
 	for _, s := range [][]string{
-		{"-n", tp.R, "addr", "add", RelayA.String() + "/24", "dev", "ra"},
-		{"-n", tp.R, "addr", "add", RelayB.String() + "/24", "dev", "rb"},
-		{"-n", tp.A, "addr", "add", PeerA.String() + "/24", "dev", "eth0"},
-		{"-n", tp.B, "addr", "add", PeerB.String() + "/24", "dev", "eth0"},
-		{"-n", tp.R, "link", "set", "ra", "mtu", "1600", "up"}, {"-n", tp.R, "link", "set", "rb", "mtu", "1600", "up"},
-		{"-n", tp.A, "link", "set", "eth0", "mtu", "1600", "up"}, {"-n", tp.B, "link", "set", "eth0", "mtu", "1600", "up"},
-		{"-n", tp.A, "route", "add", "default", "via", RelayA.String()},
-		{"-n", tp.B, "route", "add", "default", "via", RelayB.String()},
+		{"-n", router, "addr", "add", RelayA.String() + "/24", "dev", "ra"},
+		{"-n", router, "addr", "add", RelayB.String() + "/24", "dev", "rb"},
+		{"-n", a, "addr", "add", PeerA.String() + "/24", "dev", "eth0"},
+		{"-n", b, "addr", "add", PeerB.String() + "/24", "dev", "eth0"},
+		{"-n", router, "link", "set", "ra", "mtu", "1600", "up"}, {"-n", router, "link", "set", "rb", "mtu", "1600", "up"},
+		{"-n", a, "link", "set", "eth0", "mtu", "1600", "up"}, {"-n", b, "link", "set", "eth0", "mtu", "1600", "up"},
+		{"-n", a, "route", "add", "default", "via", RelayA.String()},
+		{"-n", b, "route", "add", "default", "via", RelayB.String()},
 	} {
 		Run(t, append([]string{"ip"}, s...)...)
 	}
-	for _, ns := range []string{tp.A, tp.B} {
+	for _, ns := range []string{a, b} {
 		Run(t, "ip", "netns", "exec", ns, "ethtool", "-K", "eth0", "tx", "off")
 	}
-	tp.Forwarding(t, true)
-	return tp
 }
 
 // Forwarding sets net.ipv4.ip_forward in R.

@@ -159,3 +159,47 @@ func Forwarding(t *testing.T, tp *fastpathtest.Topo, f Table, listen netip.Addr,
 	fastpathtest.Send(t, a, []byte("closed"), toP)
 	fastpathtest.Expect(t, relayP, []byte("closed"), leg.A.Peer)
 }
+
+// OneArm checks f, opened in the relay namespace of fastpathtest's
+// one-armed network (NewOneArm) for listen: the relay of a donor, whose
+// every relayed datagram leaves by the interface it arrived on, toward
+// the router's MAC address. The first datagrams of each direction find
+// no neighbour entry for the router (the table is flushed after the
+// before-offload datagram, whose ARP exchange filled it), the next ones
+// find it; all are forwarded with exact counters. It closes f.
+func OneArm(t *testing.T, tp *fastpathtest.Topo, f Table, listen netip.Addr) {
+	t.Helper()
+	relayP := fastpathtest.UDP(t, tp.R, netip.AddrPortFrom(listen, 28000))
+	relayQ := fastpathtest.UDP(t, tp.R, netip.AddrPortFrom(listen, 28002))
+	a := fastpathtest.UDP(t, tp.A, netip.AddrPortFrom(fastpathtest.PeerA, 5000))
+	b := fastpathtest.UDP(t, tp.B, netip.AddrPortFrom(fastpathtest.PeerB, 6000))
+	relay := fastpathtest.OneArmRelay
+	toP, toQ := netip.AddrPortFrom(relay, 28000), netip.AddrPortFrom(relay, 28002)
+	leg := nft.Leg{A: nft.Flow{Peer: fastpathtest.Addr(a), Port: 28000}, B: nft.Flow{Peer: fastpathtest.Addr(b), Port: 28002},
+		LocalA: relay, LocalB: relay}
+
+	fastpathtest.Send(t, a, []byte("before"), toP)
+	fastpathtest.Expect(t, relayP, []byte("before"), leg.A.Peer)
+	if err := f.Apply(nil, []nft.Leg{leg}); err != nil {
+		t.Fatal(err)
+	}
+	fastpathtest.Run(t, "ip", "-n", tp.R, "neigh", "flush", "all")
+	for round := range 2 {
+		fastpathtest.Send(t, a, []byte("a->b"), toP)
+		fastpathtest.Expect(t, b, []byte("a->b"), toQ)
+		fastpathtest.Send(t, b, []byte("b->a!"), toQ)
+		fastpathtest.Expect(t, a, []byte("b->a!"), toP)
+		var cs map[nft.Flow]nft.Counter
+		fastpathtest.In(t, tp.R, func() (err error) { cs, err = f.Counters(); return err })
+		n := uint64(round + 1)
+		want := map[nft.Flow]nft.Counter{leg.A: {Packets: n, Bytes: 4 * n}, leg.B: {Packets: n, Bytes: 5 * n}}
+		if len(cs) != len(want) || cs[leg.A] != want[leg.A] || cs[leg.B] != want[leg.B] {
+			t.Fatalf("round %d: counters %v, want %v", round, cs, want)
+		}
+	}
+	fastpathtest.ExpectNone(t, relayP)
+	fastpathtest.ExpectNone(t, relayQ)
+	fastpathtest.In(t, tp.R, f.Close)
+	fastpathtest.Send(t, a, []byte("closed"), toP)
+	fastpathtest.Expect(t, relayP, []byte("closed"), leg.A.Peer)
+}
