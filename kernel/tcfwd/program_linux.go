@@ -43,6 +43,7 @@ const (
 	headerEnd = udpStart + 8
 
 	skbLen            = 0
+	skbVlanPresent    = 20
 	skbIngressIfindex = 36
 	skbData           = 76
 	skbDataEnd        = 80
@@ -160,6 +161,7 @@ func (a *asm) fold(r, rt uint8) {
 // interfaces. In C:
 //
 //	if (skb->gso_segs > 1 || skb->len > maxFrameSize) return NEXT;
+//	if (skb->vlan_present) return NEXT; // the VLAN device's turn comes next
 //	eth, ip, udp = headers, bounds-checked; not IPv4 with a 20-byte
 //	  header, UDP, unfragmented: return NEXT;
 //	if (ip->daddr is not the relay's (listen, or in locals)) return NEXT;
@@ -188,6 +190,13 @@ func program(listen netip.Addr, flows, locals, devs int) []ebpf.Insn {
 	a.jump(ebpf.OpJgtImm, 2, 0, 1, next)
 	a.emit(I(ebpf.OpLdxW, 2, 6, skbLen, 0))
 	a.jump(ebpf.OpJgtImm, 2, 0, maxFrameSize, next)
+	// An 802.1Q-tagged frame (its tag already taken out of the data by
+	// the stack) is not for this device's addresses and routes: the
+	// kernel hands it to the VLAN device next (eth0.2, a router's WAN),
+	// whose own copy of the program takes it; with no such device the
+	// stack drops it, and so must we.
+	a.emit(I(ebpf.OpLdxW, 2, 6, skbVlanPresent, 0))
+	a.jump(ebpf.OpJneImm, 2, 0, 0, next)
 	a.emit(
 		I(ebpf.OpLdxW, 7, 6, skbData, 0), // r7 = data
 		I(ebpf.OpLdxW, 8, 6, skbDataEnd, 0),

@@ -1,14 +1,18 @@
 package tcfwd
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"net"
 	"net/netip"
 	"os"
 	"os/exec"
 	"strings"
 	"syscall"
 	"testing"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/jnrelay/jnrelay/kernel/internal/fastpathtest"
 	"github.com/jnrelay/jnrelay/kernel/internal/fastpathtest/conformance"
@@ -72,6 +76,96 @@ func TestOneArm(t *testing.T) {
 				conformance.OneArm(t, tp.Topo, tp.open(t, Config{Listen: listen, MaxFlows: 16, Attach: attach}), listen)
 			})
 		}
+	}
+}
+
+// TestVLANTaggedFrame: a frame that arrived 802.1Q-tagged is left to the
+// stack at the device it arrived on: the VLAN device the kernel hands it
+// to next runs the program itself (this test's kernel may have no 802.1Q
+// devices at all; then the stack drops the frame). The program on ra sees
+// it untagged in its data, with the tag in the skb's metadata; the same
+// frame untagged is forwarded (the control), the tagged one neither
+// forwarded nor counted.
+func TestVLANTaggedFrame(t *testing.T) {
+	tp := newTopo(t)
+	f := tp.open(t, Config{MaxFlows: 16})
+	a := fastpathtest.UDP(t, tp.A, netip.AddrPortFrom(fastpathtest.PeerA, 5000))
+	b := fastpathtest.UDP(t, tp.B, netip.AddrPortFrom(fastpathtest.PeerB, 6000))
+	leg := nft.Leg{A: nft.Flow{Peer: fastpathtest.Addr(a), Port: 28000}, B: nft.Flow{Peer: fastpathtest.Addr(b), Port: 28002}, LocalA: fastpathtest.RelayA, LocalB: fastpathtest.RelayB}
+	if err := f.Apply(nil, []nft.Leg{leg}); err != nil {
+		t.Fatal(err)
+	}
+	var relayMAC net.HardwareAddr
+	fastpathtest.In(t, tp.R, func() error {
+		ifc, err := net.InterfaceByName("ra")
+		if err == nil {
+			relayMAC = ifc.HardwareAddr
+		}
+		return err
+	})
+	var (
+		fd      int
+		ifindex int
+		peerMAC net.HardwareAddr
+	)
+	fastpathtest.In(t, tp.A, func() error {
+		ifc, err := net.InterfaceByName("eth0")
+		if err != nil {
+			return err
+		}
+		ifindex, peerMAC = ifc.Index, ifc.HardwareAddr
+		fd, err = unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, 0)
+		return err
+	})
+	t.Cleanup(func() { unix.Close(fd) })
+	send := func(vlan uint16, payload string) {
+		t.Helper()
+		frame := append([]byte{}, relayMAC...)
+		frame = append(frame, peerMAC...)
+		if vlan != 0 {
+			frame = binary.BigEndian.AppendUint16(frame, unix.ETH_P_8021Q)
+			frame = binary.BigEndian.AppendUint16(frame, vlan)
+		}
+		frame = binary.BigEndian.AppendUint16(frame, unix.ETH_P_IP)
+		ip := []byte{0x45, 0, 0, 0, 0, 0, 0x40, 0, 64, unix.IPPROTO_UDP, 0, 0}
+		binary.BigEndian.PutUint16(ip[2:], uint16(20+8+len(payload)))
+		ip = append(ip, fastpathtest.PeerA.AsSlice()...)
+		ip = append(ip, fastpathtest.RelayA.AsSlice()...)
+		var sum uint32
+		for i := 0; i < len(ip); i += 2 {
+			sum += uint32(binary.BigEndian.Uint16(ip[i:]))
+		}
+		for sum > 0xffff {
+			sum = sum&0xffff + sum>>16
+		}
+		binary.BigEndian.PutUint16(ip[10:], ^uint16(sum))
+		frame = append(frame, ip...)
+		frame = binary.BigEndian.AppendUint16(frame, leg.A.Peer.Port())
+		frame = binary.BigEndian.AppendUint16(frame, leg.A.Port)
+		frame = binary.BigEndian.AppendUint16(frame, uint16(8+len(payload)))
+		frame = append(frame, 0, 0)// no UDP checksum
+
+		frame = append(frame, payload...)
+		to := &unix.SockaddrLinklayer{Ifindex: ifindex, Halen: 6}
+		copy(to.Addr[:], relayMAC)
+		if err := unix.Sendto(fd, frame, 0, to); err != nil {
+			t.Fatal(err)
+		}
+	}
+	counted := func() nft.Counter {
+		var cs map[nft.Flow]nft.Counter
+		fastpathtest.In(t, tp.R, func() (err error) { cs, err = f.Counters(); return err })
+		return cs[leg.A]
+	}
+	send(0, "untagged")
+	fastpathtest.Expect(t, b, []byte("untagged"), netip.AddrPortFrom(fastpathtest.RelayB, 28002))
+	if c := counted(); c != (nft.Counter{Packets: 1, Bytes: 8}) {
+		t.Fatalf("untagged frame: counter %+v, want 1 packet of 8 bytes", c)
+	}
+	send(7, "tagged")
+	fastpathtest.ExpectNone(t, b)
+	if c := counted(); c != (nft.Counter{Packets: 1, Bytes: 8}) {
+		t.Fatalf("a tagged frame was taken by the program: counter %+v", c)
 	}
 }
 
