@@ -458,8 +458,9 @@ func (f *Forwarder) Apply(remove, add []nft.Leg) error {
 const batchSize = 1024
 
 // Counters returns what the program forwarded for every installed flow,
-// reading the map in batches of batchSize entries (entry by entry on
-// kernels before 5.6). It also runs Sync.
+// reading the map in batches of batchSize entries (BPF_MAP_LOOKUP_BATCH,
+// Linux 5.6, older than any kernel the program loads on: it calls
+// bpf_redirect_neigh, 5.10). It also runs Sync.
 func (f *Forwarder) Counters() (map[nft.Flow]nft.Counter, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -486,9 +487,6 @@ func (f *Forwarder) Counters() (map[nft.Flow]nft.Counter, error) {
 	for {
 		n, last, err := ebpf.MapLookupBatch(f.flows, in, next[:], f.bKeys, f.bVals, batchSize)
 		if err != nil {
-			if errors.Is(err, unix.EINVAL) && in == nil {
-				return f.countersOneByOne(out, put)
-			}
 			return nil, fmt.Errorf("read flow counters: %w", err)
 		}
 		for i := range n {
@@ -500,18 +498,6 @@ func (f *Forwarder) Counters() (map[nft.Flow]nft.Counter, error) {
 		token = next
 		in = token[:]
 	}
-}
-
-func (f *Forwarder) countersOneByOne(out map[nft.Flow]nft.Counter, put func(k, v []byte)) (map[nft.Flow]nft.Counter, error) {
-	v := make([]byte, valueSize)
-	for fl := range f.keys {
-		k := flowKey(fl)
-		if err := ebpf.MapLookup(f.flows, k, v); err != nil {
-			return nil, fmt.Errorf("read flow %s->%d: %w", fl.Peer, fl.Port, err)
-		}
-		put(k, v)
-	}
-	return out, nil
 }
 
 // Close detaches the program from every interface (from then on every

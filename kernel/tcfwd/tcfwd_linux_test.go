@@ -240,6 +240,44 @@ func TestConflictAndInvalid(t *testing.T) {
 	}
 }
 
+// TestCountersManyBatches: more flows than one batched map read returns
+// (batchSize) are all read, each with its own counter.
+func TestCountersManyBatches(t *testing.T) {
+	tp := newTopo(t)
+	const legs = batchSize + batchSize/2 // 2 flows a leg: three batches
+	f := tp.open(t, Config{MaxFlows: 2 * legs})
+	a := fastpathtest.UDP(t, tp.A, netip.AddrPortFrom(fastpathtest.PeerA, 5000))
+	b := fastpathtest.UDP(t, tp.B, netip.AddrPortFrom(fastpathtest.PeerB, 6000))
+	all := make([]nft.Leg, 0, legs)
+	for i := range legs {
+		all = append(all, nft.Leg{A: nft.Flow{Peer: netip.AddrPortFrom(fastpathtest.PeerA, uint16(10000+i)), Port: uint16(20000 + 2*i)},
+			B: nft.Flow{Peer: netip.AddrPortFrom(fastpathtest.PeerB, uint16(10000+i)), Port: uint16(20001 + 2*i)}, LocalA: fastpathtest.RelayA, LocalB: fastpathtest.RelayB})
+	}
+	live := nft.Leg{A: nft.Flow{Peer: fastpathtest.Addr(a), Port: 28000}, B: nft.Flow{Peer: fastpathtest.Addr(b), Port: 28002}, LocalA: fastpathtest.RelayA, LocalB: fastpathtest.RelayB}
+	all[legs/2] = live // in the middle of the map's iteration, whatever its order
+	if err := f.Apply(nil, all); err != nil {
+		t.Fatal(err)
+	}
+	for range 3 {
+		fastpathtest.Send(t, a, []byte("counted"), netip.AddrPortFrom(fastpathtest.RelayA, 28000))
+		fastpathtest.Expect(t, b, []byte("counted"), netip.AddrPortFrom(fastpathtest.RelayB, 28002))
+	}
+	var cs map[nft.Flow]nft.Counter
+	fastpathtest.In(t, tp.R, func() (err error) { cs, err = f.Counters(); return err })
+	if len(cs) != 2*legs {
+		t.Fatalf("%d counters, want %d", len(cs), 2*legs)
+	}
+	for _, l := range all {
+		want := [2]nft.Counter{}
+		if l == live {
+			want[0] = nft.Counter{Packets: 3, Bytes: 21}
+		}
+		if got := [2]nft.Counter{cs[l.A], cs[l.B]}; got != want {
+			t.Fatalf("leg %v: counters %v, want %v", l, got, want)
+		}
+	}
+}
+
 // TestStaleFilter: a clsact filter left by a run that never closed is
 // replaced at the next Open, and Close removes it. (TCX links need no
 // such care: the kernel drops them with the process's descriptors.)
