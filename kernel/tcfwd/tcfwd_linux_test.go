@@ -143,8 +143,7 @@ func TestVLANTaggedFrame(t *testing.T) {
 		frame = binary.BigEndian.AppendUint16(frame, leg.A.Peer.Port())
 		frame = binary.BigEndian.AppendUint16(frame, leg.A.Port)
 		frame = binary.BigEndian.AppendUint16(frame, uint16(8+len(payload)))
-		frame = append(frame, 0, 0)// no UDP checksum
-
+		frame = append(frame, 0, 0) // no UDP checksum
 		frame = append(frame, payload...)
 		to := &unix.SockaddrLinklayer{Ifindex: ifindex, Halen: 6}
 		copy(to.Addr[:], relayMAC)
