@@ -34,9 +34,8 @@ type Steering struct {
 // Helper function and context offsets of the sk_lookup program type
 // (include/uapi/linux/bpf.h).
 const (
-	helperMapLookupElem = 1
-	helperSkRelease     = 86
-	helperSkAssign      = 124
+	helperSkRelease = 86
+	helperSkAssign  = 124
 
 	skLookupProtocol = 12 // struct bpf_sk_lookup: __u32 protocol
 	skLookupLocalIP4 = 40 // __u32 local_ip4, network byte order
@@ -181,36 +180,28 @@ func ParseOrigDst(oob []byte) (netip.AddrPort, bool) {
 // SK_PASS with an assigned socket delivers to it; without one, the
 // ordinary lookup goes on.
 func steeringProgram(listen netip.Addr, min, max, n, sockmap int) []ebpf.Insn {
-	var p []ebpf.Insn
-	var toPass []int // jumps to patch to the final "return SK_PASS"
-	jump := func(op uint8, dst uint8, imm int32) {
-		toPass = append(toPass, len(p))
-		p = append(p, ebpf.I(op, dst, 0, 0, imm))
-	}
-	p = append(p, ebpf.I(ebpf.OpMovReg, 6, 1, 0, 0)) // r6 = ctx
-	p = append(p, ebpf.I(ebpf.OpLdxW, 2, 6, skLookupProtocol, 0))
-	jump(ebpf.OpJneImm, 2, unix.IPPROTO_UDP)
+	a := &ebpf.Asm{}
+	const pass = "pass"
+	a.Emit(ebpf.I(ebpf.OpMovReg, 6, 1, 0, 0)) // r6 = ctx
+	a.Emit(ebpf.I(ebpf.OpLdxW, 2, 6, skLookupProtocol, 0))
+	a.Jump(ebpf.OpJneImm, 2, 0, unix.IPPROTO_UDP, pass)
 	if !listen.IsUnspecified() {
-		a := listen.As4()
-		p = append(p, ebpf.I(ebpf.OpLdxW, 2, 6, skLookupLocalIP4, 0))
+		l := listen.As4()
+		a.Emit(ebpf.I(ebpf.OpLdxW, 2, 6, skLookupLocalIP4, 0))
 		// The field holds the address's bytes in network order; loaded as
 		// a host-order word they read as this.
-		jump(ebpf.OpJneImm, 2, int32(binary.NativeEndian.Uint32(a[:])))
+		a.Jump(ebpf.OpJneImm, 2, 0, int32(binary.NativeEndian.Uint32(l[:])), pass)
 	}
-	p = append(p, ebpf.I(ebpf.OpLdxW, 2, 6, skLookupLocalPrt, 0))
-	jump(ebpf.OpJltImm, 2, int32(min))
-	jump(ebpf.OpJgtImm, 2, int32(max))
-	ld := ebpf.LoadMapFD(1, sockmap)
-	p = append(p,
+	a.Emit(ebpf.I(ebpf.OpLdxW, 2, 6, skLookupLocalPrt, 0))
+	a.Jump(ebpf.OpJltImm, 2, 0, int32(min), pass)
+	a.Jump(ebpf.OpJgtImm, 2, 0, int32(max), pass)
+	a.Emit(
 		ebpf.I(ebpf.OpMod32Imm, 2, 0, 0, int32(n)),
 		ebpf.I(ebpf.OpStxW, 10, 2, -4, 0), // key on the stack
-		ld[0], ld[1],
-		ebpf.I(ebpf.OpMovReg, 2, 10, 0, 0),
-		ebpf.I(ebpf.OpAddImm, 2, 0, 0, -4),
-		ebpf.I(ebpf.OpCall, 0, 0, 0, helperMapLookupElem),
 	)
-	jump(ebpf.OpJeqImm, 0, 0)
-	p = append(p,
+	a.Lookup(sockmap, -4)
+	a.Jump(ebpf.OpJeqImm, 0, 0, 0, pass)
+	a.Emit(
 		ebpf.I(ebpf.OpMovReg, 7, 0, 0, 0), // r7 = sk
 		ebpf.I(ebpf.OpMovReg, 1, 6, 0, 0),
 		ebpf.I(ebpf.OpMovReg, 2, 7, 0, 0),
@@ -219,10 +210,7 @@ func steeringProgram(listen netip.Addr, min, max, n, sockmap int) []ebpf.Insn {
 		ebpf.I(ebpf.OpMovReg, 1, 7, 0, 0),
 		ebpf.I(ebpf.OpCall, 0, 0, 0, helperSkRelease),
 	)
-	pass := len(p)
-	p = append(p, ebpf.I(ebpf.OpMovImm, 0, 0, 0, skPass), ebpf.I(ebpf.OpExit, 0, 0, 0, 0))
-	for _, j := range toPass {
-		p[j].Off = int16(pass - j - 1)
-	}
-	return p
+	a.Label(pass)
+	a.Emit(ebpf.I(ebpf.OpMovImm, 0, 0, 0, skPass), ebpf.I(ebpf.OpExit, 0, 0, 0, 0))
+	return a.Program()
 }

@@ -73,7 +73,6 @@ const (
 
 // Helpers and flags (include/uapi/linux/bpf.h).
 const (
-	helperMapLookupElem = 1
 	helperSkbStoreBytes = 9
 	helperL3CsumReplace = 10
 	helperL4CsumReplace = 11
@@ -90,47 +89,6 @@ const (
 	actUnspec = -1 // TC_ACT_UNSPEC, TCX_NEXT: the next program or the stack decides
 )
 
-// asm is a tiny assembler: instructions plus forward jumps to labels.
-type asm struct {
-	p      []ebpf.Insn
-	fixups map[string][]int
-	labels map[string]int
-}
-
-func (a *asm) emit(in ...ebpf.Insn) { a.p = append(a.p, in...) }
-
-// jump emits a conditional jump to label.
-func (a *asm) jump(op uint8, dst, src uint8, imm int32, label string) {
-	a.fixups[label] = append(a.fixups[label], len(a.p))
-	a.emit(ebpf.I(op, dst, src, 0, imm))
-}
-
-func (a *asm) label(name string) { a.labels[name] = len(a.p) }
-
-// lookup emits r0 = bpf_map_lookup_elem(map, r10+key).
-func (a *asm) lookup(mapFD int, key int16) {
-	m := ebpf.LoadMapFD(1, mapFD)
-	a.emit(m[:]...)
-	a.emit(
-		ebpf.I(ebpf.OpMovReg, 2, 10, 0, 0),
-		ebpf.I(ebpf.OpAddImm, 2, 0, 0, int32(key)),
-		ebpf.I(ebpf.OpCall, 0, 0, 0, helperMapLookupElem),
-	)
-}
-
-func (a *asm) done() []ebpf.Insn {
-	for name, at := range a.fixups {
-		target, ok := a.labels[name]
-		if !ok {
-			panic("tcfwd: undefined label " + name)
-		}
-		for _, i := range at {
-			a.p[i].Off = int16(target - i - 1)
-		}
-	}
-	return a.p
-}
-
 // net16 and net32 are a network-order field as the program's load of it
 // reads: the loads are in host order.
 func net16(v uint16) int32 {
@@ -146,9 +104,9 @@ func net32(a netip.Addr) int32 {
 
 // fold emits r = the 32-bit one's complement fold of the 64-bit sum in r
 // (scratch: rt), as the kernel's csum_add carries.
-func (a *asm) fold(r, rt uint8) {
+func fold(a *ebpf.Asm, r, rt uint8) {
 	for range 2 {
-		a.emit(
+		a.Emit(
 			ebpf.I(ebpf.OpMovReg, rt, r, 0, 0),
 			ebpf.I(ebpf.OpRshImm, rt, 0, 0, 32),
 			ebpf.I(ebpf.OpMov32Reg, r, r, 0, 0),
@@ -180,69 +138,69 @@ func (a *asm) fold(r, rt uint8) {
 // which relays it (or drops and counts it) in userspace: the kernel path
 // is an accelerator, never the only way.
 func program(listen netip.Addr, flows, locals, devs int) []ebpf.Insn {
-	a := &asm{fixups: map[string][]int{}, labels: map[string]int{}}
+	a := &ebpf.Asm{}
 	const next = "next"
 	I := ebpf.I
-	a.emit(
+	a.Emit(
 		I(ebpf.OpMovReg, 6, 1, 0, 0), // r6 = skb
 		I(ebpf.OpLdxW, 2, 6, skbGsoSegs, 0),
 	)
-	a.jump(ebpf.OpJgtImm, 2, 0, 1, next)
-	a.emit(I(ebpf.OpLdxW, 2, 6, skbLen, 0))
-	a.jump(ebpf.OpJgtImm, 2, 0, maxFrameSize, next)
+	a.Jump(ebpf.OpJgtImm, 2, 0, 1, next)
+	a.Emit(I(ebpf.OpLdxW, 2, 6, skbLen, 0))
+	a.Jump(ebpf.OpJgtImm, 2, 0, maxFrameSize, next)
 	// An 802.1Q-tagged frame (its tag already taken out of the data by
 	// the stack) is not for this device's addresses and routes: the
 	// kernel hands it to the VLAN device next (eth0.2, a router's WAN),
 	// whose own copy of the program takes it; with no such device the
 	// stack drops it, and so must we.
-	a.emit(I(ebpf.OpLdxW, 2, 6, skbVlanPresent, 0))
-	a.jump(ebpf.OpJneImm, 2, 0, 0, next)
-	a.emit(
+	a.Emit(I(ebpf.OpLdxW, 2, 6, skbVlanPresent, 0))
+	a.Jump(ebpf.OpJneImm, 2, 0, 0, next)
+	a.Emit(
 		I(ebpf.OpLdxW, 7, 6, skbData, 0), // r7 = data
 		I(ebpf.OpLdxW, 8, 6, skbDataEnd, 0),
 		I(ebpf.OpMovReg, 2, 7, 0, 0),
 		I(ebpf.OpAddImm, 2, 0, 0, headerEnd),
 	)
-	a.jump(ebpf.OpJgtReg, 2, 8, 0, next)
-	a.emit(I(ebpf.OpLdxH, 2, 7, ethProto, 0))
-	a.jump(ebpf.OpJneImm, 2, 0, net16(unix.ETH_P_IP), next)
-	a.emit(I(ebpf.OpLdxB, 2, 7, ipVerIHL, 0))
-	a.jump(ebpf.OpJneImm, 2, 0, 0x45, next)
-	a.emit(I(ebpf.OpLdxB, 2, 7, ipProto, 0))
-	a.jump(ebpf.OpJneImm, 2, 0, unix.IPPROTO_UDP, next)
-	a.emit(
+	a.Jump(ebpf.OpJgtReg, 2, 8, 0, next)
+	a.Emit(I(ebpf.OpLdxH, 2, 7, ethProto, 0))
+	a.Jump(ebpf.OpJneImm, 2, 0, net16(unix.ETH_P_IP), next)
+	a.Emit(I(ebpf.OpLdxB, 2, 7, ipVerIHL, 0))
+	a.Jump(ebpf.OpJneImm, 2, 0, 0x45, next)
+	a.Emit(I(ebpf.OpLdxB, 2, 7, ipProto, 0))
+	a.Jump(ebpf.OpJneImm, 2, 0, unix.IPPROTO_UDP, next)
+	a.Emit(
 		I(ebpf.OpLdxH, 2, 7, ipFrag, 0),
 		I(ebpf.OpAndImm, 2, 0, 0, net16(0x3fff)), // MF and the fragment offset
 	)
-	a.jump(ebpf.OpJneImm, 2, 0, 0, next)
-	a.emit(
+	a.Jump(ebpf.OpJneImm, 2, 0, 0, next)
+	a.Emit(
 		I(ebpf.OpLdxW, 2, 7, ipDaddr, 0),
 		I(ebpf.OpStxW, 10, 2, stOldDaddr, 0),
 	)
 	if listen.IsValid() && !listen.IsUnspecified() {
-		a.jump(ebpf.OpJneImm, 2, 0, net32(listen), next)
+		a.Jump(ebpf.OpJneImm, 2, 0, net32(listen), next)
 	} else {
 		// Bound to every address: the host's own only, never a datagram
 		// routed through it to someone else's port.
-		a.emit(I(ebpf.OpStxW, 10, 2, stScratch, 0))
-		a.lookup(locals, stScratch)
-		a.jump(ebpf.OpJeqImm, 0, 0, 0, next)
+		a.Emit(I(ebpf.OpStxW, 10, 2, stScratch, 0))
+		a.Lookup(locals, stScratch)
+		a.Jump(ebpf.OpJeqImm, 0, 0, 0, next)
 	}
 	// Lengths: the payload must fit relayd's limit (larger ones go to the
 	// socket, which drops and counts them) and the IP datagram.
-	a.emit(
+	a.Emit(
 		I(ebpf.OpLdxH, 2, 7, udpLen, 0),
 		I(ebpf.OpToBE, 2, 0, 0, 16),
 	)
-	a.jump(ebpf.OpJltImm, 2, 0, 8, next)
-	a.jump(ebpf.OpJgtImm, 2, 0, 8+maxPayload, next)
-	a.emit(
+	a.Jump(ebpf.OpJltImm, 2, 0, 8, next)
+	a.Jump(ebpf.OpJgtImm, 2, 0, 8+maxPayload, next)
+	a.Emit(
 		I(ebpf.OpLdxH, 3, 7, ipTotLen, 0),
 		I(ebpf.OpToBE, 3, 0, 0, 16),
 		I(ebpf.OpSubImm, 3, 0, 0, 20),
 	)
-	a.jump(ebpf.OpJgtReg, 2, 3, 0, next)
-	a.emit(
+	a.Jump(ebpf.OpJgtReg, 2, 3, 0, next)
+	a.Emit(
 		I(ebpf.OpSubImm, 2, 0, 0, 8),
 		I(ebpf.OpStxW, 10, 2, stScratch, 0), // payload length
 		// The key, straight from the headers.
@@ -251,15 +209,15 @@ func program(listen netip.Addr, flows, locals, devs int) []ebpf.Insn {
 		I(ebpf.OpLdxW, 2, 7, udpStart, 0),
 		I(ebpf.OpStxW, 10, 2, stKey+4, 0),
 	)
-	a.lookup(flows, stKey)
-	a.jump(ebpf.OpJeqImm, 0, 0, 0, next)
-	a.emit(I(ebpf.OpMovReg, 9, 0, 0, 0)) // r9 = the flow's entry
+	a.Lookup(flows, stKey)
+	a.Jump(ebpf.OpJeqImm, 0, 0, 0, next)
+	a.Emit(I(ebpf.OpMovReg, 9, 0, 0, 0)) // r9 = the flow's entry
 	// Where does the rewritten datagram go? The kernel's routing and
 	// neighbour tables say: output device and both MAC addresses.
 	for off := int16(0); off < fibSize; off += 8 {
-		a.emit(I(ebpf.OpStDW, 10, 0, stFib+off, 0))
+		a.Emit(I(ebpf.OpStDW, 10, 0, stFib+off, 0))
 	}
-	a.emit(
+	a.Emit(
 		I(ebpf.OpStB, 10, 0, stFib+fibFamily, unix.AF_INET),
 		I(ebpf.OpStB, 10, 0, stFib+fibL4Proto, unix.IPPROTO_UDP),
 		I(ebpf.OpLdxH, 2, 9, valPorts, 0),
@@ -286,15 +244,15 @@ func program(listen netip.Addr, flows, locals, devs int) []ebpf.Insn {
 	// addresses are known: 0, or 1 when the next hop has no neighbour
 	// entry yet and the kernel resolves it (bpf_redirect_neigh queues the
 	// datagram meanwhile, as the stack would).
-	a.emit(I(ebpf.OpMovImm, 8, 0, 0, 0))
-	a.jump(ebpf.OpJeqImm, 0, 0, fibSuccess, "routed")
-	a.jump(ebpf.OpJneImm, 0, 0, fibNoNeigh, next) // no route, forwarding off, MTU, ...
-	a.emit(I(ebpf.OpMovImm, 8, 0, 0, 1))
-	a.label("routed")
-	a.lookup(devs, stFib+fibIfindex)
-	a.jump(ebpf.OpJeqImm, 0, 0, 0, next)
+	a.Emit(I(ebpf.OpMovImm, 8, 0, 0, 0))
+	a.Jump(ebpf.OpJeqImm, 0, 0, fibSuccess, "routed")
+	a.Jump(ebpf.OpJneImm, 0, 0, fibNoNeigh, next) // no route, forwarding off, MTU, ...
+	a.Emit(I(ebpf.OpMovImm, 8, 0, 0, 1))
+	a.Label("routed")
+	a.Lookup(devs, stFib+fibIfindex)
+	a.Jump(ebpf.OpJeqImm, 0, 0, 0, next)
 	// Committed: count it.
-	a.emit(
+	a.Emit(
 		I(ebpf.OpMovImm, 2, 0, 0, 1),
 		I(ebpf.OpXaddDW, 9, 2, valPackets, 0),
 		I(ebpf.OpLdxW, 2, 10, stScratch, 0),
@@ -311,8 +269,8 @@ func program(listen netip.Addr, flows, locals, devs int) []ebpf.Insn {
 		I(ebpf.OpLdxW, 3, 9, valDst, 0),
 		I(ebpf.OpAddReg, 2, 3, 0, 0),
 	)
-	a.fold(2, 3)
-	a.emit(
+	fold(a, 2, 3)
+	a.Emit(
 		I(ebpf.OpMovReg, 7, 2, 0, 0), // r7 = address diff (packet pointers die with the first rewrite)
 		I(ebpf.OpMovReg, 1, 6, 0, 0),
 		I(ebpf.OpMovImm, 2, 0, 0, ipCsum),
@@ -332,8 +290,8 @@ func program(listen netip.Addr, flows, locals, devs int) []ebpf.Insn {
 		I(ebpf.OpLdxW, 3, 9, valPorts, 0),
 		I(ebpf.OpAddReg, 4, 3, 0, 0),
 	)
-	a.fold(4, 3)
-	a.emit(
+	fold(a, 4, 3)
+	a.Emit(
 		I(ebpf.OpMovReg, 1, 6, 0, 0),
 		I(ebpf.OpMovImm, 2, 0, 0, udpCsum),
 		I(ebpf.OpMovImm, 3, 0, 0, 0),
@@ -348,10 +306,10 @@ func program(listen netip.Addr, flows, locals, devs int) []ebpf.Insn {
 		I(ebpf.OpMovImm, 5, 0, 0, 0),
 		I(ebpf.OpCall, 0, 0, 0, helperSkbStoreBytes),
 	)
-	a.jump(ebpf.OpJneImm, 8, 0, 0, "resolve")
+	a.Jump(ebpf.OpJneImm, 8, 0, 0, "resolve")
 	// The Ethernet header: destination MAC at 0, source at 6, from fib.
 	for _, mac := range [...]struct{ at, from int32 }{{0, stFib + fibDmac}, {6, stFib + fibSmac}} {
-		a.emit(
+		a.Emit(
 			I(ebpf.OpMovReg, 1, 6, 0, 0),
 			I(ebpf.OpMovImm, 2, 0, 0, mac.at),
 			I(ebpf.OpMovReg, 3, 10, 0, 0),
@@ -361,14 +319,14 @@ func program(listen netip.Addr, flows, locals, devs int) []ebpf.Insn {
 			I(ebpf.OpCall, 0, 0, 0, helperSkbStoreBytes),
 		)
 	}
-	a.emit(
+	a.Emit(
 		I(ebpf.OpLdxW, 1, 10, stFib+fibIfindex, 0),
 		I(ebpf.OpMovImm, 2, 0, 0, 0), // to the device's egress
 		I(ebpf.OpCall, 0, 0, 0, helperRedirect),
 		I(ebpf.OpExit, 0, 0, 0, 0),
 	)
-	a.label("resolve")
-	a.emit(
+	a.Label("resolve")
+	a.Emit(
 		I(ebpf.OpLdxW, 1, 10, stFib+fibIfindex, 0),
 		I(ebpf.OpMovImm, 2, 0, 0, 0), // no next hop given: the kernel routes
 		I(ebpf.OpMovImm, 3, 0, 0, 0),
@@ -376,10 +334,10 @@ func program(listen netip.Addr, flows, locals, devs int) []ebpf.Insn {
 		I(ebpf.OpCall, 0, 0, 0, helperRedirectNeigh),
 		I(ebpf.OpExit, 0, 0, 0, 0),
 	)
-	a.label(next)
-	a.emit(
+	a.Label(next)
+	a.Emit(
 		I(ebpf.OpMovImm, 0, 0, 0, actUnspec),
 		I(ebpf.OpExit, 0, 0, 0, 0),
 	)
-	return a.done()
+	return a.Program()
 }
