@@ -5,32 +5,38 @@ const HelperMapLookupElem = 1
 
 // Asm is a tiny assembler for the hand-written programs: instructions
 // plus jumps to named labels, resolved by Program. The zero value is
-// ready to use.
+// ready to use. Its bookkeeping is slices searched linearly (a program
+// has a handful of labels) and its methods are not inlined: every call
+// site is in a program's generator, and flash, not speed, is what they
+// cost.
 type Asm struct {
 	insns  []Insn
-	fixups map[string][]int // label: indexes of the jumps to it
-	labels map[string]int
+	jumps  []mark // a jump's index and its target label
+	labels []mark // a label and the index it names
+}
+
+type mark struct {
+	name string
+	at   int
 }
 
 // Emit appends instructions.
+//
+//go:noinline
 func (a *Asm) Emit(in ...Insn) { a.insns = append(a.insns, in...) }
 
 // Jump appends a jump (op, comparing dst with src or imm) to label.
+//
+//go:noinline
 func (a *Asm) Jump(op uint8, dst, src uint8, imm int32, label string) {
-	if a.fixups == nil {
-		a.fixups = map[string][]int{}
-	}
-	a.fixups[label] = append(a.fixups[label], len(a.insns))
+	a.jumps = append(a.jumps, mark{label, len(a.insns)})
 	a.Emit(I(op, dst, src, 0, imm))
 }
 
 // Label names the next instruction.
-func (a *Asm) Label(name string) {
-	if a.labels == nil {
-		a.labels = map[string]int{}
-	}
-	a.labels[name] = len(a.insns)
-}
+//
+//go:noinline
+func (a *Asm) Label(name string) { a.labels = append(a.labels, mark{name, len(a.insns)}) }
 
 // Lookup appends r0 = bpf_map_lookup_elem(map, r10+key): the key is on
 // the stack at offset key.
@@ -47,14 +53,17 @@ func (a *Asm) Lookup(mapFD int, key int16) {
 // Program resolves the jumps and returns the instructions. A jump to a
 // label never defined is a bug of the program's author: it panics.
 func (a *Asm) Program() []Insn {
-	for name, at := range a.fixups {
-		target, ok := a.labels[name]
-		if !ok {
-			panic("ebpf: undefined label " + name)
+	for _, j := range a.jumps {
+		target := -1
+		for _, l := range a.labels {
+			if l.name == j.name {
+				target = l.at
+			}
 		}
-		for _, i := range at {
-			a.insns[i].Off = int16(target - i - 1)
+		if target < 0 {
+			panic("ebpf: undefined label " + j.name)
 		}
+		a.insns[j.at].Off = int16(target - j.at - 1)
 	}
 	return a.insns
 }
