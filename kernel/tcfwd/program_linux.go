@@ -24,43 +24,44 @@ const (
 	valueSize  = 32
 )
 
-// Offsets in the frame (Ethernet, then a 20-byte IPv4 header, then UDP)
-// and in struct __sk_buff and struct bpf_fib_lookup
+// Offsets in the IPv4 header (20 bytes, then UDP) from its start, which
+// is at ethLen in an Ethernet frame and at 0 on an L3 device (PPP,
+// WireGuard, tun), and in struct __sk_buff and struct bpf_fib_lookup
 // (include/uapi/linux/bpf.h).
 const (
+	ethLen    = 14
 	ethProto  = 12
-	ipStart   = 14
-	ipVerIHL  = ipStart + 0
-	ipTotLen  = ipStart + 2
-	ipFrag    = ipStart + 6
-	ipProto   = ipStart + 9
-	ipCsum    = ipStart + 10
-	ipSaddr   = ipStart + 12
-	ipDaddr   = ipStart + 16
-	udpStart  = ipStart + 20
+	ipVerIHL  = 0
+	ipTotLen  = 2
+	ipFrag    = 6
+	ipProto   = 9
+	ipCsum    = 10
+	ipSaddr   = 12
+	ipDaddr   = 16
+	udpStart  = 20
 	udpLen    = udpStart + 4
 	udpCsum   = udpStart + 6
-	headerEnd = udpStart + 8
+	headerLen = udpStart + 8
 
 	skbLen            = 0
+	skbProtocol       = 16
 	skbVlanPresent    = 20
 	skbIngressIfindex = 36
 	skbData           = 76
 	skbDataEnd        = 80
 	skbGsoSegs        = 164
 
-	fibSize      = 64
-	fibFamily    = 0
-	fibL4Proto   = 1
-	fibSport     = 2
-	fibDport     = 4
-	fibTotLen    = 6
-	fibIfindex   = 8
-	fibIPv4Src   = 16
-	fibIPv4Dst   = 32
-	fibSmac      = 52
-	fibDmac      = 58
-	maxFrameSize = headerEnd + maxPayload
+	fibSize    = 64
+	fibFamily  = 0
+	fibL4Proto = 1
+	fibSport   = 2
+	fibDport   = 4
+	fibTotLen  = 6
+	fibIfindex = 8
+	fibIPv4Src = 16
+	fibIPv4Dst = 32
+	fibSmac    = 52
+	fibDmac    = 58
 )
 
 // Stack frame (offsets from r10).
@@ -69,6 +70,8 @@ const (
 	stKey      = -16 // the flow key: peer address, ports word
 	stOldDaddr = -8  // the datagram's destination address before the rewrite
 	stScratch  = -4  // a local-address key, then the payload length
+	stDevKind  = -84 // the output device's entry in devs: devEthernet or devL3
+	stEthType  = -88 // ETH_P_IP in network order, for a pushed Ethernet header
 )
 
 // Helpers and flags (include/uapi/linux/bpf.h).
@@ -79,6 +82,7 @@ const (
 	helperRedirect      = 23
 	helperFibLookup     = 69
 	helperRedirectNeigh = 152
+	helperSkbChangeHead = 43
 
 	fibSuccess = 0 // BPF_FIB_LKUP_RET_SUCCESS
 	fibNoNeigh = 7 // BPF_FIB_LKUP_RET_NO_NEIGH
@@ -87,6 +91,11 @@ const (
 	fMarkMangled0 = 1 << 5 // BPF_F_MARK_MANGLED_0
 
 	actUnspec = -1 // TC_ACT_UNSPEC, TCX_NEXT: the next program or the stack decides
+
+	// The device map's values: the kind of header a device's packets
+	// carry.
+	devEthernet = 1
+	devL3       = 2
 )
 
 // net16 and net32 are a network-order field as the program's load of it
@@ -116,9 +125,10 @@ func fold(a *ebpf.Asm, r, rt uint8) {
 }
 
 // program is the forwarder, attached to the ingress of Ethernet
-// interfaces. In C:
+// interfaces, or with l3 of L3 devices (PPP, WireGuard, tun), whose
+// packets start at the IPv4 header. In C:
 //
-//	if (skb->gso_segs > 1 || skb->len > maxFrameSize) return NEXT;
+//	if (skb->gso_segs > 1 || skb->len > l2 header + 28 + maxPayload) return NEXT;
 //	if (skb->vlan_present) return NEXT; // the VLAN device's turn comes next
 //	eth, ip, udp = headers, bounds-checked; not IPv4 with a 20-byte
 //	  header, UDP, unfragmented: return NEXT;
@@ -128,26 +138,38 @@ func fold(a *ebpf.Asm, r, rt uint8) {
 //	fib = {AF_INET, UDP, new ports, tot_len, skb->ingress_ifindex, v->src, v->dst};
 //	r = bpf_fib_lookup(skb, &fib, 64, 0);
 //	if (r != SUCCESS && r != NO_NEIGH) return NEXT;
-//	if (!lookup(devs, fib.ifindex)) return NEXT;  // not an Ethernet device of ours
+//	kind = lookup(devs, fib.ifindex); if (!kind) return NEXT; // not a device of ours
 //	v->packets += 1; v->bytes += payload;          // atomic
 //	rewrite addresses and ports with incremental checksums;
+//	if (l3) {
+//		if (kind == L3) return bpf_redirect(fib.ifindex, 0);
+//		if (bpf_skb_change_head(skb, 14, 0)) return NEXT; // room for an Ethernet header
+//		EtherType = IPv4;
+//	}
 //	if (r == NO_NEIGH) return bpf_redirect_neigh(fib.ifindex, NULL, 0, 0);
 //	MAC addresses from fib; return bpf_redirect(fib.ifindex, 0); // egress
+//
+// bpf_redirect from an Ethernet device to an L3 one drops the Ethernet
+// header itself.
 //
 // Everything it declines takes the ordinary path to relayd's socket,
 // which relays it (or drops and counts it) in userspace: the kernel path
 // is an accelerator, never the only way.
-func program(listen netip.Addr, flows, locals, devs int) []ebpf.Insn {
+func program(listen netip.Addr, l3 bool, flows, locals, devs int) []ebpf.Insn {
 	a := &ebpf.Asm{}
 	const next = "next"
 	I := ebpf.I
+	var ip int16 = ethLen // where the IPv4 header starts
+	if l3 {
+		ip = 0
+	}
 	a.Emit(
 		I(ebpf.OpMovReg, 6, 1, 0, 0), // r6 = skb
 		I(ebpf.OpLdxW, 2, 6, skbGsoSegs, 0),
 	)
 	a.Jump(ebpf.OpJgtImm, 2, 0, 1, next)
 	a.Emit(I(ebpf.OpLdxW, 2, 6, skbLen, 0))
-	a.Jump(ebpf.OpJgtImm, 2, 0, maxFrameSize, next)
+	a.Jump(ebpf.OpJgtImm, 2, 0, int32(ip)+headerLen+maxPayload, next)
 	// An 802.1Q-tagged frame (its tag already taken out of the data by
 	// the stack) is not for this device's addresses and routes: the
 	// kernel hands it to the VLAN device next (eth0.2, a router's WAN),
@@ -159,22 +181,26 @@ func program(listen netip.Addr, flows, locals, devs int) []ebpf.Insn {
 		I(ebpf.OpLdxW, 7, 6, skbData, 0), // r7 = data
 		I(ebpf.OpLdxW, 8, 6, skbDataEnd, 0),
 		I(ebpf.OpMovReg, 2, 7, 0, 0),
-		I(ebpf.OpAddImm, 2, 0, 0, headerEnd),
+		I(ebpf.OpAddImm, 2, 0, 0, int32(ip)+headerLen),
 	)
 	a.Jump(ebpf.OpJgtReg, 2, 8, 0, next)
-	a.Emit(I(ebpf.OpLdxH, 2, 7, ethProto, 0))
+	if l3 {
+		a.Emit(I(ebpf.OpLdxW, 2, 6, skbProtocol, 0))
+	} else {
+		a.Emit(I(ebpf.OpLdxH, 2, 7, ethProto, 0))
+	}
 	a.Jump(ebpf.OpJneImm, 2, 0, net16(unix.ETH_P_IP), next)
-	a.Emit(I(ebpf.OpLdxB, 2, 7, ipVerIHL, 0))
+	a.Emit(I(ebpf.OpLdxB, 2, 7, ip+ipVerIHL, 0))
 	a.Jump(ebpf.OpJneImm, 2, 0, 0x45, next)
-	a.Emit(I(ebpf.OpLdxB, 2, 7, ipProto, 0))
+	a.Emit(I(ebpf.OpLdxB, 2, 7, ip+ipProto, 0))
 	a.Jump(ebpf.OpJneImm, 2, 0, unix.IPPROTO_UDP, next)
 	a.Emit(
-		I(ebpf.OpLdxH, 2, 7, ipFrag, 0),
+		I(ebpf.OpLdxH, 2, 7, ip+ipFrag, 0),
 		I(ebpf.OpAndImm, 2, 0, 0, net16(0x3fff)), // MF and the fragment offset
 	)
 	a.Jump(ebpf.OpJneImm, 2, 0, 0, next)
 	a.Emit(
-		I(ebpf.OpLdxW, 2, 7, ipDaddr, 0),
+		I(ebpf.OpLdxW, 2, 7, ip+ipDaddr, 0),
 		I(ebpf.OpStxW, 10, 2, stOldDaddr, 0),
 	)
 	if listen.IsValid() && !listen.IsUnspecified() {
@@ -189,13 +215,13 @@ func program(listen netip.Addr, flows, locals, devs int) []ebpf.Insn {
 	// Lengths: the payload must fit relayd's limit (larger ones go to the
 	// socket, which drops and counts them) and the IP datagram.
 	a.Emit(
-		I(ebpf.OpLdxH, 2, 7, udpLen, 0),
+		I(ebpf.OpLdxH, 2, 7, ip+udpLen, 0),
 		I(ebpf.OpToBE, 2, 0, 0, 16),
 	)
 	a.Jump(ebpf.OpJltImm, 2, 0, 8, next)
 	a.Jump(ebpf.OpJgtImm, 2, 0, 8+maxPayload, next)
 	a.Emit(
-		I(ebpf.OpLdxH, 3, 7, ipTotLen, 0),
+		I(ebpf.OpLdxH, 3, 7, ip+ipTotLen, 0),
 		I(ebpf.OpToBE, 3, 0, 0, 16),
 		I(ebpf.OpSubImm, 3, 0, 0, 20),
 	)
@@ -204,9 +230,9 @@ func program(listen netip.Addr, flows, locals, devs int) []ebpf.Insn {
 		I(ebpf.OpSubImm, 2, 0, 0, 8),
 		I(ebpf.OpStxW, 10, 2, stScratch, 0), // payload length
 		// The key, straight from the headers.
-		I(ebpf.OpLdxW, 2, 7, ipSaddr, 0),
+		I(ebpf.OpLdxW, 2, 7, ip+ipSaddr, 0),
 		I(ebpf.OpStxW, 10, 2, stKey, 0),
-		I(ebpf.OpLdxW, 2, 7, udpStart, 0),
+		I(ebpf.OpLdxW, 2, 7, ip+udpStart, 0),
 		I(ebpf.OpStxW, 10, 2, stKey+4, 0),
 	)
 	a.Lookup(flows, stKey)
@@ -224,7 +250,7 @@ func program(listen netip.Addr, flows, locals, devs int) []ebpf.Insn {
 		I(ebpf.OpStxH, 10, 2, stFib+fibSport, 0),
 		I(ebpf.OpLdxH, 2, 9, valPorts+2, 0),
 		I(ebpf.OpStxH, 10, 2, stFib+fibDport, 0),
-		I(ebpf.OpLdxH, 2, 7, ipTotLen, 0),
+		I(ebpf.OpLdxH, 2, 7, ip+ipTotLen, 0),
 		I(ebpf.OpToBE, 2, 0, 0, 16),
 		I(ebpf.OpStxH, 10, 2, stFib+fibTotLen, 0),
 		I(ebpf.OpLdxW, 2, 6, skbIngressIfindex, 0),
@@ -251,6 +277,10 @@ func program(listen netip.Addr, flows, locals, devs int) []ebpf.Insn {
 	a.Label("routed")
 	a.Lookup(devs, stFib+fibIfindex)
 	a.Jump(ebpf.OpJeqImm, 0, 0, 0, next)
+	a.Emit(
+		I(ebpf.OpLdxW, 2, 0, 0, 0),
+		I(ebpf.OpStxW, 10, 2, stDevKind, 0),
+	)
 	// Committed: count it.
 	a.Emit(
 		I(ebpf.OpMovImm, 2, 0, 0, 1),
@@ -273,13 +303,13 @@ func program(listen netip.Addr, flows, locals, devs int) []ebpf.Insn {
 	a.Emit(
 		I(ebpf.OpMovReg, 7, 2, 0, 0), // r7 = address diff (packet pointers die with the first rewrite)
 		I(ebpf.OpMovReg, 1, 6, 0, 0),
-		I(ebpf.OpMovImm, 2, 0, 0, ipCsum),
+		I(ebpf.OpMovImm, 2, 0, 0, int32(ip)+ipCsum),
 		I(ebpf.OpMovImm, 3, 0, 0, 0),
 		I(ebpf.OpMovReg, 4, 7, 0, 0),
 		I(ebpf.OpMovImm, 5, 0, 0, 0), // size 0: r4 is a difference
 		I(ebpf.OpCall, 0, 0, 0, helperL3CsumReplace),
 		I(ebpf.OpMovReg, 1, 6, 0, 0),
-		I(ebpf.OpMovImm, 2, 0, 0, udpCsum),
+		I(ebpf.OpMovImm, 2, 0, 0, int32(ip)+udpCsum),
 		I(ebpf.OpMovImm, 3, 0, 0, 0),
 		I(ebpf.OpMovReg, 4, 7, 0, 0),
 		I(ebpf.OpMovImm, 5, 0, 0, fPseudoHdr|fMarkMangled0),
@@ -293,38 +323,68 @@ func program(listen netip.Addr, flows, locals, devs int) []ebpf.Insn {
 	fold(a, 4, 3)
 	a.Emit(
 		I(ebpf.OpMovReg, 1, 6, 0, 0),
-		I(ebpf.OpMovImm, 2, 0, 0, udpCsum),
+		I(ebpf.OpMovImm, 2, 0, 0, int32(ip)+udpCsum),
 		I(ebpf.OpMovImm, 3, 0, 0, 0),
 		I(ebpf.OpMovImm, 5, 0, 0, fMarkMangled0),
 		I(ebpf.OpCall, 0, 0, 0, helperL4CsumReplace),
 		// Addresses and ports: 12 bytes from the IPv4 source address on,
 		// as the entry holds them.
 		I(ebpf.OpMovReg, 1, 6, 0, 0),
-		I(ebpf.OpMovImm, 2, 0, 0, ipSaddr),
+		I(ebpf.OpMovImm, 2, 0, 0, int32(ip)+ipSaddr),
 		I(ebpf.OpMovReg, 3, 9, 0, 0),
 		I(ebpf.OpMovImm, 4, 0, 0, 12),
 		I(ebpf.OpMovImm, 5, 0, 0, 0),
 		I(ebpf.OpCall, 0, 0, 0, helperSkbStoreBytes),
 	)
-	a.Jump(ebpf.OpJneImm, 8, 0, 0, "resolve")
-	// The Ethernet header: destination MAC at 0, source at 6, from fib.
-	for _, mac := range [...]struct{ at, from int32 }{{0, stFib + fibDmac}, {6, stFib + fibSmac}} {
+	redirectWithMACs := func() {
+		a.Jump(ebpf.OpJneImm, 8, 0, 0, "resolve")
+		// The Ethernet header: destination MAC at 0, source at 6, from fib.
+		for _, mac := range [...]struct{ at, from int32 }{{0, stFib + fibDmac}, {6, stFib + fibSmac}} {
+			a.Emit(
+				I(ebpf.OpMovReg, 1, 6, 0, 0),
+				I(ebpf.OpMovImm, 2, 0, 0, mac.at),
+				I(ebpf.OpMovReg, 3, 10, 0, 0),
+				I(ebpf.OpAddImm, 3, 0, 0, mac.from),
+				I(ebpf.OpMovImm, 4, 0, 0, 6),
+				I(ebpf.OpMovImm, 5, 0, 0, 0),
+				I(ebpf.OpCall, 0, 0, 0, helperSkbStoreBytes),
+			)
+		}
+		a.Label("redirect")
+		a.Emit(
+			I(ebpf.OpLdxW, 1, 10, stFib+fibIfindex, 0),
+			I(ebpf.OpMovImm, 2, 0, 0, 0), // to the device's egress
+			I(ebpf.OpCall, 0, 0, 0, helperRedirect),
+			I(ebpf.OpExit, 0, 0, 0, 0),
+		)
+	}
+	if l3 {
+		// To an L3 device: as it is (bpf_redirect_neigh wants an Ethernet
+		// header to replace, and a NOARP device needs no neighbour).
+		a.Emit(I(ebpf.OpLdxW, 2, 10, stDevKind, 0))
+		a.Jump(ebpf.OpJeqImm, 2, 0, devL3, "redirect")
+		// To an Ethernet device: push the header first. Should the kernel
+		// fail to grow the packet, the rewritten datagram goes on to the
+		// stack, which forwards it all the same.
 		a.Emit(
 			I(ebpf.OpMovReg, 1, 6, 0, 0),
-			I(ebpf.OpMovImm, 2, 0, 0, mac.at),
+			I(ebpf.OpMovImm, 2, 0, 0, ethLen),
+			I(ebpf.OpMovImm, 3, 0, 0, 0),
+			I(ebpf.OpCall, 0, 0, 0, helperSkbChangeHead),
+		)
+		a.Jump(ebpf.OpJneImm, 0, 0, 0, next)
+		a.Emit(
+			I(ebpf.OpStH, 10, 0, stEthType, net16(unix.ETH_P_IP)),
+			I(ebpf.OpMovReg, 1, 6, 0, 0),
+			I(ebpf.OpMovImm, 2, 0, 0, ethProto),
 			I(ebpf.OpMovReg, 3, 10, 0, 0),
-			I(ebpf.OpAddImm, 3, 0, 0, mac.from),
-			I(ebpf.OpMovImm, 4, 0, 0, 6),
+			I(ebpf.OpAddImm, 3, 0, 0, stEthType),
+			I(ebpf.OpMovImm, 4, 0, 0, 2),
 			I(ebpf.OpMovImm, 5, 0, 0, 0),
 			I(ebpf.OpCall, 0, 0, 0, helperSkbStoreBytes),
 		)
 	}
-	a.Emit(
-		I(ebpf.OpLdxW, 1, 10, stFib+fibIfindex, 0),
-		I(ebpf.OpMovImm, 2, 0, 0, 0), // to the device's egress
-		I(ebpf.OpCall, 0, 0, 0, helperRedirect),
-		I(ebpf.OpExit, 0, 0, 0, 0),
-	)
+	redirectWithMACs()
 	a.Label("resolve")
 	a.Emit(
 		I(ebpf.OpLdxW, 1, 10, stFib+fibIfindex, 0),

@@ -66,10 +66,11 @@ type Config struct {
 type Forwarder struct {
 	mu     sync.Mutex
 	cfg    Config
-	prog   int
+	prog   int // for Ethernet devices
+	progL3 int // for L3 devices (PPP, WireGuard, tun): no Ethernet header
 	flows  int // flow key -> entry (valueSize)
 	locals int // the host's IPv4 addresses (unspecified listen only)
-	devs   int // ifindex -> 1: Ethernet devices the program may redirect to
+	devs   int // ifindex -> 1: the devices the program may redirect to
 	// Attachments by ifindex: a TCX link descriptor, or -1 for a clsact
 	// filter.
 	attached map[int]int
@@ -88,8 +89,8 @@ const (
 	clsactHandle   = 1
 )
 
-// Open loads the program and attaches it to every Ethernet interface of
-// the calling thread's network namespace. It returns an
+// Open loads the program and attaches it to every Ethernet and L3
+// interface of the calling thread's network namespace. It returns an
 // *nft.UnavailableError when the host cannot run it.
 func Open(cfg Config) (*Forwarder, error) {
 	if cfg.Listen.IsValid() && !cfg.Listen.Unmap().Is4() {
@@ -105,7 +106,7 @@ func Open(cfg Config) (*Forwarder, error) {
 	// Kernels before 5.11 charge maps to RLIMIT_MEMLOCK; later ones to
 	// the cgroup, and this is harmless there.
 	_ = unix.Setrlimit(unix.RLIMIT_MEMLOCK, &unix.Rlimit{Cur: unix.RLIM_INFINITY, Max: unix.RLIM_INFINITY})
-	f := &Forwarder{cfg: cfg, prog: -1, flows: -1, locals: -1, devs: -1, attached: map[int]int{},
+	f := &Forwarder{cfg: cfg, prog: -1, progL3: -1, flows: -1, locals: -1, devs: -1, attached: map[int]int{},
 		locAddrs: map[[4]byte]bool{}, keys: map[nft.Flow]bool{}}
 	var err error
 	// Entries are allocated as flows are installed: a router must not
@@ -121,9 +122,13 @@ func Open(cfg Config) (*Forwarder, error) {
 		f.closeFDs()
 		return nil, classify("create the device map", err)
 	}
-	if f.prog, err = ebpf.ProgLoad(unix.BPF_PROG_TYPE_SCHED_CLS, 0, "jnrelay_fwd", program(cfg.Listen, f.flows, f.locals, f.devs)); err != nil {
+	if f.prog, err = ebpf.ProgLoad(unix.BPF_PROG_TYPE_SCHED_CLS, 0, "jnrelay_fwd", program(cfg.Listen, false, f.flows, f.locals, f.devs)); err != nil {
 		f.closeFDs()
 		return nil, classify("load the program", err)
+	}
+	if f.progL3, err = ebpf.ProgLoad(unix.BPF_PROG_TYPE_SCHED_CLS, 0, "jnrelay_fwd", program(cfg.Listen, true, f.flows, f.locals, f.devs)); err != nil {
+		f.closeFDs()
+		return nil, classify("load the program for L3 devices", err)
 	}
 	switch cfg.Attach {
 	case AttachAuto:
@@ -145,7 +150,7 @@ func Open(cfg Config) (*Forwarder, error) {
 	}
 	if len(f.attached) == 0 {
 		_ = f.Close()
-		return nil, &nft.UnavailableError{Reason: "no_ethernet", Err: errors.New("no Ethernet interface to attach the program to")}
+		return nil, &nft.UnavailableError{Reason: "no_ethernet", Err: errors.New("no Ethernet or L3 interface to attach the program to")}
 	}
 	return f, nil
 }
@@ -180,7 +185,7 @@ func classify(what string, err error) error {
 	return &nft.UnavailableError{Reason: "bpf_error", Err: fmt.Errorf("%s: %w", what, err)}
 }
 
-// Sync attaches the program to Ethernet interfaces that appeared since
+// Sync attaches the program to Ethernet and L3 interfaces that appeared since
 // the last call, forgets those that went, and refreshes the host's
 // addresses (for an unspecified listen address). Counters calls it, so
 // hot-plugged interfaces and new addresses are served within a poll.
@@ -203,14 +208,19 @@ func (f *Forwarder) syncLocked() error {
 	seen := map[int]bool{}
 	var errs []error
 	for _, ifc := range ifs {
-		if !isEthernet(ifc) {
-			continue // the program parses Ethernet frames only
+		kind := devEthernet
+		switch {
+		case isEthernet(ifc):
+		case isL3(ifc):
+			kind = devL3
+		default:
+			continue // loopback, and headers the program does not parse
 		}
 		seen[ifc.Index] = true
 		if _, ok := f.attached[ifc.Index]; ok {
 			continue
 		}
-		if err := f.attach(ifc.Index); err != nil {
+		if err := f.attach(ifc.Index, kind); err != nil {
 			errs = append(errs, fmt.Errorf("attach to %s: %w", ifc.Name, err))
 			continue
 		}
@@ -244,19 +254,32 @@ func isEthernet(ifc net.Interface) bool {
 	return len(ifc.HardwareAddr) == 6 && ifc.Flags&(net.FlagLoopback|net.FlagPointToPoint) == 0
 }
 
+// isL3 reports whether the interface's packets start at the IP header:
+// no hardware address and not loopback (PPP, PPPoE's ppp device,
+// WireGuard, tun). Its program checks the packet's protocol instead of an
+// EtherType, so anything else there takes the ordinary path too.
+func isL3(ifc net.Interface) bool {
+	return len(ifc.HardwareAddr) == 0 && ifc.Flags&net.FlagLoopback == 0
+}
+
 func u32(v uint32) []byte {
 	b := make([]byte, 4)
 	binary.NativeEndian.PutUint32(b, v)
 	return b
 }
 
-// attach puts the program on ifindex's ingress and lets it redirect there.
-func (f *Forwarder) attach(ifindex int) error {
-	if err := ebpf.MapUpdate(f.devs, u32(uint32(ifindex)), u32(1), unix.BPF_ANY); err != nil {
+// attach puts the program for the device's kind (devEthernet, devL3) on
+// ifindex's ingress and lets the programs redirect there.
+func (f *Forwarder) attach(ifindex, kind int) error {
+	prog := f.prog
+	if kind == devL3 {
+		prog = f.progL3
+	}
+	if err := ebpf.MapUpdate(f.devs, u32(uint32(ifindex)), u32(uint32(kind)), unix.BPF_ANY); err != nil {
 		return fmt.Errorf("device map: %w", err)
 	}
 	if f.tcx {
-		l, err := ebpf.LinkCreate(f.prog, ifindex, unix.BPF_TCX_INGRESS, 0)
+		l, err := ebpf.LinkCreate(prog, ifindex, unix.BPF_TCX_INGRESS, 0)
 		if err != nil {
 			return fmt.Errorf("tcx link: %w", err)
 		}
@@ -267,7 +290,7 @@ func (f *Forwarder) attach(ifindex int) error {
 		Handle: tcHandle(0xffff, 0), Parent: tcHandleClsact}, "clsact", nil); err != nil {
 		return fmt.Errorf("clsact qdisc: %w", err)
 	}
-	if err := f.filterRequest(unix.RTM_NEWTFILTER, unix.NLM_F_CREATE|unix.NLM_F_REPLACE, ifindex); err != nil {
+	if err := filterRequest(unix.RTM_NEWTFILTER, unix.NLM_F_CREATE|unix.NLM_F_REPLACE, ifindex, prog); err != nil {
 		return fmt.Errorf("clsact filter: %w", err)
 	}
 	f.attached[ifindex] = -1
@@ -287,16 +310,16 @@ const (
 func tcHandle(major, minor uint16) uint32 { return uint32(major)<<16 | uint32(minor) }
 
 // filterRequest adds (RTM_NEWTFILTER) or deletes (RTM_DELTFILTER) the
-// program's filter on ifindex's clsact ingress, as `tc filter add dev X
+// filter of prog on ifindex's clsact ingress, as `tc filter add dev X
 // ingress pref 19022 handle 1 protocol ip bpf da fd N name jnrelay_fwd`.
-func (f *Forwarder) filterRequest(typ, flags, ifindex int) error {
+func filterRequest(typ, flags, ifindex, prog int) error {
 	msg := &nl.TcMsg{Ifindex: int32(ifindex), Handle: clsactHandle, Parent: tcHandleIngress,
 		Info: tcHandle(clsactPriority, nl.Swap16(unix.ETH_P_IP))}
 	if typ == unix.RTM_DELTFILTER {
 		return tcRequest(typ, flags, msg, "bpf", nil)
 	}
 	opts := nl.NewRtAttr(nl.TCA_OPTIONS, nil)
-	opts.AddRtAttr(tcaBPFFd, nl.Uint32Attr(uint32(f.prog)))
+	opts.AddRtAttr(tcaBPFFd, nl.Uint32Attr(uint32(prog)))
 	opts.AddRtAttr(tcaBPFName, nl.ZeroTerminated("jnrelay_fwd"))
 	opts.AddRtAttr(tcaBPFFlags, nl.Uint32Attr(tcaBPFFlagsDirect))
 	return tcRequest(typ, flags, msg, "bpf", opts)
@@ -514,7 +537,7 @@ func (f *Forwarder) Close() error {
 	for idx, link := range f.attached {
 		if link >= 0 {
 			errs = append(errs, unix.Close(link))
-		} else if err := f.filterRequest(unix.RTM_DELTFILTER, 0, idx); err != nil && !errors.Is(err, unix.ENOENT) && !errors.Is(err, unix.ENODEV) {
+		} else if err := filterRequest(unix.RTM_DELTFILTER, 0, idx, -1); err != nil && !errors.Is(err, unix.ENOENT) && !errors.Is(err, unix.ENODEV) {
 			errs = append(errs, fmt.Errorf("remove the clsact filter of interface %d: %w", idx, err))
 		}
 	}
@@ -524,7 +547,7 @@ func (f *Forwarder) Close() error {
 }
 
 func (f *Forwarder) closeFDs() {
-	for _, fd := range []*int{&f.prog, &f.flows, &f.locals, &f.devs} {
+	for _, fd := range []*int{&f.prog, &f.progL3, &f.flows, &f.locals, &f.devs} {
 		if *fd >= 0 {
 			_ = unix.Close(*fd)
 			*fd = -1

@@ -168,6 +168,59 @@ func TestVLANTaggedFrame(t *testing.T) {
 	}
 }
 
+// TestL3Device: a router whose uplink is an L3 device (PPPoE's ppp0,
+// WireGuard; a tun device here, the test beyond it): datagrams that come
+// in there without an Ethernet header are forwarded back out over it
+// (both peers on the Internet) and to a LAN peer over Ethernet, and the
+// LAN peer's out over it; checksums verified on the far side of each.
+func TestL3Device(t *testing.T) {
+	for _, attach := range []Attach{AttachTCX, AttachClsact} {
+		t.Run(string(attach), func(t *testing.T) { testL3Device(t, attach) })
+	}
+}
+
+func testL3Device(t *testing.T, attach Attach) {
+	fastpathtest.SkipWithoutBPF(t)
+	net3, tun := fastpathtest.NewL3(t, "jntc3")
+	tp := &topo{net3}
+	f := tp.open(t, Config{MaxFlows: 16, Attach: attach})
+	wan := fastpathtest.OneArmRelay
+	w1, w2 := netip.MustParseAddrPort("198.51.100.2:6000"), netip.MustParseAddrPort("198.51.100.3:7000")
+	relayP := fastpathtest.UDP(t, tp.R, netip.AddrPortFrom(netip.IPv4Unspecified(), 28000))
+	a := fastpathtest.UDP(t, tp.A, netip.AddrPortFrom(fastpathtest.PeerA, 5000))
+
+	// Not offloaded: to the relay's socket.
+	tun.Write(t, fastpathtest.IPv4UDP(w1, netip.AddrPortFrom(wan, 28000), []byte("before")))
+	fastpathtest.Expect(t, relayP, []byte("before"), w1)
+
+	internet := nft.Leg{A: nft.Flow{Peer: w1, Port: 28000}, B: nft.Flow{Peer: w2, Port: 28002}, LocalA: wan, LocalB: wan}
+	lan := nft.Leg{A: nft.Flow{Peer: fastpathtest.Addr(a), Port: 28004}, B: nft.Flow{Peer: w1, Port: 28006}, LocalA: fastpathtest.RelayA, LocalB: wan}
+	if err := f.Apply(nil, []nft.Leg{internet, lan}); err != nil {
+		t.Fatal(err)
+	}
+	for range 2 { // the first ones find no neighbour entry yet
+		tun.Write(t, fastpathtest.IPv4UDP(w1, netip.AddrPortFrom(wan, 28000), []byte("w1->w2")))
+		tun.Expect(t, []byte("w1->w2"), netip.AddrPortFrom(wan, 28002), w2)
+		tun.Write(t, fastpathtest.IPv4UDP(w2, netip.AddrPortFrom(wan, 28002), []byte("w2->w1!")))
+		tun.Expect(t, []byte("w2->w1!"), netip.AddrPortFrom(wan, 28000), w1)
+		fastpathtest.Send(t, a, []byte("lan->wan"), netip.AddrPortFrom(fastpathtest.RelayA, 28004))
+		tun.Expect(t, []byte("lan->wan"), netip.AddrPortFrom(wan, 28006), w1)
+		tun.Write(t, fastpathtest.IPv4UDP(w1, netip.AddrPortFrom(wan, 28006), []byte("wan->lan!!")))
+		fastpathtest.Expect(t, a, []byte("wan->lan!!"), netip.AddrPortFrom(fastpathtest.RelayA, 28004))
+	}
+	fastpathtest.ExpectNone(t, relayP)
+	tun.ExpectNone(t)
+	var cs map[nft.Flow]nft.Counter
+	fastpathtest.In(t, tp.R, func() (err error) { cs, err = f.Counters(); return err })
+	want := map[nft.Flow]nft.Counter{internet.A: {Packets: 2, Bytes: 12}, internet.B: {Packets: 2, Bytes: 14},
+		lan.A: {Packets: 2, Bytes: 16}, lan.B: {Packets: 2, Bytes: 20}}
+	for fl, c := range want {
+		if cs[fl] != c {
+			t.Fatalf("counters %v, want %v", cs, want)
+		}
+	}
+}
+
 // TestForwardingOffUnderneath: net.ipv4.ip_forward turned off while a leg
 // is offloaded makes the program's route lookup decline, and userspace
 // gets the datagrams (nftables' rewritten ones would be dropped instead).
@@ -326,14 +379,16 @@ func TestUnavailable(t *testing.T) {
 // expected paths.
 func TestProgramShape(t *testing.T) {
 	for _, listen := range []netip.Addr{netip.IPv4Unspecified(), fastpathtest.RelayA} {
-		p := program(listen, 3, 4, 5)
-		if last := p[len(p)-1]; last.Code != 0x95 {
-			t.Fatalf("program ends with opcode %#x, not exit", last.Code)
-		}
-		for i, in := range p {
-			if in.Code&0x07 == 0x05 && in.Code != 0x85 && in.Code != 0x95 { // BPF_JMP, not call/exit
-				if to := i + 1 + int(in.Off); to <= i || to >= len(p) {
-					t.Errorf("listen %s: jump at %d lands on %d (program of %d)", listen, i, to, len(p))
+		for _, l3 := range []bool{false, true} {
+			p := program(listen, l3, 3, 4, 5)
+			if last := p[len(p)-1]; last.Code != 0x95 {
+				t.Fatalf("program ends with opcode %#x, not exit", last.Code)
+			}
+			for i, in := range p {
+				if in.Code&0x07 == 0x05 && in.Code != 0x85 && in.Code != 0x95 { // BPF_JMP, not call/exit
+					if to := i + 1 + int(in.Off); to <= i || to >= len(p) {
+						t.Errorf("listen %s, l3 %v: jump at %d lands on %d (program of %d)", listen, l3, i, to, len(p))
+					}
 				}
 			}
 		}

@@ -74,6 +74,7 @@ const (
 	OpStxH     = 0x6b // BPF_STX | BPF_MEM | BPF_H
 	OpStxW     = 0x63 // BPF_STX | BPF_MEM | BPF_W
 	OpStB      = 0x72 // BPF_ST | BPF_MEM | BPF_B
+	OpStH      = 0x6a // BPF_ST | BPF_MEM | BPF_H
 	OpStDW     = 0x7a // BPF_ST | BPF_MEM | BPF_DW
 	OpXaddDW   = 0xdb // BPF_STX | BPF_ATOMIC | BPF_DW, imm BPF_ADD
 	OpLdImm64  = 0x18 // BPF_LD | BPF_DW | BPF_IMM (two instructions)

@@ -51,14 +51,15 @@ var (
 	OneArmGateway = netip.MustParseAddr("203.0.113.1")
 )
 
-// Topo names the namespaces; G is "" in New's network.
+// Topo names the namespaces; G is "" but in NewOneArm's network, B "" in
+// NewL3's.
 type Topo struct{ A, R, B, G string }
 
 // New builds the two-armed network (removed at cleanup); prefix names
 // it. It skips the test when not root.
 func New(t *testing.T, prefix string) *Topo {
 	t.Helper()
-	tp := namespaces(t, prefix, false)
+	tp := namespaces(t, prefix, "arb")
 	peers(t, tp.R, tp.A, tp.B)
 	tp.Forwarding(t, true)
 	return tp
@@ -67,7 +68,7 @@ func New(t *testing.T, prefix string) *Topo {
 // NewOneArm builds the one-armed network (see the package comment).
 func NewOneArm(t *testing.T, prefix string) *Topo {
 	t.Helper()
-	tp := namespaces(t, prefix, true)
+	tp := namespaces(t, prefix, "argb")
 	peers(t, tp.G, tp.A, tp.B)
 	Run(t, "ip", "-n", tp.G, "link", "add", "gr", "type", "veth", "peer", "name", "eth0", "netns", tp.R)
 	for _, s := range [][]string{
@@ -83,20 +84,53 @@ func NewOneArm(t *testing.T, prefix string) *Topo {
 	return tp
 }
 
-// namespaces adds A, R and B (and G if gateway), each removed at cleanup.
-func namespaces(t *testing.T, prefix string, gateway bool) *Topo {
+// NewL3 builds the network of a router whose uplink is an L3 device
+// (PPPoE's ppp0, WireGuard): R has A on its LAN (ra, RelayA) and the tun
+// device tun0, holding OneArmRelay/32 and the default route. What lies
+// beyond tun0 — the Internet and its peers — is the test, through the
+// returned Tun.
+func NewL3(t *testing.T, prefix string) (*Topo, *Tun) {
+	t.Helper()
+	tp := namespaces(t, prefix, "ar")
+	tun := NewTun(t, tp.R, "tun0")
+	Run(t, "ip", "-n", tp.R, "link", "add", "ra", "type", "veth", "peer", "name", "eth0", "netns", tp.A)
+	for _, s := range [][]string{
+		{"-n", tp.R, "addr", "add", RelayA.String() + "/24", "dev", "ra"},
+		{"-n", tp.A, "addr", "add", PeerA.String() + "/24", "dev", "eth0"},
+		{"-n", tp.R, "link", "set", "ra", "up"}, {"-n", tp.A, "link", "set", "eth0", "up"},
+		{"-n", tp.A, "route", "add", "default", "via", RelayA.String()},
+		{"-n", tp.R, "addr", "add", OneArmRelay.String() + "/32", "dev", "tun0"},
+		{"-n", tp.R, "link", "set", "tun0", "up"},
+		{"-n", tp.R, "route", "add", "default", "dev", "tun0"},
+	} {
+		Run(t, append([]string{"ip"}, s...)...)
+	}
+	Run(t, "ip", "netns", "exec", tp.A, "ethtool", "-K", "eth0", "tx", "off")
+	tp.Forwarding(t, true)
+	return tp, tun
+}
+
+// namespaces adds the namespaces named by roles ('a', 'r', 'b', 'g':
+// Topo's fields), each removed at cleanup.
+func namespaces(t *testing.T, prefix, roles string) *Topo {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip("skipping: needs root (network namespaces)")
 	}
 	id := fmt.Sprintf("%s-%x%04x", prefix, os.Getpid(), rand.Uint32N(1<<16))
-	tp := &Topo{A: id + "-a", R: id + "-r", B: id + "-b"}
-	all := []string{tp.A, tp.R, tp.B}
-	if gateway {
-		tp.G = id + "-g"
-		all = append(all, tp.G)
-	}
-	for _, ns := range all {
+	tp := &Topo{}
+	for _, role := range roles {
+		ns := id + "-" + string(role)
+		switch role {
+		case 'a':
+			tp.A = ns
+		case 'r':
+			tp.R = ns
+		case 'b':
+			tp.B = ns
+		case 'g':
+			tp.G = ns
+		}
 		Run(t, "ip", "netns", "add", ns)
 		t.Cleanup(func() { _ = exec.Command("ip", "netns", "del", ns).Run() })
 		Run(t, "ip", "-n", ns, "link", "set", "lo", "up")
