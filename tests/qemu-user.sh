@@ -29,7 +29,9 @@ for target in "arm 7 qemu-arm-static" "arm64 - qemu-aarch64-static"; do
   start=$(date +%s)
   # -trimpath as in make cross and image/arm64/build.sh: the packages compiled
   # here are then reused from the build cache by those builds.
-  if env "${env[@]}" go test -trimpath -count=1 -v -exec "$emu" "${pkgs[@]}" >"$log" 2>&1; then rc=0; else rc=$?; fi
+  # -timeout: every package takes seconds here; a hang (a forking Go
+  # program under qemu-user can deadlock) fails within minutes, not ten.
+  if env "${env[@]}" go test -trimpath -count=1 -v -timeout 3m -exec "$emu" "${pkgs[@]}" >"$log" 2>&1; then rc=0; else rc=$?; fi
   # A skip's reason is what the test logged after its "=== RUN"/"=== NAME"
   # line; its "--- SKIP: name" line may come later (subtests report with
   # their parent), so reasons are kept per test name.
