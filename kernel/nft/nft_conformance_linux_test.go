@@ -38,6 +38,13 @@ func TestOneArm(t *testing.T) {
 	}
 }
 
+// TestL3Device: a router whose uplink is an L3 device (PPP, WireGuard).
+func TestL3Device(t *testing.T) {
+	fastpathtest.SkipWithoutNetfilter(t)
+	tp, tun := fastpathtest.NewL3(t, "jnnft3")
+	conformance.L3Device(t, tp, tun, open(t, tp, netip.IPv4Unspecified()))
+}
+
 // open opens the table in tp's relay namespace, closed at cleanup.
 func open(t *testing.T, tp *fastpathtest.Topo, listen netip.Addr) *nft.Table {
 	t.Helper()

@@ -183,42 +183,7 @@ func testL3Device(t *testing.T, attach Attach) {
 	fastpathtest.SkipWithoutBPF(t)
 	net3, tun := fastpathtest.NewL3(t, "jntc3")
 	tp := &topo{net3}
-	f := tp.open(t, Config{MaxFlows: 16, Attach: attach})
-	wan := fastpathtest.OneArmRelay
-	w1, w2 := netip.MustParseAddrPort("198.51.100.2:6000"), netip.MustParseAddrPort("198.51.100.3:7000")
-	relayP := fastpathtest.UDP(t, tp.R, netip.AddrPortFrom(netip.IPv4Unspecified(), 28000))
-	a := fastpathtest.UDP(t, tp.A, netip.AddrPortFrom(fastpathtest.PeerA, 5000))
-
-	// Not offloaded: to the relay's socket.
-	tun.Write(t, fastpathtest.IPv4UDP(w1, netip.AddrPortFrom(wan, 28000), []byte("before")))
-	fastpathtest.Expect(t, relayP, []byte("before"), w1)
-
-	internet := nft.Leg{A: nft.Flow{Peer: w1, Port: 28000}, B: nft.Flow{Peer: w2, Port: 28002}, LocalA: wan, LocalB: wan}
-	lan := nft.Leg{A: nft.Flow{Peer: fastpathtest.Addr(a), Port: 28004}, B: nft.Flow{Peer: w1, Port: 28006}, LocalA: fastpathtest.RelayA, LocalB: wan}
-	if err := f.Apply(nil, []nft.Leg{internet, lan}); err != nil {
-		t.Fatal(err)
-	}
-	for range 2 { // the first ones find no neighbour entry yet
-		tun.Write(t, fastpathtest.IPv4UDP(w1, netip.AddrPortFrom(wan, 28000), []byte("w1->w2")))
-		tun.Expect(t, []byte("w1->w2"), netip.AddrPortFrom(wan, 28002), w2)
-		tun.Write(t, fastpathtest.IPv4UDP(w2, netip.AddrPortFrom(wan, 28002), []byte("w2->w1!")))
-		tun.Expect(t, []byte("w2->w1!"), netip.AddrPortFrom(wan, 28000), w1)
-		fastpathtest.Send(t, a, []byte("lan->wan"), netip.AddrPortFrom(fastpathtest.RelayA, 28004))
-		tun.Expect(t, []byte("lan->wan"), netip.AddrPortFrom(wan, 28006), w1)
-		tun.Write(t, fastpathtest.IPv4UDP(w1, netip.AddrPortFrom(wan, 28006), []byte("wan->lan!!")))
-		fastpathtest.Expect(t, a, []byte("wan->lan!!"), netip.AddrPortFrom(fastpathtest.RelayA, 28004))
-	}
-	fastpathtest.ExpectNone(t, relayP)
-	tun.ExpectNone(t)
-	var cs map[nft.Flow]nft.Counter
-	fastpathtest.In(t, tp.R, func() (err error) { cs, err = f.Counters(); return err })
-	want := map[nft.Flow]nft.Counter{internet.A: {Packets: 2, Bytes: 12}, internet.B: {Packets: 2, Bytes: 14},
-		lan.A: {Packets: 2, Bytes: 16}, lan.B: {Packets: 2, Bytes: 20}}
-	for fl, c := range want {
-		if cs[fl] != c {
-			t.Fatalf("counters %v, want %v", cs, want)
-		}
-	}
+	conformance.L3Device(t, net3, tun, tp.open(t, Config{MaxFlows: 16, Attach: attach}))
 }
 
 // TestForwardingOffUnderneath: net.ipv4.ip_forward turned off while a leg

@@ -203,3 +203,55 @@ func OneArm(t *testing.T, tp *fastpathtest.Topo, f Table, listen netip.Addr) {
 	fastpathtest.Send(t, a, []byte("closed"), toP)
 	fastpathtest.Expect(t, relayP, []byte("closed"), leg.A.Peer)
 }
+
+// L3Device checks f, opened in the relay namespace of fastpathtest's
+// NewL3 network for an unspecified listen address: a router whose uplink
+// is an L3 device (PPPoE's ppp0, WireGuard; a tun device, with the test
+// beyond it). Datagrams that arrive there without an Ethernet header are
+// forwarded back out over it (both peers on the Internet) and to a LAN
+// peer over Ethernet, and the LAN peer's out over it; checksums are
+// verified on the far side of each, the counters are exact. It closes f.
+func L3Device(t *testing.T, tp *fastpathtest.Topo, tun *fastpathtest.Tun, f Table) {
+	t.Helper()
+	wan := fastpathtest.OneArmRelay
+	w1, w2 := netip.MustParseAddrPort("198.51.100.2:6000"), netip.MustParseAddrPort("198.51.100.3:7000")
+	relayP := fastpathtest.UDP(t, tp.R, netip.AddrPortFrom(netip.IPv4Unspecified(), 28000))
+	a := fastpathtest.UDP(t, tp.A, netip.AddrPortFrom(fastpathtest.PeerA, 5000))
+
+	// Not offloaded: to the relay's socket.
+	tun.Write(t, fastpathtest.IPv4UDP(w1, netip.AddrPortFrom(wan, 28000), []byte("before")))
+	fastpathtest.Expect(t, relayP, []byte("before"), w1)
+
+	internet := nft.Leg{A: nft.Flow{Peer: w1, Port: 28000}, B: nft.Flow{Peer: w2, Port: 28002}, LocalA: wan, LocalB: wan}
+	lan := nft.Leg{A: nft.Flow{Peer: fastpathtest.Addr(a), Port: 28004}, B: nft.Flow{Peer: w1, Port: 28006}, LocalA: fastpathtest.RelayA, LocalB: wan}
+	if err := f.Apply(nil, []nft.Leg{internet, lan}); err != nil {
+		t.Fatal(err)
+	}
+	for range 2 { // the first ones find no neighbour entry yet
+		tun.Write(t, fastpathtest.IPv4UDP(w1, netip.AddrPortFrom(wan, 28000), []byte("w1->w2")))
+		tun.Expect(t, []byte("w1->w2"), netip.AddrPortFrom(wan, 28002), w2)
+		tun.Write(t, fastpathtest.IPv4UDP(w2, netip.AddrPortFrom(wan, 28002), []byte("w2->w1!")))
+		tun.Expect(t, []byte("w2->w1!"), netip.AddrPortFrom(wan, 28000), w1)
+		fastpathtest.Send(t, a, []byte("lan->wan"), netip.AddrPortFrom(fastpathtest.RelayA, 28004))
+		tun.Expect(t, []byte("lan->wan"), netip.AddrPortFrom(wan, 28006), w1)
+		tun.Write(t, fastpathtest.IPv4UDP(w1, netip.AddrPortFrom(wan, 28006), []byte("wan->lan!!")))
+		fastpathtest.Expect(t, a, []byte("wan->lan!!"), netip.AddrPortFrom(fastpathtest.RelayA, 28004))
+	}
+	fastpathtest.ExpectNone(t, relayP)
+	tun.ExpectNone(t)
+	var cs map[nft.Flow]nft.Counter
+	fastpathtest.In(t, tp.R, func() (err error) { cs, err = f.Counters(); return err })
+	want := map[nft.Flow]nft.Counter{internet.A: {Packets: 2, Bytes: 12}, internet.B: {Packets: 2, Bytes: 14},
+		lan.A: {Packets: 2, Bytes: 16}, lan.B: {Packets: 2, Bytes: 20}}
+	if len(cs) != len(want) {
+		t.Fatalf("counters %v, want %v", cs, want)
+	}
+	for fl, c := range want {
+		if cs[fl] != c {
+			t.Fatalf("counters %v, want %v", cs, want)
+		}
+	}
+	fastpathtest.In(t, tp.R, f.Close)
+	tun.Write(t, fastpathtest.IPv4UDP(w1, netip.AddrPortFrom(wan, 28000), []byte("closed")))
+	fastpathtest.Expect(t, relayP, []byte("closed"), w1)
+}
