@@ -3,12 +3,8 @@
 package nft_test
 
 import (
-	"errors"
 	"net/netip"
-	"os"
 	"testing"
-
-	"golang.org/x/sys/unix"
 
 	"github.com/jnrelay/jnrelay/kernel/internal/fastpathtest"
 	"github.com/jnrelay/jnrelay/kernel/internal/fastpathtest/conformance"
@@ -53,9 +49,6 @@ func open(t *testing.T, tp *fastpathtest.Topo, listen netip.Addr) *nft.Table {
 		openErr error
 	)
 	fastpathtest.In(t, tp.R, func() error { tb, openErr = nft.Open(nft.Config{Listen: listen}); return nil })
-	if errors.Is(openErr, unix.EPROTONOSUPPORT) && os.Getenv("JNRELAY_QEMU_USER") == "1" {
-		t.Skipf("%v: qemu-user does not emulate NETLINK_NETFILTER sockets", openErr)
-	}
 	if openErr != nil {
 		t.Fatal(openErr)
 	}

@@ -5,12 +5,9 @@ package nft
 import (
 	"errors"
 	"net/netip"
-	"os"
 	"os/exec"
 	"strings"
 	"testing"
-
-	"golang.org/x/sys/unix"
 
 	"github.com/jnrelay/jnrelay/kernel/internal/fastpathtest"
 )
@@ -30,22 +27,11 @@ func (tp *topo) open(t *testing.T, cfg Config) *Table {
 		openErr error
 	)
 	fastpathtest.In(t, tp.R, func() error { tb, openErr = Open(cfg); return nil })
-	skipIfNoNetfilterNetlink(t, openErr)
 	if openErr != nil {
 		t.Fatal(openErr)
 	}
 	t.Cleanup(func() { tb.Close() })
 	return tb
-}
-
-// skipIfNoNetfilterNetlink skips under qemu-user (make test-cross sets
-// JNRELAY_QEMU_USER=1), which opens only a few netlink families and refuses
-// NETLINK_NETFILTER with EPROTONOSUPPORT. Natively the same error fails.
-func skipIfNoNetfilterNetlink(t *testing.T, err error) {
-	t.Helper()
-	if errors.Is(err, unix.EPROTONOSUPPORT) && os.Getenv("JNRELAY_QEMU_USER") == "1" {
-		t.Skipf("%v: qemu-user does not emulate NETLINK_NETFILTER sockets", err)
-	}
 }
 
 // nftList is `nft list table` in the relay namespace ("" if absent).
@@ -103,7 +89,6 @@ func TestStaleTableAndClose(t *testing.T) {
 		openErr error
 	)
 	fastpathtest.In(t, tp.R, func() error { stale, openErr = Open(Config{}); return nil })
-	skipIfNoNetfilterNetlink(t, openErr)
 	if openErr != nil {
 		t.Fatal(openErr)
 	}

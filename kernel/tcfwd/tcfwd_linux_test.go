@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"os"
 	"os/exec"
 	"strings"
 	"syscall"
@@ -35,22 +34,11 @@ func (tp *topo) open(t *testing.T, cfg Config) *Forwarder {
 		openErr error
 	)
 	fastpathtest.In(t, tp.R, func() error { f, openErr = Open(cfg); return nil })
-	skipIfUnsupported(t, openErr)
 	if openErr != nil {
 		t.Fatal(openErr)
 	}
 	t.Cleanup(func() { fastpathtest.In(t, tp.R, f.Close) })
 	return f
-}
-
-// skipIfUnsupported skips where this host cannot load the program at
-// all: qemu-user (make test-cross) emulates no bpf(2).
-func skipIfUnsupported(t *testing.T, err error) {
-	t.Helper()
-	var ue *nft.UnavailableError
-	if errors.As(err, &ue) && (ue.Reason == "no_bpf" || ue.Reason == "no_tcx") && os.Getenv("JNRELAY_QEMU_USER") == "1" {
-		t.Skipf("%v: qemu-user does not emulate bpf(2)", err)
-	}
 }
 
 func TestForwarding(t *testing.T) {
@@ -303,7 +291,6 @@ func TestStaleFilter(t *testing.T) {
 	var stale *Forwarder
 	var err error
 	fastpathtest.In(t, tp.R, func() error { stale, err = Open(Config{Attach: AttachClsact}); return nil })
-	skipIfUnsupported(t, err)
 	if err != nil {
 		t.Fatal(err)
 	}
