@@ -115,24 +115,7 @@ func TestVLANTaggedFrame(t *testing.T) {
 			frame = binary.BigEndian.AppendUint16(frame, vlan)
 		}
 		frame = binary.BigEndian.AppendUint16(frame, unix.ETH_P_IP)
-		ip := []byte{0x45, 0, 0, 0, 0, 0, 0x40, 0, 64, unix.IPPROTO_UDP, 0, 0}
-		binary.BigEndian.PutUint16(ip[2:], uint16(20+8+len(payload)))
-		ip = append(ip, fastpathtest.PeerA.AsSlice()...)
-		ip = append(ip, fastpathtest.RelayA.AsSlice()...)
-		var sum uint32
-		for i := 0; i < len(ip); i += 2 {
-			sum += uint32(binary.BigEndian.Uint16(ip[i:]))
-		}
-		for sum > 0xffff {
-			sum = sum&0xffff + sum>>16
-		}
-		binary.BigEndian.PutUint16(ip[10:], ^uint16(sum))
-		frame = append(frame, ip...)
-		frame = binary.BigEndian.AppendUint16(frame, leg.A.Peer.Port())
-		frame = binary.BigEndian.AppendUint16(frame, leg.A.Port)
-		frame = binary.BigEndian.AppendUint16(frame, uint16(8+len(payload)))
-		frame = append(frame, 0, 0) // no UDP checksum
-		frame = append(frame, payload...)
+		frame = append(frame, fastpathtest.IPv4UDP(leg.A.Peer, netip.AddrPortFrom(fastpathtest.RelayA, leg.A.Port), []byte(payload))...)
 		to := &unix.SockaddrLinklayer{Ifindex: ifindex, Halen: 6}
 		copy(to.Addr[:], relayMAC)
 		if err := unix.Sendto(fd, frame, 0, to); err != nil {
