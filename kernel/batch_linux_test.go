@@ -260,7 +260,6 @@ func TestSendSegmentedFallsBack(t *testing.T) {
 	if !Detect().GSO {
 		t.Skip("this kernel has no UDP_SEGMENT")
 	}
-	fastpathtest.SkipWithoutBPF(t) // i.e. not under qemu-user: no namespaces there
 	tp := fastpathtest.New(t, "jngso")
 	var tx int
 	fastpathtest.In(t, tp.A, func() (err error) {

@@ -45,7 +45,7 @@ const (
 
 // NewSteering loads the program for UDP datagrams to listen (IPv4;
 // unspecified = any local address) on ports min..max, spread over n
-// sockets, and attaches it to the current network namespace. It steers
+// sockets, and attaches it to the calling thread's network namespace. It steers
 // nothing until SetSocket fills the slots.
 func NewSteering(listen netip.Addr, min, max, n int) (*Steering, error) {
 	if !listen.Is4() && !listen.Is4In6() {
@@ -64,7 +64,10 @@ func NewSteering(listen netip.Addr, min, max, n int) (*Steering, error) {
 		s.Close()
 		return nil, fmt.Errorf("steering: load sk_lookup program: %w", err)
 	}
-	netns, err := os.Open("/proc/self/ns/net")
+	// The calling thread's namespace: /proc/self names the process's
+	// main thread, which a program that switches namespaces on locked
+	// threads (as tests do) may have left in another one.
+	netns, err := os.Open("/proc/thread-self/ns/net")
 	if err != nil {
 		s.Close()
 		return nil, fmt.Errorf("steering: %w", err)

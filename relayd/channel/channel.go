@@ -39,6 +39,10 @@ type side struct {
 	// receive buffer (and the send buffer of the port it forwards from)
 	// then grew to kernel.HotFlowBuffer. Only the channel's worker uses it.
 	hot bool
+	// noGSO is set once the kernel refused a segmented send toward this
+	// side's peer (kernel.ErrNoSegmentation): its batches then go out one
+	// datagram a message. Only the channel's worker uses it.
+	noGSO bool
 }
 
 // leg is a pair of ports relayed to each other: P<->P+2 or P+1<->P+3.
@@ -203,7 +207,22 @@ func (c *Channel) relay(in *side, b *batches) {
 	// counted; what the kernel refuses is taken back below.
 	c.stats.packets[dir].Add(uint64(queued))
 	c.stats.bytes[dir].Add(uint64(queuedBytes))
-	sent, _ := b.send.Send(out.fd)
+	var sent int
+	if b.gso && queued > 1 && !out.noGSO {
+		// A hot flow: the batch's equal-size runs cross the UDP and IP
+		// layers once each.
+		var msgs int
+		var err error
+		sent, msgs, err = b.send.SendSegmented(out.fd)
+		if errors.Is(err, kernel.ErrNoSegmentation) {
+			out.noGSO = true // this destination's route cannot take it: stop asking
+		}
+		if sent > msgs {
+			b.gsoSaved.Add(uint64(sent - msgs))
+		}
+	} else {
+		sent, _ = b.send.Send(out.fd)
+	}
 	if sent < queued {
 		unsent := 0
 		for _, l := range b.lens[sent:queued] {

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/jnrelay/jnrelay/kernel"
 )
 
 var loopback = netip.MustParseAddr("127.0.0.1")
@@ -674,5 +676,59 @@ func TestHotFlowGrowsBuffers(t *testing.T) {
 	}
 	if got := rcvbuf(quiet.fd); got != before {
 		t.Errorf("a quiet port's receive buffer is %d, want the range-wide %d", got, before)
+	}
+}
+
+// TestHotFlowSegmented: a burst on a hot port goes out as UDP GSO
+// messages when Config.GSO is set (and not otherwise), and the other
+// party receives every datagram, in order, with its own size: runs of
+// equal size, a shorter one ending a run, larger ones starting new runs.
+func TestHotFlowSegmented(t *testing.T) {
+	if !kernel.Detect().GSO {
+		t.Skip("this kernel has no UDP_SEGMENT")
+	}
+	for _, gso := range []bool{true, false} {
+		t.Run(fmt.Sprintf("gso=%v", gso), func(t *testing.T) {
+			m, _ := newTestManager(t, func(c *Config) { c.GSO = gso })
+			info, a, b, _, _ := call(t, m)
+			p := info.LocalPort
+			m.mu.Lock()
+			c := m.channels[info.ID]
+			m.mu.Unlock()
+			var burst [][]byte
+			for i := range 3 * batchSize {
+				size := 172
+				switch i % 7 {
+				case 5:
+					size = 90 // ends a run
+				case 6:
+					size = 200 // starts a new one
+				}
+				burst = append(burst, bytes.Repeat([]byte{byte(i)}, size))
+			}
+			// Sent while the worker cannot read (the channel's write lock
+			// keeps it out), so it finds full batches.
+			c.mu.Lock()
+			for _, d := range burst {
+				a.send(p, d)
+			}
+			c.mu.Unlock()
+			for _, d := range burst {
+				b.expect(d, p+2)
+			}
+			saved := m.gsoSaved.Load()
+			t.Logf("%d of %d datagrams went out inside another's GSO message", saved, len(burst))
+			if gso && saved == 0 {
+				t.Fatal("no datagram was sent segmented")
+			}
+			if !gso && saved != 0 {
+				t.Fatalf("GSO off, yet %d datagrams were sent segmented", saved)
+			}
+			// Counted one by one however they were sent (call's "a-hello"
+			// was dropped: nobody was latched yet).
+			if got := liveStats(t, m, info.ID).Packets[LocalToRemote]; got != uint64(len(burst)) {
+				t.Fatalf("%d datagrams counted local->remote, want %d", got, len(burst))
+			}
+		})
 	}
 }

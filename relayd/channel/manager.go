@@ -39,7 +39,11 @@ type Config struct {
 	// BPF sk_lookup program instead of a socket per port (steered.go).
 	// The fast path is then off; New fails when the host cannot steer.
 	Steered bool
-	Logger  *slog.Logger
+	// GSO sends a hot flow's batch of equal-size datagrams as one UDP
+	// segmentation offload message (kernel.SendBatch.SendSegmented); set
+	// it where kernel.Detect reports GSO. Per-port sockets only.
+	GSO    bool
+	Logger *slog.Logger
 	// OnEnd is called once for every channel that ends, after its ports are
 	// released. It must not block for long.
 	OnEnd func(End)
@@ -92,6 +96,10 @@ type Manager struct {
 	steerMu   sync.Mutex
 	steerings []*kernel.Steering
 	unrouted  atomic.Uint64
+
+	// gsoSaved counts datagrams that went out inside another's UDP GSO
+	// message: the UDP and IP layers they did not cross on their own.
+	gsoSaved atomic.Uint64
 
 	// fp is the in-kernel fast path, nil when off or unavailable;
 	// fpCounts outlive it across Reconfigure.

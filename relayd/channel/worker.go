@@ -16,6 +16,10 @@ type batches struct {
 	recv *kernel.RecvBatch
 	send *kernel.SendBatch
 	lens [batchSize]int // lengths of the queued datagrams
+	gso  bool           // send batches segmented (Config.GSO)
+	// gsoSaved is the Manager's count of datagrams sent inside another's
+	// GSO message.
+	gsoSaved *atomic.Uint64
 }
 
 // worker serves the ports of its channels from one epoll instance: one
@@ -42,7 +46,8 @@ func newWorker(m *Manager) (*worker, error) {
 	}
 	w := &worker{
 		m: m, poller: p, log: m.log,
-		b:      batches{recv: kernel.NewRecvBatch(batchSize, MaxDatagram+1), send: kernel.NewSendBatch(batchSize)},
+		b: batches{recv: kernel.NewRecvBatch(batchSize, MaxDatagram+1), send: kernel.NewSendBatch(batchSize),
+			gso: m.cfg.GSO, gsoSaved: &m.gsoSaved},
 		events: make([]kernel.Event, 128),
 		done:   make(chan struct{}),
 		pong:   make(chan struct{}, 1),

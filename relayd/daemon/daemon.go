@@ -99,11 +99,13 @@ func New(ctx context.Context, cfg config.Config, opt Options) (*Daemon, error) {
 	d := &Daemon{version: version, log: log, started: time.Now(), ctx: ctx, cancel: cancel,
 		listen: netip.MustParseAddr(cfg.ListenAddress), parts: map[string]*part{}}
 	var err error
+	features := kernel.Detect()
 	d.dp, err = channel.New(channel.Config{
 		Listen: d.listen, PortMin: cfg.Ports.Min, PortMax: cfg.Ports.Max,
 		Expire: cfg.Channel.Expire(), LatchGrace: cfg.Channel.LatchGrace(), MaxKbps: cfg.Channel.MaxKbps, TotalKbps: cfg.Limits.TotalKbps,
 		FastPath: channel.FastPathMode(cfg.Channel.FastPath),
 		Steered:  cfg.Channel.Steered(),
+		GSO:      features.GSO,
 		Logger:   log.With("part", "dataplane"),
 		OnEnd:    func(e channel.End) { d.svc.ChannelEnded(context.WithoutCancel(ctx), e) },
 	})
@@ -125,7 +127,7 @@ func New(ctx context.Context, cfg config.Config, opt Options) (*Daemon, error) {
 	d.meter = usage.Open(opt.StateDir, 0, usage.Options{Logger: log.With("part", "usage")})
 	d.wg.Add(1)
 	go d.sampleUsage()
-	log.LogAttrs(ctx, slog.LevelInfo, "kernel features", kernel.Detect().LogAttrs()...)
+	log.LogAttrs(ctx, slog.LevelInfo, "kernel features", features.LogAttrs()...)
 	if err := d.apply(cfg, config.Config{}); err != nil {
 		d.Close()
 		return nil, err
