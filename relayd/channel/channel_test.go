@@ -716,7 +716,7 @@ func TestHotFlowSegmented(t *testing.T) {
 			for _, d := range burst {
 				b.expect(d, p+2)
 			}
-			saved := m.gsoSaved.Load()
+			saved := m.Totals().Segmented
 			t.Logf("%d of %d datagrams went out inside another's GSO message", saved, len(burst))
 			if gso && saved == 0 {
 				t.Fatal("no datagram was sent segmented")

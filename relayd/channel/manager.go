@@ -566,6 +566,9 @@ type Totals struct {
 	Active   int   // live channels
 	Capacity int   // channels the port range holds
 	Stats    Stats // counters of live and ended channels together
+	// Segmented counts datagrams sent inside another's UDP GSO message
+	// (Config.GSO): hot flows' batches.
+	Segmented uint64
 }
 
 // Totals sums the counters of every channel, live or ended.
@@ -578,6 +581,7 @@ func (m *Manager) Totals() Totals {
 	}
 	m.mu.Unlock()
 	t.Stats.Dropped[DropNoChannel] += m.unrouted.Load()
+	t.Segmented = m.gsoSaved.Load()
 	return t
 }
 

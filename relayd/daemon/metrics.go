@@ -16,7 +16,7 @@ func (d *Daemon) MetricsSources() metrics.Sources {
 				ActiveChannels: tot.Active, Capacity: tot.Capacity,
 				PacketsLocalToRemote: t.PacketsLocalToRemote, PacketsRemoteToLocal: t.PacketsRemoteToLocal,
 				BytesLocalToRemote: t.BytesLocalToRemote, BytesRemoteToLocal: t.BytesRemoteToLocal,
-				Dropped: t.Dropped, Relatched: t.Relatched,
+				Dropped: t.Dropped, Relatched: t.Relatched, Segmented: tot.Segmented,
 			}
 		},
 		Sessions: func() []metrics.Session {

@@ -53,7 +53,7 @@ type collector struct {
 	buildInfo                         *prometheus.Desc
 	channelsActive, channelsCapacity  *prometheus.Desc
 	packets, bytes, dropped           *prometheus.Desc
-	relatched                         *prometheus.Desc
+	relatched, segmented              *prometheus.Desc
 	requests, allocationFailures      *prometheus.Desc
 	sessionUp, sessionState, connects *prometheus.Desc
 	stunRequests, stunResponses       *prometheus.Desc
@@ -79,6 +79,7 @@ func newCollector(src Sources, version string) *collector {
 		bytes:            d("relayd_relayed_bytes_total", "Payload bytes forwarded, by direction (local is the requester).", "direction"),
 		dropped:          d("relayd_dropped_packets_total", "Datagrams received on relay ports and not forwarded, by reason.", "reason"),
 		relatched:        d("relayd_relatched_total", "Port latches moved to a new source after the latched one fell silent."),
+		segmented:        d("relayd_segmented_packets_total", "Relayed datagrams sent inside another's UDP segmentation offload (GSO) message: hot flows' batches, one send for many."),
 
 		requests: d("relayd_channel_requests_total",
 			"Channel requests by outcome: granted, or the error condition they were refused with.", "result"),
@@ -112,7 +113,7 @@ func newCollector(src Sources, version string) *collector {
 // nil, so the registry checks every name and label set up front.
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{
-		c.buildInfo, c.channelsActive, c.channelsCapacity, c.packets, c.bytes, c.dropped, c.relatched,
+		c.buildInfo, c.channelsActive, c.channelsCapacity, c.packets, c.bytes, c.dropped, c.relatched, c.segmented,
 		c.requests, c.allocationFailures, c.sessionUp, c.sessionState, c.connects,
 		c.stunRequests, c.stunResponses, c.stunDropped,
 		c.fpActive, c.fpLegs, c.fpOffloads, c.fpNotOffloaded, c.fpPackets,
@@ -155,6 +156,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		counter(c.bytes, dp.BytesRemoteToLocal, directions[1])
 		byLabel(c.dropped, dp.Dropped, dropReasons[:])
 		counter(c.relatched, dp.Relatched)
+		counter(c.segmented, dp.Segmented)
 	}
 
 	if c.src.Requests != nil {

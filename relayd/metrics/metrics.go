@@ -64,6 +64,7 @@ type DataPlane struct {
 	Dropped map[string]uint64
 
 	Relatched uint64 // latches moved to a new source after the grace period
+	Segmented uint64 // datagrams sent inside another's UDP GSO message
 }
 
 // Session is the status of one XMPP session.
