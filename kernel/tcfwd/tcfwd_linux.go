@@ -1,5 +1,7 @@
 // Package tcfwd is the eBPF fast path: a TC program on the ingress of the
-// host's Ethernet interfaces rewrites a latched flow's datagrams to the
+// host's Ethernet interfaces (and, in a variant for packets without an
+// Ethernet header, of its PPP, WireGuard and tun ones) rewrites a latched
+// flow's datagrams to the
 // other peer of its leg (addresses, ports, checksums, MAC addresses from
 // the kernel's routing and neighbour tables) and redirects them to the
 // egress of the output device, so they never reach the stack's socket
