@@ -188,6 +188,7 @@ type relay struct {
 	// and dropped (ok false when the contender reports none).
 	counters func(lines []string) (relayed, dropped uint64, ok bool)
 	cleanup  func()
+	final    []string // its last stdout lines, once stopped
 }
 
 // stopRelay stops r and returns its final counters.
@@ -202,6 +203,7 @@ func (r *relay) stop() (relayed, dropped uint64, ok bool, err error) {
 	if err != nil {
 		return 0, 0, false, err
 	}
+	r.final = lines
 	if r.counters != nil {
 		relayed, dropped, ok = r.counters(lines)
 	}
@@ -262,7 +264,8 @@ type step struct {
 	behind           time.Duration // worst lateness of either generator
 	relayed, dropped uint64        // relay's own counters, if it reports them
 	counted          bool
-	allocPerSec      float64 // channel set-up rate the relay reported
+	relayFinal       []string // the relay's last stdout lines
+	allocPerSec      float64  // channel set-up rate the relay reported
 	// Where packets were dropped, from the kernel's counters over the whole
 	// step: UDP receive-buffer overflows in the relay namespace and on the
 	// generators' side, and backlog (netdev_max_backlog) drops on any core.
@@ -316,6 +319,7 @@ func (e *env) run(ctx context.Context, t testing.TB, c *contender, s spec) (*ste
 		return nil, serr
 	}
 	res.relayed, res.dropped, res.counted = relayed, dropped, counted
+	res.relayFinal = r.final
 	res.allocPerSec = r.allocPerSec
 	return res, nil
 }

@@ -24,6 +24,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/jnrelay/jnrelay/kernel"
 	"github.com/jnrelay/jnrelay/relayd/channel"
 )
 
@@ -50,6 +51,7 @@ func run(listen string, portMin, portMax, channels int, portsFile string, expire
 	}
 	m, err := channel.New(channel.Config{Listen: addr, PortMin: portMin, PortMax: portMax,
 		Expire: expire, LatchGrace: 5 * time.Second, FastPath: fastPath, Steered: steered,
+		GSO: kernel.Detect().GSO, // as relayd's daemon sets it
 		// Warnings (a fast path leg that stays in userspace) on stderr.
 		Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))})
 	if err != nil {
@@ -116,5 +118,6 @@ func run(listen string, portMin, portMax, channels int, portsFile string, expire
 		"relayed": t.Stats.Packets[channel.LocalToRemote] + t.Stats.Packets[channel.RemoteToLocal],
 		"dropped": dropped, "active": t.Active,
 		"kernel_forwarded": t.Stats.Offloaded[channel.LocalToRemote] + t.Stats.Offloaded[channel.RemoteToLocal],
+		"segmented":        t.Segmented,
 	})
 }
