@@ -37,6 +37,36 @@ func waitReadable(t testing.TB, fd int) {
 	}
 }
 
+// expectDatagrams receives len(want) datagrams on rx with recv (waiting
+// for each batch, bounded) and checks that they are want, in order, each
+// whole and from from.
+func expectDatagrams(t *testing.T, recv *RecvBatch, rx int, from netip.AddrPort, want [][]byte) {
+	t.Helper()
+	var got [][]byte
+	for len(got) < len(want) {
+		waitReadable(t, rx)
+		n, err := recv.Recv(rx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n > recv.Size() {
+			t.Fatalf("received %d > batch size", n)
+		}
+		for i := range n {
+			p, src, trunc := recv.Packet(i)
+			if src != from || trunc {
+				t.Fatalf("datagram %d from %s (want %s) truncated=%v", len(got), src, from, trunc)
+			}
+			got = append(got, bytes.Clone(p))
+		}
+	}
+	for i := range want {
+		if !bytes.Equal(got[i], want[i]) {
+			t.Fatalf("datagram %d: %d bytes %.8q, want %d bytes %.8q", i, len(got[i]), got[i], len(want[i]), want[i])
+		}
+	}
+}
+
 func TestBatchRoundTrip(t *testing.T) {
 	for _, family := range []string{"127.0.0.1:0", "[::1]:0"} {
 		t.Run(family, func(t *testing.T) {
@@ -61,29 +91,7 @@ func TestBatchRoundTrip(t *testing.T) {
 				t.Fatal("batch not emptied by Send")
 			}
 			recv := NewRecvBatch(4, 64)
-			var got [][]byte
-			for len(got) < len(want) {
-				waitReadable(t, rx)
-				n, err := recv.Recv(rx)
-				if err != nil {
-					t.Fatal(err)
-				}
-				if n > recv.Size() {
-					t.Fatalf("received %d > batch size", n)
-				}
-				for i := range n {
-					p, from, trunc := recv.Packet(i)
-					if from != txAddr || trunc {
-						t.Fatalf("packet %d from %s (want %s) truncated=%v", i, from, txAddr, trunc)
-					}
-					got = append(got, bytes.Clone(p))
-				}
-			}
-			for i := range want {
-				if !bytes.Equal(got[i], want[i]) {
-					t.Fatalf("datagram %d: %q, want %q", i, got[i], want[i])
-				}
-			}
+			expectDatagrams(t, recv, rx, txAddr, want)
 			if n, err := recv.Recv(rx); n != 0 || err != nil {
 				t.Fatalf("empty socket: %d, %v", n, err)
 			}
@@ -225,27 +233,7 @@ func TestSendSegmented(t *testing.T) {
 			if err != nil || sent != len(sizes) || msgs != wantMsgs {
 				t.Fatalf("sent %d datagrams in %d messages (%v), want %d in %d", sent, msgs, err, len(sizes), wantMsgs)
 			}
-			recv := NewRecvBatch(4, 2048)
-			var got [][]byte
-			for len(got) < len(want) {
-				waitReadable(t, rx)
-				n, err := recv.Recv(rx)
-				if err != nil {
-					t.Fatal(err)
-				}
-				for i := range n {
-					p, from, _ := recv.Packet(i)
-					if from != txAddr {
-						t.Fatalf("datagram from %s, want %s", from, txAddr)
-					}
-					got = append(got, bytes.Clone(p))
-				}
-			}
-			for i := range want {
-				if !bytes.Equal(got[i], want[i]) {
-					t.Fatalf("datagram %d: %d bytes of %q, want %d", i, len(got[i]), got[i][:min(len(got[i]), 1)], len(want[i]))
-				}
-			}
+			expectDatagrams(t, NewRecvBatch(4, 2048), rx, txAddr, want)
 		})
 	}
 }
