@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -58,10 +57,11 @@ func (s *XMPPServer) setupEjabberd() error {
 	data := s.configData()
 	data.Node = "jnejb" + randomHex(6)
 	data.Cookie = randomHex(16)
-	port, err := freeTCPPort(s.Netns, netip.AddrFrom4([4]byte{127, 0, 0, 1})) // Erlang distribution
+	free, err := freeTCPPorts(s.Netns, 1, s.C2S.Port(), s.Component.Port()) // Erlang distribution
 	if err != nil {
 		return err
 	}
+	port := free[0]
 	data.DistPort = port
 	s.erl = &erlNode{name: data.Node + "@localhost", cookie: data.Cookie, distPort: port}
 	files := map[string]string{"ejabberd.yml": "ejabberd.yml.tmpl", "ejabberdctl.cfg": "ejabberdctl.cfg.tmpl", "inetrc": "inetrc.tmpl"}

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
+	"slices"
 	"syscall"
 	"time"
 )
@@ -115,22 +116,39 @@ func (p *process) kill() error {
 	}
 }
 
-// freeTCPPort returns a TCP port that is currently free on ip inside
-// namespace ns (bind port 0, read it, close).
-func freeTCPPort(ns string, ip netip.Addr) (uint16, error) {
-	var port uint16
+// freeTCPPorts returns n distinct TCP ports, none of avoid, that are
+// currently free on every address inside namespace ns.
+func freeTCPPorts(ns string, n int, avoid ...uint16) ([]uint16, error) {
+	var ports []uint16
 	err := inNetns(ns, func() error {
-		l, err := net.ListenTCP("tcp", net.TCPAddrFromAddrPort(netip.AddrPortFrom(ip, 0)))
-		if err != nil {
-			return err
+		// All listeners stay open until n distinct ports are found: a port
+		// closed and asked for again can come back (it did, in CI). They
+		// listen on every address, so the ports are free on each.
+		var ls []*net.TCPListener
+		defer func() {
+			for _, l := range ls {
+				l.Close()
+			}
+		}()
+		for tries := 0; len(ports) < n; tries++ {
+			if tries == 64 {
+				return errors.New("no distinct free ports after 64 tries")
+			}
+			l, err := net.ListenTCP("tcp4", &net.TCPAddr{})
+			if err != nil {
+				return err
+			}
+			ls = append(ls, l)
+			if p := uint16(l.Addr().(*net.TCPAddr).Port); !slices.Contains(avoid, p) {
+				ports = append(ports, p)
+			}
 		}
-		port = uint16(l.Addr().(*net.TCPAddr).Port)
-		return l.Close()
+		return nil
 	})
 	if err != nil {
-		return 0, fmt.Errorf("pick free port on %s (netns %q): %w", ip, ns, err)
+		return nil, fmt.Errorf("pick %d free ports (netns %q): %w", n, ns, err)
 	}
-	return port, nil
+	return ports, nil
 }
 
 // checkPortFree returns an error if something already listens on addr in ns.

@@ -95,16 +95,18 @@ func newServer(kind string, opt ServerOptions) (*XMPPServer, error) {
 	if !ip.IsValid() {
 		ip = netip.AddrFrom4([4]byte{127, 0, 0, 1})
 	}
-	ports := []*uint16{&opt.C2SPort, &opt.ComponentPort}
-	for _, p := range ports {
-		if *p != 0 {
-			continue
+	var unset []*uint16
+	for _, p := range []*uint16{&opt.C2SPort, &opt.ComponentPort} {
+		if *p == 0 {
+			unset = append(unset, p)
 		}
-		port, err := freeTCPPort(opt.Netns, ip)
-		if err != nil {
-			return nil, err
-		}
-		*p = port
+	}
+	free, err := freeTCPPorts(opt.Netns, len(unset), opt.C2SPort, opt.ComponentPort)
+	if err != nil {
+		return nil, err
+	}
+	for i, p := range unset {
+		*p = free[i]
 	}
 	if opt.C2SPort == opt.ComponentPort {
 		return nil, fmt.Errorf("c2s and component port are both %d", opt.C2SPort)
