@@ -1,11 +1,10 @@
 // Package tcfwd is the eBPF fast path: a TC program on the ingress of the
 // host's Ethernet interfaces (and, in a variant for packets without an
 // Ethernet header, of its PPP, WireGuard and tun ones) rewrites a latched
-// flow's datagrams to the
-// other peer of its leg (addresses, ports, checksums, MAC addresses from
-// the kernel's routing and neighbour tables) and redirects them to the
-// egress of the output device, so they never reach the stack's socket
-// layer nor relayd. It implements the same legs and counters as
+// flow's datagrams to the other peer of its leg (addresses, ports,
+// checksums, MAC addresses from the kernel's routing and neighbour
+// tables) and redirects them to the egress of the output device, so they
+// never reach the stack's socket layer nor relayd. It implements the same legs and counters as
 // kernel/nft (whose Leg, Flow and Counter it shares), with less CPU per
 // datagram than it (docs/performance.md).
 //
@@ -72,7 +71,7 @@ type Forwarder struct {
 	progL3 int // for L3 devices (PPP, WireGuard, tun): no Ethernet header
 	flows  int // flow key -> entry (valueSize)
 	locals int // the host's IPv4 addresses (unspecified listen only)
-	devs   int // ifindex -> 1: the devices the program may redirect to
+	devs   int // ifindex -> devEthernet or devL3: the devices the program may redirect to
 	// Attachments by ifindex: a TCX link descriptor, or -1 for a clsact
 	// filter.
 	attached map[int]int
@@ -187,8 +186,8 @@ func classify(what string, err error) error {
 	return &nft.UnavailableError{Reason: "bpf_error", Err: fmt.Errorf("%s: %w", what, err)}
 }
 
-// Sync attaches the program to Ethernet and L3 interfaces that appeared since
-// the last call, forgets those that went, and refreshes the host's
+// Sync attaches the programs to Ethernet and L3 interfaces that appeared
+// since the last call, forgets those that went, and refreshes the host's
 // addresses (for an unspecified listen address). Counters calls it, so
 // hot-plugged interfaces and new addresses are served within a poll.
 func (f *Forwarder) Sync() error {

@@ -116,7 +116,7 @@ func BenchmarkHotFlow(b *testing.B) {
 			packets := float64(burst * b.N)
 			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/packets, "ns/relayed-packet")
 			b.ReportMetric(float64(cpu.Nanoseconds())/packets, "cpu-ns/relayed-packet")
-			b.ReportMetric(float64(m.gsoSaved.Load())/packets, "segmented-share")
+			b.ReportMetric(float64(m.Totals().Segmented)/packets, "segmented-share")
 		})
 	}
 }

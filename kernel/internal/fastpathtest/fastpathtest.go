@@ -273,12 +273,15 @@ func Expect(t *testing.T, c *net.UDPConn, payload []byte, from netip.AddrPort) {
 	}
 }
 
-// ExpectNone checks that nothing is waiting on c. The sender's datagram
+// noneWait is how long ExpectNone listens: the sender's datagram
 // crossed two veths; a short wait covers the softirq on the other core.
+const noneWait = 200 * time.Millisecond
+
+// ExpectNone checks that nothing is waiting on c.
 func ExpectNone(t *testing.T, c *net.UDPConn) {
 	t.Helper()
 	buf := make([]byte, 2048)
-	c.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
+	c.SetReadDeadline(time.Now().Add(noneWait))
 	if n, src, err := c.ReadFromUDPAddrPort(buf); err == nil {
 		t.Fatalf("%s: unexpected %d bytes from %s", c.LocalAddr(), n, src)
 	}

@@ -127,46 +127,46 @@ func (tn *Tun) Write(t *testing.T, p []byte) {
 	}
 }
 
-// Expect reads what the namespace sent out over the device until an
-// IPv4 UDP datagram (skipping anything else it may send, such as IPv6
-// router solicitations), checks its checksums and that it carries
-// payload from src to dst.
-func (tn *Tun) Expect(t *testing.T, payload []byte, src, dst netip.AddrPort) {
-	t.Helper()
+// nextUDP returns the next IPv4 UDP packet the namespace sends out over
+// the device within wait, skipping anything else it may send (IPv6
+// router solicitations, say).
+func (tn *Tun) nextUDP(wait time.Duration) ([]byte, error) {
 	buf := make([]byte, 2048)
-	tn.f.SetReadDeadline(time.Now().Add(2 * time.Second))
+	tn.f.SetReadDeadline(time.Now().Add(wait))
 	for {
 		n, err := tn.f.Read(buf)
 		if err != nil {
-			t.Fatalf("tun: no datagram (want %d bytes %s -> %s): %v", len(payload), src, dst, err)
+			return nil, err
 		}
-		s, d, got, ok, err := ParseIPv4UDP(buf[:n])
-		if !ok {
-			continue
+		if _, _, _, ok, _ := ParseIPv4UDP(buf[:n]); ok {
+			return buf[:n], nil
 		}
-		if err != nil {
-			t.Fatalf("tun: %s -> %s: %v", s, d, err)
-		}
-		if s != src || d != dst || string(got) != string(payload) {
-			t.Fatalf("tun: got %d bytes %s -> %s, want %d bytes %s -> %s", len(got), s, d, len(payload), src, dst)
-		}
-		return
+	}
+}
+
+// Expect checks that the next IPv4 UDP datagram out over the device has
+// correct checksums and carries payload from src to dst.
+func (tn *Tun) Expect(t *testing.T, payload []byte, src, dst netip.AddrPort) {
+	t.Helper()
+	p, err := tn.nextUDP(2 * time.Second)
+	if err != nil {
+		t.Fatalf("tun: no datagram (want %d bytes %s -> %s): %v", len(payload), src, dst, err)
+	}
+	s, d, got, _, err := ParseIPv4UDP(p)
+	if err != nil {
+		t.Fatalf("tun: %s -> %s: %v", s, d, err)
+	}
+	if s != src || d != dst || string(got) != string(payload) {
+		t.Fatalf("tun: got %d bytes %s -> %s, want %d bytes %s -> %s", len(got), s, d, len(payload), src, dst)
 	}
 }
 
 // ExpectNone checks that no IPv4 UDP datagram leaves by the device
-// within the short wait of the package's ExpectNone.
+// within the wait of the package's ExpectNone.
 func (tn *Tun) ExpectNone(t *testing.T) {
 	t.Helper()
-	buf := make([]byte, 2048)
-	tn.f.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
-	for {
-		n, err := tn.f.Read(buf)
-		if err != nil {
-			return
-		}
-		if s, d, _, ok, _ := ParseIPv4UDP(buf[:n]); ok {
-			t.Fatalf("tun: unexpected datagram %s -> %s", s, d)
-		}
+	if p, err := tn.nextUDP(noneWait); err == nil {
+		s, d, _, _, _ := ParseIPv4UDP(p)
+		t.Fatalf("tun: unexpected datagram %s -> %s", s, d)
 	}
 }
