@@ -33,8 +33,10 @@ type side struct {
 	latched atomic.Pointer[netip.AddrPort]
 	// lastSeen is when the latched source last sent, in nanoseconds since the
 	// channel's creation (monotonic).
-	lastSeen atomic.Int64
-	shield   shield // the in-kernel source filter (shield.go)
+	lastSeen   atomic.Int64
+	latchState              // latching evidence (latch.go)
+	ceiling    packetBucket // the packet-rate ceiling of datagrams arriving here
+	shield     shield       // the in-kernel source filter (shield.go)
 	// hot is set once a receive filled a whole batch on this port: its
 	// receive buffer (and the send buffer of the port it forwards from)
 	// then grew to kernel.HotFlowBuffer. Only the channel's worker uses it.
@@ -53,6 +55,9 @@ type leg struct {
 	// peers' datagrams then never reach the worker, and their last-seen
 	// times come from the kernel's counters.
 	inKernel atomic.Bool
+	// overCeiling is set once the kernel forwarded this leg faster than
+	// the packet ceiling: it stays in userspace from then on.
+	overCeiling atomic.Bool
 }
 
 // Channel is one allocated relay channel: two independent legs, served by
@@ -72,6 +77,9 @@ type Channel struct {
 
 	legs     [2]leg                       // RTP, RTCP
 	limiters [numDirections]*rate.Limiter // nil when unlimited
+	// ppsInterval is the packet-rate ceiling per port as ns between
+	// datagrams (0 = none), with ppsBurst ns of slack.
+	ppsInterval, ppsBurst int64
 
 	// lastForward is when the channel last forwarded a datagram, in
 	// nanoseconds since created; 0 until the first one.
@@ -101,6 +109,7 @@ func openChannel(listen netip.Addr, base int, info Info, grace time.Duration, bu
 	for l := range c.legs {
 		for s := range c.legs[l].sides {
 			c.legs[l].sides[s] = side{ch: c, leg: l, side: s, fd: -1}
+			c.legs[l].sides[s].budget.Store(probeBudget)
 		}
 	}
 	for i := range portsPerChannel {
@@ -192,7 +201,7 @@ func (c *Channel) relay(in *side, b *batches) {
 	var queuedBytes int
 	for i := range n {
 		p, src, truncated := b.recv.Packet(i)
-		if !c.forwardable(in, src, p, truncated, now, dst != nil) {
+		if !c.forwardable(in, src, p, truncated, now, dst) {
 			continue
 		}
 		b.lens[b.send.Len()] = len(p)
@@ -238,21 +247,26 @@ func (c *Channel) relay(in *side, b *batches) {
 }
 
 // forwardable applies the rules every datagram from src arriving at in
-// passes before it is forwarded (size, latching, the other side latched,
-// the channel's and the relay's rate limits), counting a refused one by
-// its reason. peerLatched says whether the other side of the leg has a
-// latched address to forward to. The caller holds c.mu for reading.
-func (c *Channel) forwardable(in *side, src netip.AddrPort, p []byte, truncated bool, now int64, peerLatched bool) bool {
+// passes before it is forwarded to dst (size, latching, the other side
+// latched and allowed to receive, the packet ceiling, the channel's and
+// the relay's rate limits), counting a refused one by its reason. dst is
+// nil while the other side of the leg has not latched. The caller holds
+// c.mu for reading.
+func (c *Channel) forwardable(in *side, src netip.AddrPort, p []byte, truncated bool, now int64, dst *netip.AddrPort) bool {
 	if truncated || len(p) > MaxDatagram {
 		c.stats.dropped[DropOversize].Add(1)
 		return false
 	}
-	if !c.admit(in, src, now) {
-		c.stats.dropped[DropForeignSource].Add(1)
+	if reason, ok := c.admit(in, src, now); !ok {
+		c.stats.dropped[reason].Add(1)
 		return false
 	}
-	if !peerLatched {
+	if dst == nil {
 		c.stats.dropped[DropPeerNotLatched].Add(1)
+		return false
+	}
+	if c.ppsInterval > 0 && !in.ceiling.allow(now, c.ppsInterval, c.ppsBurst) {
+		c.stats.dropped[DropPacketCeiling].Add(1)
 		return false
 	}
 	if lim := c.limiters[Direction(in.side)]; lim != nil && !lim.AllowN(time.Now(), len(p)) {
@@ -261,6 +275,10 @@ func (c *Channel) forwardable(in *side, src netip.AddrPort, p []byte, truncated 
 	}
 	if c.worker.m.overTotal(len(p)) {
 		c.stats.dropped[DropRateLimited].Add(1)
+		return false
+	}
+	if reason, ok := c.sendable(&c.legs[in.leg].sides[1-in.side], *dst); !ok {
+		c.stats.dropped[reason].Add(1)
 		return false
 	}
 	return true
@@ -278,36 +296,6 @@ func (c *Channel) growBuffers(in, out *side) {
 		c.worker.m.log.Debug("hot flow: port buffers grown", "channel", c.info.ID, "port", in.port,
 			"rcvbuf", rcv, "out_port", out.port, "sndbuf", snd, "err", errors.Join(err1, err2))
 	}
-}
-
-// admit applies the latching rule to a datagram from src arriving at in at
-// time now: the first source latches; the latched source is always
-// accepted; another source takes over only once the latched one has been
-// silent for longer than the grace period.
-func (c *Channel) admit(in *side, src netip.AddrPort, now int64) bool {
-	cur := in.latched.Load()
-	switch {
-	case cur != nil && *cur == src:
-	case cur == nil:
-		in.latched.Store(newAddrPort(src))
-		c.latchChanged(in)
-	case now-in.lastSeen.Load() > int64(c.grace):
-		if c.legs[in.leg].inKernel.Load() && !c.countersFresh() {
-			// The latched peer's datagrams bypass us: only recent
-			// counters can prove it silent. Drop this one; the next
-			// finds them fresh.
-			return false
-		}
-		in.latched.Store(newAddrPort(src))
-		in.shield.foreign = 0
-		c.stats.relatched.Add(1)
-		c.latchChanged(in)
-	default:
-		c.noteForeign(in)
-		return false
-	}
-	in.lastSeen.Store(now)
-	return true
 }
 
 // fastPath is the Manager's fast path, or nil.
@@ -396,3 +384,14 @@ func (c *Channel) Latched() (local, remote netip.AddrPort) {
 
 // isAddrInUse reports whether err says a port is taken by another socket.
 func isAddrInUse(err error) bool { return errors.Is(err, syscall.EADDRINUSE) }
+
+// maxPPS resolves Config.MaxPPS.
+func maxPPS(n int) int {
+	switch {
+	case n == 0:
+		return DefaultMaxPPS
+	case n < 0:
+		return 0
+	}
+	return n
+}

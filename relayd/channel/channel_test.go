@@ -103,7 +103,63 @@ func call(t testing.TB, m *Manager) (Info, *party, *party, *party, *party) {
 	a.expect([]byte("b1"), p)
 	bc.send(p+3, []byte("bc1"))
 	ac.expect([]byte("bc1"), p+1)
+	confirmCall(t, m, info, a, b, ac, bc)
 	return info, a, b, ac, bc
+}
+
+// confirmCall makes every side of a call show that it carries it (latch.go):
+// each party sends confirmAfter datagrams while the other side is latched;
+// then a marker each way, which the other party reads up to, so what the
+// warm-up forwarded is consumed. Tests measure from the stats after it.
+func confirmCall(t testing.TB, m *Manager, info Info, a, b, ac, bc *party) {
+	t.Helper()
+	p := info.LocalPort
+	for range confirmAfter {
+		a.send(p, []byte("warm"))
+		b.send(p+2, []byte("warm"))
+		ac.send(p+1, []byte("warm"))
+		bc.send(p+3, []byte("warm"))
+	}
+	m.mu.Lock()
+	c := m.channels[info.ID]
+	m.mu.Unlock()
+	for deadline := time.Now().Add(5 * time.Second); ; {
+		all := true
+		for _, s := range c.sides() {
+			all = all && s.confirmed.Load()
+		}
+		if all {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the call's sides were never confirmed")
+		}
+		time.Sleep(time.Millisecond) // polling flags the workers set
+	}
+	for _, pair := range [][2]*party{{a, b}, {b, a}, {ac, bc}, {bc, ac}} {
+		port := map[*party]int{a: p, ac: p + 1, b: p + 2, bc: p + 3}
+		pair[0].send(port[pair[0]], []byte("sync"))
+		for {
+			if got, _ := pair[1].recv(); string(got) == "sync" {
+				break
+			}
+		}
+	}
+}
+
+// since returns what the channel counted since base.
+func since(s, base Stats) Stats {
+	for d := range s.Packets {
+		s.Packets[d] -= base.Packets[d]
+		s.Bytes[d] -= base.Bytes[d]
+		s.Offloaded[d] -= base.Offloaded[d]
+	}
+	for r := range s.Dropped {
+		s.Dropped[r] -= base.Dropped[r]
+	}
+	s.Relatched -= base.Relatched
+	s.KernelDrops -= base.KernelDrops
+	return s
 }
 
 // waitLatched waits until a source has latched on the given leg and side:
@@ -138,6 +194,7 @@ func liveStats(t testing.TB, m *Manager, id string) Stats {
 func TestRelayBothLegsBothWays(t *testing.T) {
 	m, _ := newTestManager(t, nil)
 	info, a, b, ac, bc := call(t, m)
+	base := liveStats(t, m, info.ID)
 	p := info.LocalPort
 	if p%2 != 0 || info.RemotePort != p+2 {
 		t.Fatalf("ports %d/%d: want even P and P+2", p, info.RemotePort)
@@ -157,15 +214,15 @@ func TestRelayBothLegsBothWays(t *testing.T) {
 		bc.send(p+3, msg)
 		ac.expect(msg, p+1)
 	}
-	s := liveStats(t, m, info.ID)
-	// call() forwarded b1 and bc1 remote->local.
+	s := since(liveStats(t, m, info.ID), base)
 	if got, want := s.Packets[LocalToRemote], uint64(2*n); got != want {
 		t.Errorf("local->remote packets %d, want %d", got, want)
 	}
-	if got, want := s.Packets[RemoteToLocal], uint64(2*n+2); got != want {
+	if got, want := s.Packets[RemoteToLocal], uint64(2*n); got != want {
 		t.Errorf("remote->local packets %d, want %d", got, want)
 	}
-	if got := s.Dropped[DropPeerNotLatched]; got != 2 {
+	// call() saw a-hello and ac-hello dropped: nobody was latched yet.
+	if got := base.Dropped[DropPeerNotLatched]; got != 2 {
 		t.Errorf("dropped before peer latched: %d, want 2", got)
 	}
 	if got := s.Bytes[LocalToRemote]; got == 0 {
@@ -205,7 +262,8 @@ func TestForeignSourceIsDroppedAndCounted(t *testing.T) {
 }
 
 func TestRelatchAfterGrace(t *testing.T) {
-	// Grace zero: any silence lets a new source take over (NAT rebinding).
+	// Grace zero: a new source that carries the call takes over a silent
+	// latch at once (NAT rebinding) — but a lone datagram never does.
 	m, _ := newTestManager(t, func(c *Config) { c.LatchGrace = 0 })
 	info, a, b, _, _ := call(t, m)
 	p := info.LocalPort
@@ -213,12 +271,20 @@ func TestRelatchAfterGrace(t *testing.T) {
 	b.expect([]byte("from-old"), p+2)
 
 	moved := newParty(t) // the requester's NAT picked a new port
-	moved.send(p, []byte("from-new"))
-	b.expect([]byte("from-new"), p+2)
+	for i := range confirmAfter {
+		moved.send(p, fmt.Appendf(nil, "from-new-%d", i))
+	}
+	// The first confirmAfter-1 are dropped as foreign; the last one
+	// carries the evidence and is forwarded.
+	b.expect(fmt.Appendf(nil, "from-new-%d", confirmAfter-1), p+2)
 	b.send(p+2, []byte("reply"))
 	moved.expect([]byte("reply"), p)
-	if s := liveStats(t, m, info.ID); s.Relatched != 1 {
+	s := liveStats(t, m, info.ID)
+	if s.Relatched != 1 {
 		t.Errorf("relatched %d, want 1", s.Relatched)
+	}
+	if s.Dropped[DropForeignSource] != confirmAfter-1 {
+		t.Errorf("foreign drops %d, want %d", s.Dropped[DropForeignSource], confirmAfter-1)
 	}
 }
 
@@ -273,6 +339,7 @@ func TestRateLimit(t *testing.T) {
 func TestExpiryFreesPortsAndReports(t *testing.T) {
 	m, ends := newTestManager(t, func(c *Config) { c.Expire = 300 * time.Millisecond })
 	info, a, b, _, _ := call(t, m)
+	base := liveStats(t, m, info.ID)
 	p := info.LocalPort
 	a.send(p, []byte("x"))
 	b.expect([]byte("x"), p+2)
@@ -284,8 +351,8 @@ func TestExpiryFreesPortsAndReports(t *testing.T) {
 		if e.Duration < 300*time.Millisecond {
 			t.Fatalf("ended after %s, before expire", e.Duration)
 		}
-		if e.Stats.Packets[LocalToRemote] != 1 || e.Stats.Packets[RemoteToLocal] != 2 {
-			t.Fatalf("final stats %+v", e.Stats)
+		if d := since(e.Stats, base); d.Packets[LocalToRemote] != 1 || d.Packets[RemoteToLocal] != 0 {
+			t.Fatalf("final stats %+v, since the call was set up %+v", e.Stats, d)
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("channel did not expire")
@@ -300,7 +367,7 @@ func TestExpiryFreesPortsAndReports(t *testing.T) {
 	if n := len(m.Channels()); n != 0 {
 		t.Fatalf("%d channels live after expiry", n)
 	}
-	if tot := m.Totals(); tot.Stats.Packets[LocalToRemote] != 1 {
+	if tot := m.Totals(); tot.Stats.Packets[LocalToRemote] != base.Packets[LocalToRemote]+1 {
 		t.Fatalf("totals lost the ended channel: %+v", tot)
 	}
 }
@@ -519,6 +586,7 @@ func TestRelayedPacketsMarkedEF(t *testing.T) {
 func TestReconfigureKeepsCallsFlowing(t *testing.T) {
 	m, _ := newTestManager(t, func(c *Config) { c.PortMin, c.PortMax = 27300, 27303 })
 	info, a, b, _, _ := call(t, m)
+	base := liveStats(t, m, info.ID)
 	if err := m.Reconfigure(Settings{PortMin: 27400, PortMax: 27407, Expire: 30 * time.Second, LatchGrace: time.Second, MaxKbps: 512}); err != nil {
 		t.Fatal(err)
 	}
@@ -539,7 +607,7 @@ func TestReconfigureKeepsCallsFlowing(t *testing.T) {
 	if next.LocalPort < 27400 || next.LocalPort > 27407 || next.Expire != 30*time.Second || next.MaxKbps != 512 {
 		t.Fatalf("new channel %+v not from the new settings", next)
 	}
-	if old := liveStats(t, m, info.ID); old.Packets[LocalToRemote] != 20 {
+	if old := since(liveStats(t, m, info.ID), base); old.Packets[LocalToRemote] != 20 {
 		t.Fatalf("old channel forwarded %d of 20", old.Packets[LocalToRemote])
 	}
 	// The old block ends normally and frees its ports.
@@ -691,6 +759,8 @@ func TestHotFlowSegmented(t *testing.T) {
 		t.Run(fmt.Sprintf("gso=%v", gso), func(t *testing.T) {
 			m, _ := newTestManager(t, func(c *Config) { c.GSO = gso })
 			info, a, b, _, _ := call(t, m)
+			base := liveStats(t, m, info.ID)
+			saved0 := m.Totals().Segmented
 			p := info.LocalPort
 			m.mu.Lock()
 			c := m.channels[info.ID]
@@ -716,7 +786,7 @@ func TestHotFlowSegmented(t *testing.T) {
 			for _, d := range burst {
 				b.expect(d, p+2)
 			}
-			saved := m.Totals().Segmented
+			saved := m.Totals().Segmented - saved0
 			t.Logf("%d of %d datagrams went out inside another's GSO message", saved, len(burst))
 			if gso && saved == 0 {
 				t.Fatal("no datagram was sent segmented")
@@ -724,9 +794,8 @@ func TestHotFlowSegmented(t *testing.T) {
 			if !gso && saved != 0 {
 				t.Fatalf("GSO off, yet %d datagrams were sent segmented", saved)
 			}
-			// Counted one by one however they were sent (call's "a-hello"
-			// was dropped: nobody was latched yet).
-			if got := liveStats(t, m, info.ID).Packets[LocalToRemote]; got != uint64(len(burst)) {
+			// Counted one by one however they were sent.
+			if got := since(liveStats(t, m, info.ID), base).Packets[LocalToRemote]; got != uint64(len(burst)) {
 				t.Fatalf("%d datagrams counted local->remote, want %d", got, len(burst))
 			}
 		})

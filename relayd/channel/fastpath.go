@@ -52,9 +52,13 @@ const (
 	NotOffloadedConflict    = "conflict"     // the same two peer sockets already share another leg
 	NotOffloadedKernel      = "kernel"       // the kernel refused the leg (map full, nftables transaction failed)
 	NotOffloadedRoute       = "route"        // no local address toward a peer
+	// NotOffloadedCeiling: the kernel forwarded faster than the packet
+	// ceiling (Config.MaxPPS) — a loop — so the leg went back to
+	// userspace, whose ceiling stops it, for the channel's life.
+	NotOffloadedCeiling = "packet_ceiling"
 )
 
-var notOffloadedReasons = [...]string{NotOffloadedRateLimited, NotOffloadedIPv6, NotOffloadedConflict, NotOffloadedKernel, NotOffloadedRoute}
+var notOffloadedReasons = [...]string{NotOffloadedRateLimited, NotOffloadedIPv6, NotOffloadedConflict, NotOffloadedKernel, NotOffloadedRoute, NotOffloadedCeiling}
 
 // Timing of the counter reads. Counters are the only sign of life of an
 // offloaded peer, so they drive last-seen (re-latching), idle expiry and
@@ -98,6 +102,7 @@ type legRef struct {
 type offloaded struct {
 	spec nft.Leg
 	seen [2]nft.Counter // per side: what the kernel forwarded from that side's peer
+	at   int64          // when seen was read, ns since the channel's creation
 }
 
 // fastPath moves latched legs into a kernelTable and credits their
@@ -227,11 +232,17 @@ func (fp *fastPath) fresh(d time.Duration) bool {
 func (fp *fastPath) desired(c *Channel, l int) (spec nft.Leg, reason string, ok bool) {
 	s0, s1 := &c.legs[l].sides[0], &c.legs[l].sides[1]
 	a, b := s0.latched.Load(), s1.latched.Load()
-	if a == nil || b == nil {
+	if a == nil || b == nil || !s0.confirmed.Load() || !s1.confirmed.Load() ||
+		fp.m.guard.isBlocked(a.Addr()) || fp.m.guard.isBlocked(b.Addr()) {
+		// Only parties that carry the call go to the kernel, which
+		// forwards without budgets or contests.
 		return nft.Leg{}, "", false
 	}
 	if c.limiters[0] != nil {
 		return nft.Leg{}, NotOffloadedRateLimited, false
+	}
+	if c.legs[l].overCeiling.Load() {
+		return nft.Leg{}, NotOffloadedCeiling, false
 	}
 	if !a.Addr().Unmap().Is4() || !b.Addr().Unmap().Is4() {
 		return nft.Leg{}, NotOffloadedIPv6, false
@@ -383,7 +394,7 @@ func (fp *fastPath) process() {
 	commit := func(ch change) {
 		l := &ch.ref.c.legs[ch.ref.leg]
 		if ch.install {
-			fp.legs[ch.ref] = &offloaded{spec: ch.spec}
+			fp.legs[ch.ref] = &offloaded{spec: ch.spec, at: int64(time.Since(ch.ref.c.created))}
 			l.inKernel.Store(true)
 			fp.counts.offloads.Add(1)
 			fp.log.Debug("leg offloaded", "channel", ch.ref.c.info.ID, "leg", ch.ref.leg,
@@ -439,10 +450,20 @@ func (fp *fastPath) pollLocked() {
 	for ref, o := range fp.legs {
 		c := ref.c
 		now := int64(time.Since(c.created))
+		elapsed := now - o.at
+		o.at = now
 		for s, flow := range [2]nft.Flow{o.spec.A, o.spec.B} {
 			cur, ok := cs[flow]
 			if !ok || cur.Packets <= o.seen[s].Packets {
 				continue
+			}
+			if c.ppsInterval > 0 && int64(cur.Packets-o.seen[s].Packets) > (elapsed+c.ppsBurst)/c.ppsInterval &&
+				!c.legs[ref.leg].overCeiling.Swap(true) {
+				// Faster than the ceiling allows: back to userspace,
+				// where the ceiling holds datagram by datagram.
+				fp.log.Warn("fast path: leg over the packet ceiling, relayed in userspace from now on", "channel", c.info.ID,
+					"leg", ref.leg, "packets", cur.Packets-o.seen[s].Packets, "seconds", float64(elapsed)/1e9)
+				fp.enqueue(c, ref.leg)
 			}
 			dir := Direction(s)
 			c.stats.packets[dir].Add(cur.Packets - o.seen[s].Packets)

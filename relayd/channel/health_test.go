@@ -112,13 +112,14 @@ func countArrivals(p *party, want int, quiet time.Duration) int {
 }
 
 // TestLatchRace states the rule for a datagram racing the legitimate first
-// one (docs/ARCHITECTURE.md, "Race for a latch"): whichever the relay
-// processes first latches the port; the other source is dropped and
-// counted while the winner is active, receives nothing, and takes the port
-// over only after the winner has been silent for the grace period.
+// one (latch.go): whichever the relay processes first latches the port,
+// but only tentatively. Toward a tentative side the relay sends at most
+// probeBudget datagrams; the legitimate party, which carries the call,
+// takes the port once it has sent confirmAfter datagrams and more than
+// twice as many as the winner of the race over the same streak. The
+// spoofer never gets more than the budget.
 func TestLatchRace(t *testing.T) {
-	const grace = 300 * time.Millisecond
-	m, _ := newTestManager(t, func(c *Config) { c.PortMin, c.PortMax = 27800, 27803; c.LatchGrace = grace })
+	m, _ := newTestManager(t, func(c *Config) { c.PortMin, c.PortMax = 27800, 27803 })
 	info, err := m.Allocate()
 	if err != nil {
 		t.Fatal(err)
@@ -126,24 +127,26 @@ func TestLatchRace(t *testing.T) {
 	p := info.LocalPort
 	spoofer, legit, callee := newParty(t), newParty(t), newParty(t)
 	spoofer.send(p, []byte("first")) // wins the race: nobody on P+2 yet, dropped but latched
-	legit.send(p, []byte("second"))  // loses: foreign source
+	waitLatched(t, m, info.ID, 0, 0)
 	callee.send(p+2, []byte("hello"))
-	spoofer.expect([]byte("hello"), p) // the callee's media goes to the winner
-	legit.send(p, []byte("still-second"))
+	spoofer.expect([]byte("hello"), p) // the probe budget: the winner gets the first datagrams
 	callee.send(p+2, []byte("again"))
 	spoofer.expect([]byte("again"), p)
-	s := liveStats(t, m, info.ID)
-	if s.Dropped[DropForeignSource] != 2 || s.Relatched != 0 {
-		t.Fatalf("after the race: foreign drops %d (want 2), relatched %d", s.Dropped[DropForeignSource], s.Relatched)
+	callee.send(p+2, []byte("not-for-the-spoofer")) // budget spent
+	// The legitimate party sends its media: the first confirmAfter-1 are
+	// foreign, the confirmAfter-th takes the port and is forwarded.
+	for i := range confirmAfter {
+		legit.send(p, fmt.Appendf(nil, "media-%d", i))
 	}
-	// The winner falls silent for longer than the grace: the next datagram
-	// from the other source takes the port.
-	time.Sleep(grace + 100*time.Millisecond) // the rule is about elapsed silence: nothing to await
-	legit.send(p, []byte("taking-over"))
-	callee.expect([]byte("taking-over"), p+2)
+	callee.expect(fmt.Appendf(nil, "media-%d", confirmAfter-1), p+2)
 	callee.send(p+2, []byte("to-legit"))
 	legit.expect([]byte("to-legit"), p)
-	if s := liveStats(t, m, info.ID); s.Relatched != 1 {
-		t.Fatalf("relatched %d, want 1", s.Relatched)
+	s := liveStats(t, m, info.ID)
+	if s.Relatched != 1 || s.Dropped[DropForeignSource] != confirmAfter-1 || s.Dropped[DropUnconfirmedPeer] != 1 {
+		t.Fatalf("relatched %d (want 1), foreign drops %d (want %d), unconfirmed-peer drops %d (want 1)",
+			s.Relatched, s.Dropped[DropForeignSource], confirmAfter-1, s.Dropped[DropUnconfirmedPeer])
+	}
+	if n := countArrivals(spoofer, 10, 100*time.Millisecond); n != 0 {
+		t.Fatalf("the spoofer received %d more datagrams after its budget", n)
 	}
 }

@@ -42,12 +42,31 @@ type Config struct {
 	// GSO sends a hot flow's batch of equal-size datagrams as one UDP
 	// segmentation offload message (kernel.SendBatch.SendSegmented); set
 	// it where kernel.Detect reports GSO. Per-port sockets only.
-	GSO    bool
-	Logger *slog.Logger
+	GSO bool
+	// MaxPPS is the packet-rate ceiling of each relay port, in datagrams
+	// a second with half a second of burst: it stops a forwarding loop
+	// (two relays latched to each other) within the burst. 0 =
+	// DefaultMaxPPS; negative = none.
+	MaxPPS int
+	// AllowPeers are source addresses a port may latch whatever their
+	// class (peers.go): a private network a public relay also serves.
+	AllowPeers []netip.Prefix
+	// SprayThreshold is how many distinct channels one source address may
+	// touch as a sprayer does within 5 s before it is blocked
+	// (sprayers.go). 0 = DefaultSprayThreshold; negative = detection off.
+	SprayThreshold int
+	// PublicAddr returns the address the relay advertises (invalid while
+	// unknown): whether it is public decides which peers are permitted.
+	PublicAddr func() netip.Addr
+	Logger     *slog.Logger
 	// OnEnd is called once for every channel that ends, after its ports are
 	// released. It must not block for long.
 	OnEnd func(End)
 }
+
+// DefaultMaxPPS is the default packet-rate ceiling per relay port: an
+// order of magnitude above a video call's packet rate.
+const DefaultMaxPPS = 2000
 
 // End reports a channel that ended.
 type End struct {
@@ -107,6 +126,11 @@ type Manager struct {
 	fpMu     sync.Mutex // one change of fast path at a time
 	fpCounts fastPathCounts
 
+	// peers is the rule for sources a port may latch (peers.go), rebuilt
+	// when the relay's addresses change; guard watches for sprayers.
+	peers atomic.Pointer[peerRule]
+	guard *sprayGuard
+
 	mu       sync.Mutex
 	channels map[string]*Channel
 	ended    Stats // counters of channels that already ended
@@ -154,6 +178,8 @@ func New(cfg Config) (*Manager, error) {
 	}
 	m.shielded = make(map[*Channel]struct{})
 	m.shieldsWork.Store(true)
+	m.guard = newSprayGuard(sprayThreshold(cfg.SprayThreshold), m.log, m.evictSprayer)
+	m.refreshPeers()
 	for range cfg.Workers {
 		w, err := newWorker(m)
 		if err != nil {
@@ -227,6 +253,9 @@ type Settings struct {
 	MaxKbps          int
 	TotalKbps        int
 	FastPath         FastPathMode
+	MaxPPS           int
+	AllowPeers       []netip.Prefix
+	SprayThreshold   int
 }
 
 // Reconfigure applies new settings to channels allocated from now on;
@@ -276,7 +305,10 @@ func (m *Manager) Reconfigure(s Settings) error {
 		m.pool, m.cfg.PortMin, m.cfg.PortMax = pool, s.PortMin, s.PortMax
 	}
 	m.cfg.Expire, m.cfg.LatchGrace, m.cfg.MaxKbps = s.Expire, s.LatchGrace, s.MaxKbps
+	m.cfg.MaxPPS, m.cfg.AllowPeers = s.MaxPPS, s.AllowPeers
 	m.mu.Unlock()
+	m.guard.threshold.Store(int32(sprayThreshold(s.SprayThreshold)))
+	m.refreshPeers()
 	m.log.Info("data plane reconfigured", "ports", fmt.Sprintf("%d-%d", s.PortMin, s.PortMax),
 		"expire", s.Expire.String(), "latch_grace", s.LatchGrace.String(), "max_kbps", s.MaxKbps, "fast_path", string(s.FastPath))
 	return nil
@@ -412,6 +444,9 @@ func (m *Manager) Allocate() (Info, error) {
 			return Info{}, fmt.Errorf("allocate channel: %w", err)
 		}
 		c.pool = pool
+		if pps := maxPPS(cfg.MaxPPS); pps > 0 {
+			c.ppsInterval, c.ppsBurst = int64(time.Second)/int64(pps), int64(time.Second/2)
+		}
 		// The worker is chosen before the ports are published in the port
 		// table: a worker finds the channel through the table (an atomic
 		// store and load), so that is what orders this write before its

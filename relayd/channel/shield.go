@@ -27,6 +27,9 @@ const (
 	// shieldScan is how often raised shields are checked: drop counts
 	// credited, shields of silent sources lowered.
 	shieldScan = 250 * time.Millisecond
+	// peersRefresh is how many scans pass between rebuilds of the peer
+	// rule from the host's addresses (2 s).
+	peersRefresh = 8
 )
 
 // shield is a port's filter state. It is guarded by the channel's mu: the
@@ -154,12 +157,16 @@ func (c *Channel) scanShield(fp *fastPath) (done bool) {
 func (m *Manager) shieldLoop() {
 	t := time.NewTicker(shieldScan)
 	defer t.Stop()
-	for {
+	for tick := 1; ; tick++ {
 		select {
 		case <-m.closing:
 			return
 		case <-t.C:
 			m.scanShields()
+			m.guard.sweep()
+			if tick%peersRefresh == 0 {
+				m.refreshPeers() // interfaces and the public address change
+			}
 		}
 	}
 }

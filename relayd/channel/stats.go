@@ -44,11 +44,25 @@ const (
 	// DropNoChannel: a steered datagram for a port of the range that no
 	// channel holds (counted relay-wide only; see steered.go).
 	DropNoChannel
+	// DropForbiddenPeer: the source may not be a party (peers.go): the
+	// relay's own address and ports, loopback, multicast, broadcast,
+	// unspecified, or a private address at a public relay.
+	DropForbiddenPeer
+	// DropSprayer: from, or toward, a source blocked as a port sprayer
+	// (sprayers.go).
+	DropSprayer
+	// DropUnconfirmedPeer: toward a side whose latched source has not
+	// shown yet that it carries the call, past the probe budget (latch.go).
+	DropUnconfirmedPeer
+	// DropPacketCeiling: past the per-port packet-rate ceiling
+	// (Config.MaxPPS) — a forwarding loop, or a flood from a latched source.
+	DropPacketCeiling
 	numDropReasons
 )
 
 var dropReasonNames = [numDropReasons]string{
 	"peer_not_latched", "foreign_source", "rate_limited", "oversize", "send_error", "foreign_source_kernel", "no_channel",
+	"forbidden_peer", "sprayer", "unconfirmed_peer", "packet_ceiling",
 }
 
 func (r DropReason) String() string { return dropReasonNames[r] }

@@ -126,6 +126,9 @@ func (w *worker) serveSteered() {
 		}
 		if in == nil {
 			w.m.unrouted.Add(1) // a port of the range no channel holds
+			if ok {
+				w.m.guard.report(src.Addr(), uint32(to.Port()))
+			}
 			continue
 		}
 		c := in.ch
@@ -134,7 +137,7 @@ func (w *worker) serveSteered() {
 			out := &c.legs[in.leg].sides[1-in.side]
 			dst := out.latched.Load()
 			now := int64(time.Since(c.created))
-			if c.forwardable(in, src, p, truncated, now, dst != nil) {
+			if c.forwardable(in, src, p, truncated, now, dst) {
 				from := w.m.cfg.Listen
 				if from.IsUnspecified() {
 					from = to.Addr() // the address the party used

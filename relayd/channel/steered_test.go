@@ -56,6 +56,7 @@ func TestSteeredRelay(t *testing.T) {
 	m, ends := newSteeredManager(t, nil)
 	before := openFDs(t)
 	info, a, b, ac, bc := call(t, m) // latches both legs; checks the source ports
+	base := liveStats(t, m, info.ID)
 	p := info.LocalPort
 	for i := range 20 {
 		a.send(p, fmt.Appendf(nil, "a-%d", i))
@@ -69,11 +70,11 @@ func TestSteeredRelay(t *testing.T) {
 	intruder.send(p, []byte("evil"))
 	a.send(p, []byte("marker"))
 	b.expect([]byte("marker"), p+2)
-	s := liveStats(t, m, info.ID)
-	// Forwarded: RTP and RTCP 20 each plus the marker one way; the two
-	// latching replies (b1, bc1) plus 20 RTP the other.
-	if s.Packets[LocalToRemote] != 2*20+1 || s.Packets[RemoteToLocal] != 2+20 {
-		t.Errorf("packets %v, want [%d %d]", s.Packets, 2*20+1, 2+20)
+	s := since(liveStats(t, m, info.ID), base)
+	// Forwarded: RTP and RTCP 20 each plus the marker one way; 20 RTP the
+	// other.
+	if s.Packets[LocalToRemote] != 2*20+1 || s.Packets[RemoteToLocal] != 20 {
+		t.Errorf("packets %v, want [%d %d]", s.Packets, 2*20+1, 20)
 	}
 	if s.Dropped[DropForeignSource] != 1 {
 		t.Errorf("foreign drops %d, want 1", s.Dropped[DropForeignSource])
@@ -105,7 +106,7 @@ func TestSteeredRelay(t *testing.T) {
 	if !m.Kill(info.ID) {
 		t.Fatal("kill")
 	}
-	if e := <-ends; e.Stats.Packets[LocalToRemote] != s.Packets[LocalToRemote] {
+	if e := <-ends; since(e.Stats, base).Packets[LocalToRemote] != s.Packets[LocalToRemote] {
 		t.Errorf("end reports %v", e.Stats.Packets)
 	}
 }
