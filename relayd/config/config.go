@@ -97,6 +97,31 @@ type Channel struct {
 	// port, the default) or "steered" (one socket per worker for the whole
 	// range, through a BPF sk_lookup program; needs a restart to change).
 	Sockets string `json:"sockets,omitempty"`
+
+	// Donor safety (docs/security.md).
+	// MaxPPS is each relay port's packet-rate ceiling, datagrams a second
+	// (0 = 2000): it stops a forwarding loop within half a second.
+	MaxPPS int `json:"max_pps,omitempty"`
+	// AllowPeers are address prefixes a relay port may latch whatever
+	// their class: a private network that a relay with a public address
+	// also serves. Unspecified, multicast and broadcast addresses and the
+	// relay's own ports stay refused.
+	AllowPeers []string `json:"allow_peers,omitempty"`
+	// SprayerChannels is how many distinct channels one source address may
+	// touch as a port sprayer does within 5 s before it is blocked for 10
+	// minutes (0 = 16; -1 = detection off).
+	SprayerChannels int `json:"sprayer_channels,omitempty"`
+}
+
+// AllowedPeers parses AllowPeers (validated by Validate).
+func (c Channel) AllowedPeers() []netip.Prefix {
+	out := make([]netip.Prefix, 0, len(c.AllowPeers))
+	for _, s := range c.AllowPeers {
+		if p, err := netip.ParsePrefix(s); err == nil {
+			out = append(out, p.Masked())
+		}
+	}
+	return out
 }
 
 // Steered reports whether the relay ports are steered to a few sockets.
@@ -357,6 +382,17 @@ func (c *Config) Validate() error {
 	}
 	if c.Limits.UsageSaveSeconds < 10 || c.Limits.UsageSaveSeconds > 86400 {
 		bad("limits.usage_save_seconds", "%d is outside 10-86400", c.Limits.UsageSaveSeconds)
+	}
+	if c.Channel.MaxPPS < 0 || c.Channel.MaxPPS > 1_000_000 {
+		bad("channel.max_pps", "%d is outside 0-1000000 (0 = 2000)", c.Channel.MaxPPS)
+	}
+	if c.Channel.SprayerChannels < -1 || c.Channel.SprayerChannels > 100_000 {
+		bad("channel.sprayer_channels", "%d is outside -1-100000 (0 = 16, -1 = off)", c.Channel.SprayerChannels)
+	}
+	for i, a := range c.Channel.AllowPeers {
+		if _, err := netip.ParsePrefix(a); err != nil {
+			bad(fmt.Sprintf("channel.allow_peers[%d]", i), "%q is not an address prefix such as 192.168.1.0/24", a)
+		}
 	}
 	if c.Channel.MaxKbps < 0 || c.Channel.MaxKbps > 10_000_000 {
 		bad("channel.max_kbps", "%d is outside 0-10000000 (0 = unlimited)", c.Channel.MaxKbps)

@@ -3,6 +3,7 @@ package config
 import (
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -16,7 +17,7 @@ func TestMinimalGetsDefaults(t *testing.T) {
 		t.Fatal(err)
 	}
 	d := Default()
-	if cfg.Ports != d.Ports || cfg.Channel != d.Channel || cfg.ListenAddress != "0.0.0.0" || cfg.Log != d.Log {
+	if cfg.Ports != d.Ports || !reflect.DeepEqual(cfg.Channel, d.Channel) || cfg.ListenAddress != "0.0.0.0" || cfg.Log != d.Log {
 		t.Fatalf("defaults not applied: %+v", cfg)
 	}
 	if cfg.XMPP[0].Name != "relay.example.org" {

@@ -106,8 +106,15 @@ func New(ctx context.Context, cfg config.Config, opt Options) (*Daemon, error) {
 		FastPath: channel.FastPathMode(cfg.Channel.FastPath),
 		Steered:  cfg.Channel.Steered(),
 		GSO:      features.GSO,
-		Logger:   log.With("part", "dataplane"),
-		OnEnd:    func(e channel.End) { d.svc.ChannelEnded(context.WithoutCancel(ctx), e) },
+		MaxPPS:   cfg.Channel.MaxPPS, AllowPeers: cfg.Channel.AllowedPeers(), SprayThreshold: cfg.Channel.SprayerChannels,
+		PublicAddr: func() netip.Addr {
+			if w := d.host.Load(); w != nil {
+				return w.Current()
+			}
+			return netip.Addr{}
+		},
+		Logger: log.With("part", "dataplane"),
+		OnEnd:  func(e channel.End) { d.svc.ChannelEnded(context.WithoutCancel(ctx), e) },
 	})
 	if err != nil {
 		cancel()
@@ -189,7 +196,8 @@ func (d *Daemon) apply(cfg, old config.Config) error {
 	if !first {
 		if err := d.dp.Reconfigure(channel.Settings{PortMin: cfg.Ports.Min, PortMax: cfg.Ports.Max,
 			Expire: cfg.Channel.Expire(), LatchGrace: cfg.Channel.LatchGrace(), MaxKbps: cfg.Channel.MaxKbps, TotalKbps: cfg.Limits.TotalKbps,
-			FastPath: channel.FastPathMode(cfg.Channel.FastPath)}); err != nil {
+			FastPath: channel.FastPathMode(cfg.Channel.FastPath),
+			MaxPPS:   cfg.Channel.MaxPPS, AllowPeers: cfg.Channel.AllowedPeers(), SprayThreshold: cfg.Channel.SprayerChannels}); err != nil {
 			return fmt.Errorf("data plane: %w", err)
 		}
 	}

@@ -11,12 +11,14 @@ func (d *Daemon) MetricsSources() metrics.Sources {
 	return metrics.Sources{
 		DataPlane: func() metrics.DataPlane {
 			tot := d.dp.Totals()
+			sp := d.dp.Sprayers()
 			t := traffic(tot.Stats)
 			return metrics.DataPlane{
 				ActiveChannels: tot.Active, Capacity: tot.Capacity,
 				PacketsLocalToRemote: t.PacketsLocalToRemote, PacketsRemoteToLocal: t.PacketsRemoteToLocal,
 				BytesLocalToRemote: t.BytesLocalToRemote, BytesRemoteToLocal: t.BytesRemoteToLocal,
 				Dropped: t.Dropped, Relatched: t.Relatched, Segmented: tot.Segmented,
+				SprayersBlocked: sp.Blocked, SprayersBlockedTotal: sp.BlockedTotal,
 			}
 		},
 		Sessions: func() []metrics.Session {

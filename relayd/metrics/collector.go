@@ -13,7 +13,8 @@ var (
 	directions = [...]string{"local_to_remote", "remote_to_local"}
 
 	// Names of channel.DropReason, then kernel for channel.Stats.KernelDrops.
-	dropReasons = [...]string{"peer_not_latched", "foreign_source", "rate_limited", "oversize", "send_error", "foreign_source_kernel", "no_channel", "kernel"}
+	dropReasons = [...]string{"peer_not_latched", "foreign_source", "rate_limited", "oversize", "send_error", "foreign_source_kernel", "no_channel",
+		"forbidden_peer", "sprayer", "unconfirmed_peer", "packet_ceiling", "kernel"}
 
 	// XMPP error conditions a <channel/> request is refused with.
 	refusalReasons = [...]string{"resource_constraint", "forbidden", "bad_request", "feature_not_implemented",
@@ -29,7 +30,7 @@ var (
 	allocationFailureReasons = [...]string{"resource_constraint", "service_unavailable", "internal"}
 
 	// Reasons a latched leg stays in userspace (channel.NotOffloaded*).
-	notOffloadedReasons = [...]string{"rate_limited", "ipv6", "conflict", "kernel", "route"}
+	notOffloadedReasons = [...]string{"rate_limited", "ipv6", "conflict", "kernel", "route", "packet_ceiling"}
 
 	// xmppsession.State values.
 	sessionStates = [...]string{"connecting", "online", "backoff", "stopped"}
@@ -54,6 +55,7 @@ type collector struct {
 	channelsActive, channelsCapacity  *prometheus.Desc
 	packets, bytes, dropped           *prometheus.Desc
 	relatched, segmented              *prometheus.Desc
+	sprayersBlocked, sprayersTotal    *prometheus.Desc
 	requests, allocationFailures      *prometheus.Desc
 	sessionUp, sessionState, connects *prometheus.Desc
 	stunRequests, stunResponses       *prometheus.Desc
@@ -78,7 +80,9 @@ func newCollector(src Sources, version string) *collector {
 		packets:          d("relayd_relayed_packets_total", "Datagrams forwarded, by direction (local is the requester).", "direction"),
 		bytes:            d("relayd_relayed_bytes_total", "Payload bytes forwarded, by direction (local is the requester).", "direction"),
 		dropped:          d("relayd_dropped_packets_total", "Datagrams received on relay ports and not forwarded, by reason.", "reason"),
-		relatched:        d("relayd_relatched_total", "Port latches moved to a new source after the latched one fell silent."),
+		relatched:        d("relayd_relatched_total", "Port latches moved to a new source that carried the call."),
+		sprayersBlocked:  d("relayd_sprayers_blocked", "Source addresses blocked now as port sprayers."),
+		sprayersTotal:    d("relayd_sprayers_blocked_total", "Source addresses blocked as port sprayers since start."),
 		segmented:        d("relayd_segmented_packets_total", "Relayed datagrams sent inside another's UDP segmentation offload (GSO) message: hot flows' batches, one send for many."),
 
 		requests: d("relayd_channel_requests_total",
@@ -114,6 +118,7 @@ func newCollector(src Sources, version string) *collector {
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{
 		c.buildInfo, c.channelsActive, c.channelsCapacity, c.packets, c.bytes, c.dropped, c.relatched, c.segmented,
+		c.sprayersBlocked, c.sprayersTotal,
 		c.requests, c.allocationFailures, c.sessionUp, c.sessionState, c.connects,
 		c.stunRequests, c.stunResponses, c.stunDropped,
 		c.fpActive, c.fpLegs, c.fpOffloads, c.fpNotOffloaded, c.fpPackets,
@@ -157,6 +162,8 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		byLabel(c.dropped, dp.Dropped, dropReasons[:])
 		counter(c.relatched, dp.Relatched)
 		counter(c.segmented, dp.Segmented)
+		gauge(c.sprayersBlocked, float64(dp.SprayersBlocked))
+		counter(c.sprayersTotal, dp.SprayersBlockedTotal)
 	}
 
 	if c.src.Requests != nil {

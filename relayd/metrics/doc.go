@@ -54,7 +54,12 @@
 //	direction  local_to_remote, remote_to_local
 //	reason     (dropped packets) peer_not_latched, foreign_source,
 //	           rate_limited, oversize, send_error, foreign_source_kernel,
-//	           no_channel (steered ports: a port no channel holds), kernel,
+//	           no_channel (steered ports: a port no channel holds),
+//	           forbidden_peer (a source the peer rule refuses: the relay
+//	           itself, loopback, private at a public relay, ...),
+//	           sprayer (from or toward a blocked port sprayer),
+//	           unconfirmed_peer (toward a side past its probe budget),
+//	           packet_ceiling (over a port's packet-rate ceiling), kernel,
 //	           other
 //	result     granted, resource_constraint, forbidden, bad_request,
 //	           feature_not_implemented, service_unavailable, internal, other

@@ -38,7 +38,7 @@ type FastPath struct {
 	OffloadedLegs int    // legs the kernel forwards now
 	Offloads      uint64 // legs installed or updated since start
 	// NotOffloaded counts legs kept in userspace, by reason: rate_limited,
-	// ipv6, conflict, kernel, route. Other keys are summed into
+	// ipv6, conflict, kernel, route, packet_ceiling. Other keys are summed into
 	// reason="other".
 	NotOffloaded map[string]uint64
 	// Packets forwarded by the kernel, by direction; already included in
@@ -58,13 +58,17 @@ type DataPlane struct {
 
 	// Dropped counts datagrams not forwarded, by reason: peer_not_latched,
 	// foreign_source, rate_limited, oversize, send_error,
-	// foreign_source_kernel, no_channel, kernel (the
+	// foreign_source_kernel, no_channel, forbidden_peer, sprayer,
+	// unconfirmed_peer, packet_ceiling, kernel (the
 	// names of channel.DropReason, plus kernel for channel.Stats.KernelDrops).
 	// Other keys are summed into reason="other".
 	Dropped map[string]uint64
 
-	Relatched uint64 // latches moved to a new source after the grace period
+	Relatched uint64 // latches moved to a new source that carried the call
 	Segmented uint64 // datagrams sent inside another's UDP GSO message
+
+	SprayersBlocked      int    // source addresses blocked now as port sprayers
+	SprayersBlockedTotal uint64 // since start
 }
 
 // Session is the status of one XMPP session.

@@ -36,7 +36,7 @@ func fakeSources() (Sources, *atomic.Uint64) {
 					"peer_not_latched": 3 * k, "foreign_source": 5, "kernel": 2,
 					"something_new": 4, "another_new": 1, // unknown: folded into other
 				},
-				Relatched: 1, Segmented: 45,
+				Relatched: 1, Segmented: 45, SprayersBlocked: 2, SprayersBlockedTotal: 3,
 			}
 		},
 		Sessions: func() []Session {
@@ -143,9 +143,12 @@ func TestScrape(t *testing.T) {
 			"direction=local_to_remote": 16000, "direction=remote_to_local": 14400}},
 		"relayd_dropped_packets_total": {C, map[string]float64{
 			"reason=peer_not_latched": 3, "reason=foreign_source": 5, "reason=rate_limited": 0,
-			"reason=oversize": 0, "reason=send_error": 0, "reason=foreign_source_kernel": 0, "reason=no_channel": 0, "reason=kernel": 2, "reason=other": 5}},
+			"reason=oversize": 0, "reason=send_error": 0, "reason=foreign_source_kernel": 0, "reason=no_channel": 0, "reason=kernel": 2, "reason=other": 5,
+			"reason=forbidden_peer": 0, "reason=sprayer": 0, "reason=unconfirmed_peer": 0, "reason=packet_ceiling": 0}},
 		"relayd_relatched_total":         {C, map[string]float64{"": 1}},
 		"relayd_segmented_packets_total": {C, map[string]float64{"": 45}},
+		"relayd_sprayers_blocked":        {G, map[string]float64{"": 2}},
+		"relayd_sprayers_blocked_total":  {C, map[string]float64{"": 3}},
 		"relayd_channel_requests_total": {C, map[string]float64{
 			"result=granted": 12, "result=resource_constraint": 2, "result=forbidden": 3, "result=bad_request": 0,
 			"result=feature_not_implemented": 0, "result=service_unavailable": 0, "result=internal": 1,
@@ -260,6 +263,8 @@ func allowedLabels() map[string]map[string][]string {
 		"relayd_dropped_packets_total":       {"reason": withOther(dropReasons[:])},
 		"relayd_relatched_total":             {},
 		"relayd_segmented_packets_total":     {},
+		"relayd_sprayers_blocked":            {},
+		"relayd_sprayers_blocked_total":      {},
 		"relayd_channel_requests_total":      {"result": withOther(append([]string{"granted"}, refusalReasons[:]...))},
 		"relayd_allocation_failures_total":   {"reason": allocationFailureReasons[:]},
 		"relayd_xmpp_session_up":             {"service": nil},
