@@ -43,9 +43,12 @@ type party struct {
 	conn *net.UDPConn
 }
 
-func newParty(t testing.TB) *party {
+func newParty(t testing.TB) *party { return newPartyAt(t, "127.0.0.1") }
+
+// newPartyAt is a party on another loopback address.
+func newPartyAt(t testing.TB, addr string) *party {
 	t.Helper()
-	c, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	c, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.ParseIP(addr)})
 	if err != nil {
 		t.Fatal(err)
 	}
