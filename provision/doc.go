@@ -47,18 +47,28 @@
 //     SHA-256 of the file's bytes) — a stale one is 412;
 //  2. decodes strictly: unknown keys and wrong types are 400 naming the
 //     key ("xmpp[0].secrett: unknown key");
-//  3. puts secrets back: the documents the API hands out carry
+//  3. on the TCP listener, refuses (403 files_local_only, fields naming
+//     the keys) a document that names a file (xmpp[].secret_file,
+//     password_file, ca_file, turn.secret_file) the current configuration
+//     does not name at the same place, or that keeps a secret file for a
+//     service whose server, JID, domain or ca_file changed: the token may
+//     belong to whoever claimed the page first and crosses the LAN in
+//     plain HTTP, so only the unix socket's root or admin user chooses
+//     files (which must still follow config.ReadFile's rule);
+//  4. puts secrets back: the documents the API hands out carry
 //     Placeholder ("********") instead of xmpp[].secret, xmpp[].password
 //     and turn.secret; a document sent back with the placeholder keeps
-//     the current secret (xmpp entries matched by service name), so a
-//     client can GET, edit and PUT without ever knowing a secret;
-//  4. validates with config.Validate: every problem is listed (400);
-//  5. does nothing more if the result equals the current configuration
+//     the current secret (xmpp entries matched by service name, and only
+//     while their type, server, JID, domain and ca_file are unchanged:
+//     otherwise 400, send the secret itself), so a client can GET, edit
+//     and PUT without ever knowing a secret, and never send it elsewhere;
+//  5. validates with config.Validate: every problem is listed (400);
+//  6. does nothing more if the result equals the current configuration
 //     (200, same ETag: no reconnection, no flash write);
-//  6. calls Daemon.Apply: on failure (409 apply_failed, or the status the
+//  7. calls Daemon.Apply: on failure (409 apply_failed, or the status the
 //     daemon chose) the daemon has kept its previous configuration and
 //     nothing is saved;
-//  7. saves atomically (Store.Save) and answers 200 with the new
+//  8. saves atomically (Store.Save) and answers 200 with the new
 //     (redacted) document and ETag. If saving fails the previous
 //     configuration is applied again (500 persist_failed).
 //
@@ -68,8 +78,10 @@
 // it over the file and fsyncs the directory, so the path always holds a
 // complete old or new document, even across a power cut. Before the
 // replacement the previous file, if valid, becomes <path>.last-good. A
-// document that config.Parse would refuse is never written, and an
-// unchanged configuration is not rewritten.
+// document that config.ParseAt would refuse is never written, and an
+// unchanged configuration is not rewritten. The file and its last-good
+// copy are written 0600, or 0640 when the old file was group-readable,
+// whatever wider mode they had: they hold secrets.
 //
 // # Authentication and browser safety
 //

@@ -16,6 +16,7 @@ const (
 	CodeInvalidConfig    = "invalid_config"         // 400: unknown keys, wrong types, out-of-range values (see fields)
 	CodeUnauthorized     = "unauthorized"           // 401: TCP caller without a valid bearer token
 	CodeForbidden        = "forbidden"              // 403: caller identified but not allowed
+	CodeFilesLocalOnly   = "files_local_only"       // 403: a TCP write names a file or moves one to another server (see fields)
 	CodeCrossOrigin      = "cross_origin"           // 403: foreign Origin, Referer or Sec-Fetch-Site
 	CodeNotFound         = "not_found"              // 404: no such endpoint
 	CodeChannelNotFound  = "channel_not_found"      // 404: no live channel with that id

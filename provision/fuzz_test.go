@@ -60,7 +60,7 @@ func FuzzPatch(f *testing.F) {
 		}
 		// Valid results are what Store.Save writes and relayd loads.
 		full := Unredact(next, cur)
-		if len(unresolvedPlaceholders(full)) == 0 && full.Validate() == nil {
+		if len(unresolvedPlaceholders(full, cur)) == 0 && full.Validate() == nil {
 			data, err := encodeConfig(full)
 			if err != nil {
 				t.Fatal(err)

@@ -47,7 +47,7 @@ func TestRedactUnredact(t *testing.T) {
 	if back.XMPP[0].Secret != "new-secret" || back.XMPP[1].Password != Placeholder || back.TURN.Secret != "turn-secret" {
 		t.Fatalf("edited: %+v", back)
 	}
-	fields := unresolvedPlaceholders(back)
+	fields := unresolvedPlaceholders(back, cur)
 	if len(fields) != 1 || fields[0].Field != "xmpp[1].password" || !strings.Contains(fields[0].Message, "renamed") {
 		t.Fatalf("unresolved: %+v", fields)
 	}

@@ -23,7 +23,7 @@ var ErrInvalidFile = errors.New("configuration file is not valid")
 
 // LastGoodSuffix is appended to the configuration path to name the copy of
 // the previous valid file that Save keeps.
-const LastGoodSuffix = ".last-good"
+const LastGoodSuffix = config.LastGoodSuffix
 
 // Store is the configuration file on disk. Save replaces it atomically
 // (temporary file in the same directory, fsync, rename, fsync of the
@@ -38,11 +38,17 @@ type Store struct {
 	cleaned bool // stale temporary files removed
 }
 
-// NewStore returns the store of the configuration file at path. Nothing is
-// read or written until Load or Save.
-func NewStore(path string) *Store { return &Store{path: path} }
+// NewStore returns the store of the configuration file at path (made
+// absolute). Nothing is read or written until Load or Save.
+func NewStore(path string) *Store {
+	if abs, err := filepath.Abs(path); err == nil {
+		path = abs
+	}
+	return &Store{path: path}
+}
 
-// Path is the configuration file's path.
+// Path is the configuration file's path, absolute. The files a
+// configuration names are read from its directory (config.ReadFile).
 func (s *Store) Path() string { return s.path }
 
 // ETag returns the entity tag of a file's bytes: the quoted hex SHA-256.
@@ -58,7 +64,7 @@ func ETag(data []byte) string {
 func (s *Store) Load() (config.Config, string, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return loadFile(s.path)
+	return loadFile(s.path, s.path)
 }
 
 // LoadLastGood reads the copy of the previous valid file that Save keeps,
@@ -66,15 +72,17 @@ func (s *Store) Load() (config.Config, string, error) {
 func (s *Store) LoadLastGood() (config.Config, string, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return loadFile(s.path + LastGoodSuffix)
+	return loadFile(s.path+LastGoodSuffix, s.path)
 }
 
-func loadFile(path string) (config.Config, string, error) {
+// loadFile reads the file at path as the configuration at cfgPath (the
+// last-good copy names files as the configuration does).
+func loadFile(path, cfgPath string) (config.Config, string, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return config.Config{}, "", fmt.Errorf("read configuration: %w", err)
 	}
-	cfg, err := config.Parse(bytes.NewReader(data))
+	cfg, err := config.ParseAt(bytes.NewReader(data), cfgPath)
 	if err != nil {
 		return config.Config{}, ETag(data), fmt.Errorf("configuration %s: %w: %w", path, ErrInvalidFile, err)
 	}
@@ -103,7 +111,7 @@ func sameConfig(a, b config.Config) bool {
 }
 
 // Save writes cfg and returns the ETag of the file now on disk. The
-// document is checked first exactly as relayd will read it (config.Parse),
+// document is checked first exactly as relayd will read it (config.ParseAt),
 // so the file is never replaced by something relayd cannot start from.
 // When the file already holds the same configuration nothing is written
 // (flash wear) and its current ETag is returned. Otherwise the previous
@@ -114,7 +122,7 @@ func (s *Store) Save(cfg config.Config) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	next, err := config.Parse(bytes.NewReader(data))
+	next, err := config.ParseAt(bytes.NewReader(data), s.path)
 	if err != nil {
 		return "", fmt.Errorf("refusing to save an invalid configuration: %w", err)
 	}
@@ -137,18 +145,18 @@ func (s *Store) Save(cfg config.Config) (string, error) {
 		if bytes.Equal(old, data) {
 			return ETag(old), nil
 		}
-		if prev, perr := config.Parse(bytes.NewReader(old)); perr == nil {
+		if fi, err := os.Stat(path); err == nil {
+			perm = fileMode(fi.Mode())
+			if st, ok := fi.Sys().(*syscall.Stat_t); ok && os.Geteuid() == 0 {
+				uid, gid = int(st.Uid), int(st.Gid)
+			}
+		}
+		if prev, perr := config.ParseAt(bytes.NewReader(old), s.path); perr == nil {
 			if sameConfig(prev, next) {
 				return ETag(old), nil
 			}
-			if err := keepLastGood(path, old); err != nil {
+			if err := keepLastGood(path, old, perm); err != nil {
 				return "", err
-			}
-		}
-		if fi, err := os.Stat(path); err == nil {
-			perm = fi.Mode().Perm()
-			if st, ok := fi.Sys().(*syscall.Stat_t); ok && os.Geteuid() == 0 {
-				uid, gid = int(st.Uid), int(st.Gid)
 			}
 		}
 	case errors.Is(err, fs.ErrNotExist):
@@ -158,22 +166,44 @@ func (s *Store) Save(cfg config.Config) (string, error) {
 	if err := atomicfile.Write(path, data, perm, uid, gid); err != nil {
 		return "", fmt.Errorf("save configuration: %w", err)
 	}
+	// A last-good copy left from before (wider, or kept while the file
+	// was invalid) is narrowed too.
+	if err := os.Chmod(path+LastGoodSuffix, perm); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return "", fmt.Errorf("save configuration: last good copy: %w", err)
+	}
 	return ETag(data), nil
 }
 
+// fileMode is the mode the configuration file and its last-good copy are
+// written with, whatever mode the file had: 0600, or 0640 when the file was
+// group-readable (the packaged layout, jnrelay:jnrelay 0640). Others never
+// read it and nobody but its owner writes it: it holds secrets.
+func fileMode(old fs.FileMode) fs.FileMode { return 0o600 | old.Perm()&0o040 }
+
 // keepLastGood makes the current file (whose bytes are old) the
-// last-known-good copy: a hard link renamed into place, or, where links
-// are not supported, an atomic write of the bytes. The directory is synced
-// by the atomicfile.Write that follows.
-func keepLastGood(path string, old []byte) error {
+// last-known-good copy, mode perm: a hard link renamed into place, or,
+// where links are not supported, an atomic write of the bytes. The
+// directory is synced by the atomicfile.Write that follows.
+func keepLastGood(path string, old []byte, perm fs.FileMode) error {
 	dst := path + LastGoodSuffix
 	if a, err := os.Stat(path); err == nil {
 		if b, err := os.Stat(dst); err == nil && os.SameFile(a, b) {
-			return nil // already is (a writer was stopped right after linking)
+			// Already is (a writer was stopped right after linking).
+			if err := os.Chmod(dst, perm); err != nil {
+				return fmt.Errorf("keep last good configuration: %w", err)
+			}
+			return nil
 		}
 	}
 	tmp := atomicfile.TempName(dst)
 	if err := os.Link(path, tmp); err == nil {
+		// The link shares the old file's inode and mode: narrow it
+		// before it becomes the last-good copy (the old name is
+		// replaced right after).
+		if err := os.Chmod(tmp, perm); err != nil {
+			_ = os.Remove(tmp)
+			return fmt.Errorf("keep last good configuration: %w", err)
+		}
 		err := os.Rename(tmp, dst)
 		_ = os.Remove(tmp) // left behind if rename found the same file (POSIX: a no-op)
 		if err != nil {
@@ -181,7 +211,7 @@ func keepLastGood(path string, old []byte) error {
 		}
 		return nil
 	}
-	if err := atomicfile.Write(dst, old, 0o600, -1, -1); err != nil {
+	if err := atomicfile.Write(dst, old, perm, -1, -1); err != nil {
 		return fmt.Errorf("keep last good configuration: %w", err)
 	}
 	return nil

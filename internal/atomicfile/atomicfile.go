@@ -15,11 +15,17 @@ import (
 	"syscall"
 )
 
+// MaxPerm bounds the mode of every file Write creates: configuration and
+// state hold secrets or the donor's usage, so nobody but the owner writes
+// them, others never read them, and only the owner's group may.
+const MaxPerm fs.FileMode = 0o640
+
 // Write replaces path with data: a temporary file in the same directory
-// (mode perm, owner uid:gid when not -1), written and fsynced, renamed
-// over path, then the directory fsynced so the rename survives a power
-// cut.
+// (mode perm within MaxPerm, whatever mode the file had before; owner
+// uid:gid when not -1), written and fsynced, renamed over path, then the
+// directory fsynced so the rename survives a power cut.
 func Write(path string, data []byte, perm fs.FileMode, uid, gid int) (err error) {
+	perm = perm.Perm() & MaxPerm
 	tmp := TempName(path)
 	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {

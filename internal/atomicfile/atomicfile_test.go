@@ -43,3 +43,23 @@ func TestRemoveTemps(t *testing.T) {
 		t.Fatalf("stale temporary file still there: %v", err)
 	}
 }
+
+// TestWriteNeverWidens: whatever mode is asked for or the old file had,
+// nobody but the owner writes the new file and others never read it.
+func TestWriteNeverWidens(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "state.json")
+	if err := os.WriteFile(path, []byte("old"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(path, 0o666); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct{ ask, want os.FileMode }{{0o666, 0o640}, {0o777, 0o640}, {0o604, 0o600}, {0o600, 0o600}, {0o640, 0o640}} {
+		if err := Write(path, []byte("new"), c.ask, -1, -1); err != nil {
+			t.Fatal(err)
+		}
+		if st, err := os.Stat(path); err != nil || st.Mode().Perm() != c.want {
+			t.Errorf("asked %04o: mode %v %v, want %04o", c.ask, st.Mode(), err, c.want)
+		}
+	}
+}

@@ -6,6 +6,7 @@ package config
 
 import (
 	"bytes"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -13,6 +14,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -41,6 +43,12 @@ type Config struct {
 	Metrics       Metrics   `json:"metrics"`
 	Reconnect     Reconnect `json:"reconnect"`
 	Log           Log       `json:"log"`
+
+	// Path is the file the configuration was read from or is written to
+	// (absolute; not part of the document). The files it names
+	// (secret_file, password_file, ca_file) are read only from its
+	// directory (see ReadFile); with no Path, naming one is an error.
+	Path string `json:"-"`
 }
 
 // Limits protect the donor's connection. Over a limit new channel
@@ -154,6 +162,11 @@ type Service struct {
 	// system roots or CAFile.
 	TLS    string `json:"tls,omitempty"`
 	CAFile string `json:"ca_file,omitempty"`
+	// AllowPlain lets the client log in with SASL PLAIN (the password
+	// itself, inside the verified TLS) when the server offers no SCRAM.
+	// Off by default: a server that offers only PLAIN is then refused, so
+	// a server that is not the account's own never receives the password.
+	AllowPlain bool `json:"allow_plain,omitempty"`
 
 	// Policy says who may request channels: "public" (anyone, default) or
 	// "roster" (client accounts only: contacts with a presence
@@ -242,12 +255,16 @@ func Default() Config {
 
 // Load reads and validates the configuration file at path.
 func Load(path string) (Config, error) {
-	f, err := os.Open(path)
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return Config{}, fmt.Errorf("read config: %w", err)
+	}
+	f, err := os.Open(abs)
 	if err != nil {
 		return Config{}, fmt.Errorf("read config: %w", err)
 	}
 	defer f.Close()
-	cfg, err := Parse(f)
+	cfg, err := ParseAt(f, abs)
 	if err != nil {
 		return Config{}, fmt.Errorf("config %s: %w", path, err)
 	}
@@ -257,8 +274,14 @@ func Load(path string) (Config, error) {
 // maxDocument bounds what Parse reads: a config is a few kilobytes.
 const maxDocument = 1 << 20
 
-// Parse decodes a configuration document over the defaults and validates it.
-func Parse(r io.Reader) (Config, error) {
+// Parse decodes a configuration document over the defaults and validates
+// it. The document is not from a file, so it may name no files (see
+// ParseAt).
+func Parse(r io.Reader) (Config, error) { return ParseAt(r, "") }
+
+// ParseAt is Parse for the document of the configuration file at path
+// (absolute): the files it names are read from path's directory.
+func ParseAt(r io.Reader, path string) (Config, error) {
 	data, err := io.ReadAll(io.LimitReader(r, maxDocument+1))
 	if err != nil {
 		return Config{}, fmt.Errorf("read: %w", err)
@@ -267,6 +290,7 @@ func Parse(r io.Reader) (Config, error) {
 		return Config{}, fmt.Errorf("document larger than %d bytes", maxDocument)
 	}
 	cfg := Default()
+	cfg.Path = path
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&cfg); err != nil {
@@ -427,7 +451,7 @@ func (c *Config) Validate() error {
 		if c.TURN.Transport != "udp" && c.TURN.Transport != "tcp" {
 			bad("turn.transport", "%q is not one of udp, tcp", c.TURN.Transport)
 		}
-		checkSecret(bad, "turn", "secret", c.TURN.Secret, c.TURN.SecretFile)
+		c.checkSecret(bad, "turn", "secret", c.TURN.Secret, c.TURN.SecretFile)
 		if c.TURN.TTLSeconds < 60 || c.TURN.TTLSeconds > 7*86400 {
 			bad("turn.ttl_seconds", "%d is outside 60-604800", c.TURN.TTLSeconds)
 		}
@@ -474,7 +498,7 @@ func (c *Config) Validate() error {
 			if err := checkDomain(s.Domain); err != nil {
 				bad(key+".domain", "%v", err)
 			}
-			checkSecret(bad, key, "secret", s.Secret, s.SecretFile)
+			c.checkSecret(bad, key, "secret", s.Secret, s.SecretFile)
 			if s.Policy == "roster" {
 				bad(key+".policy", "roster needs a client account (a component has no roster)")
 			}
@@ -483,18 +507,21 @@ func (c *Config) Validate() error {
 					bad(key+"."+k.name, "only for type client")
 				}
 			}
+			if s.AllowPlain {
+				bad(key+".allow_plain", "only for type client")
+			}
 		case "client":
 			if j, err := jid.Parse(s.JID); err != nil || j.Localpart() == "" {
 				bad(key+".jid", "%q is not an account JID (user@domain)", s.JID)
 			}
-			checkSecret(bad, key, "password", s.Password, s.PasswordFile)
+			c.checkSecret(bad, key, "password", s.Password, s.PasswordFile)
 			switch s.TLS {
 			case "", "starttls", "direct":
 			default:
 				bad(key+".tls", "%q is not one of starttls, direct", s.TLS)
 			}
 			if s.CAFile != "" {
-				if _, err := os.Stat(s.CAFile); err != nil {
+				if _, err := readCertPool(c.Path, s.CAFile); err != nil {
 					bad(key+".ca_file", "%v", err)
 				}
 			}
@@ -522,15 +549,16 @@ func (c *Config) Validate() error {
 	return errors.Join(errs...)
 }
 
-// checkSecret requires exactly one of a secret and a file naming one.
-func checkSecret(bad func(key, format string, args ...any), key, name, value, file string) {
+// checkSecret requires exactly one of a secret and a file naming one, and
+// the file to be readable under the rule of ReadFile and not empty.
+func (c *Config) checkSecret(bad func(key, format string, args ...any), key, name, value, file string) {
 	switch {
 	case value == "" && file == "":
 		bad(key+"."+name, "required (or %s_file)", name)
 	case value != "" && file != "":
 		bad(key+"."+name, "set %s or %s_file, not both", name, name)
 	case file != "":
-		if _, err := os.Stat(file); err != nil {
+		if _, err := readSecret(c.Path, file); err != nil {
 			bad(key+"."+name+"_file", "%v", err)
 		}
 	}
@@ -557,8 +585,9 @@ func checkDomain(d string) error {
 }
 
 // ResolveSecret returns the service's credential: the component secret or
-// the account password, read from its file when one is set.
-func (s Service) ResolveSecret() (string, error) {
+// the account password, read from its file when one is set (configPath is
+// the configuration's Path: see ReadFile).
+func (s Service) ResolveSecret(configPath string) (string, error) {
 	value, file, name := s.Secret, s.SecretFile, "secret_file"
 	if s.Type == "client" {
 		value, file, name = s.Password, s.PasswordFile, "password_file"
@@ -566,20 +595,36 @@ func (s Service) ResolveSecret() (string, error) {
 	if file == "" {
 		return value, nil
 	}
-	b, err := os.ReadFile(file)
+	secret, err := readSecret(configPath, file)
 	if err != nil {
-		return "", fmt.Errorf("xmpp service %s: read %s: %w", s.Name, name, err)
-	}
-	secret := strings.TrimRight(string(b), "\r\n")
-	if secret == "" {
-		return "", fmt.Errorf("xmpp service %s: %s %s is empty", s.Name, name, file)
+		return "", fmt.Errorf("xmpp service %s: %s: %w", s.Name, name, err)
 	}
 	return secret, nil
 }
 
+// ResolveCA returns the certificates of the service's ca_file, or nil
+// (the system roots) when it has none.
+func (s Service) ResolveCA(configPath string) (*x509.CertPool, error) {
+	if s.CAFile == "" {
+		return nil, nil
+	}
+	pool, err := readCertPool(configPath, s.CAFile)
+	if err != nil {
+		return nil, fmt.Errorf("xmpp service %s: ca_file: %w", s.Name, err)
+	}
+	return pool, nil
+}
+
 // ResolveSecret returns the TURN shared secret, read from its file when set.
-func (t TURN) ResolveSecret() (string, error) {
-	return Service{Name: "turn", Secret: t.Secret, SecretFile: t.SecretFile}.ResolveSecret()
+func (t TURN) ResolveSecret(configPath string) (string, error) {
+	if t.SecretFile == "" {
+		return t.Secret, nil
+	}
+	secret, err := readSecret(configPath, t.SecretFile)
+	if err != nil {
+		return "", fmt.Errorf("turn.secret_file: %w", err)
+	}
+	return secret, nil
 }
 
 // Expire is the channel inactivity timeout.

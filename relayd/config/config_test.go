@@ -116,7 +116,7 @@ func TestClientService(t *testing.T) {
 	if s.Name != "relay@example.org" || s.Server != "" || s.Policy != "roster" {
 		t.Fatalf("%+v", s)
 	}
-	if secret, err := s.ResolveSecret(); err != nil || secret != "pw" {
+	if secret, err := s.ResolveSecret(cfg.Path); err != nil || secret != "pw" {
 		t.Fatalf("password %q %v", secret, err)
 	}
 }
@@ -135,22 +135,30 @@ func TestAllProblemsReportedAtOnce(t *testing.T) {
 
 func TestSecretFile(t *testing.T) {
 	dir := t.TempDir()
+	cfgPath := filepath.Join(dir, "relayd.json")
 	path := filepath.Join(dir, "secret")
 	if err := os.WriteFile(path, []byte("from-file\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	doc := `{"xmpp": [{"type": "component", "server": "h:1", "domain": "d", "secret_file": "` + path + `"}]}`
-	cfg, err := Parse(strings.NewReader(doc))
-	if err != nil {
-		t.Fatal(err)
-	}
-	secret, err := cfg.XMPP[0].ResolveSecret()
-	if err != nil || secret != "from-file" {
-		t.Fatalf("secret %q, %v", secret, err)
+	for _, name := range []string{path, "secret"} {
+		doc := `{"xmpp": [{"type": "component", "server": "h:1", "domain": "d", "secret_file": "` + name + `"}]}`
+		cfg, err := ParseAt(strings.NewReader(doc), cfgPath)
+		if err != nil {
+			t.Fatal(err)
+		}
+		secret, err := cfg.XMPP[0].ResolveSecret(cfg.Path)
+		if err != nil || secret != "from-file" {
+			t.Fatalf("%s: secret %q, %v", name, secret, err)
+		}
 	}
 	missing := `{"xmpp": [{"type": "component", "server": "h:1", "domain": "d", "secret_file": "` + path + `.none"}]}`
-	if _, err := Parse(strings.NewReader(missing)); err == nil || !strings.Contains(err.Error(), "xmpp[0].secret_file") {
+	if _, err := ParseAt(strings.NewReader(missing), cfgPath); err == nil || !strings.Contains(err.Error(), "xmpp[0].secret_file") {
 		t.Fatalf("missing secret file: %v", err)
+	}
+	// A document that is not a file's has no directory to read from.
+	doc := `{"xmpp": [{"type": "component", "server": "h:1", "domain": "d", "secret_file": "` + path + `"}]}`
+	if _, err := Parse(strings.NewReader(doc)); err == nil || !strings.Contains(err.Error(), ErrNoConfigDir.Error()) {
+		t.Fatalf("secret file without a configuration file: %v", err)
 	}
 }
 

@@ -274,7 +274,7 @@ func (d *Daemon) startPublicAddr(cfg config.Config) error {
 func (d *Daemon) startSTUN(cfg config.Config) error {
 	ext := &jinglenodes.External{}
 	if cfg.TURN.Host != "" {
-		secret, err := cfg.TURN.ResolveSecret()
+		secret, err := cfg.TURN.ResolveSecret(cfg.Path)
 		if err != nil {
 			return err
 		}
@@ -349,7 +349,7 @@ func (d *Daemon) applySessions(cfg config.Config) {
 }
 
 func (d *Daemon) newSession(cfg config.Config, s config.Service) (*xmppsession.Session, error) {
-	secret, err := s.ResolveSecret()
+	secret, err := s.ResolveSecret(cfg.Path)
 	if err != nil {
 		return nil, err
 	}
@@ -374,8 +374,12 @@ func (d *Daemon) newSession(cfg config.Config, s config.Service) (*xmppsession.S
 		if err != nil {
 			return nil, fmt.Errorf("xmpp service %s: jid: %w", s.Name, err)
 		}
+		roots, err := s.ResolveCA(cfg.Path)
+		if err != nil {
+			return nil, err
+		}
 		sess, err := xmppsession.NewClient(xmppsession.ClientConfig{Name: s.Name, JID: account, Password: secret,
-			Server: s.Server, DirectTLS: s.TLS == "direct", CAFile: s.CAFile, Backoff: backoff, Logger: log})
+			Server: s.Server, DirectTLS: s.TLS == "direct", RootCAs: roots, AllowPlain: s.AllowPlain, Backoff: backoff, Logger: log})
 		if err != nil {
 			return nil, err
 		}

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"os"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -29,30 +28,23 @@ type ClientConfig struct {
 	// DirectTLS speaks TLS from the first byte (XEP-0368) instead of
 	// STARTTLS.
 	DirectTLS bool
-	// CAFile holds PEM certificates trusted instead of the system roots
-	// (private deployments). The certificate is always verified.
-	CAFile  string
-	Backoff Backoff
-	Logger  *slog.Logger
+	// RootCAs are trusted instead of the system roots (private
+	// deployments: the service's ca_file); nil = system roots. The
+	// certificate is always verified.
+	RootCAs *x509.CertPool
+	// AllowPlain offers SASL PLAIN (inside TLS) after SCRAM; without it
+	// the password itself never leaves the relay.
+	AllowPlain bool
+	Backoff    Backoff
+	Logger     *slog.Logger
 }
 
 // NewClient returns a client-account session; Run connects it. TLS is
 // mandatory and verified; SASL prefers SCRAM-SHA-256, then SCRAM-SHA-1
 // (their -PLUS channel-binding forms first when the server offers them),
-// and uses PLAIN only inside TLS.
+// and uses PLAIN only when AllowPlain says so, and then only inside TLS.
 func NewClient(cfg ClientConfig) (*Session, error) {
-	tlsCfg := &tls.Config{ServerName: cfg.JID.Domainpart(), MinVersion: tls.VersionTLS12}
-	if cfg.CAFile != "" {
-		pem, err := os.ReadFile(cfg.CAFile)
-		if err != nil {
-			return nil, fmt.Errorf("xmpp service %s: read ca_file: %w", cfg.Name, err)
-		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("xmpp service %s: ca_file %s holds no PEM certificate", cfg.Name, cfg.CAFile)
-		}
-		tlsCfg.RootCAs = pool
-	}
+	tlsCfg := &tls.Config{ServerName: cfg.JID.Domainpart(), MinVersion: tls.VersionTLS12, RootCAs: cfg.RootCAs}
 	account := cfg.JID.Bare()
 	// Channel binding (SCRAM-*-PLUS) is used when the server offers it.
 	// Servers that bind to another TLS channel identity than ours (e.g.
@@ -60,10 +52,7 @@ func NewClient(cfg ClientConfig) (*Session, error) {
 	// logs in with plain SCRAM, still inside verified TLS.
 	var noPlus atomic.Bool
 	features := func() []xmpp.StreamFeature {
-		mechs := []sasl.Mechanism{sasl.ScramSha256Plus, sasl.ScramSha256, sasl.ScramSha1Plus, sasl.ScramSha1, sasl.Plain}
-		if noPlus.Load() {
-			mechs = []sasl.Mechanism{sasl.ScramSha256, sasl.ScramSha1, sasl.Plain}
-		}
+		mechs := mechanisms(!noPlus.Load(), cfg.AllowPlain)
 		f := []xmpp.StreamFeature{
 			// mellium offers SASL only once the stream is secure, so
 			// PLAIN can never go out in the clear.
@@ -95,6 +84,25 @@ func NewClient(cfg ClientConfig) (*Session, error) {
 		conn.SetDeadline(time.Time{})
 		return sess, conn, nil
 	}), nil
+}
+
+// mechanisms are the SASL mechanisms offered, best first: SCRAM-SHA-256
+// and SCRAM-SHA-1, their channel-binding forms first when plus, then PLAIN
+// only when plain (PLAIN hands the password itself to the server).
+func mechanisms(plus, plain bool) []sasl.Mechanism {
+	var m []sasl.Mechanism
+	if plus {
+		m = append(m, sasl.ScramSha256Plus)
+	}
+	m = append(m, sasl.ScramSha256)
+	if plus {
+		m = append(m, sasl.ScramSha1Plus)
+	}
+	m = append(m, sasl.ScramSha1)
+	if plain {
+		m = append(m, sasl.Plain)
+	}
+	return m
 }
 
 func dialClient(ctx context.Context, server string, account jid.JID, direct bool, tlsCfg *tls.Config) (net.Conn, error) {

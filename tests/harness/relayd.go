@@ -68,6 +68,9 @@ func StartRelaydArgs(bin, ns, dir string, config any, extra ...string) (*Relayd,
 			return nil, err
 		}
 		m["log"] = map[string]any{"level": "debug", "format": "json"}
+		if err := placeFiles(dir, m); err != nil {
+			return nil, err
+		}
 		doc, _ = json.MarshalIndent(m, "", "  ")
 		if err := os.WriteFile(path, doc, 0o600); err != nil {
 			return nil, err
@@ -224,10 +227,61 @@ func (r *Relayd) WriteConfig(config any) error {
 		return err
 	}
 	m["log"] = map[string]any{"level": "debug", "format": "json"}
+	if err := placeFiles(filepath.Dir(r.ConfigPath), m); err != nil {
+		return err
+	}
 	doc, _ = json.MarshalIndent(m, "", "  ")
 	tmp := r.ConfigPath + ".tmp"
 	if err := os.WriteFile(tmp, doc, 0o600); err != nil {
 		return err
 	}
 	return os.Rename(tmp, r.ConfigPath)
+}
+
+// placeFiles copies the files a configuration document (m) names from
+// elsewhere (a test server's CA, a password file) into dir, the
+// configuration's directory, where relayd reads them from (see
+// config.ReadFile), and rewrites the document to name the copies. Secrets
+// are copied 0600, certificates 0644.
+func placeFiles(dir string, m map[string]any) error {
+	place := func(obj map[string]any, key, prefix string) error {
+		src, _ := obj[key].(string)
+		if src == "" || !filepath.IsAbs(src) || filepath.Dir(src) == dir {
+			return nil
+		}
+		data, err := os.ReadFile(src)
+		if err != nil {
+			return fmt.Errorf("relayd config %s: %w", key, err)
+		}
+		perm := os.FileMode(0o600)
+		if key == "ca_file" {
+			perm = 0o644
+		}
+		name := prefix + "-" + key + "-" + filepath.Base(src)
+		dst := filepath.Join(dir, name)
+		if err := os.WriteFile(dst, data, perm); err != nil {
+			return fmt.Errorf("relayd config %s: %w", key, err)
+		}
+		if err := os.Chmod(dst, perm); err != nil {
+			return fmt.Errorf("relayd config %s: %w", key, err)
+		}
+		obj[key] = name
+		return nil
+	}
+	services, _ := m["xmpp"].([]any)
+	for i, sv := range services {
+		svc, ok := sv.(map[string]any)
+		if !ok {
+			continue
+		}
+		for _, key := range []string{"secret_file", "password_file", "ca_file"} {
+			if err := place(svc, key, fmt.Sprintf("xmpp%d", i)); err != nil {
+				return err
+			}
+		}
+	}
+	if turn, ok := m["turn"].(map[string]any); ok {
+		return place(turn, "secret_file", "turn")
+	}
+	return nil
 }

@@ -347,8 +347,10 @@
   }
 
   function keepHint(value, file, what) {
-    if (value === PLACEHOLDER) return 'Leave empty to keep the current ' + what + '.';
-    if (file) return 'Leave empty to keep reading it from ' + file + '.';
+    // The relay keeps a secret only for the same server and account: a
+    // secret never follows a service elsewhere.
+    if (value === PLACEHOLDER) return 'Leave empty to keep the current ' + what + ' (same server and account only).';
+    if (file) return 'Leave empty to keep reading it from ' + file + ' (same server and account only).';
     return 'Required.';
   }
 
