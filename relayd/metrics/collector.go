@@ -15,9 +15,11 @@ var (
 	// Names of channel.DropReason, then kernel for channel.Stats.KernelDrops.
 	dropReasons = [...]string{"peer_not_latched", "foreign_source", "rate_limited", "oversize", "send_error", "foreign_source_kernel", "no_channel", "kernel"}
 
-	// XMPP error conditions a <channel/> request is refused with.
+	// XMPP error conditions a <channel/> request is refused with; then
+	// domain_limit, a policy-violation for the requester's domain's share
+	// (policy_violation is one requester's limits).
 	refusalReasons = [...]string{"resource_constraint", "forbidden", "bad_request", "feature_not_implemented",
-		"service_unavailable", "internal", "policy_violation"}
+		"service_unavailable", "internal", "policy_violation", "domain_limit"}
 
 	// Periods of the usage counts and quotas.
 	periods = [...]string{"day", "month"}
@@ -82,7 +84,7 @@ func newCollector(src Sources, version string) *collector {
 		segmented:        d("relayd_segmented_packets_total", "Relayed datagrams sent inside another's UDP segmentation offload (GSO) message: hot flows' batches, one send for many."),
 
 		requests: d("relayd_channel_requests_total",
-			"Channel requests by outcome: granted, or the error condition they were refused with.", "result"),
+			"Channel requests by outcome: granted, or the error condition they were refused with (domain_limit: policy-violation, the requester's domain holds its share).", "result"),
 		allocationFailures: d("relayd_allocation_failures_total",
 			"Channel requests refused for the relay's own reasons (no ports, no public address, bind failed).", "reason"),
 
