@@ -39,7 +39,7 @@ var (
 	// Names of stun.DropReason, malformed ones first.
 	stunDropReasons = [...]string{"not_stun", "truncated", "bad_length", "bad_cookie", "bad_attribute",
 		"bad_fingerprint", "not_binding", "indication", "response", "unknown_attribute", "bad_source",
-		"oversize", "send_error", "rate_limited"}
+		"oversize", "send_error", "rate_limited", "source_rate_limited"}
 )
 
 // other is the label value unknown keys are summed into.

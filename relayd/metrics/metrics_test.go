@@ -171,7 +171,7 @@ func TestScrape(t *testing.T) {
 			"reason=not_stun": 6, "reason=truncated": 0, "reason=bad_length": 0, "reason=bad_cookie": 4,
 			"reason=bad_attribute": 0, "reason=bad_fingerprint": 0, "reason=not_binding": 0,
 			"reason=indication": 0, "reason=response": 0, "reason=unknown_attribute": 0, "reason=bad_source": 0,
-			"reason=oversize": 0, "reason=send_error": 0, "reason=rate_limited": 0}},
+			"reason=oversize": 0, "reason=send_error": 0, "reason=rate_limited": 0, "reason=source_rate_limited": 0}},
 	}
 	for name, w := range tests {
 		t.Run(name, func(t *testing.T) {
