@@ -351,8 +351,8 @@ func TestSourceShare(t *testing.T) {
 // do, if an answer is lost) and all ten are answered at the first try or
 // nearly. With one bucket for everyone the flood takes nearly every
 // answer: the honest caller then needs about three tries a transaction
-// (measured: 27 requests for 10, up to 405 ms each), and the flooder gets
-// ten times its share.
+// (measured, retransmitting every 50 ms: 27 requests for 10, up to 405 ms
+// each), and the flooder gets ten times its share.
 func TestOneFlooderDoesNotSilenceOthers(t *testing.T) {
 	const (
 		capPerSecond = 200
