@@ -21,14 +21,14 @@ type JIDLimits struct {
 	DomainChannels    int
 }
 
-// DomainLimitError refuses a request because the requester's domain holds
+// domainLimitError refuses a request because the requester's domain holds
 // its share of the relay's channels.
-type DomainLimitError struct {
+type domainLimitError struct {
 	Domain   string
 	Channels int // what the domain holds
 }
 
-func (e *DomainLimitError) Error() string {
+func (e *domainLimitError) Error() string {
 	return fmt.Sprintf("requesters of %s already hold %d channels, the most one domain may hold", e.Domain, e.Channels)
 }
 
@@ -96,7 +96,7 @@ func newLimiter(perMinute int) *rate.Limiter {
 // allows it, reserves a channel for it: the requester's and its domain's
 // counts are checked and raised under one lock, so concurrent requests
 // can never together exceed a limit. A refusal's text says which limit
-// (a *DomainLimitError for the domain's). A reservation must be undone
+// (a *domainLimitError for the domain's). A reservation must be undone
 // with release, when the allocation fails or when the channel ends.
 func (p *perJID) reserve(requester jid.JID, now time.Time) error {
 	key, domain := requester.Bare().String(), domainOf(requester)
@@ -111,7 +111,7 @@ func (p *perJID) reserve(requester jid.JID, now time.Time) error {
 		return fmt.Errorf("%s already holds %d channels, the most one requester may hold", key, st.channels)
 	}
 	if n := p.limits.DomainChannels; n > 0 && p.domains[domain] >= n {
-		return &DomainLimitError{Domain: domain, Channels: p.domains[domain]}
+		return &domainLimitError{Domain: domain, Channels: p.domains[domain]}
 	}
 	st.channels++
 	p.domains[domain]++

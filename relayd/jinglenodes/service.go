@@ -303,7 +303,7 @@ func (h *Handler) channel(req Request) xml.TokenReader {
 	}
 	if err := h.svc.jids.reserve(from, time.Now()); err != nil {
 		refusal, what := RefusedPolicyViolation, "requester"
-		if _, ok := errors.AsType[*DomainLimitError](err); ok {
+		if _, ok := errors.AsType[*domainLimitError](err); ok {
 			refusal, what = RefusedDomainLimit, "domain"
 		}
 		h.log.Info("channel refused: "+what+" limit", "from", from.String(), "reason", err)
