@@ -75,6 +75,13 @@ type Limits struct {
 	// written to the state directory: flash wear against what a power cut
 	// may forget.
 	UsageSaveSeconds int `json:"usage_save_seconds"`
+
+	// Per-domain share (donor safety). MaxChannelsPerDomain caps the live
+	// channels all requesters of one domain hold together (anyone with a
+	// server has as many JIDs as they like): 0 = a quarter of what the
+	// relay carries (the port range's channels, or max_channels if
+	// smaller), at least 1; -1 = no per-domain limit.
+	MaxChannelsPerDomain int `json:"max_channels_per_domain"`
 }
 
 // DailyQuotaBytes is the daily quota in bytes (0 = none).
@@ -403,6 +410,10 @@ func (c *Config) Validate() error {
 		if v < 0 || v > 1_000_000 {
 			bad(key, "%d is outside 0-1000000 (0 = no limit)", v)
 		}
+	}
+	// Per-domain share (donor safety).
+	if v := c.Limits.MaxChannelsPerDomain; v < -1 || v > 1_000_000 {
+		bad("limits.max_channels_per_domain", "%d is outside -1-1000000 (0 = a quarter of the relay's channels, -1 = no limit)", v)
 	}
 	if c.Limits.UsageSaveSeconds < 10 || c.Limits.UsageSaveSeconds > 86400 {
 		bad("limits.usage_save_seconds", "%d is outside 10-86400", c.Limits.UsageSaveSeconds)

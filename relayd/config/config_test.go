@@ -58,6 +58,7 @@ func TestErrorsNameTheKey(t *testing.T) {
 		{`{"channel": {"fast_path": "xdp"}, ` + minimal[1:], `channel.fast_path: "xdp" is not auto, ebpf, nftables or off`},
 		{`{"limits": {"monthly_quota_mb": -5}, ` + minimal[1:], "limits.monthly_quota_mb: -5 is outside"},
 		{`{"limits": {"daily_quota_gb": 5}, ` + minimal[1:], `unknown key "daily_quota_gb"`},
+		{`{"limits": {"max_channels_per_domain": -2}, ` + minimal[1:], "limits.max_channels_per_domain: -2 is outside -1-1000000"},
 		{`{"ports": {"min": 40001, "max": 40003}, ` + minimal[1:], "ports: 40001-40003 holds no channel"},
 		{`{"ports": {"min": 80, "max": 40003}, ` + minimal[1:], "ports.min: 80 is outside"},
 		{`{"channel": {"expire_seconds": 0}, ` + minimal[1:], "channel.expire_seconds: 0 is outside"},

@@ -140,7 +140,8 @@ func New(ctx context.Context, cfg config.Config, opt Options) (*Daemon, error) {
 		return nil, err
 	}
 	log.Info("relayd started", "version", version, "public_address", d.host.Load().String(), "listen_address", d.listen.String(),
-		"ports", fmt.Sprintf("%d-%d", cfg.Ports.Min, cfg.Ports.Max), "capacity", d.dp.Capacity(), "xmpp_services", len(cfg.XMPP))
+		"ports", fmt.Sprintf("%d-%d", cfg.Ports.Min, cfg.Ports.Max), "capacity", d.dp.Capacity(),
+		"channels_per_domain", domainChannels(cfg.Limits, d.dp.Capacity()), "xmpp_services", len(cfg.XMPP))
 	if len(cfg.XMPP) == 0 {
 		log.Warn("no XMPP service configured: nobody can ask this relay for a channel yet; set one up on the web page, through the API or with `relayd config set`")
 	}
@@ -222,7 +223,8 @@ func (d *Daemon) apply(cfg, old config.Config) error {
 	}
 	d.meter.SetQuota(usage.Quota{DailyBytes: cfg.Limits.DailyQuotaBytes(), MonthlyBytes: cfg.Limits.MonthlyQuotaBytes()})
 	d.meter.SetFlushInterval(time.Duration(cfg.Limits.UsageSaveSeconds) * time.Second)
-	d.svc.SetJIDLimits(jinglenodes.JIDLimits{Channels: cfg.Limits.PerJIDChannels, RequestsPerMinute: cfg.Limits.PerJIDRequestsPerMinute})
+	d.svc.SetJIDLimits(jinglenodes.JIDLimits{Channels: cfg.Limits.PerJIDChannels, RequestsPerMinute: cfg.Limits.PerJIDRequestsPerMinute,
+		DomainChannels: domainChannels(cfg.Limits, d.dp.Capacity())})
 	d.maxChannels.Store(int64(cfg.Limits.MaxChannels))
 	d.mu.Lock()
 	d.cfg = cfg
@@ -555,6 +557,27 @@ func (d *Daemon) sampleUsage() {
 		}
 	}
 }
+
+// domainChannels is the most live channels the requesters of one domain
+// may hold together (0 = no limit): limits.max_channels_per_domain, or by
+// default a quarter of what the relay carries (the port range's channels,
+// or limits.max_channels if smaller), at least 1.
+func domainChannels(l config.Limits, capacity int) int {
+	switch {
+	case l.MaxChannelsPerDomain > 0:
+		return l.MaxChannelsPerDomain
+	case l.MaxChannelsPerDomain < 0:
+		return 0
+	}
+	if l.MaxChannels > 0 && l.MaxChannels < capacity {
+		capacity = l.MaxChannels
+	}
+	return max(1, capacity/defaultDomainShare)
+}
+
+// defaultDomainShare: by default one domain may hold 1/defaultDomainShare
+// of the relay's channels.
+const defaultDomainShare = 4
 
 // admit applies the relay-wide donor limits to a channel request: the
 // data quotas and limits.max_channels.

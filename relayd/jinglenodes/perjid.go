@@ -6,16 +6,30 @@ import (
 	"sync"
 	"time"
 
+	"golang.org/x/net/publicsuffix"
 	"golang.org/x/time/rate"
 	"mellium.im/xmpp/jid"
 )
 
 // JIDLimits bound what one requester (a bare JID) may take: live channels
 // at once, and channel requests per minute (with a burst of the same
-// size). 0 = no limit.
+// size); and what all the requesters of one domain may hold together
+// (DomainChannels, see domainOf). 0 = no limit.
 type JIDLimits struct {
 	Channels          int
 	RequestsPerMinute int
+	DomainChannels    int
+}
+
+// domainLimitError refuses a request because the requester's domain holds
+// its share of the relay's channels.
+type domainLimitError struct {
+	Domain   string
+	Channels int // what the domain holds
+}
+
+func (e *domainLimitError) Error() string {
+	return fmt.Sprintf("requesters of %s already hold %d channels, the most one domain may hold", e.Domain, e.Channels)
 }
 
 // maxTrackedJIDs bounds the requester table. Entries holding no channel
@@ -23,11 +37,16 @@ type JIDLimits struct {
 // therefore costs at most this many small entries.
 const maxTrackedJIDs = 20000
 
-// perJID is the requester table behind JIDLimits.
+// perJID is the requester table behind JIDLimits, and the count of live
+// channels by domain.
 type perJID struct {
 	mu     sync.Mutex
 	limits JIDLimits
 	jids   map[string]*jidState
+	// domains counts the channels reserved by each domain's requesters;
+	// a domain holding none has no entry, so the map is never larger than
+	// the number of live channels.
+	domains map[string]int
 }
 
 type jidState struct {
@@ -36,7 +55,22 @@ type jidState struct {
 	seen     time.Time
 }
 
-func newPerJID() *perJID { return &perJID{jids: make(map[string]*jidState)} }
+func newPerJID() *perJID {
+	return &perJID{jids: make(map[string]*jidState), domains: make(map[string]int)}
+}
+
+// domainOf is the domain a requester counts against: the registrable
+// domain (public suffix plus one label) of its JID's domain, so that
+// a.example.net and b.example.net, which one owner can create at will
+// with a wildcard DNS record and certificate, share one limit. A domain
+// with no registrable part (an IP literal, localhost) counts as itself.
+func domainOf(requester jid.JID) string {
+	d := requester.Domainpart()
+	if site, err := publicsuffix.EffectiveTLDPlusOne(d); err == nil {
+		return site
+	}
+	return d
+}
 
 // setLimits changes the limits; requesters' limiters are rebuilt lazily.
 func (p *perJID) setLimits(l JIDLimits) {
@@ -58,16 +92,16 @@ func newLimiter(perMinute int) *rate.Limiter {
 	return rate.NewLimiter(rate.Limit(float64(perMinute)/60), perMinute)
 }
 
-// admit counts a channel request from requester and says whether it may
-// have a channel: a refusal's text says which limit. A granted request
-// must be followed by granted (or nothing, if the allocation failed).
-func (p *perJID) admit(requester jid.JID, now time.Time) error {
-	key := requester.Bare().String()
+// reserve counts a channel request from requester and, if every limit
+// allows it, reserves a channel for it: the requester's and its domain's
+// counts are checked and raised under one lock, so concurrent requests
+// can never together exceed a limit. A refusal's text says which limit
+// (a *domainLimitError for the domain's). A reservation must be undone
+// with release, when the allocation fails or when the channel ends.
+func (p *perJID) reserve(requester jid.JID, now time.Time) error {
+	key, domain := requester.Bare().String(), domainOf(requester)
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.limits == (JIDLimits{}) {
-		return nil
-	}
 	st := p.entry(key)
 	st.seen = now
 	if st.limiter != nil && !st.limiter.AllowN(now, 1) {
@@ -76,24 +110,28 @@ func (p *perJID) admit(requester jid.JID, now time.Time) error {
 	if n := p.limits.Channels; n > 0 && st.channels >= n {
 		return fmt.Errorf("%s already holds %d channels, the most one requester may hold", key, st.channels)
 	}
+	if n := p.limits.DomainChannels; n > 0 && p.domains[domain] >= n {
+		return &domainLimitError{Domain: domain, Channels: p.domains[domain]}
+	}
+	st.channels++
+	p.domains[domain]++
 	return nil
 }
 
-// granted records a channel given to requester; released undoes it when
-// the channel ends.
-func (p *perJID) granted(requester jid.JID) { p.add(requester, 1) }
-
-func (p *perJID) released(requester jid.JID) { p.add(requester, -1) }
-
-func (p *perJID) add(requester jid.JID, d int) {
-	key := requester.Bare().String()
+// release undoes a reservation: the allocation failed, or the channel
+// ended.
+func (p *perJID) release(requester jid.JID) {
+	key, domain := requester.Bare().String(), domainOf(requester)
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.jids[key] == nil && d < 0 {
-		return
+	if st := p.jids[key]; st != nil {
+		st.channels = max(0, st.channels-1)
 	}
-	st := p.entry(key)
-	st.channels = max(0, st.channels+d)
+	if n := p.domains[domain]; n > 1 {
+		p.domains[domain] = n - 1
+	} else {
+		delete(p.domains, domain)
+	}
 }
 
 // entry is key's state, created (making room first) if it has none.
@@ -137,9 +175,10 @@ func (p *perJID) makeRoom() {
 	}
 }
 
-// tracked is how many requesters are in the table (for tests).
-func (p *perJID) tracked() int {
+// tracked is how many requesters and domains are in the tables (for
+// tests).
+func (p *perJID) tracked() (jids, domains int) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return len(p.jids)
+	return len(p.jids), len(p.domains)
 }

@@ -96,10 +96,13 @@ const (
 	RefusedInternal
 	RefusedBadRequest
 	RefusedPolicyViolation
+	// RefusedDomainLimit is a policy-violation too: the requester's domain
+	// holds its share of the relay (JIDLimits.DomainChannels).
+	RefusedDomainLimit
 	numRefusals
 )
 
-var refusalNames = [numRefusals]string{"forbidden", "feature_not_implemented", "service_unavailable", "resource_constraint", "internal", "bad_request", "policy_violation"}
+var refusalNames = [numRefusals]string{"forbidden", "feature_not_implemented", "service_unavailable", "resource_constraint", "internal", "bad_request", "policy_violation", "domain_limit"}
 
 func (r Refusal) String() string { return refusalNames[r] }
 
@@ -136,7 +139,8 @@ func New(cfg Config) *Service {
 	return &Service{cfg: cfg, log: cfg.Logger, owners: make(map[string]owner), jids: newPerJID()}
 }
 
-// SetJIDLimits sets what one requester may take (live; 0 = no limit).
+// SetJIDLimits sets what one requester, and one domain, may take (live;
+// 0 = no limit).
 func (s *Service) SetJIDLimits(l JIDLimits) { s.jids.setLimits(l) }
 
 // Handler answers the IQs of one XMPP session under policy (nil = public).
@@ -159,7 +163,7 @@ func (s *Service) ChannelEnded(ctx context.Context, e channel.End) {
 	if !ok {
 		return
 	}
-	s.jids.released(o.requester)
+	s.jids.release(o.requester)
 	id, err := stanzaID()
 	if err != nil {
 		s.log.Error("send channel event", "channel", e.ID, "err", err)
@@ -297,13 +301,18 @@ func (h *Handler) channel(req Request) xml.TokenReader {
 			return h.errorReply(req.IQ, stanza.Wait, stanza.ResourceConstraint, err.Error())
 		}
 	}
-	if err := h.svc.jids.admit(from, time.Now()); err != nil {
-		h.log.Info("channel refused: requester limit", "from", from.String(), "reason", err)
-		h.svc.refused[RefusedPolicyViolation].Add(1)
+	if err := h.svc.jids.reserve(from, time.Now()); err != nil {
+		refusal, what := RefusedPolicyViolation, "requester"
+		if _, ok := errors.AsType[*domainLimitError](err); ok {
+			refusal, what = RefusedDomainLimit, "domain"
+		}
+		h.log.Info("channel refused: "+what+" limit", "from", from.String(), "reason", err)
+		h.svc.refused[refusal].Add(1)
 		return h.errorReply(req.IQ, stanza.Wait, stanza.PolicyViolation, err.Error())
 	}
 	info, err := h.svc.cfg.Allocator.Allocate()
 	if err != nil {
+		h.svc.jids.release(from)
 		h.log.Warn("channel refused", "from", from.String(), "err", err)
 		if errors.Is(err, channel.ErrPoolExhausted) {
 			h.svc.refused[RefusedResourceConstraint].Add(1)
@@ -322,8 +331,8 @@ func (h *Handler) channel(req Request) xml.TokenReader {
 	}
 	h.svc.mu.Lock()
 	h.svc.granted.Add(1)
+	// The reservation is now the channel's: ChannelEnded releases it.
 	h.svc.owners[info.ID] = owner{via: h.sess, relay: relayAddr(req.IQ.To, h.sess.Addr()), requester: from}
-	h.svc.jids.granted(from) // under mu: ChannelEnded releases only what it finds in owners
 	h.svc.mu.Unlock()
 	h.log.Info("channel granted", "from", from.String(), "channel", info.ID, "host", host.String(),
 		"localport", info.LocalPort, "remoteport", info.RemotePort)

@@ -16,9 +16,11 @@ var (
 	dropReasons = [...]string{"peer_not_latched", "foreign_source", "rate_limited", "oversize", "send_error", "foreign_source_kernel", "no_channel",
 		"forbidden_peer", "sprayer", "unconfirmed_peer", "packet_ceiling", "kernel"}
 
-	// XMPP error conditions a <channel/> request is refused with.
+	// XMPP error conditions a <channel/> request is refused with; then
+	// domain_limit, a policy-violation for the requester's domain's share
+	// (policy_violation is one requester's limits).
 	refusalReasons = [...]string{"resource_constraint", "forbidden", "bad_request", "feature_not_implemented",
-		"service_unavailable", "internal", "policy_violation"}
+		"service_unavailable", "internal", "policy_violation", "domain_limit"}
 
 	// Periods of the usage counts and quotas.
 	periods = [...]string{"day", "month"}
@@ -38,7 +40,7 @@ var (
 	// Names of stun.DropReason, malformed ones first.
 	stunDropReasons = [...]string{"not_stun", "truncated", "bad_length", "bad_cookie", "bad_attribute",
 		"bad_fingerprint", "not_binding", "indication", "response", "unknown_attribute", "bad_source",
-		"oversize", "send_error", "rate_limited"}
+		"oversize", "send_error", "rate_limited", "source_rate_limited"}
 )
 
 // other is the label value unknown keys are summed into.
@@ -86,7 +88,7 @@ func newCollector(src Sources, version string) *collector {
 		segmented:        d("relayd_segmented_packets_total", "Relayed datagrams sent inside another's UDP segmentation offload (GSO) message: hot flows' batches, one send for many."),
 
 		requests: d("relayd_channel_requests_total",
-			"Channel requests by outcome: granted, or the error condition they were refused with.", "result"),
+			"Channel requests by outcome: granted, or the error condition they were refused with (domain_limit: policy-violation, the requester's domain holds its share).", "result"),
 		allocationFailures: d("relayd_allocation_failures_total",
 			"Channel requests refused for the relay's own reasons (no ports, no public address, bind failed).", "reason"),
 

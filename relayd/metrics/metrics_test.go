@@ -52,6 +52,7 @@ func fakeSources() (Sources, *atomic.Uint64) {
 		Requests: func() Requests {
 			return Requests{Granted: 12 * n.Load(), Refused: map[string]uint64{
 				"resource_constraint": 2, "forbidden": 3, "internal": 1, "weird": 5, "policy_violation": 4,
+				"domain_limit": 7,
 			}}
 		},
 		Usage: func() Usage {
@@ -152,7 +153,7 @@ func TestScrape(t *testing.T) {
 		"relayd_channel_requests_total": {C, map[string]float64{
 			"result=granted": 12, "result=resource_constraint": 2, "result=forbidden": 3, "result=bad_request": 0,
 			"result=feature_not_implemented": 0, "result=service_unavailable": 0, "result=internal": 1,
-			"result=policy_violation": 4, "result=other": 5}},
+			"result=policy_violation": 4, "result=domain_limit": 7, "result=other": 5}},
 		"relayd_donated_bytes":   {G, map[string]float64{"period=day": 2e6, "period=month": 9e8}},
 		"relayd_quota_bytes":     {G, map[string]float64{"period=day": 0, "period=month": 1e9}},
 		"relayd_quota_exhausted": {G, map[string]float64{"": 0}},
@@ -173,7 +174,7 @@ func TestScrape(t *testing.T) {
 			"reason=not_stun": 6, "reason=truncated": 0, "reason=bad_length": 0, "reason=bad_cookie": 4,
 			"reason=bad_attribute": 0, "reason=bad_fingerprint": 0, "reason=not_binding": 0,
 			"reason=indication": 0, "reason=response": 0, "reason=unknown_attribute": 0, "reason=bad_source": 0,
-			"reason=oversize": 0, "reason=send_error": 0, "reason=rate_limited": 0}},
+			"reason=oversize": 0, "reason=send_error": 0, "reason=rate_limited": 0, "reason=source_rate_limited": 0}},
 	}
 	for name, w := range tests {
 		t.Run(name, func(t *testing.T) {

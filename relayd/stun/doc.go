@@ -49,6 +49,14 @@
 // bytes for IPv4 and 64 for IPv6: 2.6 and 3.2 times a bare request, 1.9 and
 // 2.3 times a typical 28-byte request with FINGERPRINT.
 //
+// With Config.MaxResponsesPerSecond the answers are capped in all, and
+// each source (an IPv4 address, an IPv6 /64) has a token bucket of its own
+// of a tenth of the cap, checked first: one flooder, forged or not, uses
+// up only its own share, and everyone else is still answered. The buckets
+// live in a table bounded at maxSources entries (refilled ones forgotten
+// first), so rotating sources cost bounded memory; a spoofer rotating
+// through many sources is bounded by the overall cap alone.
+//
 // # Configuration
 //
 // Config.Listen is the address to bind; the zero value means every address
@@ -83,6 +91,8 @@
 //	bad_source         source port 0, or unspecified/multicast/broadcast source
 //	oversize           larger than MaxRequest (1500) bytes
 //	send_error         the response could not be built or sent
+//	rate_limited       over Config.MaxResponsesPerSecond, all sources together
+//	source_rate_limited over its source's share of it (a tenth)
 //
 // # Cost
 //

@@ -48,7 +48,11 @@ type Config struct {
 	// token bucket with a burst of twice as many): a STUN answer is larger
 	// than the request, so a flood with forged sources would otherwise
 	// turn the donor's line into a reflector. Requests over it are dropped
-	// as DropRateLimited. 0 = no cap.
+	// as DropRateLimited. Within the cap each source (an IPv4 address, an
+	// IPv6 /64) has a bucket of its own of a tenth of it, at least one
+	// answer a second (burst twice as many), so one flooder silences only
+	// itself: requests over its share are dropped as DropSourceRateLimited.
+	// 0 = no cap at all.
 	MaxResponsesPerSecond int
 }
 
@@ -64,9 +68,10 @@ type Server struct {
 	closed atomic.Bool
 	close  sync.Once
 	cerr   error
-	// limiter caps responses (Config.MaxResponsesPerSecond); nil = none.
-	// Only Serve's goroutine uses it.
+	// limiter caps responses (Config.MaxResponsesPerSecond), sources each
+	// source's share of it; nil = none. Only Serve's goroutine uses them.
 	limiter *rate.Limiter
+	sources *sourceLimiter
 }
 
 // New validates cfg and opens (or adopts) the server's socket, so Addr is
@@ -114,6 +119,7 @@ func New(cfg Config) (*Server, error) {
 	}
 	if n := cfg.MaxResponsesPerSecond; n > 0 {
 		srv.limiter = rate.NewLimiter(rate.Limit(n), 2*n)
+		srv.sources = newSourceLimiter(max(1, float64(n)/sourceShare), maxSources, time.Now())
 	}
 	return srv, nil
 }
@@ -175,9 +181,16 @@ func (s *Server) Serve(ctx context.Context) error {
 			}
 			continue
 		}
-		if s.limiter != nil && !s.limiter.Allow() {
-			s.stats.dropped[DropRateLimited].Add(1)
-			continue
+		if s.limiter != nil {
+			now := time.Now()
+			if !s.sources.allow(src.Addr(), now) {
+				s.stats.dropped[DropSourceRateLimited].Add(1)
+				continue
+			}
+			if !s.limiter.AllowN(now, 1) {
+				s.stats.dropped[DropRateLimited].Add(1)
+				continue
+			}
 		}
 		// Counted before sending, so a client holding the answer sees it.
 		s.stats.responses.Add(1)

@@ -48,6 +48,10 @@ const (
 	// DropRateLimited: a well-formed request over Config.MaxResponsesPerSecond
 	// (a flood, or a reflection attack with forged sources).
 	DropRateLimited
+	// DropSourceRateLimited: a well-formed request over its source's share
+	// of Config.MaxResponsesPerSecond (one flooder, which is thus kept from
+	// using up everyone's answers).
+	DropSourceRateLimited
 	numDropReasons
 )
 
@@ -57,7 +61,7 @@ const firstPolicyReason = DropNotBinding
 var dropReasonNames = [numDropReasons]string{
 	"not_stun", "truncated", "bad_length", "bad_cookie", "bad_attribute", "bad_fingerprint",
 	"not_binding", "indication", "response", "unknown_attribute", "bad_source", "oversize", "send_error",
-	"rate_limited",
+	"rate_limited", "source_rate_limited",
 }
 
 // String is the reason's name as logged ("bad_cookie").

@@ -257,6 +257,7 @@ func newRigDeferred(ctx context.Context, t *testing.T, prefix string) *rig {
 	r.cfg = config.Default()
 	r.cfg.PublicAddress = r.lan.Addr("relay").String()
 	r.cfg.Ports = config.PortRange{Min: 40000, Max: 40099}
+	r.cfg.Limits.MaxChannelsPerDomain = -1 // one user: the domain share is not what these tests are about
 	r.cfg.Reconnect = config.Reconnect{MinSeconds: 0.2, MaxSeconds: 1}
 	r.cfg.XMPP = []config.Service{{Name: srv.Kind, Type: "component", Server: srv.Component.String(),
 		Domain: srv.ComponentDomain, Secret: srv.Secret}}

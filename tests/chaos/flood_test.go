@@ -164,26 +164,29 @@ func channelIQ(id, from string) string {
 }
 
 // TestChannelRequestFlood: 10,000 channel requests a second for 3 s, from
-// one JID and then from 5,000, while ten other JIDs ask for a channel
-// every 50 ms between them. One flooder never holds more than its per-JID
-// limit of channels; every request is answered; the honest ones are
-// granted while there are ports (many flooders exhaust the 100 channels:
-// then they get resource-constraint, answered as fast). Their latency is
-// logged, and held to p99 ≤ 100 ms under `make bench`.
+// one JID, then from 5,000 JIDs of one domain, then from 5,000 JIDs of
+// 5,000 domains, while ten other JIDs (of ten other domains) ask for a
+// channel every 50 ms between them. One flooder never holds more than its
+// per-JID limit of channels, one domain never more than its share (a
+// quarter of the 100 channels); every request is answered; the honest ones
+// are granted while there are ports (flooders from many domains exhaust the
+// 100 channels: then they get resource-constraint, answered as fast). Their
+// latency is logged, and held to p99 ≤ 100 ms under `make bench`.
 func TestChannelRequestFlood(t *testing.T) {
 	for _, tc := range []struct {
-		name     string
-		flooders int
-		min, max int
+		name              string
+		flooders, domains int
+		min, max          int
 	}{
-		{"one-jid", 1, 29200, 29599},
-		{"many-jids", 5000, 29600, 29999},
+		{"one-jid", 1, 1, 29200, 29599},
+		{"many-jids", 5000, 1, 29600, 29999},
+		{"many-domains", 5000, 5000, 28200, 28599},
 	} {
-		t.Run(tc.name, func(t *testing.T) { flood(t, tc.flooders, tc.min, tc.max) })
+		t.Run(tc.name, func(t *testing.T) { flood(t, tc.flooders, tc.domains, tc.min, tc.max) })
 	}
 }
 
-func flood(t *testing.T, flooders, min, max int) {
+func flood(t *testing.T, flooders, domains, lo, hi int) {
 	const (
 		rate     = 10000 // flood requests per second
 		duration = 3 * time.Second
@@ -191,9 +194,11 @@ func flood(t *testing.T, flooders, min, max int) {
 		honestN  = 10
 		perJID   = 16 // config.Default's limits.per_jid_channels
 	)
+	capacity := (hi - lo + 1) / 4
+	perDomain := capacity / 4 // the default limits.max_channels_per_domain
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	rd, srv, conn := componentRelay(ctx, t, "flood", min, max)
+	rd, srv, conn := componentRelay(ctx, t, "flood", lo, hi)
 	rssBefore := rss(rd.PID())
 
 	// One writer owns the connection: the flood in batches every 10 ms,
@@ -209,7 +214,7 @@ func flood(t *testing.T, flooders, min, max int) {
 		<-tick.C
 		for j := range batch {
 			n := i*batch + j
-			id, from := "f"+strconv.Itoa(n), fmt.Sprintf("flooder%d@example.net/x", n%flooders)
+			id, from := "f"+strconv.Itoa(n), fmt.Sprintf("flooder%d@flood%d.example/x", n%flooders, n%flooders%domains)
 			floodIDs = append(floodIDs, id)
 			floodFrom[id] = from
 			w.WriteString(channelIQ(id, from))
@@ -217,14 +222,15 @@ func flood(t *testing.T, flooders, min, max int) {
 		if i%5 == 0 {
 			id := "h" + strconv.Itoa(i)
 			honestIDs = append(honestIDs, id)
-			w.WriteString(channelIQ(id, fmt.Sprintf("user%d@example.net/phone", (i/5)%honestN)))
+			u := (i / 5) % honestN // a domain each: they are not the flood's domain's business
+			w.WriteString(channelIQ(id, fmt.Sprintf("user%d@example%d.net/phone", u, u)))
 			sent[id] = time.Now()
 		}
 		if err := w.Flush(); err != nil {
 			t.Fatalf("write: %v", err)
 		}
 	}
-	t.Logf("sent %d flood requests from %d JIDs and %d honest ones in %s", len(floodIDs), flooders, len(honestIDs), time.Since(began).Round(time.Millisecond))
+	t.Logf("sent %d flood requests from %d JIDs of %d domains and %d honest ones in %s", len(floodIDs), flooders, domains, len(honestIDs), time.Since(began).Round(time.Millisecond))
 
 	wctx, wcancel := context.WithTimeout(ctx, 60*time.Second)
 	defer wcancel()
@@ -261,17 +267,23 @@ func flood(t *testing.T, flooders, min, max int) {
 			t.Errorf("%s got %d channels, over its limit of %d", from, n, perJID)
 		}
 	}
-	if capacity := (max - min + 1) / 4; total+honestConds["result/"] > capacity {
+	if total+honestConds["result/"] > capacity {
 		t.Errorf("%d channels granted, more than the %d the ports hold", total+honestConds["result/"], capacity)
 	}
-	for c, n := range honestConds {
-		// Granted, or refused because many flooders took every port.
-		if c != "result/" && !(flooders > 1 && c == "error/resource-constraint") {
-			t.Errorf("%d honest requests answered %s", n, c)
+	if domains == 1 {
+		// One domain: at most its share, so the honest ones all get theirs.
+		if want := min(flooders*perJID, perDomain); total != want {
+			t.Errorf("the flooding domain got %d channels, want %d (its share %d, %d per JID)", total, want, perDomain, perJID)
+		}
+		if honestConds["result/"] != len(honestIDs) {
+			t.Errorf("%d of %d honest requests granted beside one flooding domain: %v", honestConds["result/"], len(honestIDs), honestConds)
 		}
 	}
-	if flooders == 1 && honestConds["result/"] != len(honestIDs) {
-		t.Errorf("%d of %d honest requests granted beside one flooder", honestConds["result/"], len(honestIDs))
+	for c, n := range honestConds {
+		// Granted, or refused because flooders of many domains took every port.
+		if c != "result/" && !(domains > 1 && c == "error/resource-constraint") {
+			t.Errorf("%d honest requests answered %s", n, c)
+		}
 	}
 	// A latency target is a measurement, not a unit test's business: only
 	// `make bench` (-chaos.targets) holds the run to it.

@@ -98,6 +98,49 @@ func TestRequesterAndChannelLimits(t *testing.T) {
 	}
 }
 
+// TestDomainShare: two channels for the requesters of one domain
+// (limits.max_channels_per_domain), one per requester, five for the
+// relay. Two users of localhost get theirs, a third gets policy-violation
+// naming the domain, and a first requester's second request the per-JID
+// refusal.
+func TestDomainShare(t *testing.T) {
+	harness.RequireRoot(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	lan := harness.NewLAN(t, "jnd", "relay")
+	users := map[string]string{user: password, "bob": "bobpw", "carol": "carolpw"}
+	srv, err := harness.StartProsody(ctx, harness.ServerOptions{Netns: lan.NS("relay"), Users: users})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Close() })
+	w := &world{lan: lan, srv: srv, req: srv.Requester(user, password)}
+	cfg := w.relayConfig()
+	cfg.Limits.PerJIDChannels, cfg.Limits.MaxChannels, cfg.Limits.MaxChannelsPerDomain = 1, 5, 2
+	w.startRelay(ctx, t, cfg)
+
+	ask := func(u string) harness.Outcome {
+		t.Helper()
+		outs, err := srv.Requester(u, users[u]).Run(ctx, harness.RequestArgs{})
+		if err != nil || len(outs) != 1 {
+			t.Fatalf("%s: %+v %v", u, outs, err)
+		}
+		return outs[0]
+	}
+	for _, u := range []string{user, "bob"} {
+		if o := ask(u); o.Type != "result" {
+			t.Fatalf("%s, within the domain's share: %+v", u, o)
+		}
+	}
+	want := "requesters of " + srv.Domain + " already hold 2 channels"
+	if o := ask("carol"); o.Type != "error" || o.Condition != "policy-violation" || o.ErrorType != "wait" || !strings.Contains(o.Text, want) {
+		t.Fatalf("over the domain's share: %+v, want wait/policy-violation %q", o, want)
+	}
+	if o := ask(user); o.Type != "error" || o.Condition != "policy-violation" || !strings.Contains(o.Text, "already holds 1 channels") {
+		t.Fatalf("second channel for one requester: %+v", o)
+	}
+}
+
 // relayMB sends n RTP packets of 1000 bytes each way through c and waits
 // until all arrived (2·n kB relayed).
 func relayMB(ctx context.Context, t *testing.T, c *call, n int) {
