@@ -10,7 +10,6 @@ import (
 	"net/netip"
 	"os/exec"
 	"slices"
-	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -485,9 +484,9 @@ func spray(ctx context.Context, p *peer, relay netip.Addr, min, max int, period 
 }
 
 // perChannel sums what a peer received from the relay ports of each
-// channel (base port P = min + 4k), counting only the tags victim
-// accepts; it returns the counts by base port, sorted keys alongside.
-func perChannel(p *peer, min, max int, victim func(tag string) bool) (map[int]int, []int) {
+// channel, by the channel's base port P = min + 4k, counting only the
+// tags victim accepts.
+func perChannel(p *peer, min, max int, victim func(tag string) bool) map[int]int {
 	out := map[int]int{}
 	for port := min; port <= max; port++ {
 		for tag, n := range p.fromPort(uint16(port)) {
@@ -496,12 +495,7 @@ func perChannel(p *peer, min, max int, victim func(tag string) bool) (map[int]in
 			}
 		}
 	}
-	keys := make([]int, 0, len(out))
-	for k := range out {
-		keys = append(keys, k)
-	}
-	sort.Ints(keys)
-	return out, keys
+	return out
 }
 
 // droppedDelta is the growth of a drop reason between two statuses.

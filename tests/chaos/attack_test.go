@@ -19,6 +19,7 @@ import (
 	"context"
 	"fmt"
 	"math"
+	"math/rand/v2"
 	"net/netip"
 	"strings"
 	"sync"
@@ -36,14 +37,15 @@ const (
 	warmupPkts   = 10                    // the first 200 ms of a call, where loss is not held against the relay
 	minDelivered = 0.95                  // of the packets sent after the warmup
 	maxLeaked    = 4                     // media datagrams of a channel an attacker may see
-	sprayPeriod  = 50 * time.Millisecond // one sweep of the range
+	sprayPeriod  = 50 * time.Millisecond // between sweeps of the range
 )
 
 // TestAttackPortSpray: attackers sweep every port of the range from their
 // own addresses (one datagram per port every 50 ms) before and while 20
 // calls are set up, each with its own caller and callee address, both
 // starting their media at 50 packets/s shortly after the channel is
-// granted. An attacker sees at most 4 media datagrams of any channel, the
+// granted (after up to 100 ms of signalling, the two up to 60 ms apart).
+// An attacker sees at most 4 media datagrams of any channel, the
 // parties lose nothing measurable after the first 200 ms, and each
 // sprayer is blocked ("sprayer blocked" logged with its address, its
 // datagrams counted as dropped "sprayer").
@@ -58,9 +60,9 @@ func TestAttackPortSpray(t *testing.T) {
 func portSpray(t *testing.T, dp dataPlane, attackers int) {
 	const (
 		calls     = 20
-		callPkts  = 100 // 2 s of media each way
-		min, max  = 40000, 40099
-		maxSweeps = 300 // 15 s
+		callPkts  = 100          // 2 s of media each way
+		lo, hi    = 40000, 40099 // the port range: 25 channels
+		maxSweeps = 300          // 15 s
 	)
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
@@ -70,7 +72,7 @@ func portSpray(t *testing.T, dp dataPlane, attackers int) {
 		evil = append(evil, fmt.Sprintf("evil%d", i+1))
 	}
 	lan := attackLAN(t, "jxa", dp, []string{"relay"}, append(hosts, evil...)...)
-	relay := startRelay(ctx, t, lan, "relay", dp, min, max, nil)
+	relay := startRelay(ctx, t, lan, "relay", dp, lo, hi, nil)
 	for i := range calls {
 		addAddr(t, lan, "caller", netip.AddrFrom4([4]byte{203, 0, 113, byte(100 + i)}))
 		addAddr(t, lan, "callee", netip.AddrFrom4([4]byte{203, 0, 113, byte(150 + i)}))
@@ -80,7 +82,7 @@ func portSpray(t *testing.T, dp dataPlane, attackers int) {
 	stop := make(chan struct{})
 	var sprayers []*sprayer
 	for _, h := range evil {
-		sprayers = append(sprayers, spray(ctx, newPeer(ctx, t, lan, h, netip.AddrPort{}, "spray"), relay.addr, min, max, sprayPeriod, maxSweeps, stop))
+		sprayers = append(sprayers, spray(ctx, newPeer(ctx, t, lan, h, netip.AddrPort{}, "spray"), relay.addr, lo, hi, sprayPeriod, maxSweeps, stop))
 	}
 	for _, s := range sprayers { // the range is being swept before the first call
 		select {
@@ -103,11 +105,27 @@ func portSpray(t *testing.T, dp dataPlane, attackers int) {
 		c.caller = newPeer(ctx, t, lan, "caller", netip.AddrPortFrom(netip.AddrFrom4([4]byte{203, 0, 113, byte(100 + i)}), 0), c.callerTag)
 		c.callee = newPeer(ctx, t, lan, "callee", netip.AddrPortFrom(netip.AddrFrom4([4]byte{203, 0, 113, byte(150 + i)}), 0), c.calleeTag)
 		cs[i] = c
+		// The signalling between the grant and the media (session-initiate,
+		// session-accept) takes up to 100 ms; then both parties start
+		// their media at about the same time — up to 60 ms apart, either
+		// first — and send 2 s of it. These waits stand for the network
+		// and the phones, they synchronize nothing.
+		signalling := time.Duration(rand.IntN(100)) * time.Millisecond
+		apart := [2]time.Duration{0, time.Duration(rand.IntN(60)) * time.Millisecond}
+		if rand.IntN(2) == 0 {
+			apart[0], apart[1] = apart[1], apart[0]
+		}
 		wg.Add(2)
-		// Both parties start their media together, as after a
-		// session-accept, and send 2 s of it.
-		go func() { defer wg.Done(); c.first[0], c.errs[0] = c.caller.stream(ctx, local, callPkts, mediaEvery) }()
-		go func() { defer wg.Done(); c.first[1], c.errs[1] = c.callee.stream(ctx, remote, callPkts, mediaEvery) }()
+		go func() {
+			defer wg.Done()
+			time.Sleep(signalling + apart[0])
+			c.first[0], c.errs[0] = c.caller.stream(ctx, local, callPkts, mediaEvery)
+		}()
+		go func() {
+			defer wg.Done()
+			time.Sleep(signalling + apart[1])
+			c.first[1], c.errs[1] = c.callee.stream(ctx, remote, callPkts, mediaEvery)
+		}()
 	}
 	wg.Wait()
 	// The last packets in flight arrive (bounded; what is missing then is lost).
@@ -127,7 +145,7 @@ func portSpray(t *testing.T, dp dataPlane, attackers int) {
 	victim := func(tag string) bool { return len(tag) == 3 && (tag[0] == 'a' || tag[0] == 'b') }
 	leaked := map[int]int{}
 	for i, s := range sprayers {
-		per, _ := perChannel(s.peer, min, max, victim)
+		per := perChannel(s.peer, lo, hi, victim)
 		for base, n := range per {
 			leaked[base] += n
 		}
@@ -135,7 +153,7 @@ func portSpray(t *testing.T, dp dataPlane, attackers int) {
 	}
 	hijacked, total := 0, 0
 	var worst []string
-	for base := min; base <= max; base += 4 {
+	for base := lo; base <= hi; base += 4 {
 		n := leaked[base]
 		total += n
 		if n > maxLeaked {
@@ -163,8 +181,12 @@ func portSpray(t *testing.T, dp dataPlane, attackers int) {
 		}
 	}
 	if len(hurt) > 0 {
+		shown := hurt[:min(len(hurt), 6)]
+		if len(hurt) > len(shown) {
+			shown = append(shown, fmt.Sprintf("… and %d more", len(hurt)-len(shown)))
+		}
 		t.Errorf("%d of %d calls lost media after their first 200 ms (want ≥ %d of %d each way):\n  %s",
-			len(hurt), calls, want, callPkts-warmupPkts, strings.Join(hurt, "\n  "))
+			len(hurt), calls, want, callPkts-warmupPkts, strings.Join(shown, "\n  "))
 	}
 	t.Logf("relay: forwarded %d, dropped %s", forwarded(after)-forwarded(before), reasons(after))
 
@@ -439,7 +461,6 @@ func TestAttackQuietTakeover(t *testing.T) {
 		attacker := newPeer(ctx, t, lan, "evil", netip.AddrPort{}, "evil")
 
 		stopCaller := make(chan struct{})
-		defer close(stopCaller)
 		callerDone := caller.streamUntil(ctx, local, 40*pps, stopCaller)
 		stopCallee := make(chan struct{})
 		calleeDone := callee.streamUntil(ctx, remote, 40*pps, stopCallee)
@@ -515,7 +536,8 @@ func TestAttackQuietTakeover(t *testing.T) {
 		addAddr(t, lan, "callee", moved)
 		rebind("address", netip.AddrPortFrom(moved, 0))
 		close(stopCallee)
+		close(stopCaller)
 		<-calleeDone
-		_ = callerDone
+		<-callerDone
 	})
 }
