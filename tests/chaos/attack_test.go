@@ -167,7 +167,12 @@ func portSpray(t *testing.T, dp dataPlane, attackers int) {
 	}
 
 	var hurt []string
+	injected, injectedCalls := 0, 0
 	for _, c := range cs {
+		if n := c.caller.count("spray") + c.callee.count("spray"); n > 0 {
+			injected += n
+			injectedCalls++
+		}
 		for _, e := range c.errs {
 			if e != nil {
 				t.Errorf("sending media: %v", e)
@@ -180,6 +185,7 @@ func portSpray(t *testing.T, dp dataPlane, attackers int) {
 				c.callerTag, c.calleeTag, toCallee, callPkts-warmupPkts, c.calleeTag, c.callerTag, toCaller, callPkts-warmupPkts, c.callee.tags(), c.caller.tags()))
 		}
 	}
+	t.Logf("the attackers' datagrams delivered to the calls' parties: %d, on %d calls", injected, injectedCalls)
 	if len(hurt) > 0 {
 		shown := hurt[:min(len(hurt), 6)]
 		if len(hurt) > len(shown) {
