@@ -18,9 +18,10 @@ import (
 //     a source that sent one datagram learns almost nothing and a forged
 //     source reflects almost nothing.
 //   - A tentative latch is *confirmed* once its source has sent
-//     confirmAfter datagrams while the other side of the leg was latched
-//     and no other source competed for the side. From then on the side
-//     gets everything.
+//     confirmAfter datagrams while the other side of the leg was latched,
+//     and no other source competed for the side or it sent more than
+//     twice as many as its challenger. From then on the side gets
+//     everything.
 //   - Another source is a *challenger*. One challenger at a time is
 //     followed (a slot held while it keeps sending); it takes the side
 //     only with evidence that it carries the call: at least confirmAfter
@@ -135,7 +136,13 @@ func (c *Channel) evident(in *side, now int64) bool {
 		in.proof = 0
 		return false
 	}
-	return in.proof >= confirmAfter && (!in.cand.IsValid() || now-in.candLast > int64(slotGap))
+	if in.proof < confirmAfter {
+		return false
+	}
+	// A challenger still sending must be out-sent: a real party sends
+	// every 20-60 ms, a sprayer sweeping a whole range far less often
+	// per port, and neither may be confirmed while the other sends more.
+	return !in.cand.IsValid() || now-in.candLast > int64(slotGap) || in.heard-in.candHeard > 2*in.candN
 }
 
 // wins reports whether in's challenger now takes the side from cur.

@@ -138,3 +138,43 @@ func TestRTCPFollowsRTPAddress(t *testing.T) {
 		t.Fatalf("relatched %d, want 2 (RTP, then RTCP)", s.Relatched)
 	}
 }
+
+// TestSprayerDoesNotStallConfirmation: a foreign source that keeps
+// sweeping a side (a sprayer at its rate of a datagram per port every so
+// often) holds the challenger's slot, but the latched party, which sends
+// far more, is still confirmed and the call flows both ways.
+func TestSprayerDoesNotStallConfirmation(t *testing.T) {
+	m, _ := newTestManager(t, nil)
+	info, err := m.Allocate()
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := info.LocalPort
+	a, b, sprayer := newParty(t), newParty(t), newPartyAt(t, "127.0.0.3")
+	a.send(p, []byte("a-hello"))
+	waitLatched(t, m, info.ID, 0, 0)
+	b.send(p+2, []byte("b-hello"))
+	a.expect([]byte("b-hello"), p)
+	sprayer.send(p+2, []byte("spray"))
+	for i := range 3 {
+		b.send(p+2, fmt.Appendf(nil, "b-%d", i))
+	}
+	for range confirmAfter {
+		a.send(p, []byte("a-warm"))
+	}
+	m.mu.Lock()
+	c := m.channels[info.ID]
+	m.mu.Unlock()
+	for deadline := time.Now().Add(5 * time.Second); !c.legs[0].sides[1].confirmed.Load() || !c.legs[0].sides[0].confirmed.Load(); {
+		if time.Now().After(deadline) {
+			t.Fatalf("not confirmed: requester %v, other party %v", c.legs[0].sides[0].confirmed.Load(), c.legs[0].sides[1].confirmed.Load())
+		}
+		time.Sleep(time.Millisecond) // polling flags the worker sets
+	}
+	a.send(p, []byte("to-b"))
+	for got, _ := b.recv(); string(got) != "to-b"; got, _ = b.recv() {
+	}
+	if n := countArrivals(sprayer, 1, 50*time.Millisecond); n != 0 {
+		t.Fatal("the sprayer received the call")
+	}
+}
