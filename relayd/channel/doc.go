@@ -6,14 +6,17 @@
 //	P   requester RTP   <-> P+2 other party RTP
 //	P+1 requester RTCP  <-> P+3 other party RTCP
 //
-// Each port pair is an independent "leg". Each port of a leg latches on the
-// first source address that sends to it and keeps it: packets from any other
-// source are dropped and counted, unless the latched source has been silent
-// for longer than the latch grace (a NAT rebinding), in which case the new
-// source takes over. A packet is forwarded only to a peer that has latched,
+// Each port pair is an independent "leg". A port learns its party from the
+// traffic, with evidence (latch.go): the first permitted source (peers.go)
+// latches it tentatively and gets at most two datagrams until it has sent
+// four while the other side was latched; another source takes the port only
+// by carrying the call (out-sending the latched one, never with a lone
+// datagram); a source that touches many channels as a port sprayer does is
+// blocked (sprayers.go); every port has a packet-rate ceiling that ends
+// forwarding loops. A packet is forwarded only to a peer that has latched,
 // so the relay never sends to an address that did not send to it first (no
-// reflection, no amplification). Packets arriving before the peer latched are
-// dropped and counted.
+// reflection, no amplification). Packets arriving before the peer latched
+// are dropped and counted.
 //
 // A channel expires when it has forwarded no packet for its expire time (a
 // fresh channel gets the same time to see its first forwarded packet).
