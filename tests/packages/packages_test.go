@@ -497,7 +497,7 @@ func TestOpenWrtPackages(t *testing.T) {
 		}
 		init := string(didx["etc/init.d/jnrelay"].data)
 		for _, want := range []string{"#!/bin/sh /etc/rc.common\n", "\nUSE_PROCD=1\n", "\nSTART=95\n",
-			"procd_set_param command \"$PROG\"", "procd_set_param user jnrelay", "procd_set_param term_timeout",
+			"procd_set_param command \"$PROG\"", "\nJNRELAY_USER=jnrelay\n", "procd_set_param user \"$JNRELAY_USER\"", "procd_set_param term_timeout",
 			"config_load jnrelay", "procd_send_signal jnrelay relayd HUP",
 			"procd_set_param no_new_privs 1", "procd_set_param capabilities \"$CAPABILITIES\"", "procd_add_jail relayd"} {
 			if !strings.Contains(init, want) {
