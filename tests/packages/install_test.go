@@ -228,4 +228,34 @@ func upgradeModes(t *testing.T, root, uid, gid string, upgrade func()) {
 			t.Fatal(err)
 		}
 	}
+
+	// A dangling link where the configuration is: tmpfiles' C line
+	// (copy the default when missing) must not create its target.
+	cfg := in("etc/jnrelay/relayd.json")
+	saved, err := os.ReadFile(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(cfg); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink("/etc/created-by-root", cfg); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Lchown(cfg, u, g); err != nil {
+		t.Fatal(err)
+	}
+	upgrade()
+	if _, err := os.Lstat(in("etc/created-by-root")); err == nil {
+		t.Error("postinst created /etc/created-by-root through relayd's dangling link")
+	}
+	if err := os.Remove(cfg); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(cfg, saved, 0o640); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chown(cfg, u, g); err != nil {
+		t.Fatal(err)
+	}
 }
