@@ -11,12 +11,20 @@ import (
 )
 
 // DefaultMaxStanza is the largest incoming stanza a session accepts, in
-// bytes of XML as received (after TLS). A Jingle Nodes IQ is well under
-// a few KiB; XMPP servers cap stanzas too, but relayd does not rely on
-// the server it talks to: encoding/xml holds a whole text node or
-// attribute value in memory, so without a cap one 64 MiB stanza costs
-// relayd hundreds of MiB.
-const DefaultMaxStanza = 256 << 10
+// bytes of XML as received (after TLS). A Jingle Nodes IQ is well under a
+// few KiB; XMPP servers cap stanzas too, but relayd does not rely on the
+// server it talks to: encoding/xml holds a whole text node or attribute
+// value in memory, so without a cap one 64 MiB stanza cost relayd about
+// 200 MB. 1 MiB is above what servers forward by default (Prosody: 256 KiB
+// from clients, 512 KiB from other servers), so a stanza from a remote
+// server that its own server let through does not end the session: relayd
+// refuses it alone (bad-request); one over 1 MiB costs a reconnection.
+const DefaultMaxStanza = 1 << 20
+
+// maxDepth caps how deep elements nest inside one stanza: the decoder
+// keeps a record per open element, so 100,000 levels in 700 KB cost
+// relayd 20 MB. Stanzas relayd handles nest a few levels deep.
+const maxDepth = 64
 
 // limitedConn is a connection whose incoming XML stream is measured as it
 // is read: a top-level element of the stream (a stanza, or stream
@@ -131,6 +139,10 @@ func (s *stanzaScanner) feed(b []byte) (int, error) {
 			return i, s.err
 		}
 		s.step(c)
+		if s.depth > maxDepth+1 { // +1: the stream element
+			s.err = fmt.Errorf("incoming XML elements nested over %d deep: %w", maxDepth, stream.PolicyViolation)
+			return i, s.err
+		}
 		s.last2[0], s.last2[1] = s.last2[1], c
 	}
 	return len(b), nil

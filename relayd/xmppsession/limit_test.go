@@ -21,7 +21,7 @@ import (
 // them (stream restarts, quotes and CDATA holding '>', comments, empty
 // elements), and the first one beyond it fails.
 func TestScannerBoundaries(t *testing.T) {
-	const max = 200
+	const max = 300
 	pad := func(n int) string { return strings.Repeat("x", n) }
 	header := `<?xml version='1.0'?><stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' to='example.org' version='1.0'>`
 	for _, c := range []struct {
@@ -35,11 +35,11 @@ func TestScannerBoundaries(t *testing.T) {
 		{"quoted >", header + `<m a='>>' b="/>"><x/></m><m/>`, true},
 		{"CDATA and comment", header + `<m><![CDATA[</m>]]><!-- </m> --></m><n/>`, true},
 		{"empty top-level elements", header + strings.Repeat(`<presence from='a@b/c'/>`, 40), true},
-		{"long text node", header + `<m><body>` + pad(300) + `</body></m>`, false},
-		{"long attribute", header + `<m a='` + pad(300) + `'/>`, false},
-		{"long text between stanzas", header + pad(300) + `<m/>`, false},
-		{"long start tag name", header + `<` + pad(300) + `/>`, false},
-		{"nested stanza summed", header + `<m>` + strings.Repeat(`<x/>`, 60) + `</m>`, false},
+		{"long text node", header + `<m><body>` + pad(400) + `</body></m>`, false},
+		{"long attribute", header + `<m a='` + pad(400) + `'/>`, false},
+		{"long text between stanzas", header + pad(400) + `<m/>`, false},
+		{"long start tag name", header + `<` + pad(400) + `/>`, false},
+		{"nested stanza summed", header + `<m>` + strings.Repeat(`<x/>`, 90) + `</m>`, false},
 	} {
 		for _, bytewise := range []bool{false, true} {
 			s := stanzaScanner{max: max}
@@ -58,6 +58,20 @@ func TestScannerBoundaries(t *testing.T) {
 				t.Errorf("%s (bytewise %v): err %v, want a policy violation", c.name, bytewise, err)
 			}
 		}
+	}
+}
+
+// TestScannerDepth: elements nest up to maxDepth inside a stanza, with
+// stream restarts between; one level more fails.
+func TestScannerDepth(t *testing.T) {
+	header := `<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'>`
+	nest := func(n int) string { return strings.Repeat(`<a x='>'>`, n) + strings.Repeat(`</a>`, n) }
+	s := stanzaScanner{max: 1 << 20}
+	if _, err := s.feed([]byte(header + nest(maxDepth) + header + nest(maxDepth) + nest(maxDepth))); err != nil {
+		t.Fatalf("%d levels: %v", maxDepth, err)
+	}
+	if _, err := s.feed([]byte(nest(maxDepth + 1))); !errors.Is(err, stream.PolicyViolation) {
+		t.Fatalf("%d levels: %v, want a policy violation", maxDepth+1, err)
 	}
 }
 
