@@ -22,9 +22,10 @@ import (
 const DefaultMaxStanza = 1 << 20
 
 // maxDepth caps how deep elements nest inside one stanza: the decoder
-// keeps a record per open element, so 100,000 levels in 700 KB cost
-// relayd 20 MB. Stanzas relayd handles nest a few levels deep.
-const maxDepth = 64
+// keeps a record per open element, about 200 bytes, so 100,000 levels in
+// 700 KB cost relayd 20 MB. Stanzas relayd handles nest a few levels deep;
+// 1,024 levels cost 200 KB and leave room for whatever a server forwards.
+const maxDepth = 1024
 
 // limitedConn is a connection whose incoming XML stream is measured as it
 // is read: a top-level element of the stream (a stanza, or stream

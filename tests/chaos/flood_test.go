@@ -311,9 +311,9 @@ func TestHostileStanzas(t *testing.T) {
 	}
 	hostile := []struct{ id, doc string }{
 		// Each under relayd's stanza caps (xmppsession.DefaultMaxStanza,
-		// 1 MiB, 64 levels): refused one by one on the same session;
+		// 1 MiB, 1,024 levels): refused one by one on the same session;
 		// TestOversizedStanza sends larger and deeper ones.
-		{"nested", fmt.Sprintf(open, "nested") + strings.Repeat("<a>", 60) + strings.Repeat("</a>", 60) + closeIQ},
+		{"nested", fmt.Sprintf(open, "nested") + strings.Repeat("<a>", 1000) + strings.Repeat("</a>", 1000) + closeIQ},
 		{"attrs", fmt.Sprintf(open, "attrs") + "<b" + attrs.String() + "/>" + closeIQ},
 		{"huge", fmt.Sprintf(open, "huge") + "<c>" + strings.Repeat("x", 900<<10) + "</c>" + closeIQ},
 		{"twoids", `<iq type='get' id='twoids' id='other' from='` + from + `' to='relay.localhost'><channel xmlns='http://jabber.org/protocol/jinglenodes#channel'/></iq>`},
