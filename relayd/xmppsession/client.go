@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"strings"
@@ -37,6 +38,8 @@ type ClientConfig struct {
 	AllowPlain bool
 	Backoff    Backoff
 	Logger     *slog.Logger
+	// MaxStanza caps one incoming stanza, in bytes; 0 = DefaultMaxStanza.
+	MaxStanza int
 }
 
 // NewClient returns a client-account session; Run connects it. TLS is
@@ -51,7 +54,9 @@ func NewClient(cfg ClientConfig) (*Session, error) {
 	// tls-unique vs tls-exporter under TLS 1.3) refuse it; the session then
 	// logs in with plain SCRAM, still inside verified TLS.
 	var noPlus atomic.Bool
-	features := func() []xmpp.StreamFeature {
+	// raw is the connection before TLS: STARTTLS moves the size check
+	// from it to the TLS connection.
+	features := func(raw *limitedConn) []xmpp.StreamFeature {
 		mechs := mechanisms(!noPlus.Load(), cfg.AllowPlain)
 		f := []xmpp.StreamFeature{
 			// mellium offers SASL only once the stream is secure, so
@@ -60,7 +65,7 @@ func NewClient(cfg ClientConfig) (*Session, error) {
 			xmpp.BindResource(),
 		}
 		if !cfg.DirectTLS {
-			f = append([]xmpp.StreamFeature{xmpp.StartTLS(tlsCfg)}, f...)
+			f = append([]xmpp.StreamFeature{limitedStartTLS(xmpp.StartTLS(tlsCfg), raw, cfg.MaxStanza)}, f...)
 		}
 		return f
 	}
@@ -69,8 +74,20 @@ func NewClient(cfg ClientConfig) (*Session, error) {
 		if err != nil {
 			return nil, nil, err
 		}
+		// Every incoming element is size-checked, from the first byte
+		// (after TLS: inside it).
+		var state xmpp.SessionState
+		if _, ok := conn.(*tls.Conn); ok {
+			state = xmpp.Secure // direct TLS; mellium sees only the wrapper
+		}
+		lc := newLimitedConn(conn, cfg.MaxStanza)
+		conn = lc
 		stop := context.AfterFunc(ctx, func() { conn.SetDeadline(time.Now()) })
-		sess, err := xmpp.NewClientSession(ctx, account, conn, features()...)
+		// xmpp.NewClientSession, with the session state.
+		sess, err := xmpp.NewSession(ctx, account.Domain(), account, conn, state, xmpp.NewNegotiator(
+			func(*xmpp.Session, *xmpp.StreamConfig) xmpp.StreamConfig {
+				return xmpp.StreamConfig{Features: features(lc)}
+			}))
 		if !stop() && err == nil {
 			err = ctx.Err()
 		}
@@ -128,4 +145,25 @@ func dialClient(ctx context.Context, server string, account jid.JID, direct bool
 		return nil, fmt.Errorf("direct TLS to %s: %w", server, err)
 	}
 	return tc, nil
+}
+
+// limitedStartTLS is f (STARTTLS) handing the size check of incoming
+// elements from the plain connection raw to the TLS connection.
+func limitedStartTLS(f xmpp.StreamFeature, raw *limitedConn, max int) xmpp.StreamFeature {
+	negotiate := f.Negotiate
+	f.Negotiate = func(ctx context.Context, s *xmpp.Session, data any) (xmpp.SessionState, io.ReadWriter, error) {
+		mask, rw, err := negotiate(ctx, s, data)
+		if err != nil || rw == nil {
+			return mask, rw, err
+		}
+		tc, ok := rw.(net.Conn)
+		if !ok {
+			return mask, nil, fmt.Errorf("starttls: a %T is no net.Conn", rw)
+		}
+		// No TLS byte has been read yet: the handshake starts with the
+		// restarted stream.
+		raw.passThrough.Store(true)
+		return mask, newLimitedConn(tc, max), nil
+	}
+	return f
 }

@@ -258,6 +258,10 @@ type ComponentConfig struct {
 	Secret  string
 	Backoff Backoff
 	Logger  *slog.Logger
+	// MaxStanza caps one incoming stanza, in bytes; 0 = DefaultMaxStanza.
+	// A larger one ends the connection with a policy-violation stream
+	// error, and the session reconnects.
+	MaxStanza int
 }
 
 // NewComponent returns an external component session; Run connects it.
@@ -270,6 +274,8 @@ func NewComponent(cfg ComponentConfig) *Session {
 		if err != nil {
 			return nil, nil, fmt.Errorf("connect: %w", err)
 		}
+		// Every incoming element is size-checked, from the handshake on.
+		conn = newLimitedConn(conn, cfg.MaxStanza)
 		// Unblock the handshake if ctx ends while it runs.
 		stop := context.AfterFunc(ctx, func() { conn.SetDeadline(time.Now()) })
 		sess, err := component.NewSession(ctx, domain, secret, conn)

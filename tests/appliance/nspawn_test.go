@@ -150,6 +150,11 @@ func TestDebianPackageUnderSystemd(t *testing.T) {
 	if perm := strings.TrimSpace(c.must(ctx, "stat", "-c", "%a %U %G", "/run/jnrelay/api.sock")); perm != "660 root jnrelay-admin" {
 		t.Errorf("api socket %q, want 660 root jnrelay-admin", perm)
 	}
+	// The socket's directory is root's even with relayd running: relayd
+	// cannot swap the socket root talks to for one of its own.
+	if perm := strings.TrimSpace(c.must(ctx, "stat", "-c", "%a %U %G", "/run/jnrelay")); perm != "755 root root" {
+		t.Errorf("/run/jnrelay %q, want 755 root root", perm)
+	}
 	var status struct {
 		Channels struct{ Capacity int } `json:"channels"`
 	}

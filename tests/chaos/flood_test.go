@@ -322,9 +322,12 @@ func TestHostileStanzas(t *testing.T) {
 		fmt.Fprintf(&attrs, " a%d='x'", i)
 	}
 	hostile := []struct{ id, doc string }{
-		{"nested", fmt.Sprintf(open, "nested") + strings.Repeat("<a>", 100000) + strings.Repeat("</a>", 100000) + closeIQ},
+		// Each under relayd's stanza caps (xmppsession.DefaultMaxStanza,
+		// 1 MiB, 1,024 levels): refused one by one on the same session;
+		// TestOversizedStanza sends larger and deeper ones.
+		{"nested", fmt.Sprintf(open, "nested") + strings.Repeat("<a>", 1000) + strings.Repeat("</a>", 1000) + closeIQ},
 		{"attrs", fmt.Sprintf(open, "attrs") + "<b" + attrs.String() + "/>" + closeIQ},
-		{"huge", fmt.Sprintf(open, "huge") + "<c>" + strings.Repeat("x", 4<<20) + "</c>" + closeIQ},
+		{"huge", fmt.Sprintf(open, "huge") + "<c>" + strings.Repeat("x", 900<<10) + "</c>" + closeIQ},
 		{"twoids", `<iq type='get' id='twoids' id='other' from='` + from + `' to='relay.localhost'><channel xmlns='http://jabber.org/protocol/jinglenodes#channel'/></iq>`},
 		// Forged senders, which only the component's server can write.
 		{"nofrom", `<iq type='get' id='nofrom' to='relay.localhost'><channel xmlns='http://jabber.org/protocol/jinglenodes#channel'/></iq>`},
@@ -378,6 +381,72 @@ func TestHostileStanzas(t *testing.T) {
 	}
 	if _, ok := got["twoids"]; ok {
 		t.Error("an IQ with two ids was answered")
+	}
+	if rd.Exited() {
+		t.Fatal("relayd exited")
+	}
+}
+
+// TestOversizedStanza: the component's server sends relayd a 64 MiB IQ,
+// then one nested 100,000 levels deep. For each, relayd reads no more than
+// its caps allow, ends the connection with a policy-violation stream
+// error, reconnects and serves the next request; its peak RSS stays far
+// from what the stanzas would cost (a 64 MiB IQ took it from 17 MB to
+// 213 MB without the cap).
+func TestOversizedStanza(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	rd, srv, conn := componentRelay(ctx, t, "oversized", 28700, 28799)
+	rssBefore, _ := harness.ProcMem(rd.PID())
+
+	const size = 64 << 20
+	open := `<iq type='get' id='%s' from='mallory@example.net/x' to='relay.localhost'><channel xmlns='http://jabber.org/protocol/jinglenodes#channel' protocol='udp'>`
+	for _, h := range []struct {
+		name  string
+		chunk string // repeated up to size bytes
+	}{
+		{"huge", strings.Repeat("x", 64<<10)},
+		{"deep", strings.Repeat("<a>", 20<<10)},
+	} {
+		if _, err := fmt.Fprintf(conn, open, h.name); err != nil {
+			t.Fatal(err)
+		}
+		chunk := []byte(h.chunk)
+		sent := 0
+		for sent < size {
+			n, err := conn.Write(chunk)
+			sent += n
+			if err != nil {
+				break // relayd hung up, as it should
+			}
+		}
+		if sent >= size {
+			t.Errorf("%s: relayd took the whole %d byte stanza", h.name, size)
+		}
+		// relayd comes back on a new connection and serves it.
+		next, err := srv.accept(ctx)
+		if err != nil {
+			t.Fatalf("%s: no reconnection: %v", h.name, err)
+		}
+		defer next.Close()
+		if _, err := io.WriteString(next, channelIQ("after-"+h.name, "alice@example.net/phone")); err != nil {
+			t.Fatal(err)
+		}
+		wctx, wcancel := context.WithTimeout(ctx, 30*time.Second)
+		err = srv.waitAnswers(wctx, []string{"after-" + h.name})
+		wcancel()
+		if err != nil {
+			t.Fatalf("%s: the request after the reconnection: %v", h.name, err)
+		}
+		rss, hwm := harness.ProcMem(rd.PID())
+		t.Logf("%s: the server wrote %d of %d bytes before relayd hung up; relayd RSS %d kB before, %d kB now, peak %d kB", h.name, sent, size, rssBefore, rss, hwm)
+		conn = next
+	}
+	if n := strings.Count(rd.Logs(), "policy-violation"); n < 2 {
+		t.Errorf("relayd logged %d policy violations, want 2:\n%s", n, tail(rd.Logs(), 20))
+	}
+	if _, hwm := harness.ProcMem(rd.PID()); hwm-rssBefore > 16<<10 {
+		t.Errorf("relayd peak RSS %d kB, %d kB above its %d kB before the stanzas (want < 16 MiB)", hwm, hwm-rssBefore, rssBefore)
 	}
 	if rd.Exited() {
 		t.Fatal("relayd exited")

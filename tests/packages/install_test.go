@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -71,7 +72,7 @@ func TestDebInstallScratchRoot(t *testing.T) {
 	// tmpfiles.d: directories owned by jnrelay, the default configuration
 	// copied (relayd rewrites it, so it is jnrelay's too).
 	checkOwner(t, in("etc/jnrelay"), uid, gid, 0o750, true)
-	checkOwner(t, in("run/jnrelay"), uid, gid, 0o755, true)
+	checkOwner(t, in("run/jnrelay"), "0", "0", 0o755, true)
 	checkOwner(t, in("etc/jnrelay/relayd.json"), uid, gid, 0o640, false)
 	def, err := os.ReadFile(in("usr/share/jnrelay/relayd.default.json"))
 	if err != nil {
@@ -112,6 +113,11 @@ func TestDebInstallScratchRoot(t *testing.T) {
 			t.Errorf("upgrade re-enabled %s after the administrator disabled it", w)
 		}
 	}
+
+	// Modes set back on upgrade whatever they were (an older version, an
+	// editor), and never through a link relayd planted: a compromised
+	// relayd owns /etc/jnrelay and /var/lib/jnrelay, root runs postinst.
+	upgradeModes(t, root, uid, gid, func() { dpkg("-i", deb) })
 
 	// remove keeps configuration and state, purge deletes them (users stay).
 	dpkg("-r", "jnrelay")
@@ -162,5 +168,94 @@ func checkOwner(t *testing.T, path, uid, gid string, mode os.FileMode, dir bool)
 	st := fi.Sys().(*syscall.Stat_t)
 	if fmt.Sprint(st.Uid) != uid || fmt.Sprint(st.Gid) != gid || fi.Mode().Perm() != mode || fi.IsDir() != dir {
 		t.Errorf("%s: %d:%d %v, want %s:%s %v (dir %v)", path, st.Uid, st.Gid, fi.Mode(), uid, gid, mode, dir)
+	}
+}
+
+// upgradeModes loosens the modes of the configuration and state files,
+// plants symlinks from relayd's directories to root-owned files in their
+// place, runs upgrade (postinst as root) and checks that the files are
+// 0640/0600 jnrelay's again and the link targets untouched.
+func upgradeModes(t *testing.T, root, uid, gid string, upgrade func()) {
+	t.Helper()
+	in := func(p string) string { return filepath.Join(root, p) }
+	u, _ := strconv.Atoi(uid)
+	g, _ := strconv.Atoi(gid)
+	state := in("var/lib/jnrelay")
+	if err := os.MkdirAll(state, 0o750); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chown(state, u, g); err != nil {
+		t.Fatal(err)
+	}
+	// Loose modes on real files.
+	for _, f := range []string{"etc/jnrelay/relayd.json", "var/lib/jnrelay/api-token"} {
+		if err := os.Chmod(in(f), 0o644); err != nil {
+			if err := os.WriteFile(in(f), []byte("0123456789abcdef0123\n"), 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := os.Chown(in(f), u, g); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Links relayd could plant, to root's files (inside the scratch root:
+	// systemd-tmpfiles --root resolves them there).
+	targets := map[string]string{
+		"etc/jnrelay/relayd.json.last-good": "etc/secret-a",
+		"var/lib/jnrelay/api-claimed":       "etc/secret-b",
+		"var/lib/jnrelay/usage.json":        "etc/secret-c",
+	}
+	for link, target := range targets {
+		if err := os.WriteFile(in(target), []byte("root's\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Symlink("/"+target, in(link)); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Lchown(in(link), u, g); err != nil {
+			t.Fatal(err)
+		}
+	}
+	upgrade()
+	checkOwner(t, in("etc/jnrelay/relayd.json"), uid, gid, 0o640, false)
+	checkOwner(t, in("var/lib/jnrelay/api-token"), uid, gid, 0o600, false)
+	for link, target := range targets {
+		checkOwner(t, in(target), "0", "0", 0o600, false)
+		if b, _ := os.ReadFile(in(target)); string(b) != "root's\n" {
+			t.Errorf("/%s (planted as /%s) now holds %q", target, link, b)
+		}
+		if err := os.Remove(in(link)); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	// A dangling link where the configuration is: tmpfiles' C line
+	// (copy the default when missing) must not create its target.
+	cfg := in("etc/jnrelay/relayd.json")
+	saved, err := os.ReadFile(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(cfg); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink("/etc/created-by-root", cfg); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Lchown(cfg, u, g); err != nil {
+		t.Fatal(err)
+	}
+	upgrade()
+	if _, err := os.Lstat(in("etc/created-by-root")); err == nil {
+		t.Error("postinst created /etc/created-by-root through relayd's dangling link")
+	}
+	if err := os.Remove(cfg); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(cfg, saved, 0o640); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chown(cfg, u, g); err != nil {
+		t.Fatal(err)
 	}
 }

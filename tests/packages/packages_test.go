@@ -7,6 +7,7 @@ import (
 	"crypto/sha256"
 	"debug/elf"
 	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"io"
 	"os"
@@ -451,6 +452,7 @@ func TestOpenWrtPackages(t *testing.T) {
 			"etc/init.d/jnrelay":                    0o755,
 			"etc/config/jnrelay":                    0o644,
 			"lib/upgrade/keep.d/jnrelay":            0o644,
+			"etc/capabilities/jnrelay.json":         0o644,
 			"usr/share/jnrelay/relayd.default.json": 0o644,
 		}, a.epoch)
 		checkFiles(t, name+" control", ctrl, map[string]int64{
@@ -458,6 +460,16 @@ func TestOpenWrtPackages(t *testing.T) {
 		}, a.epoch)
 		didx, cidx := index(data), index(ctrl)
 		checkELF(t, name+": usr/bin/relayd", didx["usr/bin/relayd"].data, tg)
+		// procd's capabilities file: every set empty.
+		var caps map[string][]string
+		if err := json.Unmarshal(didx["etc/capabilities/jnrelay.json"].data, &caps); err != nil {
+			t.Errorf("%s: etc/capabilities/jnrelay.json: %v", name, err)
+		}
+		for _, set := range []string{"bounding", "effective", "permitted", "inheritable", "ambient"} {
+			if c, ok := caps[set]; !ok || len(c) != 0 {
+				t.Errorf("%s: capabilities %s = %v (present %v), want empty", name, set, c, ok)
+			}
+		}
 
 		f := controlFields(t, string(cidx["control"].data))
 		for k, v := range map[string]string{
@@ -485,8 +497,9 @@ func TestOpenWrtPackages(t *testing.T) {
 		}
 		init := string(didx["etc/init.d/jnrelay"].data)
 		for _, want := range []string{"#!/bin/sh /etc/rc.common\n", "\nUSE_PROCD=1\n", "\nSTART=95\n",
-			"procd_set_param command \"$PROG\"", "procd_set_param user jnrelay", "procd_set_param term_timeout",
-			"config_load jnrelay", "procd_send_signal jnrelay relayd HUP"} {
+			"procd_set_param command \"$PROG\"", "\nJNRELAY_USER=jnrelay\n", "procd_set_param user \"$JNRELAY_USER\"", "procd_set_param term_timeout",
+			"config_load jnrelay", "procd_send_signal jnrelay relayd HUP",
+			"procd_set_param no_new_privs 1", "procd_set_param capabilities \"$CAPABILITIES\"", "procd_add_jail relayd"} {
 			if !strings.Contains(init, want) {
 				t.Errorf("%s: init script lacks %q", name, want)
 			}

@@ -183,8 +183,6 @@ func TestUnitContract(t *testing.T) {
 		{svc, "Service", "Sockets", "relayd-provision.socket"},
 		{svc, "Service", "ReadWritePaths", "/etc/jnrelay"},
 		{svc, "Service", "StateDirectory", "jnrelay"},
-		{svc, "Service", "RuntimeDirectory", "jnrelay"},
-		{svc, "Service", "RuntimeDirectoryPreserve", "yes"},
 		{svc, "Service", "ProtectSystem", "strict"},
 		{svc, "Service", "CapabilityBoundingSet", ""},
 		{svc, "Service", "UMask", "0027"},
@@ -203,6 +201,13 @@ func TestUnitContract(t *testing.T) {
 	for _, w := range want {
 		if got := w.u.get(t, w.section, w.key); got != w.value {
 			t.Errorf("[%s] %s=%s, want %s", w.section, w.key, got, w.value)
+		}
+	}
+	// /run/jnrelay is root's (tmpfiles.d): RuntimeDirectory= would give it
+	// to jnrelay, which could then swap the socket root talks to.
+	for _, k := range []string{"RuntimeDirectory", "RuntimeDirectoryMode", "RuntimeDirectoryPreserve"} {
+		if v, ok := svc["Service"][k]; ok {
+			t.Errorf("[Service] %s=%v: /run/jnrelay must stay root's", k, v)
 		}
 	}
 	after := strings.Join(svc["Unit"]["After"], " ")
