@@ -10,8 +10,8 @@
 // traffic, with evidence (latch.go): the first permitted source (peers.go)
 // latches it tentatively and gets at most two datagrams until it has sent
 // four while the other side was latched; another source takes the port only
-// by carrying the call (out-sending the latched one, never with a lone
-// datagram); a source that touches many channels as a port sprayer does is
+// by carrying the call (out-sending a tentative party, or sending while a
+// trusted one stays silent over the grace; never with a lone datagram); a source that touches many channels as a port sprayer does is
 // blocked (sprayers.go); every port has a packet-rate ceiling that ends
 // forwarding loops. A packet is forwarded only to a peer that has latched,
 // so the relay never sends to an address that did not send to it first (no

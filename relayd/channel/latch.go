@@ -25,11 +25,12 @@ import (
 //   - Another source is a *challenger*. One challenger at a time is
 //     followed (a slot held while it keeps sending); it takes the side
 //     only with evidence that it carries the call: at least confirmAfter
-//     datagrams, more than twice as many as the latched source sent over
-//     the same streak, and — against a confirmed latch — a streak of at
-//     least contestSpan while the latched source also sends, or of the
-//     latch grace while the latched source is silent (a NAT rebinding, a
-//     call on hold). A lone datagram never takes a latched side.
+//     datagrams and, from a tentative latch, more than twice as many as
+//     the latched source sent over the same streak; from a confirmed one,
+//     a streak of the latch grace during which the latched source sent
+//     nothing (a NAT rebinding, a call on hold). A confirmed party that
+//     still sends keeps its side however hard anyone else sends. A lone
+//     datagram never takes a latched side.
 //   - On the RTCP leg the address that carries the side's confirmed RTP
 //     is evidence enough: RTCP comes every few seconds, far too rarely to
 //     out-send anyone, so a latch there confirms, and a challenger from
@@ -43,10 +44,7 @@ const (
 	// slotGap is how long a challenger holds the slot without sending:
 	// a party carrying a call sends every 20-60 ms.
 	slotGap = 100 * time.Millisecond
-	// contestSpan is the shortest streak that takes a confirmed side from
-	// a source that still sends.
-	contestSpan = 200 * time.Millisecond
-	rtcpLeg     = 1
+	rtcpLeg = 1
 )
 
 // latchState is a side's latching evidence. Written only by the worker
@@ -164,17 +162,13 @@ func (c *Channel) wins(in *side, cur *netip.AddrPort, now int64) bool {
 		}
 		latched = 0
 	}
-	if 2*latched >= in.candN {
-		return false
-	}
 	if in.confirmed.Load() {
-		need := contestSpan
-		if latched == 0 {
-			need = c.grace // silent: a rebinding or a call on hold
-		}
-		return now-in.candFirst >= int64(need)
+		// A party that has carried the call keeps it while it sends, however
+		// hard anyone else sends: only its silence over the grace (a NAT
+		// rebinding, a call on hold) lets a new source in.
+		return latched == 0 && now-in.candFirst >= int64(c.grace)
 	}
-	return true
+	return 2*latched < in.candN
 }
 
 // confirmedRTP is the address latched and confirmed on the RTP port of

@@ -521,7 +521,9 @@ func (m *Manager) end(c *Channel, reason EndReason) bool {
 		"dropped_peer_not_latched", e.Stats.Dropped[DropPeerNotLatched], "dropped_foreign_source", e.Stats.Dropped[DropForeignSource],
 		"dropped_rate_limited", e.Stats.Dropped[DropRateLimited], "dropped_oversize", e.Stats.Dropped[DropOversize],
 		"dropped_send_error", e.Stats.Dropped[DropSendError],
-		"dropped_foreign_source_kernel", e.Stats.Dropped[DropForeignSourceKernel], "dropped_kernel", e.Stats.KernelDrops, "relatched", e.Stats.Relatched)
+		"dropped_foreign_source_kernel", e.Stats.Dropped[DropForeignSourceKernel], "dropped_forbidden_peer", e.Stats.Dropped[DropForbiddenPeer],
+		"dropped_sprayer", e.Stats.Dropped[DropSprayer], "dropped_unconfirmed_peer", e.Stats.Dropped[DropUnconfirmedPeer],
+		"dropped_packet_ceiling", e.Stats.Dropped[DropPacketCeiling], "dropped_kernel", e.Stats.KernelDrops, "relatched", e.Stats.Relatched)
 	if m.cfg.OnEnd != nil {
 		m.cfg.OnEnd(e)
 	}

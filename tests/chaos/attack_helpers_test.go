@@ -131,6 +131,7 @@ func startRelay(ctx context.Context, t *testing.T, lan *harness.LAN, host string
 	cfg.Reconnect = config.Reconnect{MinSeconds: 0.2, MaxSeconds: 1}
 	cfg.Channel.Sockets, cfg.Channel.FastPath = dp.sockets, dp.fastPath
 	cfg.Limits.PerJIDChannels, cfg.Limits.PerJIDRequestsPerMinute = 0, 0
+	cfg.Limits.MaxChannelsPerDomain = -1 // every caller is of one domain: the domain share is not what these tests are about
 	cfg.XMPP = []config.Service{{Name: host, Type: "component", Server: ln.Addr().String(), Domain: "relay.localhost", Secret: srv.secret}}
 	if edit != nil {
 		edit(&cfg)

@@ -97,7 +97,7 @@ func (r *rig) call(ctx context.Context) *call {
 		r.t.Fatal(err)
 	}
 	r.t.Cleanup(func() { c.caller.Close(); c.callee.Close() })
-	if _, err := harness.Latch(ctx, c.caller, c.callee, local, remote); err != nil {
+	if _, _, err := harness.Latch(ctx, c.caller, c.callee, local, remote); err != nil {
 		r.t.Fatal(err)
 	}
 	return c

@@ -113,7 +113,7 @@ func run(ctx context.Context, out io.Writer, relaydBin string, duration time.Dur
 
 	step("call: caller <-> %s:%d/%d <-> callee, RTP every %s and RTCP every %s, both ways, for %s",
 		local.Addr(), local.Port(), remote.Port(), rtpInterval, rtcpInterval, duration)
-	if _, err := harness.Latch(ctx, caller, callee, local, remote); err != nil {
+	if _, _, err := harness.Latch(ctx, caller, callee, local, remote); err != nil {
 		return err
 	}
 	before := snapshot(caller, callee)

@@ -387,13 +387,32 @@ func (e *Endpoint) WaitRTCP(ctx context.Context, from string, n int) error {
 }
 
 func (e *Endpoint) wait(ctx context.Context, i int, from string, n int) error {
+	return e.waitFor(ctx, i, from, n, "", func(src *sourceAcc) int { return src.Packets })
+}
+
+// WaitRTPThrough waits until the RTP socket has seen the sender's packets
+// up to sequence number n-1: received, or missing below one received. The
+// relay keeps a party's packets in order, so nothing sent before them
+// arrives later.
+func (e *Endpoint) WaitRTPThrough(ctx context.Context, from string, n int) error {
+	return e.waitFor(ctx, 0, from, n, " up to sequence", func(src *sourceAcc) int { return int(src.maxExt + 1) })
+}
+
+// WaitRTCPThrough is WaitRTPThrough for the RTCP socket.
+func (e *Endpoint) WaitRTCPThrough(ctx context.Context, from string, n int) error {
+	return e.waitFor(ctx, 1, from, n, " up to sequence", func(src *sourceAcc) int { return int(src.maxExt + 1) })
+}
+
+// waitFor waits until count of the sender's statistics on socket i
+// ("" = every sender's packets together) reaches n.
+func (e *Endpoint) waitFor(ctx context.Context, i int, from string, n int, what string, count func(*sourceAcc) int) error {
 	for {
 		e.mu.Lock()
 		got := e.recv[i].packets
 		if from != "" {
 			got = 0
 			if src := e.recv[i].sources[from]; src != nil {
-				got = src.Packets
+				got = count(src)
 			}
 		}
 		changed := e.changed
@@ -404,7 +423,7 @@ func (e *Endpoint) wait(ctx context.Context, i int, from string, n int) error {
 		select {
 		case <-ctx.Done():
 			kind := [2]string{"RTP", "RTCP"}[i]
-			return fmt.Errorf("endpoint %s (%s): got %d of %d %s packets from %q: %w", e.Tag, e.RTPAddr(), got, n, kind, from, ctx.Err())
+			return fmt.Errorf("endpoint %s (%s): got %d of %d %s packets%s from %q: %w", e.Tag, e.RTPAddr(), got, n, kind, what, from, ctx.Err())
 		case <-changed:
 		}
 	}
@@ -435,37 +454,56 @@ func RTCPOf(rtp netip.AddrPort) netip.AddrPort {
 }
 
 // Latch lets a caller and a callee latch on both legs of a relay channel
-// the way ICE checks do: the caller sends one RTP and one RTCP packet to
-// its relay address local (the relay drops them: the callee has not
-// latched yet, but the caller now has), then the callee retransmits to
-// remote every 100 ms until the caller has heard it on both sockets.
-// It returns how many RTP and RTCP probes the callee sent (the caller
-// sent one of each); the relay may have dropped any of them.
-func Latch(ctx context.Context, caller, callee *Endpoint, local, remote netip.AddrPort) (calleeProbes int, err error) {
+// the way ICE connectivity checks do, and goes on until the relay trusts
+// both: the caller sends one RTP and one RTCP probe to its relay address
+// local first (dropped: the callee has not latched yet), then both send a
+// probe on each socket every 20 ms until each party has heard
+// LatchProbesHeard from the other on both sockets. The relay forwards at
+// most two datagrams toward a party that has not yet shown it carries the
+// call, so the third proves that both are trusted and media will flow
+// without loss; a last probe each way, seen through by its receiver,
+// leaves none in flight. It returns how many probes the caller and the callee sent
+// on each socket; the relay may have dropped any of them.
+func Latch(ctx context.Context, caller, callee *Endpoint, local, remote netip.AddrPort) (callerProbes, calleeProbes int, err error) {
 	one := Pace{Count: 1}
-	if _, err := caller.SendRTP(ctx, local, one); err != nil {
-		return 0, err
-	}
-	if _, err := caller.SendRTCP(ctx, RTCPOf(local), one); err != nil {
-		return 0, err
-	}
-	for i := 1; i <= 50; i++ {
-		if _, err := callee.SendRTP(ctx, remote, one); err != nil {
-			return i, err
+	probe := func(e *Endpoint, to netip.AddrPort) error {
+		if _, err := e.SendRTP(ctx, to, one); err != nil {
+			return err
 		}
-		if _, err := callee.SendRTCP(ctx, RTCPOf(remote), one); err != nil {
-			return i, err
+		_, err := e.SendRTCP(ctx, RTCPOf(to), one)
+		return err
+	}
+	if err := probe(caller, local); err != nil {
+		return 0, 0, err
+	}
+	callerProbes = 1
+	for calleeProbes < 250 {
+		if err := probe(callee, remote); err != nil {
+			return callerProbes, calleeProbes, err
 		}
-		wctx, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
-		errRTP := caller.WaitRTP(wctx, callee.Tag.String(), 1)
-		errRTCP := caller.WaitRTCP(wctx, callee.Tag.String(), 1)
+		calleeProbes++
+		if err := probe(caller, local); err != nil {
+			return callerProbes, calleeProbes, err
+		}
+		callerProbes++
+		wctx, cancel := context.WithTimeout(ctx, 20*time.Millisecond)
+		err := errors.Join(caller.WaitRTP(wctx, callee.Tag.String(), LatchProbesHeard), caller.WaitRTCP(wctx, callee.Tag.String(), LatchProbesHeard),
+			callee.WaitRTP(wctx, caller.Tag.String(), LatchProbesHeard), callee.WaitRTCP(wctx, caller.Tag.String(), LatchProbesHeard))
 		cancel()
-		if errRTP == nil && errRTCP == nil {
-			return i, nil
+		if err == nil {
+			// Trusted both ways: one more probe each, and once each has
+			// seen through it, no earlier probe is still on its way.
+			return callerProbes + 1, calleeProbes + 1, errors.Join(probe(caller, local), probe(callee, remote),
+				caller.WaitRTPThrough(ctx, callee.Tag.String(), calleeProbes+1), caller.WaitRTCPThrough(ctx, callee.Tag.String(), calleeProbes+1),
+				callee.WaitRTPThrough(ctx, caller.Tag.String(), callerProbes+1), callee.WaitRTCPThrough(ctx, caller.Tag.String(), callerProbes+1))
 		}
 		if ctx.Err() != nil {
-			return i, ctx.Err()
+			return callerProbes, calleeProbes, ctx.Err()
 		}
 	}
-	return 50, errors.New("the callee's packets never reached the caller through the relay")
+	return callerProbes, calleeProbes, errors.New("the parties' probes never made the relay trust both of them")
 }
+
+// LatchProbesHeard is how many probes each party hears from the other in
+// Latch: one more than the relay's probe budget.
+const LatchProbesHeard = 3

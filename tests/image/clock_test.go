@@ -34,7 +34,7 @@ func checkClockSteps(ctx context.Context, t *testing.T, v *vm, srv *harness.XMPP
 		t.Fatal(err)
 	}
 	caller, callee := loopbackParties(ctx, t)
-	if _, err := harness.Latch(ctx, caller, callee, local, remote); err != nil {
+	if _, _, err := harness.Latch(ctx, caller, callee, local, remote); err != nil {
 		t.Fatal(err)
 	}
 

@@ -356,7 +356,7 @@ func checkChannel(ctx context.Context, t *testing.T, srv *harness.XMPPServer, ba
 	t.Logf("channel %s: %s / %s", outs[0].Channel["id"], local, remote)
 
 	caller, callee := loopbackParties(ctx, t)
-	probes, err := harness.Latch(ctx, caller, callee, local, remote)
+	callerProbes, calleeProbes, err := harness.Latch(ctx, caller, callee, local, remote)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -375,8 +375,8 @@ func checkChannel(ctx context.Context, t *testing.T, srv *harness.XMPPServer, ba
 	if sendErr != nil {
 		t.Fatal(sendErr)
 	}
-	sent := [4]int{1 + media, 1 + media, probes + media, probes + media}
-	maxMissing := [4]int{1, 1, probes, probes}
+	sent := [4]int{callerProbes + media, callerProbes + media, calleeProbes + media, calleeProbes + media}
+	maxMissing := [4]int{callerProbes, callerProbes, calleeProbes, calleeProbes}
 	wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	// Wait, packet by packet, until each socket has received its sender's
