@@ -82,7 +82,7 @@ func (c *Channel) admit(in *side, src netip.AddrPort, now int64) (DropReason, bo
 		return 0, true
 	}
 	if m != nil {
-		if !m.peers.Load().permits(src) {
+		if !m.peers.Load().permits(src, m.isRelayPort) {
 			return DropForbiddenPeer, false
 		}
 		if m.guard.isBlocked(src.Addr()) {

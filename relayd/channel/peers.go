@@ -93,16 +93,13 @@ type peerRule struct {
 	// relay on loopback — a test, a demo — serves its own host too).
 	reach addrClass
 	own   map[netip.Addr]bool // the host's own addresses, canonical
-	// first, last bound the relay range: a source at an own address and
-	// one of these ports is the relay itself, refused whatever allow says.
-	first, last int
-	allow       []netip.Prefix // sources allowed whatever their class (own addresses included)
+	allow []netip.Prefix      // sources allowed whatever their class (own addresses included)
 }
 
 // newPeerRule builds the rule for a relay advertising public (invalid
 // when unknown) and listening on listen, with the host's addresses own.
-func newPeerRule(public, listen netip.Addr, own []netip.Addr, first, last int, allow []netip.Prefix) *peerRule {
-	r := &peerRule{own: make(map[netip.Addr]bool, len(own)+2), first: first, last: last, allow: allow}
+func newPeerRule(public, listen netip.Addr, own []netip.Addr, allow []netip.Prefix) *peerRule {
+	r := &peerRule{own: make(map[netip.Addr]bool, len(own)+2), allow: allow}
 	for _, a := range own {
 		r.own[canonical(a)] = true
 	}
@@ -124,16 +121,16 @@ func newPeerRule(public, listen netip.Addr, own []netip.Addr, first, last int, a
 	return r
 }
 
-// permits reports whether a datagram from src may latch a relay port.
-func (r *peerRule) permits(src netip.AddrPort) bool {
+// permits reports whether a datagram from src may latch a relay port;
+// relayPort says whether a port is one of the relay's live ports.
+func (r *peerRule) permits(src netip.AddrPort, relayPort func(int) bool) bool {
 	a := canonical(src.Addr())
 	class := classify(a)
 	if class == classForbidden || src.Port() == 0 {
 		return false
 	}
-	own := r.own[a] || class == classLoopback
-	if own && int(src.Port()) >= r.first && int(src.Port()) <= r.last {
-		return false // the relay's own ports: a forwarding loop
+	if (r.own[a] || class == classLoopback) && relayPort(int(src.Port())) {
+		return false // the relay itself: a channel forwarding to itself or another
 	}
 	if slices.ContainsFunc(r.allow, func(p netip.Prefix) bool { return p.Contains(a) }) {
 		return true
@@ -167,7 +164,10 @@ func (m *Manager) refreshPeers() {
 		public = m.cfg.PublicAddr()
 	}
 	m.mu.Lock()
-	first, last, allow := m.pool.first, m.pool.last(), m.cfg.AllowPeers
+	allow := m.cfg.AllowPeers
 	m.mu.Unlock()
-	m.peers.Store(newPeerRule(public, m.cfg.Listen, hostAddrs(), first, last, allow))
+	m.peers.Store(newPeerRule(public, m.cfg.Listen, hostAddrs(), allow))
 }
+
+// isRelayPort reports whether a channel holds port now.
+func (m *Manager) isRelayPort(port int) bool { return m.ports.lookup(port) != nil }

@@ -12,10 +12,10 @@ func TestPeerRule(t *testing.T) {
 	public := netip.MustParseAddr("8.8.4.4")
 	own := []netip.Addr{netip.MustParseAddr("8.8.4.4"), netip.MustParseAddr("10.0.0.2"), netip.MustParseAddr("2001:4860::2")}
 	rules := map[string]*peerRule{
-		"public":   newPeerRule(public, netip.IPv4Unspecified(), own, 40000, 40999, nil),
-		"private":  newPeerRule(netip.MustParseAddr("192.168.1.2"), netip.IPv4Unspecified(), own, 40000, 40999, nil),
-		"loopback": newPeerRule(netip.Addr{}, netip.MustParseAddr("127.0.0.1"), nil, 40000, 40999, nil),
-		"allow":    newPeerRule(public, netip.IPv4Unspecified(), own, 40000, 40999, []netip.Prefix{netip.MustParsePrefix("192.168.1.0/24"), netip.MustParsePrefix("10.0.0.0/8")}),
+		"public":   newPeerRule(public, netip.IPv4Unspecified(), own, nil),
+		"private":  newPeerRule(netip.MustParseAddr("192.168.1.2"), netip.IPv4Unspecified(), own, nil),
+		"loopback": newPeerRule(netip.Addr{}, netip.MustParseAddr("127.0.0.1"), nil, nil),
+		"allow":    newPeerRule(public, netip.IPv4Unspecified(), own, []netip.Prefix{netip.MustParsePrefix("192.168.1.0/24"), netip.MustParsePrefix("10.0.0.0/8")}),
 	}
 	tests := []struct {
 		src                              string
@@ -46,8 +46,10 @@ func TestPeerRule(t *testing.T) {
 		{"[::127.0.0.1]:5000", false, false, true, false},
 		{"[64:ff9b::7f00:1]:5000", false, false, true, false},
 		{"[2002:7f00:1::1]:5000", false, false, true, false},
-		// the relay's own ports, at any own or loopback address: never
-		// (the loopback relay's host has no other address here)
+		// the relay's live ports, at any own or loopback address: never
+		// (the loopback relay's host has no other address here); other
+		// ports of its range are not the relay
+		{"127.0.0.1:40100", false, false, true, false},
 		{"127.0.0.1:40002", false, false, false, false},
 		{"[::ffff:127.0.0.1]:40002", false, false, false, false},
 		{"8.8.4.4:40002", false, false, true, false},
@@ -74,7 +76,7 @@ func TestPeerRule(t *testing.T) {
 	for _, tc := range tests {
 		src := netip.MustParseAddrPort(tc.src)
 		for name, want := range map[string]bool{"public": tc.public, "private": tc.private, "loopback": tc.loopback, "allow": tc.allow} {
-			if got := rules[name].permits(src); got != want {
+			if got := rules[name].permits(src, relayPorts); got != want {
 				t.Errorf("%s relay: permits(%s) = %v, want %v", name, tc.src, got, want)
 			}
 		}
@@ -84,10 +86,13 @@ func TestPeerRule(t *testing.T) {
 // TestPeerRuleUnknownAddress: before the relay knows its public address it
 // serves private networks and the Internet, never loopback or itself.
 func TestPeerRuleUnknownAddress(t *testing.T) {
-	r := newPeerRule(netip.Addr{}, netip.IPv4Unspecified(), []netip.Addr{netip.MustParseAddr("192.168.1.2")}, 40000, 40999, nil)
+	r := newPeerRule(netip.Addr{}, netip.IPv4Unspecified(), []netip.Addr{netip.MustParseAddr("192.168.1.2")}, nil)
 	for src, want := range map[string]bool{"1.2.3.4:5": true, "192.168.1.9:5": true, "192.168.1.2:5": false, "127.0.0.1:5": false} {
-		if got := r.permits(netip.MustParseAddrPort(src)); got != want {
+		if got := r.permits(netip.MustParseAddrPort(src), relayPorts); got != want {
 			t.Errorf("permits(%s) = %v, want %v", src, got, want)
 		}
 	}
 }
+
+// relayPorts stands for a relay whose channels hold ports 40000-40099.
+func relayPorts(p int) bool { return p >= 40000 && p < 40100 }
