@@ -61,6 +61,10 @@ type latchState struct {
 	candFirst int64
 	candLast  int64
 	reported  netip.Addr // the last source reported to the sprayer guard from this side
+	// evict is set (by any worker) to the latch found a sprayer (unmask).
+	evict   atomic.Pointer[netip.AddrPort]
+	barred  [4]netip.AddrPort // sources unmasked at this side
+	nBarred int
 }
 
 // admit applies the latching rules to a datagram from src arriving at
@@ -69,6 +73,9 @@ type latchState struct {
 func (c *Channel) admit(in *side, src netip.AddrPort, now int64) (DropReason, bool) {
 	m := c.manager()
 	cur := in.latched.Load()
+	if cur != nil && c.unmaskedLatch(in, cur) {
+		cur = nil // its source also knocked on the other side's port: a sprayer
+	}
 	if cur != nil && *cur == src {
 		if m != nil && m.guard.isBlocked(src.Addr()) {
 			return DropSprayer, false
@@ -89,9 +96,13 @@ func (c *Channel) admit(in *side, src netip.AddrPort, now int64) (DropReason, bo
 			return DropSprayer, false
 		}
 	}
+	if in.isBarred(src) {
+		return DropForeignSource, false
+	}
 	if o := c.legs[in.leg].sides[1-in.side].latched.Load(); o != nil && *o == src {
 		// One socket as both parties of a leg would have its own
 		// datagrams reflected to it.
+		c.unmask(in, src)
 		return DropForbiddenPeer, false
 	}
 	if cur == nil || (m != nil && m.guard.isBlocked(cur.Addr())) {
@@ -209,12 +220,49 @@ func (c *Channel) confirm(in *side) {
 // refuse counts a foreign datagram against its source and the port.
 func (c *Channel) refuse(in *side, src netip.AddrPort, now int64) {
 	c.reportSource(in, src.Addr())
+	c.unmask(in, src)
 	if in.confirmed.Load() && now-in.lastSeen.Load() <= int64(c.grace) {
 		// A flood at a side whose confirmed source still sends goes to
 		// the in-kernel shield. Not while it is silent: a rebinding
 		// party's streak must stay visible.
 		c.noteForeign(in)
 	}
+}
+
+// unmask handles a datagram from src refused at in: a party sends to its
+// own side's ports only, so if src holds the other side of the leg
+// tentatively, it is a sprayer there (it sends to every port), not a
+// party. That side is vacated for the next source and src barred from
+// it; the side's worker carries it out at the side's next datagram.
+func (c *Channel) unmask(in *side, src netip.AddrPort) {
+	o := &c.legs[in.leg].sides[1-in.side]
+	if p := o.latched.Load(); p != nil && *p == src && !o.confirmed.Load() {
+		o.evict.Store(p)
+	}
+}
+
+// unmasked reports whether cur, in's latch, was found a sprayer (unmask);
+// if so it bars cur's address from in. Only in's worker calls it.
+func (c *Channel) unmaskedLatch(in *side, cur *netip.AddrPort) bool {
+	if in.evict.Load() != cur {
+		return false
+	}
+	in.barred[in.nBarred%len(in.barred)] = *cur
+	in.nBarred++
+	in.latched.Store(nil)
+	in.evict.Store(nil)
+	c.reportSource(in, cur.Addr())
+	return true
+}
+
+// isBarred reports whether src was unmasked as a sprayer at in.
+func (in *side) isBarred(src netip.AddrPort) bool {
+	for i := range min(in.nBarred, len(in.barred)) {
+		if in.barred[i] == src {
+			return true
+		}
+	}
+	return false
 }
 
 // reportSource tells the sprayer guard that a touched this channel the
@@ -234,6 +282,9 @@ func (c *Channel) reportSource(in *side, a netip.Addr) {
 func (c *Channel) sendable(out *side, dst netip.AddrPort) (DropReason, bool) {
 	if m := c.manager(); m != nil && m.guard.isBlocked(dst.Addr()) {
 		return DropSprayer, false
+	}
+	if p := out.evict.Load(); p != nil && p == out.latched.Load() {
+		return DropUnconfirmedPeer, false // unmasked as a sprayer
 	}
 	if !out.confirmed.Load() && out.budget.Add(-1) < 0 {
 		out.budget.Add(1) // stays at 0, never wraps

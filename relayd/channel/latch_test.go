@@ -178,3 +178,46 @@ func TestSprayerDoesNotStallConfirmation(t *testing.T) {
 		t.Fatal("the sprayer received the call")
 	}
 }
+
+// TestSprayerUnmasked: a source that latched a fresh side and then sends
+// to the other side's port, which a party holds, is a sprayer, not a
+// party: its latch is vacated and it cannot take the side again, and the
+// real party takes it at its first datagram.
+func TestSprayerUnmasked(t *testing.T) {
+	m, _ := newTestManager(t, nil)
+	info, err := m.Allocate()
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := info.LocalPort
+	sprayer, a, b := newPartyAt(t, "127.0.0.3"), newParty(t), newParty(t)
+	sprayer.send(p, []byte("spray"))
+	waitLatched(t, m, info.ID, 0, 0)
+	b.send(p+2, []byte("b-1")) // the callee: latches P+2, forwarded to the sprayer (budget)
+	sprayer.expect([]byte("b-1"), p)
+	sprayer.send(p+2, []byte("spray")) // the sweep goes on: refused at P+2, unmasked at P
+	m.mu.Lock()
+	c := m.channels[info.ID]
+	m.mu.Unlock()
+	for deadline := time.Now().Add(5 * time.Second); c.legs[0].sides[0].evict.Load() == nil; {
+		if time.Now().After(deadline) {
+			t.Fatal("the sprayer was never unmasked")
+		}
+		time.Sleep(time.Millisecond) // polling the flag the worker sets (P and P+2 may be read in either order)
+	}
+	sprayer.send(p, []byte("spray"))   // barred now
+	a.send(p, []byte("a-1"))           // the caller takes P at once
+	b.expect([]byte("a-1"), p+2)
+	b.send(p+2, []byte("b-2"))
+	a.expect([]byte("b-2"), p)
+	if n := countArrivals(sprayer, 1, 50*time.Millisecond); n != 0 {
+		t.Fatal("the sprayer received more after it was unmasked")
+	}
+	s := liveStats(t, m, info.ID)
+	// Its datagram at P+2 is refused as a reflection (one socket on both
+	// sides), the one at P as barred.
+	if s.Relatched != 0 || s.Dropped[DropForbiddenPeer] != 1 || s.Dropped[DropForeignSource] != 1 {
+		t.Fatalf("relatched %d (want 0: the side was vacated), forbidden-peer drops %d (want 1), foreign drops %d (want 1)",
+			s.Relatched, s.Dropped[DropForbiddenPeer], s.Dropped[DropForeignSource])
+	}
+}
