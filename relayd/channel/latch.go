@@ -31,6 +31,9 @@ import (
 //     nothing (a NAT rebinding, a call on hold). A confirmed party that
 //     still sends keeps its side however hard anyone else sends. A lone
 //     datagram never takes a latched side.
+//   - A source that holds one side tentatively and is refused at the
+//     other side's port is a sprayer, not a party (a party sends to its
+//     own side only): the side is vacated and the source barred from it.
 //   - On the RTCP leg the address that carries the side's confirmed RTP
 //     is evidence enough: RTCP comes every few seconds, far too rarely to
 //     out-send anyone, so a latch there confirms, and a challenger from
