@@ -205,8 +205,8 @@ func TestSprayerUnmasked(t *testing.T) {
 		}
 		time.Sleep(time.Millisecond) // polling the flag the worker sets (P and P+2 may be read in either order)
 	}
-	sprayer.send(p, []byte("spray"))   // barred now
-	a.send(p, []byte("a-1"))           // the caller takes P at once
+	sprayer.send(p, []byte("spray")) // barred now
+	a.send(p, []byte("a-1"))         // the caller takes P at once
 	b.expect([]byte("a-1"), p+2)
 	b.send(p+2, []byte("b-2"))
 	a.expect([]byte("b-2"), p)
