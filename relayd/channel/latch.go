@@ -65,9 +65,10 @@ type latchState struct {
 	candLast  int64
 	reported  netip.Addr // the last source reported to the sprayer guard from this side
 	// evict is set (by any worker) to the latch found a sprayer (unmask).
-	evict   atomic.Pointer[netip.AddrPort]
-	barred  [4]netip.AddrPort // sources unmasked at this side
-	nBarred int
+	evict    atomic.Pointer[netip.AddrPort]
+	evictBar atomic.Bool       // bar the evicted source too (the very socket was refused)
+	barred   [4]netip.AddrPort // sources unmasked at this side
+	nBarred  int
 }
 
 // admit applies the latching rules to a datagram from src arriving at
@@ -233,25 +234,34 @@ func (c *Channel) refuse(in *side, src netip.AddrPort, now int64) {
 }
 
 // unmask handles a datagram from src refused at in: a party sends to its
-// own side's ports only, so if src holds the other side of the leg
-// tentatively, it is a sprayer there (it sends to every port), not a
-// party. That side is vacated for the next source and src barred from
-// it; the side's worker carries it out at the side's next datagram.
+// own side's ports only, so if src's address holds the other side of the
+// leg tentatively, it is a sprayer there (it sends to every port, from one
+// socket or many), not a party. That side is vacated for the next source
+// — the real party usually, which out-sends a sprayer anyway — and, when
+// the very socket was refused, that socket is barred from it; the side's
+// worker carries it out at the side's next datagram. (Two parties behind
+// one NAT share an address: a tentative one is vacated when the other is
+// refused, and latches again with its next datagram. On loopback, where
+// tests and demos run every party, only the very socket counts.)
 func (c *Channel) unmask(in *side, src netip.AddrPort) {
 	o := &c.legs[in.leg].sides[1-in.side]
-	if p := o.latched.Load(); p != nil && *p == src && !o.confirmed.Load() {
+	if p := o.latched.Load(); p != nil && p.Addr() == src.Addr() && !o.confirmed.Load() && (*p == src || !src.Addr().Unmap().IsLoopback()) {
+		o.evictBar.Store(*p == src)
 		o.evict.Store(p)
 	}
 }
 
-// unmasked reports whether cur, in's latch, was found a sprayer (unmask);
-// if so it bars cur's address from in. Only in's worker calls it.
+// unmaskedLatch reports whether cur, in's latch, was found a sprayer
+// (unmask); if so it vacates in, barring cur when unmask said so. Only
+// in's worker calls it.
 func (c *Channel) unmaskedLatch(in *side, cur *netip.AddrPort) bool {
 	if in.evict.Load() != cur {
 		return false
 	}
-	in.barred[in.nBarred%len(in.barred)] = *cur
-	in.nBarred++
+	if in.evictBar.Load() {
+		in.barred[in.nBarred%len(in.barred)] = *cur
+		in.nBarred++
+	}
 	in.latched.Store(nil)
 	in.evict.Store(nil)
 	c.reportSource(in, cur.Addr())

@@ -331,8 +331,9 @@ func (e *env) drive(ctx context.Context, r *relay, s spec) (*step, error) {
 	if err := writeTargets(ta, r.targetsA[:s.channels]); err != nil {
 		return nil, err
 	}
-	// Both sides prime every flow at start-up and again 250 ms before the
-	// start, and the relay must have processed the primes by then: allow
+	// Both sides prime every flow at start-up and five times more in the
+	// 250 ms before the start, and the relay must have processed the
+	// primes by then: allow
 	// time in proportion to the flows (and to TURN set-up).
 	lead := 800*time.Millisecond + time.Duration(s.channels)*100*time.Microsecond + s.lead
 	if r.turn {

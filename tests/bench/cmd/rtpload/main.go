@@ -45,8 +45,11 @@
 // entries.
 //
 // Before the measurement each side sends one "prime" packet per flow at
-// start-up and again 250 ms before -start-at, so both ends of every relay
-// leg are latched when counting starts; primes are not counted.
+// start-up and then five more, 50 ms apart, from 250 ms before -start-at,
+// as ICE connectivity checks would: both ends of every relay leg are
+// latched when counting starts, and have sent the relay enough to be
+// trusted with the other side's media (a relay sends at most a couple of
+// datagrams toward a party that has not); primes are not counted.
 //
 // # Checks
 //
@@ -480,7 +483,8 @@ func (g *gen) loop(startMono int64) error {
 	// as not sent rather than stretching the run.
 	sendStop := startMono + int64(cfg.duration) + int64(time.Second)
 	recvEnd := startMono + int64(cfg.duration) + int64(cfg.drain)
-	primeAt := startMono - int64(250*time.Millisecond)
+	const primeRounds, primeGap = 5, int64(50 * time.Millisecond)
+	primeAt := startMono - primeRounds*primeGap
 	due := func(now int64) uint64 { // every packet i with start + i·period/N ≤ now
 		d := uint64((now-startMono)/g.period)*n + uint64((now-startMono)%g.period*int64(n)/g.period) + 1
 		return min(d, total)
@@ -488,14 +492,14 @@ func (g *gen) loop(startMono int64) error {
 	at := func(i uint64) int64 { return startMono + int64(i/n)*g.period + int64(i%n)*g.period/int64(n) }
 
 	g.sendPrimes()
-	primed := false
+	primed := 0 // prime rounds sent before the measurement
 	var next uint64
 	wake := startMono - (startMono-mono())/tick*tick + int64(cfg.side)*tick/2
 	for {
 		now := mono()
-		if !primed && now >= primeAt {
+		if primed < primeRounds && now >= primeAt+int64(primed)*primeGap {
 			g.sendPrimes()
-			primed = true
+			primed++
 		}
 		if next < total && now >= startMono {
 			if now > sendStop {
