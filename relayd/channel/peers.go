@@ -49,11 +49,12 @@ var (
 // spelling that carries an IPv4 address, a itself otherwise (zone
 // dropped).
 func canonical(a netip.Addr) netip.Addr {
-	a = a.Unmap().WithZone("")
+	a = a.Unmap()
 	if !a.Is6() {
 		return a
 	}
 	b := a.As16()
+	a = netip.AddrFrom16(b) // without its zone
 	switch {
 	case nat64.Contains(a), v4Compatible.Contains(a) && !a.IsUnspecified() && !a.IsLoopback():
 		return netip.AddrFrom4([4]byte(b[12:16]))

@@ -2,11 +2,12 @@ package jinglenodes
 
 import (
 	"fmt"
+	"net/netip"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
-	"golang.org/x/net/publicsuffix"
 	"golang.org/x/time/rate"
 	"mellium.im/xmpp/jid"
 )
@@ -60,17 +61,36 @@ func newPerJID() *perJID {
 }
 
 // domainOf is the domain a requester counts against: the registrable
-// domain (public suffix plus one label) of its JID's domain, so that
-// a.example.net and b.example.net, which one owner can create at will
-// with a wildcard DNS record and certificate, share one limit. A domain
-// with no registrable part (an IP literal, localhost) counts as itself.
+// domain of its JID's domain, so that a.example.net and b.example.net,
+// which one owner can create at will with a wildcard DNS record and
+// certificate, share one limit. It is the last two labels, or three under
+// a country's common second level (example.co.uk, example.com.au): the
+// public suffix list would be exact, but costs 94 KB of a router's flash,
+// and grouping too widely (user.github.io under github.io) costs at most
+// a shared share. An IP literal counts as itself.
 func domainOf(requester jid.JID) string {
-	d := requester.Domainpart()
-	if site, err := publicsuffix.EffectiveTLDPlusOne(d); err == nil {
-		return site
+	d := strings.TrimSuffix(requester.Domainpart(), ".")
+	if strings.HasPrefix(d, "[") {
+		return d
 	}
-	return d
+	if _, err := netip.ParseAddr(d); err == nil {
+		return d
+	}
+	labels := strings.Split(d, ".")
+	n := 2
+	if k := len(labels); k >= 3 && len(labels[k-1]) == 2 && countrySecondLevel[labels[k-2]] {
+		n = 3
+	}
+	if len(labels) <= n {
+		return d
+	}
+	return strings.Join(labels[len(labels)-n:], ".")
 }
+
+// countrySecondLevel are the second-level labels under which country
+// registries hand out domains (co.uk, com.au, ne.jp, org.br, ...).
+var countrySecondLevel = map[string]bool{"co": true, "com": true, "net": true, "org": true, "gov": true, "edu": true,
+	"ac": true, "or": true, "ne": true, "go": true, "gv": true, "mil": true, "nom": true, "ltd": true, "plc": true}
 
 // setLimits changes the limits; requesters' limiters are rebuilt lazily.
 func (p *perJID) setLimits(l JIDLimits) {

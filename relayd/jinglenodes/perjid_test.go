@@ -221,7 +221,11 @@ func TestDomainOf(t *testing.T) {
 		"frank@[2001:db8::1]":         "[2001:db8::1]",
 		"grace@203.0.113.7":           "203.0.113.7",
 		"conversations.im":            "conversations.im",
-		"heidi@user.github.io/laptop": "user.github.io", // a private public suffix: each user is an owner
+		"heidi@user.github.io/laptop": "github.io", // grouped too widely: the price of no public suffix list
+		"ivan@chat.example.com.au":    "example.com.au",
+		"judy@example.ne.jp":          "example.ne.jp",
+		"mallory@evil.co":             "evil.co",
+		"x@a.b.c.example.org":         "example.org",
 	} {
 		if got := domainOf(jid.MustParse(in)); got != want {
 			t.Errorf("domainOf(%s) = %q, want %q", in, got, want)
