@@ -99,7 +99,7 @@ func TestAlertRules(t *testing.T) {
 	}
 	// The alerts the monitoring README promises.
 	for _, a := range []string{"RelaydDown", "RelaydXMPPSessionDown", "RelaydChannelsNearCapacity",
-		"RelaydForeignSourceDropsSpike", "RelaydKernelDrops", "RelaydSTUNMalformedFlood"} {
+		"RelaydForeignSourceDropsSpike", "RelaydKernelDrops", "RelaydSTUNMalformedFlood", "RelaydSprayerBlocked", "RelaydPacketCeiling"} {
 		if !alerts[a] {
 			t.Errorf("alert %s missing", a)
 		}
