@@ -96,3 +96,43 @@ func TestPeerRuleUnknownAddress(t *testing.T) {
 
 // relayPorts stands for a relay whose channels hold ports 40000-40099.
 func relayPorts(p int) bool { return p >= 40000 && p < 40100 }
+
+// FuzzPeerClass: every spelling of an address is judged as the address it
+// carries: an IPv4 address, its IPv4-mapped, IPv4-compatible, NAT64 and
+// 6to4 forms get one class, and judging is stable under canonical.
+func FuzzPeerClass(f *testing.F) {
+	f.Add([]byte{127, 0, 0, 1})
+	f.Add([]byte{10, 1, 2, 3})
+	f.Add([]byte{8, 8, 4, 4})
+	f.Add([]byte{0, 0, 0, 0})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		if len(b) < 4 {
+			return
+		}
+		v4 := netip.AddrFrom4([4]byte(b[:4]))
+		var mapped, compat, nat64, sixToFour [16]byte
+		copy(mapped[10:], []byte{0xff, 0xff})
+		copy(mapped[12:], b[:4])
+		copy(compat[12:], b[:4])
+		copy(nat64[:], []byte{0, 0x64, 0xff, 0x9b})
+		copy(nat64[12:], b[:4])
+		copy(sixToFour[:], []byte{0x20, 0x02})
+		copy(sixToFour[2:], b[:4])
+		want := classify(v4)
+		for _, a := range []netip.Addr{netip.AddrFrom16(mapped), netip.AddrFrom16(nat64), netip.AddrFrom16(sixToFour)} {
+			if got := classify(a); got != want {
+				t.Fatalf("%s is class %d, %s class %d", a, got, v4, want)
+			}
+		}
+		// ::a.b.c.d is IPv4 only where it is not :: or ::1 itself.
+		if c := netip.AddrFrom16(compat); !c.IsUnspecified() && !c.IsLoopback() && classify(c) != want {
+			t.Fatalf("%s is class %d, %s class %d", c, classify(c), v4, want)
+		}
+		if len(b) >= 16 {
+			a := netip.AddrFrom16([16]byte(b[:16]))
+			if classify(canonical(a)) != classify(a) {
+				t.Fatalf("%s: class %d, canonical %s class %d", a, classify(a), canonical(a), classify(canonical(a)))
+			}
+		}
+	})
+}
