@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"net/netip"
 	"os"
@@ -117,13 +118,17 @@ func (p *process) kill() error {
 }
 
 // freeTCPPorts returns n distinct TCP ports, none of avoid, that are
-// currently free on every address inside namespace ns.
+// currently free on every address inside namespace ns. They are picked at
+// random below the kernel's ephemeral range: a port from that range (what
+// listening on port 0 gives) is what the next outgoing connection of any
+// process — another test package's, in parallel — may take before the
+// server that was given it binds it; it happened in CI ("port 45045 busy").
 func freeTCPPorts(ns string, n int, avoid ...uint16) ([]uint16, error) {
+	first, last := pickablePorts()
 	var ports []uint16
 	err := inNetns(ns, func() error {
-		// All listeners stay open until n distinct ports are found: a port
-		// closed and asked for again can come back (it did, in CI). They
-		// listen on every address, so the ports are free on each.
+		// All listeners stay open until n distinct ports are found, and
+		// they listen on every address, so the ports are free on each.
 		var ls []*net.TCPListener
 		defer func() {
 			for _, l := range ls {
@@ -131,17 +136,19 @@ func freeTCPPorts(ns string, n int, avoid ...uint16) ([]uint16, error) {
 			}
 		}()
 		for tries := 0; len(ports) < n; tries++ {
-			if tries == 64 {
-				return errors.New("no distinct free ports after 64 tries")
+			if tries == 256 {
+				return fmt.Errorf("no %d free ports in %d-%d after 256 tries", n, first, last)
 			}
-			l, err := net.ListenTCP("tcp4", &net.TCPAddr{})
+			p := uint16(first + rand.IntN(last-first+1))
+			if slices.Contains(avoid, p) || slices.Contains(ports, p) {
+				continue
+			}
+			l, err := net.ListenTCP("tcp4", &net.TCPAddr{Port: int(p)})
 			if err != nil {
-				return err
+				continue // taken
 			}
 			ls = append(ls, l)
-			if p := uint16(l.Addr().(*net.TCPAddr).Port); !slices.Contains(avoid, p) {
-				ports = append(ports, p)
-			}
+			ports = append(ports, p)
 		}
 		return nil
 	})
@@ -149,6 +156,19 @@ func freeTCPPorts(ns string, n int, avoid ...uint16) ([]uint16, error) {
 		return nil, fmt.Errorf("pick %d free ports (netns %q): %w", n, ns, err)
 	}
 	return ports, nil
+}
+
+// pickablePorts is the range freeTCPPorts picks from: the 10,000 ports
+// below the ephemeral range (/proc/sys/net/ipv4/ip_local_port_range).
+func pickablePorts() (first, last int) {
+	low := 32768 // Linux's default
+	if b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range"); err == nil {
+		var lo, hi int
+		if _, err := fmt.Sscan(string(b), &lo, &hi); err == nil && lo > 11024 {
+			low = lo
+		}
+	}
+	return low - 10000, low - 1
 }
 
 // checkPortFree returns an error if something already listens on addr in ns.
