@@ -28,6 +28,7 @@ import (
 	"github.com/vishvananda/netlink/nl"
 	"golang.org/x/sys/unix"
 
+	"github.com/jnrelay/jnrelay/kernel"
 	"github.com/jnrelay/jnrelay/kernel/internal/ebpf"
 	"github.com/jnrelay/jnrelay/kernel/nft"
 )
@@ -341,18 +342,13 @@ func tcRequest(typ, flags int, msg *nl.TcMsg, kind string, opts *nl.RtAttr) erro
 
 // syncAddrs mirrors the host's IPv4 addresses into the address map.
 func (f *Forwarder) syncAddrs() error {
-	addrs, err := net.InterfaceAddrs()
+	addrs, err := kernel.HostAddrs()
 	if err != nil {
-		return fmt.Errorf("list addresses: %w", err)
+		return err
 	}
 	now := map[[4]byte]bool{}
-	for _, a := range addrs {
-		ipn, ok := a.(*net.IPNet)
-		if !ok {
-			continue
-		}
-		ip, ok := netip.AddrFromSlice(ipn.IP)
-		if !ok || !ip.Unmap().Is4() {
+	for _, ip := range addrs {
+		if !ip.Unmap().Is4() {
 			continue
 		}
 		k := ip.Unmap().As4()

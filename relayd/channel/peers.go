@@ -1,9 +1,10 @@
 package channel
 
 import (
-	"net"
 	"net/netip"
 	"slices"
+
+	"github.com/jnrelay/jnrelay/kernel"
 )
 
 // The peer rule: which source addresses a relay port may latch, and so
@@ -142,22 +143,6 @@ func (r *peerRule) permits(src netip.AddrPort, relayPort func(int) bool) bool {
 	return class >= r.reach
 }
 
-// hostAddrs lists the addresses of the host's interfaces (nil when they
-// cannot be read: the listen and public addresses still count as own).
-func hostAddrs() []netip.Addr {
-	ifas, err := net.InterfaceAddrs()
-	if err != nil {
-		return nil
-	}
-	out := make([]netip.Addr, 0, len(ifas))
-	for _, ia := range ifas {
-		if p, err := netip.ParsePrefix(ia.String()); err == nil {
-			out = append(out, p.Addr())
-		}
-	}
-	return out
-}
-
 // refreshPeers rebuilds the peer rule from the relay's current addresses.
 func (m *Manager) refreshPeers() {
 	var public netip.Addr
@@ -167,7 +152,8 @@ func (m *Manager) refreshPeers() {
 	m.mu.Lock()
 	allow := m.cfg.AllowPeers
 	m.mu.Unlock()
-	m.peers.Store(newPeerRule(public, m.cfg.Listen, hostAddrs(), allow))
+	own, _ := kernel.HostAddrs() // unreadable: the listen and public addresses still count as own
+	m.peers.Store(newPeerRule(public, m.cfg.Listen, own, allow))
 }
 
 // isRelayPort reports whether a channel holds port now.

@@ -5,8 +5,9 @@ package publicaddr
 
 import (
 	"fmt"
-	"net"
 	"net/netip"
+
+	"github.com/jnrelay/jnrelay/kernel"
 )
 
 // Choose picks the best advertised address among a host's addresses:
@@ -63,15 +64,9 @@ func isSharedOrDocumentation(a netip.Addr) bool {
 
 // Detect applies Choose to the addresses of the host's interfaces.
 func Detect() (netip.Addr, bool, error) {
-	ifaddrs, err := net.InterfaceAddrs()
+	addrs, err := kernel.HostAddrs()
 	if err != nil {
-		return netip.Addr{}, false, fmt.Errorf("list interface addresses: %w", err)
-	}
-	var addrs []netip.Addr
-	for _, ia := range ifaddrs {
-		if p, err := netip.ParsePrefix(ia.String()); err == nil {
-			addrs = append(addrs, p.Addr())
-		}
+		return netip.Addr{}, false, err
 	}
 	a, public := Choose(addrs)
 	if !a.IsValid() {
