@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jnrelay/jnrelay/relayd/config"
 	"github.com/jnrelay/jnrelay/tests/harness"
 )
 
@@ -61,29 +62,7 @@ func TestMonthlyQuota(t *testing.T) {
 // whole relay. A requester's second request gets policy-violation, a
 // second requester gets its channel, a third gets resource-constraint.
 func TestRequesterAndChannelLimits(t *testing.T) {
-	harness.RequireRoot(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	lan := harness.NewLAN(t, "jnl", "relay")
-	users := map[string]string{user: password, "bob": "bobpw", "carol": "carolpw"}
-	srv, err := harness.StartProsody(ctx, harness.ServerOptions{Netns: lan.NS("relay"), Users: users})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { srv.Close() })
-	w := &world{lan: lan, srv: srv, req: srv.Requester(user, password)}
-	cfg := w.relayConfig()
-	cfg.Limits.PerJIDChannels, cfg.Limits.MaxChannels = 1, 2
-	w.startRelay(ctx, t, cfg)
-
-	ask := func(u string) harness.Outcome {
-		t.Helper()
-		outs, err := srv.Requester(u, users[u]).Run(ctx, harness.RequestArgs{})
-		if err != nil || len(outs) != 1 {
-			t.Fatalf("%s: %+v %v", u, outs, err)
-		}
-		return outs[0]
-	}
+	ask := limitedRelay(t, "jnl", func(l *config.Limits) { l.PerJIDChannels, l.MaxChannels = 1, 2 })
 	if o := ask(user); o.Type != "result" {
 		t.Fatalf("first channel: %+v", o)
 	}
@@ -104,40 +83,52 @@ func TestRequesterAndChannelLimits(t *testing.T) {
 // naming the domain, and a first requester's second request the per-JID
 // refusal.
 func TestDomainShare(t *testing.T) {
+	ask := limitedRelay(t, "jnd", func(l *config.Limits) {
+		l.PerJIDChannels, l.MaxChannels, l.MaxChannelsPerDomain = 1, 5, 2
+	})
+	for _, u := range []string{user, "bob"} {
+		if o := ask(u); o.Type != "result" {
+			t.Fatalf("%s, within the domain's share: %+v", u, o)
+		}
+	}
+	want := "requesters of localhost already hold 2 channels"
+	if o := ask("carol"); o.Type != "error" || o.Condition != "policy-violation" || o.ErrorType != "wait" || !strings.Contains(o.Text, want) {
+		t.Fatalf("over the domain's share: %+v, want wait/policy-violation %q", o, want)
+	}
+	if o := ask(user); o.Type != "error" || o.Condition != "policy-violation" || !strings.Contains(o.Text, "already holds 1 channels") {
+		t.Fatalf("second channel for one requester: %+v", o)
+	}
+}
+
+// limitedRelay starts Prosody with three users of localhost and relayd
+// with the limits set, and returns a function that asks for one channel
+// as one of them.
+func limitedRelay(t *testing.T, prefix string, set func(*config.Limits)) (ask func(user string) harness.Outcome) {
+	t.Helper()
 	harness.RequireRoot(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	lan := harness.NewLAN(t, "jnd", "relay")
+	t.Cleanup(cancel)
+	lan := harness.NewLAN(t, prefix, "relay")
 	users := map[string]string{user: password, "bob": "bobpw", "carol": "carolpw"}
 	srv, err := harness.StartProsody(ctx, harness.ServerOptions{Netns: lan.NS("relay"), Users: users})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { srv.Close() })
+	if srv.Domain != "localhost" {
+		t.Fatalf("users of %s, want localhost", srv.Domain)
+	}
 	w := &world{lan: lan, srv: srv, req: srv.Requester(user, password)}
 	cfg := w.relayConfig()
-	cfg.Limits.PerJIDChannels, cfg.Limits.MaxChannels, cfg.Limits.MaxChannelsPerDomain = 1, 5, 2
+	set(&cfg.Limits)
 	w.startRelay(ctx, t, cfg)
-
-	ask := func(u string) harness.Outcome {
+	return func(u string) harness.Outcome {
 		t.Helper()
 		outs, err := srv.Requester(u, users[u]).Run(ctx, harness.RequestArgs{})
 		if err != nil || len(outs) != 1 {
 			t.Fatalf("%s: %+v %v", u, outs, err)
 		}
 		return outs[0]
-	}
-	for _, u := range []string{user, "bob"} {
-		if o := ask(u); o.Type != "result" {
-			t.Fatalf("%s, within the domain's share: %+v", u, o)
-		}
-	}
-	want := "requesters of " + srv.Domain + " already hold 2 channels"
-	if o := ask("carol"); o.Type != "error" || o.Condition != "policy-violation" || o.ErrorType != "wait" || !strings.Contains(o.Text, want) {
-		t.Fatalf("over the domain's share: %+v, want wait/policy-violation %q", o, want)
-	}
-	if o := ask(user); o.Type != "error" || o.Condition != "policy-violation" || !strings.Contains(o.Text, "already holds 1 channels") {
-		t.Fatalf("second channel for one requester: %+v", o)
 	}
 }
 
