@@ -385,11 +385,12 @@ func (c *Channel) Latched() (local, remote netip.AddrPort) {
 // isAddrInUse reports whether err says a port is taken by another socket.
 func isAddrInUse(err error) bool { return errors.Is(err, syscall.EADDRINUSE) }
 
-// maxPPS resolves Config.MaxPPS.
-func maxPPS(n int) int {
+// orDefault resolves a setting where 0 means def and a negative value
+// none (0): Config.MaxPPS, Config.SprayThreshold.
+func orDefault(n, def int) int {
 	switch {
 	case n == 0:
-		return DefaultMaxPPS
+		return def
 	case n < 0:
 		return 0
 	}

@@ -207,11 +207,7 @@ func (c *Channel) latch(in *side, src netip.AddrPort, now int64, confirmed bool)
 	}
 	in.cand, in.candN = netip.AddrPort{}, 0
 	in.shield.foreign = 0
-	in.confirmed.Store(confirmed)
-	if !confirmed && c.evident(in, now) {
-		confirmed = true
-		in.confirmed.Store(true)
-	}
+	in.confirmed.Store(confirmed || c.evident(in, now))
 	c.latchChanged(in)
 }
 

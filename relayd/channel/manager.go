@@ -178,7 +178,7 @@ func New(cfg Config) (*Manager, error) {
 	}
 	m.shielded = make(map[*Channel]struct{})
 	m.shieldsWork.Store(true)
-	m.guard = newSprayGuard(sprayThreshold(cfg.SprayThreshold), m.log, m.evictSprayer)
+	m.guard = newSprayGuard(orDefault(cfg.SprayThreshold, DefaultSprayThreshold), m.log, m.evictSprayer)
 	m.refreshPeers()
 	for range cfg.Workers {
 		w, err := newWorker(m)
@@ -307,7 +307,7 @@ func (m *Manager) Reconfigure(s Settings) error {
 	m.cfg.Expire, m.cfg.LatchGrace, m.cfg.MaxKbps = s.Expire, s.LatchGrace, s.MaxKbps
 	m.cfg.MaxPPS, m.cfg.AllowPeers = s.MaxPPS, s.AllowPeers
 	m.mu.Unlock()
-	m.guard.threshold.Store(int32(sprayThreshold(s.SprayThreshold)))
+	m.guard.threshold.Store(int32(orDefault(s.SprayThreshold, DefaultSprayThreshold)))
 	m.refreshPeers()
 	m.log.Info("data plane reconfigured", "ports", fmt.Sprintf("%d-%d", s.PortMin, s.PortMax),
 		"expire", s.Expire.String(), "latch_grace", s.LatchGrace.String(), "max_kbps", s.MaxKbps, "fast_path", string(s.FastPath))
@@ -444,7 +444,7 @@ func (m *Manager) Allocate() (Info, error) {
 			return Info{}, fmt.Errorf("allocate channel: %w", err)
 		}
 		c.pool = pool
-		if pps := maxPPS(cfg.MaxPPS); pps > 0 {
+		if pps := orDefault(cfg.MaxPPS, DefaultMaxPPS); pps > 0 {
 			c.ppsInterval, c.ppsBurst = int64(time.Second)/int64(pps), int64(time.Second/2)
 		}
 		// The worker is chosen before the ports are published in the port

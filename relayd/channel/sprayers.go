@@ -14,9 +14,9 @@ import (
 // "RTP Bleed" — tries to be that party on every channel. A real party
 // talks to the ports of its own channel only; a sprayer touches many.
 // So a source address that, within sprayWindow, was refused as a foreign
-// source, latched a side that then proved not to carry the call, latched
-// a fresh side, or hit a port no channel holds, on sprayThreshold
-// distinct channels (or ports) is blocked for sprayBlock: its datagrams
+// source, was displaced from or unmasked at a side it had latched, or hit
+// a port no channel holds (steered ports), on sprayThreshold distinct
+// channels (or ports) is blocked for sprayBlock: its datagrams
 // are dropped before any latching (DropSprayer), sides latched to it are
 // free again, and nothing is sent to it.
 const (
@@ -170,17 +170,6 @@ func (g *sprayGuard) sweep() {
 // blockedNow lists the addresses blocked now.
 func (g *sprayGuard) blockedNow() int {
 	return int(g.nBlocked.Load())
-}
-
-// sprayThreshold resolves Config.SprayThreshold.
-func sprayThreshold(n int) int {
-	switch {
-	case n == 0:
-		return DefaultSprayThreshold
-	case n < 0:
-		return 0
-	}
-	return n
 }
 
 // evictSprayer frees the sides latched to a blocked address: their
