@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/netip"
 
+	"github.com/jnrelay/jnrelay/internal/netclass"
 	"github.com/jnrelay/jnrelay/kernel"
 )
 
@@ -14,15 +15,17 @@ import (
 // a public IPv4 address, else a public IPv6 address, else a private one
 // (the relay is then behind NAT and only reachable from its own network;
 // public reports false so the caller can warn). Loopback, link-local,
-// multicast and unspecified addresses are never chosen.
+// multicast, unspecified and reserved addresses are never chosen. What is
+// public is judged as the data plane's peer rule judges it (netclass), so
+// the relay never advertises an address its own rule calls private.
 func Choose(addrs []netip.Addr) (addr netip.Addr, public bool) {
 	var v6, private netip.Addr
 	for _, a := range addrs {
 		a = a.Unmap()
-		switch {
-		case !a.IsGlobalUnicast():
-			continue // loopback, link-local, multicast, unspecified
-		case a.IsPrivate() || isSharedOrDocumentation(a):
+		switch class := netclass.Of(a); {
+		case class < netclass.Private, a.IsLinkLocalUnicast():
+			continue // loopback, link-local, multicast, unspecified, reserved
+		case class == netclass.Private:
 			if !private.IsValid() {
 				private = a
 			}
@@ -36,30 +39,6 @@ func Choose(addrs []netip.Addr) (addr netip.Addr, public bool) {
 		return v6, true
 	}
 	return private, false
-}
-
-// shared is RFC 6598 carrier-grade NAT space: not reachable from outside.
-var shared = netip.MustParsePrefix("100.64.0.0/10")
-
-// documentation prefixes (RFC 5737, RFC 3849) are treated as private: they
-// never route on the Internet. Tests that use them configure the address.
-var documentation = []netip.Prefix{
-	netip.MustParsePrefix("192.0.2.0/24"),
-	netip.MustParsePrefix("198.51.100.0/24"),
-	netip.MustParsePrefix("203.0.113.0/24"),
-	netip.MustParsePrefix("2001:db8::/32"),
-}
-
-func isSharedOrDocumentation(a netip.Addr) bool {
-	if shared.Contains(a) {
-		return true
-	}
-	for _, p := range documentation {
-		if p.Contains(a) {
-			return true
-		}
-	}
-	return false
 }
 
 // Detect applies Choose to the addresses of the host's interfaces.

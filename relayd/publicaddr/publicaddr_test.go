@@ -19,6 +19,8 @@ func TestChoose(t *testing.T) {
 		{"CGNAT and documentation are not public", []netip.Addr{p("100.64.1.1"), p("203.0.113.1")}, p("100.64.1.1"), false},
 		{"ULA is not public", []netip.Addr{p("fd00::1")}, p("fd00::1"), false},
 		{"v4-mapped unmapped", []netip.Addr{p("::ffff:81.2.69.1")}, p("81.2.69.1"), true},
+		{"reserved and benchmarking are not chosen as public", []netip.Addr{p("240.0.0.7"), p("198.18.0.1")}, p("198.18.0.1"), false},
+		{"6to4 of a private address is private", []netip.Addr{p("2002:a00:5::1")}, p("2002:a00:5::1"), false},
 		{"nothing usable", []netip.Addr{p("127.0.0.1"), p("::1"), p("fe80::1"), p("0.0.0.0")}, netip.Addr{}, false},
 	}
 	for _, c := range cases {
