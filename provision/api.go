@@ -375,7 +375,7 @@ func (a *API) writeConfig(w http.ResponseWriter, r *http.Request, media []string
 	}
 	next = Unredact(next, cur)
 	fields := unresolvedPlaceholders(next, cur)
-	fields = append(fields, fieldErrors(next.Validate())...)
+	fields = append(fields, validationFields(next)...)
 	if len(fields) > 0 {
 		writeError(w, invalidConfig(fields))
 		return
