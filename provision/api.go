@@ -64,7 +64,10 @@ type APIOptions struct {
 	Logger *slog.Logger
 }
 
-// DefaultApplyTimeout bounds a live apply, XMPP reconnections included.
+// DefaultApplyTimeout bounds a live apply (Daemon.Apply), XMPP
+// reconnections included. relayd's daemon waits a third of it for new
+// services to come online (daemon.ApplyTimeout derives from it), which
+// leaves the rest for putting the previous configuration back.
 const DefaultApplyTimeout = 60 * time.Second
 
 // MaxBody is the largest request body accepted.
