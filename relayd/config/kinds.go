@@ -69,3 +69,29 @@ const (
 	// through a BPF sk_lookup program.
 	SocketsSteered Sockets = "steered"
 )
+
+// Transport is turn.transport: how clients reach the TURN server.
+type Transport string
+
+const (
+	TransportUDP Transport = "udp"
+	TransportTCP Transport = "tcp"
+)
+
+// LogLevel is log.level.
+type LogLevel string
+
+const (
+	LogDebug LogLevel = "debug"
+	LogInfo  LogLevel = "info"
+	LogWarn  LogLevel = "warn"
+	LogError LogLevel = "error"
+)
+
+// LogFormat is log.format.
+type LogFormat string
+
+const (
+	LogText LogFormat = "text"
+	LogJSON LogFormat = "json"
+)

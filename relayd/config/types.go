@@ -203,12 +203,12 @@ type STUN struct {
 // use-auth-secret) through XEP-0215, with TURN REST credentials
 // (username "<expiry>:<id>", password base64(HMAC-SHA1(secret, username))).
 type TURN struct {
-	Host       string `json:"host,omitempty"` // empty = no TURN service
-	Port       int    `json:"port"`
-	Transport  string `json:"transport"` // udp or tcp
-	Secret     string `json:"secret,omitempty"`
-	SecretFile string `json:"secret_file,omitempty"`
-	TTLSeconds int    `json:"ttl_seconds"`
+	Host       string    `json:"host,omitempty"` // empty = no TURN service
+	Port       int       `json:"port"`
+	Transport  Transport `json:"transport"` // udp or tcp
+	Secret     string    `json:"secret,omitempty"`
+	SecretFile string    `json:"secret_file,omitempty"`
+	TTLSeconds int       `json:"ttl_seconds"`
 }
 
 // Metrics configures the Prometheus endpoint.
@@ -231,8 +231,8 @@ type Reconnect struct {
 
 // Log selects log verbosity and format.
 type Log struct {
-	Level  string `json:"level"`  // debug, info, warn, error
-	Format string `json:"format"` // text or json
+	Level  LogLevel  `json:"level"`  // debug, info, warn, error
+	Format LogFormat `json:"format"` // text or json
 }
 
 // Expire is the channel inactivity timeout.

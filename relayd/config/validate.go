@@ -161,7 +161,7 @@ func (c Config) validateExternal(p *fieldErrors) {
 		if c.TURN.Port < 1 || c.TURN.Port > 65535 {
 			p.addf("turn.port", "%d is outside 1-65535", c.TURN.Port)
 		}
-		if c.TURN.Transport != "udp" && c.TURN.Transport != "tcp" {
+		if c.TURN.Transport != TransportUDP && c.TURN.Transport != TransportTCP {
 			p.addf("turn.transport", "%q is not one of udp, tcp", c.TURN.Transport)
 		}
 		c.checkSecret(p, "turn", "secret", c.TURN.Secret, c.TURN.SecretFile)
@@ -180,12 +180,12 @@ func (c Config) validateLogging(p *fieldErrors) {
 		p.addf("reconnect.max_seconds", "%g must be between reconnect.min_seconds and 3600", c.Reconnect.MaxSeconds)
 	}
 	switch c.Log.Level {
-	case "debug", "info", "warn", "error":
+	case LogDebug, LogInfo, LogWarn, LogError:
 	default:
 		p.addf("log.level", "%q is not one of debug, info, warn, error", c.Log.Level)
 	}
 	switch c.Log.Format {
-	case "text", "json":
+	case LogText, LogJSON:
 	default:
 		p.addf("log.format", "%q is not one of text, json", c.Log.Format)
 	}

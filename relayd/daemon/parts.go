@@ -119,7 +119,7 @@ func (d *Daemon) startSTUN(cfg config.Config) error {
 		if err != nil {
 			return err
 		}
-		ext.TURN = &jinglenodes.TURN{Host: cfg.TURN.Host, Port: cfg.TURN.Port, Transport: cfg.TURN.Transport,
+		ext.TURN = &jinglenodes.TURN{Host: cfg.TURN.Host, Port: cfg.TURN.Port, Transport: string(cfg.TURN.Transport),
 			Secret: []byte(secret), TTL: time.Duration(cfg.TURN.TTLSeconds) * time.Second}
 	}
 	if d.systemRunning(partSTUN) {
