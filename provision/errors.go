@@ -5,8 +5,9 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
-	"regexp"
 	"strings"
+
+	"github.com/jnrelay/jnrelay/relayd/config"
 )
 
 // Error codes carried in the "code" member of every error document.
@@ -96,36 +97,37 @@ func writeError(w http.ResponseWriter, e *Error) {
 	writeJSON(w, e.Status, e)
 }
 
-// keyPattern recognises the key a config.Validate line starts with.
-var keyPattern = regexp.MustCompile(`^[a-z_]+(\[[0-9]+\])*(\.[a-z_]+(\[[0-9]+\])*)*$`)
+// configError is the answer to a configuration the config package
+// refused: 400 invalid_config listing its fields when they are known
+// (*config.Invalid), else 400 invalid_json with the decoder's message.
+func configError(err error) *Error {
+	var inv *config.Invalid
+	if errors.As(err, &inv) {
+		return invalidConfig(apiFields(inv))
+	}
+	return newError(http.StatusBadRequest, CodeInvalidJSON, err.Error())
+}
 
-// fieldErrors splits the joined error config.Validate returns into one
-// FieldError per problem, reading the key each line starts with ("key:
-// message"); a line without a recognisable key gets an empty Field.
-func fieldErrors(err error) []FieldError {
+// apiFields is the API's form of the config package's field errors.
+func apiFields(inv *config.Invalid) []FieldError {
+	out := make([]FieldError, len(inv.Fields))
+	for i, f := range inv.Fields {
+		out[i] = FieldError{Field: f.Field, Message: f.Message}
+	}
+	return out
+}
+
+// validationFields are the problems config.Validate finds in cfg.
+func validationFields(cfg config.Config) []FieldError {
+	err := cfg.Validate()
 	if err == nil {
 		return nil
 	}
-	var lines []string
-	if j, ok := err.(interface{ Unwrap() []error }); ok {
-		for _, e := range j.Unwrap() {
-			lines = append(lines, e.Error())
-		}
-	} else {
-		lines = strings.Split(err.Error(), "\n")
+	var inv *config.Invalid
+	if errors.As(err, &inv) {
+		return apiFields(inv)
 	}
-	out := make([]FieldError, 0, len(lines))
-	for _, l := range lines {
-		if l == "" {
-			continue
-		}
-		key, msg, ok := strings.Cut(l, ": ")
-		if !ok || !keyPattern.MatchString(key) {
-			key, msg = "", l
-		}
-		out = append(out, FieldError{Field: key, Message: msg})
-	}
-	return out
+	return []FieldError{{Message: err.Error()}}
 }
 
 // invalidConfig builds the 400 answer listing every field problem.

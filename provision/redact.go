@@ -36,7 +36,7 @@ func Redact(cfg config.Config) config.Config {
 // Unredact returns newCfg with each Placeholder replaced by the secret
 // current holds at the same place: xmpp entries are matched by service
 // name (the name, else the domain of a component or the JID of a client,
-// as config.Validate names them), turn.secret by itself. An xmpp secret is
+// as config.Service.DefaultName names them), turn.secret by itself. An xmpp secret is
 // kept only for an entry that still goes to the same place (sameDestination:
 // type, server, JID, domain and ca_file unchanged): otherwise a writer
 // could send the secret it cannot read to a server of its choice. A
@@ -68,16 +68,8 @@ func Unredact(newCfg, current config.Config) config.Config {
 	return out
 }
 
-// serviceName is the name config.Validate gives a service.
-func serviceName(s config.Service) string {
-	switch {
-	case s.Name != "":
-		return s.Name
-	case s.Type == "client":
-		return s.JID
-	}
-	return s.Domain
-}
+// serviceName is the name a service is known by (config.Service.DefaultName).
+func serviceName(s config.Service) string { return s.DefaultName() }
 
 // sameDestination reports whether a secret of service a may stay with b:
 // both send it to the same place (type, server, account JID or component

@@ -126,7 +126,7 @@ func (d *Daemon) Status() Status {
 	d.mu.Lock()
 	kinds := map[string]string{}
 	for _, s := range d.cfg.XMPP {
-		kinds[s.Name] = s.Type
+		kinds[s.Name] = string(s.Type)
 	}
 	d.mu.Unlock()
 	for _, s := range d.sessions() {

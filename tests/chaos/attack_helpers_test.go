@@ -129,7 +129,7 @@ func startRelay(ctx context.Context, t *testing.T, lan *harness.LAN, host string
 	cfg.Ports = config.PortRange{Min: min, Max: max}
 	cfg.STUN.Enabled = false
 	cfg.Reconnect = config.Reconnect{MinSeconds: 0.2, MaxSeconds: 1}
-	cfg.Channel.Sockets, cfg.Channel.FastPath = dp.sockets, dp.fastPath
+	cfg.Channel.Sockets, cfg.Channel.FastPath = config.Sockets(dp.sockets), config.FastPath(dp.fastPath)
 	cfg.Limits.PerJIDChannels, cfg.Limits.PerJIDRequestsPerMinute = 0, 0
 	cfg.Limits.MaxChannelsPerDomain = -1 // every caller is of one domain: the domain share is not what these tests are about
 	cfg.XMPP = []config.Service{{Name: host, Type: "component", Server: ln.Addr().String(), Domain: "relay.localhost", Secret: srv.secret}}

@@ -160,7 +160,7 @@ func (w *world) relayConfig() config.Config {
 	c.Reconnect = config.Reconnect{MinSeconds: 0.2, MaxSeconds: 1}
 	c.Channel.FastPath = "off"
 	if w.fastPath != "" {
-		c.Channel.FastPath = w.fastPath // relayd refuses to start without it
+		c.Channel.FastPath = config.FastPath(w.fastPath) // relayd refuses to start without it
 	}
 	if w.steered {
 		c.Channel.Sockets = "steered" // relayd refuses to start if it cannot steer
