@@ -58,10 +58,9 @@ type APIOptions struct {
 }
 
 // DefaultApplyTimeout bounds a live apply (Daemon.Apply), XMPP
-// reconnections included. relayd's daemon waits a third of it for new
-// services to come online (daemon.ApplyTimeout derives from it), which
-// leaves the rest for putting the previous configuration back.
-const DefaultApplyTimeout = 60 * time.Second
+// reconnections included: config.ApplyTimeout, of which the daemon waits
+// a third for new services to come online (config.OnlineTimeout).
+const DefaultApplyTimeout = config.ApplyTimeout
 
 // MaxBody is the largest request body accepted.
 const MaxBody = 64 << 10

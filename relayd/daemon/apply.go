@@ -7,18 +7,14 @@ import (
 	"reflect"
 	"time"
 
-	"github.com/jnrelay/jnrelay/provision"
 	"github.com/jnrelay/jnrelay/relayd/config"
 	"github.com/jnrelay/jnrelay/relayd/xmppsession"
 )
 
 // ApplyTimeout bounds how long new or changed XMPP services may take to
-// come online before Apply rolls the whole configuration back. It is a
-// third of what the provisioning API gives a whole Apply
-// (provision.DefaultApplyTimeout), so that putting the previous
-// configuration back (its sessions reconnect in the background) always
-// fits in what remains.
-const ApplyTimeout = provision.DefaultApplyTimeout / 3
+// come online before Apply rolls the whole configuration back
+// (config.OnlineTimeout: a third of what a whole apply may take).
+const ApplyTimeout = config.OnlineTimeout
 
 // Apply switches to cfg without dropping any call: the data plane keeps
 // every live channel, unchanged XMPP sessions stay connected, and only
