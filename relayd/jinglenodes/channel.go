@@ -13,7 +13,10 @@ import (
 )
 
 // channel answers a channel request: refused for what the request itself
-// lacks, then by the admission gate, or allocated by the data plane.
+// lacks, then by the admission gate, or allocated by the data plane. What
+// no requester could get now (another transport, a relay that does not
+// know its public address yet) is refused before the gate is asked, so it
+// spends none of the requester's request rate.
 func (h *Handler) channel(req Request) xml.TokenReader {
 	from := req.IQ.From
 	switch {

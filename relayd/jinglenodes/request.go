@@ -2,8 +2,11 @@
 // (XEP-0278 channel and services requests, service discovery, ping) and
 // sends the channel events it owes requesters.
 //
-// It is the control plane's protocol layer: it asks the data plane for
-// channels through the Allocator interface and never touches sockets.
+// It is the control plane's protocol layer: it asks the admission gate
+// (relayd/admission) whether a requester may have a channel, the data
+// plane for the channel through the Allocator interface, and maps the
+// refusals of both to XMPP errors in one table (refusal.go). It never
+// touches sockets.
 package jinglenodes
 
 import (
