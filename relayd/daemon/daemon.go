@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/jnrelay/jnrelay/kernel"
+	"github.com/jnrelay/jnrelay/relayd/admission"
 	"github.com/jnrelay/jnrelay/relayd/channel"
 	"github.com/jnrelay/jnrelay/relayd/config"
 	"github.com/jnrelay/jnrelay/relayd/jinglenodes"
@@ -37,10 +38,10 @@ type Daemon struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 
-	dp          *channel.Manager
-	svc         *jinglenodes.Service
-	meter       *usage.Meter
-	maxChannels atomic.Int64 // limits.max_channels (0 = the port range)
+	dp    *channel.Manager
+	svc   *jinglenodes.Service
+	gate  *admission.Gate
+	meter *usage.Meter
 
 	host     atomic.Pointer[publicaddr.Watcher]
 	external atomic.Pointer[jinglenodes.External]
@@ -95,17 +96,17 @@ func New(ctx context.Context, cfg config.Config, opt Options) (*Daemon, error) {
 		return nil, fmt.Errorf("data plane: %w", err)
 	}
 	d.external.Store(&jinglenodes.External{})
+	d.meter = usage.Open(opt.StateDir, 0, usage.Options{Logger: log.With("part", "usage")})
+	d.gate = admission.New(admission.Config{Draining: d.dp.Draining, Quota: d.meter.Exhausted})
 	d.svc = jinglenodes.New(jinglenodes.Config{
 		Allocator:  d.dp,
+		Admission:  d.gate,
 		PublicHost: func() netip.Addr { return d.host.Load().Current() },
 		Name:       "jnrelay " + version,
 		Listings:   d.listings,
 		External:   func() jinglenodes.External { return *d.external.Load() },
-		Accepting:  func() bool { return !d.dp.Draining() },
-		Admit:      d.admit,
 		Logger:     log.With("part", "jinglenodes"),
 	})
-	d.meter = usage.Open(opt.StateDir, 0, usage.Options{Logger: log.With("part", "usage")})
 	d.wg.Add(1)
 	go d.sampleUsage()
 	log.LogAttrs(ctx, slog.LevelInfo, "kernel features", features.LogAttrs()...)
@@ -158,9 +159,9 @@ func (d *Daemon) apply(cfg, old config.Config) error {
 	}
 	d.meter.SetQuota(usage.Quota{DailyBytes: cfg.Limits.DailyQuotaBytes(), MonthlyBytes: cfg.Limits.MonthlyQuotaBytes()})
 	d.meter.SetFlushInterval(time.Duration(cfg.Limits.UsageSaveSeconds) * time.Second)
-	d.svc.SetJIDLimits(jinglenodes.JIDLimits{Channels: cfg.Limits.PerJIDChannels, RequestsPerMinute: cfg.Limits.PerJIDRequestsPerMinute,
+	d.gate.SetLimits(admission.Limits{MaxChannels: cfg.Limits.MaxChannels,
+		RequesterChannels: cfg.Limits.PerJIDChannels, RequesterRequestsPerMinute: cfg.Limits.PerJIDRequestsPerMinute,
 		DomainChannels: domainChannels(cfg.Limits, d.dp.Capacity())})
-	d.maxChannels.Store(int64(cfg.Limits.MaxChannels))
 	d.mu.Lock()
 	d.cfg = cfg
 	d.mu.Unlock()
@@ -203,15 +204,3 @@ func domainChannels(l config.Limits, capacity int) int {
 // defaultDomainShare: by default one domain may hold 1/defaultDomainShare
 // of the relay's channels.
 const defaultDomainShare = 4
-
-// admit applies the relay-wide donor limits to a channel request: the
-// data quotas and limits.max_channels.
-func (d *Daemon) admit() error {
-	if err := d.meter.Exhausted(); err != nil {
-		return err
-	}
-	if n := d.maxChannels.Load(); n > 0 && int64(d.dp.Active()) >= n {
-		return fmt.Errorf("the relay carries its maximum of %d calls", n)
-	}
-	return nil
-}

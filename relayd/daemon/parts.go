@@ -169,10 +169,10 @@ func (d *Daemon) listings() []jinglenodes.Listing {
 	}
 	var out []jinglenodes.Listing
 	for _, t := range trk.Trackers() {
-		out = append(out, jinglenodes.Listing{Kind: "tracker", Address: t.String()})
+		out = append(out, jinglenodes.Listing{Kind: jinglenodes.ListingTracker, Address: t.String()})
 	}
 	for _, r := range trk.Healthy() {
-		out = append(out, jinglenodes.Listing{Kind: "relay", Address: r.Address, Protocol: r.Protocol})
+		out = append(out, jinglenodes.Listing{Kind: jinglenodes.ListingRelay, Address: r.Address, Protocol: r.Protocol})
 	}
 	return out
 }

@@ -7,6 +7,7 @@ import (
 
 	"mellium.im/xmpp/jid"
 
+	"github.com/jnrelay/jnrelay/relayd/admission"
 	"github.com/jnrelay/jnrelay/relayd/config"
 	"github.com/jnrelay/jnrelay/relayd/jinglenodes"
 	"github.com/jnrelay/jnrelay/relayd/tracker"
@@ -108,7 +109,7 @@ func (d *Daemon) newSession(cfg config.Config, s config.Service) (*xmppsession.S
 }
 
 // newPolicy builds a service's request policy from its configuration.
-func newPolicy(s config.Service) (*jinglenodes.Policy, error) {
+func newPolicy(s config.Service) (*admission.Policy, error) {
 	allow, err := jinglenodes.ParseJIDList(s.Allow)
 	if err != nil {
 		return nil, fmt.Errorf("xmpp service %s: allow: %w", s.Name, err)
@@ -117,9 +118,9 @@ func newPolicy(s config.Service) (*jinglenodes.Policy, error) {
 	if err != nil {
 		return nil, fmt.Errorf("xmpp service %s: deny: %w", s.Name, err)
 	}
-	p := &jinglenodes.Policy{Allow: allow, Deny: deny}
+	p := &admission.Policy{Allow: allow, Deny: deny}
 	if s.Policy == config.PolicyRoster {
-		p.RosterOnly, p.Roster = true, jinglenodes.NewRoster()
+		p.RosterOnly, p.Roster = true, admission.NewRoster()
 	}
 	return p, nil
 }

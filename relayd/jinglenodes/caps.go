@@ -14,6 +14,8 @@ import (
 	"mellium.im/xmpp/jid"
 	"mellium.im/xmpp/roster"
 	"mellium.im/xmpp/stanza"
+
+	"github.com/jnrelay/jnrelay/relayd/admission"
 )
 
 // CapsNode identifies jnrelay in XEP-0115 entity capabilities.
@@ -104,10 +106,10 @@ func (s *Service) presence() xml.TokenReader {
 func (h *Handler) OnOnline(ctx context.Context, sess *xmpp.Session) error {
 	if h.policy.RosterOnly && h.policy.Roster != nil {
 		iter := roster.Fetch(ctx, sess)
-		var items []RosterItem
+		var items []admission.RosterItem
 		for iter.Next() {
 			it := iter.Item()
-			items = append(items, RosterItem{JID: it.JID, Subscription: it.Subscription})
+			items = append(items, admission.RosterItem{JID: it.JID, Subscription: it.Subscription})
 		}
 		err := iter.Err()
 		iter.Close()

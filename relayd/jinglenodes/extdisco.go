@@ -2,10 +2,8 @@ package jinglenodes
 
 import (
 	"crypto/hmac"
-	"crypto/rand"
 	"crypto/sha1"
 	"encoding/base64"
-	"encoding/hex"
 	"encoding/xml"
 	"fmt"
 	"net/netip"
@@ -14,6 +12,8 @@ import (
 
 	"mellium.im/xmlstream"
 	"mellium.im/xmpp/stanza"
+
+	"github.com/jnrelay/jnrelay/internal/randid"
 )
 
 // External describes the services announced through XEP-0215 (external
@@ -35,16 +35,12 @@ type TURN struct {
 }
 
 // credentials issues TURN REST credentials valid for TTL from now.
-func (t *TURN) credentials(now time.Time) (username, password string, expires time.Time, err error) {
-	var id [6]byte
-	if _, err := rand.Read(id[:]); err != nil {
-		return "", "", time.Time{}, err
-	}
+func (t *TURN) credentials(now time.Time) (username, password string, expires time.Time) {
 	expires = now.Add(t.TTL).Truncate(time.Second)
-	username = strconv.FormatInt(expires.Unix(), 10) + ":" + hex.EncodeToString(id[:])
+	username = strconv.FormatInt(expires.Unix(), 10) + ":" + randid.Hex(6)
 	mac := hmac.New(sha1.New, t.Secret)
 	mac.Write([]byte(username))
-	return username, base64.StdEncoding.EncodeToString(mac.Sum(nil)), expires, nil
+	return username, base64.StdEncoding.EncodeToString(mac.Sum(nil)), expires
 }
 
 func (t *TURN) uri() string {
@@ -71,10 +67,7 @@ func (h *Handler) extServices(req Request, credentialsOnly bool) xml.TokenReader
 				return h.errorReply(req.IQ, stanza.Auth, stanza.Forbidden, why)
 			}
 		} else {
-			user, pass, expires, err := t.credentials(time.Now())
-			if err != nil {
-				return h.errorReply(req.IQ, stanza.Wait, stanza.InternalServerError, "")
-			}
+			user, pass, expires := t.credentials(time.Now())
 			el := service("turn", t.Host, t.Port, t.Transport)
 			entries = append(entries, xmlstream.Wrap(nil, withAttrs(el,
 				xml.Attr{Name: xml.Name{Local: "restricted"}, Value: "1"},
@@ -113,10 +106,7 @@ func (h *Handler) turnCredentials(req Request) xml.TokenReader {
 	if ok, why := h.policy.Permit(req.IQ.From); !ok {
 		return h.errorReply(req.IQ, stanza.Auth, stanza.Forbidden, why)
 	}
-	user, pass, _, err := t.credentials(time.Now())
-	if err != nil {
-		return h.errorReply(req.IQ, stanza.Wait, stanza.InternalServerError, "")
-	}
+	user, pass, _ := t.credentials(time.Now())
 	return h.result(req.IQ, xmlstream.Wrap(nil, xml.StartElement{
 		Name: xml.Name{Space: NSTurnCreds, Local: "turn"},
 		Attr: []xml.Attr{
@@ -144,5 +134,5 @@ func withAttrs(el xml.StartElement, attrs ...xml.Attr) xml.StartElement {
 
 // stunListing is the <stun/> entry of <services/> for the built-in server.
 func stunListing(host netip.Addr, port int) Listing {
-	return Listing{Kind: "stun", Address: host.String(), Port: port, Protocol: "udp"}
+	return Listing{Kind: ListingSTUN, Address: host.String(), Port: port, Protocol: "udp"}
 }

@@ -11,9 +11,11 @@ import (
 	"time"
 
 	"mellium.im/xmpp/jid"
+
+	"github.com/jnrelay/jnrelay/relayd/admission"
 )
 
-func newExtService(turn bool, policy *Policy) *Handler {
+func newExtService(turn bool, policy *admission.Policy) *Handler {
 	ext := &External{STUNPort: 3478}
 	if turn {
 		ext.TURN = &TURN{Host: "turn.example.org", Port: 3478, Transport: "udp", Secret: []byte("s3cret"), TTL: time.Hour}
@@ -88,7 +90,7 @@ func TestExtDiscoServices(t *testing.T) {
 }
 
 func TestTURNCredentialsPolicy(t *testing.T) {
-	h := newExtService(true, &Policy{Deny: []jid.JID{jid.MustParse("example.net")}})
+	h := newExtService(true, &admission.Policy{Deny: []jid.JID{jid.MustParse("example.net")}})
 	r, raw := handle(t, h, iqFrom("x@example.net/y", `<services xmlns='urn:xmpp:extdisco:2'/>`))
 	if len(r.Inner[0].Inner) != 1 || strings.Contains(raw, "password") {
 		t.Fatalf("denied requester got TURN credentials: %s", raw)

@@ -9,6 +9,8 @@ import (
 
 	"mellium.im/xmlstream"
 	"mellium.im/xmpp/jid"
+
+	"github.com/jnrelay/jnrelay/relayd/admission"
 )
 
 const channelReq = `<channel xmlns='http://jabber.org/protocol/jinglenodes#channel'/>`
@@ -25,8 +27,8 @@ func TestPolicy(t *testing.T) {
 		}
 		return j
 	}
-	roster := NewRoster()
-	roster.Replace([]RosterItem{
+	roster := admission.NewRoster()
+	roster.Replace([]admission.RosterItem{
 		{JID: jid.MustParse("friend@example.org"), Subscription: "both"},
 		{JID: jid.MustParse("fan@example.org"), Subscription: "from"},
 		{JID: jid.MustParse("idol@example.org"), Subscription: "to"},
@@ -34,21 +36,21 @@ func TestPolicy(t *testing.T) {
 	})
 	cases := []struct {
 		name    string
-		policy  Policy
+		policy  admission.Policy
 		from    string
 		granted bool
 	}{
-		{"public", Policy{}, "anyone@example.net/x", true},
-		{"deny by JID", Policy{Deny: must([]string{"troll@example.net"})}, "troll@example.net/x", false},
-		{"deny by domain", Policy{Deny: must([]string{"example.net"})}, "anyone@example.net/x", false},
-		{"deny wins over allow", Policy{Allow: must([]string{"example.net"}), Deny: must([]string{"troll@example.net"})}, "troll@example.net/x", false},
-		{"allow by domain", Policy{Allow: must([]string{"example.net"})}, "anyone@example.net/x", true},
-		{"not allowed", Policy{Allow: must([]string{"example.net"})}, "anyone@example.com/x", false},
-		{"roster both", Policy{RosterOnly: true, Roster: roster}, "friend@example.org/phone", true},
-		{"roster from", Policy{RosterOnly: true, Roster: roster}, "fan@example.org/phone", true},
-		{"roster to only", Policy{RosterOnly: true, Roster: roster}, "idol@example.org/phone", false},
-		{"roster none", Policy{RosterOnly: true, Roster: roster}, "stranger@example.org/phone", false},
-		{"not in roster", Policy{RosterOnly: true, Roster: roster}, "other@example.org/phone", false},
+		{"public", admission.Policy{}, "anyone@example.net/x", true},
+		{"deny by JID", admission.Policy{Deny: must([]string{"troll@example.net"})}, "troll@example.net/x", false},
+		{"deny by domain", admission.Policy{Deny: must([]string{"example.net"})}, "anyone@example.net/x", false},
+		{"deny wins over allow", admission.Policy{Allow: must([]string{"example.net"}), Deny: must([]string{"troll@example.net"})}, "troll@example.net/x", false},
+		{"allow by domain", admission.Policy{Allow: must([]string{"example.net"})}, "anyone@example.net/x", true},
+		{"not allowed", admission.Policy{Allow: must([]string{"example.net"})}, "anyone@example.com/x", false},
+		{"roster both", admission.Policy{RosterOnly: true, Roster: roster}, "friend@example.org/phone", true},
+		{"roster from", admission.Policy{RosterOnly: true, Roster: roster}, "fan@example.org/phone", true},
+		{"roster to only", admission.Policy{RosterOnly: true, Roster: roster}, "idol@example.org/phone", false},
+		{"roster none", admission.Policy{RosterOnly: true, Roster: roster}, "stranger@example.org/phone", false},
+		{"not in roster", admission.Policy{RosterOnly: true, Roster: roster}, "other@example.org/phone", false},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -71,9 +73,9 @@ func TestPolicy(t *testing.T) {
 }
 
 func TestRosterPushes(t *testing.T) {
-	roster := NewRoster()
+	roster := admission.NewRoster()
 	svc := New(Config{Allocator: &fakeAllocator{left: 3}, PublicHost: func() netip.Addr { return netip.MustParseAddr("203.0.113.7") }})
-	h := svc.Handler(&recordingSender{addr: jid.MustParse("relay@example.org/jn")}, &Policy{RosterOnly: true, Roster: roster})
+	h := svc.Handler(&recordingSender{addr: jid.MustParse("relay@example.org/jn")}, &admission.Policy{RosterOnly: true, Roster: roster})
 	push := func(from, item string) reply {
 		r, _ := handle(t, h, `<iq type='set' id='push' `+from+` to='relay@example.org/jn'><query xmlns='jabber:iq:roster'>`+item+`</query></iq>`)
 		return r

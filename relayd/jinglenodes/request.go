@@ -2,8 +2,11 @@
 // (XEP-0278 channel and services requests, service discovery, ping) and
 // sends the channel events it owes requesters.
 //
-// It is the control plane's protocol layer: it asks the data plane for
-// channels through the Allocator interface and never touches sockets.
+// It is the control plane's protocol layer: it asks the admission gate
+// (relayd/admission) whether a requester may have a channel, the data
+// plane for the channel through the Allocator interface, and maps the
+// refusals of both to XMPP errors in one table (refusal.go). It never
+// touches sockets.
 package jinglenodes
 
 import (
@@ -15,6 +18,8 @@ import (
 
 	"mellium.im/xmpp/jid"
 	"mellium.im/xmpp/stanza"
+
+	"github.com/jnrelay/jnrelay/relayd/admission"
 )
 
 // XML namespaces of XEP-0278 and of the other protocols answered here.
@@ -62,7 +67,7 @@ type Request struct {
 	// Node is the disco node queried, if any.
 	Node string
 	// RosterItems are the items of a roster push.
-	RosterItems []RosterItem
+	RosterItems []admission.RosterItem
 	// Attrs are the payload element's attributes; ChildAttrs those of its
 	// first child element (XEP-0215 credentials name their service there).
 	Attrs, ChildAttrs []xml.Attr
@@ -231,7 +236,7 @@ var rosterQuery = xml.Name{Space: NSRoster, Local: "query"}
 
 // appendRosterItem adds a roster push item; items with unusable JIDs are
 // skipped (the push is answered anyway, as RFC 6121 asks).
-func appendRosterItem(items []RosterItem, el xml.StartElement) []RosterItem {
+func appendRosterItem(items []admission.RosterItem, el xml.StartElement) []admission.RosterItem {
 	j, err := jid.Parse(attrValue(el.Attr, "jid"))
 	if err != nil || len(items) >= maxRosterPushItems {
 		return items
@@ -240,7 +245,7 @@ func appendRosterItem(items []RosterItem, el xml.StartElement) []RosterItem {
 	if sub == "" {
 		sub = "none"
 	}
-	return append(items, RosterItem{JID: j.Bare(), Subscription: sub})
+	return append(items, admission.RosterItem{JID: j.Bare(), Subscription: sub})
 }
 
 // maxRosterPushItems bounds what one push can add (a push carries one item).

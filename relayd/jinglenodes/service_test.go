@@ -18,6 +18,8 @@ import (
 	"mellium.im/xmpp/jid"
 
 	"github.com/jnrelay/jnrelay/relayd/channel"
+
+	"github.com/jnrelay/jnrelay/relayd/admission"
 )
 
 // fakeAllocator hands out sequential blocks up to a limit.
@@ -426,7 +428,7 @@ func TestServicesLeaveOutADrainingRelay(t *testing.T) {
 	accepting := true
 	svc := New(Config{Allocator: &fakeAllocator{}, PublicHost: func() netip.Addr { return netip.MustParseAddr("203.0.113.7") },
 		Listings:  func() []Listing { return []Listing{{Kind: "tracker", Address: "tracker.example.net"}} },
-		Accepting: func() bool { return accepting }})
+		Admission: admission.New(admission.Config{Draining: func() bool { return !accepting }})})
 	h := svc.Handler(&recordingSender{}, nil)
 	list := func() []string {
 		r, raw := handle(t, h, `<iq type='get' id='s' `+client+`><services xmlns='http://jabber.org/protocol/jinglenodes'/></iq>`)
@@ -453,7 +455,7 @@ func TestDonorLimitRefusesAndHidesTheRelay(t *testing.T) {
 	var limit error
 	alloc := &fakeAllocator{left: 5}
 	svc := New(Config{Allocator: alloc, PublicHost: func() netip.Addr { return netip.MustParseAddr("203.0.113.7") },
-		Admit: func() error { return limit }})
+		Admission: admission.New(admission.Config{Quota: func() error { return limit }})})
 	h := svc.Handler(&recordingSender{}, nil)
 	channelReq := `<iq type='get' id='c' ` + client + `><channel xmlns='http://jabber.org/protocol/jinglenodes#channel'/></iq>`
 	servicesReq := `<iq type='get' id='s' ` + client + `><services xmlns='http://jabber.org/protocol/jinglenodes'/></iq>`

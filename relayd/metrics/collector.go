@@ -5,6 +5,8 @@ import (
 	"strings"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/jnrelay/jnrelay/relayd/jinglenodes"
 )
 
 // The fixed label value sets. A label value outside its set is never
@@ -16,11 +18,11 @@ var (
 	dropReasons = [...]string{"peer_not_latched", "foreign_source", "rate_limited", "oversize", "send_error", "foreign_source_kernel", "no_channel",
 		"forbidden_peer", "sprayer", "unconfirmed_peer", "packet_ceiling", "kernel"}
 
-	// XMPP error conditions a <channel/> request is refused with; then
-	// domain_limit, a policy-violation for the requester's domain's share
-	// (policy_violation is one requester's limits).
-	refusalReasons = [...]string{"resource_constraint", "forbidden", "bad_request", "feature_not_implemented",
-		"service_unavailable", "internal", "policy_violation", "domain_limit"}
+	// Names of jinglenodes.Refusal: the XMPP error conditions a <channel/>
+	// request is refused with, and domain_limit, a policy-violation for
+	// the requester's domain's share (policy_violation is one requester's
+	// limits).
+	refusalReasons = refusalNames(func(jinglenodes.Refusal) bool { return true })
 
 	// Periods of the usage counts and quotas.
 	periods = [...]string{"day", "month"}
@@ -29,7 +31,7 @@ var (
 	// no free ports, public address not known yet, ports could not be bound.
 	// These are what an operator alerts on; forbidden and bad_request are
 	// the requester's business.
-	allocationFailureReasons = [...]string{"resource_constraint", "service_unavailable", "internal"}
+	allocationFailureReasons = refusalNames(jinglenodes.Refusal.RelaysOwn)
 
 	// Reasons a latched leg stays in userspace (channel.NotOffloaded*).
 	notOffloadedReasons = [...]string{"rate_limited", "ipv6", "conflict", "kernel", "route", "packet_ceiling"}
@@ -42,6 +44,17 @@ var (
 		"bad_fingerprint", "not_binding", "indication", "response", "unknown_attribute", "bad_source",
 		"oversize", "send_error", "rate_limited", "source_rate_limited"}
 )
+
+// refusalNames are the names of the refusals that match, in counter order.
+func refusalNames(match func(jinglenodes.Refusal) bool) []string {
+	var out []string
+	for _, r := range jinglenodes.Refusals() {
+		if match(r) {
+			out = append(out, r.String())
+		}
+	}
+	return out
+}
 
 // other is the label value unknown keys are summed into.
 const other = "other"
@@ -171,7 +184,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	if c.src.Requests != nil {
 		r := c.src.Requests()
 		counter(c.requests, r.Granted, "granted")
-		byLabel(c.requests, r.Refused, refusalReasons[:])
+		byLabel(c.requests, r.Refused, refusalReasons)
 		for _, k := range allocationFailureReasons {
 			counter(c.allocationFailures, r.Refused[k], k)
 		}

@@ -9,6 +9,7 @@ package tracker
 import (
 	"context"
 	"encoding/xml"
+	"fmt"
 	"log/slog"
 	"slices"
 	"sync"
@@ -16,13 +17,8 @@ import (
 
 	"mellium.im/xmlstream"
 	"mellium.im/xmpp/jid"
-)
 
-// Namespaces of the queries the tracker sends.
-const (
-	nsJingleNodes = "http://jabber.org/protocol/jinglenodes"
-	nsChannel     = nsJingleNodes + "#channel"
-	nsDiscoItems  = "http://jabber.org/protocol/disco#items"
+	"github.com/jnrelay/jnrelay/relayd/jinglenodes"
 )
 
 // Limits of one crawl, as in Jitsi's discovery.
@@ -143,30 +139,35 @@ type node struct {
 	depth int
 }
 
-// servicesAnswer is the payload of a <services/> result.
-type servicesAnswer struct {
-	XMLName xml.Name       `xml:"http://jabber.org/protocol/jinglenodes services"`
-	Entries []serviceEntry `xml:",any"`
-}
+// The payloads the tracker asks for.
+var (
+	servicesQuery = xml.Name{Space: jinglenodes.NS, Local: "services"}
+	itemsQuery    = xml.Name{Space: jinglenodes.NSDiscoItem, Local: "query"}
+	channelQuery  = xml.Name{Space: jinglenodes.NSChannel, Local: "channel"}
+)
 
-type serviceEntry struct {
-	XMLName  xml.Name
-	Policy   string `xml:"policy,attr"`
-	Address  string `xml:"address,attr"`
-	Protocol string `xml:"protocol,attr"`
-}
-
+// itemsAnswer is the payload of a disco#items result.
 type itemsAnswer struct {
-	XMLName xml.Name `xml:"http://jabber.org/protocol/disco#items query"`
+	XMLName xml.Name
 	Items   []struct {
 		JID string `xml:"jid,attr"`
 	} `xml:"item"`
 }
 
+// channelAnswer is the payload of a granted channel.
 type channelAnswer struct {
-	XMLName   xml.Name `xml:"http://jabber.org/protocol/jinglenodes#channel channel"`
-	Host      string   `xml:"host,attr"`
-	LocalPort int      `xml:"localport,attr"`
+	XMLName   xml.Name
+	Host      string `xml:"host,attr"`
+	LocalPort int    `xml:"localport,attr"`
+}
+
+// expect checks that an answer's payload is the element asked for; a
+// result without payload decodes to nothing and is let through empty.
+func expect(got, want xml.Name) error {
+	if got != (xml.Name{}) && got != want {
+		return fmt.Errorf("answer <%s xmlns=%q>, want <%s xmlns=%q>", got.Local, got.Space, want.Local, want.Space)
+	}
+	return nil
 }
 
 func query(name xml.Name, attrs ...xml.Attr) xml.TokenReader {
@@ -197,7 +198,11 @@ func (t *Tracker) Crawl(ctx context.Context) {
 	}
 	for _, d := range t.cfg.Domains {
 		var items itemsAnswer
-		if err := ask(d, query(xml.Name{Space: nsDiscoItems, Local: "query"}), &items); err != nil {
+		err := ask(d, query(itemsQuery), &items)
+		if err == nil {
+			err = expect(items.XMLName, itemsQuery)
+		}
+		if err != nil {
 			t.log.Info("tracker: disco#items failed", "domain", d.String(), "err", err)
 			continue
 		}
@@ -218,27 +223,27 @@ func (t *Tracker) Crawl(ctx context.Context) {
 			continue
 		}
 		visited[key] = true
-		var svc servicesAnswer
-		if err := ask(n.addr, query(xml.Name{Space: nsJingleNodes, Local: "services"}), &svc); err != nil {
+		var svc jinglenodes.Services
+		if err := ask(n.addr, query(servicesQuery), &svc); err != nil {
 			t.log.Debug("tracker: services query failed", "node", key, "err", err)
 			continue
 		}
-		for _, e := range svc.Entries {
+		for _, e := range svc.Listings {
 			// Roster-policy entries are for the owner's contacts only:
 			// never pass them on.
-			if e.Policy != "" && e.Policy != "public" || e.Address == "" {
+			if e.Policy != "" && e.Policy != jinglenodes.ListingPublic || e.Address == "" {
 				continue
 			}
 			a, err := jid.Parse(e.Address)
 			if err != nil {
 				continue
 			}
-			switch e.XMLName.Local {
-			case "relay":
+			switch e.Kind {
+			case jinglenodes.ListingRelay:
 				if !self[a.String()] && len(found) < maxCandidates && (e.Protocol == "" || e.Protocol == "udp") {
 					found[a.String()] = "udp"
 				}
-			case "tracker":
+			case jinglenodes.ListingTracker:
 				if n.depth < MaxDepth {
 					queue = append(queue, node{a, n.depth + 1})
 				}
@@ -252,7 +257,10 @@ func (t *Tracker) Crawl(ctx context.Context) {
 		// A relay is healthy when it grants a channel. XEP-0278 has no way
 		// to release one: the unused channel expires at the relay.
 		var ch channelAnswer
-		err := ask(a, query(xml.Name{Space: nsChannel, Local: "channel"}, xml.Attr{Name: xml.Name{Local: "protocol"}, Value: "udp"}), &ch)
+		err := ask(a, query(channelQuery, xml.Attr{Name: xml.Name{Local: "protocol"}, Value: "udp"}), &ch)
+		if err == nil {
+			err = expect(ch.XMLName, channelQuery)
+		}
 		healthy := err == nil && ch.LocalPort > 0 && ch.Host != ""
 		t.mu.Lock()
 		r := t.relays[addr]

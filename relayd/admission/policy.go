@@ -1,7 +1,6 @@
-package jinglenodes
+package admission
 
 import (
-	"fmt"
 	"sync"
 
 	"mellium.im/xmpp/jid"
@@ -18,21 +17,12 @@ type Policy struct {
 	Allow, Deny []jid.JID
 }
 
-// ParseJIDList parses bare JIDs and domains for Allow and Deny.
-func ParseJIDList(entries []string) ([]jid.JID, error) {
-	out := make([]jid.JID, 0, len(entries))
-	for _, e := range entries {
-		j, err := jid.Parse(e)
-		if err != nil {
-			return nil, fmt.Errorf("%q: %w", e, err)
-		}
-		out = append(out, j.Bare())
-	}
-	return out, nil
-}
-
-// Permit reports whether requester may get a channel, and if not, why.
+// Permit reports whether requester may get a channel, and if not, why. A
+// nil Policy is public: it permits everyone.
 func (p *Policy) Permit(requester jid.JID) (bool, string) {
+	if p == nil {
+		return true, ""
+	}
 	bare := requester.Bare()
 	if matches(p.Deny, bare) {
 		return false, "requester is on the relay's deny list"

@@ -1,49 +1,28 @@
-package jinglenodes
+package admission
 
 import (
 	"fmt"
 	"net/netip"
 	"slices"
 	"strings"
-	"sync"
 	"time"
 
 	"golang.org/x/time/rate"
 	"mellium.im/xmpp/jid"
 )
 
-// JIDLimits bound what one requester (a bare JID) may take: live channels
-// at once, and channel requests per minute (with a burst of the same
-// size); and what all the requesters of one domain may hold together
-// (DomainChannels, see domainOf). 0 = no limit.
-type JIDLimits struct {
-	Channels          int
-	RequestsPerMinute int
-	DomainChannels    int
-}
-
-// domainLimitError refuses a request because the requester's domain holds
-// its share of the relay's channels.
-type domainLimitError struct {
-	Domain   string
-	Channels int // what the domain holds
-}
-
-func (e *domainLimitError) Error() string {
-	return fmt.Sprintf("requesters of %s already hold %d channels, the most one domain may hold", e.Domain, e.Channels)
-}
-
 // maxTrackedJIDs bounds the requester table. Entries holding no channel
 // are dropped first, least recently seen first; a flood from many JIDs
 // therefore costs at most this many small entries.
 const maxTrackedJIDs = 20000
 
-// perJID is the requester table behind JIDLimits, and the count of live
-// channels by domain.
-type perJID struct {
-	mu     sync.Mutex
-	limits JIDLimits
-	jids   map[string]*jidState
+// requesters is the requester table behind the per-requester limits, and
+// the count of live channels by domain. It has no lock of its own: the
+// Gate's lock guards it, so its checks and counts are one step with the
+// relay-wide ones.
+type requesters struct {
+	limits Limits
+	jids   map[string]*jidState // by bare JID
 	// domains counts the channels reserved by each domain's requesters;
 	// a domain holding none has no entry, so the map is never larger than
 	// the number of live channels.
@@ -56,8 +35,8 @@ type jidState struct {
 	seen     time.Time
 }
 
-func newPerJID() *perJID {
-	return &perJID{jids: make(map[string]*jidState), domains: make(map[string]int)}
+func newRequesters() *requesters {
+	return &requesters{jids: make(map[string]*jidState), domains: make(map[string]int)}
 }
 
 // domainOf is the domain a requester counts against: the registrable
@@ -92,18 +71,18 @@ func domainOf(requester jid.JID) string {
 var countrySecondLevel = map[string]bool{"co": true, "com": true, "net": true, "org": true, "gov": true, "edu": true,
 	"ac": true, "or": true, "ne": true, "go": true, "gv": true, "mil": true, "nom": true, "ltd": true, "plc": true}
 
-// setLimits changes the limits; requesters' limiters are rebuilt lazily.
-func (p *perJID) setLimits(l JIDLimits) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if l == p.limits {
+// setLimits changes the limits; requesters' limiters are rebuilt when the
+// request rate changes.
+func (p *requesters) setLimits(l Limits) {
+	rateChanged := l.RequesterRequestsPerMinute != p.limits.RequesterRequestsPerMinute
+	p.limits = l
+	if !rateChanged {
 		return
 	}
-	p.limits = l
 	for _, st := range p.jids {
 		st.limiter = nil
-		if l.RequestsPerMinute > 0 {
-			st.limiter = newLimiter(l.RequestsPerMinute)
+		if l.RequesterRequestsPerMinute > 0 {
+			st.limiter = newLimiter(l.RequesterRequestsPerMinute)
 		}
 	}
 }
@@ -112,26 +91,21 @@ func newLimiter(perMinute int) *rate.Limiter {
 	return rate.NewLimiter(rate.Limit(float64(perMinute)/60), perMinute)
 }
 
-// reserve counts a channel request from requester and, if every limit
-// allows it, reserves a channel for it: the requester's and its domain's
-// counts are checked and raised under one lock, so concurrent requests
-// can never together exceed a limit. A refusal's text says which limit
-// (a *domainLimitError for the domain's). A reservation must be undone
-// with release, when the allocation fails or when the channel ends.
-func (p *perJID) reserve(requester jid.JID, now time.Time) error {
-	key, domain := requester.Bare().String(), domainOf(requester)
-	p.mu.Lock()
-	defer p.mu.Unlock()
+// reserve counts a channel request from the requester key (a bare JID) of
+// domain and, if every limit allows it, reserves a channel for it. A
+// refusal's text says which limit. A reservation must be undone with
+// release, when the allocation fails or when the channel ends.
+func (p *requesters) reserve(key, domain string, now time.Time) *Refusal {
 	st := p.entry(key)
 	st.seen = now
 	if st.limiter != nil && !st.limiter.AllowN(now, 1) {
-		return fmt.Errorf("too many channel requests from %s: the limit is %d a minute", key, p.limits.RequestsPerMinute)
+		return refuse(RequesterRate, fmt.Sprintf("too many channel requests from %s: the limit is %d a minute", key, p.limits.RequesterRequestsPerMinute))
 	}
-	if n := p.limits.Channels; n > 0 && st.channels >= n {
-		return fmt.Errorf("%s already holds %d channels, the most one requester may hold", key, st.channels)
+	if n := p.limits.RequesterChannels; n > 0 && st.channels >= n {
+		return refuse(RequesterChannels, fmt.Sprintf("%s already holds %d channels, the most one requester may hold", key, st.channels))
 	}
 	if n := p.limits.DomainChannels; n > 0 && p.domains[domain] >= n {
-		return &domainLimitError{Domain: domain, Channels: p.domains[domain]}
+		return refuse(DomainShare, fmt.Sprintf("requesters of %s already hold %d channels, the most one domain may hold", domain, p.domains[domain]))
 	}
 	st.channels++
 	p.domains[domain]++
@@ -140,10 +114,7 @@ func (p *perJID) reserve(requester jid.JID, now time.Time) error {
 
 // release undoes a reservation: the allocation failed, or the channel
 // ended.
-func (p *perJID) release(requester jid.JID) {
-	key, domain := requester.Bare().String(), domainOf(requester)
-	p.mu.Lock()
-	defer p.mu.Unlock()
+func (p *requesters) release(key, domain string) {
 	if st := p.jids[key]; st != nil {
 		st.channels = max(0, st.channels-1)
 	}
@@ -155,13 +126,13 @@ func (p *perJID) release(requester jid.JID) {
 }
 
 // entry is key's state, created (making room first) if it has none.
-func (p *perJID) entry(key string) *jidState {
+func (p *requesters) entry(key string) *jidState {
 	st := p.jids[key]
 	if st == nil {
 		p.makeRoom()
 		st = &jidState{}
-		if p.limits.RequestsPerMinute > 0 {
-			st.limiter = newLimiter(p.limits.RequestsPerMinute)
+		if p.limits.RequesterRequestsPerMinute > 0 {
+			st.limiter = newLimiter(p.limits.RequesterRequestsPerMinute)
 		}
 		p.jids[key] = st
 	}
@@ -170,7 +141,7 @@ func (p *perJID) entry(key string) *jidState {
 
 // makeRoom drops entries that hold no channel, oldest first, until the
 // table is at three quarters of its bound (so the sweep is rare).
-func (p *perJID) makeRoom() {
+func (p *requesters) makeRoom() {
 	if len(p.jids) < maxTrackedJIDs {
 		return
 	}
@@ -197,8 +168,6 @@ func (p *perJID) makeRoom() {
 
 // tracked is how many requesters and domains are in the tables (for
 // tests).
-func (p *perJID) tracked() (jids, domains int) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
+func (p *requesters) tracked() (jids, domains int) {
 	return len(p.jids), len(p.domains)
 }

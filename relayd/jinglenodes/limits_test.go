@@ -3,20 +3,17 @@ package jinglenodes
 import (
 	"fmt"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"testing"
-	"time"
-
-	"mellium.im/xmpp/jid"
 
 	"github.com/jnrelay/jnrelay/relayd/channel"
+
+	"github.com/jnrelay/jnrelay/relayd/admission"
 )
 
 func TestPerJIDChannelLimitAndRelease(t *testing.T) {
 	alloc := &fakeAllocator{left: 10}
 	svc, h, _ := newTestService(alloc)
-	svc.SetJIDLimits(JIDLimits{Channels: 2})
+	svc.gate.SetLimits(admission.Limits{RequesterChannels: 2})
 	req := func(from string) reply {
 		r, _ := handle(t, h, `<iq type='get' id='c' from='`+from+`' to='relay.example.org'><channel xmlns='http://jabber.org/protocol/jinglenodes#channel'/></iq>`)
 		return r
@@ -47,70 +44,6 @@ func TestPerJIDChannelLimitAndRelease(t *testing.T) {
 	}
 }
 
-func TestPerJIDRequestRate(t *testing.T) {
-	p := newPerJID()
-	p.setLimits(JIDLimits{RequestsPerMinute: 3})
-	alice, bob := jid.MustParse("alice@example.net/a"), jid.MustParse("bob@example.net/b")
-	now := time.Unix(1000, 0)
-	for i := range 3 {
-		if err := p.reserve(alice, now); err != nil {
-			t.Fatalf("request %d: %v", i, err)
-		}
-	}
-	if err := p.reserve(alice, now); err == nil || !strings.Contains(err.Error(), "3 a minute") {
-		t.Fatalf("fourth request in a burst: %v", err)
-	}
-	if err := p.reserve(bob, now); err != nil {
-		t.Fatalf("another JID: %v", err)
-	}
-	if err := p.reserve(alice, now.Add(20*time.Second)); err != nil { // one token back after 20 s
-		t.Fatalf("after 20 s: %v", err)
-	}
-}
-
-func TestPerJIDTableIsBounded(t *testing.T) {
-	p := newPerJID()
-	p.setLimits(JIDLimits{RequestsPerMinute: 10})
-	holder := jid.MustParse("holder@example.net")
-	now := time.Unix(1000, 0)
-	if err := p.reserve(holder, now); err != nil { // holds a channel: never dropped
-		t.Fatal(err)
-	}
-	for i := range maxTrackedJIDs + 100 {
-		// Each asks, and its allocation fails (or its channel ends).
-		from := jid.MustParse(fmt.Sprintf("u%d@flood%d.example", i, i))
-		if err := p.reserve(from, now.Add(time.Duration(i))); err != nil {
-			t.Fatal(err)
-		}
-		p.release(from)
-	}
-	if n, domains := p.tracked(); n > maxTrackedJIDs || domains != 1 {
-		t.Fatalf("%d requesters and %d domains tracked, bounds %d and 1 (the holder's)", n, domains, maxTrackedJIDs)
-	}
-	p.mu.Lock()
-	st := p.jids[holder.Bare().String()]
-	p.mu.Unlock()
-	if st == nil || st.channels != 1 {
-		t.Fatalf("the requester holding a channel was dropped: %+v", st)
-	}
-}
-
-func TestNoLimitsAdmitEverything(t *testing.T) {
-	p := newPerJID()
-	alice := jid.MustParse("alice@example.net/a")
-	for i := range 100 {
-		if err := p.reserve(alice, time.Now()); err != nil {
-			t.Fatalf("request %d: %v", i, err)
-		}
-	}
-	for range 100 {
-		p.release(alice)
-	}
-	if _, domains := p.tracked(); domains != 0 {
-		t.Fatalf("%d domains tracked once every channel was released", domains)
-	}
-}
-
 // TestPerDomainShare is the donor-safety case: 16 JIDs of one domain, each
 // within its own limit of 16 channels, ask for 256 channels of a relay of
 // 100 whose domain share is 25. The domain gets 25 (its subdomains count
@@ -120,7 +53,7 @@ func TestPerDomainShare(t *testing.T) {
 	const capacity, share = 100, 25
 	alloc := &fakeAllocator{left: capacity}
 	svc, h, _ := newTestService(alloc)
-	svc.SetJIDLimits(JIDLimits{Channels: 16, RequestsPerMinute: 1000, DomainChannels: share})
+	svc.gate.SetLimits(admission.Limits{RequesterChannels: 16, RequesterRequestsPerMinute: 1000, DomainChannels: share})
 	ask := func(from string) (reply, string) {
 		return handle(t, h, `<iq type='get' id='c' from='`+from+`' to='relay.example.org'><channel xmlns='http://jabber.org/protocol/jinglenodes#channel'/></iq>`)
 	}
@@ -168,33 +101,11 @@ func TestPerDomainShare(t *testing.T) {
 	}
 }
 
-// Concurrent requests never together exceed a limit: the check and the
-// count are one step.
-func TestPerDomainShareConcurrent(t *testing.T) {
-	p := newPerJID()
-	p.setLimits(JIDLimits{Channels: 2, DomainChannels: 10})
-	var admitted atomic.Int32
-	var wg sync.WaitGroup
-	for i := range 64 {
-		wg.Go(func() {
-			for j := range 4 { // two per JID at most
-				if p.reserve(jid.MustParse(fmt.Sprintf("u%d@evil.example/%d", i, j)), time.Now()) == nil {
-					admitted.Add(1)
-				}
-			}
-		})
-	}
-	wg.Wait()
-	if n := admitted.Load(); n != 10 {
-		t.Fatalf("%d channels reserved concurrently, the domain's share is 10", n)
-	}
-}
-
 // A reservation whose allocation fails is given back.
 func TestFailedAllocationReleases(t *testing.T) {
 	alloc := &fakeAllocator{left: 1}
 	svc, h, _ := newTestService(alloc)
-	svc.SetJIDLimits(JIDLimits{Channels: 1, DomainChannels: 1})
+	svc.gate.SetLimits(admission.Limits{RequesterChannels: 1, DomainChannels: 1})
 	ask := func() reply {
 		r, _ := handle(t, h, `<iq type='get' id='c' from='alice@example.net/a' to='relay.example.org'><channel xmlns='http://jabber.org/protocol/jinglenodes#channel'/></iq>`)
 		return r
@@ -208,27 +119,5 @@ func TestFailedAllocationReleases(t *testing.T) {
 	alloc.err = nil
 	if r := ask(); r.Type != "result" {
 		t.Fatalf("failed allocations kept their reservations: %+v", r)
-	}
-}
-
-func TestDomainOf(t *testing.T) {
-	for in, want := range map[string]string{
-		"alice@example.net/x":         "example.net",
-		"bob@chat.example.net":        "example.net",
-		"carol@a.b.example.co.uk":     "example.co.uk",
-		"dave@localhost":              "localhost",
-		"eve@relay.localhost":         "relay.localhost",
-		"frank@[2001:db8::1]":         "[2001:db8::1]",
-		"grace@203.0.113.7":           "203.0.113.7",
-		"conversations.im":            "conversations.im",
-		"heidi@user.github.io/laptop": "github.io", // grouped too widely: the price of no public suffix list
-		"ivan@chat.example.com.au":    "example.com.au",
-		"judy@example.ne.jp":          "example.ne.jp",
-		"mallory@evil.co":             "evil.co",
-		"x@a.b.c.example.org":         "example.org",
-	} {
-		if got := domainOf(jid.MustParse(in)); got != want {
-			t.Errorf("domainOf(%s) = %q, want %q", in, got, want)
-		}
 	}
 }
