@@ -33,10 +33,10 @@ import (
 	"github.com/jnrelay/jnrelay/kernel/nft"
 )
 
-// maxPayload is the largest UDP payload the program forwards, as the
-// nftables path: larger datagrams go to relayd's socket, which drops and
-// counts them.
-const maxPayload = nft.MaxPayload
+// maxPayload is the largest UDP payload the program forwards
+// (kernel.MaxDatagram, as the nftables path and userspace): larger
+// datagrams go to relayd's socket, which drops and counts them.
+const maxPayload = kernel.MaxDatagram
 
 // Attach selects how the program is attached to interfaces.
 type Attach string

@@ -16,10 +16,10 @@ import (
 	"github.com/jnrelay/jnrelay/kernel"
 )
 
-// MaxDatagram is the largest datagram the relay forwards. It covers a full
-// 1500-byte Ethernet frame's payload and more; larger datagrams are dropped
-// and counted as DropOversize, never truncated.
-const MaxDatagram = 1500
+// MaxDatagram is the largest datagram the relay forwards
+// (kernel.MaxDatagram, shared with the in-kernel fast paths); larger
+// datagrams are dropped and counted as DropOversize, never truncated.
+const MaxDatagram = kernel.MaxDatagram
 
 // side is one port of a leg and the party latched on it.
 type side struct {

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -59,6 +60,10 @@ const (
 )
 
 var notOffloadedReasons = [...]string{NotOffloadedRateLimited, NotOffloadedIPv6, NotOffloadedConflict, NotOffloadedKernel, NotOffloadedRoute, NotOffloadedCeiling}
+
+// NotOffloadedReasons lists every NotOffloaded* reason in order: the keys
+// of FastPathStats.NotOffloaded, which metrics iterate.
+func NotOffloadedReasons() []string { return slices.Clone(notOffloadedReasons[:]) }
 
 // Timing of the counter reads. Counters are the only sign of life of an
 // offloaded peer, so they drive last-seen (re-latching), idle expiry and

@@ -1,8 +1,6 @@
 package channel
 
 import (
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -15,8 +13,13 @@ import (
 	"golang.org/x/sys/unix"
 	"golang.org/x/time/rate"
 
+	"github.com/jnrelay/jnrelay/internal/randid"
 	"github.com/jnrelay/jnrelay/kernel"
 )
+
+// newID returns a channel id: 128 random bits, unguessable, as lowercase
+// hex, a valid XML Nmtoken.
+func newID() string { return randid.Hex(16) }
 
 // Config configures a Manager.
 type Config struct {
@@ -84,6 +87,9 @@ const (
 	EndKilled   EndReason = "killed"   // Kill was called
 	EndShutdown EndReason = "shutdown" // Close was called
 )
+
+// EndReasons lists every EndReason.
+func EndReasons() []EndReason { return []EndReason{EndExpired, EndKilled, EndShutdown} }
 
 // Manager owns the port pool and every live channel.
 type Manager struct {
@@ -410,10 +416,7 @@ func (m *Manager) refreshFastPath() {
 // ErrPoolExhausted when no block is free (or none can be bound), and with
 // ErrDraining after Drain.
 func (m *Manager) Allocate() (Info, error) {
-	id, err := newID()
-	if err != nil {
-		return Info{}, err
-	}
+	id := newID()
 	m.mu.Lock()
 	pool, cfg, draining := m.pool, m.cfg, m.draining
 	m.mu.Unlock()
@@ -620,14 +623,4 @@ func (m *Manager) Totals() Totals {
 	t.Stats.Dropped[DropNoChannel] += m.unrouted.Load()
 	t.Segmented = m.gsoSaved.Load()
 	return t
-}
-
-// newID returns 128 random bits as lowercase hex: unguessable and a valid
-// XML Nmtoken.
-func newID() (string, error) {
-	var b [16]byte
-	if _, err := rand.Read(b[:]); err != nil {
-		return "", fmt.Errorf("generate channel id: %w", err)
-	}
-	return hex.EncodeToString(b[:]), nil
 }

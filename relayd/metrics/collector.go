@@ -5,6 +5,8 @@ import (
 	"strings"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/jnrelay/jnrelay/relayd/channel"
 )
 
 // The fixed label value sets. A label value outside its set is never
@@ -13,8 +15,7 @@ var (
 	directions = [...]string{"local_to_remote", "remote_to_local"}
 
 	// Names of channel.DropReason, then kernel for channel.Stats.KernelDrops.
-	dropReasons = [...]string{"peer_not_latched", "foreign_source", "rate_limited", "oversize", "send_error", "foreign_source_kernel", "no_channel",
-		"forbidden_peer", "sprayer", "unconfirmed_peer", "packet_ceiling", "kernel"}
+	dropReasons = append(channel.DropReasonNames(), "kernel")
 
 	// XMPP error conditions a <channel/> request is refused with; then
 	// domain_limit, a policy-violation for the requester's domain's share
@@ -32,7 +33,7 @@ var (
 	allocationFailureReasons = [...]string{"resource_constraint", "service_unavailable", "internal"}
 
 	// Reasons a latched leg stays in userspace (channel.NotOffloaded*).
-	notOffloadedReasons = [...]string{"rate_limited", "ipv6", "conflict", "kernel", "route", "packet_ceiling"}
+	notOffloadedReasons = channel.NotOffloadedReasons()
 
 	// xmppsession.State values.
 	sessionStates = [...]string{"connecting", "online", "backoff", "stopped"}
