@@ -3,7 +3,7 @@
 // programs, netlink address watching and sysctl checks. It holds no
 // business logic.
 //
-// Batched I/O (socket_linux.go, batch_linux.go, poll_linux.go): OpenUDP
+// Batched I/O (sockets_linux.go, batch_linux.go, poll_linux.go): OpenUDP
 // opens non-blocking relay ports; RecvBatch and SendBatch move up to a
 // batch of datagrams per recvmmsg/sendmmsg without allocating; Poller is an
 // epoll instance whose waits park in the Go runtime's own poller.
