@@ -657,7 +657,7 @@ func TestShieldUnderFlood(t *testing.T) {
 	if user+kern != n {
 		t.Fatalf("foreign drops %d in userspace + %d in the kernel, want %d", user, kern, n)
 	}
-	if !m.shieldsWork.Load() {
+	if !m.sh.shields.works.Load() {
 		// A host without SO_MEMINFO (qemu-user answers it with an int)
 		// cannot count the filter's drops, so the shield stays down and
 		// userspace drops everything, as before it existed.
@@ -690,9 +690,7 @@ func TestShieldUnderFlood(t *testing.T) {
 	if s := liveStats(t, m, info.ID); s.Relatched != 1 {
 		t.Errorf("relatched %d, want 1", s.Relatched)
 	}
-	m.shieldMu.Lock()
-	left := len(m.shielded)
-	m.shieldMu.Unlock()
+	left := len(m.sh.shields.list())
 	if left != 0 {
 		t.Errorf("%d channels still shielded after the shield came down", left)
 	}
@@ -716,7 +714,7 @@ func TestHotFlowGrowsBuffers(t *testing.T) {
 		}
 		return v
 	}
-	before := rcvbuf(in.fd)
+	before := rcvbuf(in.sock.FD())
 	// A burst larger than one batch, sent while the worker cannot read:
 	// holding the channel's lock for writing keeps the worker out.
 	c.mu.Lock()
@@ -733,8 +731,8 @@ func TestHotFlowGrowsBuffers(t *testing.T) {
 	if !hot {
 		t.Fatal("a full batch did not mark the port hot")
 	}
-	after := rcvbuf(in.fd)
-	snd, err := unix.GetsockoptInt(out.fd, unix.SOL_SOCKET, unix.SO_SNDBUF)
+	after := rcvbuf(in.sock.FD())
+	snd, err := unix.GetsockoptInt(out.sock.FD(), unix.SOL_SOCKET, unix.SO_SNDBUF)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -742,7 +740,7 @@ func TestHotFlowGrowsBuffers(t *testing.T) {
 	if after <= before {
 		t.Errorf("receive buffer %d after the burst, %d before: not grown", after, before)
 	}
-	if got := rcvbuf(quiet.fd); got != before {
+	if got := rcvbuf(quiet.sock.FD()); got != before {
 		t.Errorf("a quiet port's receive buffer is %d, want the range-wide %d", got, before)
 	}
 }
