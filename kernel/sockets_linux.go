@@ -78,3 +78,13 @@ func (s *Socket) DetachFilter() error { return DetachFilter(s.fd) }
 // EnableOrigDst asks for every datagram's original destination (see
 // EnableOrigDst).
 func (s *Socket) EnableOrigDst() error { return EnableOrigDst(s.fd) }
+
+// OpenFileLimit is how many descriptors the process may hold open
+// (RLIMIT_NOFILE, the soft limit: Go raises it to the hard one at start).
+func OpenFileLimit() (uint64, error) {
+	var lim unix.Rlimit
+	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &lim); err != nil {
+		return 0, fmt.Errorf("getrlimit RLIMIT_NOFILE: %w", err)
+	}
+	return lim.Cur, nil
+}

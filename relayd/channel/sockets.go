@@ -7,8 +7,6 @@ import (
 	"net/netip"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/jnrelay/jnrelay/kernel"
 )
 
@@ -69,13 +67,13 @@ func (t *socketTransport) cover(first, last int) error {
 // port (plus room for the rest of the daemon). Go raises the soft limit to
 // the hard limit at start, so only the hard limit matters.
 func checkFileLimit(sockets int, log *slog.Logger) {
-	var lim unix.Rlimit
-	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &lim); err != nil {
+	limit, err := kernel.OpenFileLimit()
+	if err != nil {
 		return
 	}
-	if need := uint64(sockets) + 256; lim.Cur < need {
+	if need := uint64(sockets) + 256; limit < need {
 		log.Warn("open-file limit below what the port range needs: channels will fail to allocate before the pool is full; raise LimitNOFILE / ulimit -n",
-			"limit", lim.Cur, "needed", need)
+			"limit", limit, "needed", need)
 	}
 }
 
