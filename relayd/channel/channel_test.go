@@ -24,8 +24,8 @@ const testPortMin, testPortMax = 27000, 27999
 func newTestManager(t *testing.T, mod func(*Config)) (*Manager, chan End) {
 	t.Helper()
 	ends := make(chan End, 256)
-	cfg := Config{Listen: loopback, PortMin: testPortMin, PortMax: testPortMax,
-		Expire: time.Minute, LatchGrace: 5 * time.Second, OnEnd: func(e End) { ends <- e }}
+	cfg := Config{Listen: loopback, Settings: Settings{PortMin: testPortMin, PortMax: testPortMax,
+		Expire: time.Minute, LatchGrace: 5 * time.Second}, OnEnd: func(e End) { ends <- e }}
 	if mod != nil {
 		mod(&cfg)
 	}
@@ -462,10 +462,10 @@ func TestCloseEndsEverything(t *testing.T) {
 
 func TestNewRejectsBadConfig(t *testing.T) {
 	for name, cfg := range map[string]Config{
-		"range too small": {Listen: loopback, PortMin: 40001, PortMax: 40004, Expire: time.Second},
-		"zero expire":     {Listen: loopback, PortMin: 40000, PortMax: 40003},
-		"no listen":       {PortMin: 40000, PortMax: 40003, Expire: time.Second},
-		"port zero":       {Listen: loopback, PortMin: 0, PortMax: 40003, Expire: time.Second},
+		"range too small": {Listen: loopback, Settings: Settings{PortMin: 40001, PortMax: 40004, Expire: time.Second}},
+		"zero expire":     {Listen: loopback, Settings: Settings{PortMin: 40000, PortMax: 40003}},
+		"no listen":       {Settings: Settings{PortMin: 40000, PortMax: 40003, Expire: time.Second}},
+		"port zero":       {Listen: loopback, Settings: Settings{PortMin: 0, PortMax: 40003, Expire: time.Second}},
 	} {
 		if _, err := New(cfg); err == nil {
 			t.Errorf("%s: accepted", name)

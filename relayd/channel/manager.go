@@ -17,43 +17,23 @@ import (
 // hex, a valid XML Nmtoken.
 func newID() string { return randid.Hex(16) }
 
-// Config configures a Manager.
+// Config configures a Manager: the Settings Reconfigure may change later,
+// and what is fixed for its life.
 type Config struct {
-	Listen     netip.Addr    // address the relay ports bind to (unspecified = all)
-	PortMin    int           // relay port range, inclusive
-	PortMax    int           //
-	Expire     time.Duration // inactivity after which a channel dies
-	LatchGrace time.Duration // silence after which a latch may move to a new source
-	MaxKbps    int           // per-direction bandwidth limit per channel; 0 = none
-	// TotalKbps caps all channels together, both directions; 0 = none.
-	// While set, the fast path stays off (see totalcap.go).
-	TotalKbps int
+	Settings
+	Listen netip.Addr // address the relay ports bind to (unspecified = all)
 	// Workers is the number of threads serving relay ports (each an epoll
 	// loop); 0 = one per CPU the Go runtime may use (GOMAXPROCS).
 	Workers int
-	// FastPath hands latched legs to the kernel (kernel/nft); "" = off.
-	// With FastPathNftables, New fails when the host cannot run it.
-	FastPath FastPathMode
 	// Steered serves the port range from one socket per worker through a
 	// BPF sk_lookup program instead of a socket per port (steered.go).
-	// The fast path is then off; New fails when the host cannot steer.
+	// Only the eBPF fast path can serve it; New fails when the host
+	// cannot steer.
 	Steered bool
 	// GSO sends a hot flow's batch of equal-size datagrams as one UDP
 	// segmentation offload message (kernel.SendBatch.SendSegmented); set
 	// it where kernel.Detect reports GSO. Per-port sockets only.
 	GSO bool
-	// MaxPPS is the packet-rate ceiling of each relay port, in datagrams
-	// a second with half a second of burst: it stops a forwarding loop
-	// (two relays latched to each other) within the burst. 0 =
-	// DefaultMaxPPS; negative = none.
-	MaxPPS int
-	// AllowPeers are source addresses a port may latch whatever their
-	// class (peers.go): a private network a public relay also serves.
-	AllowPeers []netip.Prefix
-	// SprayThreshold is how many distinct channels one source address may
-	// touch as a sprayer does within 5 s before it is blocked
-	// (sprayers.go). 0 = DefaultSprayThreshold; negative = detection off.
-	SprayThreshold int
 	// PublicAddr returns the address the relay advertises (invalid while
 	// unknown): whether it is public decides which peers are permitted.
 	PublicAddr func() netip.Addr

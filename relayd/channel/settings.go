@@ -6,17 +6,33 @@ import (
 	"time"
 )
 
-// Settings are what Reconfigure can change while channels are live.
+// Settings are the data plane's settings that Reconfigure can change
+// while channels are live; New takes them in Config.
 type Settings struct {
-	PortMin, PortMax int
-	Expire           time.Duration
-	LatchGrace       time.Duration
-	MaxKbps          int
-	TotalKbps        int
-	FastPath         FastPathMode
-	MaxPPS           int
-	AllowPeers       []netip.Prefix
-	SprayThreshold   int
+	PortMin    int           // relay port range, inclusive
+	PortMax    int           //
+	Expire     time.Duration // inactivity after which a channel dies
+	LatchGrace time.Duration // silence after which a latch may move to a new source
+	MaxKbps    int           // per-direction bandwidth limit per channel; 0 = none
+	// TotalKbps caps all channels together, both directions; 0 = none.
+	// While set, the fast path stays off (see totalcap.go).
+	TotalKbps int
+	// FastPath hands latched legs to the kernel (kernel/tcfwd or
+	// kernel/nft); "" = off. With FastPathEBPF or FastPathNftables, New
+	// and Reconfigure fail when the host cannot run it.
+	FastPath FastPathMode
+	// MaxPPS is the packet-rate ceiling of each relay port, in datagrams
+	// a second with half a second of burst: it stops a forwarding loop
+	// (two relays latched to each other) within the burst. 0 =
+	// DefaultMaxPPS; negative = none.
+	MaxPPS int
+	// AllowPeers are source addresses a port may latch whatever their
+	// class (peers.go): a private network a public relay also serves.
+	AllowPeers []netip.Prefix
+	// SprayThreshold is how many distinct channels one source address may
+	// touch as a sprayer does within 5 s before it is blocked
+	// (sprayers.go). 0 = DefaultSprayThreshold; negative = detection off.
+	SprayThreshold int
 }
 
 // Reconfigure applies new settings to channels allocated from now on;

@@ -101,12 +101,13 @@ func New(ctx context.Context, cfg config.Config, opt Options) (*Daemon, error) {
 	var err error
 	features := kernel.Detect()
 	d.dp, err = channel.New(channel.Config{
-		Listen: d.listen, PortMin: cfg.Ports.Min, PortMax: cfg.Ports.Max,
-		Expire: cfg.Channel.Expire(), LatchGrace: cfg.Channel.LatchGrace(), MaxKbps: cfg.Channel.MaxKbps, TotalKbps: cfg.Limits.TotalKbps,
-		FastPath: channel.FastPathMode(cfg.Channel.FastPath),
-		Steered:  cfg.Channel.Steered(),
-		GSO:      features.GSO,
-		MaxPPS:   cfg.Channel.MaxPPS, AllowPeers: cfg.Channel.AllowedPeers(), SprayThreshold: cfg.Channel.SprayerChannels,
+		Listen: d.listen,
+		Settings: channel.Settings{PortMin: cfg.Ports.Min, PortMax: cfg.Ports.Max,
+			Expire: cfg.Channel.Expire(), LatchGrace: cfg.Channel.LatchGrace(), MaxKbps: cfg.Channel.MaxKbps, TotalKbps: cfg.Limits.TotalKbps,
+			FastPath: channel.FastPathMode(cfg.Channel.FastPath),
+			MaxPPS:   cfg.Channel.MaxPPS, AllowPeers: cfg.Channel.AllowedPeers(), SprayThreshold: cfg.Channel.SprayerChannels},
+		Steered: cfg.Channel.Steered(),
+		GSO:     features.GSO,
 		PublicAddr: func() netip.Addr {
 			if w := d.host.Load(); w != nil {
 				return w.Current()
