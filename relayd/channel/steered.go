@@ -20,7 +20,7 @@ import (
 // RLIMIT_NOFILE, and one system call pair moves datagrams of many calls.
 //
 // It needs Linux ≥ 5.9, an IPv4 listen address, CAP_BPF (or CAP_SYS_ADMIN),
-// CAP_NET_ADMIN and CAP_NET_RAW. The in-kernel fast path and the shield are
+// CAP_NET_ADMIN and CAP_NET_RAW. The nftables fast path and the shield are
 // per-socket features and stay off.
 //
 // Each port always reaches the same worker, so every side keeps a single
