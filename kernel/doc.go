@@ -4,7 +4,9 @@
 // business logic.
 //
 // Batched I/O (sockets_linux.go, batch_linux.go, poll_linux.go): OpenUDP
-// opens non-blocking relay ports; RecvBatch and SendBatch move up to a
+// opens non-blocking relay ports and OpenRawSender raw senders, as a
+// Socket its owner configures through methods and gives back with Close
+// (no caller makes system calls on the descriptor); RecvBatch and SendBatch move up to a
 // batch of datagrams per recvmmsg/sendmmsg without allocating; Poller is an
 // epoll instance whose waits park in the Go runtime's own poller.
 //
