@@ -14,7 +14,7 @@ import (
 
 func openT(t testing.TB, addr string) (int, netip.AddrPort) {
 	t.Helper()
-	fd, err := OpenUDP(netip.MustParseAddrPort(addr))
+	fd, err := openUDP(netip.MustParseAddrPort(addr))
 	if err != nil {
 		t.Skipf("cannot open %s here: %v", addr, err)
 	}
@@ -179,7 +179,7 @@ func TestPollerReportsTokensAndWakes(t *testing.T) {
 
 func TestOpenUDPRejectsBusyPort(t *testing.T) {
 	_, addr := openT(t, "127.0.0.1:0")
-	if fd, err := OpenUDP(addr); err == nil {
+	if fd, err := openUDP(addr); err == nil {
 		unix.Close(fd)
 		t.Fatalf("second bind of %s succeeded", addr)
 	}
@@ -251,7 +251,7 @@ func TestSendSegmentedFallsBack(t *testing.T) {
 	tp := fastpathtest.New(t, "jngso")
 	var tx int
 	fastpathtest.In(t, tp.A, func() (err error) {
-		tx, err = OpenUDP(netip.AddrPortFrom(fastpathtest.PeerA, 5000))
+		tx, err = openUDP(netip.AddrPortFrom(fastpathtest.PeerA, 5000))
 		return err
 	})
 	t.Cleanup(func() { unix.Close(tx) })

@@ -3,8 +3,10 @@
 // programs, netlink address watching and sysctl checks. It holds no
 // business logic.
 //
-// Batched I/O (socket_linux.go, batch_linux.go, poll_linux.go): OpenUDP
-// opens non-blocking relay ports; RecvBatch and SendBatch move up to a
+// Batched I/O (sockets_linux.go, batch_linux.go, poll_linux.go): OpenUDP
+// opens non-blocking relay ports and OpenRawSender raw senders, as a
+// Socket its owner configures through methods and gives back with Close
+// (no caller makes system calls on the descriptor); RecvBatch and SendBatch move up to a
 // batch of datagrams per recvmmsg/sendmmsg without allocating; Poller is an
 // epoll instance whose waits park in the Go runtime's own poller.
 //

@@ -21,8 +21,8 @@ import (
 // carries.
 const udpIPv4Header = 20 + 8
 
-// OpenRawSender returns a non-blocking send-only IPPROTO_RAW socket.
-func OpenRawSender() (int, error) {
+// openRawSender returns a non-blocking send-only IPPROTO_RAW socket.
+func openRawSender() (int, error) {
 	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_RAW|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, unix.IPPROTO_RAW)
 	if err != nil {
 		return -1, fmt.Errorf("raw IPv4 socket (needs CAP_NET_RAW): %w", err)

@@ -19,12 +19,12 @@ func TestRawSendBatch(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root (CAP_NET_RAW) for a raw socket")
 	}
-	raw, err := OpenRawSender()
+	raw, err := openRawSender()
 	if err != nil {
 		t.Skipf("raw sockets unavailable here: %v", err)
 	}
 	defer unix.Close(raw)
-	rx, err := OpenUDP(netip.MustParseAddrPort("127.0.0.1:0"))
+	rx, err := openUDP(netip.MustParseAddrPort("127.0.0.1:0"))
 	if err != nil {
 		t.Fatal(err)
 	}

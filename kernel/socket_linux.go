@@ -8,10 +8,10 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// OpenUDP returns a non-blocking, close-on-exec UDP socket bound to addr
+// openUDP returns a non-blocking, close-on-exec UDP socket bound to addr
 // (IPv4 or IPv6 by the address's family; an IPv6 socket is v6-only so it
 // never shadows a separate IPv4 bind of the same port).
-func OpenUDP(addr netip.AddrPort) (int, error) {
+func openUDP(addr netip.AddrPort) (int, error) {
 	family := unix.AF_INET
 	if addr.Addr().Is6() && !addr.Addr().Is4In6() {
 		family = unix.AF_INET6

@@ -35,7 +35,7 @@ func TestSteering(t *testing.T) {
 
 	var socks [2]int
 	for i := range socks {
-		fd, err := OpenUDP(netip.MustParseAddrPort("127.0.0.1:0"))
+		fd, err := openUDP(netip.MustParseAddrPort("127.0.0.1:0"))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -129,7 +129,7 @@ func TestSteeringProgramShape(t *testing.T) {
 // TestRecvBatchOrigDst receives a batch with control data: each datagram's
 // IP_ORIGDSTADDR says the port it was sent to (here the socket's own).
 func TestRecvBatchOrigDst(t *testing.T) {
-	fd, err := OpenUDP(netip.MustParseAddrPort("127.0.0.1:0"))
+	fd, err := openUDP(netip.MustParseAddrPort("127.0.0.1:0"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -6,15 +6,17 @@ import (
 	"net/netip"
 	"os"
 	"strings"
+
+	"github.com/jnrelay/jnrelay/kernel"
 )
 
 // DefaultTable is the name of the table relayd owns.
 const DefaultTable = "jnrelay"
 
 // MaxPayload is the largest UDP payload the kernel forwards; larger
-// datagrams fall to the relay's socket, which drops and counts them (the
-// same limit as relayd/channel.MaxDatagram).
-const MaxPayload = 1500
+// datagrams fall to the relay's socket, which drops and counts them
+// (kernel.MaxDatagram, the limit userspace applies too).
+const MaxPayload = kernel.MaxDatagram
 
 // headerBytes is what the kernel's byte counter includes beyond the UDP
 // payload: the IPv4 header (the rules take only the 20-byte one) and the

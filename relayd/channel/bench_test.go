@@ -21,7 +21,7 @@ const benchMaxPPS = 1_000_000
 func BenchmarkRelayPingPong(b *testing.B) {
 	// The ping-pong runs far above the default packet ceiling (a call's
 	// rate); a ceiling it never meets is still checked on every datagram.
-	m, err := New(Config{Listen: loopback, PortMin: testPortMin, PortMax: testPortMax, Expire: time.Hour, LatchGrace: time.Second, MaxPPS: benchMaxPPS})
+	m, err := New(Config{Listen: loopback, Settings: Settings{PortMin: testPortMin, PortMax: testPortMax, Expire: time.Hour, LatchGrace: time.Second, MaxPPS: benchMaxPPS}})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -71,7 +71,7 @@ func BenchmarkHotFlow(b *testing.B) {
 		b.Run(fmt.Sprintf("gso=%v", gso), func(b *testing.B) {
 			// One channel's range: the sockets get the large buffers of a
 			// small relay, so a burst is never dropped for room.
-			m, err := New(Config{Listen: loopback, PortMin: testPortMin, PortMax: testPortMin + 3, Expire: time.Hour, LatchGrace: time.Second, GSO: gso, MaxPPS: benchMaxPPS})
+			m, err := New(Config{Listen: loopback, GSO: gso, Settings: Settings{PortMin: testPortMin, PortMax: testPortMin + 3, Expire: time.Hour, LatchGrace: time.Second, MaxPPS: benchMaxPPS}})
 			if err != nil {
 				b.Fatal(err)
 			}

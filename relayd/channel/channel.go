@@ -2,7 +2,6 @@ package channel
 
 import (
 	"errors"
-	"fmt"
 	"math"
 	"net/netip"
 	"sync"
@@ -10,23 +9,24 @@ import (
 	"syscall"
 	"time"
 
-	"golang.org/x/sys/unix"
 	"golang.org/x/time/rate"
 
 	"github.com/jnrelay/jnrelay/kernel"
 )
 
-// MaxDatagram is the largest datagram the relay forwards. It covers a full
-// 1500-byte Ethernet frame's payload and more; larger datagrams are dropped
-// and counted as DropOversize, never truncated.
-const MaxDatagram = 1500
+// MaxDatagram is the largest datagram the relay forwards
+// (kernel.MaxDatagram, shared with the in-kernel fast paths); larger
+// datagrams are dropped and counted as DropOversize, never truncated.
+const MaxDatagram = kernel.MaxDatagram
 
 // side is one port of a leg and the party latched on it.
 type side struct {
 	ch        *Channel
 	leg, side int // position in ch.legs
 	port      int
-	fd        int // non-blocking UDP socket; -1 once closed
+	// sock is the port's own socket under the per-port transport
+	// (sockets.go); nil under a transport that shares sockets.
+	sock *kernel.Socket
 	// latched is the source this port accepts and the destination traffic
 	// for this side goes to; nil until the first datagram arrives. Only the
 	// channel's worker stores it.
@@ -66,7 +66,7 @@ type Channel struct {
 	info    Info
 	created time.Time
 	grace   time.Duration
-	worker  *worker
+	sh      *shared   // the relay-wide rules and fast path; nil outside a Manager
 	pool    *portPool // the pool its block came from (the range may change later)
 
 	// mu is held for reading by the worker while it uses the sockets and
@@ -86,8 +86,10 @@ type Channel struct {
 	lastForward atomic.Int64
 	stats       counters
 
-	timer  *time.Timer
-	ending bool // guarded by Manager.mu
+	timer *time.Timer
+	// ending is set, under Manager.mu, by the one call that ends the
+	// channel; the fast path reads it to leave the channel alone.
+	ending atomic.Bool
 }
 
 // Info describes an allocated channel to the control plane.
@@ -99,37 +101,19 @@ type Info struct {
 	MaxKbps    int           // per-direction limit; 0 = unlimited
 }
 
-// openChannel binds the four ports starting at base, marks them for
-// expedited forwarding (DSCP EF, as voice should be) and sizes their
-// buffers to bufSize (0 = kernel default). On failure nothing stays open.
-// A steered channel binds nothing: its ports reach the workers' steered
-// sockets.
-func openChannel(listen netip.Addr, base int, info Info, grace time.Duration, bufSize int, steered bool) (*Channel, error) {
-	c := &Channel{info: info, created: time.Now(), grace: grace}
+// newChannel returns a channel on the four ports starting at base, with
+// no socket yet (its Manager's transport opens them) and its limits set.
+func newChannel(base int, info Info, grace time.Duration, sh *shared) *Channel {
+	c := &Channel{info: info, created: time.Now(), grace: grace, sh: sh}
 	for l := range c.legs {
 		for s := range c.legs[l].sides {
-			c.legs[l].sides[s] = side{ch: c, leg: l, side: s, fd: -1}
+			c.legs[l].sides[s] = side{ch: c, leg: l, side: s}
 			c.legs[l].sides[s].budget.Store(probeBudget)
 		}
 	}
-	for i := range portsPerChannel {
+	for i, sd := range c.sides() {
 		// Port layout: base+0 RTP local, +1 RTCP local, +2 RTP remote, +3 RTCP remote.
-		sd := &c.legs[i%2].sides[i/2]
 		sd.port = base + i
-		if steered {
-			continue // the workers' steered sockets receive for it (steered.go)
-		}
-		fd, err := kernel.OpenUDP(netip.AddrPortFrom(listen, uint16(sd.port)))
-		if err != nil {
-			c.closeSockets()
-			return nil, fmt.Errorf("bind relay port %d: %w", sd.port, err)
-		}
-		sd.fd = fd
-		// Both are best effort: a relay without them still relays.
-		kernel.SetDSCP(fd, listen.Is6() && !listen.Is4In6(), kernel.DSCPExpeditedForwarding)
-		if bufSize > 0 {
-			kernel.SetBuffers(fd, bufSize, bufSize)
-		}
 	}
 	if info.MaxKbps > 0 {
 		bytesPerSec := info.MaxKbps * 1000 / 8
@@ -138,7 +122,7 @@ func openChannel(listen netip.Addr, base int, info Info, grace time.Duration, bu
 			c.limiters[d] = rate.NewLimiter(rate.Limit(bytesPerSec), burst)
 		}
 	}
-	return c, nil
+	return c
 }
 
 // sides lists the channel's four ports.
@@ -177,74 +161,29 @@ func (c *Channel) idle() time.Duration {
 	return time.Since(c.created) - time.Duration(c.lastForward.Load())
 }
 
-// relay reads the datagrams waiting on in (one recvmmsg batch) and
-// forwards those it accepts to the party latched on the other side of the
-// leg (one sendmmsg). The caller holds c.mu for reading and checked that
-// the channel is open.
-func (c *Channel) relay(in *side, b *batches) {
-	n, err := b.recv.Recv(in.fd)
-	if err != nil || n == 0 {
-		// A pending socket error (an ICMP unreachable from a peer) is
-		// consumed by the failed read; the port stays usable.
-		return
-	}
-	out := &c.legs[in.leg].sides[1-in.side]
-	if n == b.recv.Size() && !in.hot {
-		c.growBuffers(in, out)
-	}
-	dir := Direction(in.side)
-	now := int64(time.Since(c.created))
-	dst := out.latched.Load() // only this worker latches out: stable for the batch
-	if dst != nil {
-		b.send.Reset(*dst)
-	}
-	var queuedBytes int
-	for i := range n {
-		p, src, truncated := b.recv.Packet(i)
-		if !c.forwardable(in, src, p, truncated, now, dst) {
-			continue
-		}
-		b.lens[b.send.Len()] = len(p)
-		b.send.Add(p)
-		queuedBytes += len(p)
-	}
-	queued := b.send.Len()
-	if queued == 0 {
-		return
-	}
-	// Counted before sending, so whoever holds a relayed datagram sees it
-	// counted; what the kernel refuses is taken back below.
-	c.stats.packets[dir].Add(uint64(queued))
-	c.stats.bytes[dir].Add(uint64(queuedBytes))
-	var sent int
-	if b.gso && queued > 1 && !out.noGSO {
-		// A hot flow: the batch's equal-size runs cross the UDP and IP
-		// layers once each.
-		var msgs int
-		var err error
-		sent, msgs, err = b.send.SendSegmented(out.fd)
-		if errors.Is(err, kernel.ErrNoSegmentation) {
-			out.noGSO = true // this destination's route cannot take it: stop asking
-		}
-		if sent > msgs {
-			b.gsoSaved.Add(uint64(sent - msgs))
-		}
-	} else {
-		sent, _ = b.send.Send(out.fd)
-	}
-	if sent < queued {
-		unsent := 0
-		for _, l := range b.lens[sent:queued] {
-			unsent += l
-		}
-		c.stats.packets[dir].Add(^uint64(queued - sent - 1))
-		c.stats.bytes[dir].Add(^uint64(unsent - 1))
-		c.stats.dropped[DropSendError].Add(uint64(queued - sent))
-	}
-	if sent > 0 {
-		c.lastForward.Store(now)
-	}
+// countQueued counts n datagrams of size bytes handed to the kernel to
+// forward in direction dir: before sending, so whoever holds a relayed
+// datagram sees it counted; what the kernel refuses is taken back with
+// countUnsent.
+func (c *Channel) countQueued(dir Direction, n, size int) {
+	c.stats.packets[dir].Add(uint64(n))
+	c.stats.bytes[dir].Add(uint64(size))
 }
+
+// countUnsent takes back n counted datagrams of size bytes that the
+// kernel refused to send, and counts them as DropSendError.
+func (c *Channel) countUnsent(dir Direction, n, size int) {
+	c.stats.packets[dir].Add(^uint64(n - 1))
+	c.stats.bytes[dir].Add(^uint64(size - 1))
+	c.stats.dropped[DropSendError].Add(uint64(n))
+}
+
+// countUnsendable counts a datagram the transport cannot send at all.
+func (c *Channel) countUnsendable() { c.stats.dropped[DropSendError].Add(1) }
+
+// forwarded records that the channel forwarded at now (ns since its
+// creation): it is alive.
+func (c *Channel) forwarded(now int64) { c.lastForward.Store(now) }
 
 // forwardable applies the rules every datagram from src arriving at in
 // passes before it is forwarded to dst (size, latching, the other side
@@ -273,7 +212,7 @@ func (c *Channel) forwardable(in *side, src netip.AddrPort, p []byte, truncated 
 		c.stats.dropped[DropRateLimited].Add(1)
 		return false
 	}
-	if c.worker.m.overTotal(len(p)) {
+	if c.sh != nil && c.sh.overTotal(len(p)) {
 		c.stats.dropped[DropRateLimited].Add(1)
 		return false
 	}
@@ -284,26 +223,12 @@ func (c *Channel) forwardable(in *side, src netip.AddrPort, p []byte, truncated 
 	return true
 }
 
-// growBuffers gives a port that filled a whole receive batch, and the port
-// it forwards from, buffers for a hot flow: the range-wide size (as small
-// as 64 KiB for a large range) overflows in a burst of such a flow while
-// the relay serves other ports. Best effort, once per port.
-func (c *Channel) growBuffers(in, out *side) {
-	in.hot = true
-	rcv, _, err1 := kernel.SetBuffers(in.fd, kernel.HotFlowBuffer, 0)
-	_, snd, err2 := kernel.SetBuffers(out.fd, 0, kernel.HotFlowBuffer)
-	if c.worker != nil {
-		c.worker.m.log.Debug("hot flow: port buffers grown", "channel", c.info.ID, "port", in.port,
-			"rcvbuf", rcv, "out_port", out.port, "sndbuf", snd, "err", errors.Join(err1, err2))
-	}
-}
-
 // fastPath is the Manager's fast path, or nil.
 func (c *Channel) fastPath() *fastPath {
-	if c.worker == nil {
+	if c.sh == nil {
 		return nil
 	}
-	return c.worker.m.fp.Load()
+	return c.sh.fp.Load()
 }
 
 // latchChanged hands a leg whose two sides are latched (again) to the
@@ -325,6 +250,30 @@ func (c *Channel) countersFresh() bool {
 	return false
 }
 
+// setInKernel records whether the fast path forwards leg l now.
+func (c *Channel) setInKernel(l int, in bool) { c.legs[l].inKernel.Store(in) }
+
+// creditKernel credits what the kernel forwarded from the peer of side s
+// of leg l since the last read (packets datagrams of bytes bytes) to the
+// channel, as of now (ns since its creation): they count as forwarded,
+// keep the peer's latch fresh and the channel alive.
+func (c *Channel) creditKernel(l, s int, packets, bytes uint64, now int64) {
+	dir := Direction(s)
+	c.stats.packets[dir].Add(packets)
+	c.stats.bytes[dir].Add(bytes)
+	c.stats.offloaded[dir].Add(packets)
+	c.legs[l].sides[s].lastSeen.Store(now)
+	c.lastForward.Store(now)
+}
+
+// overCeilingInKernel reports whether the kernel forwarding packets
+// datagrams on leg l within elapsed ns broke the packet ceiling for the
+// first time: the leg is then marked to stay in userspace, whose ceiling
+// holds datagram by datagram.
+func (c *Channel) overCeilingInKernel(l int, packets uint64, elapsed int64) bool {
+	return c.ppsInterval > 0 && int64(packets) > (elapsed+c.ppsBurst)/c.ppsInterval && !c.legs[l].overCeiling.Swap(true)
+}
+
 // offloaded reports whether any leg is in the kernel.
 func (c *Channel) offloaded() bool {
 	return c.legs[0].inKernel.Load() || c.legs[1].inKernel.Load()
@@ -338,9 +287,10 @@ func newAddrPort(src netip.AddrPort) *netip.AddrPort {
 	return p
 }
 
-// close stops the channel: no more expiry, sockets closed (which also
-// removes them from the worker's poller). It is idempotent.
-func (c *Channel) close() {
+// close stops the channel: no more expiry, and its transport releases its
+// ports (a socket's close also removes it from the worker's poller). It is
+// idempotent.
+func (c *Channel) close(tr transport) {
 	c.timer.Stop()
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -348,26 +298,18 @@ func (c *Channel) close() {
 		return
 	}
 	c.closed = true
-	// The kernel counts datagrams it could not queue (receive buffer full)
-	// and those a shield rejected; read them before the sockets go.
-	for _, s := range c.sides() {
-		if s.shield.up {
-			c.creditShield(s)
-		}
-		if n, err := kernel.Drops(s.fd); err == nil {
-			c.stats.kernelDrops.Add(uint64(n - s.shield.credited))
-		}
-	}
-	c.closeSockets()
+	tr.closePorts(c)
 }
 
-func (c *Channel) closeSockets() {
-	for _, s := range c.sides() {
-		if s.fd >= 0 {
-			unix.Close(s.fd)
-			s.fd = -1
-		}
+// isLive reports whether c may still have legs offloaded: it is not
+// ending and its ports are open.
+func (c *Channel) isLive() bool {
+	if c.ending.Load() {
+		return false
 	}
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	return !c.closed
 }
 
 // Latched returns the addresses latched on the requester's and the other

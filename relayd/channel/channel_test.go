@@ -24,8 +24,8 @@ const testPortMin, testPortMax = 27000, 27999
 func newTestManager(t *testing.T, mod func(*Config)) (*Manager, chan End) {
 	t.Helper()
 	ends := make(chan End, 256)
-	cfg := Config{Listen: loopback, PortMin: testPortMin, PortMax: testPortMax,
-		Expire: time.Minute, LatchGrace: 5 * time.Second, OnEnd: func(e End) { ends <- e }}
+	cfg := Config{Listen: loopback, Settings: Settings{PortMin: testPortMin, PortMax: testPortMax,
+		Expire: time.Minute, LatchGrace: 5 * time.Second}, OnEnd: func(e End) { ends <- e }}
 	if mod != nil {
 		mod(&cfg)
 	}
@@ -462,10 +462,10 @@ func TestCloseEndsEverything(t *testing.T) {
 
 func TestNewRejectsBadConfig(t *testing.T) {
 	for name, cfg := range map[string]Config{
-		"range too small": {Listen: loopback, PortMin: 40001, PortMax: 40004, Expire: time.Second},
-		"zero expire":     {Listen: loopback, PortMin: 40000, PortMax: 40003},
-		"no listen":       {PortMin: 40000, PortMax: 40003, Expire: time.Second},
-		"port zero":       {Listen: loopback, PortMin: 0, PortMax: 40003, Expire: time.Second},
+		"range too small": {Listen: loopback, Settings: Settings{PortMin: 40001, PortMax: 40004, Expire: time.Second}},
+		"zero expire":     {Listen: loopback, Settings: Settings{PortMin: 40000, PortMax: 40003}},
+		"no listen":       {Settings: Settings{PortMin: 40000, PortMax: 40003, Expire: time.Second}},
+		"port zero":       {Listen: loopback, Settings: Settings{PortMin: 0, PortMax: 40003, Expire: time.Second}},
 	} {
 		if _, err := New(cfg); err == nil {
 			t.Errorf("%s: accepted", name)
@@ -476,10 +476,7 @@ func TestNewRejectsBadConfig(t *testing.T) {
 func TestIDsAreUniqueNmtokens(t *testing.T) {
 	seen := map[string]bool{}
 	for range 1000 {
-		id, err := newID()
-		if err != nil {
-			t.Fatal(err)
-		}
+		id := newID()
 		if len(id) != 32 || seen[id] {
 			t.Fatalf("bad or repeated id %q", id)
 		}
@@ -660,7 +657,7 @@ func TestShieldUnderFlood(t *testing.T) {
 	if user+kern != n {
 		t.Fatalf("foreign drops %d in userspace + %d in the kernel, want %d", user, kern, n)
 	}
-	if !m.shieldsWork.Load() {
+	if !m.sh.shields.works.Load() {
 		// A host without SO_MEMINFO (qemu-user answers it with an int)
 		// cannot count the filter's drops, so the shield stays down and
 		// userspace drops everything, as before it existed.
@@ -693,9 +690,7 @@ func TestShieldUnderFlood(t *testing.T) {
 	if s := liveStats(t, m, info.ID); s.Relatched != 1 {
 		t.Errorf("relatched %d, want 1", s.Relatched)
 	}
-	m.shieldMu.Lock()
-	left := len(m.shielded)
-	m.shieldMu.Unlock()
+	left := len(m.sh.shields.list())
 	if left != 0 {
 		t.Errorf("%d channels still shielded after the shield came down", left)
 	}
@@ -719,7 +714,7 @@ func TestHotFlowGrowsBuffers(t *testing.T) {
 		}
 		return v
 	}
-	before := rcvbuf(in.fd)
+	before := rcvbuf(in.sock.FD())
 	// A burst larger than one batch, sent while the worker cannot read:
 	// holding the channel's lock for writing keeps the worker out.
 	c.mu.Lock()
@@ -736,8 +731,8 @@ func TestHotFlowGrowsBuffers(t *testing.T) {
 	if !hot {
 		t.Fatal("a full batch did not mark the port hot")
 	}
-	after := rcvbuf(in.fd)
-	snd, err := unix.GetsockoptInt(out.fd, unix.SOL_SOCKET, unix.SO_SNDBUF)
+	after := rcvbuf(in.sock.FD())
+	snd, err := unix.GetsockoptInt(out.sock.FD(), unix.SOL_SOCKET, unix.SO_SNDBUF)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -745,7 +740,7 @@ func TestHotFlowGrowsBuffers(t *testing.T) {
 	if after <= before {
 		t.Errorf("receive buffer %d after the burst, %d before: not grown", after, before)
 	}
-	if got := rcvbuf(quiet.fd); got != before {
+	if got := rcvbuf(quiet.sock.FD()); got != before {
 		t.Errorf("a quiet port's receive buffer is %d, want the range-wide %d", got, before)
 	}
 }

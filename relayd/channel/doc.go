@@ -25,6 +25,26 @@
 // ports forever. On expiry all four ports are closed and returned to the pool
 // and the Manager's OnEnd callback reports the channel's final counters.
 //
+// # Layout
+//
+// Manager (manager.go) owns the port pool and the channels' lifecycle;
+// Reconfigure (settings.go), the fast path's switching
+// (fastpath_control.go) and the figures (totals.go, end.go) are its other
+// jobs. What every channel consults while it relays — the peer rule, the
+// sprayer guard, the bandwidth cap, the fast path, the port table — is in
+// shared (shared.go), which the channel reaches without the Manager.
+//
+// The relay rules (Channel.forwardable, latch.go, peers.go, sprayers.go)
+// are written once, above a transport (transport.go) that moves the
+// datagrams: one socket per port (sockets.go, the default) or one steered
+// socket per worker (steered.go). New picks the transport from the
+// Config; a new way of receiving (TURN allocations, IPv6 listen
+// addresses) is a new type implementing transport, in a file of its own,
+// and one case in newTransport — transport.go says what each method must
+// do. The in-kernel fast path (fastpath.go, fastpath_table.go) hands
+// latched legs to kernel/tcfwd or kernel/nft and credits their counters
+// back to the channels.
+//
 // This package never imports XMPP code: the control plane asks it for
 // channels through Manager and learns of their end through OnEnd, and
 // forwarding goes on whatever happens to XMPP sessions.

@@ -2,11 +2,11 @@ package channel
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/netip"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -60,6 +60,10 @@ const (
 
 var notOffloadedReasons = [...]string{NotOffloadedRateLimited, NotOffloadedIPv6, NotOffloadedConflict, NotOffloadedKernel, NotOffloadedRoute, NotOffloadedCeiling}
 
+// NotOffloadedReasons lists every NotOffloaded* reason in order: the keys
+// of FastPathStats.NotOffloaded, which metrics iterate.
+func NotOffloadedReasons() []string { return slices.Clone(notOffloadedReasons[:]) }
+
 // Timing of the counter reads. Counters are the only sign of life of an
 // offloaded peer, so they drive last-seen (re-latching), idle expiry and
 // the live statistics.
@@ -109,7 +113,7 @@ type offloaded struct {
 // counters back to the channels. One goroutine installs queued legs and
 // reads counters; the workers only queue (never block on netlink).
 type fastPath struct {
-	m     *Manager
+	sh    *shared // the guard it consults, the listen address, the log
 	log   *slog.Logger
 	table kernelTable
 	// capacity is how many flows the table holds (0: no fixed bound).
@@ -132,11 +136,13 @@ type fastPath struct {
 	done   chan struct{}
 }
 
-// openFastPath opens the table for mode. It returns nil and no error when
-// mode is off, or auto and the host cannot run it (logged once, with the
-// reason). With steered ports only eBPF can serve: the nftables rules
-// need a socket per port.
-func openFastPath(m *Manager, mode FastPathMode, listen netip.Addr, maxFlows int, steered bool) (*fastPath, error) {
+// openFastPath opens the table for mode, sized for maxFlows flows, and
+// counts into counts. It returns nil and no error when mode is off, or
+// auto and the host cannot run it (logged once, with the reason). Without
+// a socket per port only eBPF can serve: the nftables rules match on the
+// port's socket.
+func openFastPath(sh *shared, counts *fastPathCounts, mode FastPathMode, maxFlows int, socketPerPort bool) (*fastPath, error) {
+	listen := sh.listen
 	var t kernelTable
 	capacity := 0
 	switch mode {
@@ -151,19 +157,19 @@ func openFastPath(m *Manager, mode FastPathMode, listen netip.Addr, maxFlows int
 		if mode == FastPathEBPF {
 			return nil, fmt.Errorf("fast path: %w", err)
 		}
-		if steered {
-			m.log.Info("in-kernel fast path unavailable, relaying in userspace", "ebpf", err.Error())
+		if !socketPerPort {
+			sh.log.Info("in-kernel fast path unavailable, relaying in userspace", "ebpf", err.Error())
 			return nil, nil
 		}
 		nt, nerr := nft.Open(nft.Config{Listen: listen})
 		if nerr != nil {
-			m.log.Info("in-kernel fast path unavailable, relaying in userspace", "ebpf", err.Error(), "nftables", nerr.Error())
+			sh.log.Info("in-kernel fast path unavailable, relaying in userspace", "ebpf", err.Error(), "nftables", nerr.Error())
 			return nil, nil
 		}
-		m.log.Info("eBPF fast path unavailable, using nftables", "err", err.Error())
+		sh.log.Info("eBPF fast path unavailable, using nftables", "err", err.Error())
 		t = nt
 	case FastPathNftables:
-		if steered {
+		if !socketPerPort {
 			return nil, errSteeredFastPath
 		}
 		nt, err := nft.Open(nft.Config{Listen: listen})
@@ -174,12 +180,19 @@ func openFastPath(m *Manager, mode FastPathMode, listen netip.Addr, maxFlows int
 	default:
 		return nil, fmt.Errorf("fast path mode %q: want off, auto, ebpf or nftables", mode)
 	}
+	fp := newFastPath(sh, counts, t, capacity)
+	sh.log.Info("in-kernel fast path on: latched legs are forwarded by the kernel", "by", t.Name())
+	return fp, nil
+}
+
+// newFastPath runs a fast path over table t, which holds capacity flows
+// (0: no fixed bound), until close.
+func newFastPath(sh *shared, counts *fastPathCounts, t kernelTable, capacity int) *fastPath {
 	ctx, cancel := context.WithCancel(context.Background())
-	fp := &fastPath{m: m, log: m.log, table: t, capacity: capacity, epoch: time.Now(), legs: map[legRef]*offloaded{}, counts: &m.fpCounts,
+	fp := &fastPath{sh: sh, log: sh.log, table: t, capacity: capacity, epoch: time.Now(), legs: map[legRef]*offloaded{}, counts: counts,
 		work: make(chan struct{}, 1), poll: make(chan struct{}, 1), cancel: cancel, done: make(chan struct{})}
 	go fp.run(ctx)
-	m.log.Info("in-kernel fast path on: latched legs are forwarded by the kernel", "by", t.Name())
-	return fp, nil
+	return fp
 }
 
 // run installs queued legs and reads counters until ctx ends.
@@ -233,7 +246,7 @@ func (fp *fastPath) desired(c *Channel, l int) (spec nft.Leg, reason string, ok 
 	s0, s1 := &c.legs[l].sides[0], &c.legs[l].sides[1]
 	a, b := s0.latched.Load(), s1.latched.Load()
 	if a == nil || b == nil || !s0.confirmed.Load() || !s1.confirmed.Load() ||
-		fp.m.guard.isBlocked(a.Addr()) || fp.m.guard.isBlocked(b.Addr()) {
+		fp.sh.guard.isBlocked(a.Addr()) || fp.sh.guard.isBlocked(b.Addr()) {
 		// Only parties that carry the call go to the kernel, which
 		// forwards without budgets or contests.
 		return nft.Leg{}, "", false
@@ -269,7 +282,7 @@ func (fp *fastPath) desired(c *Channel, l int) (spec nft.Leg, reason string, ok 
 // route toward peer picks — so offloaded datagrams leave from the same
 // address as userspace ones.
 func (fp *fastPath) localAddr(peer netip.Addr) (netip.Addr, error) {
-	if l := fp.m.cfg.Listen; !l.IsUnspecified() {
+	if l := fp.sh.listen; !l.IsUnspecified() {
 		return l.Unmap(), nil
 	}
 	// A connected UDP socket asks the kernel's route lookup without
@@ -286,270 +299,3 @@ func (fp *fastPath) localAddr(peer netip.Addr) (netip.Addr, error) {
 	}
 	return src, nil
 }
-
-// change is one leg's move into, within or out of the kernel.
-type change struct {
-	ref     legRef
-	old     *offloaded
-	spec    nft.Leg
-	install bool
-}
-
-// maxLegsPerTransaction bounds one nftables transaction (4 map elements
-// per leg, ≈ 100 bytes each).
-const maxLegsPerTransaction = 128
-
-// applyChunk applies changes in one transaction, or leg by leg when that
-// fails.
-func (fp *fastPath) applyChunk(changes []change, apply func([]change) error, commit func(change)) {
-	err := apply(changes)
-	if err == nil {
-		for _, ch := range changes {
-			commit(ch)
-		}
-		return
-	}
-	if len(changes) > 1 {
-		fp.log.Warn("fast path transaction failed, retrying leg by leg", "legs", len(changes), "err", err.Error())
-	}
-	for _, ch := range changes {
-		if len(changes) > 1 {
-			err = apply([]change{ch})
-		}
-		if err == nil {
-			commit(ch)
-			continue
-		}
-		reason := NotOffloadedKernel
-		if errors.Is(err, nft.ErrConflict) {
-			reason = NotOffloadedConflict
-		}
-		fp.count(reason)
-		fp.log.Warn("leg stays in userspace", "channel", ch.ref.c.info.ID, "leg", ch.ref.leg, "reason", reason, "err", err.Error())
-		// A failed update leaves the old rules in force if they were;
-		// remove them so userspace, which has the new latch, takes over.
-		if ch.old != nil && fp.table.Apply([]nft.Leg{ch.old.spec}, nil) == nil {
-			commit(change{ref: ch.ref})
-		}
-	}
-}
-
-// process installs, updates or removes the queued legs in one
-// transaction; when that fails, leg by leg, so one bad leg costs only
-// itself.
-func (fp *fastPath) process() {
-	fp.qmu.Lock()
-	queue := fp.queue
-	fp.queue = nil
-	fp.qmu.Unlock()
-
-	fp.mu.Lock()
-	defer fp.mu.Unlock()
-	if fp.closed {
-		return
-	}
-	var changes []change
-	seen := map[legRef]bool{}
-	for _, ref := range queue {
-		if seen[ref] || !fp.m.isLive(ref.c) {
-			continue
-		}
-		seen[ref] = true
-		spec, reason, ok := fp.desired(ref.c, ref.leg)
-		old := fp.legs[ref]
-		if old != nil && ok && old.spec == spec {
-			continue
-		}
-		if reason != "" {
-			fp.count(reason)
-		}
-		if old == nil && !ok {
-			continue
-		}
-		changes = append(changes, change{ref: ref, old: old, spec: spec, install: ok})
-	}
-	if len(changes) == 0 {
-		return
-	}
-	// Legs leaving the kernel take their last counters with them: read
-	// them first.
-	for _, ch := range changes {
-		if ch.old != nil {
-			fp.pollLocked()
-			break
-		}
-	}
-	apply := func(chs []change) error {
-		var remove, add []nft.Leg
-		for _, ch := range chs {
-			if ch.old != nil {
-				remove = append(remove, ch.old.spec)
-			}
-			if ch.install {
-				add = append(add, ch.spec)
-			}
-		}
-		return fp.table.Apply(remove, add)
-	}
-	commit := func(ch change) {
-		l := &ch.ref.c.legs[ch.ref.leg]
-		if ch.install {
-			fp.legs[ch.ref] = &offloaded{spec: ch.spec, at: int64(time.Since(ch.ref.c.created))}
-			l.inKernel.Store(true)
-			fp.counts.offloads.Add(1)
-			fp.log.Debug("leg offloaded", "channel", ch.ref.c.info.ID, "leg", ch.ref.leg,
-				"peer_a", ch.spec.A.Peer.String(), "peer_b", ch.spec.B.Peer.String())
-		} else {
-			delete(fp.legs, ch.ref)
-			l.inKernel.Store(false)
-		}
-	}
-	// Transactions of at most maxLegsPerTransaction: one netlink batch
-	// must fit the socket's buffers (1,000 legs at once fail with
-	// EMSGSIZE), and a failure costs a retry of one chunk only.
-	for len(changes) > 0 {
-		chunk := changes[:min(len(changes), maxLegsPerTransaction)]
-		changes = changes[len(chunk):]
-		fp.applyChunk(chunk, apply, commit)
-	}
-	fp.counts.gauge.Store(int64(len(fp.legs)))
-}
-
-func (fp *fastPath) count(reason string) {
-	for i, r := range notOffloadedReasons {
-		if r == reason {
-			fp.counts.notOffloaded[i].Add(1)
-		}
-	}
-}
-
-// refresh reads the counters unless they were read within maxAge.
-func (fp *fastPath) refresh(maxAge time.Duration) {
-	fp.mu.Lock()
-	defer fp.mu.Unlock()
-	if fp.closed || (maxAge > 0 && fp.fresh(maxAge)) {
-		return
-	}
-	fp.pollLocked()
-}
-
-// pollLocked reads every offloaded flow's counter and credits what is new
-// to its channel: packets and bytes forwarded, the peer's last-seen time
-// and the channel's last forward.
-func (fp *fastPath) pollLocked() {
-	if len(fp.legs) == 0 {
-		fp.polledAt.Store(int64(time.Since(fp.epoch)))
-		return
-	}
-	started := time.Since(fp.epoch)
-	cs, err := fp.table.Counters()
-	if err != nil {
-		fp.log.Warn("fast path counters unreadable", "err", err.Error())
-		return
-	}
-	for ref, o := range fp.legs {
-		c := ref.c
-		now := int64(time.Since(c.created))
-		elapsed := now - o.at
-		o.at = now
-		for s, flow := range [2]nft.Flow{o.spec.A, o.spec.B} {
-			cur, ok := cs[flow]
-			if !ok || cur.Packets <= o.seen[s].Packets {
-				continue
-			}
-			if c.ppsInterval > 0 && int64(cur.Packets-o.seen[s].Packets) > (elapsed+c.ppsBurst)/c.ppsInterval &&
-				!c.legs[ref.leg].overCeiling.Swap(true) {
-				// Faster than the ceiling allows: back to userspace,
-				// where the ceiling holds datagram by datagram.
-				fp.log.Warn("fast path: leg over the packet ceiling, relayed in userspace from now on", "channel", c.info.ID,
-					"leg", ref.leg, "packets", cur.Packets-o.seen[s].Packets, "seconds", float64(elapsed)/1e9)
-				fp.enqueue(c, ref.leg)
-			}
-			dir := Direction(s)
-			c.stats.packets[dir].Add(cur.Packets - o.seen[s].Packets)
-			c.stats.bytes[dir].Add(cur.Bytes - o.seen[s].Bytes)
-			c.stats.offloaded[dir].Add(cur.Packets - o.seen[s].Packets)
-			o.seen[s] = cur
-			c.legs[ref.leg].sides[s].lastSeen.Store(now)
-			c.lastForward.Store(now)
-		}
-	}
-	fp.polledAt.Store(int64(started))
-}
-
-// retire takes c's legs out of the kernel before its sockets close. With
-// final, the counters are read first so the channel's totals include the
-// kernel's last datagrams; an expired channel skips that (it was idle by
-// fresh counters).
-func (fp *fastPath) retire(c *Channel, final bool) {
-	fp.mu.Lock()
-	defer fp.mu.Unlock()
-	if fp.closed {
-		return
-	}
-	var remove []nft.Leg
-	var refs []legRef
-	for l := range c.legs {
-		if o := fp.legs[legRef{c, l}]; o != nil {
-			remove = append(remove, o.spec)
-			refs = append(refs, legRef{c, l})
-		}
-	}
-	if len(remove) == 0 {
-		return
-	}
-	// A channel's last counts: one dump of the whole table, shared by
-	// every channel that ends within finalPollShare (a thousand expiring
-	// together must not cost a thousand dumps).
-	if final && !fp.fresh(finalPollShare) {
-		fp.pollLocked()
-	}
-	if err := fp.table.Apply(remove, nil); err != nil {
-		// The sockets close anyway; rules left behind forward to peers of
-		// a dead channel until the table goes. Say so.
-		fp.log.Error("fast path: could not remove a channel's legs", "channel", c.info.ID, "err", err.Error())
-	}
-	for _, ref := range refs {
-		delete(fp.legs, ref)
-		c.legs[ref.leg].inKernel.Store(false)
-	}
-	fp.counts.gauge.Store(int64(len(fp.legs)))
-}
-
-// close reads the counters one last time, deletes the table (every leg
-// returns to userspace, whose latches never stopped being valid) and
-// stops the goroutine. It is idempotent.
-func (fp *fastPath) close() {
-	fp.cancel()
-	<-fp.done
-	fp.mu.Lock()
-	defer fp.mu.Unlock()
-	if fp.closed {
-		return
-	}
-	fp.pollLocked()
-	fp.closed = true
-	if err := fp.table.Close(); err != nil {
-		fp.log.Error("fast path: could not remove it from the kernel", "by", fp.table.Name(), "err", err.Error())
-	}
-	for ref := range fp.legs {
-		ref.c.legs[ref.leg].inKernel.Store(false)
-	}
-	fp.legs = map[legRef]*offloaded{}
-	fp.counts.gauge.Store(0)
-	fp.log.Info("in-kernel fast path off: every leg is relayed in userspace", "was", fp.table.Name())
-}
-
-func (n *fastPathCounts) stats(active bool) FastPathStats {
-	s := FastPathStats{Active: active, OffloadedNow: int(n.gauge.Load()), Offloads: n.offloads.Load(),
-		NotOffloaded: make(map[string]uint64, len(notOffloadedReasons))}
-	for i, r := range notOffloadedReasons {
-		s.NotOffloaded[r] = n.notOffloaded[i].Load()
-	}
-	return s
-}
-
-// finalPollShare is how old a counter read may be to count as a channel's
-// final one (what the kernel forwards in that window after the read is
-// not credited to the ended channel).
-const finalPollShare = 20 * time.Millisecond

@@ -75,13 +75,13 @@ type latchState struct {
 // in at time now (ns since the channel's creation). It returns false and
 // the reason when the datagram must be dropped.
 func (c *Channel) admit(in *side, src netip.AddrPort, now int64) (DropReason, bool) {
-	m := c.manager()
+	sh := c.sh
 	cur := in.latched.Load()
 	if cur != nil && c.unmaskedLatch(in, cur) {
 		cur = nil // its source also knocked on the other side's port: a sprayer
 	}
 	if cur != nil && *cur == src {
-		if m != nil && m.guard.isBlocked(src.Addr()) {
+		if sh != nil && sh.guard.isBlocked(src.Addr()) {
 			return DropSprayer, false
 		}
 		in.lastSeen.Store(now)
@@ -92,11 +92,11 @@ func (c *Channel) admit(in *side, src netip.AddrPort, now int64) (DropReason, bo
 		}
 		return 0, true
 	}
-	if m != nil {
-		if !m.peers.Load().permits(src, m.isRelayPort) {
+	if sh != nil {
+		if !sh.peers.Load().permits(src, sh.isRelayPort) {
 			return DropForbiddenPeer, false
 		}
-		if m.guard.isBlocked(src.Addr()) {
+		if sh.guard.isBlocked(src.Addr()) {
 			return DropSprayer, false
 		}
 	}
@@ -109,7 +109,7 @@ func (c *Channel) admit(in *side, src netip.AddrPort, now int64) (DropReason, bo
 		c.unmask(in, src)
 		return DropForbiddenPeer, false
 	}
-	if cur == nil || (m != nil && m.guard.isBlocked(cur.Addr())) {
+	if cur == nil || (sh != nil && sh.guard.isBlocked(cur.Addr())) {
 		c.latch(in, src, now, false)
 		return 0, true
 	}
@@ -277,19 +277,18 @@ func (in *side) isBarred(src netip.AddrPort) bool {
 // reportSource tells the sprayer guard that a touched this channel the
 // way a sprayer does (once per side and address in a row).
 func (c *Channel) reportSource(in *side, a netip.Addr) {
-	m := c.manager()
-	if m == nil || in.reported == a {
+	if c.sh == nil || in.reported == a {
 		return
 	}
 	in.reported = a
-	m.guard.report(a, uint32(c.info.LocalPort))
+	c.sh.guard.report(a, uint32(c.info.LocalPort))
 }
 
 // sendable reports whether a datagram may go toward out now, spending
 // out's probe budget when out is tentative; it returns the reason to drop
 // it otherwise.
 func (c *Channel) sendable(out *side, dst netip.AddrPort) (DropReason, bool) {
-	if m := c.manager(); m != nil && m.guard.isBlocked(dst.Addr()) {
+	if c.sh != nil && c.sh.guard.isBlocked(dst.Addr()) {
 		return DropSprayer, false
 	}
 	if p := out.evict.Load(); p != nil && p == out.latched.Load() {
@@ -318,12 +317,4 @@ func (b *packetBucket) allow(now, interval, burst int64) bool {
 	}
 	b.tat = tat + interval
 	return true
-}
-
-// manager is the Manager serving c (nil for a channel outside one).
-func (c *Channel) manager() *Manager {
-	if c.worker == nil {
-		return nil
-	}
-	return c.worker.m
 }

@@ -153,8 +153,5 @@ func (m *Manager) refreshPeers() {
 	allow := m.cfg.AllowPeers
 	m.mu.Unlock()
 	own, _ := kernel.HostAddrs() // unreadable: the listen and public addresses still count as own
-	m.peers.Store(newPeerRule(public, m.cfg.Listen, own, allow))
+	m.sh.peers.Store(newPeerRule(public, m.sh.listen, own, allow))
 }
-
-// isRelayPort reports whether a channel holds port now.
-func (m *Manager) isRelayPort(port int) bool { return m.ports.lookup(port) != nil }

@@ -1,9 +1,9 @@
 package channel
 
 import (
+	"sync"
+	"sync/atomic"
 	"time"
-
-	"github.com/jnrelay/jnrelay/kernel"
 )
 
 // The shield moves the latching rule into the kernel for a port under
@@ -42,40 +42,76 @@ type shield struct {
 	credited uint32 // socket drops credited to DropForeignSourceKernel, in total
 }
 
+// shieldSet is the Manager's set of channels with a shield up, which the
+// scan visits; works turns false once attaching one failed.
+type shieldSet struct {
+	mu       sync.Mutex
+	shielded map[*Channel]struct{}
+	works    atomic.Bool
+}
+
+// init readies an empty set, with shields assumed to work.
+func (s *shieldSet) init() {
+	s.shielded = map[*Channel]struct{}{}
+	s.works.Store(true)
+}
+
+func (s *shieldSet) add(c *Channel) {
+	s.mu.Lock()
+	s.shielded[c] = struct{}{}
+	s.mu.Unlock()
+}
+
+func (s *shieldSet) remove(c *Channel) {
+	s.mu.Lock()
+	delete(s.shielded, c)
+	s.mu.Unlock()
+}
+
+// list returns the shielded channels.
+func (s *shieldSet) list() []*Channel {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	chans := make([]*Channel, 0, len(s.shielded))
+	for c := range s.shielded {
+		chans = append(chans, c)
+	}
+	return chans
+}
+
 // noteForeign counts a foreign datagram dropped at in and raises the
 // shield once there were shieldAfter of them. The caller is the channel's
-// worker, holding c.mu for reading.
+// worker, holding c.mu for reading. Only a port with a socket of its own
+// (the per-port transport) can have a shield.
 func (c *Channel) noteForeign(in *side) {
 	in.shield.foreign++
-	if in.fd < 0 || in.shield.up || in.shield.foreign < shieldAfter || c.worker == nil || !c.worker.m.shieldsWork.Load() {
+	if in.sock == nil || in.shield.up || in.shield.foreign < shieldAfter || c.sh == nil || !c.sh.shields.works.Load() {
 		return
 	}
 	src := in.latched.Load()
 	if src == nil {
 		return
 	}
-	drops, err := kernel.Drops(in.fd)
+	drops, err := in.sock.Drops()
 	if err == nil {
-		err = kernel.AttachSourceFilter(in.fd, *src)
+		err = in.sock.AttachSourceFilter(*src)
 	}
 	if err != nil {
 		// Without the filter the flood stays in userspace, where it is
 		// dropped as before; do not try again on every datagram.
-		if c.worker.m.shieldsWork.CompareAndSwap(true, false) {
-			c.worker.m.log.Warn("in-kernel source filter unavailable: foreign datagrams are dropped in userspace only", "err", err)
+		if c.sh.shields.works.CompareAndSwap(true, false) {
+			c.sh.log.Warn("in-kernel source filter unavailable: foreign datagrams are dropped in userspace only", "err", err)
 		}
 		return
 	}
 	in.shield.up, in.shield.seen, in.shield.foreign = true, drops, 0
-	c.worker.m.shieldMu.Lock()
-	c.worker.m.shielded[c] = struct{}{}
-	c.worker.m.shieldMu.Unlock()
+	c.sh.shields.add(c)
 }
 
 // creditShield credits the drops the kernel counted on s since the last
 // credit to DropForeignSourceKernel. The caller holds c.mu for writing.
 func (c *Channel) creditShield(s *side) {
-	drops, err := kernel.Drops(s.fd)
+	drops, err := s.sock.Drops()
 	if err != nil {
 		return
 	}
@@ -89,10 +125,10 @@ func (c *Channel) creditShield(s *side) {
 // The caller holds c.mu for writing.
 func (c *Channel) lowerShield(s *side) {
 	c.creditShield(s)
-	if err := kernel.DetachFilter(s.fd); err != nil {
+	if err := s.sock.DetachFilter(); err != nil {
 		// The filter stays: the port keeps its latched source and a
 		// new one cannot latch. Log it; the next scan tries again.
-		c.worker.m.log.Warn("lowering in-kernel source filter", "channel", c.info.ID, "port", s.port, "err", err)
+		c.sh.log.Warn("lowering in-kernel source filter", "channel", c.info.ID, "port", s.port, "err", err)
 		return
 	}
 	s.shield.up, s.shield.foreign = false, 0
@@ -101,16 +137,11 @@ func (c *Channel) lowerShield(s *side) {
 // scanShields credits the drops of every raised shield and lowers those
 // whose latched source has been silent for the grace period.
 func (m *Manager) scanShields() {
-	m.shieldMu.Lock()
-	chans := make([]*Channel, 0, len(m.shielded))
-	for c := range m.shielded {
-		chans = append(chans, c)
-	}
-	m.shieldMu.Unlock()
+	chans := m.sh.shields.list()
 	if len(chans) == 0 {
 		return
 	}
-	fp := m.fp.Load()
+	fp := m.sh.fp.Load()
 	if fp != nil {
 		// An offloaded peer's last-seen time comes from the counters; read
 		// them now, before any channel lock (the fast path takes them).
@@ -118,9 +149,7 @@ func (m *Manager) scanShields() {
 	}
 	for _, c := range chans {
 		if c.scanShield(fp) {
-			m.shieldMu.Lock()
-			delete(m.shielded, c)
-			m.shieldMu.Unlock()
+			m.sh.shields.remove(c)
 		}
 	}
 }
@@ -163,7 +192,7 @@ func (m *Manager) shieldLoop() {
 			return
 		case <-t.C:
 			m.scanShields()
-			m.guard.sweep()
+			m.sh.guard.sweep()
 			if tick%peersRefresh == 0 {
 				m.refreshPeers() // interfaces and the public address change
 			}

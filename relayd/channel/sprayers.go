@@ -177,7 +177,7 @@ func (g *sprayGuard) blockedNow() int {
 // toward it meanwhile, and legs the kernel forwards for it leave the
 // kernel.
 func (m *Manager) evictSprayer(a netip.Addr) {
-	fp := m.fp.Load()
+	fp := m.sh.fp.Load()
 	if fp == nil {
 		return
 	}
@@ -200,5 +200,5 @@ type Sprayers struct {
 
 // Sprayers reports the sprayer guard's figures.
 func (m *Manager) Sprayers() Sprayers {
-	return Sprayers{Blocked: m.guard.blockedNow(), BlockedTotal: m.guard.total.Load()}
+	return Sprayers{Blocked: m.sh.guard.blockedNow(), BlockedTotal: m.sh.guard.total.Load()}
 }

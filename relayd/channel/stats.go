@@ -1,6 +1,9 @@
 package channel
 
-import "sync/atomic"
+import (
+	"slices"
+	"sync/atomic"
+)
 
 // Direction of relayed traffic, named after the channel result's attributes:
 // the requester sends to localport, the other party to remoteport.
@@ -66,6 +69,19 @@ var dropReasonNames = [numDropReasons]string{
 }
 
 func (r DropReason) String() string { return dropReasonNames[r] }
+
+// DropReasons lists every DropReason in order: what metrics and logs
+// iterate, so a reason added here reaches them without another list.
+func DropReasons() []DropReason {
+	rs := make([]DropReason, numDropReasons)
+	for r := range rs {
+		rs[r] = DropReason(r)
+	}
+	return rs
+}
+
+// DropReasonNames are the names (String) of DropReasons, in order.
+func DropReasonNames() []string { return slices.Clone(dropReasonNames[:]) }
 
 // Stats are the counters of one channel or of the whole data plane.
 type Stats struct {

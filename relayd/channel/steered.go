@@ -4,14 +4,13 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"sync"
 	"time"
-
-	"golang.org/x/sys/unix"
 
 	"github.com/jnrelay/jnrelay/kernel"
 )
 
-// Steered mode (Config.Steered) serves the whole port range from one UDP
+// steeredTransport (Config.Steered) serves the whole port range from one UDP
 // socket per worker instead of a socket per port: a BPF sk_lookup program
 // (kernel.Steering) hands every datagram for port p to worker p mod n,
 // which learns p from IP_ORIGDSTADDR, relays by the same rules as the
@@ -21,7 +20,7 @@ import (
 // RLIMIT_NOFILE, and one system call pair moves datagrams of many calls.
 //
 // It needs Linux ≥ 5.9, an IPv4 listen address, CAP_BPF (or CAP_SYS_ADMIN),
-// CAP_NET_ADMIN and CAP_NET_RAW. The in-kernel fast path and the shield are
+// CAP_NET_ADMIN and CAP_NET_RAW. The nftables fast path and the shield are
 // per-socket features and stay off.
 //
 // Each port always reaches the same worker, so every side keeps a single
@@ -34,12 +33,34 @@ const steerToken = kernel.WakeToken - 1
 // the socket serves every port of the worker, so batches fill up.
 const steerBatch = 64
 
+// steeredTransport serves the port range from one socket per worker.
+type steeredTransport struct {
+	listen netip.Addr // IPv4
+	sh     *shared
+	ios    []*steeredIO // per worker
+
+	// steerings are the attached port steering programs, one per range
+	// covered.
+	mu        sync.Mutex
+	steerings []*kernel.Steering
+}
+
+// errSteeredFastPath refuses the nftables fast path with steered ports.
+var errSteeredFastPath = errors.New("the nftables fast path needs a socket per port: it cannot be combined with steered ports")
+
+func newSteeredTransport(listen netip.Addr, sh *shared) (*steeredTransport, error) {
+	if !listen.Unmap().Is4() {
+		return nil, fmt.Errorf("steered relay ports need an IPv4 listen address, not %s", listen)
+	}
+	return &steeredTransport{listen: listen.Unmap(), sh: sh}, nil
+}
+
 // steeredIO is one worker's steered socket and raw sender.
 type steeredIO struct {
-	fd, raw int
-	recv    *kernel.RecvBatch
-	send    *kernel.RawSendBatch
-	queued  [steerBatch]queuedDatagram
+	sock, raw *kernel.Socket
+	recv      *kernel.RecvBatch
+	send      *kernel.RawSendBatch
+	queued    [steerBatch]queuedDatagram
 }
 
 // queuedDatagram remembers what a queued datagram was counted as, to take
@@ -51,67 +72,103 @@ type queuedDatagram struct {
 	now int64
 }
 
+func (t *steeredTransport) startWorker(w *worker) error {
+	if w.id != len(t.ios) {
+		return fmt.Errorf("worker %d started out of order", w.id)
+	}
+	io, err := openSteeredIO(t.listen)
+	if err != nil {
+		return err
+	}
+	if err := w.poller.Add(io.sock.FD(), steerToken); err != nil {
+		io.close()
+		return err
+	}
+	t.ios = append(t.ios, io)
+	return nil
+}
+
 func openSteeredIO(listen netip.Addr) (*steeredIO, error) {
-	fd, err := kernel.OpenUDP(netip.AddrPortFrom(listen, 0))
+	sock, err := kernel.OpenUDP(netip.AddrPortFrom(listen, 0))
 	if err != nil {
 		return nil, fmt.Errorf("steered socket: %w", err)
 	}
-	if err := kernel.EnableOrigDst(fd); err != nil {
-		unix.Close(fd)
+	if err := sock.EnableOrigDst(); err != nil {
+		sock.Close()
 		return nil, err
 	}
 	// One socket queues for every port of the worker.
-	kernel.SetBuffers(fd, 4*kernel.HotFlowBuffer, 0)
+	sock.SetBuffers(4*kernel.HotFlowBuffer, 0)
 	raw, err := kernel.OpenRawSender()
 	if err != nil {
-		unix.Close(fd)
+		sock.Close()
 		return nil, err
 	}
-	return &steeredIO{fd: fd, raw: raw,
+	return &steeredIO{sock: sock, raw: raw,
 		recv: kernel.NewRecvBatch(steerBatch, MaxDatagram+1).WithControl(64),
 		send: kernel.NewRawSendBatch(steerBatch)}, nil
 }
 
 func (s *steeredIO) close() {
-	unix.Close(s.fd)
-	unix.Close(s.raw)
+	s.sock.Close()
+	s.raw.Close()
 }
 
-// steer attaches steering of first..last to the workers' sockets. Earlier
+func (t *steeredTransport) stopWorker(w *worker) {
+	if w.id < len(t.ios) {
+		t.ios[w.id].close()
+	}
+}
+
+func (t *steeredTransport) socketPerPort() bool { return false }
+
+// cover attaches steering of first..last to the workers' sockets. Earlier
 // steerings stay attached, so channels of an old range keep working after
 // a reconfiguration; they all map a port to the same worker.
-func (m *Manager) steer(first, last int) error {
-	st, err := kernel.NewSteering(m.cfg.Listen, first, last, len(m.workers))
+func (t *steeredTransport) cover(first, last int) error {
+	st, err := kernel.NewSteering(t.listen, first, last, len(t.ios))
 	if err != nil {
-		return err
+		return fmt.Errorf("steered relay ports: %w", err)
 	}
-	for i, w := range m.workers {
-		if err := st.SetSocket(i, w.steered.fd); err != nil {
-			return errors.Join(err, st.Close())
+	for i, io := range t.ios {
+		if err := st.SetSocket(i, io.sock.FD()); err != nil {
+			return fmt.Errorf("steered relay ports: %w", errors.Join(err, st.Close()))
 		}
 	}
-	m.steerMu.Lock()
-	m.steerings = append(m.steerings, st)
-	m.steerMu.Unlock()
+	t.mu.Lock()
+	t.steerings = append(t.steerings, st)
+	t.mu.Unlock()
 	return nil
 }
 
-// unsteer detaches every steering program.
-func (m *Manager) unsteer() {
-	m.steerMu.Lock()
-	defer m.steerMu.Unlock()
-	for _, st := range m.steerings {
+// stop detaches every steering program.
+func (t *steeredTransport) stop() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for _, st := range t.steerings {
 		st.Close()
 	}
-	m.steerings = nil
+	t.steerings = nil
 }
 
-// serveSteered relays one batch from the worker's steered socket: each
-// datagram by the rules of its port's channel, all accepted ones with one
-// sendmmsg.
-func (w *worker) serveSteered() {
-	io := w.steered
-	n, err := io.recv.Recv(io.fd)
+// openPorts binds nothing: the workers' steered sockets receive for the
+// channel's ports.
+func (t *steeredTransport) openPorts(*Channel) error { return nil }
+
+// attach has nothing to register: the steering program picks the worker
+// by port.
+func (t *steeredTransport) attach(*worker, *Channel) error { return nil }
+
+func (t *steeredTransport) closePorts(*Channel) {}
+
+// serve relays one batch from the worker's steered socket: each datagram
+// by the rules of its port's channel, all accepted ones with one sendmmsg.
+func (t *steeredTransport) serve(w *worker, tok uint64) {
+	if tok != steerToken {
+		return
+	}
+	io := t.ios[w.id]
+	n, err := io.recv.Recv(io.sock.FD())
 	if err != nil || n == 0 {
 		return
 	}
@@ -122,12 +179,12 @@ func (w *worker) serveSteered() {
 		to, ok := kernel.ParseOrigDst(io.recv.Control(i))
 		var in *side
 		if ok {
-			in = w.m.ports.lookup(int(to.Port()))
+			in = t.sh.ports.lookup(int(to.Port()))
 		}
 		if in == nil {
-			w.m.unrouted.Add(1) // a port of the range no channel holds
+			t.sh.unrouted.Add(1) // a port of the range no channel holds
 			if ok {
-				w.m.guard.report(src.Addr(), uint32(to.Port()))
+				t.sh.guard.report(src.Addr(), uint32(to.Port()))
 			}
 			continue
 		}
@@ -138,18 +195,17 @@ func (w *worker) serveSteered() {
 			dst := out.latched.Load()
 			now := int64(time.Since(c.created))
 			if c.forwardable(in, src, p, truncated, now, dst) {
-				from := w.m.cfg.Listen
+				from := t.listen
 				if from.IsUnspecified() {
 					from = to.Addr() // the address the party used
 				}
 				dir := Direction(in.side)
 				if io.send.Add(netip.AddrPortFrom(from, uint16(out.port)), *dst, tos, p) {
-					c.stats.packets[dir].Add(1)
-					c.stats.bytes[dir].Add(uint64(len(p)))
+					c.countQueued(dir, 1, len(p))
 					io.queued[q] = queuedDatagram{c: c, dir: dir, n: len(p), now: now}
 					q++
 				} else {
-					c.stats.dropped[DropSendError].Add(1) // an IPv6 peer
+					c.countUnsendable() // an IPv6 peer
 				}
 			}
 		}
@@ -158,14 +214,12 @@ func (w *worker) serveSteered() {
 	if q == 0 {
 		return
 	}
-	sent, _ := io.send.Send(io.raw)
+	sent, _ := io.send.Send(io.raw.FD())
 	for _, d := range io.queued[:sent] {
-		d.c.lastForward.Store(d.now)
+		d.c.forwarded(d.now)
 	}
 	for _, d := range io.queued[sent:q] {
-		d.c.stats.packets[d.dir].Add(^uint64(0))
-		d.c.stats.bytes[d.dir].Add(^uint64(d.n - 1))
-		d.c.stats.dropped[DropSendError].Add(1)
+		d.c.countUnsent(d.dir, 1, d.n)
 	}
 	clear(io.queued[:q]) // no channel stays reachable from here
 }

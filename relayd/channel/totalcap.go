@@ -1,8 +1,6 @@
 package channel
 
 import (
-	"time"
-
 	"golang.org/x/time/rate"
 )
 
@@ -23,14 +21,7 @@ func totalLimiter(kbps int) *rate.Limiter {
 
 // setTotalKbps replaces the relay-wide cap (0 = none), live.
 func (m *Manager) setTotalKbps(kbps int) {
-	m.total.Store(totalLimiter(kbps))
-}
-
-// overTotal reports whether n more bytes would exceed the relay-wide cap
-// (without a cap: one atomic load, no clock read).
-func (m *Manager) overTotal(n int) bool {
-	lim := m.total.Load()
-	return lim != nil && !lim.AllowN(time.Now(), n)
+	m.sh.total.Store(totalLimiter(kbps))
 }
 
 // fastPathUnder is the fast path mode that applies with a relay-wide cap

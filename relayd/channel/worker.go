@@ -7,91 +7,49 @@ import (
 	"github.com/jnrelay/jnrelay/kernel"
 )
 
-// batchSize is how many datagrams one system call moves. At VoIP rates a
-// ready port holds one or two datagrams; a hot flow fills the batch.
-const batchSize = 16
-
-// batches are a worker's receive and send buffers, reused for every port.
-type batches struct {
-	recv *kernel.RecvBatch
-	send *kernel.SendBatch
-	lens [batchSize]int // lengths of the queued datagrams
-	gso  bool           // send batches segmented (Config.GSO)
-	// gsoSaved is the Manager's count of datagrams sent inside another's
-	// GSO message.
-	gsoSaved *atomic.Uint64
-}
-
 // worker serves the ports of its channels from one epoll instance: one
 // thread blocked in epoll_wait instead of a goroutine per socket, and no
-// allocation per datagram.
+// allocation per datagram. What it waits on and how a ready event is read
+// is its transport's business (transport.go).
 type worker struct {
-	m      *Manager
+	id     int // position among the Manager's workers
+	tr     transport
 	poller *kernel.Poller
-	b      batches
 	events []kernel.Event
 	done   chan struct{}
 	log    *slog.Logger
 
 	probe atomic.Bool   // Check is waiting for this worker
 	pong  chan struct{} // the worker's answer to a probe (capacity 1)
-
-	steered *steeredIO // steered mode's socket and raw sender; nil otherwise
 }
 
-func newWorker(m *Manager) (*worker, error) {
+func newWorker(id int, tr transport, log *slog.Logger) (*worker, error) {
 	p, err := kernel.NewPoller()
 	if err != nil {
 		return nil, err
 	}
 	w := &worker{
-		m: m, poller: p, log: m.log,
-		b: batches{recv: kernel.NewRecvBatch(batchSize, MaxDatagram+1), send: kernel.NewSendBatch(batchSize),
-			gso: m.cfg.GSO, gsoSaved: &m.gsoSaved},
+		id: id, tr: tr, poller: p, log: log,
 		events: make([]kernel.Event, 128),
 		done:   make(chan struct{}),
 		pong:   make(chan struct{}, 1),
 	}
-	if m.cfg.Steered {
-		if w.steered, err = openSteeredIO(m.cfg.Listen); err == nil {
-			err = p.Add(w.steered.fd, steerToken)
-		}
-		if err != nil {
-			w.close()
-			return nil, err
-		}
+	if err := tr.startWorker(w); err != nil {
+		p.Close()
+		return nil, err
 	}
 	return w, nil
 }
 
-// close releases the worker's poller and steered sockets.
+// close releases the worker's poller and its transport's I/O.
 func (w *worker) close() {
 	w.poller.Close()
-	if w.steered != nil {
-		w.steered.close()
-	}
+	w.tr.stopWorker(w)
 }
 
-// token identifies a port to the poller: its number, and its socket so a
-// late event for a closed socket is recognised.
-func token(port int, fd int) uint64 { return uint64(uint32(port)) | uint64(uint32(fd))<<32 }
-
-// add registers the channel's sockets with this worker (a steered channel
-// has none).
-func (w *worker) add(c *Channel) error {
-	for _, s := range c.sides() {
-		if s.fd < 0 {
-			continue
-		}
-		if err := w.poller.Add(s.fd, token(s.port, s.fd)); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-// run serves ready ports until stop is set and the worker is woken.
-func (w *worker) run(stop *atomic.Bool) {
+// run serves ready ports until stop is set and the worker is woken. While
+// wedged is set (a test hook) a woken worker hangs until closing closes.
+func (w *worker) run(stop, wedged *atomic.Bool, closing <-chan struct{}) {
 	defer close(w.done)
 	for {
 		n, err := w.poller.Wait(w.events, -1)
@@ -100,42 +58,24 @@ func (w *worker) run(stop *atomic.Bool) {
 			return
 		}
 		for _, ev := range w.events[:n] {
-			if ev.Token == kernel.WakeToken {
-				if stop.Load() {
-					return
-				}
-				if w.m.wedged.Load() {
-					w.log.Error("data plane worker wedged on request (test hook)")
-					<-w.m.closing
-					return
-				}
-				if w.probe.CompareAndSwap(true, false) {
-					select {
-					case w.pong <- struct{}{}:
-					default:
-					}
-				}
+			if ev.Token != kernel.WakeToken {
+				w.tr.serve(w, ev.Token)
 				continue
 			}
-			if ev.Token == steerToken {
-				w.serveSteered()
-				continue
+			if stop.Load() {
+				return
 			}
-			w.serve(ev.Token)
+			if wedged.Load() {
+				w.log.Error("data plane worker wedged on request (test hook)")
+				<-closing
+				return
+			}
+			if w.probe.CompareAndSwap(true, false) {
+				select {
+				case w.pong <- struct{}{}:
+				default:
+				}
+			}
 		}
 	}
-}
-
-// serve relays what is waiting on the port behind tok.
-func (w *worker) serve(tok uint64) {
-	s := w.m.ports.lookup(int(uint32(tok)))
-	if s == nil {
-		return // the channel ended after the event was queued
-	}
-	c := s.ch
-	c.mu.RLock()
-	if !c.closed && uint32(s.fd) == uint32(tok>>32) {
-		c.relay(s, &w.b)
-	}
-	c.mu.RUnlock()
 }

@@ -78,10 +78,11 @@ func New(ctx context.Context, cfg config.Config, opt Options) (*Daemon, error) {
 		listen: netip.MustParseAddr(cfg.ListenAddress), xmpp: map[string]*sessionPart{}}
 	var err error
 	features := kernel.Detect()
-	d.dp, err = channel.New(withSettings(channel.Config{
-		Listen:  d.listen,
-		Steered: cfg.Channel.Steered(),
-		GSO:     features.GSO,
+	d.dp, err = channel.New(channel.Config{
+		Settings: dataPlaneSettings(cfg),
+		Listen:   d.listen,
+		Steered:  cfg.Channel.Steered(),
+		GSO:      features.GSO,
 		PublicAddr: func() netip.Addr {
 			if w := d.host.Load(); w != nil {
 				return w.Current()
@@ -90,7 +91,7 @@ func New(ctx context.Context, cfg config.Config, opt Options) (*Daemon, error) {
 		},
 		Logger: log.With("part", "dataplane"),
 		OnEnd:  func(e channel.End) { d.svc.ChannelEnded(context.WithoutCancel(ctx), e) },
-	}, dataPlaneSettings(cfg)))
+	})
 	if err != nil {
 		cancel()
 		return nil, fmt.Errorf("data plane: %w", err)

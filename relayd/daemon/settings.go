@@ -17,14 +17,3 @@ func dataPlaneSettings(cfg config.Config) channel.Settings {
 		MaxPPS:   cfg.Channel.MaxPPS, AllowPeers: cfg.Channel.AllowedPeers(), SprayThreshold: cfg.Channel.SprayerChannels,
 	}
 }
-
-// withSettings is c with the live settings s: the fields channel.Config
-// shares with channel.Settings.
-func withSettings(c channel.Config, s channel.Settings) channel.Config {
-	c.PortMin, c.PortMax = s.PortMin, s.PortMax
-	c.Expire, c.LatchGrace = s.Expire, s.LatchGrace
-	c.MaxKbps, c.TotalKbps = s.MaxKbps, s.TotalKbps
-	c.FastPath = s.FastPath
-	c.MaxPPS, c.AllowPeers, c.SprayThreshold = s.MaxPPS, s.AllowPeers, s.SprayThreshold
-	return c
-}

@@ -6,6 +6,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/jnrelay/jnrelay/relayd/channel"
 	"github.com/jnrelay/jnrelay/relayd/jinglenodes"
 )
 
@@ -15,8 +16,7 @@ var (
 	directions = [...]string{"local_to_remote", "remote_to_local"}
 
 	// Names of channel.DropReason, then kernel for channel.Stats.KernelDrops.
-	dropReasons = [...]string{"peer_not_latched", "foreign_source", "rate_limited", "oversize", "send_error", "foreign_source_kernel", "no_channel",
-		"forbidden_peer", "sprayer", "unconfirmed_peer", "packet_ceiling", "kernel"}
+	dropReasons = append(channel.DropReasonNames(), "kernel")
 
 	// Names of jinglenodes.Refusal: the XMPP error conditions a <channel/>
 	// request is refused with, and domain_limit, a policy-violation for
@@ -34,7 +34,7 @@ var (
 	allocationFailureReasons = refusalNames(jinglenodes.Refusal.RelaysOwn)
 
 	// Reasons a latched leg stays in userspace (channel.NotOffloaded*).
-	notOffloadedReasons = [...]string{"rate_limited", "ipv6", "conflict", "kernel", "route", "packet_ceiling"}
+	notOffloadedReasons = channel.NotOffloadedReasons()
 
 	// xmppsession.State values.
 	sessionStates = [...]string{"connecting", "online", "backoff", "stopped"}

@@ -12,9 +12,10 @@
 // snapshot it comes from (the data plane's Totals include live channels,
 // not only ended ones).
 //
-// The package imports no other relayd package and no relayd type crosses
-// its boundary: Sources returns plain structs, so the data plane and the
-// control plane stay free of Prometheus, and main.go does the translation.
+// No relayd type crosses its boundary: Sources returns plain structs, so
+// the data plane and the control plane stay free of Prometheus, and
+// main.go does the translation. Only the data plane's reason names are
+// taken from relayd/channel, so each is listed once.
 //
 // # Bounded cardinality
 //

@@ -52,8 +52,8 @@ func run(listen string, portMin, portMax, channels int, portsFile string, expire
 	if err != nil {
 		return fmt.Errorf("-listen: %w", err)
 	}
-	m, err := channel.New(channel.Config{Listen: addr, PortMin: portMin, PortMax: portMax,
-		Expire: expire, LatchGrace: 5 * time.Second, FastPath: fastPath, Steered: steered, MaxPPS: maxPPS,
+	m, err := channel.New(channel.Config{Listen: addr, Steered: steered, Settings: channel.Settings{PortMin: portMin, PortMax: portMax,
+		Expire: expire, LatchGrace: 5 * time.Second, FastPath: fastPath, MaxPPS: maxPPS},
 		GSO: kernel.Detect().GSO, // as relayd's daemon sets it
 		// Warnings (a fast path leg that stays in userspace) on stderr.
 		Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))})
