@@ -127,7 +127,11 @@ func New(cfg Config) (*Manager, error) {
 		return nil, err
 	}
 	m.setTotalKbps(cfg.TotalKbps)
-	fp, err := openFastPath(sh, &m.fpCounts, fastPathUnder(cfg.FastPath, cfg.TotalKbps), pool.size()*portsPerChannel, tr.socketPerPort())
+	// m.cfg.FastPath is the mode in force, as setFastPath keeps it: under
+	// a relay-wide cap that is off, so that lifting the cap later opens
+	// the configured one.
+	m.cfg.FastPath = fastPathUnder(cfg.FastPath, cfg.TotalKbps)
+	fp, err := openFastPath(sh, &m.fpCounts, m.cfg.FastPath, pool.size()*portsPerChannel, tr.socketPerPort())
 	if err != nil {
 		m.stopWorkers()
 		return nil, err
