@@ -44,7 +44,7 @@ fuzz:
 	bash tests/fuzz.sh FuzzHandle ./relayd/stun $(FUZZTIME)
 	bash tests/fuzz.sh FuzzPatch ./provision $(FUZZTIME)
 	bash tests/fuzz.sh FuzzStanzaScanner ./relayd/xmppsession $(FUZZTIME)
-	bash tests/fuzz.sh FuzzPeerClass ./relayd/channel $(FUZZTIME)
+	bash tests/fuzz.sh FuzzClass ./internal/netclass $(FUZZTIME)
 
 test-e2e: build
 	RELAYD_BIN=$(CURDIR)/bin/relayd $(GO) test -count=1 -timeout 15m ./tests/...

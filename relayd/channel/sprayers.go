@@ -6,6 +6,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/jnrelay/jnrelay/internal/netclass"
 )
 
 // Sprayer detection. XEP-0278 tells the relay nothing about who the
@@ -68,7 +70,7 @@ func (g *sprayGuard) isBlocked(a netip.Addr) bool {
 	if g == nil || g.nBlocked.Load() == 0 {
 		return false
 	}
-	a = canonical(a)
+	a = netclass.Canonical(a)
 	g.bmu.RLock()
 	until, ok := g.blocked[a]
 	g.bmu.RUnlock()
@@ -86,7 +88,7 @@ func (g *sprayGuard) report(a netip.Addr, key uint32) {
 	if threshold <= 0 {
 		return
 	}
-	a = canonical(a)
+	a = netclass.Canonical(a)
 	now := g.now()
 	g.mu.Lock()
 	t := g.tracked[a]
@@ -184,7 +186,7 @@ func (m *Manager) evictSprayer(a netip.Addr) {
 	for _, c := range m.live() {
 		for l := range c.legs {
 			for s := range c.legs[l].sides {
-				if p := c.legs[l].sides[s].latched.Load(); p != nil && canonical(p.Addr()) == a {
+				if p := c.legs[l].sides[s].latched.Load(); p != nil && netclass.Canonical(p.Addr()) == a {
 					fp.enqueue(c, l)
 				}
 			}
