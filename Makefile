@@ -40,7 +40,7 @@ test-unit:
 ## fuzz: run every fuzz target briefly (FUZZTIME each)
 fuzz:
 	bash tests/fuzz.sh FuzzHandleIQ ./relayd/jinglenodes $(FUZZTIME)
-	bash tests/fuzz.sh FuzzParse ./relayd/config $(FUZZTIME)
+	bash tests/fuzz.sh FuzzParse ./config $(FUZZTIME)
 	bash tests/fuzz.sh FuzzHandle ./relayd/stun $(FUZZTIME)
 	bash tests/fuzz.sh FuzzPatch ./provision $(FUZZTIME)
 	bash tests/fuzz.sh FuzzStanzaScanner ./relayd/xmppsession $(FUZZTIME)

@@ -10,7 +10,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/jnrelay/jnrelay/relayd/config"
+	"github.com/jnrelay/jnrelay/config"
 )
 
 // Daemon is what the API drives: the running relayd.

@@ -10,7 +10,7 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/jnrelay/jnrelay/relayd/config"
+	"github.com/jnrelay/jnrelay/config"
 )
 
 func decodeErr(t *testing.T, r result) Error {

@@ -11,7 +11,7 @@ import (
 	"slices"
 	"strings"
 
-	"github.com/jnrelay/jnrelay/relayd/config"
+	"github.com/jnrelay/jnrelay/config"
 )
 
 // The configuration's endpoints: GET, PUT and PATCH /v1/config.

@@ -8,7 +8,7 @@ import (
 	"io"
 	"net/http"
 
-	"github.com/jnrelay/jnrelay/relayd/config"
+	"github.com/jnrelay/jnrelay/config"
 )
 
 // parseJSON reads one JSON document into generic values (numbers kept as

@@ -3,7 +3,7 @@ package provision
 import (
 	"fmt"
 
-	"github.com/jnrelay/jnrelay/relayd/config"
+	"github.com/jnrelay/jnrelay/config"
 )
 
 // networkFileChanges is what a write arriving on the TCP (bearer token)

@@ -13,7 +13,7 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/jnrelay/jnrelay/relayd/config"
+	"github.com/jnrelay/jnrelay/config"
 )
 
 // helperEnv selects what a re-executed test binary does instead of running

@@ -1,7 +1,7 @@
 package provision
 
 import (
-	"github.com/jnrelay/jnrelay/relayd/config"
+	"github.com/jnrelay/jnrelay/config"
 	"strings"
 	"testing"
 )

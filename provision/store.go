@@ -13,8 +13,8 @@ import (
 	"sync"
 	"syscall"
 
+	"github.com/jnrelay/jnrelay/config"
 	"github.com/jnrelay/jnrelay/internal/atomicfile"
-	"github.com/jnrelay/jnrelay/relayd/config"
 )
 
 // ErrInvalidFile marks a Load whose file exists but does not hold a valid

@@ -15,8 +15,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jnrelay/jnrelay/config"
 	"github.com/jnrelay/jnrelay/internal/atomicfile"
-	"github.com/jnrelay/jnrelay/relayd/config"
 )
 
 func TestStoreLoadETag(t *testing.T) {

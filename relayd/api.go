@@ -11,8 +11,8 @@ import (
 
 	"github.com/coreos/go-systemd/v22/activation"
 
+	"github.com/jnrelay/jnrelay/config"
 	"github.com/jnrelay/jnrelay/provision"
-	"github.com/jnrelay/jnrelay/relayd/config"
 	"github.com/jnrelay/jnrelay/relayd/daemon"
 )
 

@@ -18,8 +18,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/jnrelay/jnrelay/config"
 	"github.com/jnrelay/jnrelay/provision"
-	"github.com/jnrelay/jnrelay/relayd/config"
 	"github.com/jnrelay/jnrelay/relayd/daemon"
 	"github.com/jnrelay/jnrelay/relayd/metrics"
 	"github.com/jnrelay/jnrelay/relayd/supervise"

@@ -14,10 +14,10 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/jnrelay/jnrelay/config"
 	"github.com/jnrelay/jnrelay/kernel"
 	"github.com/jnrelay/jnrelay/relayd/admission"
 	"github.com/jnrelay/jnrelay/relayd/channel"
-	"github.com/jnrelay/jnrelay/relayd/config"
 	"github.com/jnrelay/jnrelay/relayd/jinglenodes"
 	"github.com/jnrelay/jnrelay/relayd/publicaddr"
 	"github.com/jnrelay/jnrelay/relayd/stun"

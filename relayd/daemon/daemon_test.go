@@ -12,8 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jnrelay/jnrelay/config"
 	"github.com/jnrelay/jnrelay/relayd/channel"
-	"github.com/jnrelay/jnrelay/relayd/config"
 )
 
 // The daemon runs here on loopback only: relay ports on 127.0.0.1 in a

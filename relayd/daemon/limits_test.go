@@ -3,7 +3,7 @@ package daemon
 import (
 	"testing"
 
-	"github.com/jnrelay/jnrelay/relayd/config"
+	"github.com/jnrelay/jnrelay/config"
 )
 
 func TestDomainChannels(t *testing.T) {

@@ -6,7 +6,7 @@ import (
 	"net/netip"
 	"time"
 
-	"github.com/jnrelay/jnrelay/relayd/config"
+	"github.com/jnrelay/jnrelay/config"
 	"github.com/jnrelay/jnrelay/relayd/jinglenodes"
 	"github.com/jnrelay/jnrelay/relayd/publicaddr"
 	"github.com/jnrelay/jnrelay/relayd/stun"

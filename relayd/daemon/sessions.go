@@ -7,8 +7,8 @@ import (
 
 	"mellium.im/xmpp/jid"
 
+	"github.com/jnrelay/jnrelay/config"
 	"github.com/jnrelay/jnrelay/relayd/admission"
-	"github.com/jnrelay/jnrelay/relayd/config"
 	"github.com/jnrelay/jnrelay/relayd/jinglenodes"
 	"github.com/jnrelay/jnrelay/relayd/tracker"
 	"github.com/jnrelay/jnrelay/relayd/xmppsession"

@@ -1,8 +1,8 @@
 package daemon
 
 import (
+	"github.com/jnrelay/jnrelay/config"
 	"github.com/jnrelay/jnrelay/relayd/channel"
-	"github.com/jnrelay/jnrelay/relayd/config"
 )
 
 // dataPlaneSettings is the one translation of the configuration into the

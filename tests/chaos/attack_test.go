@@ -26,7 +26,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jnrelay/jnrelay/relayd/config"
+	"github.com/jnrelay/jnrelay/config"
 	"github.com/jnrelay/jnrelay/relayd/daemon"
 	"github.com/jnrelay/jnrelay/tests/harness"
 )

@@ -18,8 +18,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jnrelay/jnrelay/config"
 	"github.com/jnrelay/jnrelay/provision"
-	"github.com/jnrelay/jnrelay/relayd/config"
 	"github.com/jnrelay/jnrelay/relayd/daemon"
 	"github.com/jnrelay/jnrelay/tests/harness"
 )

@@ -16,7 +16,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/jnrelay/jnrelay/relayd/config"
+	"github.com/jnrelay/jnrelay/config"
 	"github.com/jnrelay/jnrelay/tests/harness"
 )
 

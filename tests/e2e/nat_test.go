@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jnrelay/jnrelay/relayd/config"
+	"github.com/jnrelay/jnrelay/config"
 	"github.com/jnrelay/jnrelay/tests/harness"
 )
 

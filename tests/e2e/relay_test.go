@@ -15,8 +15,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jnrelay/jnrelay/config"
 	"github.com/jnrelay/jnrelay/kernel"
-	"github.com/jnrelay/jnrelay/relayd/config"
 	"github.com/jnrelay/jnrelay/tests/harness"
 )
 

@@ -31,8 +31,8 @@ import (
 	cdpruntime "github.com/chromedp/cdproto/runtime"
 	"github.com/chromedp/chromedp"
 
+	"github.com/jnrelay/jnrelay/config"
 	"github.com/jnrelay/jnrelay/provision"
-	"github.com/jnrelay/jnrelay/relayd/config"
 	"github.com/jnrelay/jnrelay/tests/harness"
 )
 

@@ -35,7 +35,7 @@ import (
 
 	pion "github.com/pion/stun/v3"
 
-	"github.com/jnrelay/jnrelay/relayd/config"
+	"github.com/jnrelay/jnrelay/config"
 	"github.com/jnrelay/jnrelay/tests/harness"
 )
 

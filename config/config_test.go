@@ -44,7 +44,7 @@ func TestNoServiceIsValid(t *testing.T) {
 
 func TestExampleFileIsValid(t *testing.T) {
 	// The example shipped in docs must always load.
-	if _, err := Load(filepath.Join("..", "..", "docs", "relayd.example.json")); err != nil {
+	if _, err := Load(filepath.Join("..", "docs", "relayd.example.json")); err != nil {
 		t.Fatal(err)
 	}
 }
