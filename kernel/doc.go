@@ -1,14 +1,16 @@
 // Package kernel is relayd's thin Linux layer: batched UDP I/O
-// (recvmmsg/sendmmsg, GSO/GRO), socket options, classic and extended BPF
-// programs, netlink address watching and sysctl checks. It holds no
-// business logic.
+// (recvmmsg/sendmmsg, GSO/GRO), the sockets it hands out and takes back,
+// socket options, classic and extended BPF programs, the host's interface
+// addresses (HostAddrs; watching them change is relayd/publicaddr's job)
+// and the open-file limit. It holds no business logic.
 //
 // Batched I/O (sockets_linux.go, batch_linux.go, poll_linux.go): OpenUDP
 // opens non-blocking relay ports and OpenRawSender raw senders, as a
 // Socket its owner configures through methods and gives back with Close
-// (no caller makes system calls on the descriptor); RecvBatch and SendBatch move up to a
-// batch of datagrams per recvmmsg/sendmmsg without allocating; Poller is an
-// epoll instance whose waits park in the Go runtime's own poller.
+// (no caller makes system calls on the descriptor); RecvBatch and
+// SendBatch move up to a batch of datagrams per recvmmsg/sendmmsg without
+// allocating; Poller is an epoll instance whose waits park in the Go
+// runtime's own poller.
 //
 // Socket options (sockopt_linux.go): SetBuffers sizes a socket's buffers
 // past net.core.rmem_max when it holds CAP_NET_ADMIN and reports what the
