@@ -8,12 +8,13 @@ import (
 
 	"github.com/jnrelay/jnrelay/relayd/channel"
 	"github.com/jnrelay/jnrelay/relayd/jinglenodes"
+	"github.com/jnrelay/jnrelay/relayd/xmppsession"
 )
 
 // The fixed label value sets. A label value outside its set is never
 // exported: unknown keys are summed into other (see fold).
 var (
-	directions = [...]string{"local_to_remote", "remote_to_local"}
+	directions = [...]string{channel.LocalToRemote.String(), channel.RemoteToLocal.String()}
 
 	// Names of channel.DropReason, then kernel for channel.Stats.KernelDrops.
 	dropReasons = append(channel.DropReasonNames(), "kernel")
@@ -37,7 +38,7 @@ var (
 	notOffloadedReasons = channel.NotOffloadedReasons()
 
 	// xmppsession.State values.
-	sessionStates = [...]string{"connecting", "online", "backoff", "stopped"}
+	sessionStates = stateNames(xmppsession.States())
 
 	// Names of stun.DropReason, malformed ones first.
 	stunDropReasons = [...]string{"not_stun", "truncated", "bad_length", "bad_cookie", "bad_attribute",
@@ -202,7 +203,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 			}
 			seen[name] = true
 			up := 0.0
-			if s.State == "online" {
+			if s.State == string(xmppsession.StateOnline) {
 				up = 1
 			}
 			gauge(c.sessionUp, up, name)
@@ -275,4 +276,13 @@ next:
 		extra += v
 	}
 	return values, extra
+}
+
+// stateNames spells session states as label values.
+func stateNames(states []xmppsession.State) []string {
+	out := make([]string, len(states))
+	for i, st := range states {
+		out[i] = string(st)
+	}
+	return out
 }

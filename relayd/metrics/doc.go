@@ -14,8 +14,10 @@
 //
 // No relayd type crosses its boundary: Sources returns plain structs, so
 // the data plane and the control plane stay free of Prometheus, and
-// main.go does the translation. Only the data plane's reason names are
-// taken from relayd/channel, so each is listed once.
+// main.go does the translation. Only the label vocabularies are taken from
+// the packages that define them — the data plane's reasons and directions
+// (relayd/channel), the refusals (relayd/jinglenodes), the session states
+// (relayd/xmppsession) — so each is listed once.
 //
 // # Bounded cardinality
 //

@@ -37,6 +37,9 @@ const (
 	StateStopped    State = "stopped"
 )
 
+// States lists every State, in the order of a session's life.
+func States() []State { return []State{StateConnecting, StateOnline, StateBackoff, StateStopped} }
+
 // Status is a session's state for the rest of the program (logs, metrics,
 // provisioning API).
 type Status struct {
