@@ -304,7 +304,7 @@ func (c *call) exchange(ctx context.Context, t *testing.T, n int) {
 	for i := range c.sent {
 		c.sent[i] += n
 	}
-	wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	wctx, cancel := context.WithTimeout(ctx, 30*time.Second) // an upper bound: returns once all arrived
 	defer cancel()
 	for _, err := range []error{
 		c.callee.WaitRTP(wctx, "caller", before[0]+n), c.callee.WaitRTCP(wctx, "caller", before[1]+n),
@@ -385,7 +385,7 @@ func channelEnd(ctx context.Context, t *testing.T, rd *harness.Relayd, id string
 }
 
 func (w *world) testCall(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	cfg := w.relayConfig()
 	cfg.Metrics.Listen = "127.0.0.1:9477"
@@ -477,7 +477,7 @@ func (w *world) testCall(t *testing.T) {
 // (setUpCall waits for that), with a minute for the test.
 func (w *world) offloadedCall(t *testing.T) (context.Context, *harness.Relayd, *call) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	t.Cleanup(cancel)
 	rd := w.startRelay(ctx, t, w.relayConfig())
 	c := w.setUpCall(ctx, t, w.requestChannel(ctx, t))
@@ -564,7 +564,7 @@ func (w *world) marker(t *testing.T) error {
 	if _, err := tx.WriteToUDPAddrPort([]byte("marker"), dst); err != nil {
 		return err
 	}
-	_ = rx.SetReadDeadline(time.Now().Add(5 * time.Second))
+	_ = rx.SetReadDeadline(time.Now().Add(20 * time.Second)) // an upper bound: the read returns on arrival
 	if _, _, err := rx.ReadFromUDPAddrPort(make([]byte, 64)); err != nil {
 		return fmt.Errorf("marker datagram: %w", err)
 	}
@@ -627,7 +627,7 @@ func (w *world) checkOtherRequests(ctx context.Context, t *testing.T) {
 }
 
 func (w *world) testIntruder(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	rd := w.startRelay(ctx, t, w.relayConfig())
 	c := w.setUpCall(ctx, t, w.requestChannel(ctx, t))
