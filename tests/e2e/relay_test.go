@@ -474,7 +474,7 @@ func (w *world) testCall(t *testing.T) {
 }
 
 // offloadedCall starts relayd and a call whose legs are in the kernel
-// (setUpCall waits for that), with a minute for the test.
+// (setUpCall waits for that), with two minutes for the test (an upper bound).
 func (w *world) offloadedCall(t *testing.T) (context.Context, *harness.Relayd, *call) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
