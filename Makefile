@@ -8,7 +8,7 @@ GOFLAGS_BUILD := -trimpath -gcflags 'google.golang.org/protobuf/...=-l' -ldflags
 STATICCHECK_VERSION := v0.7.0
 FUZZTIME  ?= 10s
 
-.PHONY: build cross image demo test test-unit test-e2e test-cross image-arm64 test-image test-appliance fuzz bench lint deps clean
+.PHONY: build cross image demo test test-loaded test-unit test-e2e test-cross image-arm64 test-image test-appliance fuzz bench lint deps clean
 
 ## build: static relayd binary in bin/relayd
 build:
@@ -33,6 +33,10 @@ demo: deps build
 
 ## test: unit tests, fuzz smoke, end-to-end suites (needs root for netns)
 test: deps build test-unit fuzz test-e2e
+
+## test-loaded: make test's suites while two busy loops compete for the cores (tests/loaded.sh)
+test-loaded: deps build
+	bash tests/loaded.sh $(MAKE) test-unit fuzz test-e2e
 
 test-unit:
 	$(GO) test -race -count=1 ./relayd/... ./kernel/... ./provision/... ./internal/...

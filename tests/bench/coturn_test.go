@@ -2,9 +2,7 @@ package bench
 
 import (
 	"context"
-	"encoding/binary"
 	"fmt"
-	"net"
 	"net/netip"
 	"os/exec"
 	"path/filepath"
@@ -44,29 +42,18 @@ func startCoturn(ctx context.Context, _ testing.TB, e *env, n int) (*relay, erro
 	if err != nil {
 		return nil, err
 	}
-	// Wait until the server answers a STUN Binding request.
-	conn, err := harness.ListenUDPIn(e.topo.nsR, netip.MustParseAddrPort("127.0.0.1:0"))
-	if err != nil {
-		_, _ = p.stop(10 * time.Second)
-		return nil, err
-	}
-	defer conn.Close()
+	// Wait until the server answers a STUN Binding request. Each try
+	// retransmits for about 11 s, so a slow start is waited out, not raced.
 	server := netip.AddrPortFrom(relayAP, turnPort)
-	req := make([]byte, 20)
-	binary.BigEndian.PutUint16(req[0:], 0x0001) // Binding request
-	binary.BigEndian.PutUint32(req[4:], 0x2112A442)
-	copy(req[8:], "jnbench-ping")
 	up := time.Now().Add(20 * time.Second)
-	buf := make([]byte, 1500)
 	for {
-		_, _ = conn.WriteToUDP(req, net.UDPAddrFromAddrPort(server))
-		_ = conn.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
-		if m, _, err := conn.ReadFromUDP(buf); err == nil && m >= 20 && binary.BigEndian.Uint16(buf) == 0x0101 {
+		_, err := harness.STUNBindingIn(e.topo.nsR, netip.AddrPort{}, server)
+		if err == nil {
 			break
 		}
 		if time.Now().After(up) {
 			_, _ = p.stop(10 * time.Second)
-			return nil, fmt.Errorf("turnserver never answered a Binding request; stderr: %s", p.stderr)
+			return nil, fmt.Errorf("turnserver never answered a Binding request (%v); stderr: %s", err, p.stderr)
 		}
 	}
 	r := &relay{proc: p, turn: true}

@@ -116,7 +116,7 @@ func (c *call) exchange(ctx context.Context, t *testing.T, n int) {
 			t.Fatal(err)
 		}
 	}
-	wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	wctx, cancel := context.WithTimeout(ctx, 30*time.Second) // an upper bound: returns once all arrived
 	defer cancel()
 	if err := c.callee.WaitRTP(wctx, "caller", before[0]+n); err != nil {
 		t.Fatal(err)

@@ -36,7 +36,7 @@ func TestConfigSurvivesKillDuringWrites(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute) // bounds the start and the writes
 		if _, err := rd.WaitLog(ctx, "provisioning API listening", 1, nil); err != nil {
 			cancel()
 			rd.Kill()

@@ -304,7 +304,7 @@ func (c *call) exchange(ctx context.Context, t *testing.T, n int) {
 	for i := range c.sent {
 		c.sent[i] += n
 	}
-	wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	wctx, cancel := context.WithTimeout(ctx, 30*time.Second) // an upper bound: returns once all arrived
 	defer cancel()
 	for _, err := range []error{
 		c.callee.WaitRTP(wctx, "caller", before[0]+n), c.callee.WaitRTCP(wctx, "caller", before[1]+n),
@@ -385,7 +385,7 @@ func channelEnd(ctx context.Context, t *testing.T, rd *harness.Relayd, id string
 }
 
 func (w *world) testCall(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	cfg := w.relayConfig()
 	cfg.Metrics.Listen = "127.0.0.1:9477"
@@ -474,10 +474,10 @@ func (w *world) testCall(t *testing.T) {
 }
 
 // offloadedCall starts relayd and a call whose legs are in the kernel
-// (setUpCall waits for that), with a minute for the test.
+// (setUpCall waits for that), with two minutes for the test (an upper bound).
 func (w *world) offloadedCall(t *testing.T) (context.Context, *harness.Relayd, *call) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	t.Cleanup(cancel)
 	rd := w.startRelay(ctx, t, w.relayConfig())
 	c := w.setUpCall(ctx, t, w.requestChannel(ctx, t))
@@ -564,7 +564,7 @@ func (w *world) marker(t *testing.T) error {
 	if _, err := tx.WriteToUDPAddrPort([]byte("marker"), dst); err != nil {
 		return err
 	}
-	_ = rx.SetReadDeadline(time.Now().Add(5 * time.Second))
+	_ = rx.SetReadDeadline(time.Now().Add(20 * time.Second)) // an upper bound: the read returns on arrival
 	if _, _, err := rx.ReadFromUDPAddrPort(make([]byte, 64)); err != nil {
 		return fmt.Errorf("marker datagram: %w", err)
 	}
@@ -627,7 +627,7 @@ func (w *world) checkOtherRequests(ctx context.Context, t *testing.T) {
 }
 
 func (w *world) testIntruder(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	rd := w.startRelay(ctx, t, w.relayConfig())
 	c := w.setUpCall(ctx, t, w.requestChannel(ctx, t))
@@ -682,15 +682,17 @@ func (w *world) testIntruder(t *testing.T) {
 }
 
 func (w *world) testErrorsAndExpiry(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	cfg := w.relayConfig()
 	cfg.Ports = config.PortRange{Min: 40100, Max: 40103} // room for exactly one channel
 	cfg.Channel.ExpireSeconds = 2
 	rd := w.startRelay(ctx, t, cfg)
 
-	// The first requester stays online to hear the channel's end.
-	first, err := w.req.Start(ctx, harness.RequestArgs{WaitEvents: 1, Timeout: 30 * time.Second})
+	// The first requester stays online to hear the channel's end (the
+	// event wait is only an upper bound: four requester processes start
+	// meanwhile, slow on a busy machine).
+	first, err := w.req.Start(ctx, harness.RequestArgs{WaitEvents: 1, Timeout: 90 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -770,7 +772,7 @@ func (w *world) testErrorsAndExpiry(t *testing.T) {
 // expiry, its requester told) relayd exits 0 without waiting out the rest
 // of the grace.
 func (w *world) testDrainOnSIGTERM(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	cfg := w.relayConfig()
 	cfg.Ports = config.PortRange{Min: 40200, Max: 40207}
@@ -778,7 +780,8 @@ func (w *world) testDrainOnSIGTERM(t *testing.T) {
 	cfg.Channel.DrainSeconds = 40 // far longer than the call lasts
 	rd := w.startRelay(ctx, t, cfg)
 
-	first, err := w.req.Start(ctx, harness.RequestArgs{WaitEvents: 1, Timeout: 30 * time.Second})
+	// The event wait is only an upper bound: the killed event ends it.
+	first, err := w.req.Start(ctx, harness.RequestArgs{WaitEvents: 1, Timeout: 90 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -796,7 +799,7 @@ func (w *world) testDrainOnSIGTERM(t *testing.T) {
 	if _, err := rd.WaitLog(ctx, "draining: no new channels", 1, func(r harness.LogRecord) bool { return r.Int("live") == 1 }); err != nil {
 		t.Fatal(err)
 	}
-	outs, err := w.req.Run(ctx, harness.RequestArgs{})
+	outs, err := w.requestWhileTalking(ctx, t, c)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -821,6 +824,31 @@ func (w *world) testDrainOnSIGTERM(t *testing.T) {
 	}
 	if _, err := rd.WaitLog(ctx, "drained: every call has ended", 1, nil); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// requestWhileTalking runs a second requester while c's media keeps
+// flowing. Starting a requester process and logging it in takes an
+// unknown time on a busy machine, easily longer than a short channel
+// expiry; a call left silent meanwhile would expire by accident.
+func (w *world) requestWhileTalking(ctx context.Context, t *testing.T, c *call) ([]harness.Outcome, error) {
+	t.Helper()
+	type answer struct {
+		outs []harness.Outcome
+		err  error
+	}
+	answered := make(chan answer, 1)
+	go func() {
+		outs, err := w.req.Run(ctx, harness.RequestArgs{})
+		answered <- answer{outs, err}
+	}()
+	for {
+		c.exchange(ctx, t, 25) // bounded by ctx, which also ends the requester
+		select {
+		case a := <-answered:
+			return a.outs, a.err
+		default:
+		}
 	}
 }
 

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
-	"net"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -16,8 +15,6 @@ import (
 	"sync"
 	"testing"
 	"time"
-
-	pion "github.com/pion/stun/v3"
 
 	"github.com/jnrelay/jnrelay/relayd/stun"
 	"github.com/jnrelay/jnrelay/tests/harness"
@@ -241,50 +238,9 @@ func startSTUN(t *testing.T, lan *harness.LAN, addr netip.AddrPort, classic bool
 // inside network namespace ns to server and returns XOR-MAPPED-ADDRESS.
 func pionBinding(t *testing.T, ns string, local, server netip.AddrPort) netip.AddrPort {
 	t.Helper()
-	var conn *net.UDPConn
-	if err := harness.RunInNetns(ns, func() (err error) {
-		conn, err = net.DialUDP("udp", net.UDPAddrFromAddrPort(local), net.UDPAddrFromAddrPort(server))
-		return err
-	}); err != nil {
-		t.Fatalf("dial %s from %s in %s: %v", server, local, ns, err)
-	}
-	client, err := pion.NewClient(conn) // closes conn on Close
+	mapped, err := harness.STUNBindingIn(ns, local, server)
 	if err != nil {
-		_ = conn.Close()
-		t.Fatal(err)
-	}
-	defer client.Close()
-	var (
-		mapped netip.AddrPort
-		cbErr  error
-	)
-	req := pion.MustBuild(pion.TransactionID, pion.BindingRequest, pion.Fingerprint)
-	if err := client.Do(req, func(e pion.Event) {
-		if cbErr = e.Error; cbErr != nil {
-			return
-		}
-		if e.Message.Type != pion.BindingSuccess {
-			cbErr = fmt.Errorf("answer is %s, not a Binding success", e.Message.Type)
-			return
-		}
-		if cbErr = pion.Fingerprint.Check(e.Message); cbErr != nil {
-			return
-		}
-		var xa pion.XORMappedAddress
-		if cbErr = xa.GetFrom(e.Message); cbErr != nil {
-			return
-		}
-		ip, ok := netip.AddrFromSlice(xa.IP)
-		if !ok {
-			cbErr = fmt.Errorf("bad mapped IP %v", xa.IP)
-			return
-		}
-		mapped = netip.AddrPortFrom(ip.Unmap(), uint16(xa.Port))
-	}); err != nil {
-		t.Fatalf("binding request: %v", err)
-	}
-	if cbErr != nil {
-		t.Fatalf("binding answer: %v", cbErr)
+		t.Fatalf("STUN binding to %s from %s in %s: %v", server, local, ns, err)
 	}
 	return mapped
 }

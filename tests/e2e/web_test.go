@@ -52,7 +52,7 @@ func TestWebPage(t *testing.T) {
 	chromium := chromiumPath(t)
 	began := time.Now()
 	step := func(what string) { t.Logf("%6.2fs %s", time.Since(began).Seconds(), what) }
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute) // an upper bound: Chromium is slow on a busy machine
 	defer cancel()
 
 	lan := harness.NewLAN(t, "jnw", "relay", "caller", "callee")
@@ -337,8 +337,8 @@ func startBrowser(ctx context.Context, t *testing.T, bin, ns, artifacts string) 
 	case endpoint = <-wsURL:
 	case <-done:
 		t.Fatalf("chromium exited (%v) before serving DevTools:\n%s", cmd.ProcessState, b.logs.String())
-	case <-time.After(30 * time.Second):
-		t.Fatalf("chromium did not serve DevTools within 30 s:\n%s", b.logs.String())
+	case <-time.After(90 * time.Second): // an upper bound: Chromium starts slowly on a busy machine
+		t.Fatalf("chromium did not serve DevTools within 90 s:\n%s", b.logs.String())
 	}
 	u, err := url.Parse(endpoint)
 	if err != nil {
@@ -466,10 +466,10 @@ func forwardTo(ctx context.Context, t *testing.T, ns string, target netip.AddrPo
 }
 
 // run performs actions in the tab, failing the test with what was being
-// done; each call is bounded.
+// done; each call is bounded (generously: the bound only catches a hang).
 func (b *browser) run(what string, actions ...chromedp.Action) {
 	b.t.Helper()
-	ctx, cancel := context.WithTimeout(b.ctx, 20*time.Second)
+	ctx, cancel := context.WithTimeout(b.ctx, time.Minute)
 	defer cancel()
 	if err := chromedp.Run(ctx, actions...); err != nil {
 		b.fail(fmt.Sprintf("%s: %v", what, err))
@@ -477,12 +477,12 @@ func (b *browser) run(what string, actions ...chromedp.Action) {
 }
 
 // waitFor polls a JavaScript expression in the page (every 100 ms, at
-// most 10 s) until it is true.
+// most 45 s: an upper bound a busy machine cannot reach) until it is true.
 func (b *browser) waitFor(what, expr string) {
 	b.t.Helper()
-	ctx, cancel := context.WithTimeout(b.ctx, 15*time.Second)
+	ctx, cancel := context.WithTimeout(b.ctx, time.Minute)
 	defer cancel()
-	err := chromedp.Run(ctx, chromedp.Poll(expr, nil, chromedp.WithPollingInterval(100*time.Millisecond), chromedp.WithPollingTimeout(10*time.Second)))
+	err := chromedp.Run(ctx, chromedp.Poll(expr, nil, chromedp.WithPollingInterval(100*time.Millisecond), chromedp.WithPollingTimeout(45*time.Second)))
 	if err != nil {
 		b.fail(fmt.Sprintf("waiting for %s: %v", what, err))
 	}
@@ -510,7 +510,7 @@ func (b *browser) shot(name string) {
 }
 
 func (b *browser) saveShot(name string) error {
-	ctx, cancel := context.WithTimeout(b.ctx, 20*time.Second)
+	ctx, cancel := context.WithTimeout(b.ctx, time.Minute)
 	defer cancel()
 	var size struct{ W, H float64 }
 	var png []byte
@@ -539,7 +539,7 @@ func (b *browser) fail(msg string) {
 		b.t.Logf("failure screenshot: %v", err)
 	}
 	var state string
-	ctx, cancel := context.WithTimeout(b.ctx, 5*time.Second)
+	ctx, cancel := context.WithTimeout(b.ctx, 15*time.Second)
 	defer cancel()
 	_ = chromedp.Run(ctx, chromedp.Evaluate(`document.body.innerText`, &state))
 	b.t.Fatalf("%s\npage text:\n%s", msg, state)
@@ -603,7 +603,7 @@ func (b *browser) checkConsole() {
 func TestWebPageClaim(t *testing.T) {
 	harness.RequireRoot(t)
 	chromium := chromiumPath(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
 	lan := harness.NewLAN(t, "jnc", "relay")
 	dir := t.TempDir()

@@ -11,7 +11,6 @@ import (
 	"strings"
 	"sync"
 	"syscall"
-	"time"
 
 	"github.com/jnrelay/jnrelay/provision"
 	"github.com/jnrelay/jnrelay/relayd/daemon"
@@ -31,6 +30,7 @@ type Relayd struct {
 	records []LogRecord
 	raw     strings.Builder
 	changed chan struct{} // closed and replaced on every new line
+	drained chan struct{} // closed once every line of output is in records
 }
 
 // LogRecord is one JSON log line of relayd.
@@ -77,7 +77,7 @@ func StartRelaydArgs(bin, ns, dir string, config any, extra ...string) (*Relayd,
 		}
 	}
 	pr, pw := io.Pipe()
-	r := &Relayd{ConfigPath: path, APISocket: filepath.Join(dir, "api.sock"), out: pw, changed: make(chan struct{})}
+	r := &Relayd{ConfigPath: path, APISocket: filepath.Join(dir, "api.sock"), out: pw, changed: make(chan struct{}), drained: make(chan struct{})}
 	go r.collect(pr)
 	// The API socket and token live in dir: /run is shared by every
 	// namespace, so several relays must not share a socket path.
@@ -96,6 +96,7 @@ func StartRelaydArgs(bin, ns, dir string, config any, extra ...string) (*Relayd,
 }
 
 func (r *Relayd) collect(out io.Reader) {
+	defer close(r.drained)
 	sc := bufio.NewScanner(out)
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
 	for sc.Scan() {
@@ -119,32 +120,40 @@ func (r *Relayd) collect(out io.Reader) {
 func (r *Relayd) WaitLog(ctx context.Context, msg string, n int, match func(LogRecord) bool) (LogRecord, error) {
 	for {
 		r.mu.Lock()
-		seen := 0
-		for _, rec := range r.records {
-			if rec.Msg() == msg && (match == nil || match(rec)) {
-				seen++
-				if seen == n {
-					r.mu.Unlock()
-					return rec, nil
-				}
-			}
-		}
 		changed := r.changed
 		r.mu.Unlock()
+		if rec, ok := r.find(msg, n, match); ok {
+			return rec, nil
+		}
 		select {
 		case <-changed:
-		case <-r.proc.done:
-			// Output may still be draining: look once more after it ends.
-			select {
-			case <-changed:
-				continue
-			case <-time.After(500 * time.Millisecond):
+		case <-r.drained:
+			// relayd exited and its whole output is in: one last look.
+			if rec, ok := r.find(msg, n, match); ok {
+				return rec, nil
 			}
 			return nil, fmt.Errorf("relayd exited (%v) before logging %q #%d", r.proc.err, msg, n)
 		case <-ctx.Done():
 			return nil, fmt.Errorf("waiting for relayd log %q #%d: %w", msg, n, ctx.Err())
 		}
 	}
+}
+
+// find returns the n-th (1-based) record with message msg that satisfies
+// match (nil = any), if it has been logged.
+func (r *Relayd) find(msg string, n int, match func(LogRecord) bool) (LogRecord, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	seen := 0
+	for _, rec := range r.records {
+		if rec.Msg() == msg && (match == nil || match(rec)) {
+			seen++
+			if seen == n {
+				return rec, true
+			}
+		}
+	}
+	return nil, false
 }
 
 // Count returns how many records with message msg satisfy match.

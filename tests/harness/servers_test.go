@@ -41,7 +41,10 @@ func TestProsodyAndEjabberdStartStopRestart(t *testing.T) {
 			}
 			t.Run(name, func(t *testing.T) {
 				t.Parallel()
-				ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+				// An upper bound: two starts of the server (each up to
+				// readyTimeout; ejabberd's took 46 s with four of them
+				// starting at once on a busy 2-core machine) and the checks.
+				ctx, cancel := context.WithTimeout(context.Background(), 2*readyTimeout+time.Minute)
 				defer cancel()
 				opt := ServerOptions{Users: map[string]string{"alice": "alicepw", "bob": "bobpw"}, Dir: t.TempDir()}
 				clientNS := ""

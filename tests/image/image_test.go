@@ -33,8 +33,6 @@ import (
 	"testing"
 	"time"
 
-	pion "github.com/pion/stun/v3"
-
 	"github.com/jnrelay/jnrelay/config"
 	"github.com/jnrelay/jnrelay/tests/harness"
 )
@@ -271,45 +269,9 @@ func checkSTUN(t *testing.T, server netip.AddrPort) {
 		t.Fatal(err)
 	}
 	local := conn.LocalAddr().(*net.UDPAddr).AddrPort()
-	client, err := pion.NewClient(conn) // retransmits; closes conn on Close
+	mapped, err := harness.STUNBinding(conn) // retransmits; closes conn
 	if err != nil {
-		_ = conn.Close()
-		t.Fatal(err)
-	}
-	defer client.Close()
-	var (
-		mapped netip.AddrPort
-		cbErr  error
-	)
-	req := pion.MustBuild(pion.TransactionID, pion.BindingRequest, pion.Fingerprint)
-	if err := client.Do(req, func(e pion.Event) {
-		if cbErr = e.Error; cbErr != nil {
-			return
-		}
-		if e.Message.Type != pion.BindingSuccess {
-			cbErr = fmt.Errorf("answer is %s, not a Binding success", e.Message.Type)
-			return
-		}
-		if cbErr = pion.Fingerprint.Check(e.Message); cbErr != nil {
-			cbErr = fmt.Errorf("FINGERPRINT: %w", cbErr)
-			return
-		}
-		var xa pion.XORMappedAddress
-		if cbErr = xa.GetFrom(e.Message); cbErr != nil {
-			cbErr = fmt.Errorf("XOR-MAPPED-ADDRESS: %w", cbErr)
-			return
-		}
-		ip, ok := netip.AddrFromSlice(xa.IP)
-		if !ok {
-			cbErr = fmt.Errorf("bad mapped IP %v", xa.IP)
-			return
-		}
-		mapped = netip.AddrPortFrom(ip.Unmap(), uint16(xa.Port))
-	}); err != nil {
 		t.Fatalf("STUN binding to %s: %v", server, err)
-	}
-	if cbErr != nil {
-		t.Fatalf("STUN binding to %s: %v", server, cbErr)
 	}
 	want := netip.AddrPortFrom(netip.MustParseAddr(hostAlias), local.Port())
 	if mapped != want {
