@@ -22,6 +22,8 @@ type socketTransport struct {
 	sh      *shared
 	bufSize int  // per-socket buffer size for the whole range
 	gso     bool // send batches segmented (Config.GSO)
+	// batches are the workers' buffers, by worker id: made whole up front
+	// (a starting worker never moves the slice a running one reads).
 	batches []*batches
 }
 
@@ -38,15 +40,16 @@ type batches struct {
 
 // newSocketTransport sizes every socket's buffers for a range of ports
 // ports.
-func newSocketTransport(listen netip.Addr, sh *shared, ports int, gso bool) *socketTransport {
-	return &socketTransport{listen: listen, sh: sh, bufSize: kernel.BufferSizeFor(ports), gso: gso}
+func newSocketTransport(listen netip.Addr, sh *shared, ports, workers int, gso bool) *socketTransport {
+	return &socketTransport{listen: listen, sh: sh, bufSize: kernel.BufferSizeFor(ports), gso: gso,
+		batches: make([]*batches, workers)}
 }
 
 func (t *socketTransport) startWorker(w *worker) error {
-	if w.id != len(t.batches) {
-		return fmt.Errorf("worker %d started out of order", w.id)
+	if w.id >= len(t.batches) || t.batches[w.id] != nil {
+		return fmt.Errorf("worker %d started twice or beyond the %d workers", w.id, len(t.batches))
 	}
-	t.batches = append(t.batches, &batches{recv: kernel.NewRecvBatch(batchSize, MaxDatagram+1), send: kernel.NewSendBatch(batchSize)})
+	t.batches[w.id] = &batches{recv: kernel.NewRecvBatch(batchSize, MaxDatagram+1), send: kernel.NewSendBatch(batchSize)}
 	return nil
 }
 

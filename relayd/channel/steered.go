@@ -37,7 +37,10 @@ const steerBatch = 64
 type steeredTransport struct {
 	listen netip.Addr // IPv4
 	sh     *shared
-	ios    []*steeredIO // per worker
+	// ios are the workers' sockets, by worker id. The slice is made
+	// whole up front and each worker's entry written before its loop
+	// starts: a starting worker never moves the slice a running one reads.
+	ios []*steeredIO
 
 	// steerings are the attached port steering programs, one per range
 	// covered.
@@ -48,11 +51,11 @@ type steeredTransport struct {
 // errSteeredFastPath refuses the nftables fast path with steered ports.
 var errSteeredFastPath = errors.New("the nftables fast path needs a socket per port: it cannot be combined with steered ports")
 
-func newSteeredTransport(listen netip.Addr, sh *shared) (*steeredTransport, error) {
+func newSteeredTransport(listen netip.Addr, sh *shared, workers int) (*steeredTransport, error) {
 	if !listen.Unmap().Is4() {
 		return nil, fmt.Errorf("steered relay ports need an IPv4 listen address, not %s", listen)
 	}
-	return &steeredTransport{listen: listen.Unmap(), sh: sh}, nil
+	return &steeredTransport{listen: listen.Unmap(), sh: sh, ios: make([]*steeredIO, workers)}, nil
 }
 
 // steeredIO is one worker's steered socket and raw sender.
@@ -73,8 +76,8 @@ type queuedDatagram struct {
 }
 
 func (t *steeredTransport) startWorker(w *worker) error {
-	if w.id != len(t.ios) {
-		return fmt.Errorf("worker %d started out of order", w.id)
+	if w.id >= len(t.ios) || t.ios[w.id] != nil {
+		return fmt.Errorf("worker %d started twice or beyond the %d workers", w.id, len(t.ios))
 	}
 	io, err := openSteeredIO(t.listen)
 	if err != nil {
@@ -84,7 +87,7 @@ func (t *steeredTransport) startWorker(w *worker) error {
 		io.close()
 		return err
 	}
-	t.ios = append(t.ios, io)
+	t.ios[w.id] = io
 	return nil
 }
 
@@ -115,7 +118,7 @@ func (s *steeredIO) close() {
 }
 
 func (t *steeredTransport) stopWorker(w *worker) {
-	if w.id < len(t.ios) {
+	if w.id < len(t.ios) && t.ios[w.id] != nil {
 		t.ios[w.id].close()
 	}
 }

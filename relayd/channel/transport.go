@@ -31,7 +31,10 @@ package channel
 // worker's loop returned.
 type transport interface {
 	// startWorker opens worker w's own I/O, if any, registering it with
-	// w.poller under tokens serve recognises.
+	// w.poller under tokens serve recognises. Workers start one after
+	// another while the earlier ones already run: per-worker state lives
+	// in a slice made whole by the transport's constructor (cfg.Workers
+	// long), each worker writing only its own entry (w.id).
 	startWorker(w *worker) error
 	// serve handles a ready event of w's poller (any token but
 	// kernel.WakeToken). Only w calls it, never concurrently with
@@ -61,10 +64,11 @@ type transport interface {
 }
 
 // newTransport is the transport cfg asks for, with one worker's I/O
-// opened later per worker (startWorker).
-func newTransport(cfg Config, sh *shared, bufSize int) (transport, error) {
+// opened later per worker (startWorker); ports is how many relay ports
+// the range holds (a socket transport sizes its buffers by it).
+func newTransport(cfg Config, sh *shared, ports int) (transport, error) {
 	if cfg.Steered {
-		return newSteeredTransport(cfg.Listen, sh)
+		return newSteeredTransport(cfg.Listen, sh, cfg.Workers)
 	}
-	return newSocketTransport(cfg.Listen, sh, bufSize, cfg.GSO), nil
+	return newSocketTransport(cfg.Listen, sh, ports, cfg.Workers, cfg.GSO), nil
 }
