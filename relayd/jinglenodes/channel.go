@@ -24,15 +24,15 @@ func (h *Handler) channel(req Request) xml.TokenReader {
 		// A server always stamps the sender; a request without one was
 		// forged on the way (a component's server can write anything)
 		// and nobody could be told of its end.
-		return h.refuse(req.IQ, refusedNoSender, "")
+		return h.refuse(req, refusedNoSender, "")
 	case h.fromSelf(from):
-		return h.refuse(req.IQ, refusedFromSelf, "")
+		return h.refuse(req, refusedFromSelf, "")
 	case req.Protocol != "udp":
-		return h.refuse(req.IQ, refusedProtocol, "protocol "+req.Protocol)
+		return h.refuse(req, refusedProtocol, "protocol "+req.Protocol)
 	}
 	host := h.svc.cfg.PublicHost()
 	if !host.IsValid() {
-		return h.refuse(req.IQ, refusedNoPublicAddress, "")
+		return h.refuse(req, refusedNoPublicAddress, "")
 	}
 	ticket, err := h.svc.gate.Reserve(admission.Request{Requester: from, Policy: h.policy})
 	if err != nil {
@@ -40,12 +40,12 @@ func (h *Handler) channel(req Request) xml.TokenReader {
 		if !ok {
 			refused = &admission.Refusal{Text: err.Error()} // answered as internal
 		}
-		return h.refuse(req.IQ, admissionRefusal(refused), refused.Text)
+		return h.refuse(req, admissionRefusal(refused), refused.Text)
 	}
 	info, err := h.svc.cfg.Allocator.Allocate()
 	if err != nil {
 		ticket.Cancel()
-		return h.refuse(req.IQ, allocationRefusal(err), err.Error())
+		return h.refuse(req, allocationRefusal(err), err.Error())
 	}
 	ticket.Commit(info.ID)
 	h.svc.mu.Lock()

@@ -24,6 +24,7 @@ func FuzzHandleIQ(f *testing.F) {
 		`<iq type='result' id='10'/>`,
 		`<iq type='get' id='11' from='a@b/c'></iq>`,
 		`<message><body>x</body></message>`,
+		`<iq type='get' id='12' from='a@b/c'><channel xmlns='http://jabber.org/protocol/jinglenodes#channel' xmlns:p='urn:p' p:q='1' protocol='sctp' protocol='udp' host='h'/></iq>`,
 	} {
 		f.Add([]byte(s))
 	}
@@ -67,6 +68,20 @@ func FuzzHandleIQ(f *testing.F) {
 		}
 		if r.ID != id || (r.Type != "result" && r.Type != "error") {
 			t.Fatalf("answer id=%q type=%q for id=%q: %s", r.ID, r.Type, id, out.String())
+		}
+		// A repeated attribute (an echo copying the request's) would make
+		// the answer not well-formed, which encoding/xml does not check.
+		ad := xml.NewDecoder(bytes.NewReader(out.Bytes()))
+		for {
+			tok, err := ad.RawToken()
+			if err != nil {
+				break
+			}
+			if el, ok := tok.(xml.StartElement); ok {
+				if name, dup := duplicateAttr(el.Attr); dup {
+					t.Fatalf("answer repeats attribute %s: %s", name, out.String())
+				}
+			}
 		}
 	})
 }

@@ -36,7 +36,11 @@ func (h *Handler) HandleXMPP(t xmlstream.TokenReadEncoder, start *xml.StartEleme
 			h.log.Info("malformed request", "from", bad.IQ.From.String(), "reason", bad.Reason)
 			return nil // nothing to address an answer to
 		}
-		reply = h.refuse(bad.IQ, refusedMalformed, bad.Reason)
+		// A channel request that broke only after its payload element
+		// was read (a protocol not offered, children past the caps)
+		// still echoes it; one broken before has nothing to echo.
+		req.IQ = bad.IQ
+		reply = h.refuse(req, refusedMalformed, bad.Reason)
 	case err != nil:
 		return err
 	default:
@@ -104,10 +108,22 @@ func (h *Handler) result(iq stanza.IQ, payload xml.TokenReader) xml.TokenReader 
 }
 
 func (h *Handler) errorReply(iq stanza.IQ, typ stanza.ErrorType, cond stanza.Condition, text string) xml.TokenReader {
+	return h.errorEchoing(iq, nil, typ, cond, text)
+}
+
+// errorEchoing answers iq with an error whose <error/> follows echo, the
+// request's payload (nil for none), as RFC 6120 §8.3.1 lets it.
+func (h *Handler) errorEchoing(iq stanza.IQ, echo xml.TokenReader, typ stanza.ErrorType, cond stanza.Condition, text string) xml.TokenReader {
 	iq.To = relayAddr(iq.To, h.sess.Addr())
 	e := stanza.Error{Type: typ, Condition: cond}
 	if text != "" {
 		e.Text = map[string]string{"": text}
 	}
-	return iq.Error(e)
+	payload := e.TokenReader()
+	if echo != nil {
+		payload = xmlstream.MultiReader(echo, payload)
+	}
+	iq.Type = stanza.ErrorIQ
+	iq.From, iq.To = iq.To, iq.From // as iq.Error does
+	return iq.Wrap(payload)
 }

@@ -113,14 +113,15 @@ func allocationRefusal(err error) refusal {
 		slog.LevelWarn, "channel refused: allocation failed"}
 }
 
-// refuse counts, logs and answers iq with the refusal r, whose cause
+// refuse counts, logs and answers req with the refusal r, whose cause
 // (a reason for the log, and the error's text when r has none) is why.
-func (h *Handler) refuse(iq stanza.IQ, r refusal, why string) xml.TokenReader {
+// A channel request's refusal echoes its payload (channelEcho).
+func (h *Handler) refuse(req Request, r refusal, why string) xml.TokenReader {
 	h.svc.refused[r.counter].Add(1)
-	attrs := []any{"from", iq.From.String()}
+	attrs := []any{"from", req.IQ.From.String()}
 	if why != "" {
 		attrs = append(attrs, "reason", why)
 	}
 	h.log.Log(context.Background(), r.level, r.log, attrs...)
-	return h.errorReply(iq, r.typ, r.cond, cmp.Or(r.text, why))
+	return h.errorEchoing(req.IQ, channelEcho(req), r.typ, r.cond, cmp.Or(r.text, why))
 }

@@ -162,6 +162,9 @@ func ParseRequest(start xml.StartElement, r xml.TokenReader) (Request, error) {
 			}
 			el = el.Copy()
 			payload = &el
+			// Set now: a request refused further on as malformed is
+			// still answered with its payload echoed (channelEcho).
+			req.Payload, req.Attrs = el.Name, el.Attr
 		case xml.EndElement:
 			depth--
 		}
@@ -172,8 +175,6 @@ func ParseRequest(start xml.StartElement, r xml.TokenReader) (Request, error) {
 	if payload == nil {
 		return req, &Malformed{IQ: iq, Reason: "IQ without payload"}
 	}
-	req.Payload = payload.Name
-	req.Attrs = payload.Attr
 	classify(&req, *payload)
 	if req.Kind == KindChannel {
 		if err := parseProtocol(&req, *payload); err != nil {
@@ -187,7 +188,7 @@ func ParseRequest(start xml.StartElement, r xml.TokenReader) (Request, error) {
 func classify(req *Request, el xml.StartElement) {
 	get := req.IQ.Type == stanza.GetIQ
 	switch {
-	case el.Name.Space == NSChannel && (el.Name.Local == "channel" || el.Name.Local == "candidate"):
+	case isChannelRequest(el.Name):
 		// Jitsi and others send get; accept set too, the request is the same.
 		req.Kind = KindChannel
 		req.Legacy = el.Name.Local == "candidate"

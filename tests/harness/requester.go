@@ -59,8 +59,9 @@ type Outcome struct {
 	// "invalid" (a stdout line that is not JSON, in Text).
 	Type      string            `json:"type"`
 	JID       string            `json:"jid,omitempty"`        // online: full JID bound
-	Element   string            `json:"element,omitempty"`    // result: "channel" or "candidate"
-	Channel   map[string]string `json:"channel,omitempty"`    // result: attributes of the channel element
+	Element   string            `json:"element,omitempty"`    // result, or error echoing the request: "channel" or "candidate"
+	Channel   map[string]string `json:"channel,omitempty"`    // result, or error echoing the request: attributes of that element
+	Children  []string          `json:"children,omitempty"`   // error: local names of the IQ's child elements, in order
 	Payload   string            `json:"payload,omitempty"`    // result without a channel element: raw children
 	Condition string            `json:"condition,omitempty"`  // error: defined condition
 	ErrorType string            `json:"error_type,omitempty"` // error: cancel, wait, modify...

@@ -104,7 +104,13 @@ def main():
                 res = await iq.send(timeout=args.iq_timeout)
             except IqError as e:
                 err = e.iq['error']
-                emit(type='error', condition=error_condition(err), text=err['text'], error_type=err['type'])
+                out = dict(condition=error_condition(err), text=err['text'], error_type=err['type'],
+                           children=[local_name(c.tag) for c in e.iq.xml])
+                # A refused channel request's error echoes the request.
+                ch = next((c for c in e.iq.xml if c.tag.startswith('{%s}' % CHANNEL)), None)
+                if ch is not None:
+                    out.update(element=local_name(ch.tag), channel=dict(ch.attrib))
+                emit(type='error', **out)
                 continue
             except IqTimeout:
                 emit(type='timeout', phase='iq')
