@@ -76,6 +76,11 @@ func readStat() (procStat, error) {
 	if err != nil {
 		return procStat{}, err
 	}
+	return parseStat(b)
+}
+
+// parseStat parses the contents of /proc/<pid>/stat.
+func parseStat(b []byte) (procStat, error) {
 	// The command name, in parentheses, may hold spaces and parentheses:
 	// the fields are counted from the last ')'. After it come state
 	// (field 3) ... utime (14), stime (15), starttime (22), vsize (23),
