@@ -157,10 +157,12 @@ func Handler(reg *Registry) http.Handler {
 			http.Error(rw, "too many concurrent scrapes", http.StatusServiceUnavailable)
 			return
 		}
+		// Given back even if a source panics (net/http recovers), or the
+		// slot would be lost for good.
+		defer func() { buffers <- buf }()
 		buf = reg.AppendText(buf[:0])
 		rw.Header().Set("Content-Type", contentType)
 		rw.Header().Set("Content-Length", strconv.Itoa(len(buf)))
 		rw.Write(buf) // a scraper that went away is not an error here
-		buffers <- buf
 	})
 }
