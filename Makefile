@@ -2,9 +2,7 @@
 GO        ?= go
 VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS   := -s -w -X main.version=$(VERSION)
-# The protobuf runtime (only /metrics scrapes run it) without inlining:
-# 196 KB less on arm v7, as image/cross.sh builds it.
-GOFLAGS_BUILD := -trimpath -gcflags 'google.golang.org/protobuf/...=-l' -ldflags '$(LDFLAGS)'
+GOFLAGS_BUILD := -trimpath -ldflags '$(LDFLAGS)'
 STATICCHECK_VERSION := v0.7.0
 FUZZTIME  ?= 10s
 

@@ -227,8 +227,7 @@ func lookupGroup(name string) (int, error) {
 	return strconv.Atoi(g.Gid)
 }
 
-// serveMetrics serves /metrics (and nothing else: client_golang registers
-// expvar on the default mux, which must never be exposed) on addr.
+// serveMetrics serves /metrics, and nothing else, on addr.
 func serveMetrics(addr string, d *daemon.Daemon, log *slog.Logger) (stop func(), err error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
@@ -236,7 +235,14 @@ func serveMetrics(addr string, d *daemon.Daemon, log *slog.Logger) (stop func(),
 	}
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", metrics.Handler(metrics.NewRegistry(d.MetricsSources(), version)))
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	srv := &http.Server{
+		Handler:           mux,
+		ReadHeaderTimeout: 5 * time.Second,
+		// A scraper that stops reading must not hold one of the few
+		// scrapes in flight (metrics.Handler) for ever; Prometheus' default
+		// scrape timeout is 10 s.
+		WriteTimeout: 10 * time.Second,
+	}
 	go srv.Serve(ln)
 	log.Info("metrics served", "address", ln.Addr().String())
 	return func() { srv.Close() }, nil

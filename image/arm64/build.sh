@@ -94,7 +94,7 @@ kver=${kernel##*/vmlinuz-}
 log "kernel $kver from $(basename "$deb")"
 
 # relayd and init: static arm64 binaries, built like make cross builds them.
-build=(env GOOS=linux GOARCH=arm64 CGO_ENABLED=0 go build -trimpath -gcflags 'google.golang.org/protobuf/...=-l')
+build=(env GOOS=linux GOARCH=arm64 CGO_ENABLED=0 go build -trimpath)
 "${build[@]}" -ldflags "-s -w -X main.version=$version" -o "$out/relayd" ./relayd
 "${build[@]}" -ldflags "-s -w" -o "$out/init" ./image/arm64/init
 

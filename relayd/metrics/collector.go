@@ -4,8 +4,6 @@ import (
 	"runtime"
 	"strings"
 
-	"github.com/prometheus/client_golang/prometheus"
-
 	"github.com/jnrelay/jnrelay/relayd/channel"
 	"github.com/jnrelay/jnrelay/relayd/jinglenodes"
 	"github.com/jnrelay/jnrelay/relayd/xmppsession"
@@ -60,205 +58,187 @@ func refusalNames(match func(jinglenodes.Refusal) bool) []string {
 // other is the label value unknown keys are summed into.
 const other = "other"
 
-// collector turns the snapshots of Sources into constant metrics at scrape
-// time. It keeps no state between scrapes, so concurrent scrapes need no
-// locking and a counter can never drift from its source.
+// collector writes the snapshots of Sources as metrics at scrape time. It
+// keeps no state between scrapes, so concurrent scrapes need no locking
+// and a counter can never drift from its source.
 type collector struct {
 	src     Sources
 	version string
 
-	buildInfo                         *prometheus.Desc
-	channelsActive, channelsCapacity  *prometheus.Desc
-	packets, bytes, dropped           *prometheus.Desc
-	relatched, segmented              *prometheus.Desc
-	sprayersBlocked, sprayersTotal    *prometheus.Desc
-	requests, allocationFailures      *prometheus.Desc
-	sessionUp, sessionState, connects *prometheus.Desc
-	stunRequests, stunResponses       *prometheus.Desc
-	stunDropped                       *prometheus.Desc
-	fpActive, fpLegs, fpOffloads      *prometheus.Desc
-	fpNotOffloaded, fpPackets         *prometheus.Desc
-	donated, quota, quotaExhausted    *prometheus.Desc
+	buildInfo                        family
+	channelsActive, channelsCapacity family
+	packets, bytes, dropped          family
+	relatched, segmented             family
+	sprayersBlocked, sprayersTotal   family
+	requests, allocationFailures     family
+	sessionUp, sessionState          family
+	connects                         family
+	stunRequests, stunResponses      family
+	stunDropped                      family
+	fpActive, fpLegs, fpOffloads     family
+	fpNotOffloaded, fpPackets        family
+	donated, quota, quotaExhausted   family
 }
 
 func newCollector(src Sources, version string) *collector {
-	d := func(name, help string, labels ...string) *prometheus.Desc {
-		return prometheus.NewDesc(name, help, labels, nil)
+	gauge := func(name, help string, labels ...string) family {
+		return family{name: name, help: help, typ: gaugeType, labels: labels}
+	}
+	counter := func(name, help string, labels ...string) family {
+		return family{name: name, help: help, typ: counterType, labels: labels}
 	}
 	return &collector{
 		src:     src,
 		version: version,
 
-		buildInfo: d("relayd_build_info", "Always 1; the labels say which relayd is running.", "version", "goversion"),
+		buildInfo: gauge("relayd_build_info", "Always 1; the labels say which relayd is running.", "goversion", "version"),
 
-		channelsActive:   d("relayd_channels_active", "Channels now allocated."),
-		channelsCapacity: d("relayd_channels_capacity", "Channels the configured port range can hold."),
-		packets:          d("relayd_relayed_packets_total", "Datagrams forwarded, by direction (local is the requester).", "direction"),
-		bytes:            d("relayd_relayed_bytes_total", "Payload bytes forwarded, by direction (local is the requester).", "direction"),
-		dropped:          d("relayd_dropped_packets_total", "Datagrams received on relay ports and not forwarded, by reason.", "reason"),
-		relatched:        d("relayd_relatched_total", "Port latches moved to a new source that carried the call."),
-		sprayersBlocked:  d("relayd_sprayers_blocked", "Source addresses blocked now as port sprayers."),
-		sprayersTotal:    d("relayd_sprayers_blocked_total", "Source addresses blocked as port sprayers since start."),
-		segmented:        d("relayd_segmented_packets_total", "Relayed datagrams sent inside another's UDP segmentation offload (GSO) message: hot flows' batches, one send for many."),
+		channelsActive:   gauge("relayd_channels_active", "Channels now allocated."),
+		channelsCapacity: gauge("relayd_channels_capacity", "Channels the configured port range can hold."),
+		packets:          counter("relayd_relayed_packets_total", "Datagrams forwarded, by direction (local is the requester).", "direction"),
+		bytes:            counter("relayd_relayed_bytes_total", "Payload bytes forwarded, by direction (local is the requester).", "direction"),
+		dropped:          counter("relayd_dropped_packets_total", "Datagrams received on relay ports and not forwarded, by reason.", "reason"),
+		relatched:        counter("relayd_relatched_total", "Port latches moved to a new source that carried the call."),
+		sprayersBlocked:  gauge("relayd_sprayers_blocked", "Source addresses blocked now as port sprayers."),
+		sprayersTotal:    counter("relayd_sprayers_blocked_total", "Source addresses blocked as port sprayers since start."),
+		segmented:        counter("relayd_segmented_packets_total", "Relayed datagrams sent inside another's UDP segmentation offload (GSO) message: hot flows' batches, one send for many."),
 
-		requests: d("relayd_channel_requests_total",
+		requests: counter("relayd_channel_requests_total",
 			"Channel requests by outcome: granted, or the error condition they were refused with (domain_limit: policy-violation, the requester's domain holds its share).", "result"),
-		allocationFailures: d("relayd_allocation_failures_total",
+		allocationFailures: counter("relayd_allocation_failures_total",
 			"Channel requests refused for the relay's own reasons (no ports, no public address, bind failed).", "reason"),
 
-		sessionUp:    d("relayd_xmpp_session_up", "1 while the XMPP session is online, else 0.", "service"),
-		sessionState: d("relayd_xmpp_session_state", "1 for the XMPP session's current state, else 0.", "service", "state"),
-		connects:     d("relayd_xmpp_session_connects_total", "Successful connections of the XMPP session.", "service"),
+		sessionUp:    gauge("relayd_xmpp_session_up", "1 while the XMPP session is online, else 0.", "service"),
+		sessionState: gauge("relayd_xmpp_session_state", "1 for the XMPP session's current state, else 0.", "service", "state"),
+		connects:     counter("relayd_xmpp_session_connects_total", "Successful connections of the XMPP session.", "service"),
 
-		stunRequests:  d("relayd_stun_requests_total", "Datagrams read by the STUN server, well-formed or not."),
-		stunResponses: d("relayd_stun_responses_total", "Binding success responses sent by the STUN server."),
-		stunDropped:   d("relayd_stun_dropped_total", "Datagrams the STUN server did not answer, by reason.", "reason"),
+		stunRequests:  counter("relayd_stun_requests_total", "Datagrams read by the STUN server, well-formed or not."),
+		stunResponses: counter("relayd_stun_responses_total", "Binding success responses sent by the STUN server."),
+		stunDropped:   counter("relayd_stun_dropped_total", "Datagrams the STUN server did not answer, by reason.", "reason"),
 
-		fpActive:   d("relayd_fastpath_active", "1 while the in-kernel fast path (nftables) is installed, else 0."),
-		fpLegs:     d("relayd_fastpath_offloaded_legs", "Latched legs (RTP or RTCP port pairs) the kernel forwards now."),
-		fpOffloads: d("relayd_fastpath_offloads_total", "Legs handed to the kernel (installed, or updated after a re-latch)."),
-		fpNotOffloaded: d("relayd_fastpath_not_offloaded_total",
+		fpActive:   gauge("relayd_fastpath_active", "1 while the in-kernel fast path (nftables) is installed, else 0."),
+		fpLegs:     gauge("relayd_fastpath_offloaded_legs", "Latched legs (RTP or RTCP port pairs) the kernel forwards now."),
+		fpOffloads: counter("relayd_fastpath_offloads_total", "Legs handed to the kernel (installed, or updated after a re-latch)."),
+		fpNotOffloaded: counter("relayd_fastpath_not_offloaded_total",
 			"Latched legs kept in userspace, by reason (rate_limited, ipv6, conflict, kernel, route).", "reason"),
-		fpPackets: d("relayd_fastpath_packets_total",
+		fpPackets: counter("relayd_fastpath_packets_total",
 			"Datagrams the kernel forwarded without userspace, by direction; included in relayd_relayed_packets_total.", "direction"),
 
-		donated: d("relayd_donated_bytes",
+		donated: gauge("relayd_donated_bytes",
 			"Bytes relayed (both directions) in the current local day or month; kept across restarts, reset when the period turns.", "period"),
-		quota:          d("relayd_quota_bytes", "The data quota of the period in bytes; 0 = none.", "period"),
-		quotaExhausted: d("relayd_quota_exhausted", "1 while a data quota is used up and new channels are refused, else 0."),
+		quota:          gauge("relayd_quota_bytes", "The data quota of the period in bytes; 0 = none.", "period"),
+		quotaExhausted: gauge("relayd_quota_exhausted", "1 while a data quota is used up and new channels are refused, else 0."),
 	}
 }
 
-// Describe sends every descriptor, including those of sources that are
-// nil, so the registry checks every name and label set up front.
-func (c *collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{
-		c.buildInfo, c.channelsActive, c.channelsCapacity, c.packets, c.bytes, c.dropped, c.relatched, c.segmented,
-		c.sprayersBlocked, c.sprayersTotal,
-		c.requests, c.allocationFailures, c.sessionUp, c.sessionState, c.connects,
-		c.stunRequests, c.stunResponses, c.stunDropped,
-		c.fpActive, c.fpLegs, c.fpOffloads, c.fpNotOffloaded, c.fpPackets,
-		c.donated, c.quota, c.quotaExhausted,
-	} {
-		ch <- d
-	}
-}
-
-// Collect reads each source once and sends its metrics.
-func (c *collector) Collect(ch chan<- prometheus.Metric) {
-	// The label values here are ours or bounded by the descriptors, so
-	// MustNewConstMetric cannot fail; a failure would be a bug in this
-	// file, caught by the tests.
-	gauge := func(d *prometheus.Desc, v float64, labels ...string) {
-		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
-	}
-	counter := func(d *prometheus.Desc, v uint64, labels ...string) {
-		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), labels...)
-	}
-	byLabel := func(d *prometheus.Desc, m map[string]uint64, known []string) {
-		values, extra := fold(m, known)
-		for i, k := range known {
-			counter(d, values[i], k)
-		}
-		if extra > 0 {
-			counter(d, extra, other)
-		}
-	}
-
-	gauge(c.buildInfo, 1, strings.ToValidUTF8(c.version, "\uFFFD"), runtime.Version())
+// write reads each source once and writes its metrics, one family at a
+// time.
+func (c *collector) write(w *textWriter) {
+	// Label values must be UTF-8 or a scraper rejects the whole scrape.
+	w.uint(&c.buildInfo, 1, runtime.Version(), strings.ToValidUTF8(c.version, "\uFFFD"))
 
 	if c.src.DataPlane != nil {
 		dp := c.src.DataPlane()
-		gauge(c.channelsActive, float64(dp.ActiveChannels))
-		gauge(c.channelsCapacity, float64(dp.Capacity))
-		counter(c.packets, dp.PacketsLocalToRemote, directions[0])
-		counter(c.packets, dp.PacketsRemoteToLocal, directions[1])
-		counter(c.bytes, dp.BytesLocalToRemote, directions[0])
-		counter(c.bytes, dp.BytesRemoteToLocal, directions[1])
-		byLabel(c.dropped, dp.Dropped, dropReasons[:])
-		counter(c.relatched, dp.Relatched)
-		counter(c.segmented, dp.Segmented)
-		gauge(c.sprayersBlocked, float64(dp.SprayersBlocked))
-		counter(c.sprayersTotal, dp.SprayersBlockedTotal)
+		w.uint(&c.channelsActive, uint64(max(dp.ActiveChannels, 0)))
+		w.uint(&c.channelsCapacity, uint64(max(dp.Capacity, 0)))
+		w.uint(&c.packets, dp.PacketsLocalToRemote, directions[0])
+		w.uint(&c.packets, dp.PacketsRemoteToLocal, directions[1])
+		w.uint(&c.bytes, dp.BytesLocalToRemote, directions[0])
+		w.uint(&c.bytes, dp.BytesRemoteToLocal, directions[1])
+		byLabel(w, &c.dropped, dp.Dropped, dropReasons)
+		w.uint(&c.relatched, dp.Relatched)
+		w.uint(&c.segmented, dp.Segmented)
+		w.uint(&c.sprayersBlocked, uint64(max(dp.SprayersBlocked, 0)))
+		w.uint(&c.sprayersTotal, dp.SprayersBlockedTotal)
 	}
 
 	if c.src.Requests != nil {
 		r := c.src.Requests()
-		counter(c.requests, r.Granted, "granted")
-		byLabel(c.requests, r.Refused, refusalReasons)
+		w.uint(&c.requests, r.Granted, "granted")
+		byLabel(w, &c.requests, r.Refused, refusalReasons)
 		for _, k := range allocationFailureReasons {
-			counter(c.allocationFailures, r.Refused[k], k)
+			w.uint(&c.allocationFailures, r.Refused[k], k)
 		}
 	}
 
 	if c.src.Sessions != nil {
-		seen := map[string]bool{}
-		for _, s := range c.src.Sessions() {
-			// Label values must be UTF-8 or the whole registry fails the
-			// scrape; config names are, but a bad one must not take the
-			// data plane's metrics down with it.
-			name := strings.ToValidUTF8(s.Name, "\uFFFD")
-			if seen[name] {
-				continue
-			}
-			seen[name] = true
-			up := 0.0
-			if s.State == string(xmppsession.StateOnline) {
-				up = 1
-			}
-			gauge(c.sessionUp, up, name)
-			for _, st := range sessionStates {
-				v := 0.0
-				if s.State == st {
-					v = 1
-				}
-				gauge(c.sessionState, v, name, st)
-			}
-			counter(c.connects, uint64(max(s.Connects, 0)), name)
-		}
+		c.writeSessions(w, c.src.Sessions())
 	}
 
 	if c.src.STUN != nil {
 		st := c.src.STUN()
-		counter(c.stunRequests, st.Requests)
-		counter(c.stunResponses, st.Responses)
-		byLabel(c.stunDropped, st.Dropped, stunDropReasons[:])
+		w.uint(&c.stunRequests, st.Requests)
+		w.uint(&c.stunResponses, st.Responses)
+		byLabel(w, &c.stunDropped, st.Dropped, stunDropReasons[:])
 	}
 
 	if c.src.FastPath != nil {
 		fp := c.src.FastPath()
-		active := 0.0
-		if fp.Active {
-			active = 1
-		}
-		gauge(c.fpActive, active)
-		gauge(c.fpLegs, float64(fp.OffloadedLegs))
-		counter(c.fpOffloads, fp.Offloads)
-		byLabel(c.fpNotOffloaded, fp.NotOffloaded, notOffloadedReasons[:])
-		counter(c.fpPackets, fp.PacketsLocalToRemote, directions[0])
-		counter(c.fpPackets, fp.PacketsRemoteToLocal, directions[1])
+		w.uint(&c.fpActive, boolValue(fp.Active))
+		w.uint(&c.fpLegs, uint64(max(fp.OffloadedLegs, 0)))
+		w.uint(&c.fpOffloads, fp.Offloads)
+		byLabel(w, &c.fpNotOffloaded, fp.NotOffloaded, notOffloadedReasons)
+		w.uint(&c.fpPackets, fp.PacketsLocalToRemote, directions[0])
+		w.uint(&c.fpPackets, fp.PacketsRemoteToLocal, directions[1])
 	}
 
-	c.collectUsage(ch)
+	if c.src.Usage != nil {
+		u := c.src.Usage()
+		w.uint(&c.donated, u.DayBytes, periods[0])
+		w.uint(&c.donated, u.MonthBytes, periods[1])
+		w.uint(&c.quota, u.DailyQuotaBytes, periods[0])
+		w.uint(&c.quota, u.MonthlyQuotaBytes, periods[1])
+		w.uint(&c.quotaExhausted, boolValue(u.Exhausted))
+	}
 }
 
-func (c *collector) collectUsage(ch chan<- prometheus.Metric) {
-	if c.src.Usage == nil {
-		return
+// writeSessions writes the session families, each family whole: the
+// format wants a family's samples together, so the sessions are walked
+// once per family.
+func (c *collector) writeSessions(w *textWriter, all []Session) {
+	// A repeated name is exported once (the first): two series with the
+	// same labels would fail the scrape. Label values must be UTF-8;
+	// config names are, but a bad one must not take the data plane's
+	// metrics down with it.
+	sessions := make([]Session, 0, len(all))
+	seen := make(map[string]bool, len(all))
+	for _, s := range all {
+		s.Name = strings.ToValidUTF8(s.Name, "\uFFFD")
+		if !seen[s.Name] {
+			seen[s.Name] = true
+			sessions = append(sessions, s)
+		}
 	}
-	u := c.src.Usage()
-	gauge := func(d *prometheus.Desc, v float64, labels ...string) {
-		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
+	for _, s := range sessions {
+		w.uint(&c.sessionUp, boolValue(s.State == string(xmppsession.StateOnline)), s.Name)
 	}
-	gauge(c.donated, float64(u.DayBytes), periods[0])
-	gauge(c.donated, float64(u.MonthBytes), periods[1])
-	gauge(c.quota, float64(u.DailyQuotaBytes), periods[0])
-	gauge(c.quota, float64(u.MonthlyQuotaBytes), periods[1])
-	exhausted := 0.0
-	if u.Exhausted {
-		exhausted = 1
+	for _, s := range sessions {
+		for _, st := range sessionStates {
+			w.uint(&c.sessionState, boolValue(s.State == st), s.Name, st)
+		}
 	}
-	gauge(c.quotaExhausted, exhausted)
+	for _, s := range sessions {
+		w.uint(&c.connects, uint64(max(s.Connects, 0)), s.Name)
+	}
+}
+
+// byLabel writes one sample of f per known key of m, and the sum of the
+// other keys as reason="other" once it is non-zero.
+func byLabel(w *textWriter, f *family, m map[string]uint64, known []string) {
+	values, extra := fold(m, known)
+	for i, k := range known {
+		w.uint(f, values[i], k)
+	}
+	if extra > 0 {
+		w.uint(f, extra, other)
+	}
+}
+
+func boolValue(b bool) uint64 {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 // fold splits m into the values of the known keys, in order, and the sum

@@ -2,12 +2,23 @@
 // relayd's own metrics plus the Go runtime and process metrics, and the HTTP
 // handler that serves it as /metrics.
 //
+// # Written by hand
+//
+// The registry writes the Prometheus text exposition format (version 0.0.4)
+// itself, into a buffer each scrape reuses, rather than through
+// client_golang: that library's registry builds a protobuf message per
+// metric for every scrape and brings the protobuf runtime with it, about
+// 1.9 MB of a 32-bit ARM binary that has to fit in router flash
+// (docs/size.md). The format is small: a family's HELP and TYPE lines, then
+// its samples together, label values and HELP escaped. The tests parse what
+// it writes with Prometheus' own text parser.
+//
 // # No cost on the data path
 //
 // Nothing here is touched per packet. The data plane, the STUN server and
 // the XMPP sessions already keep their own atomic counters; this package
 // reads them only when Prometheus scrapes, through the read-only snapshot
-// functions in Sources, and turns each snapshot into constant metrics. So a
+// functions in Sources, and writes each snapshot out as it reads it. So a
 // relay nobody scrapes pays nothing, and every counter is as live as the
 // snapshot it comes from (the data plane's Totals include live channels,
 // not only ended ones).
@@ -47,10 +58,16 @@
 //	relayd_stun_responses_total                       counter  Binding success responses sent
 //	relayd_stun_dropped_total{reason}                 counter  datagrams not answered
 //
-// plus the standard go_* (runtime/metrics based, no stop-the-world) and
-// process_* metrics (CPU, resident memory, open and maximum file
-// descriptors: a channel holds four descriptors, so process_open_fds
-// against process_max_fds is the other capacity limit of a relay).
+// plus the standard go_* metrics (read from runtime/metrics, which does not
+// stop the world as runtime.ReadMemStats does: go_goroutines, go_threads,
+// go_info, go_gc_gogc_percent, go_gc_gomemlimit_bytes,
+// go_gc_duration_seconds, go_sched_gomaxprocs_threads and the
+// go_memstats_* family with MemStats' meanings) and process_* metrics read
+// from /proc/self (process_cpu_seconds_total, process_resident_memory_bytes,
+// process_virtual_memory_bytes, process_virtual_memory_max_bytes,
+// process_start_time_seconds, and process_open_fds against process_max_fds:
+// a channel holds four descriptors, so that is the other capacity limit of
+// a relay). A process value that cannot be read is left out of the scrape.
 //
 // Label values:
 //

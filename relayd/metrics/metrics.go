@@ -2,11 +2,7 @@ package metrics
 
 import (
 	"net/http"
-	"time"
-
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"strconv"
 )
 
 // Sources are the read-only snapshot functions a scrape reads. Each is
@@ -105,37 +101,68 @@ type Requests struct {
 	Refused map[string]uint64
 }
 
-// NewRegistry returns a registry holding relayd's metrics read from src,
-// relayd_build_info for version, and the Go runtime and process
-// collectors. It is a new registry, never prometheus.DefaultRegisterer:
-// no package-level state, and tests can build as many as they like.
-func NewRegistry(src Sources, version string) *prometheus.Registry {
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(
-		newCollector(src, version),
-		// The Go collector's defaults read runtime/metrics, which does not
-		// stop the world the way runtime.ReadMemStats did; go_memstats_*
-		// and go_gc_gomemlimit_bytes show the heap against GOMEMLIMIT,
-		// which matters on a 64 MB device.
-		collectors.NewGoCollector(),
-		// Errors are not reported: a missing /proc field must not fail
-		// the relayd_* metrics in the same scrape.
-		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-	)
-	return reg
+// Registry writes relayd's metrics, the Go runtime's go_* and the
+// process' process_* metrics in the Prometheus text format.
+type Registry struct {
+	relayd  *collector
+	runtime *goRuntime
+	process *processMetrics
 }
 
-// Handler serves reg in the Prometheus exposition formats.
-func Handler(reg *prometheus.Registry) http.Handler {
-	return promhttp.HandlerFor(reg, promhttp.HandlerOpts{
-		// Serve what could be gathered rather than a 500: one failing
-		// collector should not hide the others.
-		ErrorHandling: promhttp.ContinueOnError,
-		// A scrape builds the whole response in memory. On a 64 MB router a
-		// scraper in a loop (or a hostile one on the LAN) must not pile up
-		// concurrent scrapes; extra ones get 503.
-		MaxRequestsInFlight: 2,
-		// Prometheus' default scrape timeout is 10 s; give up before it.
-		Timeout: 9 * time.Second,
+// NewRegistry returns a registry holding relayd's metrics read from src,
+// relayd_build_info for version, and the Go runtime and process metrics.
+// It holds no package-level state, so tests can build as many as they
+// like.
+func NewRegistry(src Sources, version string) *Registry {
+	return &Registry{
+		relayd:  newCollector(src, version),
+		runtime: newGoRuntime(),
+		process: newProcessMetrics(),
+	}
+}
+
+// AppendText appends one scrape in the Prometheus text exposition format
+// (version 0.0.4) to b. It is safe for concurrent use.
+func (r *Registry) AppendText(b []byte) []byte {
+	w := textWriter{buf: b}
+	r.relayd.write(&w)
+	r.runtime.write(&w)
+	r.process.write(&w)
+	return w.buf
+}
+
+// contentType is the text exposition format's, which every Prometheus
+// server reads.
+const contentType = "text/plain; version=0.0.4; charset=utf-8"
+
+// maxScrapesInFlight bounds concurrent scrapes: a scrape builds the whole
+// response in memory, and on a 64 MB router a scraper in a loop (or a
+// hostile one on the LAN) must not pile them up; extra ones get 503.
+const maxScrapesInFlight = 2
+
+// Handler serves reg in the Prometheus text format.
+func Handler(reg *Registry) http.Handler {
+	// One buffer per scrape in flight: taking one is the in-flight
+	// limit, and it is kept for the next scrape, so a scrape allocates
+	// no response buffer once the buffers have grown.
+	buffers := make(chan []byte, maxScrapesInFlight)
+	for range maxScrapesInFlight {
+		buffers <- nil
+	}
+	return http.HandlerFunc(func(rw http.ResponseWriter, _ *http.Request) {
+		var buf []byte
+		select {
+		case buf = <-buffers:
+		default:
+			http.Error(rw, "too many concurrent scrapes", http.StatusServiceUnavailable)
+			return
+		}
+		// Given back even if a source panics (net/http recovers), or the
+		// slot would be lost for good.
+		defer func() { buffers <- buf }()
+		buf = reg.AppendText(buf[:0])
+		rw.Header().Set("Content-Type", contentType)
+		rw.Header().Set("Content-Length", strconv.Itoa(len(buf)))
+		rw.Write(buf) // a scraper that went away is not an error here
 	})
 }

@@ -1,6 +1,7 @@
 package metrics
 
 import (
+	"bytes"
 	"fmt"
 	"io"
 	"math"
@@ -14,7 +15,6 @@ import (
 	"sync/atomic"
 	"testing"
 
-	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
@@ -372,34 +372,34 @@ func TestLabelSets(t *testing.T) {
 	}
 }
 
-// A pedantic registry checks each collected metric against its
-// descriptor, catching label mismatches the normal registry lets through.
-func TestPedantic(t *testing.T) {
-	src, _ := fakeSources()
-	reg := prometheus.NewPedanticRegistry()
-	reg.MustRegister(newCollector(src, "dev\xff")) // invalid UTF-8 is repaired, not an error
-	if _, err := reg.Gather(); err != nil {
-		t.Fatal(err)
+// Label values that are not UTF-8 are repaired, not passed on: a scraper
+// rejects a whole scrape for one bad value.
+func TestInvalidUTF8Repaired(t *testing.T) {
+	src := Sources{Sessions: func() []Session { return []Session{{Name: "bad\xffname", State: "online"}} }}
+	fams := scrape(t, Handler(NewRegistry(src, "dev\xff")))
+	if got := series(fams["relayd_xmpp_session_up"]); got["service=bad\uFFFDname"] != 1 {
+		t.Errorf("session_up = %v, want the repaired name", got)
 	}
-	bad := Sources{Sessions: func() []Session { return []Session{{Name: "bad\xffname", State: "online"}} }}
-	reg = prometheus.NewPedanticRegistry()
-	reg.MustRegister(newCollector(bad, "dev"))
-	if _, err := reg.Gather(); err != nil {
-		t.Fatal(err)
+	if got := series(fams["relayd_build_info"]); got["goversion="+runtime.Version()+",version=dev\uFFFD"] != 1 {
+		t.Errorf("build_info = %v, want the repaired version", got)
 	}
 }
 
-// Scrapes may run at once (two Prometheus servers); the collector keeps
-// no state, so the race detector must stay quiet.
+// Scrapes may run at once (two Prometheus servers); the collectors keep
+// no state, so the race detector must stay quiet and every scrape must be
+// whole.
 func TestConcurrentScrapes(t *testing.T) {
 	src, n := fakeSources()
 	reg := NewRegistry(src, "dev")
 	var wg sync.WaitGroup
 	for i := range 8 {
 		wg.Go(func() {
+			var buf []byte
 			for range 20 {
 				n.Store(uint64(i))
-				if _, err := reg.Gather(); err != nil {
+				buf = reg.AppendText(buf[:0])
+				p := expfmt.NewTextParser(model.LegacyValidation)
+				if _, err := p.TextToMetricFamilies(bytes.NewReader(buf)); err != nil {
 					t.Error(err)
 					return
 				}
@@ -409,30 +409,29 @@ func TestConcurrentScrapes(t *testing.T) {
 	wg.Wait()
 }
 
-// BenchmarkGather is the cost of one scrape's collection, paid only when
+// BenchmarkAppendText is the cost of one scrape's text, paid only when
 // Prometheus asks.
-func BenchmarkGather(b *testing.B) {
+func BenchmarkAppendText(b *testing.B) {
 	src, _ := fakeSources()
 	reg := NewRegistry(src, "dev")
+	var buf []byte
 	b.ReportAllocs()
 	for b.Loop() {
-		if _, err := reg.Gather(); err != nil {
-			b.Fatal(err)
-		}
+		buf = reg.AppendText(buf[:0])
 	}
+	b.SetBytes(int64(len(buf)))
 }
 
-// BenchmarkGatherRelayd is relayd's own share of a scrape, without the Go
-// runtime and process collectors.
-func BenchmarkGatherRelayd(b *testing.B) {
+// BenchmarkAppendTextRelayd is relayd's own share of a scrape, without the
+// Go runtime and process metrics.
+func BenchmarkAppendTextRelayd(b *testing.B) {
 	src, _ := fakeSources()
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(newCollector(src, "dev"))
+	c := newCollector(src, "dev")
+	var w textWriter
 	b.ReportAllocs()
 	for b.Loop() {
-		if _, err := reg.Gather(); err != nil {
-			b.Fatal(err)
-		}
+		w = textWriter{buf: w.buf[:0]}
+		c.write(&w)
 	}
 }
 

@@ -97,6 +97,6 @@
 // # Cost
 //
 // Answering a Binding request allocates nothing: the request is decoded
-// and the response built by github.com/pion/stun/v3 into buffers the
+// and the response built by github.com/pion/stun/v4 into buffers the
 // Server reuses.
 package stun

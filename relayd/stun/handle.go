@@ -6,7 +6,7 @@ import (
 	"net"
 	"net/netip"
 
-	"github.com/pion/stun/v3"
+	"github.com/pion/stun/v4"
 )
 
 const (

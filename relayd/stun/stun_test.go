@@ -10,7 +10,7 @@ import (
 	"net/netip"
 	"testing"
 
-	"github.com/pion/stun/v3"
+	"github.com/pion/stun/v4"
 )
 
 // classicRequest is what Debian's stun-client 0.97 (`stun HOST 1`) sends: an

@@ -5,7 +5,7 @@ import (
 	"net"
 	"net/netip"
 
-	pion "github.com/pion/stun/v3"
+	pion "github.com/pion/stun/v4"
 )
 
 // STUNBinding sends one Binding request carrying FINGERPRINT over conn, a
