@@ -47,6 +47,7 @@ const (
 	partPublicAddr systemPart = iota
 	partSTUN
 	partTracker
+	partTURN
 	numSystemParts
 )
 
@@ -58,6 +59,8 @@ func (k systemPart) String() string {
 		return "stun"
 	case partTracker:
 		return "tracker"
+	case partTURN:
+		return "turn"
 	}
 	return fmt.Sprintf("systemPart(%d)", int(k))
 }
@@ -113,6 +116,7 @@ func (d *Daemon) startPublicAddr(cfg config.Config) error {
 }
 
 func (d *Daemon) startSTUN(cfg config.Config) error {
+	d.stopTURN() // its port may be the old STUN port
 	ext := &jinglenodes.External{}
 	if cfg.TURN.Host != "" {
 		secret, err := cfg.TURN.ResolveSecret(cfg.Path)
@@ -137,6 +141,13 @@ func (d *Daemon) startSTUN(cfg config.Config) error {
 			d.stunSrv.Store(srv)
 			d.runSystem(partSTUN, func(ctx context.Context) { srv.Serve(ctx) })
 		}
+	}
+	if cfg.TURN.Builtin.Enabled {
+		t, err := d.startTURN(cfg)
+		if err != nil {
+			return err
+		}
+		ext.TURN = t
 	}
 	d.external.Store(ext)
 	return nil

@@ -61,7 +61,7 @@ func (c *relayConn) Close() error {
 	err := c.RelayPort.Close()
 	c.once.Do(func() {
 		c.ticket.Release()
-		c.srv.stats.live.Add(-1)
+		c.srv.ended()
 	})
 	return err
 }

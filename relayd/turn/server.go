@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"sync"
 	"time"
 
 	pionturn "github.com/pion/turn/v5"
@@ -45,6 +46,14 @@ type Server struct {
 	log   *slog.Logger
 	pion  *pionturn.Server
 	stats counters
+
+	// Allocations still open, so that Serve returns only once every
+	// allocation gave its port and reservation back (pion closes them in
+	// goroutines of its own).
+	mu      sync.Mutex
+	closing bool
+	open    int
+	idle    chan struct{} // closed when open reaches 0 after closing
 }
 
 // New binds the server's sockets and starts serving.
@@ -61,7 +70,7 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Requesters == nil {
 		cfg.Requesters = NewRequesters(0)
 	}
-	s := &Server{cfg: cfg, log: cfg.Logger}
+	s := &Server{cfg: cfg, log: cfg.Logger, idle: make(chan struct{})}
 	pc, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(cfg.Listen))
 	if err != nil {
 		return nil, fmt.Errorf("turn: listen udp %s: %w", cfg.Listen, err)
@@ -102,13 +111,55 @@ func New(cfg Config) (*Server, error) {
 // allocation.
 func (s *Server) Serve(ctx context.Context) {
 	<-ctx.Done()
-	if err := s.pion.Close(); err != nil {
+	if err := s.Close(); err != nil {
 		s.log.Warn("TURN server close", "err", err)
 	}
 }
 
-// Close stops the server now (for a server never served).
-func (s *Server) Close() error { return s.pion.Close() }
+// closeWait bounds how long Close waits for pion to end the allocations.
+const closeWait = 5 * time.Second
+
+// Close stops the server and returns once every allocation has ended (or
+// closeWait passed).
+func (s *Server) Close() error {
+	err := s.pion.Close()
+	s.mu.Lock()
+	s.closing = true
+	wait := s.open > 0
+	s.mu.Unlock()
+	if wait {
+		select {
+		case <-s.idle:
+		case <-time.After(closeWait):
+			s.log.Warn("TURN allocations still open after close", "wait", closeWait)
+		}
+	}
+	return err
+}
+
+// opened counts a new allocation; it fails once Close began.
+func (s *Server) opened() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closing {
+		return false
+	}
+	s.open++
+	s.stats.live.Add(1)
+	s.stats.total.Add(1)
+	return true
+}
+
+// ended counts an allocation's end.
+func (s *Server) ended() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.open--
+	s.stats.live.Add(-1)
+	if s.closing && s.open == 0 {
+		close(s.idle)
+	}
+}
 
 // Addr is the server's UDP address (its port chosen by the kernel when
 // Config.Listen's was 0).
@@ -172,11 +223,14 @@ func (s *Server) allocate(c pionturn.AllocateListenerConfig) (net.PacketConn, ne
 		s.stats.refuse(RefusedPool)
 		return nil, nil, err
 	}
+	if !s.opened() {
+		port.Close()
+		ticket.Cancel()
+		return nil, nil, errors.New("TURN server closed")
+	}
 	local := port.LocalAddr().(*net.UDPAddr).AddrPort()
 	relayed := net.UDPAddrFromAddrPort(netip.AddrPortFrom(public, local.Port()))
 	ticket.Commit("turn:" + relayed.String())
-	s.stats.live.Add(1)
-	s.stats.total.Add(1)
 	s.log.Info("TURN allocation", "requester", requester, "relayed", relayed)
 	return &relayConn{RelayPort: port, srv: s, ticket: ticket}, relayed, nil
 }

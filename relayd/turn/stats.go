@@ -18,11 +18,12 @@ var RefusalReasons = []string{RefusedAuth, RefusedAdmission, RefusedPool, Refuse
 
 // Stats are the server's counters since it started.
 type Stats struct {
-	AllocationsLive  int
-	AllocationsTotal uint64
-	Refused          map[string]uint64 // by reason (RefusalReasons)
+	AllocationsLive  int               `json:"allocations_live"`
+	AllocationsTotal uint64            `json:"allocations_total"`
+	Refused          map[string]uint64 `json:"refused"` // by reason (RefusalReasons)
 	// Bytes relayed: payload sent to peers, and received from them.
-	BytesToPeers, BytesFromPeers uint64
+	BytesToPeers   uint64 `json:"bytes_to_peers"`
+	BytesFromPeers uint64 `json:"bytes_from_peers"`
 }
 
 // counters are the live counters behind Stats.
