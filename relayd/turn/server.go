@@ -214,7 +214,7 @@ func (s *Server) allocate(c pionturn.AllocateListenerConfig) (net.PacketConn, ne
 	ticket, err := s.cfg.Gate.Reserve(admission.Request{Requester: requester})
 	if err != nil {
 		s.stats.refuse(RefusedAdmission)
-		s.log.Info("TURN allocation refused", "requester", requester, "err", err)
+		s.log.Info("TURN allocation refused", "requester", requester.String(), "err", err)
 		return nil, nil, err
 	}
 	port, err := s.cfg.DataPlane.OpenRelayPort()
@@ -231,7 +231,7 @@ func (s *Server) allocate(c pionturn.AllocateListenerConfig) (net.PacketConn, ne
 	local := port.LocalAddr().(*net.UDPAddr).AddrPort()
 	relayed := net.UDPAddrFromAddrPort(netip.AddrPortFrom(public, local.Port()))
 	ticket.Commit("turn:" + relayed.String())
-	s.log.Info("TURN allocation", "requester", requester, "relayed", relayed)
+	s.log.Info("TURN allocation", "requester", requester.String(), "relayed", relayed.String())
 	return &relayConn{RelayPort: port, srv: s, ticket: ticket}, relayed, nil
 }
 
