@@ -36,6 +36,7 @@ func TestBuiltinTURNFieldErrors(t *testing.T) {
 		{`{"turn": {"builtin": {"enabled": true, "realm": "` + strings.Repeat("r", 128) + `"}}, `, "turn.builtin.realm", "longer than 127"},
 		{`{"turn": {"secret": "a", "secret_file": "b", "builtin": {"enabled": true}}, `, "turn.secret", "not both"},
 		{`{"turn": {"ttl_seconds": 10, "builtin": {"enabled": true}}, `, "turn.ttl_seconds", "outside 60-604800"},
+		{`{"channel": {"sockets": "steered"}, "turn": {"builtin": {"enabled": true}}, `, "turn.builtin.enabled", "per_port"},
 	}
 	for _, c := range cases {
 		doc := c.doc + minimal[1:]
