@@ -67,8 +67,8 @@ func (p *echoPeer) received(from int) ([]netip.AddrPort, []int) {
 // loopback and coturn's turnutils_uclient against it, with credentials
 // computed from the secret relayd generated in its state directory (as a
 // provider's own tooling would): data reaches the test's echo peer from a
-// relay port and comes back, over a channel binding and over Send
-// indications; a peer at 0.0.0.0 (CVE-2020-26262) and the relay's own
+// relay port and comes back, over a channel binding, over Send
+// indications and with the client on TCP; a peer at 0.0.0.0 (CVE-2020-26262) and the relay's own
 // relayed addresses (client to client) are refused, nothing sent.
 func TestBuiltinTURNWithCoturnClient(t *testing.T) {
 	if _, err := exec.LookPath("turnutils_uclient"); err != nil {
@@ -136,6 +136,7 @@ func TestBuiltinTURNWithCoturnClient(t *testing.T) {
 	}
 	t.Run("channel-bind", func(t *testing.T) { echoed(t, "bind") })
 	t.Run("send-indication", func(t *testing.T) { echoed(t, "send", "-s") })
+	t.Run("tcp", func(t *testing.T) { echoed(t, "tcp", "-t") }) // TURN over TCP, relayed over UDP
 
 	refused := func(t *testing.T, id, want string, args ...string) {
 		t.Helper()
