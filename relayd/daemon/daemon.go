@@ -147,7 +147,7 @@ func (d *Daemon) apply(cfg, old config.Config) error {
 		}
 	}
 	if first || cfg.PublicAddress != old.PublicAddress || !reflect.DeepEqual(cfg.PublicAddressSTUN, old.PublicAddressSTUN) ||
-		cfg.Ports != old.Ports || cfg.STUN != old.STUN {
+		cfg.Ports != old.Ports || cfg.STUN != old.STUN || cfg.TURN.Builtin != old.TURN.Builtin {
 		if err := d.startPublicAddr(cfg); err != nil {
 			return err
 		}

@@ -103,6 +103,11 @@ func (d *Daemon) startPublicAddr(cfg config.Config) error {
 		if cfg.STUN.Enabled {
 			forward += fmt.Sprintf(" and %d", cfg.STUN.Port)
 		}
+		if b := cfg.TURN.Builtin; b.Enabled && b.TCP {
+			forward += fmt.Sprintf(", UDP and TCP port %d (TURN)", b.Port)
+		} else if b.Enabled {
+			forward += fmt.Sprintf(", UDP port %d (TURN)", b.Port)
+		}
 		var err error
 		w, err = publicaddr.NewWatcher(d.ctx, publicaddr.Options{STUNServers: cfg.PublicAddressSTUN, Forward: forward,
 			Logger: d.log.With("part", "publicaddr")})
@@ -145,9 +150,12 @@ func (d *Daemon) startSTUN(cfg config.Config) error {
 	if cfg.TURN.Builtin.Enabled {
 		t, err := d.startTURN(cfg)
 		if err != nil {
-			return err
+			// As with STUN: the relay is still useful without it; it is
+			// not announced.
+			d.log.Error("TURN server not started", "err", err)
+		} else {
+			ext.TURN = t
 		}
-		ext.TURN = t
 	}
 	d.external.Store(ext)
 	return nil

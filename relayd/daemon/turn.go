@@ -12,8 +12,7 @@ import (
 
 // startTURN starts the built-in TURN server as a system part and returns
 // how XEP-0215 announces it. Its secret is turn.secret(_file), else the
-// one relayd keeps in its state directory. A port that cannot be bound is
-// an error, as for any configured listener the donor asked for.
+// one relayd keeps in its state directory.
 func (d *Daemon) startTURN(cfg config.Config) (*jinglenodes.TURN, error) {
 	secret, err := d.turnSecret(cfg)
 	if err != nil {

@@ -87,3 +87,20 @@ func TestBuiltinTURNPart(t *testing.T) {
 		t.Fatal("TURN not restarted on its old secret")
 	}
 }
+
+func TestBuiltinTURNPortBusy(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.TURN.Builtin.Enabled = true
+	busy, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	cfg.TURN.Builtin.Port = busy.LocalAddr().(*net.UDPAddr).Port
+	cfg.TURN.Secret = "a configured secret"
+	d := startDaemon(t, cfg)
+	// The relay runs without TURN, and does not announce it.
+	if d.systemRunning(partTURN) || d.external.Load().TURN != nil || d.Status().TURN != nil {
+		t.Fatal("TURN announced or running on a port another program holds")
+	}
+}
