@@ -58,3 +58,13 @@ func (d *Daemon) publicAddr() netip.Addr {
 	}
 	return netip.Addr{}
 }
+
+// liveCalls counts what a drain waits for: live channels and TURN
+// allocations.
+func (d *Daemon) liveCalls() int {
+	n := d.dp.Totals().Active
+	if srv := d.turnSrv.Load(); srv != nil {
+		n += srv.Stats().AllocationsLive
+	}
+	return n
+}

@@ -41,22 +41,26 @@ func TestBuiltinTURNPart(t *testing.T) {
 	secret = bytes.TrimSpace(secret)
 
 	// A provider's own tooling mints credentials from it.
-	conn, err := net.ListenPacket("udp4", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	user := turn.Username(time.Now().Add(time.Hour), "tooling")
 	server := net.JoinHostPort("127.0.0.1", strconv.Itoa(cfg.TURN.Builtin.Port))
-	c, err := pionturn.NewClient(&pionturn.ClientConfig{TURNServerAddr: server, STUNServerAddr: server, Username: user,
-		Password: turn.Password(secret, user), Realm: cfg.TURN.Builtin.Realm, Conn: conn, RTO: 200 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
+	newClient := func(id string) *pionturn.Client {
+		conn, err := net.ListenPacket("udp4", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { conn.Close() })
+		user := turn.Username(time.Now().Add(time.Hour), id)
+		c, err := pionturn.NewClient(&pionturn.ClientConfig{TURNServerAddr: server, STUNServerAddr: server, Username: user,
+			Password: turn.Password(secret, user), Realm: cfg.TURN.Builtin.Realm, Conn: conn, RTO: 200 * time.Millisecond})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(c.Close)
+		if err := c.Listen(); err != nil {
+			t.Fatal(err)
+		}
+		return c
 	}
-	defer c.Close()
-	if err := c.Listen(); err != nil {
-		t.Fatal(err)
-	}
+	c := newClient("tooling")
 	relay, err := c.Allocate()
 	if err != nil {
 		t.Fatal(err)
@@ -67,6 +71,14 @@ func TestBuiltinTURNPart(t *testing.T) {
 	}
 	if st := d.Status().TURN; st == nil || st.AllocationsLive != 1 || d.gate.Held() != 1 {
 		t.Fatalf("status %+v, gate holds %d", st, d.gate.Held())
+	}
+
+	// A drain waits for the allocation and refuses new ones.
+	if live := d.Drain(context.Background(), 50*time.Millisecond); live != 1 {
+		t.Fatalf("drain left %d calls live, want the TURN allocation", live)
+	}
+	if _, err := newClient("late").Allocate(); err == nil {
+		t.Fatal("TURN allocation while draining")
 	}
 
 	// Turned off live: the allocation ends and gives its reservation back.
