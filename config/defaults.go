@@ -14,9 +14,10 @@ func Default() Config {
 		Limits:        Limits{PerJIDChannels: 16, PerJIDRequestsPerMinute: 120, UsageSaveSeconds: 300},
 		Tracker:       Tracker{RefreshSeconds: 600},
 		STUN:          STUN{Enabled: true, Port: 3478, Classic: true, MaxResponsesPerSecond: 200},
-		TURN:          TURN{Port: 3478, Transport: TransportUDP, TTLSeconds: 86400},
-		Reconnect:     Reconnect{MinSeconds: 1, MaxSeconds: 60},
-		Log:           Log{Level: LogInfo, Format: LogText},
+		TURN: TURN{Port: 3478, Transport: TransportUDP, TTLSeconds: 86400,
+			Builtin: BuiltinTURN{Port: 3479, TCP: true, Realm: "jnrelay"}},
+		Reconnect: Reconnect{MinSeconds: 1, MaxSeconds: 60},
+		Log:       Log{Level: LogInfo, Format: LogText},
 	}
 }
 

@@ -199,16 +199,31 @@ type STUN struct {
 	MaxResponsesPerSecond int `json:"max_responses_per_second"`
 }
 
-// TURN announces an external TURN server (e.g. coturn with
-// use-auth-secret) through XEP-0215, with TURN REST credentials
-// (username "<expiry>:<id>", password base64(HMAC-SHA1(secret, username))).
+// TURN announces a TURN server through XEP-0215, with TURN REST
+// credentials (username "<expiry>:<id>", password
+// base64(HMAC-SHA1(secret, username))): either an external one (e.g.
+// coturn with use-auth-secret, Host set) or relayd's own (Builtin).
 type TURN struct {
-	Host       string    `json:"host,omitempty"` // empty = no TURN service
+	Host       string    `json:"host,omitempty"` // an external server; empty = none
 	Port       int       `json:"port"`
 	Transport  Transport `json:"transport"` // udp or tcp
 	Secret     string    `json:"secret,omitempty"`
 	SecretFile string    `json:"secret_file,omitempty"`
 	TTLSeconds int       `json:"ttl_seconds"`
+	// Builtin is relayd's own TURN server, relaying from the relay port
+	// range. Its secret is Secret or SecretFile when set, else one relayd
+	// generates and keeps in its state directory.
+	Builtin BuiltinTURN `json:"builtin"`
+}
+
+// BuiltinTURN configures relayd's own TURN server.
+type BuiltinTURN struct {
+	Enabled bool `json:"enabled"`
+	// Port is its UDP (and TCP) port. It cannot be the STUN server's:
+	// that socket is the STUN server's own.
+	Port  int    `json:"port"`
+	TCP   bool   `json:"tcp"`   // also serve TURN over TCP on Port
+	Realm string `json:"realm"` // the long-term credential realm
 }
 
 // Metrics configures the Prometheus endpoint.

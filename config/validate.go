@@ -169,6 +169,7 @@ func (c Config) validateExternal(p *fieldErrors) {
 			p.addf("turn.ttl_seconds", "%d is outside 60-604800", c.TURN.TTLSeconds)
 		}
 	}
+	c.validateBuiltinTURN(p)
 }
 
 // validateLogging checks reconnect.* and log.*.

@@ -4,7 +4,8 @@
 # chromium (headless, drives the donor web page in tests/e2e/web_test.go) and
 # qemu-user-static (tests/size runs the linux/arm v7 relayd under qemu-arm-static) and
 # shellcheck (tests/packages lints the packaging scripts) and ethtool (the fast paths' tests turn
-# checksum offload off so that the peers' kernels verify rewritten checksums).
+# checksum offload off so that the peers' kernels verify rewritten checksums) and coturn (its
+# turnutils_uclient is the third-party TURN client of tests/e2e/turn_test.go).
 # Idempotent: apt is skipped when everything is already installed. Must run as root.
 #
 # Debian's postinst scripts may start system-wide prosody/ejabberd daemons (unless
@@ -12,12 +13,19 @@
 # prosody/ejabberd process listening on 5222/5269/5280/5347/5443 is stopped afterwards.
 set -euo pipefail
 
-PKGS=(prosody ejabberd python3-slixmpp iproute2 nftables ethtool stun-client chromium qemu-user-static shellcheck)
+PKGS=(prosody ejabberd python3-slixmpp iproute2 nftables ethtool stun-client chromium qemu-user-static shellcheck coturn)
 DEFAULT_PORTS=(5222 5269 5280 5347 5443)
 
 log() { echo "deps.sh: $*"; }
 
 bash "$(dirname "$0")/apt-install.sh" "${PKGS[@]}"
+
+# Only coturn's client is used: a system turnserver its postinst may have started
+# would hold the STUN/TURN ports, so it is stopped through its service script.
+if command -v service >/dev/null 2>&1 && pgrep -x turnserver >/dev/null 2>&1; then
+  log "service coturn stop"
+  timeout 30 service coturn stop >/dev/null 2>&1 || true
+fi
 
 # pids of prosody/ejabberd processes listening on a default XMPP port (system daemons;
 # the test harness always uses private, randomly chosen ports).

@@ -3,6 +3,7 @@ package channel
 import (
 	"log/slog"
 	"net/netip"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -21,6 +22,10 @@ type shared struct {
 	// ports maps a port to its side while a channel holds it; workers
 	// look events up here.
 	ports *portTable
+	// foreign holds the relay ports handed to another protocol
+	// (relayport.go) by port number: no channel side holds them, but
+	// they are the relay's own ports all the same.
+	foreign sync.Map
 	// peers is the rule for sources a port may latch (peers.go), rebuilt
 	// when the relay's addresses change; guard watches for sprayers.
 	peers atomic.Pointer[peerRule]
@@ -44,5 +49,12 @@ func (sh *shared) overTotal(n int) bool {
 	return lim != nil && !lim.AllowN(time.Now(), n)
 }
 
-// isRelayPort reports whether a channel holds port now.
-func (sh *shared) isRelayPort(port int) bool { return sh.ports.lookup(port) != nil }
+// isRelayPort reports whether a channel or another protocol holds port
+// now.
+func (sh *shared) isRelayPort(port int) bool {
+	if sh.ports.lookup(port) != nil {
+		return true
+	}
+	_, ok := sh.foreign.Load(port)
+	return ok
+}

@@ -22,6 +22,7 @@ import (
 	"github.com/jnrelay/jnrelay/relayd/publicaddr"
 	"github.com/jnrelay/jnrelay/relayd/stun"
 	"github.com/jnrelay/jnrelay/relayd/tracker"
+	"github.com/jnrelay/jnrelay/relayd/turn"
 	"github.com/jnrelay/jnrelay/relayd/usage"
 )
 
@@ -47,6 +48,11 @@ type Daemon struct {
 	external atomic.Pointer[jinglenodes.External]
 	trk      atomic.Pointer[tracker.Tracker]
 	stunSrv  atomic.Pointer[stun.Server]
+	turnSrv  atomic.Pointer[turn.Server]
+	// minted remembers who each built-in TURN credential was minted for;
+	// it outlives restarts of the TURN server.
+	minted   *turn.Requesters
+	stateDir string
 
 	applyMu sync.Mutex // one Apply at a time
 	mu      sync.Mutex // guards the fields below
@@ -75,7 +81,8 @@ func New(ctx context.Context, cfg config.Config, opt Options) (*Daemon, error) {
 	ctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	cfg.FillDefaults()
 	d := &Daemon{version: version, log: log, started: time.Now(), ctx: ctx, cancel: cancel,
-		listen: netip.MustParseAddr(cfg.ListenAddress), xmpp: map[string]*sessionPart{}}
+		listen: netip.MustParseAddr(cfg.ListenAddress), xmpp: map[string]*sessionPart{},
+		minted: turn.NewRequesters(0), stateDir: opt.StateDir}
 	var err error
 	features := kernel.Detect()
 	d.dp, err = channel.New(channel.Config{
@@ -140,7 +147,7 @@ func (d *Daemon) apply(cfg, old config.Config) error {
 		}
 	}
 	if first || cfg.PublicAddress != old.PublicAddress || !reflect.DeepEqual(cfg.PublicAddressSTUN, old.PublicAddressSTUN) ||
-		cfg.Ports != old.Ports || cfg.STUN != old.STUN {
+		cfg.Ports != old.Ports || cfg.STUN != old.STUN || cfg.TURN.Builtin != old.TURN.Builtin {
 		if err := d.startPublicAddr(cfg); err != nil {
 			return err
 		}
@@ -173,6 +180,7 @@ func (d *Daemon) apply(cfg, old config.Config) error {
 // up), then stops everything else.
 func (d *Daemon) Close() {
 	d.log.Info("shutting down")
+	d.stopTURN() // its allocations end before the data plane does
 	d.dp.Close()
 	d.cancel()
 	d.wg.Wait()

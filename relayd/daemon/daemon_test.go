@@ -258,7 +258,7 @@ func TestServiceNamedAfterAPartDoesNotCollide(t *testing.T) {
 	checkParts := func(when string) {
 		t.Helper()
 		for k := range numSystemParts {
-			if k == partSTUN && !d.Config().STUN.Enabled {
+			if k == partSTUN && !d.Config().STUN.Enabled || k == partTURN && !d.Config().TURN.Builtin.Enabled {
 				continue
 			}
 			if !d.systemRunning(k) {

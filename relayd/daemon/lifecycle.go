@@ -7,15 +7,15 @@ import (
 	"time"
 )
 
-// Drain stops taking new channels (requests are refused with
-// service-unavailable and <services/> stops listing this relay) and waits
-// until every live channel has ended or grace has passed, whichever comes
+// Drain stops taking new channels and TURN allocations (requests are
+// refused with service-unavailable and <services/> stops listing this
+// relay) and waits until every live channel and allocation has ended or grace has passed, whichever comes
 // first; ctx cuts the wait short. XMPP sessions stay up meanwhile, so
 // requesters still hear of channels that end. It returns how many channels
 // were still live when it stopped waiting (Close ends them).
 func (d *Daemon) Drain(ctx context.Context, grace time.Duration) int {
 	d.dp.Drain()
-	live := d.dp.Totals().Active
+	live := d.liveCalls()
 	d.log.Info("draining: no new channels", "live", live, "grace", grace.String())
 	if live == 0 {
 		return 0
@@ -27,15 +27,15 @@ func (d *Daemon) Drain(ctx context.Context, grace time.Duration) int {
 	for {
 		select {
 		case <-deadline.C:
-			live = d.dp.Totals().Active
+			live = d.liveCalls()
 			d.log.Info("drain grace over", "live", live)
 			return live
 		case <-ctx.Done():
-			live = d.dp.Totals().Active
+			live = d.liveCalls()
 			d.log.Info("drain cut short", "live", live)
 			return live
 		case <-tick.C:
-			if live = d.dp.Totals().Active; live == 0 {
+			if live = d.liveCalls(); live == 0 {
 				d.log.Info("drained: every call has ended")
 				return 0
 			}

@@ -47,6 +47,7 @@ const (
 	partPublicAddr systemPart = iota
 	partSTUN
 	partTracker
+	partTURN
 	numSystemParts
 )
 
@@ -58,6 +59,8 @@ func (k systemPart) String() string {
 		return "stun"
 	case partTracker:
 		return "tracker"
+	case partTURN:
+		return "turn"
 	}
 	return fmt.Sprintf("systemPart(%d)", int(k))
 }
@@ -100,6 +103,11 @@ func (d *Daemon) startPublicAddr(cfg config.Config) error {
 		if cfg.STUN.Enabled {
 			forward += fmt.Sprintf(" and %d", cfg.STUN.Port)
 		}
+		if b := cfg.TURN.Builtin; b.Enabled && b.TCP {
+			forward += fmt.Sprintf(", UDP and TCP port %d (TURN)", b.Port)
+		} else if b.Enabled {
+			forward += fmt.Sprintf(", UDP port %d (TURN)", b.Port)
+		}
 		var err error
 		w, err = publicaddr.NewWatcher(d.ctx, publicaddr.Options{STUNServers: cfg.PublicAddressSTUN, Forward: forward,
 			Logger: d.log.With("part", "publicaddr")})
@@ -113,6 +121,7 @@ func (d *Daemon) startPublicAddr(cfg config.Config) error {
 }
 
 func (d *Daemon) startSTUN(cfg config.Config) error {
+	d.stopTURN() // its port may be the old STUN port
 	ext := &jinglenodes.External{}
 	if cfg.TURN.Host != "" {
 		secret, err := cfg.TURN.ResolveSecret(cfg.Path)
@@ -136,6 +145,16 @@ func (d *Daemon) startSTUN(cfg config.Config) error {
 			ext.STUNPort = cfg.STUN.Port
 			d.stunSrv.Store(srv)
 			d.runSystem(partSTUN, func(ctx context.Context) { srv.Serve(ctx) })
+		}
+	}
+	if cfg.TURN.Builtin.Enabled {
+		t, err := d.startTURN(cfg)
+		if err != nil {
+			// As with STUN: the relay is still useful without it; it is
+			// not announced.
+			d.log.Error("TURN server not started", "err", err)
+		} else {
+			ext.TURN = t
 		}
 	}
 	d.external.Store(ext)

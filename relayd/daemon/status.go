@@ -6,6 +6,7 @@ import (
 
 	"github.com/jnrelay/jnrelay/relayd/channel"
 	"github.com/jnrelay/jnrelay/relayd/stun"
+	"github.com/jnrelay/jnrelay/relayd/turn"
 )
 
 // Status is the daemon's state as the provisioning API and the CLI show it.
@@ -24,6 +25,7 @@ type Status struct {
 	Usage        Usage           `json:"usage"`
 	Draining     bool            `json:"draining,omitempty"`
 	STUN         *STUNStatus     `json:"stun,omitempty"`
+	TURN         *turn.Stats     `json:"turn,omitempty"` // the built-in TURN server, when it runs
 }
 
 // Usage is what the relay donated in the current day and month (local
@@ -136,6 +138,10 @@ func (d *Daemon) Status() Status {
 	}
 	if srv := d.stunSrv.Load(); srv != nil {
 		st.STUN = stunStatus(srv.Stats())
+	}
+	if srv := d.turnSrv.Load(); srv != nil {
+		ts := srv.Stats()
+		st.TURN = &ts
 	}
 	return st
 }

@@ -6,11 +6,14 @@ import (
 	"encoding/base64"
 	"encoding/xml"
 	"fmt"
+	"net"
 	"net/netip"
+	"slices"
 	"strconv"
 	"time"
 
 	"mellium.im/xmlstream"
+	"mellium.im/xmpp/jid"
 	"mellium.im/xmpp/stanza"
 
 	"github.com/jnrelay/jnrelay/internal/randid"
@@ -23,28 +26,61 @@ type External struct {
 	TURN     *TURN
 }
 
-// TURN is an external TURN server using TURN REST credentials (coturn's
+// TURN is a TURN server using TURN REST credentials (coturn's
 // use-auth-secret): username "<expiry unix time>:<id>", password
-// base64(HMAC-SHA1(secret, username)).
+// base64(HMAC-SHA1(secret, username)). It is an external server (Host
+// set) or relayd's own (Builtin: at the relay's public address, the host
+// channel results carry).
 type TURN struct {
 	Host      string
 	Port      int
 	Transport string // udp or tcp
 	Secret    []byte
 	TTL       time.Duration
+	// Builtin: the server is relayd's own, at the relay's public address;
+	// TCP says it also serves TCP on Port.
+	Builtin, TCP bool
+	// Minted, when set, is told who each credential id was minted for
+	// (the built-in server counts allocations against that requester).
+	Minted func(id string, requester jid.JID, expires time.Time)
 }
 
-// credentials issues TURN REST credentials valid for TTL from now.
-func (t *TURN) credentials(now time.Time) (username, password string, expires time.Time) {
+// credentials issues TURN REST credentials valid for TTL from now for
+// requester.
+func (t *TURN) credentials(now time.Time, requester jid.JID) (username, password string, expires time.Time) {
 	expires = now.Add(t.TTL).Truncate(time.Second)
-	username = strconv.FormatInt(expires.Unix(), 10) + ":" + randid.Hex(6)
+	id := randid.Hex(6)
+	username = strconv.FormatInt(expires.Unix(), 10) + ":" + id
 	mac := hmac.New(sha1.New, t.Secret)
 	mac.Write([]byte(username))
+	if t.Minted != nil {
+		t.Minted(id, requester, expires)
+	}
 	return username, base64.StdEncoding.EncodeToString(mac.Sum(nil)), expires
 }
 
-func (t *TURN) uri() string {
-	return fmt.Sprintf("turn:%s:%d?transport=%s", t.Host, t.Port, t.Transport)
+// transports are the transports the server is announced with.
+func (t *TURN) transports() []string {
+	if t.TCP && t.Transport != "tcp" {
+		return []string{t.Transport, "tcp"}
+	}
+	return []string{t.Transport}
+}
+
+// host is where the server is reached: the relay's public address for
+// the built-in server ("" while unknown).
+func (t *TURN) host(public netip.Addr) string {
+	if !t.Builtin {
+		return t.Host
+	}
+	if !public.IsValid() {
+		return ""
+	}
+	return public.String()
+}
+
+func (t *TURN) uri(host, transport string) string {
+	return fmt.Sprintf("turn:%s?transport=%s", net.JoinHostPort(host, strconv.Itoa(t.Port)), transport)
 }
 
 // extServices answers XEP-0215 <services/> (optionally filtered by type):
@@ -61,20 +97,22 @@ func (h *Handler) extServices(req Request, credentialsOnly bool) xml.TokenReader
 	if ext.STUNPort > 0 && host.IsValid() && (wantType == "" || wantType == "stun") && !credentialsOnly {
 		entries = append(entries, xmlstream.Wrap(nil, service("stun", host.String(), ext.STUNPort, "udp")))
 	}
-	if t := ext.TURN; t != nil && (wantType == "" || wantType == "turn") {
+	if t := ext.TURN; t != nil && t.host(host) != "" && (wantType == "" || wantType == "turn") {
 		if ok, why := h.policy.Permit(req.IQ.From); !ok {
 			if credentialsOnly {
 				return h.errorReply(req.IQ, stanza.Auth, stanza.Forbidden, why)
 			}
 		} else {
-			user, pass, expires := t.credentials(time.Now())
-			el := service("turn", t.Host, t.Port, t.Transport)
-			entries = append(entries, xmlstream.Wrap(nil, withAttrs(el,
-				xml.Attr{Name: xml.Name{Local: "restricted"}, Value: "1"},
-				xml.Attr{Name: xml.Name{Local: "username"}, Value: user},
-				xml.Attr{Name: xml.Name{Local: "password"}, Value: pass},
-				xml.Attr{Name: xml.Name{Local: "expires"}, Value: expires.UTC().Format(time.RFC3339)},
-			)))
+			user, pass, expires := t.credentials(time.Now(), req.IQ.From)
+			for _, transport := range t.transports() {
+				el := service("turn", t.host(host), t.Port, transport)
+				entries = append(entries, xmlstream.Wrap(nil, withAttrs(el,
+					xml.Attr{Name: xml.Name{Local: "restricted"}, Value: "1"},
+					xml.Attr{Name: xml.Name{Local: "username"}, Value: user},
+					xml.Attr{Name: xml.Name{Local: "password"}, Value: pass},
+					xml.Attr{Name: xml.Name{Local: "expires"}, Value: expires.UTC().Format(time.RFC3339)},
+				)))
+			}
 		}
 	}
 	if credentialsOnly && len(entries) == 0 {
@@ -100,18 +138,22 @@ func (h *Handler) turnCredentials(req Request) xml.TokenReader {
 		return h.errorReply(req.IQ, stanza.Cancel, stanza.ServiceUnavailable, "no TURN server configured")
 	case proto == "":
 		return h.errorReply(req.IQ, stanza.Modify, stanza.BadRequest, "protocol attribute required")
-	case proto != t.Transport:
+	case !slices.Contains(t.transports(), proto):
 		return h.errorReply(req.IQ, stanza.Cancel, stanza.ItemNotFound, "TURN over "+proto+" not offered")
+	}
+	host := t.host(h.svc.cfg.PublicHost())
+	if host == "" {
+		return h.errorReply(req.IQ, stanza.Wait, stanza.ServiceUnavailable, "public address not known yet")
 	}
 	if ok, why := h.policy.Permit(req.IQ.From); !ok {
 		return h.errorReply(req.IQ, stanza.Auth, stanza.Forbidden, why)
 	}
-	user, pass, _ := t.credentials(time.Now())
+	user, pass, _ := t.credentials(time.Now(), req.IQ.From)
 	return h.result(req.IQ, xmlstream.Wrap(nil, xml.StartElement{
 		Name: xml.Name{Space: NSTurnCreds, Local: "turn"},
 		Attr: []xml.Attr{
 			{Name: xml.Name{Local: "ttl"}, Value: strconv.Itoa(int(t.TTL.Seconds()))},
-			{Name: xml.Name{Local: "uri"}, Value: t.uri()},
+			{Name: xml.Name{Local: "uri"}, Value: t.uri(host, proto)},
 			{Name: xml.Name{Local: "username"}, Value: user},
 			{Name: xml.Name{Local: "password"}, Value: pass},
 		},

@@ -1,0 +1,91 @@
+package channel
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"sync"
+)
+
+// Relay ports for other protocols (the built-in TURN server): a TURN
+// allocation takes its relayed address from the same pool as channels, a
+// whole block of four ports of which it binds the first, so the range's
+// capacity is shared and an allocation's port never collides with a
+// channel's. Its datagrams do not pass through the workers: the TURN
+// server reads and writes the socket itself, and asks PermitsPeer before
+// it lets a peer in.
+
+// errRelayPortSteered: with steered ports the sk_lookup program hands
+// every datagram of the range to the workers, so a socket of its own in
+// the range would never receive.
+var errRelayPortSteered = errors.New("relay ports for TURN need channel.sockets per_port")
+
+// RelayPort is a relay port handed out by OpenRelayPort: a UDP socket
+// bound to the relay's listen address. Close releases the port to the
+// pool (once, however often it is called).
+type RelayPort struct {
+	*net.UDPConn
+	release func()
+	once    sync.Once
+}
+
+// Close closes the socket and gives its block back to the pool.
+func (p *RelayPort) Close() error {
+	err := p.UDPConn.Close()
+	p.once.Do(p.release)
+	return err
+}
+
+// OpenRelayPort takes a free block of the port range and returns a socket
+// bound to its first port. It fails with ErrPoolExhausted when no block
+// is free (or none can be bound) and ErrDraining after Drain.
+func (m *Manager) OpenRelayPort() (*RelayPort, error) {
+	m.mu.Lock()
+	pool, closed, draining := m.pool, m.closed, m.draining
+	m.mu.Unlock()
+	switch {
+	case closed:
+		return nil, errors.New("data plane is shut down")
+	case draining:
+		return nil, ErrDraining
+	case !m.tr.socketPerPort():
+		return nil, errRelayPortSteered
+	}
+	network := "udp6"
+	if m.sh.listen.Is4() || m.sh.listen.Is4In6() {
+		network = "udp4"
+	}
+	busy := map[int]bool{}
+	for {
+		base, err := pool.take(busy)
+		if err != nil {
+			return nil, err
+		}
+		conn, err := net.ListenUDP(network, net.UDPAddrFromAddrPort(netip.AddrPortFrom(m.sh.listen.Unmap(), uint16(base))))
+		if err != nil {
+			pool.put(base)
+			if isAddrInUse(err) {
+				busy[base] = true
+				continue
+			}
+			return nil, fmt.Errorf("open relay port: %w", err)
+		}
+		m.sh.foreign.Store(base, struct{}{})
+		m.sh.log.Info("relay port opened", "port", base)
+		return &RelayPort{UDPConn: conn, release: func() {
+			m.sh.foreign.Delete(base)
+			pool.put(base)
+			m.sh.log.Info("relay port closed", "port", base)
+		}}, nil
+	}
+}
+
+// PermitsPeer reports whether the peer rule lets the relay exchange
+// datagrams with peer: the rule channels latch by (peers.go), with the
+// relay's live ports — channels' and relay ports' — refused at its own
+// addresses. It asks the live rule, so a change of the relay's addresses
+// applies at once.
+func (m *Manager) PermitsPeer(peer netip.AddrPort) bool {
+	return m.sh.peers.Load().permits(peer, m.sh.isRelayPort)
+}

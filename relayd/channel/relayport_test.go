@@ -1,0 +1,75 @@
+package channel
+
+import (
+	"errors"
+	"net/netip"
+	"strconv"
+	"testing"
+)
+
+func TestRelayPortsShareThePool(t *testing.T) {
+	m, _ := newTestManager(t, func(c *Config) { c.PortMin, c.PortMax = testPortMin, testPortMin+7 }) // two blocks
+	p, err := m.OpenRelayPort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := m.Allocate()
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := int(p.LocalAddr().(interface{ AddrPort() netip.AddrPort }).AddrPort().Port())
+	if port == info.LocalPort || port%4 != info.LocalPort%4 || port < testPortMin || port > testPortMin+7 {
+		t.Fatalf("relay port %d beside channel %d in %d-%d", port, info.LocalPort, testPortMin, testPortMin+7)
+	}
+	if _, err := m.OpenRelayPort(); !errors.Is(err, ErrPoolExhausted) {
+		t.Fatalf("third block: %v, want ErrPoolExhausted", err)
+	}
+	if _, err := m.Allocate(); !errors.Is(err, ErrPoolExhausted) {
+		t.Fatalf("channel beyond the pool: %v, want ErrPoolExhausted", err)
+	}
+	// A relay port is the relay's own: no peer may be at it.
+	if m.PermitsPeer(netip.AddrPortFrom(loopback, uint16(port))) {
+		t.Fatalf("peer at the relay's own port %d permitted", port)
+	}
+	p.Close()
+	p.Close() // twice gives the block back once
+	// A relay on loopback (a test) serves its own host: the freed port is
+	// an ordinary peer again.
+	if !m.PermitsPeer(netip.AddrPortFrom(loopback, uint16(port))) {
+		t.Fatalf("closed relay port %d still refused as a peer", port)
+	}
+	if _, err := m.Allocate(); err != nil {
+		t.Fatalf("block not back in the pool: %v", err)
+	}
+	if _, err := m.OpenRelayPort(); !errors.Is(err, ErrPoolExhausted) {
+		t.Fatalf("block given back twice: %v", err)
+	}
+}
+
+func TestRelayPortRefusedWhileDraining(t *testing.T) {
+	m, _ := newTestManager(t, nil)
+	m.Drain()
+	if _, err := m.OpenRelayPort(); !errors.Is(err, ErrDraining) {
+		t.Fatalf("draining: %v, want ErrDraining", err)
+	}
+}
+
+func TestPermitsPeerEverySpelling(t *testing.T) {
+	m, _ := newTestManager(t, nil)
+	info, err := m.Allocate()
+	if err != nil {
+		t.Fatal(err)
+	}
+	live := uint16(info.LocalPort)
+	for _, s := range []string{"0.0.0.0:5000", "[::]:5000", "224.0.0.1:5000", "127.0.0.1:0",
+		"127.0.0.1:" + strconv.Itoa(int(live)), "[::ffff:127.0.0.1]:" + strconv.Itoa(int(live)), "[::1]:" + strconv.Itoa(int(live))} {
+		if m.PermitsPeer(netip.MustParseAddrPort(s)) {
+			t.Errorf("peer %s permitted", s)
+		}
+	}
+	// The relay listens on loopback (a test): its own host's other ports
+	// are peers.
+	if !m.PermitsPeer(netip.MustParseAddrPort("127.0.0.1:5000")) {
+		t.Error("loopback peer of a loopback relay refused")
+	}
+}

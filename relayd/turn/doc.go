@@ -1,0 +1,20 @@
+// Package turn is relayd's built-in TURN server (RFC 8656), pion/turn on
+// relayd's own data plane: every allocation's relayed address is a port
+// of the relay port range (channel.Manager.OpenRelayPort), so channels
+// and allocations share one pool; every allocation is reserved through
+// the admission gate, so the relay's and the requesters' limits count
+// both; and every peer is judged by the data plane's live peer rule
+// (channel.Manager.PermitsPeer), so TURN cannot reach what a channel may
+// not latch: loopback, unspecified, multicast, private addresses at a
+// public relay, the relay's own addresses and live ports.
+//
+// Authentication is TURN REST (username "<expiry>:<id>", password
+// base64(HMAC-SHA1(secret, username))); credentials are minted by the
+// XEP-0215 handlers, which record who each id was minted for
+// (Requesters).
+//
+// This slice serves UDP and TCP (RFC 6062 TCP relaying is refused); TLS
+// is a later slice. pion/turn offers no hook before authentication, so
+// the rate limit on unauthenticated requests is applied to the listening
+// socket (limit.go).
+package turn

@@ -1,0 +1,257 @@
+package turn
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"sync"
+	"time"
+
+	pionturn "github.com/pion/turn/v5"
+	"golang.org/x/time/rate"
+
+	"github.com/jnrelay/jnrelay/relayd/admission"
+	"github.com/jnrelay/jnrelay/relayd/channel"
+)
+
+// DataPlane is what the server asks of the data plane
+// (*channel.Manager).
+type DataPlane interface {
+	OpenRelayPort() (*channel.RelayPort, error)
+	PermitsPeer(netip.AddrPort) bool
+}
+
+// Config configures a Server.
+type Config struct {
+	Listen netip.AddrPort // UDP address of the server (and TCP with TCP)
+	TCP    bool
+	Realm  string
+	Secret []byte // the TURN REST shared secret
+	// PublicAddr returns the relay's public address, the host of every
+	// relayed address (invalid while unknown: allocations are refused).
+	PublicAddr func() netip.Addr
+	DataPlane  DataPlane
+	Gate       *admission.Gate
+	Requesters *Requesters
+	Logger     *slog.Logger
+}
+
+// Server is the built-in TURN server.
+type Server struct {
+	cfg   Config
+	addr  netip.AddrPort // the bound UDP address
+	log   *slog.Logger
+	pion  *pionturn.Server
+	stats counters
+
+	// Allocations still open, so that Serve returns only once every
+	// allocation gave its port and reservation back (pion closes them in
+	// goroutines of its own).
+	mu      sync.Mutex
+	closing bool
+	open    int
+	idle    chan struct{} // closed when open reaches 0 after closing
+}
+
+// New binds the server's sockets and starts serving.
+func New(cfg Config) (*Server, error) {
+	switch {
+	case len(cfg.Secret) == 0:
+		return nil, errors.New("turn: no shared secret")
+	case cfg.DataPlane == nil || cfg.Gate == nil || cfg.PublicAddr == nil:
+		return nil, errors.New("turn: data plane, admission gate and public address are required")
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Requesters == nil {
+		cfg.Requesters = NewRequesters(0)
+	}
+	s := &Server{cfg: cfg, log: cfg.Logger, idle: make(chan struct{})}
+	pc, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(cfg.Listen))
+	if err != nil {
+		return nil, fmt.Errorf("turn: listen udp %s: %w", cfg.Listen, err)
+	}
+	s.addr = pc.LocalAddr().(*net.UDPAddr).AddrPort()
+	sc := pionturn.ServerConfig{
+		Realm:         cfg.Realm,
+		AuthHandler:   s.authenticate,
+		LoggerFactory: pionLogger{log: cfg.Logger},
+		PacketConnConfigs: []pionturn.PacketConnConfig{{
+			PacketConn:            &limitedConn{PacketConn: pc, srv: s, sources: map[netip.Addr]*rate.Limiter{}},
+			RelayAddressGenerator: relayAddresses{s},
+			PermissionHandler:     s.permitPeerIP,
+		}},
+	}
+	if cfg.TCP {
+		ln, err := net.ListenTCP("tcp", net.TCPAddrFromAddrPort(s.addr))
+		if err != nil {
+			pc.Close()
+			return nil, fmt.Errorf("turn: listen tcp %s: %w", cfg.Listen, err)
+		}
+		sc.ListenerConfigs = []pionturn.ListenerConfig{{
+			Listener: ln, RelayAddressGenerator: relayAddresses{s}, PermissionHandler: s.permitPeerIP,
+		}}
+	}
+	s.pion, err = pionturn.NewServer(sc)
+	if err != nil {
+		pc.Close()
+		for _, l := range sc.ListenerConfigs {
+			l.Listener.Close()
+		}
+		return nil, fmt.Errorf("turn: %w", err)
+	}
+	return s, nil
+}
+
+// Serve runs until ctx is done, then closes the server and every
+// allocation.
+func (s *Server) Serve(ctx context.Context) {
+	<-ctx.Done()
+	if err := s.Close(); err != nil {
+		s.log.Warn("TURN server close", "err", err)
+	}
+}
+
+// closeWait bounds how long Close waits for pion to end the allocations.
+const closeWait = 5 * time.Second
+
+// Close stops the server and returns once every allocation has ended (or
+// closeWait passed).
+func (s *Server) Close() error {
+	err := s.pion.Close()
+	s.mu.Lock()
+	s.closing = true
+	wait := s.open > 0
+	s.mu.Unlock()
+	if wait {
+		select {
+		case <-s.idle:
+		case <-time.After(closeWait):
+			s.log.Warn("TURN allocations still open after close", "wait", closeWait)
+		}
+	}
+	return err
+}
+
+// opened counts a new allocation; it fails once Close began.
+func (s *Server) opened() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closing {
+		return false
+	}
+	s.open++
+	s.stats.live.Add(1)
+	s.stats.total.Add(1)
+	return true
+}
+
+// ended counts an allocation's end.
+func (s *Server) ended() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.open--
+	s.stats.live.Add(-1)
+	if s.closing && s.open == 0 {
+		close(s.idle)
+	}
+}
+
+// Addr is the server's UDP address (its port chosen by the kernel when
+// Config.Listen's was 0).
+func (s *Server) Addr() netip.AddrPort { return s.addr }
+
+// Stats returns the server's counters.
+func (s *Server) Stats() Stats { return s.stats.snapshot() }
+
+// permits applies the data plane's live peer rule.
+func (s *Server) permits(peer netip.AddrPort) bool { return s.cfg.DataPlane.PermitsPeer(peer) }
+
+// permitPeerIP is pion's PermissionHandler (CreatePermission and
+// ChannelBind). pion passes the peer's address only: port 1, which no
+// relay port can be (the range starts above 1023), stands for "some
+// port"; the relay's own live ports are refused per datagram
+// (relayConn).
+func (s *Server) permitPeerIP(_ net.Addr, ip net.IP) bool {
+	a, ok := netip.AddrFromSlice(ip)
+	if ok && s.permits(netip.AddrPortFrom(a, 1)) {
+		return true
+	}
+	s.stats.refuse(RefusedPeer)
+	return false
+}
+
+// authenticate is pion's AuthHandler for TURN REST credentials: expired,
+// malformed and unsigned usernames are refused; the user id pion carries
+// into the allocation is the credential id.
+func (s *Server) authenticate(ra *pionturn.RequestAttributes) (string, []byte, bool) {
+	expires, id, ok := parseUsername(ra.Username)
+	if !ok || time.Now().After(expires) {
+		s.stats.refuse(RefusedAuth)
+		return "", nil, false
+	}
+	return id, pionturn.GenerateAuthKey(ra.Username, ra.Realm, Password(s.cfg.Secret, ra.Username)), true
+}
+
+// allocate opens an allocation's relayed socket: admitted by the gate in
+// the name of the requester the credential was minted for, on a relay
+// port of the data plane, at the relay's public address.
+func (s *Server) allocate(c pionturn.AllocateListenerConfig) (net.PacketConn, net.Addr, error) {
+	public := s.cfg.PublicAddr()
+	if !public.IsValid() {
+		s.stats.refuse(RefusedNoAddress)
+		return nil, nil, errors.New("public address not known yet")
+	}
+	if (c.Network == "udp6") != (s.cfg.Listen.Addr().Is6() && !s.cfg.Listen.Addr().Is4In6()) {
+		s.stats.refuse(RefusedAddrFamily)
+		return nil, nil, fmt.Errorf("relayed address family %s not served", c.Network)
+	}
+	requester := s.cfg.Requesters.requesterFor(c.UserID)
+	ticket, err := s.cfg.Gate.Reserve(admission.Request{Requester: requester})
+	if err != nil {
+		s.stats.refuse(RefusedAdmission)
+		s.log.Info("TURN allocation refused", "requester", requester.String(), "err", err)
+		return nil, nil, err
+	}
+	port, err := s.cfg.DataPlane.OpenRelayPort()
+	if err != nil {
+		ticket.Cancel()
+		s.stats.refuse(RefusedPool)
+		return nil, nil, err
+	}
+	if !s.opened() {
+		port.Close()
+		ticket.Cancel()
+		return nil, nil, errors.New("TURN server closed")
+	}
+	local := port.LocalAddr().(*net.UDPAddr).AddrPort()
+	relayed := net.UDPAddrFromAddrPort(netip.AddrPortFrom(public, local.Port()))
+	ticket.Commit("turn:" + relayed.String())
+	s.log.Info("TURN allocation", "requester", requester.String(), "relayed", relayed.String())
+	return &relayConn{RelayPort: port, srv: s, ticket: ticket}, relayed, nil
+}
+
+// relayAddresses is pion's RelayAddressGenerator over the data plane.
+type relayAddresses struct{ s *Server }
+
+func (r relayAddresses) Validate() error { return nil }
+
+func (r relayAddresses) AllocatePacketConn(c pionturn.AllocateListenerConfig) (net.PacketConn, net.Addr, error) {
+	return r.s.allocate(c)
+}
+
+// errTCPRelay: RFC 6062 TCP relayed addresses are not offered (the data
+// plane relays UDP only).
+var errTCPRelay = errors.New("TCP relayed addresses are not offered")
+
+func (r relayAddresses) AllocateListener(pionturn.AllocateListenerConfig) (net.Listener, net.Addr, error) {
+	return nil, nil, errTCPRelay
+}
+
+func (r relayAddresses) AllocateConn(pionturn.AllocateConnConfig) (net.Conn, error) {
+	return nil, errTCPRelay
+}

@@ -1,0 +1,67 @@
+package turn
+
+import "sync/atomic"
+
+// Refusal reasons counted by Stats.
+const (
+	RefusedAuth       = "auth"        // a malformed, expired or wrongly signed credential
+	RefusedAdmission  = "admission"   // the admission gate refused the requester
+	RefusedPool       = "pool"        // no relay port could be opened (pool exhausted, draining)
+	RefusedPeer       = "peer"        // a permission, channel binding or datagram for a forbidden peer
+	RefusedRateLimit  = "rate_limit"  // an unauthenticated request over its source's rate
+	RefusedNoAddress  = "no_address"  // the relay's public address is not known yet
+	RefusedAddrFamily = "addr_family" // a relayed address of a family the relay does not listen on
+)
+
+// RefusalReasons lists every reason Stats counts, for metrics.
+var RefusalReasons = []string{RefusedAuth, RefusedAdmission, RefusedPool, RefusedPeer, RefusedRateLimit, RefusedNoAddress, RefusedAddrFamily}
+
+// Stats are the server's counters since it started.
+type Stats struct {
+	AllocationsLive  int               `json:"allocations_live"`
+	AllocationsTotal uint64            `json:"allocations_total"`
+	Refused          map[string]uint64 `json:"refused"` // by reason (RefusalReasons)
+	// Bytes relayed: payload sent to peers, and received from them.
+	BytesToPeers   uint64 `json:"bytes_to_peers"`
+	BytesFromPeers uint64 `json:"bytes_from_peers"`
+}
+
+// counters are the live counters behind Stats.
+type counters struct {
+	live, total                 atomic.Int64
+	toPeers, fromPeers          atomic.Uint64
+	auth, admission, pool, peer atomic.Uint64
+	rateLimit, noAddr, family   atomic.Uint64
+}
+
+func (c *counters) refuse(reason string) {
+	switch reason {
+	case RefusedAuth:
+		c.auth.Add(1)
+	case RefusedAdmission:
+		c.admission.Add(1)
+	case RefusedPool:
+		c.pool.Add(1)
+	case RefusedPeer:
+		c.peer.Add(1)
+	case RefusedRateLimit:
+		c.rateLimit.Add(1)
+	case RefusedNoAddress:
+		c.noAddr.Add(1)
+	case RefusedAddrFamily:
+		c.family.Add(1)
+	}
+}
+
+func (c *counters) snapshot() Stats {
+	return Stats{
+		AllocationsLive:  int(c.live.Load()),
+		AllocationsTotal: uint64(c.total.Load()),
+		Refused: map[string]uint64{
+			RefusedAuth: c.auth.Load(), RefusedAdmission: c.admission.Load(), RefusedPool: c.pool.Load(),
+			RefusedPeer: c.peer.Load(), RefusedRateLimit: c.rateLimit.Load(), RefusedNoAddress: c.noAddr.Load(),
+			RefusedAddrFamily: c.family.Load(),
+		},
+		BytesToPeers: c.toPeers.Load(), BytesFromPeers: c.fromPeers.Load(),
+	}
+}

@@ -1,0 +1,190 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"math/rand/v2"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jnrelay/jnrelay/config"
+	"github.com/jnrelay/jnrelay/relayd/turn"
+)
+
+// echoPeer is the TURN peer: a UDP socket the test owns on loopback that
+// echoes every datagram and remembers where they came from.
+type echoPeer struct {
+	conn *net.UDPConn
+	mu   sync.Mutex
+	got  []netip.AddrPort // sources, one per datagram
+	size []int
+}
+
+func newEchoPeer(t *testing.T) *echoPeer {
+	t.Helper()
+	conn, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &echoPeer{conn: conn}
+	done := make(chan struct{})
+	t.Cleanup(func() { conn.Close(); <-done })
+	go func() {
+		defer close(done)
+		buf := make([]byte, 2048)
+		for {
+			n, from, err := conn.ReadFromUDPAddrPort(buf)
+			if err != nil {
+				return
+			}
+			p.mu.Lock()
+			p.got, p.size = append(p.got, from), append(p.size, n)
+			p.mu.Unlock()
+			conn.WriteToUDPAddrPort(buf[:n], from)
+		}
+	}()
+	return p
+}
+
+func (p *echoPeer) port() int { return p.conn.LocalAddr().(*net.UDPAddr).Port }
+
+// received returns the sources and sizes of the datagrams from index from on.
+func (p *echoPeer) received(from int) ([]netip.AddrPort, []int) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return append([]netip.AddrPort(nil), p.got[from:]...), append([]int(nil), p.size[from:]...)
+}
+
+// TestBuiltinTURNWithCoturnClient runs relayd's built-in TURN server on
+// loopback and coturn's turnutils_uclient against it, with credentials
+// computed from the secret relayd generated in its state directory (as a
+// provider's own tooling would): data reaches the test's echo peer from a
+// relay port and comes back, over a channel binding, over Send
+// indications and with the client on TCP; a peer at 0.0.0.0 (CVE-2020-26262) and the relay's own
+// relayed addresses (client to client) are refused, nothing sent.
+func TestBuiltinTURNWithCoturnClient(t *testing.T) {
+	if _, err := exec.LookPath("turnutils_uclient"); err != nil {
+		t.Fatalf("turnutils_uclient not installed (run tests/deps.sh): %v", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+
+	base := 45000 + 4*rand.IntN(200)
+	cfg := config.Default()
+	cfg.PublicAddress, cfg.ListenAddress = "127.0.0.1", "127.0.0.1"
+	cfg.Ports = config.PortRange{Min: base, Max: base + 99}
+	cfg.Channel.FastPath = config.FastPathOff
+	cfg.STUN.Enabled = false
+	cfg.Limits.MaxChannelsPerDomain = -1 // every id of these credentials is at turn.invalid
+	cfg.TURN.Builtin.Enabled = true
+	cfg.TURN.Builtin.Port = freeLoopbackUDPPort(t)
+	dir := t.TempDir()
+	rd := startRelaydIn(t, "", dir, cfg)
+	if _, err := rd.WaitLog(ctx, "TURN server started", 1, nil); err != nil {
+		t.Fatal(err)
+	}
+	secret, err := os.ReadFile(filepath.Join(dir, turn.SecretFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	secret = bytes.TrimSpace(secret)
+	peer := newEchoPeer(t)
+
+	// uclient runs turnutils_uclient with fresh credentials for id and
+	// returns its output; it exits 255 when the server refuses it.
+	uclient := func(t *testing.T, id string, args ...string) (string, error) {
+		t.Helper()
+		user := turn.Username(time.Now().Add(time.Hour), id)
+		all := append([]string{"-p", strconv.Itoa(cfg.TURN.Builtin.Port), "-u", user, "-w", turn.Password(secret, user),
+			"-n", "5", "-l", "100", "-z", "5", "-c"}, args...)
+		all = append(all, "127.0.0.1")
+		cctx, ccancel := context.WithTimeout(ctx, 30*time.Second)
+		defer ccancel()
+		out, err := exec.CommandContext(cctx, "turnutils_uclient", all...).CombinedOutput()
+		if cctx.Err() != nil {
+			t.Fatalf("turnutils_uclient %v: %v\n%s", all, cctx.Err(), out)
+		}
+		return string(out), err
+	}
+	echoed := func(t *testing.T, id string, args ...string) {
+		t.Helper()
+		before := len(peerSources(peer))
+		out, err := uclient(t, id, append([]string{"-e", "127.0.0.1", "-r", strconv.Itoa(peer.port())}, args...)...)
+		if err != nil {
+			t.Fatalf("turnutils_uclient: %v\n%s", err, out)
+		}
+		if !strings.Contains(out, "tot_recv_msgs=5") || !strings.Contains(out, "Total lost packets 0 ") {
+			t.Fatalf("the client did not get its 5 datagrams back:\n%s", out)
+		}
+		from, sizes := peer.received(before)
+		if len(from) != 5 {
+			t.Fatalf("peer got %d datagrams, want 5", len(from))
+		}
+		for i, src := range from {
+			if src.Addr() != netip.MustParseAddr("127.0.0.1") || int(src.Port()) < cfg.Ports.Min || int(src.Port()) > cfg.Ports.Max || sizes[i] != 100 {
+				t.Fatalf("peer got %d bytes from %s, want 100 from a relay port %d-%d", sizes[i], src, cfg.Ports.Min, cfg.Ports.Max)
+			}
+		}
+	}
+	t.Run("channel-bind", func(t *testing.T) { echoed(t, "bind") })
+	t.Run("send-indication", func(t *testing.T) { echoed(t, "send", "-s") })
+	t.Run("tcp", func(t *testing.T) { echoed(t, "tcp", "-t") }) // TURN over TCP, relayed over UDP
+
+	refused := func(t *testing.T, id, want string, args ...string) {
+		t.Helper()
+		st, err := rd.Status(ctx)
+		if err != nil || st.TURN == nil {
+			t.Fatalf("status: %v %+v", err, st.TURN)
+		}
+		before, peerBefore := *st.TURN, len(peerSources(peer))
+		out, _ := uclient(t, id, args...) // it may exit with an error: it was refused
+		if !strings.Contains(out, want) {
+			t.Fatalf("client output lacks %q:\n%s", want, out)
+		}
+		st, err = rd.Status(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.TURN.Refused[turn.RefusedPeer] <= before.Refused[turn.RefusedPeer] || st.TURN.BytesToPeers != before.BytesToPeers {
+			t.Fatalf("refused peers %d -> %d, bytes to peers %d -> %d", before.Refused[turn.RefusedPeer],
+				st.TURN.Refused[turn.RefusedPeer], before.BytesToPeers, st.TURN.BytesToPeers)
+		}
+		// The client has sent everything and given up: whatever the relay
+		// sent toward loopback would have reached the echo peer by now.
+		if got := len(peerSources(peer)); got != peerBefore {
+			t.Fatalf("the echo peer got %d datagrams through a refused peer", got-peerBefore)
+		}
+	}
+	// 0.0.0.0 reaches the host itself (CVE-2020-26262): the echo peer is
+	// on its port. pion refuses the channel binding.
+	t.Run("unspecified-peer", func(t *testing.T) {
+		refused(t, "zero", "channel bind: error", "-e", "0.0.0.0", "-r", strconv.Itoa(peer.port()))
+	})
+	// Two clients sending to each other's relayed address: a relay port of
+	// the relay itself.
+	t.Run("relay-own-port", func(t *testing.T) { refused(t, "pair", "Total lost packets 10 (100", "-y") })
+}
+
+func peerSources(p *echoPeer) []netip.AddrPort {
+	from, _ := p.received(0)
+	return from
+}
+
+// freeLoopbackUDPPort is a loopback UDP port nobody holds now.
+func freeLoopbackUDPPort(t *testing.T) int {
+	t.Helper()
+	c, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	return c.LocalAddr().(*net.UDPAddr).Port
+}
