@@ -35,8 +35,10 @@ const webrtcWithin = 60 * time.Second
 //
 // Only the caller is restricted to relay candidates: the callee gathers
 // relay candidates too (an allocation of its own) but is reached at its
-// host address, because relayd refuses to relay between two of its own
-// relay ports (a relay-to-relay pair never works, by design).
+// own address (the server-reflexive one the TURN server's Binding answer
+// shows, its loopback socket), because relayd refuses to relay between
+// two of its own relay ports: a relay-to-relay pair never works, by
+// design.
 func TestWebRTCThroughBuiltinTURN(t *testing.T) {
 	harness.RequireRoot(t)
 	chromium := chromiumPath(t)
