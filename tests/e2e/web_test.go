@@ -276,17 +276,19 @@ type browser struct {
 var devtoolsRE = regexp.MustCompile(`DevTools listening on (ws://\S+)`)
 
 // startBrowser starts Chromium in namespace ns with a fresh profile and
-// connects to it; everything is torn down at the end of the test.
-func startBrowser(ctx context.Context, t *testing.T, bin, ns, artifacts string) *browser {
+// extra flags, and connects to it; everything is torn down at the end of
+// the test.
+func startBrowser(ctx context.Context, t *testing.T, bin, ns, artifacts string, flags ...string) *browser {
 	t.Helper()
 	b := &browser{t: t, artifacts: artifacts, logs: &harness.SyncBuffer{}}
 	profile := t.TempDir() // removed after Chromium is gone (cleanups run last-in first-out)
-	cmd := exec.Command("ip", "netns", "exec", ns, bin,
+	args := append([]string{"netns", "exec", ns, bin,
 		"--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
 		"--disable-background-networking", "--disable-component-update", "--disable-sync",
 		"--no-default-browser-check", "--password-store=basic", "--mute-audio", "--hide-scrollbars",
-		"--user-data-dir="+profile, "--remote-debugging-address=127.0.0.1", "--remote-debugging-port=0",
-		"about:blank")
+		"--user-data-dir=" + profile, "--remote-debugging-address=127.0.0.1", "--remote-debugging-port=0"},
+		flags...)
+	cmd := exec.Command("ip", append(args, "about:blank")...)
 	cmd.Env = append(os.Environ(), "HOME="+profile)
 	cmd.Stdout = b.logs
 	stderr, err := cmd.StderrPipe()

@@ -69,6 +69,10 @@ type Outcome struct {
 	Phase     string            `json:"phase,omitempty"`      // timeout: "iq" or "events"
 	Attrs     map[string]string `json:"attrs,omitempty"`      // event: attributes of the event channel
 	From      string            `json:"from,omitempty"`       // event: sender JID
+
+	// Services are the <service/> elements' attributes of a XEP-0215
+	// <services/> or <credentials/> result (see ExternalServices).
+	Services []map[string]string `json:"services,omitempty"`
 }
 
 // RelayAddrs returns the relay's two transport addresses from a channel

@@ -2,7 +2,7 @@
 """Third-party Jingle Nodes (XEP-0278) requester for jnrelay's end-to-end tests.
 
 Logs in, sends --count channel requests (IQ get) to --relay one after the
-other, optionally waits for --wait-events channel event IQ sets (answering
+other (or --raw payloads, such as XEP-0215 <services/>), optionally waits for --wait-events channel event IQ sets (answering
 each with a result), then disconnects. Every outcome is ONE JSON line on
 stdout (see requester.go); slixmpp's own logging goes to stderr.
 Run with /usr/bin/python3 (python3-slixmpp).
@@ -21,6 +21,7 @@ from slixmpp.xmlstream.matcher import MatchXPath
 JN = 'http://jabber.org/protocol/jinglenodes'
 CHANNEL = JN + '#channel'
 EVENT = JN + '#event'
+EXTDISCO = 'urn:xmpp:extdisco:2'
 
 
 
@@ -120,7 +121,13 @@ def main():
             if ch is not None:
                 emit(type='result', element=local_name(ch.tag), channel=dict(ch.attrib))
             else:
-                emit(type='result', payload=''.join(tostring(c) for c in children))
+                out = dict(payload=''.join(tostring(c) for c in children))
+                # XEP-0215: every <service/>'s attributes (host, port,
+                # transport, username, password...), read from the XML.
+                ext = next((c for c in children if c.tag in ('{%s}services' % EXTDISCO, '{%s}credentials' % EXTDISCO)), None)
+                if ext is not None:
+                    out['services'] = [dict(s.attrib) for s in ext if s.tag == '{%s}service' % EXTDISCO]
+                emit(type='result', **out)
         if args.wait_events > 0 and state['events'] < args.wait_events:
             try:
                 await asyncio.wait_for(all_events.wait(), args.timeout)
