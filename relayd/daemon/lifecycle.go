@@ -64,7 +64,8 @@ func (d *Daemon) WedgeDataPlane() {
 }
 
 // StatusLine is a one-line summary for systemd's STATUS= (and `systemctl
-// status`): channels, sessions online, public address, traffic.
+// status`): channels (and TURN allocations), sessions online, public
+// address, traffic.
 func (d *Daemon) StatusLine() string {
 	st := d.Status()
 	online := 0
@@ -78,6 +79,9 @@ func (d *Daemon) StatusLine() string {
 		b.WriteString("draining: ")
 	}
 	fmt.Fprintf(&b, "%d/%d channels", st.Channels.Active, st.Channels.Capacity)
+	if n := st.Channels.TURNAllocations; n != nil {
+		fmt.Fprintf(&b, " + %d TURN", *n)
+	}
 	switch n := len(st.Sessions); n {
 	case 0:
 		b.WriteString(", no XMPP service configured")

@@ -53,5 +53,14 @@ func (d *Daemon) MetricsSources() metrics.Sources {
 			st := d.svc.Stats()
 			return metrics.Requests{Granted: st.Granted, Refused: st.Refused}
 		},
+		TURN: func() (metrics.TURN, bool) {
+			srv := d.turnSrv.Load()
+			if srv == nil {
+				return metrics.TURN{}, false
+			}
+			st := srv.Stats()
+			return metrics.TURN{AllocationsLive: st.AllocationsLive, AllocationsTotal: st.AllocationsTotal,
+				Refused: st.Refused, BytesToPeers: st.BytesToPeers, BytesFromPeers: st.BytesFromPeers}, true
+		},
 	}
 }

@@ -52,10 +52,14 @@ type SessionStatus struct {
 	Connects  int       `json:"connects"`
 }
 
-// ChannelTotals count channels.
+// ChannelTotals count channels, and beside them the built-in TURN
+// server's live allocations while it runs: each allocation holds a block
+// of the same port range, so Active + TURNAllocations is what Capacity
+// is shared by.
 type ChannelTotals struct {
-	Active   int `json:"active"`
-	Capacity int `json:"capacity"`
+	Active          int  `json:"active"`
+	Capacity        int  `json:"capacity"`
+	TURNAllocations *int `json:"turn_allocations,omitempty"` // nil when the built-in TURN server is off
 }
 
 // Traffic is what the data plane relayed and dropped since start.
@@ -142,6 +146,7 @@ func (d *Daemon) Status() Status {
 	if srv := d.turnSrv.Load(); srv != nil {
 		ts := srv.Stats()
 		st.TURN = &ts
+		st.Channels.TURNAllocations = &ts.AllocationsLive
 	}
 	return st
 }

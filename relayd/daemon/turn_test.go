@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -72,6 +73,17 @@ func TestBuiltinTURNPart(t *testing.T) {
 	if st := d.Status().TURN; st == nil || st.AllocationsLive != 1 || d.gate.Held() != 1 {
 		t.Fatalf("status %+v, gate holds %d", st, d.gate.Held())
 	}
+	// Beside the channels: in the status document, the status line and
+	// the metrics.
+	if n := d.Status().Channels.TURNAllocations; n == nil || *n != 1 {
+		t.Fatalf("channels' TURN allocations %v, want 1", n)
+	}
+	if line := d.StatusLine(); !strings.Contains(line, "0/10 channels + 1 TURN,") {
+		t.Fatalf("status line %q", line)
+	}
+	if m, ok := d.MetricsSources().TURN(); !ok || m.AllocationsLive != 1 || m.AllocationsTotal != 1 {
+		t.Fatalf("TURN metrics %+v %v", m, ok)
+	}
 
 	// A drain waits for the allocation and refuses new ones.
 	if live := d.Drain(context.Background(), 50*time.Millisecond); live != 1 {
@@ -89,6 +101,9 @@ func TestBuiltinTURNPart(t *testing.T) {
 	}
 	if d.systemRunning(partTURN) || d.Status().TURN != nil || d.gate.Held() != 0 {
 		t.Fatalf("after turning TURN off: running %v, gate holds %d", d.systemRunning(partTURN), d.gate.Held())
+	}
+	if _, ok := d.MetricsSources().TURN(); ok || d.Status().Channels.TURNAllocations != nil {
+		t.Fatal("TURN metrics or allocations reported with the TURN server off")
 	}
 	// And on again: the same secret.
 	if err := d.Apply(context.Background(), cfg); err != nil {

@@ -78,6 +78,7 @@ type collector struct {
 	fpActive, fpLegs, fpOffloads     family
 	fpNotOffloaded, fpPackets        family
 	donated, quota, quotaExhausted   family
+	turn                             turnFamilies
 }
 
 func newCollector(src Sources, version string) *collector {
@@ -128,6 +129,8 @@ func newCollector(src Sources, version string) *collector {
 			"Bytes relayed (both directions) in the current local day or month; kept across restarts, reset when the period turns.", "period"),
 		quota:          gauge("relayd_quota_bytes", "The data quota of the period in bytes; 0 = none.", "period"),
 		quotaExhausted: gauge("relayd_quota_exhausted", "1 while a data quota is used up and new channels are refused, else 0."),
+
+		turn: newTURNFamilies(),
 	}
 }
 
@@ -189,6 +192,12 @@ func (c *collector) write(w *textWriter) {
 		w.uint(&c.quota, u.DailyQuotaBytes, periods[0])
 		w.uint(&c.quota, u.MonthlyQuotaBytes, periods[1])
 		w.uint(&c.quotaExhausted, boolValue(u.Exhausted))
+	}
+
+	if c.src.TURN != nil {
+		if t, ok := c.src.TURN(); ok {
+			c.turn.write(w, t)
+		}
 	}
 }
 

@@ -28,7 +28,8 @@
 // main.go does the translation. Only the label vocabularies are taken from
 // the packages that define them — the data plane's reasons and directions
 // (relayd/channel), the refusals (relayd/jinglenodes), the session states
-// (relayd/xmppsession) — so each is listed once.
+// (relayd/xmppsession), the TURN refusals (relayd/turn) — so each is
+// listed once.
 //
 // # Bounded cardinality
 //
@@ -57,6 +58,10 @@
 //	relayd_stun_requests_total                        counter  datagrams read by the STUN server
 //	relayd_stun_responses_total                       counter  Binding success responses sent
 //	relayd_stun_dropped_total{reason}                 counter  datagrams not answered
+//	relayd_turn_allocations                           gauge    TURN allocations open now
+//	relayd_turn_allocations_total                     counter  TURN allocations opened
+//	relayd_turn_refusals_total{reason}                counter  TURN refusals
+//	relayd_turn_relayed_bytes_total{direction}        counter  payload bytes TURN relayed
 //
 // plus the standard go_* metrics (read from runtime/metrics, which does not
 // stop the world as runtime.ReadMemStats does: go_goroutines, go_threads,
@@ -92,6 +97,12 @@
 //	           bad_attribute, bad_fingerprint (the malformed ones),
 //	           not_binding, indication, response, unknown_attribute,
 //	           bad_source, oversize, send_error, other
+//	reason     (TURN) turn.RefusalReasons: auth, admission, pool, peer,
+//	           rate_limit, no_address, addr_family, other
+//
+// The relayd_turn_* series are written only while the built-in TURN
+// server runs (Sources.TURN reports false otherwise), for the reason a
+// nil source leaves its series out: zeros would look like an idle server.
 //
 // Known reasons are exported at zero before anything happened, so that
 // rate() and increase() see the first event and alert rules need no

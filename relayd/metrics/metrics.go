@@ -18,6 +18,11 @@ type Sources struct {
 	Requests  func() Requests  // outcomes of <channel/> requests
 	FastPath  func() FastPath  // the in-kernel fast path; nil leaves its series out
 	Usage     func() Usage     // data donated and quotas; nil leaves its series out
+	// TURN reports the built-in TURN server's counters, and false while
+	// it is not configured: its series are then left out, as a nil
+	// function leaves them out (the server comes and goes with the
+	// configuration, the function stays).
+	TURN func() (TURN, bool)
 }
 
 // Usage is what the relay donated in the current day and month and its

@@ -58,6 +58,12 @@ func fakeSources() (Sources, *atomic.Uint64) {
 		Usage: func() Usage {
 			return Usage{DayBytes: 2e6, MonthBytes: 9e8, MonthlyQuotaBytes: 1e9, Exhausted: false}
 		},
+		TURN: func() (TURN, bool) {
+			k := n.Load()
+			return TURN{AllocationsLive: 2, AllocationsTotal: 9 * k,
+				Refused:      map[string]uint64{"auth": 4, "pool": 1, "peer": 6 * k, "brand_new": 2},
+				BytesToPeers: 5000 * k, BytesFromPeers: 7000}, true
+		},
 	}
 	return src, &n
 }
@@ -168,6 +174,13 @@ func TestScrape(t *testing.T) {
 			"service=donor@example.net,state=backoff": 1, "service=donor@example.net,state=stopped": 0}},
 		"relayd_xmpp_session_connects_total": {C, map[string]float64{
 			"service=relay.example.org": 3, "service=donor@example.net": 1}},
+		"relayd_turn_allocations":       {G, map[string]float64{"": 2}},
+		"relayd_turn_allocations_total": {C, map[string]float64{"": 9}},
+		"relayd_turn_refusals_total": {C, map[string]float64{
+			"reason=auth": 4, "reason=admission": 0, "reason=pool": 1, "reason=peer": 6, "reason=rate_limit": 0,
+			"reason=no_address": 0, "reason=addr_family": 0, "reason=other": 2}},
+		"relayd_turn_relayed_bytes_total": {C, map[string]float64{
+			"direction=local_to_remote": 5000, "direction=remote_to_local": 7000}},
 		"relayd_stun_requests_total":  {C, map[string]float64{"": 50}},
 		"relayd_stun_responses_total": {C, map[string]float64{"": 40}},
 		"relayd_stun_dropped_total": {C, map[string]float64{
@@ -233,6 +246,12 @@ func TestCountersLive(t *testing.T) {
 		if got := series(fams["relayd_channel_requests_total"])["result=granted"]; got != float64(12*k) {
 			t.Errorf("k=%d: granted = %v, want %v", k, got, 12*k)
 		}
+		if got := series(fams["relayd_turn_allocations_total"])[""]; got != float64(9*k) {
+			t.Errorf("k=%d: TURN allocations = %v, want %v", k, got, 9*k)
+		}
+		if got := series(fams["relayd_turn_refusals_total"])["reason=peer"]; got != float64(6*k) {
+			t.Errorf("k=%d: TURN peer refusals = %v, want %v", k, got, 6*k)
+		}
 	}
 }
 
@@ -274,6 +293,10 @@ func allowedLabels() map[string]map[string][]string {
 		"relayd_stun_requests_total":         {},
 		"relayd_stun_responses_total":        {},
 		"relayd_stun_dropped_total":          {"reason": withOther(stunDropReasons[:])},
+		"relayd_turn_allocations":            {},
+		"relayd_turn_allocations_total":      {},
+		"relayd_turn_refusals_total":         {"reason": withOther(turnRefusalReasons)},
+		"relayd_turn_relayed_bytes_total":    {"direction": directions[:]},
 	}
 }
 
@@ -298,6 +321,7 @@ func TestBoundedCardinality(t *testing.T) {
 		Sessions:  func() []Session { return sessions },
 		STUN:      func() STUNStats { return STUNStats{Dropped: hostile} },
 		Requests:  func() Requests { return Requests{Refused: hostile} },
+		TURN:      func() (TURN, bool) { return TURN{Refused: hostile}, true },
 	}
 	fams := scrape(t, Handler(NewRegistry(src, "dev")))
 	allowed := allowedLabels()
@@ -355,7 +379,7 @@ func TestLabelSets(t *testing.T) {
 	for name, set := range map[string][]string{
 		"directions": directions[:], "dropReasons": dropReasons[:], "refusalReasons": refusalReasons[:],
 		"allocationFailureReasons": allocationFailureReasons[:], "sessionStates": sessionStates[:],
-		"stunDropReasons": stunDropReasons[:],
+		"stunDropReasons": stunDropReasons[:], "turnRefusalReasons": turnRefusalReasons,
 	} {
 		seen := map[string]bool{}
 		for _, v := range set {

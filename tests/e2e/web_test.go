@@ -63,7 +63,9 @@ func TestWebPage(t *testing.T) {
 	t.Cleanup(func() { srv.Close() })
 	w := &world{lan: lan, srv: srv, req: srv.Requester(user, password)}
 	dir := t.TempDir()
-	rd := startRelaydIn(t, lan.NS("relay"), dir, w.relayConfig(), "-api-tcp", webAPIAddr)
+	cfg := w.relayConfig()
+	cfg.TURN.Builtin.Enabled = true // its allocations are shown beside the channels
+	rd := startRelaydIn(t, lan.NS("relay"), dir, cfg, "-api-tcp", webAPIAddr)
 	if _, err := rd.WaitLog(ctx, "xmpp component online", 1, nil); err != nil {
 		t.Fatal(err)
 	}
@@ -198,7 +200,8 @@ func TestWebPage(t *testing.T) {
 	row := `[...document.querySelectorAll('#channels li')].find(li => li.dataset.id === ` + jsString(c.id) + `)`
 	b.waitFor("the live channel in the status view", `(() => { const li = `+row+`;
 		return li && li.textContent.includes('Ports `+res.Channel["localport"]+` ↔ `+res.Channel["remoteport"]+`') && li.textContent.includes('cap 1,500 kbit/s') &&
-			document.getElementById('st-channels').textContent.startsWith('1 / 25') && !document.getElementById('st-out').textContent.startsWith('0 B') &&
+			document.getElementById('st-channels').textContent.startsWith('1 / 2524 free') && !document.getElementById('st-out').textContent.startsWith('0 B') &&
+			!document.getElementById('st-turn-row').hidden && document.getElementById('st-turn').textContent.startsWith('0 live0 since start') &&
 			!document.getElementById('st-today').textContent.startsWith('0 B') && !document.getElementById('st-month').textContent.startsWith('0 B') &&
 			document.getElementById('no-channels').hidden; })()`)
 	step("live channel shown")

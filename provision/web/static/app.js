@@ -194,7 +194,15 @@
 
   function renderStatus(s) {
     const ch = s.channels || {}, tr = s.traffic || {};
-    setStat('st-channels', num(ch.active) + ' / ' + num(ch.capacity), num((ch.capacity || 0) - (ch.active || 0)) + ' free');
+    // The built-in TURN server's allocations share the port range with
+    // the channels; shown only while it runs.
+    const turn = s.turn, allocations = ch.turn_allocations || 0;
+    setStat('st-channels', num(ch.active) + ' / ' + num(ch.capacity), num((ch.capacity || 0) - (ch.active || 0) - allocations) + ' free');
+    $('st-turn-row').hidden = !turn;
+    if (turn) {
+      setStat('st-turn', num(turn.allocations_live) + ' live', num(turn.allocations_total) + ' since start · ' +
+        bytes((turn.bytes_to_peers || 0) + (turn.bytes_from_peers || 0)) + ' relayed');
+    }
     const reach = {
       configured: 'as configured',
       public: 'reachable from the Internet',
