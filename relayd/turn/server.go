@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	pionturn "github.com/pion/turn/v5"
@@ -47,11 +48,17 @@ type TLSConfig struct {
 	Certificate tls.Certificate
 }
 
+// SetCertificate replaces the TLS listener's certificate for the
+// handshakes that follow (a renewed certificate, without ending the
+// allocations).
+func (s *Server) SetCertificate(cert tls.Certificate) { s.cert.Store(&cert) }
+
 // Server is the built-in TURN server.
 type Server struct {
 	cfg     Config
 	addr    netip.AddrPort // the bound UDP address
 	tlsAddr netip.AddrPort // the bound TLS address, when serving TLS
+	cert    atomic.Pointer[tls.Certificate]
 	log     *slog.Logger
 	pion    *pionturn.Server
 	stats   counters
@@ -133,7 +140,10 @@ func (s *Server) listeners() ([]pionturn.ListenerConfig, error) {
 			return out, fmt.Errorf("turn: listen tls %s: %w", t.Listen, err)
 		}
 		s.tlsAddr = ln.Addr().(*net.TCPAddr).AddrPort()
-		config := &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{t.Certificate}}
+		s.SetCertificate(t.Certificate)
+		config := &tls.Config{MinVersion: tls.VersionTLS12, GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
+			return s.cert.Load(), nil
+		}}
 		add(newTLSListener(ln, config, tlsHandshakeTimeout, s.log, func() { s.stats.refuse(RefusedTLSSource) }))
 	}
 	return out, nil
