@@ -217,3 +217,25 @@ func TestTLSConnectionsPerSourceBounded(t *testing.T) {
 		t.Fatalf("Accept after Close: %v", err)
 	}
 }
+
+// remoteOnly is a connection that only knows its remote address.
+type remoteOnly struct {
+	net.Conn
+	remote net.Addr
+}
+
+func (c remoteOnly) RemoteAddr() net.Addr { return c.remote }
+
+func TestTLSSourceIsAddressOrSlash64(t *testing.T) {
+	for _, c := range []struct{ remote, want string }{
+		{"192.0.2.7:5000", "192.0.2.7"},
+		{"[::ffff:192.0.2.7]:5000", "192.0.2.7"},
+		{"[2001:db8:1:2:aaaa::1]:5000", "2001:db8:1:2::"},
+		{"[2001:db8:1:2:bbbb::9]:6000", "2001:db8:1:2::"},
+	} {
+		conn := remoteOnly{remote: net.TCPAddrFromAddrPort(netip.MustParseAddrPort(c.remote))}
+		if got := sourceOf(conn); got != netip.MustParseAddr(c.want) {
+			t.Errorf("source of %s: %s, want %s", c.remote, got, c.want)
+		}
+	}
+}

@@ -3,6 +3,7 @@ package turn
 import (
 	"context"
 	"crypto/tls"
+	"errors"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -18,7 +19,7 @@ import (
 // file descriptors and memory at will.
 const (
 	tlsHandshakeTimeout = 10 * time.Second
-	tlsPerSource        = 32  // connections (handshaking or open) per source address
+	tlsPerSource        = 32  // connections (handshaking or open) per source (sourceOf)
 	tlsHandshakesMax    = 128 // handshakes in progress, all sources together
 )
 
@@ -79,15 +80,30 @@ func (l *tlsListener) Addr() net.Addr { return l.inner.Addr() }
 
 func (l *tlsListener) acceptLoop() {
 	defer l.wg.Done()
+	var backoff time.Duration
 	for {
 		raw, err := l.inner.Accept()
 		if err != nil {
-			if l.ctx.Err() == nil {
+			if l.ctx.Err() != nil {
+				return
+			}
+			if errors.Is(err, net.ErrClosed) {
 				l.acceptErr = err
 				close(l.failed)
+				return
 			}
-			return
+			// Out of file descriptors, say: wait and go on, as net/http
+			// does, rather than stop serving TLS for good.
+			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+			l.log.Warn("TURN TLS accept", "err", err, "retry_in", backoff)
+			select {
+			case <-time.After(backoff):
+			case <-l.ctx.Done():
+				return
+			}
+			continue
 		}
+		backoff = 0
 		src := sourceOf(raw)
 		if !l.acquire(src) {
 			raw.Close()
@@ -146,11 +162,19 @@ func (l *tlsListener) release(src netip.Addr) {
 	}
 }
 
+// sourceOf is the source a connection counts against: its IPv4 address,
+// or its IPv6 /64 (what one subscriber holds, as the STUN server counts).
 func sourceOf(c net.Conn) netip.Addr {
-	if a, ok := c.RemoteAddr().(*net.TCPAddr); ok {
-		return a.AddrPort().Addr().Unmap()
+	a, ok := c.RemoteAddr().(*net.TCPAddr)
+	if !ok {
+		return netip.Addr{}
 	}
-	return netip.Addr{}
+	addr := a.AddrPort().Addr().Unmap()
+	if addr.Is6() {
+		p, _ := addr.Prefix(64)
+		return p.Addr()
+	}
+	return addr
 }
 
 // sourceConn is a TLS connection that gives its source's count back when
