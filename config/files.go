@@ -13,7 +13,8 @@ import (
 )
 
 // The files a configuration names (xmpp[].secret_file, password_file,
-// ca_file, turn.secret_file) follow one rule, checked by ReadFile both when
+// ca_file, turn.secret_file, turn.builtin.cert_file and key_file) follow
+// one rule, checked by ReadFile both when
 // the configuration is validated and whenever relayd reads them:
 //
 //   - the path is relative to the configuration file's directory or an
@@ -30,8 +31,9 @@ import (
 //     (no group or world write bit);
 //   - a secret (KindSecret) is not world-readable, and group-readable
 //     only when its group is root's or relayd's own (root:jnrelay 0640 is
-//     the packaged layout); a CA certificate (KindCertificate) is public
-//     and may be world-readable.
+//     the packaged layout); a certificate (KindCertificate: CA
+//     certificates, a TLS listener's chain) is public and may be
+//     world-readable, its private key is a secret.
 
 // MaxFileSize is the largest file a configuration may name.
 const MaxFileSize = 64 << 10

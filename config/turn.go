@@ -41,6 +41,7 @@ func (c Config) validateBuiltinTURN(p *fieldErrors) {
 	if c.TURN.TTLSeconds < 60 || c.TURN.TTLSeconds > 7*86400 {
 		p.addf("turn.ttl_seconds", "%d is outside 60-604800", c.TURN.TTLSeconds)
 	}
+	c.validateTURNTLS(p)
 }
 
 // checkRealm accepts a realm a STUN REALM attribute can carry (RFC 8489:

@@ -224,6 +224,17 @@ type BuiltinTURN struct {
 	Port  int    `json:"port"`
 	TCP   bool   `json:"tcp"`   // also serve TURN over TCP on Port
 	Realm string `json:"realm"` // the long-term credential realm
+	// TLSPort serves TURN over TLS (turns:) on this TCP port, for
+	// networks that let only TLS out; 0 = off (5349 is the usual port).
+	TLSPort int `json:"tls_port"`
+	// CertFile and KeyFile are the PEM certificate chain and private key
+	// of the TLS listener, named under the rule for files (ReadFile).
+	CertFile string `json:"cert_file,omitempty"`
+	KeyFile  string `json:"key_file,omitempty"`
+	// TLSHost is the host announced in turns: entries: browsers check
+	// the certificate against it, so it is the name the certificate is
+	// for; empty = the relay's public address (a certificate for an IP).
+	TLSHost string `json:"tls_host,omitempty"`
 }
 
 // Metrics configures the Prometheus endpoint.

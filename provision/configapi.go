@@ -87,7 +87,7 @@ func (a *API) writeConfig(w http.ResponseWriter, r *http.Request, media []string
 	if p := peerFrom(r.Context()); p == nil || !p.unix {
 		if fields := networkFileChanges(cur, curOK, next); len(fields) > 0 {
 			e := newError(http.StatusForbidden, CodeFilesLocalOnly,
-				"files (secret_file, password_file, ca_file) can only be named or moved to another server through the unix socket (relayd config set, as root or the admin user); over the network send the secret itself")
+				"files (secret_file, password_file, ca_file, cert_file, key_file) can only be named or moved to another server through the unix socket (relayd config set, as root or the admin user); over the network send the secret itself")
 			e.Fields = fields
 			a.log.Warn("configuration change naming files refused on the network listener", "by", peerFrom(r.Context()).String(), "fields", len(fields))
 			writeError(w, e)

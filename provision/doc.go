@@ -49,8 +49,9 @@
 //     key ("xmpp[0].secrett: unknown key");
 //  3. on the TCP listener, refuses (403 files_local_only, fields naming
 //     the keys) a document that names a file (xmpp[].secret_file,
-//     password_file, ca_file, turn.secret_file) the current configuration
-//     does not name at the same place, or that keeps a secret file for a
+//     password_file, ca_file, turn.secret_file, turn.builtin.cert_file and
+//     key_file) the current configuration does not name at the same
+//     place, or that keeps a secret file for a
 //     service whose server, JID, domain or ca_file changed: the token may
 //     belong to whoever claimed the page first and crosses the LAN in
 //     plain HTTP, so only the unix socket's root or admin user chooses

@@ -42,8 +42,14 @@ func networkFileChanges(cur config.Config, curOK bool, next config.Config) []Fie
 			}
 		}
 	}
-	if f := next.TURN.SecretFile; f != "" && (!curOK || f != cur.TURN.SecretFile) {
-		out = append(out, FieldError{Field: "turn.secret_file", Message: "can be set only through the unix socket, not over the network"})
+	for _, f := range []struct{ field, val, old string }{
+		{"turn.secret_file", next.TURN.SecretFile, cur.TURN.SecretFile},
+		{"turn.builtin.cert_file", next.TURN.Builtin.CertFile, cur.TURN.Builtin.CertFile},
+		{"turn.builtin.key_file", next.TURN.Builtin.KeyFile, cur.TURN.Builtin.KeyFile},
+	} {
+		if f.val != "" && (!curOK || f.val != f.old) {
+			out = append(out, FieldError{Field: f.field, Message: "can be set only through the unix socket, not over the network"})
+		}
 	}
 	return out
 }

@@ -51,6 +51,8 @@ func TestNetworkWriteOfFilesRefused(t *testing.T) {
 		{"ca_file", donorWith(`{"name": "donor", "type": "client", "jid": "relay@example.net", "password": "********", "ca_file": "password"}`), "xmpp[1].ca_file"},
 		{"secret_file of a new component", donorWith(`{"name": "evil", "type": "component", "server": "203.0.113.66:5347", "domain": "relay.evil.example", "secret_file": "password"}`), "xmpp[1].secret_file"},
 		{"turn.secret_file", `{"public_address": "203.0.113.10", "turn": {"host": "turn.example.org", "secret_file": "password"}}`, "turn.secret_file"},
+		{"turn.builtin.cert_file", `{"public_address": "203.0.113.10", "turn": {"builtin": {"enabled": true, "tls_port": 5349, "cert_file": "password", "key_file": "other"}}}`, "turn.builtin.cert_file"},
+		{"turn.builtin.key_file", `{"public_address": "203.0.113.10", "turn": {"builtin": {"enabled": true, "tls_port": 5349, "cert_file": "password", "key_file": "other"}}}`, "turn.builtin.key_file"},
 	}
 	for _, a := range attacks {
 		for _, m := range []string{"PUT", "PATCH"} {

@@ -156,6 +156,8 @@ func (d *Daemon) apply(cfg, old config.Config) error {
 		if err := d.startSTUN(cfg); err != nil {
 			return err
 		}
+	} else {
+		d.reloadTURNCertificate(cfg)
 	}
 	d.applySessions(cfg)
 	// The tracker finds online sessions and the relay's own addresses

@@ -108,6 +108,9 @@ func (d *Daemon) startPublicAddr(cfg config.Config) error {
 		} else if b.Enabled {
 			forward += fmt.Sprintf(", UDP port %d (TURN)", b.Port)
 		}
+		if b := cfg.TURN.Builtin; b.Enabled && b.TLSPort != 0 {
+			forward += fmt.Sprintf(", TCP port %d (TURN over TLS)", b.TLSPort)
+		}
 		var err error
 		w, err = publicaddr.NewWatcher(d.ctx, publicaddr.Options{STUNServers: cfg.PublicAddressSTUN, Forward: forward,
 			Logger: d.log.With("part", "publicaddr")})

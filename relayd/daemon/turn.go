@@ -19,8 +19,9 @@ func (d *Daemon) startTURN(cfg config.Config) (*jinglenodes.TURN, error) {
 		return nil, err
 	}
 	b := cfg.TURN.Builtin
+	tlsCfg := d.turnTLS(cfg)
 	srv, err := turn.New(turn.Config{
-		Listen: netip.AddrPortFrom(d.listen, uint16(b.Port)), TCP: b.TCP, Realm: b.Realm, Secret: secret,
+		Listen: netip.AddrPortFrom(d.listen, uint16(b.Port)), TCP: b.TCP, TLS: tlsCfg, Realm: b.Realm, Secret: secret,
 		PublicAddr: d.publicAddr, DataPlane: d.dp, Gate: d.gate, Requesters: d.minted,
 		Logger: d.log.With("part", "turn"),
 	})
@@ -29,9 +30,47 @@ func (d *Daemon) startTURN(cfg config.Config) (*jinglenodes.TURN, error) {
 	}
 	d.turnSrv.Store(srv)
 	d.runSystem(partTURN, func(ctx context.Context) { srv.Serve(ctx) })
-	d.log.Info("TURN server started", "port", b.Port, "tcp", b.TCP, "realm", b.Realm)
-	return &jinglenodes.TURN{Builtin: true, TCP: b.TCP, Port: b.Port, Transport: string(config.TransportUDP), Secret: secret,
-		TTL: time.Duration(cfg.TURN.TTLSeconds) * time.Second, Minted: d.minted.Record}, nil
+	announced := &jinglenodes.TURN{Builtin: true, TCP: b.TCP, Port: b.Port, Transport: string(config.TransportUDP), Secret: secret,
+		TTL: time.Duration(cfg.TURN.TTLSeconds) * time.Second, Minted: d.minted.Record}
+	if tlsCfg != nil {
+		announced.TLSPort, announced.TLSHost = b.TLSPort, b.TLSHost
+	}
+	d.log.Info("TURN server started", "port", b.Port, "tcp", b.TCP, "tls_port", announced.TLSPort, "realm", b.Realm)
+	return announced, nil
+}
+
+// turnTLS is the TLS listener's configuration, nil when TLS is off or
+// its certificate cannot be read now (validated earlier, the files may
+// have changed since): then TURN runs without TLS, which is not
+// announced, and the error is logged.
+func (d *Daemon) turnTLS(cfg config.Config) *turn.TLSConfig {
+	b := cfg.TURN.Builtin
+	if b.TLSPort == 0 {
+		return nil
+	}
+	cert, err := b.ResolveCertificate(cfg.Path)
+	if err != nil {
+		d.log.Error("TURN over TLS not started", "err", err)
+		return nil
+	}
+	return &turn.TLSConfig{Listen: netip.AddrPortFrom(d.listen, uint16(b.TLSPort)), Certificate: cert}
+}
+
+// reloadTURNCertificate reads the TLS certificate again, when a
+// configuration is applied without restarting TURN (a SIGHUP after a
+// renewal): handshakes from then on use it, allocations go on. An
+// unreadable certificate leaves the current one in use.
+func (d *Daemon) reloadTURNCertificate(cfg config.Config) {
+	srv := d.turnSrv.Load()
+	if srv == nil || !srv.TLSAddr().IsValid() {
+		return
+	}
+	cert, err := cfg.TURN.Builtin.ResolveCertificate(cfg.Path)
+	if err != nil {
+		d.log.Error("TURN over TLS certificate not reloaded: the current one stays in use", "err", err)
+		return
+	}
+	srv.SetCertificate(cert)
 }
 
 // stopTURN stops the built-in TURN server, if it runs; its allocations

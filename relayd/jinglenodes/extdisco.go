@@ -40,6 +40,11 @@ type TURN struct {
 	// Builtin: the server is relayd's own, at the relay's public address;
 	// TCP says it also serves TCP on Port.
 	Builtin, TCP bool
+	// TLSPort, when set, is where the built-in server serves TURN over TLS
+	// (announced as turns, transport tcp), at TLSHost: the name its
+	// certificate is for, which clients check; empty = the public address.
+	TLSPort int
+	TLSHost string
 	// Minted, when set, is told who each credential id was minted for
 	// (the built-in server counts allocations against that requester).
 	Minted func(id string, requester jid.JID, expires time.Time)
@@ -83,6 +88,44 @@ func (t *TURN) uri(host, transport string) string {
 	return fmt.Sprintf("turn:%s?transport=%s", net.JoinHostPort(host, strconv.Itoa(t.Port)), transport)
 }
 
+// protocolTLS is the turncredentials protocol that asks for TURN over
+// TLS (a turns: URI).
+const protocolTLS = "tls"
+
+// tlsHost is where TURN over TLS is reached ("" when not served or the
+// public address is unknown).
+func (t *TURN) tlsHost(public netip.Addr) string {
+	switch {
+	case t.TLSPort == 0:
+		return ""
+	case t.TLSHost != "":
+		return t.TLSHost
+	}
+	return t.host(public)
+}
+
+// offer is one <service/> entry of the TURN server.
+type offer struct {
+	typ, host string
+	port      int
+	transport string
+}
+
+// offers are the TURN server's entries of type wantType ("" = all):
+// turn over each transport, and turns over TLS when served.
+func (t *TURN) offers(public netip.Addr, wantType string) []offer {
+	var out []offer
+	if host := t.host(public); host != "" && (wantType == "" || wantType == "turn") {
+		for _, transport := range t.transports() {
+			out = append(out, offer{"turn", host, t.Port, transport})
+		}
+	}
+	if host := t.tlsHost(public); host != "" && t.host(public) != "" && (wantType == "" || wantType == "turns") {
+		out = append(out, offer{"turns", host, t.TLSPort, "tcp"})
+	}
+	return out
+}
+
 // extServices answers XEP-0215 <services/> (optionally filtered by type):
 // the STUN server, and the TURN server with fresh credentials for
 // requesters the policy admits.
@@ -97,15 +140,16 @@ func (h *Handler) extServices(req Request, credentialsOnly bool) xml.TokenReader
 	if ext.STUNPort > 0 && host.IsValid() && (wantType == "" || wantType == "stun") && !credentialsOnly {
 		entries = append(entries, xmlstream.Wrap(nil, service("stun", host.String(), ext.STUNPort, "udp")))
 	}
-	if t := ext.TURN; t != nil && t.host(host) != "" && (wantType == "" || wantType == "turn") {
+	if t := ext.TURN; t != nil && len(t.offers(host, wantType)) > 0 {
 		if ok, why := h.policy.Permit(req.IQ.From); !ok {
 			if credentialsOnly {
 				return h.errorReply(req.IQ, stanza.Auth, stanza.Forbidden, why)
 			}
 		} else {
+			// One credential for every entry: the same server behind each.
 			user, pass, expires := t.credentials(time.Now(), req.IQ.From)
-			for _, transport := range t.transports() {
-				el := service("turn", t.host(host), t.Port, transport)
+			for _, o := range t.offers(host, wantType) {
+				el := service(o.typ, o.host, o.port, o.transport)
 				entries = append(entries, xmlstream.Wrap(nil, withAttrs(el,
 					xml.Attr{Name: xml.Name{Local: "restricted"}, Value: "1"},
 					xml.Attr{Name: xml.Name{Local: "username"}, Value: user},
@@ -138,12 +182,17 @@ func (h *Handler) turnCredentials(req Request) xml.TokenReader {
 		return h.errorReply(req.IQ, stanza.Cancel, stanza.ServiceUnavailable, "no TURN server configured")
 	case proto == "":
 		return h.errorReply(req.IQ, stanza.Modify, stanza.BadRequest, "protocol attribute required")
-	case !slices.Contains(t.transports(), proto):
+	case !slices.Contains(t.transports(), proto) && (proto != protocolTLS || t.TLSPort == 0):
 		return h.errorReply(req.IQ, stanza.Cancel, stanza.ItemNotFound, "TURN over "+proto+" not offered")
 	}
-	host := t.host(h.svc.cfg.PublicHost())
+	public := h.svc.cfg.PublicHost()
+	host := t.host(public)
 	if host == "" {
 		return h.errorReply(req.IQ, stanza.Wait, stanza.ServiceUnavailable, "public address not known yet")
+	}
+	uri := t.uri(host, proto)
+	if proto == protocolTLS {
+		uri = fmt.Sprintf("turns:%s?transport=tcp", net.JoinHostPort(t.tlsHost(public), strconv.Itoa(t.TLSPort)))
 	}
 	if ok, why := h.policy.Permit(req.IQ.From); !ok {
 		return h.errorReply(req.IQ, stanza.Auth, stanza.Forbidden, why)
@@ -153,7 +202,7 @@ func (h *Handler) turnCredentials(req Request) xml.TokenReader {
 		Name: xml.Name{Space: NSTurnCreds, Local: "turn"},
 		Attr: []xml.Attr{
 			{Name: xml.Name{Local: "ttl"}, Value: strconv.Itoa(int(t.TTL.Seconds()))},
-			{Name: xml.Name{Local: "uri"}, Value: t.uri(host, proto)},
+			{Name: xml.Name{Local: "uri"}, Value: uri},
 			{Name: xml.Name{Local: "username"}, Value: user},
 			{Name: xml.Name{Local: "password"}, Value: pass},
 		},

@@ -13,8 +13,12 @@
 // XEP-0215 handlers, which record who each id was minted for
 // (Requesters).
 //
-// This slice serves UDP and TCP (RFC 6062 TCP relaying is refused); TLS
-// is a later slice. pion/turn offers no hook before authentication, so
-// the rate limit on unauthenticated requests is applied to the listening
-// socket (limit.go).
+// It serves UDP, TCP and TLS (turns:, for networks that let only TLS
+// out); relayed addresses are UDP whatever the client's transport (RFC
+// 6062 TCP relaying is refused). pion/turn offers no hook before
+// authentication, so the rate limit on unauthenticated requests is
+// applied to the UDP listening socket (limit.go), where sources can be
+// forged; a stream's source has completed a TCP handshake, and the TLS
+// listener (tlslistener.go) bounds the connections each source holds
+// and the time a handshake may take.
 package turn

@@ -2,12 +2,14 @@ package turn
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	pionturn "github.com/pion/turn/v5"
@@ -28,6 +30,7 @@ type DataPlane interface {
 type Config struct {
 	Listen netip.AddrPort // UDP address of the server (and TCP with TCP)
 	TCP    bool
+	TLS    *TLSConfig // TURN over TLS; nil = off
 	Realm  string
 	Secret []byte // the TURN REST shared secret
 	// PublicAddr returns the relay's public address, the host of every
@@ -39,13 +42,26 @@ type Config struct {
 	Logger     *slog.Logger
 }
 
+// TLSConfig configures the TLS listener (turns:).
+type TLSConfig struct {
+	Listen      netip.AddrPort // its TCP address (port 0: the kernel chooses)
+	Certificate tls.Certificate
+}
+
+// SetCertificate replaces the TLS listener's certificate for the
+// handshakes that follow (a renewed certificate, without ending the
+// allocations).
+func (s *Server) SetCertificate(cert tls.Certificate) { s.cert.Store(&cert) }
+
 // Server is the built-in TURN server.
 type Server struct {
-	cfg   Config
-	addr  netip.AddrPort // the bound UDP address
-	log   *slog.Logger
-	pion  *pionturn.Server
-	stats counters
+	cfg     Config
+	addr    netip.AddrPort // the bound UDP address
+	tlsAddr netip.AddrPort // the bound TLS address, when serving TLS
+	cert    atomic.Pointer[tls.Certificate]
+	log     *slog.Logger
+	pion    *pionturn.Server
+	stats   counters
 
 	// Allocations still open, so that Serve returns only once every
 	// allocation gave its port and reservation back (pion closes them in
@@ -86,25 +102,51 @@ func New(cfg Config) (*Server, error) {
 			PermissionHandler:     s.permitPeerIP,
 		}},
 	}
-	if cfg.TCP {
-		ln, err := net.ListenTCP("tcp", net.TCPAddrFromAddrPort(s.addr))
+	sc.ListenerConfigs, err = s.listeners()
+	if err == nil {
+		s.pion, err = pionturn.NewServer(sc)
 		if err != nil {
-			pc.Close()
-			return nil, fmt.Errorf("turn: listen tcp %s: %w", cfg.Listen, err)
+			err = fmt.Errorf("turn: %w", err)
 		}
-		sc.ListenerConfigs = []pionturn.ListenerConfig{{
-			Listener: ln, RelayAddressGenerator: relayAddresses{s}, PermissionHandler: s.permitPeerIP,
-		}}
 	}
-	s.pion, err = pionturn.NewServer(sc)
 	if err != nil {
 		pc.Close()
 		for _, l := range sc.ListenerConfigs {
 			l.Listener.Close()
 		}
-		return nil, fmt.Errorf("turn: %w", err)
+		return nil, err
 	}
 	return s, nil
+}
+
+// listeners binds the TCP listener (with TCP) and the TLS one (with
+// TLS); every stream listener has the same relayed addresses and peer
+// rule as the UDP socket.
+func (s *Server) listeners() ([]pionturn.ListenerConfig, error) {
+	var out []pionturn.ListenerConfig
+	add := func(l net.Listener) {
+		out = append(out, pionturn.ListenerConfig{Listener: l, RelayAddressGenerator: relayAddresses{s}, PermissionHandler: s.permitPeerIP})
+	}
+	if s.cfg.TCP {
+		ln, err := net.ListenTCP("tcp", net.TCPAddrFromAddrPort(s.addr))
+		if err != nil {
+			return out, fmt.Errorf("turn: listen tcp %s: %w", s.addr, err)
+		}
+		add(ln)
+	}
+	if t := s.cfg.TLS; t != nil {
+		ln, err := net.ListenTCP("tcp", net.TCPAddrFromAddrPort(t.Listen))
+		if err != nil {
+			return out, fmt.Errorf("turn: listen tls %s: %w", t.Listen, err)
+		}
+		s.tlsAddr = ln.Addr().(*net.TCPAddr).AddrPort()
+		s.SetCertificate(t.Certificate)
+		config := &tls.Config{MinVersion: tls.VersionTLS12, GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
+			return s.cert.Load(), nil
+		}}
+		add(newTLSListener(ln, config, tlsHandshakeTimeout, s.log, func() { s.stats.refuse(RefusedTLSSource) }))
+	}
+	return out, nil
 }
 
 // Serve runs until ctx is done, then closes the server and every
@@ -164,6 +206,9 @@ func (s *Server) ended() {
 // Addr is the server's UDP address (its port chosen by the kernel when
 // Config.Listen's was 0).
 func (s *Server) Addr() netip.AddrPort { return s.addr }
+
+// TLSAddr is the TLS listener's address (invalid without TLS).
+func (s *Server) TLSAddr() netip.AddrPort { return s.tlsAddr }
 
 // Stats returns the server's counters.
 func (s *Server) Stats() Stats { return s.stats.snapshot() }

@@ -27,7 +27,7 @@ type testRelay struct {
 
 // newTestRelay runs a data plane on 127.0.0.1 advertising public (the
 // listen address when invalid) and a TURN server over it.
-func newTestRelay(t *testing.T, public netip.Addr) *testRelay {
+func newTestRelay(t *testing.T, public netip.Addr, options ...func(*Config)) *testRelay {
 	t.Helper()
 	lo := netip.MustParseAddr("127.0.0.1")
 	dp, err := channel.New(channel.Config{Listen: lo, Settings: channel.Settings{PortMin: 29000, PortMax: 29099,
@@ -41,9 +41,13 @@ func newTestRelay(t *testing.T, public netip.Addr) *testRelay {
 		advertised = lo
 	}
 	r := &testRelay{dp: dp, gate: admission.New(admission.Config{Draining: dp.Draining}), reqs: NewRequesters(0)}
-	r.srv, err = New(Config{Listen: netip.AddrPortFrom(lo, 0), TCP: true, Realm: "jnrelay", Secret: testSecret,
+	cfg := Config{Listen: netip.AddrPortFrom(lo, 0), TCP: true, Realm: "jnrelay", Secret: testSecret,
 		PublicAddr: func() netip.Addr { return advertised }, DataPlane: dp, Gate: r.gate, Requesters: r.reqs,
-		Logger: slog.New(slog.DiscardHandler)})
+		Logger: slog.New(slog.DiscardHandler)}
+	for _, o := range options {
+		o(&cfg)
+	}
+	r.srv, err = New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

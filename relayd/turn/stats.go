@@ -11,10 +11,11 @@ const (
 	RefusedRateLimit  = "rate_limit"  // an unauthenticated request over its source's rate
 	RefusedNoAddress  = "no_address"  // the relay's public address is not known yet
 	RefusedAddrFamily = "addr_family" // a relayed address of a family the relay does not listen on
+	RefusedTLSSource  = "tls_source"  // a TLS connection over its source address's bound
 )
 
 // RefusalReasons lists every reason Stats counts, for metrics.
-var RefusalReasons = []string{RefusedAuth, RefusedAdmission, RefusedPool, RefusedPeer, RefusedRateLimit, RefusedNoAddress, RefusedAddrFamily}
+var RefusalReasons = []string{RefusedAuth, RefusedAdmission, RefusedPool, RefusedPeer, RefusedRateLimit, RefusedNoAddress, RefusedAddrFamily, RefusedTLSSource}
 
 // Stats are the server's counters since it started.
 type Stats struct {
@@ -32,6 +33,7 @@ type counters struct {
 	toPeers, fromPeers          atomic.Uint64
 	auth, admission, pool, peer atomic.Uint64
 	rateLimit, noAddr, family   atomic.Uint64
+	tlsSource                   atomic.Uint64
 }
 
 func (c *counters) refuse(reason string) {
@@ -50,6 +52,8 @@ func (c *counters) refuse(reason string) {
 		c.noAddr.Add(1)
 	case RefusedAddrFamily:
 		c.family.Add(1)
+	case RefusedTLSSource:
+		c.tlsSource.Add(1)
 	}
 }
 
@@ -60,7 +64,7 @@ func (c *counters) snapshot() Stats {
 		Refused: map[string]uint64{
 			RefusedAuth: c.auth.Load(), RefusedAdmission: c.admission.Load(), RefusedPool: c.pool.Load(),
 			RefusedPeer: c.peer.Load(), RefusedRateLimit: c.rateLimit.Load(), RefusedNoAddress: c.noAddr.Load(),
-			RefusedAddrFamily: c.family.Load(),
+			RefusedAddrFamily: c.family.Load(), RefusedTLSSource: c.tlsSource.Load(),
 		},
 		BytesToPeers: c.toPeers.Load(), BytesFromPeers: c.fromPeers.Load(),
 	}

@@ -68,7 +68,7 @@ func (p *echoPeer) received(from int) ([]netip.AddrPort, []int) {
 // computed from the secret relayd generated in its state directory (as a
 // provider's own tooling would): data reaches the test's echo peer from a
 // relay port and comes back, over a channel binding, over Send
-// indications and with the client on TCP; a peer at 0.0.0.0 (CVE-2020-26262) and the relay's own
+// indications and with the client on TCP and on TLS; a peer at 0.0.0.0 (CVE-2020-26262) and the relay's own
 // relayed addresses (client to client) are refused, nothing sent.
 func TestBuiltinTURNWithCoturnClient(t *testing.T) {
 	if _, err := exec.LookPath("turnutils_uclient"); err != nil {
@@ -87,6 +87,11 @@ func TestBuiltinTURNWithCoturnClient(t *testing.T) {
 	cfg.TURN.Builtin.Enabled = true
 	cfg.TURN.Builtin.Port = freeLoopbackUDPPort(t)
 	dir := t.TempDir()
+	// TURN over TLS, with a certificate for 127.0.0.1 in the
+	// configuration's directory, where relayd reads files from.
+	certPath := writeSelfSigned(t, dir, "turn.crt", "turn.key")
+	cfg.TURN.Builtin.TLSPort = freeLoopbackTCPPort(t)
+	cfg.TURN.Builtin.CertFile, cfg.TURN.Builtin.KeyFile = "turn.crt", "turn.key"
 	rd := startRelaydIn(t, "", dir, cfg)
 	if _, err := rd.WaitLog(ctx, "TURN server started", 1, nil); err != nil {
 		t.Fatal(err)
@@ -100,10 +105,10 @@ func TestBuiltinTURNWithCoturnClient(t *testing.T) {
 
 	// uclient runs turnutils_uclient with fresh credentials for id and
 	// returns its output; it exits 255 when the server refuses it.
-	uclient := func(t *testing.T, id string, args ...string) (string, error) {
+	uclientAt := func(t *testing.T, port int, id string, args ...string) (string, error) {
 		t.Helper()
 		user := turn.Username(time.Now().Add(time.Hour), id)
-		all := append([]string{"-p", strconv.Itoa(cfg.TURN.Builtin.Port), "-u", user, "-w", turn.Password(secret, user),
+		all := append([]string{"-p", strconv.Itoa(port), "-u", user, "-w", turn.Password(secret, user),
 			"-n", "5", "-l", "100", "-z", "5", "-c"}, args...)
 		all = append(all, "127.0.0.1")
 		cctx, ccancel := context.WithTimeout(ctx, 30*time.Second)
@@ -114,10 +119,14 @@ func TestBuiltinTURNWithCoturnClient(t *testing.T) {
 		}
 		return string(out), err
 	}
-	echoed := func(t *testing.T, id string, args ...string) {
+	uclient := func(t *testing.T, id string, args ...string) (string, error) {
+		t.Helper()
+		return uclientAt(t, cfg.TURN.Builtin.Port, id, args...)
+	}
+	echoedAt := func(t *testing.T, port int, id string, args ...string) {
 		t.Helper()
 		before := len(peerSources(peer))
-		out, err := uclient(t, id, append([]string{"-e", "127.0.0.1", "-r", strconv.Itoa(peer.port())}, args...)...)
+		out, err := uclientAt(t, port, id, append([]string{"-e", "127.0.0.1", "-r", strconv.Itoa(peer.port())}, args...)...)
 		if err != nil {
 			t.Fatalf("turnutils_uclient: %v\n%s", err, out)
 		}
@@ -134,9 +143,20 @@ func TestBuiltinTURNWithCoturnClient(t *testing.T) {
 			}
 		}
 	}
+	echoed := func(t *testing.T, id string, args ...string) {
+		t.Helper()
+		echoedAt(t, cfg.TURN.Builtin.Port, id, args...)
+	}
 	t.Run("channel-bind", func(t *testing.T) { echoed(t, "bind") })
 	t.Run("send-indication", func(t *testing.T) { echoed(t, "send", "-s") })
 	t.Run("tcp", func(t *testing.T) { echoed(t, "tcp", "-t") }) // TURN over TCP, relayed over UDP
+	// TURN over TLS, relayed over UDP. turnutils_uclient does not fail on
+	// a certificate it cannot verify: the test checks the one relayd
+	// presents itself.
+	t.Run("tls", func(t *testing.T) {
+		verifyPresented(t, cfg.TURN.Builtin.TLSPort, certPath)
+		echoedAt(t, cfg.TURN.Builtin.TLSPort, "tls", "-t", "-S")
+	})
 
 	refused := func(t *testing.T, id, want string, args ...string) {
 		t.Helper()
