@@ -61,7 +61,7 @@ type Server struct {
 	cert    atomic.Pointer[tls.Certificate]
 	log     *slog.Logger
 	pion    *pionturn.Server
-	stats   counters
+	stats   *counters
 
 	// Allocations still open, so that Serve returns only once every
 	// allocation gave its port and reservation back (pion closes them in
@@ -86,7 +86,7 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Requesters == nil {
 		cfg.Requesters = NewRequesters(0)
 	}
-	s := &Server{cfg: cfg, log: cfg.Logger, idle: make(chan struct{})}
+	s := &Server{cfg: cfg, log: cfg.Logger, idle: make(chan struct{}), stats: newCounters()}
 	pc, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(cfg.Listen))
 	if err != nil {
 		return nil, fmt.Errorf("turn: listen udp %s: %w", cfg.Listen, err)

@@ -1,6 +1,9 @@
 package turn
 
-import "sync/atomic"
+import (
+	"slices"
+	"sync/atomic"
+)
 
 // Refusal reasons counted by Stats.
 const (
@@ -29,43 +32,25 @@ type Stats struct {
 
 // counters are the live counters behind Stats.
 type counters struct {
-	live, total                 atomic.Int64
-	toPeers, fromPeers          atomic.Uint64
-	auth, admission, pool, peer atomic.Uint64
-	rateLimit, noAddr, family   atomic.Uint64
-	tlsSource                   atomic.Uint64
+	live, total        atomic.Int64
+	toPeers, fromPeers atomic.Uint64
+	refused            []atomic.Uint64 // by index in RefusalReasons
 }
 
+func newCounters() *counters { return &counters{refused: make([]atomic.Uint64, len(RefusalReasons))} }
+
+// refuse counts one refusal; reason is one of RefusalReasons.
 func (c *counters) refuse(reason string) {
-	switch reason {
-	case RefusedAuth:
-		c.auth.Add(1)
-	case RefusedAdmission:
-		c.admission.Add(1)
-	case RefusedPool:
-		c.pool.Add(1)
-	case RefusedPeer:
-		c.peer.Add(1)
-	case RefusedRateLimit:
-		c.rateLimit.Add(1)
-	case RefusedNoAddress:
-		c.noAddr.Add(1)
-	case RefusedAddrFamily:
-		c.family.Add(1)
-	case RefusedTLSSource:
-		c.tlsSource.Add(1)
+	if i := slices.Index(RefusalReasons, reason); i >= 0 {
+		c.refused[i].Add(1)
 	}
 }
 
 func (c *counters) snapshot() Stats {
-	return Stats{
-		AllocationsLive:  int(c.live.Load()),
-		AllocationsTotal: uint64(c.total.Load()),
-		Refused: map[string]uint64{
-			RefusedAuth: c.auth.Load(), RefusedAdmission: c.admission.Load(), RefusedPool: c.pool.Load(),
-			RefusedPeer: c.peer.Load(), RefusedRateLimit: c.rateLimit.Load(), RefusedNoAddress: c.noAddr.Load(),
-			RefusedAddrFamily: c.family.Load(), RefusedTLSSource: c.tlsSource.Load(),
-		},
-		BytesToPeers: c.toPeers.Load(), BytesFromPeers: c.fromPeers.Load(),
+	refused := make(map[string]uint64, len(RefusalReasons))
+	for i, r := range RefusalReasons {
+		refused[r] = c.refused[i].Load()
 	}
+	return Stats{AllocationsLive: int(c.live.Load()), AllocationsTotal: uint64(c.total.Load()), Refused: refused,
+		BytesToPeers: c.toPeers.Load(), BytesFromPeers: c.fromPeers.Load()}
 }
