@@ -93,8 +93,15 @@ func New(cfg Config) (*Server, error) {
 	}
 	s.addr = pc.LocalAddr().(*net.UDPAddr).AddrPort()
 	sc := pionturn.ServerConfig{
-		Realm:         cfg.Realm,
-		AuthHandler:   s.authenticate,
+		Realm:       cfg.Realm,
+		AuthHandler: s.authenticate,
+		// pion checks the password (MESSAGE-INTEGRITY) after
+		// authenticate; a failed check reaches us only here.
+		EventHandler: pionturn.EventHandler{OnAuth: func(_, _ net.Addr, _, _, _, _ string, verdict bool) {
+			if !verdict {
+				s.stats.refuse(RefusedAuth)
+			}
+		}},
 		LoggerFactory: pionLogger{log: cfg.Logger},
 		PacketConnConfigs: []pionturn.PacketConnConfig{{
 			PacketConn:            &limitedConn{PacketConn: pc, srv: s, sources: map[netip.Addr]*rate.Limiter{}},

@@ -178,11 +178,17 @@ func TestExpiredAndForgedCredentialsRefused(t *testing.T) {
 	if err := c.Listen(); err != nil {
 		t.Fatal(err)
 	}
+	before := r.srv.Stats().Refused[RefusedAuth]
 	if _, err := c.Allocate(); err == nil {
 		t.Fatal("credentials of another secret allocated")
 	}
 	if r.gate.Held() != 0 || r.srv.Stats().AllocationsTotal != 0 {
 		t.Fatal("a refused login holds an allocation")
+	}
+	// A well-formed username with the wrong password fails pion's
+	// integrity check, after our handler: it is an auth refusal too.
+	if after := r.srv.Stats().Refused[RefusedAuth]; after <= before {
+		t.Fatalf("wrong password not counted as an auth refusal (%d before, %d after)", before, after)
 	}
 }
 

@@ -7,7 +7,7 @@ import (
 
 // Refusal reasons counted by Stats.
 const (
-	RefusedAuth       = "auth"        // a malformed, expired or wrongly signed credential
+	RefusedAuth       = "auth"        // a malformed, expired or wrongly signed credential, or a wrong password
 	RefusedAdmission  = "admission"   // the admission gate refused the requester
 	RefusedPool       = "pool"        // no relay port could be opened (pool exhausted, draining)
 	RefusedPeer       = "peer"        // a permission, channel binding or datagram for a forbidden peer

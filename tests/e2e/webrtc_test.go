@@ -135,6 +135,9 @@ func TestWebRTCThroughBuiltinTURN(t *testing.T) {
 	if after.TURN.AllocationsTotal != st.TURN.AllocationsTotal {
 		t.Errorf("allocations %d -> %d with a wrong password", st.TURN.AllocationsTotal, after.TURN.AllocationsTotal)
 	}
+	if after.TURN.Refused["auth"] <= st.TURN.Refused["auth"] {
+		t.Errorf("auth refusals %d -> %d with a wrong password", st.TURN.Refused["auth"], after.TURN.Refused["auth"])
+	}
 	b.checkConsole()
 }
 
