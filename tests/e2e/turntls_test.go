@@ -1,58 +1,23 @@
 package e2e
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
-	"math/big"
 	"net"
 	"os"
 	"path/filepath"
 	"strconv"
 	"testing"
-	"time"
+
+	"github.com/jnrelay/jnrelay/internal/testcert"
 )
 
 // writeSelfSigned writes a self-signed certificate for 127.0.0.1 (0644)
 // and its key (0600) into dir and returns the certificate's path.
 func writeSelfSigned(t *testing.T, dir, certName, keyName string) string {
 	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "127.0.0.1"},
-		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		BasicConstraintsValid: true, IsCA: true, KeyUsage: x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
 	certPath := filepath.Join(dir, certName)
-	for _, f := range []struct {
-		path string
-		pem  []byte
-		perm os.FileMode
-	}{
-		{certPath, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644},
-		{filepath.Join(dir, keyName), pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}), 0o600},
-	} {
-		if err := os.WriteFile(f.path, f.pem, f.perm); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.Chmod(f.path, f.perm); err != nil {
-			t.Fatal(err)
-		}
-	}
+	testcert.New(t, "127.0.0.1").Write(t, certPath, filepath.Join(dir, keyName))
 	return certPath
 }
 
