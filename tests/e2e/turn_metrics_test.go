@@ -1,22 +1,17 @@
 package e2e
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"io"
-	"math/rand/v2"
 	"net"
 	"net/http"
-	"os"
 	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/jnrelay/jnrelay/config"
 	"github.com/jnrelay/jnrelay/relayd/turn"
 )
 
@@ -33,15 +28,8 @@ func TestBuiltinTURNMetrics(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 
-	base := 45000 + 4*rand.IntN(200)
-	cfg := config.Default()
-	cfg.PublicAddress, cfg.ListenAddress = "127.0.0.1", "127.0.0.1"
-	cfg.Ports = config.PortRange{Min: base, Max: base + 99}
-	cfg.Channel.FastPath = config.FastPathOff
-	cfg.STUN.Enabled = false
-	cfg.TURN.Builtin.Enabled = true
-	cfg.TURN.Builtin.Port = freeLoopbackUDPPort(t)
-	cfg.Metrics.Listen = freeLoopbackTCPAddr(t)
+	cfg := builtinTURNConfig(t)
+	cfg.Metrics.Listen = net.JoinHostPort("127.0.0.1", strconv.Itoa(freeLoopbackTCPPort(t)))
 	dir := t.TempDir()
 	rd := startRelaydIn(t, "", dir, cfg)
 	if _, err := rd.WaitLog(ctx, "TURN server started", 1, nil); err != nil {
@@ -78,19 +66,10 @@ func TestBuiltinTURNMetrics(t *testing.T) {
 	}
 	expect(scrape(), before...)
 
-	secret, err := os.ReadFile(filepath.Join(dir, turn.SecretFile))
-	if err != nil {
-		t.Fatal(err)
-	}
-	secret = bytes.TrimSpace(secret)
 	peer := newEchoPeer(t)
-	user := turn.Username(time.Now().Add(time.Hour), "metrics")
-	args := []string{"-p", strconv.Itoa(cfg.TURN.Builtin.Port), "-u", user, "-w", turn.Password(secret, user),
-		"-n", "5", "-l", "100", "-z", "5", "-c", "-e", "127.0.0.1", "-r", strconv.Itoa(peer.port()), "127.0.0.1"}
-	cctx, ccancel := context.WithTimeout(ctx, 30*time.Second)
-	defer ccancel()
-	out, err := exec.CommandContext(cctx, "turnutils_uclient", args...).CombinedOutput()
-	if err != nil || !strings.Contains(string(out), "tot_recv_msgs=5") {
+	out, err := turnutilsUclient(ctx, t, cfg.TURN.Builtin.Port, turnSecret(t, dir), "metrics",
+		"-e", "127.0.0.1", "-r", strconv.Itoa(peer.port()))
+	if err != nil || !strings.Contains(out, "tot_recv_msgs=5") {
 		t.Fatalf("turnutils_uclient: %v\n%s", err, out)
 	}
 	if got := len(peerSources(peer)); got != 5 {
@@ -118,15 +97,4 @@ func TestBuiltinTURNMetrics(t *testing.T) {
 		*st.Channels.TURNAllocations != st.TURN.AllocationsLive || uint64(st.TURN.AllocationsLive) > total {
 		t.Fatalf("status: channels %+v, turn %+v; metrics: %d allocations", st.Channels, st.TURN, total)
 	}
-}
-
-// freeLoopbackTCPAddr is a loopback TCP address nobody listens on now.
-func freeLoopbackTCPAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp4", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
 }

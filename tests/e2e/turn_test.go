@@ -77,15 +77,8 @@ func TestBuiltinTURNWithCoturnClient(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 
-	base := 45000 + 4*rand.IntN(200)
-	cfg := config.Default()
-	cfg.PublicAddress, cfg.ListenAddress = "127.0.0.1", "127.0.0.1"
-	cfg.Ports = config.PortRange{Min: base, Max: base + 99}
-	cfg.Channel.FastPath = config.FastPathOff
-	cfg.STUN.Enabled = false
+	cfg := builtinTURNConfig(t)
 	cfg.Limits.MaxChannelsPerDomain = -1 // every id of these credentials is at turn.invalid
-	cfg.TURN.Builtin.Enabled = true
-	cfg.TURN.Builtin.Port = freeLoopbackUDPPort(t)
 	dir := t.TempDir()
 	// TURN over TLS, with a certificate for 127.0.0.1 in the
 	// configuration's directory, where relayd reads files from.
@@ -96,28 +89,12 @@ func TestBuiltinTURNWithCoturnClient(t *testing.T) {
 	if _, err := rd.WaitLog(ctx, "TURN server started", 1, nil); err != nil {
 		t.Fatal(err)
 	}
-	secret, err := os.ReadFile(filepath.Join(dir, turn.SecretFile))
-	if err != nil {
-		t.Fatal(err)
-	}
-	secret = bytes.TrimSpace(secret)
+	secret := turnSecret(t, dir)
 	peer := newEchoPeer(t)
 
-	// uclient runs turnutils_uclient with fresh credentials for id and
-	// returns its output; it exits 255 when the server refuses it.
 	uclientAt := func(t *testing.T, port int, id string, args ...string) (string, error) {
 		t.Helper()
-		user := turn.Username(time.Now().Add(time.Hour), id)
-		all := append([]string{"-p", strconv.Itoa(port), "-u", user, "-w", turn.Password(secret, user),
-			"-n", "5", "-l", "100", "-z", "5", "-c"}, args...)
-		all = append(all, "127.0.0.1")
-		cctx, ccancel := context.WithTimeout(ctx, 30*time.Second)
-		defer ccancel()
-		out, err := exec.CommandContext(cctx, "turnutils_uclient", all...).CombinedOutput()
-		if cctx.Err() != nil {
-			t.Fatalf("turnutils_uclient %v: %v\n%s", all, cctx.Err(), out)
-		}
-		return string(out), err
+		return turnutilsUclient(ctx, t, port, secret, id, args...)
 	}
 	uclient := func(t *testing.T, id string, args ...string) (string, error) {
 		t.Helper()
@@ -196,6 +173,51 @@ func TestBuiltinTURNWithCoturnClient(t *testing.T) {
 func peerSources(p *echoPeer) []netip.AddrPort {
 	from, _ := p.received(0)
 	return from
+}
+
+// builtinTURNConfig is a relay on loopback with its built-in TURN server
+// on a free port, STUN and the fast path off, and a random port range.
+func builtinTURNConfig(t *testing.T) config.Config {
+	t.Helper()
+	base := 45000 + 4*rand.IntN(200)
+	cfg := config.Default()
+	cfg.PublicAddress, cfg.ListenAddress = "127.0.0.1", "127.0.0.1"
+	cfg.Ports = config.PortRange{Min: base, Max: base + 99}
+	cfg.Channel.FastPath = config.FastPathOff
+	cfg.STUN.Enabled = false
+	cfg.TURN.Builtin.Enabled = true
+	cfg.TURN.Builtin.Port = freeLoopbackUDPPort(t)
+	return cfg
+}
+
+// turnSecret is the TURN secret relayd generated in its state directory
+// dir, as a provider's own tooling would read it.
+func turnSecret(t *testing.T, dir string) []byte {
+	t.Helper()
+	secret, err := os.ReadFile(filepath.Join(dir, turn.SecretFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return bytes.TrimSpace(secret)
+}
+
+// turnutilsUclient runs coturn's turnutils_uclient against the TURN
+// server at 127.0.0.1:port with fresh credentials for id signed with
+// secret, and returns its output; it exits 255 when the server refuses
+// it. It fails the test if the client has not ended within 30 s.
+func turnutilsUclient(ctx context.Context, t *testing.T, port int, secret []byte, id string, args ...string) (string, error) {
+	t.Helper()
+	user := turn.Username(time.Now().Add(time.Hour), id)
+	all := append([]string{"-p", strconv.Itoa(port), "-u", user, "-w", turn.Password(secret, user),
+		"-n", "5", "-l", "100", "-z", "5", "-c"}, args...)
+	all = append(all, "127.0.0.1")
+	cctx, ccancel := context.WithTimeout(ctx, 30*time.Second)
+	defer ccancel()
+	out, err := exec.CommandContext(cctx, "turnutils_uclient", all...).CombinedOutput()
+	if cctx.Err() != nil {
+		t.Fatalf("turnutils_uclient %v: %v\n%s", all, cctx.Err(), out)
+	}
+	return string(out), err
 }
 
 // freeLoopbackUDPPort is a loopback UDP port nobody holds now.
