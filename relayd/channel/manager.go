@@ -171,59 +171,45 @@ func (m *Manager) Allocate() (Info, error) {
 		return Info{}, ErrDraining
 	}
 	info := Info{ID: id, Expire: cfg.Expire, MaxKbps: cfg.MaxKbps}
-	// Ports held by other programs are skipped; the pool keeps them free so
-	// they are tried again later.
-	busy := map[int]bool{}
-	for {
-		base, err := pool.take(busy)
-		if err != nil {
-			if len(busy) > 0 {
-				return Info{}, fmt.Errorf("%w (%d blocks busy in other programs)", err, len(busy))
-			}
-			return Info{}, err
-		}
+	var c *Channel
+	_, err := takeBound(pool, m.sh.log, "allocate channel", func(base int) error {
 		info.LocalPort, info.RemotePort = base, base+2
-		c := newChannel(base, info, cfg.LatchGrace, m.sh)
-		if err := m.tr.openPorts(c); err != nil {
-			pool.put(base)
-			if isAddrInUse(err) {
-				m.sh.log.Warn("relay ports busy, trying another block", "port", base, "err", err)
-				busy[base] = true
-				continue
-			}
-			return Info{}, fmt.Errorf("allocate channel: %w", err)
-		}
-		c.pool = pool
-		if pps := orDefault(cfg.MaxPPS, DefaultMaxPPS); pps > 0 {
-			c.ppsInterval, c.ppsBurst = int64(time.Second)/int64(pps), int64(time.Second/2)
-		}
-		// Make the ports servable before the channel becomes visible. A
-		// worker finds the channel through the port table (an atomic
-		// store and load), which orders the writes above before its
-		// reads; the poller registration orders nothing for Go.
-		c.newExpiryTimer(func(c *Channel) { m.end(c, EndExpired) })
-		for _, sd := range c.sides() {
-			m.sh.ports.set(sd)
-		}
-		err = m.tr.attach(m.workers[m.next.Add(1)%uint32(len(m.workers))], c)
-		m.mu.Lock()
-		if err == nil && m.closed {
-			err = errors.New("data plane is shut down")
-		}
-		if err == nil && m.draining {
-			err = ErrDraining // Drain came while the ports were opened
-		}
-		if err != nil {
-			m.mu.Unlock()
-			m.discard(c)
-			return Info{}, fmt.Errorf("allocate channel: %w", err)
-		}
-		m.channels[id] = c
-		m.mu.Unlock()
-		c.armExpiry()
-		m.sh.log.Info("channel allocated", "channel", id, "localport", info.LocalPort, "remoteport", info.RemotePort)
-		return info, nil
+		c = newChannel(base, info, cfg.LatchGrace, m.sh)
+		return m.tr.openPorts(c)
+	})
+	if err != nil {
+		return Info{}, err
 	}
+	c.pool = pool
+	if pps := orDefault(cfg.MaxPPS, DefaultMaxPPS); pps > 0 {
+		c.ppsInterval, c.ppsBurst = int64(time.Second)/int64(pps), int64(time.Second/2)
+	}
+	// Make the ports servable before the channel becomes visible. A
+	// worker finds the channel through the port table (an atomic
+	// store and load), which orders the writes above before its
+	// reads; the poller registration orders nothing for Go.
+	c.newExpiryTimer(func(c *Channel) { m.end(c, EndExpired) })
+	for _, sd := range c.sides() {
+		m.sh.ports.set(sd)
+	}
+	err = m.tr.attach(m.workers[m.next.Add(1)%uint32(len(m.workers))], c)
+	m.mu.Lock()
+	if err == nil && m.closed {
+		err = errors.New("data plane is shut down")
+	}
+	if err == nil && m.draining {
+		err = ErrDraining // Drain came while the ports were opened
+	}
+	if err != nil {
+		m.mu.Unlock()
+		m.discard(c)
+		return Info{}, fmt.Errorf("allocate channel: %w", err)
+	}
+	m.channels[id] = c
+	m.mu.Unlock()
+	c.armExpiry()
+	m.sh.log.Info("channel allocated", "channel", id, "localport", info.LocalPort, "remoteport", info.RemotePort)
+	return info, nil
 }
 
 // Kill ends the channel with the given id; it reports whether it existed.

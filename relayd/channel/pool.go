@@ -3,6 +3,7 @@ package channel
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	"math/rand/v2"
 	"sync"
 )
@@ -80,4 +81,32 @@ func (p *portPool) put(base int) {
 	}
 	p.used[i] = false
 	p.free++
+}
+
+// takeBound takes a free block of pool and binds it with bind. A block
+// whose ports another program holds (bind fails with EADDRINUSE) is
+// skipped with a warning and left free in the pool, to be tried again
+// later; any other failure of bind ends the search, wrapped in what. On
+// success the block is the caller's, to put back when it is done.
+func takeBound(pool *portPool, log *slog.Logger, what string, bind func(base int) error) (int, error) {
+	busy := map[int]bool{}
+	for {
+		base, err := pool.take(busy)
+		if err != nil {
+			if len(busy) > 0 {
+				return 0, fmt.Errorf("%w (%d blocks busy in other programs)", err, len(busy))
+			}
+			return 0, err
+		}
+		err = bind(base)
+		if err == nil {
+			return base, nil
+		}
+		pool.put(base)
+		if !isAddrInUse(err) {
+			return 0, fmt.Errorf("%s: %w", what, err)
+		}
+		log.Warn("relay ports busy, trying another block", "port", base, "err", err)
+		busy[base] = true
+	}
 }

@@ -2,7 +2,6 @@ package channel
 
 import (
 	"errors"
-	"fmt"
 	"net"
 	"net/netip"
 	"sync"
@@ -56,29 +55,22 @@ func (m *Manager) OpenRelayPort() (*RelayPort, error) {
 	if m.sh.listen.Is4() || m.sh.listen.Is4In6() {
 		network = "udp4"
 	}
-	busy := map[int]bool{}
-	for {
-		base, err := pool.take(busy)
-		if err != nil {
-			return nil, err
-		}
-		conn, err := net.ListenUDP(network, net.UDPAddrFromAddrPort(netip.AddrPortFrom(m.sh.listen.Unmap(), uint16(base))))
-		if err != nil {
-			pool.put(base)
-			if isAddrInUse(err) {
-				busy[base] = true
-				continue
-			}
-			return nil, fmt.Errorf("open relay port: %w", err)
-		}
-		m.sh.foreign.Store(base, struct{}{})
-		m.sh.log.Info("relay port opened", "port", base)
-		return &RelayPort{UDPConn: conn, release: func() {
-			m.sh.foreign.Delete(base)
-			pool.put(base)
-			m.sh.log.Info("relay port closed", "port", base)
-		}}, nil
+	var conn *net.UDPConn
+	base, err := takeBound(pool, m.sh.log, "open relay port", func(base int) error {
+		var err error
+		conn, err = net.ListenUDP(network, net.UDPAddrFromAddrPort(netip.AddrPortFrom(m.sh.listen.Unmap(), uint16(base))))
+		return err
+	})
+	if err != nil {
+		return nil, err
 	}
+	m.sh.foreign.Store(base, struct{}{})
+	m.sh.log.Info("relay port opened", "port", base)
+	return &RelayPort{UDPConn: conn, release: func() {
+		m.sh.foreign.Delete(base)
+		pool.put(base)
+		m.sh.log.Info("relay port closed", "port", base)
+	}}, nil
 }
 
 // PermitsPeer reports whether the peer rule lets the relay exchange

@@ -2,6 +2,7 @@ package channel
 
 import (
 	"errors"
+	"net"
 	"net/netip"
 	"strconv"
 	"testing"
@@ -71,5 +72,27 @@ func TestPermitsPeerEverySpelling(t *testing.T) {
 	// are peers.
 	if !m.PermitsPeer(netip.MustParseAddrPort("127.0.0.1:5000")) {
 		t.Error("loopback peer of a loopback relay refused")
+	}
+}
+
+// TestRelayPortSkipsBusyBlocks: a block whose first port another program
+// holds is skipped, as for channels, and left to the pool.
+func TestRelayPortSkipsBusyBlocks(t *testing.T) {
+	hold, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 27220})
+	if err != nil {
+		t.Skipf("cannot hold test port: %v", err)
+	}
+	defer hold.Close()
+	m, _ := newTestManager(t, func(c *Config) { c.PortMin, c.PortMax = 27220, 27227 }) // two blocks
+	p, err := m.OpenRelayPort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	if port := p.LocalAddr().(*net.UDPAddr).Port; port != 27224 {
+		t.Fatalf("got relay port %d, want the free block's 27224", port)
+	}
+	if _, err := m.OpenRelayPort(); !errors.Is(err, ErrPoolExhausted) {
+		t.Fatalf("open with only a busy block left: %v, want ErrPoolExhausted", err)
 	}
 }
