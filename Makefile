@@ -47,6 +47,8 @@ fuzz:
 	bash tests/fuzz.sh FuzzPatch ./provision $(FUZZTIME)
 	bash tests/fuzz.sh FuzzStanzaScanner ./relayd/xmppsession $(FUZZTIME)
 	bash tests/fuzz.sh FuzzClass ./internal/netclass $(FUZZTIME)
+	bash tests/fuzz.sh FuzzUnauthenticated ./relayd/turn $(FUZZTIME)
+	bash tests/fuzz.sh FuzzParseUsername ./relayd/turn $(FUZZTIME)
 
 test-e2e: build
 	RELAYD_BIN=$(CURDIR)/bin/relayd $(GO) test -count=1 -timeout 15m ./tests/...
