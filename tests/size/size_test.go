@@ -15,8 +15,8 @@ const budgetARMv7 = 11 << 20
 
 func TestARMv7BinaryWithinBudget(t *testing.T) {
 	out := filepath.Join(t.TempDir(), "relayd-armv7")
-	// As make cross builds it: 32-bit ARM boards get no fast path.
-	cmd := exec.Command("go", "build", "-trimpath", "-tags", "nofastpath", "-ldflags=-s -w", "-o", out, "github.com/jnrelay/jnrelay/relayd")
+	// As make cross builds it: every feature, both fast paths included.
+	cmd := exec.Command("go", "build", "-trimpath", "-ldflags=-s -w", "-o", out, "github.com/jnrelay/jnrelay/relayd")
 	cmd.Env = append(os.Environ(), "GOOS=linux", "GOARCH=arm", "GOARM=7", "CGO_ENABLED=0")
 	if b, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("cross build: %v\n%s", err, b)
@@ -32,14 +32,14 @@ func TestARMv7BinaryWithinBudget(t *testing.T) {
 }
 
 // crossBudgets are the flash budgets of every `make cross` target,
-// stripped. 32-bit ARM and MIPS are built without the fast path (see
-// image/cross.sh); MIPS code is about 15% larger than ARM's for the same
-// program; 64-bit boards have room for the fast path. The xz-compressed size is what a squashfs or a
-// compressed package costs on flash.
+// stripped, every target built with every feature (image/cross.sh). MIPS
+// code is about 15% larger than ARM's for the same program. The
+// xz-compressed size is what a squashfs or a compressed package costs on
+// flash.
 var crossBudgets = map[string]int64{
 	"relayd-linux-armv6":  11 << 20,
 	"relayd-linux-armv7":  11 << 20,
-	"relayd-linux-arm64":  12 << 20, // with the fast path; 64-bit boards have the flash
+	"relayd-linux-arm64":  12 << 20,
 	"relayd-linux-mipsle": 12<<20 + 512<<10,
 	"relayd-linux-mips":   12<<20 + 512<<10,
 	"relayd-linux-amd64":  12 << 20,
