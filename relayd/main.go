@@ -38,6 +38,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.SetOutput(stderr)
 	configPath := fs.String("config", "/etc/jnrelay/relayd.json", "configuration `file`")
 	check := fs.String("check-config", "", "validate the configuration `file`, print the result and exit")
+	ports := fs.String("firewall-ports", "", "print the ports callers reach relayd on under the configuration `file`, one \"udp|tcp PORT[-PORT]\" a line, and exit")
 	showVersion := fs.Bool("version", false, "print the version and exit")
 	var api apiFlags
 	fs.StringVar(&api.socket, "api-socket", defaultAPISocket, "provisioning API unix `socket` (\"\" = none)")
@@ -66,6 +67,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		}
 		fmt.Fprintf(stdout, "%s: configuration valid\n", *check)
 		return 0
+	case *ports != "":
+		return printFirewallPorts(*ports, stdout, stderr)
 	}
 	store := provision.NewStore(*configPath)
 	cfg, err := loadConfig(store, os.Stderr)

@@ -25,6 +25,13 @@ procd_append_param() { echo "append $*" >>"$PROCD_LOG"; }
 procd_add_jail() { echo "jail $*" >>"$PROCD_LOG"; }
 procd_add_jail_mount() { echo "mount $*" >>"$PROCD_LOG"; }
 procd_add_jail_mount_rw() { echo "mount_rw $*" >>"$PROCD_LOG"; }
+procd_open_data() { echo "data" >>"$PROCD_LOG"; }
+procd_close_data() { echo "end data" >>"$PROCD_LOG"; }
+json_add_array() { echo "array $*" >>"$PROCD_LOG"; }
+json_close_array() { echo "end array" >>"$PROCD_LOG"; }
+json_add_object() { echo "object" >>"$PROCD_LOG"; }
+json_close_object() { echo "end object" >>"$PROCD_LOG"; }
+json_add_string() { echo "string $*" >>"$PROCD_LOG"; }
 `
 
 // initRun is one start of the OpenWrt init script's root part in a
@@ -33,6 +40,7 @@ type initRun struct {
 	t                 *testing.T
 	base, script, log string
 	lan               string // the LAN's address network_get_ipaddr gives
+	prog              string // the init script's PROG (relayd)
 }
 
 func newInitRun(t *testing.T) *initRun {
@@ -50,7 +58,7 @@ func newInitRun(t *testing.T) *initRun {
 	if err := os.WriteFile(filepath.Join(base, "share", "default.json"), []byte("{}\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	return &initRun{t: t, base: base, script: filepath.Join(repoRoot(t), "image", "openwrt", "jnrelay.init"), log: filepath.Join(base, "procd.log"), lan: "192.168.1.1"}
+	return &initRun{t: t, base: base, script: filepath.Join(repoRoot(t), "image", "openwrt", "jnrelay.init"), log: filepath.Join(base, "procd.log"), lan: "192.168.1.1", prog: "false"}
 }
 
 func (r *initRun) path(p string) string { return filepath.Join(r.base, p) }
@@ -66,8 +74,9 @@ RUN_DIR=%q
 PID_FILE=%q
 DEFAULT_CONFIG=%q
 JNRELAY_USER=65534
+PROG=%q
 start_service
-`, r.script, r.path("run/jnrelay"), r.path("run/jnrelay.pid"), r.path("share/default.json"))
+`, r.script, r.path("run/jnrelay"), r.path("run/jnrelay.pid"), r.path("share/default.json"), r.prog)
 	cmd := exec.Command("dash", "-c", script)
 	cmd.Env = append(os.Environ(), "PROCD_LOG="+r.log, "LAN_ADDR="+r.lan,
 		"UCI_config="+r.path("etc/jnrelay/relayd.json"), "UCI_state_dir="+r.path("etc/jnrelay/state"))
