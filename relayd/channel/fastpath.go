@@ -83,6 +83,7 @@ const (
 // FastPathStats describe the fast path for metrics.
 type FastPathStats struct {
 	Active       bool              // the table is installed
+	By           string            // what forwards: the table's name, while Active
 	OffloadedNow int               // legs in the kernel now
 	Offloads     uint64            // legs installed or updated since start
 	NotOffloaded map[string]uint64 // legs kept in userspace, by NotOffloaded* reason

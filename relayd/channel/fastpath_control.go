@@ -61,7 +61,12 @@ func (m *Manager) offerLive(fp *fastPath) {
 
 // FastPath describes the in-kernel fast path for metrics.
 func (m *Manager) FastPath() FastPathStats {
-	return m.fpCounts.stats(m.sh.fp.Load() != nil)
+	fp := m.sh.fp.Load()
+	st := m.fpCounts.stats(fp != nil)
+	if fp != nil {
+		st.By = fp.table.Name()
+	}
+	return st
 }
 
 // refreshFastPath credits what the kernel forwarded to the channels, so

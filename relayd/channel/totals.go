@@ -24,6 +24,9 @@ type Snapshot struct {
 	LocalPeer  netip.AddrPort // latched on the requester's RTP port, if any
 	RemotePeer netip.AddrPort // latched on the other party's RTP port, if any
 	Stats      Stats
+	// InKernel tells, per leg (RTP, RTCP), whether the fast path forwards
+	// it now; otherwise relayd does, in userspace.
+	InKernel [2]bool
 }
 
 // Channels returns a snapshot of every live channel.
@@ -39,7 +42,8 @@ func (m *Manager) Channels() []Snapshot {
 	for _, c := range live {
 		local, remote := c.Latched()
 		out = append(out, Snapshot{Info: c.info, Age: time.Since(c.created), Idle: c.idle(),
-			LocalPeer: local, RemotePeer: remote, Stats: c.stats.snapshot()})
+			LocalPeer: local, RemotePeer: remote, Stats: c.stats.snapshot(),
+			InKernel: [2]bool{c.legs[0].inKernel.Load(), c.legs[1].inKernel.Load()}})
 	}
 	return out
 }
