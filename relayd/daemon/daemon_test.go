@@ -137,6 +137,15 @@ func TestApplyNewPortRangeKeepsLiveChannel(t *testing.T) {
 	info := allocate(t, d)
 	local, remote := udpPeer(t), udpPeer(t)
 	checkRelays(t, info, local, remote)
+	// The fast path is off: status says so, and every leg is userspace's.
+	if fp := d.Status().FastPath; fp.Mode != string(config.FastPathOff) || fp.Active || fp.By != "" || fp.OffloadedLegs != 0 {
+		t.Errorf("status fast_path %+v, want mode off, inactive", fp)
+	}
+	for _, c := range d.Channels() {
+		if c.Path["rtp"] != "userspace" || c.Path["rtcp"] != "userspace" || len(c.Path) != 2 {
+			t.Errorf("channel %s path %v, want both legs in userspace", c.ID, c.Path)
+		}
+	}
 
 	next := cfg
 	next.Ports = config.PortRange{Min: cfg.Ports.Min + 100, Max: cfg.Ports.Max + 100}

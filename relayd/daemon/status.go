@@ -26,6 +26,7 @@ type Status struct {
 	Draining     bool            `json:"draining,omitempty"`
 	STUN         *STUNStatus     `json:"stun,omitempty"`
 	TURN         *turn.Stats     `json:"turn,omitempty"` // the built-in TURN server, when it runs
+	FastPath     FastPathStatus  `json:"fast_path"`
 }
 
 // Usage is what the relay donated in the current day and month (local
@@ -95,6 +96,9 @@ type ChannelStatus struct {
 	LocalPeer   string `json:"local_peer,omitempty"`
 	RemotePeer  string `json:"remote_peer,omitempty"`
 	MaxKbps     int    `json:"max_kbps,omitempty"`
+	// Path says per leg (rtp, rtcp) who forwards it now: "kernel" (the
+	// fast path) or "userspace".
+	Path map[string]string `json:"path"`
 	Traffic
 }
 
@@ -122,6 +126,7 @@ func (d *Daemon) Status() Status {
 		Traffic:       traffic(tot.Stats),
 		Requests:      Requests{Granted: req.Granted, Refused: req.Refused},
 		Draining:      d.dp.Draining(),
+		FastPath:      d.fastPathStatus(),
 	}
 	uc, q := d.meter.Counts(), d.meter.Quota()
 	st.Usage = Usage{Day: uc.Day, DayBytes: uc.DayBytes, Month: uc.Month, MonthBytes: uc.MonthBytes,
@@ -160,7 +165,8 @@ func (d *Daemon) Channels() []ChannelStatus {
 	var out []ChannelStatus
 	for _, c := range d.dp.Channels() {
 		cs := ChannelStatus{ID: c.ID, LocalPort: c.LocalPort, RemotePort: c.RemotePort,
-			AgeSeconds: int64(c.Age.Seconds()), IdleSeconds: int64(c.Idle.Seconds()), MaxKbps: c.MaxKbps, Traffic: traffic(c.Stats)}
+			AgeSeconds: int64(c.Age.Seconds()), IdleSeconds: int64(c.Idle.Seconds()), MaxKbps: c.MaxKbps, Traffic: traffic(c.Stats),
+			Path: legPaths(c.InKernel)}
 		if c.LocalPeer.IsValid() {
 			cs.LocalPeer = c.LocalPeer.String()
 		}

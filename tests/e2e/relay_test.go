@@ -278,6 +278,15 @@ func (w *world) setUpCall(ctx context.Context, t *testing.T, res harness.Outcome
 		if _, err := w.rd.WaitLog(ctx, "leg offloaded", 2, func(r harness.LogRecord) bool { return r.Str("channel") == c.id }); err != nil {
 			t.Fatalf("legs of %s not offloaded: %v", c.id, err)
 		}
+		// What a donor sees: status names the fast path and counts the
+		// legs in the kernel.
+		st, err := w.rd.Status(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if fp := st.FastPath; fp.Mode != w.fastPath || !fp.Active || fp.By == "" || fp.OffloadedLegs < 2 {
+			t.Errorf("status fast_path %+v, want mode %s, active, with this call's 2 legs", fp, w.fastPath)
+		}
 	}
 	return c
 }
