@@ -284,7 +284,8 @@ func TestRefusedFamilyCode(t *testing.T) {
 
 // TestLimiterKeysMappedAddresses: an IPv4 client on the dual-stack
 // socket arrives as ::ffff:a.b.c.d: the per-source limit counts it as
-// the IPv4 address, whichever spelling reaches it.
+// the IPv4 address, whichever spelling reaches it, and an IPv6 client as
+// its /64.
 func TestLimiterKeysMappedAddresses(t *testing.T) {
 	c := &limitedConn{sources: map[netip.Addr]*rate.Limiter{}}
 	c.allow(net.UDPAddrFromAddrPort(netip.MustParseAddrPort("[::ffff:192.0.2.1]:5000")))
@@ -293,8 +294,10 @@ func TestLimiterKeysMappedAddresses(t *testing.T) {
 	if _, ok := c.sources[netip.MustParseAddr("192.0.2.1")]; !ok || len(c.sources) != 1 {
 		t.Fatalf("sources %v, want one: 192.0.2.1", c.sources)
 	}
+	// An IPv6 subscriber's /64 is one source, whichever address it uses.
 	c.allow(net.UDPAddrFromAddrPort(netip.MustParseAddrPort("[2001:db8::1]:5000")))
-	if len(c.sources) != 2 {
-		t.Fatalf("sources %v, want the IPv6 one beside", c.sources)
+	c.allow(net.UDPAddrFromAddrPort(netip.MustParseAddrPort("[2001:db8::2:3]:5000")))
+	if _, ok := c.sources[netip.MustParseAddr("2001:db8::")]; !ok || len(c.sources) != 2 {
+		t.Fatalf("sources %v, want 192.0.2.1 and 2001:db8::/64", c.sources)
 	}
 }
