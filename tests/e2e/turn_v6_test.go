@@ -24,7 +24,8 @@ import (
 // (listen_address 0.0.0.0, public_address and public_address6), with
 // coturn's turnutils_uclient over IPv6: its datagrams reach the peer
 // from the relay's IPv4 address and the peer's echoes come back, over
-// UDP and TCP, with the family omitted (IPv4 by default) and asked for.
+// UDP, TCP and TLS, with the family omitted (IPv4 by default) and asked
+// for.
 func TestBuiltinTURNIPv6ClientToIPv4Peer(t *testing.T) {
 	if _, err := exec.LookPath("turnutils_uclient"); err != nil {
 		t.Fatalf("turnutils_uclient not installed (run tests/deps.sh): %v", err)
@@ -67,6 +68,9 @@ func TestBuiltinTURNIPv6ClientToIPv4Peer(t *testing.T) {
 	cfg.TURN.Builtin.Enabled = true
 	cfg.Limits.MaxChannelsPerDomain = -1 // every id of these credentials is at turn.invalid
 	dir := t.TempDir()
+	writeSelfSigned(t, dir, "turn.crt", "turn.key") // the client does not verify it
+	cfg.TURN.Builtin.TLSPort = 5349
+	cfg.TURN.Builtin.CertFile, cfg.TURN.Builtin.KeyFile = "turn.crt", "turn.key"
 	rd := startRelaydIn(t, lan.NS("relay"), dir, cfg)
 	if _, err := rd.WaitLog(ctx, "TURN server started", 1, nil); err != nil {
 		t.Fatal(err)
@@ -75,8 +79,12 @@ func TestBuiltinTURNIPv6ClientToIPv4Peer(t *testing.T) {
 
 	uclient := func(t *testing.T, id string, args ...string) (string, error) {
 		t.Helper()
+		port := cfg.TURN.Builtin.Port
+		if id == "tls" {
+			port = cfg.TURN.Builtin.TLSPort
+		}
 		user := turn.Username(time.Now().Add(time.Hour), id)
-		all := append([]string{"-p", strconv.Itoa(cfg.TURN.Builtin.Port), "-u", user, "-w", turn.Password(secret, user),
+		all := append([]string{"-p", strconv.Itoa(port), "-u", user, "-w", turn.Password(secret, user),
 			"-n", "5", "-l", "100", "-z", "5", "-c", "-e", peerAddr.String(), "-r", strconv.Itoa(peer.port())}, args...)
 		all = append(all, relay6.Addr().String())
 		cctx, ccancel := context.WithTimeout(ctx, 30*time.Second)
@@ -116,6 +124,7 @@ func TestBuiltinTURNIPv6ClientToIPv4Peer(t *testing.T) {
 	t.Run("udp-family-omitted", func(t *testing.T) { echoed(t, "omitted") })
 	t.Run("udp-ipv4-asked", func(t *testing.T) { echoed(t, "asked", "-X") })
 	t.Run("tcp", func(t *testing.T) { echoed(t, "tcp", "-t", "-X") })
+	t.Run("tls", func(t *testing.T) { echoed(t, "tls", "-t", "-S") })
 	// A dual allocation (ADDITIONAL-ADDRESS-FAMILY): pion ignores the
 	// attribute and the phone gets one relayed address, IPv4. This
 	// client then refreshes naming a family at random (to test servers):
@@ -136,9 +145,9 @@ func TestBuiltinTURNIPv6ClientToIPv4Peer(t *testing.T) {
 		t.Fatalf("status: %v %+v", err, st.TURN)
 	}
 	// turnutils_uclient allocates more than once per run: count bytes.
-	if st.TURN.BytesToPeers != 1500 || st.TURN.BytesFromPeers != 1500 || st.TURN.Refused[turn.RefusedAddrFamily] != 0 ||
+	if st.TURN.BytesToPeers != 2000 || st.TURN.BytesFromPeers != 2000 || st.TURN.Refused[turn.RefusedAddrFamily] != 0 ||
 		st.PublicAddress6 != relay6.Addr().String() {
-		t.Fatalf("TURN %+v, public_address6 %q: want 1500 bytes each way, no family refused, public_address6 %s",
+		t.Fatalf("TURN %+v, public_address6 %q: want 2000 bytes each way, no family refused, public_address6 %s",
 			*st.TURN, st.PublicAddress6, relay6.Addr())
 	}
 }
