@@ -67,6 +67,11 @@ func TestErrorsNameTheKey(t *testing.T) {
 		{`{"public_address": "relay.example.org", ` + minimal[1:], "public_address: not an IP address"},
 		{`{"public_address": "0.0.0.0", ` + minimal[1:], "public_address: 0.0.0.0 cannot be reached"},
 		{`{"listen_address": "x", ` + minimal[1:], "listen_address: not an IP address"},
+		{`{"public_address6": "203.0.113.10", ` + minimal[1:], `public_address6: not an IPv6 address: "203.0.113.10"`},
+		{`{"public_address6": "::ffff:203.0.113.10", ` + minimal[1:], "public_address6: not an IPv6 address"},
+		{`{"public_address6": "2001:db8::1%eth0", ` + minimal[1:], "public_address6: not an IPv6 address"},
+		{`{"public_address6": "fe80::1", ` + minimal[1:], "public_address6: fe80::1 cannot be reached"},
+		{`{"public_address6": "::", ` + minimal[1:], "public_address6: :: cannot be reached"},
 		{`{"log": {"level": "loud"}, ` + minimal[1:], `log.level: "loud" is not one of`},
 		{`{"reconnect": {"min_seconds": 10, "max_seconds": 5}, ` + minimal[1:], "reconnect.max_seconds"},
 		{`{"expire": 60, ` + minimal[1:], `unknown key "expire"`},
@@ -189,4 +194,14 @@ func FuzzParse(f *testing.F) {
 			t.Fatalf("accepted config fails validation: %v", err)
 		}
 	})
+}
+
+func TestPublicAddress6(t *testing.T) {
+	cfg, err := Parse(strings.NewReader(`{"public_address": "203.0.113.10", "public_address6": "2001:db8::10", ` + minimal[1:]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.PublicAddress6 != "2001:db8::10" {
+		t.Fatalf("public_address6 %q", cfg.PublicAddress6)
+	}
 }

@@ -21,6 +21,10 @@ type Config struct {
 	// when public_address is empty and the interfaces have only private
 	// addresses.
 	PublicAddressSTUN []string `json:"public_address_stun,omitempty"`
+	// PublicAddress6 is the relay's public IPv6 address, the host of the
+	// built-in TURN server's IPv6 relayed addresses. Empty = a public
+	// IPv6 address of the interfaces (or public_address when it is IPv6).
+	PublicAddress6 string `json:"public_address6,omitempty"`
 	// ListenAddress is the local address relay ports bind to.
 	ListenAddress string    `json:"listen_address,omitempty"`
 	Ports         PortRange `json:"ports"`

@@ -37,6 +37,15 @@ func (c Config) validateAddresses(p *fieldErrors) {
 			p.addf("public_address", "%s cannot be reached by peers", a)
 		}
 	}
+	if c.PublicAddress6 != "" {
+		a, err := netip.ParseAddr(c.PublicAddress6)
+		switch {
+		case err != nil || !a.Is6() || a.Is4In6() || a.Zone() != "":
+			p.addf("public_address6", "not an IPv6 address: %q", c.PublicAddress6)
+		case a.IsUnspecified() || a.IsMulticast() || a.IsLinkLocalUnicast():
+			p.addf("public_address6", "%s cannot be reached by peers", a)
+		}
+	}
 	for i, s := range c.PublicAddressSTUN {
 		if host, port, err := net.SplitHostPort(s); err != nil || host == "" || port == "" {
 			p.addf(fmt.Sprintf("public_address_stun[%d]", i), "%q is not host:port", s)

@@ -47,6 +47,10 @@ var (
 		netip.MustParsePrefix("203.0.113.0/24"),  //
 		netip.MustParsePrefix("198.18.0.0/15"),   // benchmarking (RFC 2544)
 		netip.MustParsePrefix("2001:db8::/32"),   // documentation (RFC 3849)
+		// Local-use NAT64 (RFC 8215): translated by the site's own NAT64
+		// into IPv4 addresses of any class, at a position its prefix
+		// length decides; never routed on the Internet.
+		netip.MustParsePrefix("64:ff9b:1::/48"),
 	}
 )
 

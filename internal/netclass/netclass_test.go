@@ -17,7 +17,9 @@ func TestOf(t *testing.T) {
 		"10.1.2.3": Private, "::ffff:10.1.2.3": Private, "64:ff9b::a01:203": Private, "2002:a01:203::1": Private,
 		"172.16.0.1": Private, "192.168.1.7": Private, "100.64.0.1": Private, "169.254.1.1": Private,
 		"fe80::1%eth0": Private, "fd00::1": Private, "203.0.113.5": Private, "198.18.0.1": Private,
-		"2001:db8::1": Private,
+		"2001:db8::1": Private, "64:ff9b:1::7f00:1": Private, "64:ff9b:1:a00::1": Private,
+		"fc00::1": Private, "fe80::1": Private, "2002:c0a8:101::1": Private, "2002:a9fe:101::1": Private,
+		"::ffff:169.254.1.1": Private, "64:ff9b::a9fe:101": Private,
 	}
 	for s, want := range tests {
 		if got := Of(netip.MustParseAddr(s)); got != want {

@@ -37,7 +37,11 @@ type Config struct {
 	// PublicAddr returns the address the relay advertises (invalid while
 	// unknown): whether it is public decides which peers are permitted.
 	PublicAddr func() netip.Addr
-	Logger     *slog.Logger
+	// PublicAddr6, when set, returns the relay's public IPv6 address
+	// (invalid while none): one of its own, refused as a peer at the
+	// relay's live ports like the others.
+	PublicAddr6 func() netip.Addr
+	Logger      *slog.Logger
 	// OnEnd is called once for every channel that ends, after its ports are
 	// released. It must not block for long.
 	OnEnd func(End)

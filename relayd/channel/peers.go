@@ -86,5 +86,10 @@ func (m *Manager) refreshPeers() {
 	allow := m.cfg.AllowPeers
 	m.mu.Unlock()
 	own, _ := kernel.HostAddrs() // unreadable: the listen and public addresses still count as own
+	if m.cfg.PublicAddr6 != nil {
+		if a := m.cfg.PublicAddr6(); a.IsValid() {
+			own = append(own, a)
+		}
+	}
 	m.sh.peers.Store(newPeerRule(public, m.sh.listen, own, allow))
 }

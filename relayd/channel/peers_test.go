@@ -56,6 +56,12 @@ func TestPeerRule(t *testing.T) {
 		{"[::ffff:8.8.4.4]:40000", false, false, true, false},
 		{"[64:ff9b::808:404]:40999", false, false, true, false},
 		{"10.0.0.2:40001", false, false, true, false},
+		{"[2001:4860::2]:40002", false, false, true, false},
+		{"[::1]:40002", false, false, false, false},
+		{"[::127.0.0.1]:40002", false, false, false, false},
+		{"[64:ff9b::7f00:1]:40002", false, false, false, false},
+		{"[2002:7f00:1::]:40002", false, false, false, false},
+		{"[2002:808:404::1]:40002", false, false, true, false},
 		// the relay's own addresses at other ports: not at a public relay
 		{"8.8.4.4:5000", false, false, true, false},
 		{"[2001:4860::2]:5000", false, false, true, false},
@@ -70,6 +76,9 @@ func TestPeerRule(t *testing.T) {
 		{"169.254.1.1:5000", false, true, true, false},
 		{"[fe80::1%eth0]:5000", false, true, true, false},
 		{"[fd00::1]:5000", false, true, true, false},
+		{"[fe80::1]:5000", false, true, true, false},
+		{"[fc00::1]:5000", false, true, true, false},
+		{"[2001:db8::1]:5000", false, true, true, false},
 		{"203.0.113.5:5000", false, true, true, false},
 		{"198.18.0.1:5000", false, true, true, false},
 	}

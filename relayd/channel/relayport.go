@@ -21,7 +21,8 @@ import (
 var errRelayPortSteered = errors.New("relay ports for TURN need channel.sockets per_port")
 
 // RelayPort is a relay port handed out by OpenRelayPort: a UDP socket
-// bound to the relay's listen address. Close releases the port to the
+// bound to the relay's listen address (or, when that is unspecified, the
+// wildcard of its family). Close releases the port to the
 // pool (once, however often it is called).
 type RelayPort struct {
 	*net.UDPConn
@@ -37,9 +38,12 @@ func (p *RelayPort) Close() error {
 }
 
 // OpenRelayPort takes a free block of the port range and returns a socket
-// bound to its first port. It fails with ErrPoolExhausted when no block
-// is free (or none can be bound) and ErrDraining after Drain.
-func (m *Manager) OpenRelayPort() (*RelayPort, error) {
+// bound to its first port, in the family network names: "udp4" or
+// "udp6" (relayfamily.go says at which address). It fails with
+// ErrPoolExhausted when no block is free (or none can be bound),
+// ErrDraining after Drain and ErrRelayPortFamily when the listen address
+// serves the other family only.
+func (m *Manager) OpenRelayPort(network string) (*RelayPort, error) {
 	m.mu.Lock()
 	pool, closed, draining := m.pool, m.closed, m.draining
 	m.mu.Unlock()
@@ -51,25 +55,25 @@ func (m *Manager) OpenRelayPort() (*RelayPort, error) {
 	case !m.tr.socketPerPort():
 		return nil, errRelayPortSteered
 	}
-	network := "udp6"
-	if m.sh.listen.Is4() || m.sh.listen.Is4In6() {
-		network = "udp4"
+	local, err := relayPortAddr(m.sh.listen, network)
+	if err != nil {
+		return nil, err
 	}
 	var conn *net.UDPConn
 	base, err := takeBound(pool, m.sh.log, "open relay port", func(base int) error {
 		var err error
-		conn, err = net.ListenUDP(network, net.UDPAddrFromAddrPort(netip.AddrPortFrom(m.sh.listen.Unmap(), uint16(base))))
+		conn, err = net.ListenUDP(network, net.UDPAddrFromAddrPort(netip.AddrPortFrom(local, uint16(base))))
 		return err
 	})
 	if err != nil {
 		return nil, err
 	}
 	m.sh.foreign.Store(base, struct{}{})
-	m.sh.log.Info("relay port opened", "port", base)
+	m.sh.log.Info("relay port opened", "port", base, "network", network)
 	return &RelayPort{UDPConn: conn, release: func() {
 		m.sh.foreign.Delete(base)
 		pool.put(base)
-		m.sh.log.Info("relay port closed", "port", base)
+		m.sh.log.Info("relay port closed", "port", base, "network", network)
 	}}, nil
 }
 

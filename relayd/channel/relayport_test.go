@@ -10,7 +10,7 @@ import (
 
 func TestRelayPortsShareThePool(t *testing.T) {
 	m, _ := newTestManager(t, func(c *Config) { c.PortMin, c.PortMax = testPortMin, testPortMin+7 }) // two blocks
-	p, err := m.OpenRelayPort()
+	p, err := m.OpenRelayPort("udp4")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -22,7 +22,7 @@ func TestRelayPortsShareThePool(t *testing.T) {
 	if port == info.LocalPort || port%4 != info.LocalPort%4 || port < testPortMin || port > testPortMin+7 {
 		t.Fatalf("relay port %d beside channel %d in %d-%d", port, info.LocalPort, testPortMin, testPortMin+7)
 	}
-	if _, err := m.OpenRelayPort(); !errors.Is(err, ErrPoolExhausted) {
+	if _, err := m.OpenRelayPort("udp4"); !errors.Is(err, ErrPoolExhausted) {
 		t.Fatalf("third block: %v, want ErrPoolExhausted", err)
 	}
 	if _, err := m.Allocate(); !errors.Is(err, ErrPoolExhausted) {
@@ -42,7 +42,7 @@ func TestRelayPortsShareThePool(t *testing.T) {
 	if _, err := m.Allocate(); err != nil {
 		t.Fatalf("block not back in the pool: %v", err)
 	}
-	if _, err := m.OpenRelayPort(); !errors.Is(err, ErrPoolExhausted) {
+	if _, err := m.OpenRelayPort("udp4"); !errors.Is(err, ErrPoolExhausted) {
 		t.Fatalf("block given back twice: %v", err)
 	}
 }
@@ -50,7 +50,7 @@ func TestRelayPortsShareThePool(t *testing.T) {
 func TestRelayPortRefusedWhileDraining(t *testing.T) {
 	m, _ := newTestManager(t, nil)
 	m.Drain()
-	if _, err := m.OpenRelayPort(); !errors.Is(err, ErrDraining) {
+	if _, err := m.OpenRelayPort("udp4"); !errors.Is(err, ErrDraining) {
 		t.Fatalf("draining: %v, want ErrDraining", err)
 	}
 }
@@ -84,7 +84,7 @@ func TestRelayPortSkipsBusyBlocks(t *testing.T) {
 	}
 	defer hold.Close()
 	m, _ := newTestManager(t, func(c *Config) { c.PortMin, c.PortMax = 27220, 27227 }) // two blocks
-	p, err := m.OpenRelayPort()
+	p, err := m.OpenRelayPort("udp4")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -92,7 +92,7 @@ func TestRelayPortSkipsBusyBlocks(t *testing.T) {
 	if port := p.LocalAddr().(*net.UDPAddr).Port; port != 27224 {
 		t.Fatalf("got relay port %d, want the free block's 27224", port)
 	}
-	if _, err := m.OpenRelayPort(); !errors.Is(err, ErrPoolExhausted) {
+	if _, err := m.OpenRelayPort("udp4"); !errors.Is(err, ErrPoolExhausted) {
 		t.Fatalf("open with only a busy block left: %v, want ErrPoolExhausted", err)
 	}
 }

@@ -45,6 +45,7 @@ type Daemon struct {
 	meter *usage.Meter
 
 	host     atomic.Pointer[publicaddr.Watcher]
+	host6    atomic.Pointer[publicaddr.IPv6] // the built-in TURN server's IPv6 host
 	external atomic.Pointer[jinglenodes.External]
 	trk      atomic.Pointer[tracker.Tracker]
 	stunSrv  atomic.Pointer[stun.Server]
@@ -96,8 +97,9 @@ func New(ctx context.Context, cfg config.Config, opt Options) (*Daemon, error) {
 			}
 			return netip.Addr{}
 		},
-		Logger: log.With("part", "dataplane"),
-		OnEnd:  func(e channel.End) { d.svc.ChannelEnded(context.WithoutCancel(ctx), e) },
+		PublicAddr6: d.publicAddr6,
+		Logger:      log.With("part", "dataplane"),
+		OnEnd:       func(e channel.End) { d.svc.ChannelEnded(context.WithoutCancel(ctx), e) },
 	})
 	if err != nil {
 		cancel()
@@ -146,7 +148,7 @@ func (d *Daemon) apply(cfg, old config.Config) error {
 			return fmt.Errorf("data plane: %w", err)
 		}
 	}
-	if first || cfg.PublicAddress != old.PublicAddress || !reflect.DeepEqual(cfg.PublicAddressSTUN, old.PublicAddressSTUN) ||
+	if first || cfg.PublicAddress != old.PublicAddress || cfg.PublicAddress6 != old.PublicAddress6 || !reflect.DeepEqual(cfg.PublicAddressSTUN, old.PublicAddressSTUN) ||
 		cfg.Ports != old.Ports || cfg.STUN != old.STUN || cfg.TURN.Builtin != old.TURN.Builtin {
 		if err := d.startPublicAddr(cfg); err != nil {
 			return err

@@ -118,6 +118,11 @@ func (d *Daemon) startPublicAddr(cfg config.Config) error {
 			return fmt.Errorf("public address: %w", err)
 		}
 	}
+	var v6 netip.Addr
+	if cfg.PublicAddress6 != "" {
+		v6 = netip.MustParseAddr(cfg.PublicAddress6) // validated by config
+	}
+	d.host6.Store(publicaddr.NewIPv6(v6))
 	d.host.Store(w)
 	d.runSystem(partPublicAddr, func(ctx context.Context) { w.Run(ctx) })
 	return nil

@@ -14,6 +14,9 @@ type Status struct {
 	Version       string `json:"version"`
 	UptimeSeconds int64  `json:"uptime_seconds"`
 	PublicAddress string `json:"public_address"`
+	// PublicAddress6 is the host of the built-in TURN server's IPv6
+	// relayed addresses, when the relay serves IPv6 and has one.
+	PublicAddress6 string `json:"public_address6,omitempty"`
 	// Reachability says who can reach that address: configured, public,
 	// behind_nat (the router must forward the relay ports), private_only
 	// (only this network) or none (no address yet).
@@ -127,6 +130,9 @@ func (d *Daemon) Status() Status {
 		Requests:      Requests{Granted: req.Granted, Refused: req.Refused},
 		Draining:      d.dp.Draining(),
 		FastPath:      d.fastPathStatus(),
+	}
+	if d.dp.ServesFamily("udp6") {
+		st.PublicAddress6 = addrOrEmpty(d.publicAddr6())
 	}
 	uc, q := d.meter.Counts(), d.meter.Quota()
 	st.Usage = Usage{Day: uc.Day, DayBytes: uc.DayBytes, Month: uc.Month, MonthBytes: uc.MonthBytes,

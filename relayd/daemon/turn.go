@@ -22,7 +22,7 @@ func (d *Daemon) startTURN(cfg config.Config) (*jinglenodes.TURN, error) {
 	tlsCfg := d.turnTLS(cfg)
 	srv, err := turn.New(turn.Config{
 		Listen: netip.AddrPortFrom(d.listen, uint16(b.Port)), TCP: b.TCP, TLS: tlsCfg, Realm: b.Realm, Secret: secret,
-		PublicAddr: d.publicAddr, DataPlane: d.dp, Gate: d.gate, Requesters: d.minted,
+		PublicAddr: d.publicAddr, PublicAddr6: d.publicAddr6, DataPlane: d.dp, Gate: d.gate, Requesters: d.minted,
 		Logger: d.log.With("part", "turn"),
 	})
 	if err != nil {
@@ -32,6 +32,11 @@ func (d *Daemon) startTURN(cfg config.Config) (*jinglenodes.TURN, error) {
 	d.runSystem(partTURN, func(ctx context.Context) { srv.Serve(ctx) })
 	announced := &jinglenodes.TURN{Builtin: true, TCP: b.TCP, Port: b.Port, Transport: string(config.TransportUDP), Secret: secret,
 		TTL: time.Duration(cfg.TURN.TTLSeconds) * time.Second, Minted: d.minted.Record}
+	if d.listen.IsUnspecified() {
+		// Its sockets are dual-stack: announced at the public IPv6
+		// address too, for IPv6-only clients.
+		announced.Host6 = d.publicAddr6
+	}
 	if tlsCfg != nil {
 		announced.TLSPort, announced.TLSHost = b.TLSPort, b.TLSHost
 	}
@@ -94,6 +99,16 @@ func (d *Daemon) turnSecret(cfg config.Config) ([]byte, error) {
 func (d *Daemon) publicAddr() netip.Addr {
 	if w := d.host.Load(); w != nil {
 		return w.Current()
+	}
+	return netip.Addr{}
+}
+
+// publicAddr6 is the relay's public IPv6 address, the host of IPv6 TURN
+// relayed addresses (invalid while none): public_address6, else a public
+// IPv6 address of the interfaces.
+func (d *Daemon) publicAddr6() netip.Addr {
+	if v := d.host6.Load(); v != nil {
+		return v.Current()
 	}
 	return netip.Addr{}
 }

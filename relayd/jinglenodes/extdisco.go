@@ -45,6 +45,12 @@ type TURN struct {
 	// certificate is for, which clients check; empty = the public address.
 	TLSPort int
 	TLSHost string
+	// Host6, when set for the built-in server (its sockets are
+	// dual-stack), returns the relay's public IPv6 address: its turn
+	// entries are announced there too, so that an IPv6-only client
+	// reaches it (host entries are addresses: no name to resolve). Its
+	// turns entries are not: their host is what the certificate names.
+	Host6 func() netip.Addr
 	// Minted, when set, is told who each credential id was minted for
 	// (the built-in server counts allocations against that requester).
 	Minted func(id string, requester jid.JID, expires time.Time)
@@ -84,6 +90,18 @@ func (t *TURN) host(public netip.Addr) string {
 	return public.String()
 }
 
+// host6 is the built-in server's IPv6 host, when it has one besides
+// the public address ("" otherwise).
+func (t *TURN) host6(public netip.Addr) string {
+	if !t.Builtin || t.Host6 == nil {
+		return ""
+	}
+	if a := t.Host6(); a.IsValid() && a != public {
+		return a.String()
+	}
+	return ""
+}
+
 func (t *TURN) uri(host, transport string) string {
 	return fmt.Sprintf("turn:%s?transport=%s", net.JoinHostPort(host, strconv.Itoa(t.Port)), transport)
 }
@@ -116,8 +134,14 @@ type offer struct {
 func (t *TURN) offers(public netip.Addr, wantType string) []offer {
 	var out []offer
 	if host := t.host(public); host != "" && (wantType == "" || wantType == "turn") {
-		for _, transport := range t.transports() {
-			out = append(out, offer{"turn", host, t.Port, transport})
+		hosts := []string{host}
+		if h6 := t.host6(public); h6 != "" {
+			hosts = append(hosts, h6)
+		}
+		for _, h := range hosts {
+			for _, transport := range t.transports() {
+				out = append(out, offer{"turn", h, t.Port, transport})
+			}
 		}
 	}
 	if host := t.tlsHost(public); host != "" && t.host(public) != "" && (wantType == "" || wantType == "turns") {

@@ -46,7 +46,7 @@ func (c *limitedConn) allow(from net.Addr) bool {
 	if !ok {
 		return true
 	}
-	a := u.AddrPort().Addr().Unmap()
+	a := sourceKey(u.AddrPort().Addr())
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	lim := c.sources[a]

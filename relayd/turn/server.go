@@ -22,7 +22,8 @@ import (
 // DataPlane is what the server asks of the data plane
 // (*channel.Manager).
 type DataPlane interface {
-	OpenRelayPort() (*channel.RelayPort, error)
+	OpenRelayPort(network string) (*channel.RelayPort, error)
+	ServesFamily(network string) bool
 	PermitsPeer(netip.AddrPort) bool
 }
 
@@ -36,10 +37,14 @@ type Config struct {
 	// PublicAddr returns the relay's public address, the host of every
 	// relayed address (invalid while unknown: allocations are refused).
 	PublicAddr func() netip.Addr
-	DataPlane  DataPlane
-	Gate       *admission.Gate
-	Requesters *Requesters
-	Logger     *slog.Logger
+	// PublicAddr6, when set, returns the relay's public IPv6 address, the
+	// host of IPv6 relayed addresses (invalid while none: IPv6
+	// allocations are refused; family.go).
+	PublicAddr6 func() netip.Addr
+	DataPlane   DataPlane
+	Gate        *admission.Gate
+	Requesters  *Requesters
+	Logger      *slog.Logger
 }
 
 // TLSConfig configures the TLS listener (turns:).
@@ -87,14 +92,19 @@ func New(cfg Config) (*Server, error) {
 		cfg.Requesters = NewRequesters(0)
 	}
 	s := &Server{cfg: cfg, log: cfg.Logger, idle: make(chan struct{}), stats: newCounters()}
+	// An unspecified listen address (0.0.0.0 or ::) gets one IPv6 socket
+	// with IPV6_V6ONLY off where the host has IPv6 (Go's choice for
+	// "udp" and "tcp"): IPv4 clients arrive on it as ::ffff:a.b.c.d. A
+	// specific address serves its own family only.
 	pc, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(cfg.Listen))
 	if err != nil {
 		return nil, fmt.Errorf("turn: listen udp %s: %w", cfg.Listen, err)
 	}
 	s.addr = pc.LocalAddr().(*net.UDPAddr).AddrPort()
 	sc := pionturn.ServerConfig{
-		Realm:       cfg.Realm,
-		AuthHandler: s.authenticate,
+		Realm:               cfg.Realm,
+		StrictAddressFamily: strictFamily(cfg.DataPlane),
+		AuthHandler:         s.authenticate,
 		// pion checks the password (MESSAGE-INTEGRITY) after
 		// authenticate; a failed check reaches us only here.
 		EventHandler: pionturn.EventHandler{OnAuth: func(_, _ net.Addr, _, _, _, _ string, verdict bool) {
@@ -251,16 +261,12 @@ func (s *Server) authenticate(ra *pionturn.RequestAttributes) (string, []byte, b
 
 // allocate opens an allocation's relayed socket: admitted by the gate in
 // the name of the requester the credential was minted for, on a relay
-// port of the data plane, at the relay's public address.
+// port of the data plane in the family pion asks for, at the relay's public
+// address of that family (family.go).
 func (s *Server) allocate(c pionturn.AllocateListenerConfig) (net.PacketConn, net.Addr, error) {
-	public := s.cfg.PublicAddr()
-	if !public.IsValid() {
-		s.stats.refuse(RefusedNoAddress)
-		return nil, nil, errors.New("public address not known yet")
-	}
-	if (c.Network == "udp6") != (s.cfg.Listen.Addr().Is6() && !s.cfg.Listen.Addr().Is4In6()) {
-		s.stats.refuse(RefusedAddrFamily)
-		return nil, nil, fmt.Errorf("relayed address family %s not served", c.Network)
+	public, err := s.relayedHost(c.Network)
+	if err != nil {
+		return nil, nil, err
 	}
 	requester := s.cfg.Requesters.requesterFor(c.UserID)
 	ticket, err := s.cfg.Gate.Reserve(admission.Request{Requester: requester})
@@ -269,7 +275,7 @@ func (s *Server) allocate(c pionturn.AllocateListenerConfig) (net.PacketConn, ne
 		s.log.Info("TURN allocation refused", "requester", requester.String(), "err", err)
 		return nil, nil, err
 	}
-	port, err := s.cfg.DataPlane.OpenRelayPort()
+	port, err := s.cfg.DataPlane.OpenRelayPort(c.Network)
 	if err != nil {
 		ticket.Cancel()
 		s.stats.refuse(RefusedPool)

@@ -169,12 +169,7 @@ func sourceOf(c net.Conn) netip.Addr {
 	if !ok {
 		return netip.Addr{}
 	}
-	addr := a.AddrPort().Addr().Unmap()
-	if addr.Is6() {
-		p, _ := addr.Prefix(64)
-		return p.Addr()
-	}
-	return addr
+	return sourceKey(a.AddrPort().Addr())
 }
 
 // sourceConn is a TLS connection that gives its source's count back when

@@ -34,6 +34,12 @@ func newEchoPeer(t *testing.T) *echoPeer {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return newEchoPeerOn(t, conn)
+}
+
+// newEchoPeerOn is an echo peer on conn (a socket of another namespace);
+// it closes conn at the test's end.
+func newEchoPeerOn(t *testing.T, conn *net.UDPConn) *echoPeer {
 	p := &echoPeer{conn: conn}
 	done := make(chan struct{})
 	t.Cleanup(func() { conn.Close(); <-done })
