@@ -87,6 +87,7 @@ type STUNStatus struct {
 
 // ChannelStatus is one live channel.
 type ChannelStatus struct {
+	Kind        string `json:"kind"` // KindChannel
 	ID          string `json:"id"`
 	LocalPort   int    `json:"localport"`
 	RemotePort  int    `json:"remoteport"`
@@ -159,7 +160,7 @@ func stunStatus(s stun.Stats) *STUNStatus {
 func (d *Daemon) Channels() []ChannelStatus {
 	var out []ChannelStatus
 	for _, c := range d.dp.Channels() {
-		cs := ChannelStatus{ID: c.ID, LocalPort: c.LocalPort, RemotePort: c.RemotePort,
+		cs := ChannelStatus{Kind: KindChannel, ID: c.ID, LocalPort: c.LocalPort, RemotePort: c.RemotePort,
 			AgeSeconds: int64(c.Age.Seconds()), IdleSeconds: int64(c.Idle.Seconds()), MaxKbps: c.MaxKbps, Traffic: traffic(c.Stats)}
 		if c.LocalPeer.IsValid() {
 			cs.LocalPeer = c.LocalPeer.String()
@@ -171,9 +172,6 @@ func (d *Daemon) Channels() []ChannelStatus {
 	}
 	return out
 }
-
-// KillChannel ends a channel now (its requester gets a killed event).
-func (d *Daemon) KillChannel(id string) bool { return d.dp.Kill(id) }
 
 // DataPlaneTotals exposes the data plane's counters (for metrics).
 func (d *Daemon) DataPlaneTotals() channel.Totals { return d.dp.Totals() }

@@ -62,6 +62,7 @@ type Server struct {
 	log     *slog.Logger
 	pion    *pionturn.Server
 	stats   *counters
+	allocs  *allocations
 
 	// Allocations still open, so that Serve returns only once every
 	// allocation gave its port and reservation back (pion closes them in
@@ -86,22 +87,16 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Requesters == nil {
 		cfg.Requesters = NewRequesters(0)
 	}
-	s := &Server{cfg: cfg, log: cfg.Logger, idle: make(chan struct{}), stats: newCounters()}
+	s := &Server{cfg: cfg, log: cfg.Logger, idle: make(chan struct{}), stats: newCounters(), allocs: newAllocations()}
 	pc, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(cfg.Listen))
 	if err != nil {
 		return nil, fmt.Errorf("turn: listen udp %s: %w", cfg.Listen, err)
 	}
 	s.addr = pc.LocalAddr().(*net.UDPAddr).AddrPort()
 	sc := pionturn.ServerConfig{
-		Realm:       cfg.Realm,
-		AuthHandler: s.authenticate,
-		// pion checks the password (MESSAGE-INTEGRITY) after
-		// authenticate; a failed check reaches us only here.
-		EventHandler: pionturn.EventHandler{OnAuth: func(_, _ net.Addr, _, _, _, _ string, verdict bool) {
-			if !verdict {
-				s.stats.refuse(RefusedAuth)
-			}
-		}},
+		Realm:         cfg.Realm,
+		AuthHandler:   s.authenticate,
+		EventHandler:  s.events(),
 		LoggerFactory: pionLogger{log: cfg.Logger},
 		PacketConnConfigs: []pionturn.PacketConnConfig{{
 			PacketConn:            &limitedConn{PacketConn: pc, srv: s, sources: map[netip.Addr]*rate.Limiter{}},
@@ -283,8 +278,10 @@ func (s *Server) allocate(c pionturn.AllocateListenerConfig) (net.PacketConn, ne
 	local := port.LocalAddr().(*net.UDPAddr).AddrPort()
 	relayed := net.UDPAddrFromAddrPort(netip.AddrPortFrom(public, local.Port()))
 	ticket.Commit("turn:" + relayed.String())
-	s.log.Info("TURN allocation", "requester", requester.String(), "relayed", relayed.String())
-	return &relayConn{RelayPort: port, srv: s, ticket: ticket}, relayed, nil
+	conn := &relayConn{RelayPort: port, srv: s, ticket: ticket}
+	conn.id = s.allocs.add(conn, requester, netip.AddrPortFrom(public.Unmap(), local.Port()))
+	s.log.Info("TURN allocation", "id", conn.id, "requester", requester.String(), "relayed", relayed.String())
+	return conn, relayed, nil
 }
 
 // relayAddresses is pion's RelayAddressGenerator over the data plane.
