@@ -3,6 +3,8 @@ package e2e
 import (
 	"bytes"
 	"context"
+	"encoding/json"
+	"errors"
 	"math/rand/v2"
 	"net"
 	"net/netip"
@@ -16,6 +18,8 @@ import (
 	"time"
 
 	"github.com/jnrelay/jnrelay/config"
+	"github.com/jnrelay/jnrelay/provision"
+	"github.com/jnrelay/jnrelay/relayd/daemon"
 	"github.com/jnrelay/jnrelay/relayd/turn"
 )
 
@@ -135,6 +139,51 @@ func TestBuiltinTURNWithCoturnClient(t *testing.T) {
 		echoedAt(t, cfg.TURN.Builtin.TLSPort, "tls", "-t", "-S")
 	})
 
+	// While a client's allocation is live it is listed beside the
+	// channels (GET /v1/channels); turnutils_uclient leaves it to expire
+	// when done, and the API's kill (DELETE /v1/channels/ID) ends it and
+	// takes it off the list.
+	t.Run("listed", func(t *testing.T) {
+		api := provision.NewClient(rd.APISocket)
+		defer api.Close()
+		done := make(chan string, 1)
+		go func() {
+			out, _ := uclient(t, "listed", "-e", "127.0.0.1", "-r", strconv.Itoa(peer.port()), "-n", "100", "-z", "50")
+			done <- out
+		}()
+		var seen *daemon.TURNAllocationStatus
+		var out string
+		for seen == nil {
+			select {
+			case out = <-done:
+				t.Fatalf("the client ended before its allocation was listed:\n%s", out)
+			case <-time.After(20 * time.Millisecond):
+			}
+			seen = listedTURN(ctx, t, api, "listed@turn.invalid")
+		}
+		if seen.Kind != "turn" || seen.Transport != "udp" || !strings.HasPrefix(seen.Client, "127.0.0.1:") ||
+			!strings.HasPrefix(seen.Relayed, "127.0.0.1:") || seen.Created.IsZero() {
+			t.Fatalf("listed %+v", seen)
+		}
+		out = <-done
+		if !strings.Contains(out, "tot_recv_msgs=100") {
+			t.Fatalf("the client did not get its 100 datagrams back:\n%s", out)
+		}
+		if listedTURN(ctx, t, api, "listed@turn.invalid") == nil {
+			t.Fatal("the allocation left the list before it expired or was killed")
+		}
+		if err := api.KillChannel(ctx, seen.ID); err != nil {
+			t.Fatalf("kill %s: %v", seen.ID, err)
+		}
+		if a := listedTURN(ctx, t, api, "listed@turn.invalid"); a != nil {
+			t.Fatalf("killed allocation still listed: %+v", a)
+		}
+		var ae *provision.Error
+		if err := api.KillChannel(ctx, seen.ID); !errors.As(err, &ae) || ae.Status != 404 {
+			t.Fatalf("second kill of %s: %v, want 404", seen.ID, err)
+		}
+	})
+
 	refused := func(t *testing.T, id, want string, args ...string) {
 		t.Helper()
 		st, err := rd.Status(ctx)
@@ -168,6 +217,26 @@ func TestBuiltinTURNWithCoturnClient(t *testing.T) {
 	// Two clients sending to each other's relayed address: a relay port of
 	// the relay itself.
 	t.Run("relay-own-port", func(t *testing.T) { refused(t, "pair", "Total lost packets 10 (100", "-y") })
+}
+
+// listedTURN is the TURN allocation of requester in relayd's live list
+// (GET /v1/channels), or nil.
+func listedTURN(ctx context.Context, t *testing.T, api *provision.Client, requester string) *daemon.TURNAllocationStatus {
+	t.Helper()
+	raw, err := api.Channels(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var list []daemon.TURNAllocationStatus // channels decode with an empty requester
+	if err := json.Unmarshal(raw, &list); err != nil {
+		t.Fatalf("channels %s: %v", raw, err)
+	}
+	for _, a := range list {
+		if a.Kind == daemon.KindTURN && a.Requester == requester {
+			return &a
+		}
+	}
+	return nil
 }
 
 func peerSources(p *echoPeer) []netip.AddrPort {
