@@ -8,6 +8,10 @@
 // not latch: loopback, unspecified, multicast, private addresses at a
 // public relay, the relay's own addresses and live ports.
 //
+// A requester the gate refuses gets 486 Allocation Quota Reached (quota.go,
+// before pion opens anything); a failure after that is 508. The live
+// allocations are listed and can be ended (allocations.go).
+//
 // Authentication is TURN REST (username "<expiry>:<id>", password
 // base64(HMAC-SHA1(secret, username))); credentials are minted by the
 // XEP-0215 handlers, which record who each id was minted for

@@ -96,6 +96,7 @@ func New(cfg Config) (*Server, error) {
 	sc := pionturn.ServerConfig{
 		Realm:         cfg.Realm,
 		AuthHandler:   s.authenticate,
+		QuotaHandler:  s.quota,
 		EventHandler:  s.events(),
 		LoggerFactory: pionLogger{log: cfg.Logger},
 		PacketConnConfigs: []pionturn.PacketConnConfig{{
