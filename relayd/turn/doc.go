@@ -22,7 +22,10 @@
 // 6062 TCP relaying is refused). pion/turn offers no hook before
 // authentication, so the rate limit on unauthenticated requests is
 // applied to the UDP listening socket (limit.go), where sources can be
-// forged; a stream's source has completed a TCP handshake, and the TLS
+// forged, and answers that carry no MESSAGE-INTEGRITY are bounded per
+// source by the bytes that source sent (amplification.go), so a forged
+// source gets no amplification; a stream's source has completed a TCP
+// handshake, and the TLS
 // listener (tlslistener.go) bounds the connections each source holds
 // and the time a handshake may take.
 package turn

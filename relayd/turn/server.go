@@ -13,7 +13,6 @@ import (
 	"time"
 
 	pionturn "github.com/pion/turn/v5"
-	"golang.org/x/time/rate"
 
 	"github.com/jnrelay/jnrelay/relayd/admission"
 	"github.com/jnrelay/jnrelay/relayd/channel"
@@ -100,7 +99,7 @@ func New(cfg Config) (*Server, error) {
 		EventHandler:  s.events(),
 		LoggerFactory: pionLogger{log: cfg.Logger},
 		PacketConnConfigs: []pionturn.PacketConnConfig{{
-			PacketConn:            &limitedConn{PacketConn: pc, srv: s, sources: map[netip.Addr]*rate.Limiter{}},
+			PacketConn:            newLimitedConn(pc, s),
 			RelayAddressGenerator: relayAddresses{s},
 			PermissionHandler:     s.permitPeerIP,
 		}},

@@ -162,19 +162,13 @@ func (l *tlsListener) release(src netip.Addr) {
 	}
 }
 
-// sourceOf is the source a connection counts against: its IPv4 address,
-// or its IPv6 /64 (what one subscriber holds, as the STUN server counts).
+// sourceOf is the source a connection counts against (sourceKey).
 func sourceOf(c net.Conn) netip.Addr {
 	a, ok := c.RemoteAddr().(*net.TCPAddr)
 	if !ok {
 		return netip.Addr{}
 	}
-	addr := a.AddrPort().Addr().Unmap()
-	if addr.Is6() {
-		p, _ := addr.Prefix(64)
-		return p.Addr()
-	}
-	return addr
+	return sourceKey(a.AddrPort().Addr())
 }
 
 // sourceConn is a TLS connection that gives its source's count back when
