@@ -279,7 +279,8 @@ func (s *Server) allocate(c pionturn.AllocateListenerConfig) (net.PacketConn, ne
 	relayed := net.UDPAddrFromAddrPort(netip.AddrPortFrom(public, local.Port()))
 	ticket.Commit("turn:" + relayed.String())
 	conn := &relayConn{RelayPort: port, srv: s, ticket: ticket}
-	conn.id = s.allocs.add(conn, requester, netip.AddrPortFrom(public.Unmap(), local.Port()))
+	key, _ := netAddrPort(relayed) // as pion's events will name it
+	conn.id = s.allocs.add(conn, requester, key)
 	s.log.Info("TURN allocation", "id", conn.id, "requester", requester.String(), "relayed", relayed.String())
 	return conn, relayed, nil
 }
