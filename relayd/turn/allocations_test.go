@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	pionturn "github.com/pion/turn/v5"
 	"mellium.im/xmpp/jid"
 )
 
@@ -73,5 +74,25 @@ func TestAllocationsListedAndKilled(t *testing.T) {
 	}
 	if r.srv.Kill(a.ID) {
 		t.Fatal("Kill of an ended allocation reported it live")
+	}
+}
+
+// pion's EVEN-PORT probe (a relayed socket asked for with no user id,
+// closed at once) takes nothing: no reservation, no port, no allocation
+// counted or listed; its port is even.
+func TestEvenPortProbeTakesNothing(t *testing.T) {
+	r := newTestRelay(t, netip.Addr{})
+	conn, addr, err := relayAddresses{r.srv}.AllocatePacketConn(pionturn.AllocateListenerConfig{Network: "udp4"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if port := addr.(*net.UDPAddr).Port; port%2 != 0 {
+		t.Fatalf("probe port %d is odd", port)
+	}
+	if err := conn.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if st := r.srv.Stats(); r.gate.Held() != 0 || st.AllocationsTotal != 0 || len(r.srv.Allocations()) != 0 {
+		t.Fatalf("a probe took something: gate holds %d, stats %+v, listed %d", r.gate.Held(), st, len(r.srv.Allocations()))
 	}
 }

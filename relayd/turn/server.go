@@ -291,6 +291,9 @@ type relayAddresses struct{ s *Server }
 func (r relayAddresses) Validate() error { return nil }
 
 func (r relayAddresses) AllocatePacketConn(c pionturn.AllocateListenerConfig) (net.PacketConn, net.Addr, error) {
+	if isEvenPortProbe(c.UserID) {
+		return r.s.evenPortProbe()
+	}
 	return r.s.allocate(c)
 }
 

@@ -299,3 +299,56 @@ func freeLoopbackUDPPort(t *testing.T) int {
 	defer c.Close()
 	return c.LocalAddr().(*net.UDPAddr).Port
 }
+
+// TestBuiltinTURNQuotaRefusal: with limits.max_channels at 2, a coturn
+// client, which allocates from two sockets, is refused with 486
+// Allocation Quota Reached (RFC 8656) while another client's allocation
+// lives (turnutils_uclient leaves one to expire when done); once the
+// API's kill has ended every allocation, the next client gets both.
+func TestBuiltinTURNQuotaRefusal(t *testing.T) {
+	if _, err := exec.LookPath("turnutils_uclient"); err != nil {
+		t.Fatalf("turnutils_uclient not installed (run tests/deps.sh): %v", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cfg := builtinTURNConfig(t)
+	cfg.Limits.MaxChannels = 2
+	cfg.Limits.MaxChannelsPerDomain = -1 // every id of these credentials is at turn.invalid
+	dir := t.TempDir()
+	rd := startRelaydIn(t, "", dir, cfg)
+	if _, err := rd.WaitLog(ctx, "TURN server started", 1, nil); err != nil {
+		t.Fatal(err)
+	}
+	secret := turnSecret(t, dir)
+	peer := newEchoPeer(t)
+	uclient := func(id string) (string, error) {
+		return turnutilsUclient(ctx, t, cfg.TURN.Builtin.Port, secret, id, "-e", "127.0.0.1", "-r", strconv.Itoa(peer.port()))
+	}
+	api := provision.NewClient(rd.APISocket)
+	defer api.Close()
+
+	if out, err := uclient("first"); err != nil || !strings.Contains(out, "tot_recv_msgs=5") {
+		t.Fatalf("first client: %v\n%s", err, out)
+	}
+	if listedTURN(ctx, t, api, "first@turn.invalid") == nil {
+		t.Fatal("the first client left no allocation behind: nothing to refuse the second one")
+	}
+	out, err := uclient("second")
+	if err == nil || !strings.Contains(out, "error 486") {
+		t.Fatalf("second client: %v, want it refused with 486:\n%s", err, out)
+	}
+	for _, id := range []string{"first", "second"} {
+		for range 3 {
+			a := listedTURN(ctx, t, api, id+"@turn.invalid")
+			if a == nil {
+				break
+			}
+			if err := api.KillChannel(ctx, a.ID); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if out, err := uclient("third"); err != nil || !strings.Contains(out, "tot_recv_msgs=5") {
+		t.Fatalf("third client after the kills: %v\n%s", err, out)
+	}
+}
