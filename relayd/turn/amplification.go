@@ -15,21 +15,30 @@ import (
 // listening socket keeps, per source (sourceKey), a budget of answer
 // bytes: every byte of STUN the source sent adds one, every unprotected
 // answer spends its size, and an answer the budget cannot pay is dropped
-// (counted as RefusedAmplification). A source starts with answerAllowance
-// bytes, enough for a real client's first Allocate to get its 401 at
-// once, and gets it back only after allowanceQuiet without sending: a
+// (counted as RefusedAmplification). A source starts with an allowance
+// (answerAllowance), enough for a real client's first Allocate to get its
+// 401 at once, and gets it back only after allowanceQuiet without sending: a
 // flood never does, so asymptotically it gets no more bytes than it
 // sends. Answers with MESSAGE-INTEGRITY (an allocation's success
 // responses) need the key of a credential, and are not counted.
 const (
-	answerAllowance = 256 // two 401s for a realm of up to 60 bytes
-	allowanceQuiet  = 20 * time.Second
-	maxAnswerCredit = 4096 // what a source can bank from large requests
+	minAnswerAllowance = 256 // two 401s for a realm of up to 60 bytes
+	allowanceQuiet     = 20 * time.Second
+	maxAnswerCredit    = 4096 // what a source can bank from large requests
 )
+
+// answerAllowance is the allowance of a server of realm: two of its 401s
+// (20 bytes of header, ERROR-CODE 8, NONCE 28, REALM 4 and the realm
+// padded to 4), and at least minAnswerAllowance.
+func answerAllowance(realm string) int {
+	return max(minAnswerAllowance, 2*(60+(len(realm)+3)&^3))
+}
 
 // answerBudget is the per-source table of answer credit. Like the rate
 // limiter's, it is bounded at maxSources and restarts when full.
 type answerBudget struct {
+	allowance int
+
 	mu      sync.Mutex
 	sources map[netip.Addr]*answerCredit
 }
@@ -39,8 +48,8 @@ type answerCredit struct {
 	last  time.Time // when the source last sent
 }
 
-func newAnswerBudget() *answerBudget {
-	return &answerBudget{sources: map[netip.Addr]*answerCredit{}}
+func newAnswerBudget(allowance int) *answerBudget {
+	return &answerBudget{allowance: allowance, sources: map[netip.Addr]*answerCredit{}}
 }
 
 // entryLocked is src's credit, a fresh allowance when it has none.
@@ -50,7 +59,7 @@ func (b *answerBudget) entryLocked(src netip.Addr, now time.Time) *answerCredit 
 		if len(b.sources) >= maxSources {
 			clear(b.sources)
 		}
-		c = &answerCredit{bytes: answerAllowance, last: now}
+		c = &answerCredit{bytes: b.allowance, last: now}
 		b.sources[src] = c
 	}
 	return c
@@ -63,7 +72,7 @@ func (b *answerBudget) received(src netip.Addr, n int, now time.Time) {
 	defer b.mu.Unlock()
 	c := b.entryLocked(src, now)
 	if now.Sub(c.last) >= allowanceQuiet {
-		c.bytes = max(c.bytes, answerAllowance)
+		c.bytes = max(c.bytes, b.allowance)
 	}
 	c.bytes = min(c.bytes+n, maxAnswerCredit)
 	c.last = now

@@ -4,12 +4,20 @@ import (
 	"encoding/binary"
 	"net"
 	"net/netip"
+	"strings"
 	"testing"
 	"time"
 )
 
 func TestAnswerBudget(t *testing.T) {
-	b := newAnswerBudget()
+	if a := answerAllowance("jnrelay"); a != minAnswerAllowance {
+		t.Fatalf("allowance of realm jnrelay %d, want %d", a, minAnswerAllowance)
+	}
+	if a := answerAllowance(strings.Repeat("r", 127)); a != 2*188 {
+		t.Fatalf("allowance of a 127-byte realm %d, want two 188-byte 401s", a)
+	}
+	const answerAllowance = minAnswerAllowance
+	b := newAnswerBudget(answerAllowance)
 	src := netip.MustParseAddr("192.0.2.1")
 	t0 := time.Unix(1000, 0)
 	// A real client's first Allocate (36 bytes) gets its 401 (68) at once,
@@ -141,8 +149,8 @@ func TestFloodGetsNoAmplification(t *testing.T) {
 	st := r.srv.Stats()
 	t.Logf("flood: %d requests, %d bytes in; %d answered, %d bytes out; %d over the rate, %d over the budget",
 		flood, in, answered, out, st.Refused[RefusedRateLimit], st.Refused[RefusedAmplification])
-	if out > in+answerAllowance {
-		t.Fatalf("%d bytes answered to %d sent: more than the allowance of %d over", out, in, answerAllowance)
+	if allowance := answerAllowance("jnrelay"); out > in+allowance {
+		t.Fatalf("%d bytes answered to %d sent: more than the allowance of %d over", out, in, allowance)
 	}
 	if st.Refused[RefusedAmplification] == 0 {
 		t.Fatal("no answer refused for the budget: the flood did not reach it")

@@ -35,7 +35,7 @@ type limitedConn struct {
 }
 
 func newLimitedConn(pc net.PacketConn, srv *Server) *limitedConn {
-	return &limitedConn{PacketConn: pc, srv: srv, budget: newAnswerBudget(), sources: map[netip.Addr]*rate.Limiter{}}
+	return &limitedConn{PacketConn: pc, srv: srv, budget: newAnswerBudget(answerAllowance(srv.cfg.Realm)), sources: map[netip.Addr]*rate.Limiter{}}
 }
 
 func (c *limitedConn) ReadFrom(p []byte) (int, net.Addr, error) {
