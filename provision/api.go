@@ -17,9 +17,10 @@ import (
 type Daemon interface {
 	// Status is the daemon's status document (JSON-able).
 	Status() any
-	// Channels lists the live channels (JSON-able).
+	// Channels lists the live channels and TURN allocations (JSON-able).
 	Channels() any
-	// KillChannel ends a channel; false if there is none with that id.
+	// KillChannel ends a channel or a TURN allocation; false if there is
+	// none with that id.
 	KillChannel(id string) bool
 	// Apply switches the running daemon to cfg (already validated). It
 	// returns nil only once cfg is in effect; otherwise the daemon is

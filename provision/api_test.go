@@ -78,6 +78,16 @@ func TestStatusChannelsLogs(t *testing.T) {
 	if err := c.KillChannel(ctx, "../../x y"); !errors.As(err, &ae) || ae.Status != 404 {
 		t.Fatalf("kill odd id: %v", err)
 	}
+	// A TURN allocation is listed and ended through the same endpoints.
+	if ch, err := c.Channels(ctx); err != nil || !strings.Contains(string(ch), `"turn-7"`) {
+		t.Fatalf("channels %s %v, want the TURN allocation turn-7", ch, err)
+	}
+	if err := c.KillChannel(ctx, "turn-7"); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.KillChannel(ctx, "turn-7"); !errors.As(err, &ae) || ae.Status != 404 || !strings.Contains(ae.Message, "TURN allocation") {
+		t.Fatalf("kill of an ended TURN allocation: %v", err)
+	}
 	lines, err := c.Logs(ctx, 2)
 	if err != nil || strings.Join(lines, ",") != "two,three" {
 		t.Fatalf("logs %v %v", lines, err)

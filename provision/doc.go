@@ -8,8 +8,8 @@
 //	GET    /v1/config           the configuration, secrets redacted; ETag header
 //	PUT    /v1/config           replace the whole document        (write role)
 //	PATCH  /v1/config           RFC 7386 JSON merge patch          (write role)
-//	GET    /v1/channels         live channels
-//	DELETE /v1/channels/{id}    end a channel: 204, or 404          (write role)
+//	GET    /v1/channels         live channels and TURN allocations, one array ("kind")
+//	DELETE /v1/channels/{id}    end a channel or allocation: 204, or 404 (write role)
 //	GET    /v1/logs?n=200       recent log lines {"lines": [...]}, newest last (n 1-10000)
 //	POST   /v1/token/rotate     new bearer token {"token": "..."}  (write role)
 //	GET    /v1/claim            {"claimed": bool}                  (TCP, no authentication)
@@ -23,7 +23,7 @@
 // The page (web/, embedded in the binary; plain HTML, CSS and JavaScript
 // with no build step and nothing loaded from elsewhere) shows the status
 // live (polling /v1/status and /v1/channels every 2 s, with a button
-// ending a channel) and a setup form for the XMPP service, the bandwidth
+// ending a channel or TURN allocation) and a setup form for the XMPP service, the bandwidth
 // cap and the port range, sent as a merge patch with If-Match, each
 // field error shown next to its input. Its files hold no data and change
 // nothing, so they are served to anyone whose Host passes the check

@@ -20,7 +20,7 @@ const (
 	CodeFilesLocalOnly   = "files_local_only"       // 403: a TCP write names a file or moves one to another server (see fields)
 	CodeCrossOrigin      = "cross_origin"           // 403: foreign Origin, Referer or Sec-Fetch-Site
 	CodeNotFound         = "not_found"              // 404: no such endpoint
-	CodeChannelNotFound  = "channel_not_found"      // 404: no live channel with that id
+	CodeChannelNotFound  = "channel_not_found"      // 404: no live channel or TURN allocation with that id
 	CodeMethodNotAllowed = "method_not_allowed"     // 405: see the Allow header
 	CodeApplyFailed      = "apply_failed"           // 409: the daemon could not apply the configuration and kept the previous one
 	CodeTokenUnavailable = "token_unavailable"      // 409: no state directory, so no bearer token

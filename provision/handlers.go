@@ -25,7 +25,7 @@ var channelID = regexp.MustCompile(`^[A-Za-z0-9._:-]{1,128}$`)
 func (a *API) handleKillChannel(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("id")
 	if !channelID.MatchString(id) || !a.d.KillChannel(id) {
-		writeError(w, newError(http.StatusNotFound, CodeChannelNotFound, fmt.Sprintf("no live channel %q", truncate(id, 80))))
+		writeError(w, newError(http.StatusNotFound, CodeChannelNotFound, fmt.Sprintf("no live channel or TURN allocation %q", truncate(id, 80))))
 		return
 	}
 	a.log.Info("channel killed through the API", "channel", id, "by", peerFrom(r.Context()).String())

@@ -65,7 +65,7 @@ type fakeDaemon struct {
 }
 
 func newFakeDaemon() *fakeDaemon {
-	return &fakeDaemon{channels: map[string]bool{"aa01": true, "bb02": true}, logs: []string{"one", "two", "three"}}
+	return &fakeDaemon{channels: map[string]bool{"aa01": true, "bb02": true, "turn-7": true}, logs: []string{"one", "two", "three"}}
 }
 
 func (d *fakeDaemon) Status() any {

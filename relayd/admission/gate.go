@@ -102,10 +102,7 @@ func (g *Gate) Reserve(req Request) (*Ticket, error) {
 	now := g.cfg.Now()
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	if ok, why := req.Policy.Permit(req.Requester); !ok {
-		return nil, refuse(Denied, why)
-	}
-	if r := g.relayWideLocked(); r != nil {
+	if r := g.beforeRequesterLocked(req); r != nil {
 		return nil, r
 	}
 	key, domain := req.Requester.Bare().String(), domainOf(req.Requester)
@@ -114,6 +111,34 @@ func (g *Gate) Reserve(req Request) (*Ticket, error) {
 	}
 	g.held++
 	return &Ticket{gate: g, key: key, domain: domain}, nil
+}
+
+// Check returns the *Refusal Reserve would return for req now, or nil,
+// without reserving anything or counting the request against the
+// requester's rate: for a protocol that must tell a refusal apart before
+// it reserves (TURN answers 486 to a quota refusal, 508 to a failure
+// after). Another request may take the last slot between Check and
+// Reserve; Reserve stays the one that decides.
+func (g *Gate) Check(req Request) error {
+	now := g.cfg.Now()
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if r := g.beforeRequesterLocked(req); r != nil {
+		return r
+	}
+	if r := g.requesters.check(req.Requester.Bare().String(), domainOf(req.Requester), now); r != nil {
+		return r
+	}
+	return nil
+}
+
+// beforeRequesterLocked runs the checks before the requester's own: the
+// policy, then the relay-wide state.
+func (g *Gate) beforeRequesterLocked(req Request) *Refusal {
+	if ok, why := req.Policy.Permit(req.Requester); !ok {
+		return refuse(Denied, why)
+	}
+	return g.relayWideLocked()
 }
 
 // RelayWide returns the *Refusal every request would get now for the

@@ -99,16 +99,43 @@ func (p *requesters) reserve(key, domain string, now time.Time) *Refusal {
 	st := p.entry(key)
 	st.seen = now
 	if st.limiter != nil && !st.limiter.AllowN(now, 1) {
-		return refuse(RequesterRate, fmt.Sprintf("too many channel requests from %s: the limit is %d a minute", key, p.limits.RequesterRequestsPerMinute))
+		return p.rateRefusal(key)
 	}
-	if n := p.limits.RequesterChannels; n > 0 && st.channels >= n {
-		return refuse(RequesterChannels, fmt.Sprintf("%s already holds %d channels, the most one requester may hold", key, st.channels))
+	if r := p.heldRefusal(key, domain, st.channels); r != nil {
+		return r
+	}
+	st.channels++
+	p.domains[domain]++
+	return nil
+}
+
+// check is reserve's verdict, the same refusal in the same order, without
+// counting the request against the rate or reserving anything (and
+// without adding the requester to the table).
+func (p *requesters) check(key, domain string, now time.Time) *Refusal {
+	st := p.jids[key]
+	if st == nil {
+		return p.heldRefusal(key, domain, 0)
+	}
+	if st.limiter != nil && st.limiter.TokensAt(now) < 1 {
+		return p.rateRefusal(key)
+	}
+	return p.heldRefusal(key, domain, st.channels)
+}
+
+func (p *requesters) rateRefusal(key string) *Refusal {
+	return refuse(RequesterRate, fmt.Sprintf("too many channel requests from %s: the limit is %d a minute", key, p.limits.RequesterRequestsPerMinute))
+}
+
+// heldRefusal refuses key, holding channels, when it or its domain holds
+// the most channels allowed.
+func (p *requesters) heldRefusal(key, domain string, channels int) *Refusal {
+	if n := p.limits.RequesterChannels; n > 0 && channels >= n {
+		return refuse(RequesterChannels, fmt.Sprintf("%s already holds %d channels, the most one requester may hold", key, channels))
 	}
 	if n := p.limits.DomainChannels; n > 0 && p.domains[domain] >= n {
 		return refuse(DomainShare, fmt.Sprintf("requesters of %s already hold %d channels, the most one domain may hold", domain, p.domains[domain]))
 	}
-	st.channels++
-	p.domains[domain]++
 	return nil
 }
 

@@ -91,6 +91,7 @@ type STUNStatus struct {
 
 // ChannelStatus is one live channel.
 type ChannelStatus struct {
+	Kind        string `json:"kind"` // KindChannel
 	ID          string `json:"id"`
 	LocalPort   int    `json:"localport"`
 	RemotePort  int    `json:"remoteport"`
@@ -170,7 +171,7 @@ func stunStatus(s stun.Stats) *STUNStatus {
 func (d *Daemon) Channels() []ChannelStatus {
 	var out []ChannelStatus
 	for _, c := range d.dp.Channels() {
-		cs := ChannelStatus{ID: c.ID, LocalPort: c.LocalPort, RemotePort: c.RemotePort,
+		cs := ChannelStatus{Kind: KindChannel, ID: c.ID, LocalPort: c.LocalPort, RemotePort: c.RemotePort,
 			AgeSeconds: int64(c.Age.Seconds()), IdleSeconds: int64(c.Idle.Seconds()), MaxKbps: c.MaxKbps, Traffic: traffic(c.Stats),
 			Path: legPaths(c.InKernel)}
 		if c.LocalPeer.IsValid() {
@@ -183,9 +184,6 @@ func (d *Daemon) Channels() []ChannelStatus {
 	}
 	return out
 }
-
-// KillChannel ends a channel now (its requester gets a killed event).
-func (d *Daemon) KillChannel(id string) bool { return d.dp.Kill(id) }
 
 // DataPlaneTotals exposes the data plane's counters (for metrics).
 func (d *Daemon) DataPlaneTotals() channel.Totals { return d.dp.Totals() }

@@ -3,6 +3,7 @@ package daemon
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"net"
 	"os"
 	"path/filepath"
@@ -83,6 +84,35 @@ func TestBuiltinTURNPart(t *testing.T) {
 	}
 	if m, ok := d.MetricsSources().TURN(); !ok || m.AllocationsLive != 1 || m.AllocationsTotal != 1 {
 		t.Fatalf("TURN metrics %+v %v", m, ok)
+	}
+	// In the live list (GET /v1/channels), after the channels, and as
+	// JSON of kind "turn"; a channel's kill ends it.
+	list := d.LiveList()
+	a, ok := list[len(list)-1].(TURNAllocationStatus)
+	if !ok || a.Kind != KindTURN || a.Relayed != relay.LocalAddr().String() || a.Requester != "tooling@turn.invalid" || a.Transport != "udp" {
+		t.Fatalf("live list %+v, want the allocation at %s last", list, relay.LocalAddr())
+	}
+	doc, err := json.Marshal(list)
+	if err != nil || !strings.Contains(string(doc), `"kind":"turn","id":"`+a.ID+`"`) {
+		t.Fatalf("live list JSON %s %v", doc, err)
+	}
+	killed, err := newClient("killed").Allocate()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var killedID string
+	for _, x := range d.TURNAllocations() {
+		if x.Relayed == killed.LocalAddr().String() {
+			killedID = x.ID
+		}
+	}
+	if !d.KillChannel(killedID) || d.KillChannel(killedID+"0") {
+		t.Fatalf("kill of TURN allocation %q failed, or of an unknown one succeeded", killedID)
+	}
+	// The kill closes the relayed socket, which gives the reservation
+	// back and leaves the list at once (pion deletes its side after).
+	if n := len(d.TURNAllocations()); n != 1 || d.gate.Held() != 1 {
+		t.Fatalf("after the kill: %d allocations listed, gate holds %d; want 1, 1", n, d.gate.Held())
 	}
 
 	// A drain waits for the allocation and refuses new ones.

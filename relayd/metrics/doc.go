@@ -98,7 +98,8 @@
 //	           not_binding, indication, response, unknown_attribute,
 //	           bad_source, oversize, send_error, other
 //	reason     (TURN) turn.RefusalReasons: auth, admission, pool, peer,
-//	           rate_limit, no_address, addr_family, tls_source, other
+//	           rate_limit, no_address, addr_family, tls_source,
+//	           amplification, other
 //
 // The relayd_turn_* series are written only while the built-in TURN
 // server runs (Sources.TURN reports false otherwise), for the reason a

@@ -178,7 +178,7 @@ func TestScrape(t *testing.T) {
 		"relayd_turn_allocations_total": {C, map[string]float64{"": 9}},
 		"relayd_turn_refusals_total": {C, map[string]float64{
 			"reason=auth": 4, "reason=admission": 0, "reason=pool": 1, "reason=peer": 6, "reason=rate_limit": 0, "reason=tls_source": 0,
-			"reason=no_address": 0, "reason=addr_family": 0, "reason=other": 2}},
+			"reason=no_address": 0, "reason=addr_family": 0, "reason=amplification": 0, "reason=other": 2}},
 		"relayd_turn_relayed_bytes_total": {C, map[string]float64{
 			"direction=local_to_remote": 5000, "direction=remote_to_local": 7000}},
 		"relayd_stun_requests_total":  {C, map[string]float64{"": 50}},

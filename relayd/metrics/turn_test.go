@@ -36,6 +36,7 @@ relayd_turn_refusals_total{reason="rate_limit"} 0
 relayd_turn_refusals_total{reason="no_address"} 0
 relayd_turn_refusals_total{reason="addr_family"} 0
 relayd_turn_refusals_total{reason="tls_source"} 0
+relayd_turn_refusals_total{reason="amplification"} 0
 relayd_turn_refusals_total{reason="other"} 7
 # HELP relayd_turn_relayed_bytes_total Payload bytes the built-in TURN server relayed, by direction (local is the TURN client, remote its peers).
 # TYPE relayd_turn_relayed_bytes_total counter

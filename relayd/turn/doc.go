@@ -8,6 +8,10 @@
 // not latch: loopback, unspecified, multicast, private addresses at a
 // public relay, the relay's own addresses and live ports.
 //
+// A requester the gate refuses gets 486 Allocation Quota Reached (quota.go,
+// before pion opens anything); a failure after that is 508. The live
+// allocations are listed and can be ended (allocations.go).
+//
 // Authentication is TURN REST (username "<expiry>:<id>", password
 // base64(HMAC-SHA1(secret, username))); credentials are minted by the
 // XEP-0215 handlers, which record who each id was minted for
@@ -18,7 +22,10 @@
 // 6062 TCP relaying is refused). pion/turn offers no hook before
 // authentication, so the rate limit on unauthenticated requests is
 // applied to the UDP listening socket (limit.go), where sources can be
-// forged; a stream's source has completed a TCP handshake, and the TLS
+// forged, and answers that carry no MESSAGE-INTEGRITY are bounded per
+// source by the bytes that source sent (amplification.go), so a forged
+// source gets no amplification; a stream's source has completed a TCP
+// handshake, and the TLS
 // listener (tlslistener.go) bounds the connections each source holds
 // and the time a handshake may take.
 package turn

@@ -49,6 +49,28 @@ func TestUnauthenticated(t *testing.T) {
 	}
 }
 
+func TestUnprotectedAnswer(t *testing.T) {
+	cases := []struct {
+		name string
+		msg  []byte
+		want bool
+	}{
+		{"401", stunRequest(0x0113, 0x0009, 0x0015, 0x0014), true},
+		{"binding success", stunRequest(0x0101, 0x0020, 0x8028), true},
+		{"allocate success", stunRequest(0x0103, 0x0016, 0x000D, 0x0020, 0x0008), false},
+		{"error with integrity-sha256", stunRequest(0x0113, 0x0009, 0x001C), false},
+		{"request", stunRequest(0x0003, 0x0019), false},
+		{"data indication", stunRequest(0x0017, 0x0012, 0x0013), false},
+		{"channel data", []byte{0x40, 0x00, 0x00, 0x04, 1, 2, 3, 4}, false},
+		{"short", []byte{1, 1, 0, 0}, false},
+	}
+	for _, c := range cases {
+		if got := unprotectedAnswer(c.msg); got != c.want {
+			t.Errorf("%s: unprotectedAnswer = %v, want %v", c.name, got, c.want)
+		}
+	}
+}
+
 func TestUnauthenticatedRequestsRateLimited(t *testing.T) {
 	r := newTestRelay(t, netip.Addr{})
 	c, err := net.DialUDP("udp4", nil, net.UDPAddrFromAddrPort(r.srv.Addr()))

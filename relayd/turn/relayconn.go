@@ -5,6 +5,7 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 
 	"github.com/jnrelay/jnrelay/relayd/admission"
 	"github.com/jnrelay/jnrelay/relayd/channel"
@@ -18,13 +19,17 @@ var errPeerRefused = errors.New("peer refused by the relay's peer rule")
 // plane, with the peer rule applied to every datagram in both directions
 // (pion's PermissionHandler sees only the peer's address, not its port:
 // the relay's own live ports are refused here), its bytes counted, and
-// its admission ticket released when pion closes it at the allocation's
-// end.
+// its admission ticket released and its listing entry removed when pion
+// closes it at the allocation's end. Closing it ends the allocation:
+// pion's reader of the socket fails and deletes the allocation (Kill).
 type relayConn struct {
 	*channel.RelayPort
 	srv    *Server
 	ticket *admission.Ticket
+	id     string // in srv.allocs
 	once   sync.Once
+
+	toPeers, fromPeers atomic.Uint64
 }
 
 // ReadFrom returns the next datagram from a permitted peer; datagrams
@@ -40,6 +45,7 @@ func (c *relayConn) ReadFrom(p []byte) (int, net.Addr, error) {
 			continue
 		}
 		c.srv.stats.fromPeers.Add(uint64(n))
+		c.fromPeers.Add(uint64(n))
 		return n, net.UDPAddrFromAddrPort(from), nil
 	}
 }
@@ -53,6 +59,7 @@ func (c *relayConn) WriteTo(p []byte, to net.Addr) (int, error) {
 	}
 	n, err := c.RelayPort.WriteToUDPAddrPort(p, peer)
 	c.srv.stats.toPeers.Add(uint64(n))
+	c.toPeers.Add(uint64(n))
 	return n, err
 }
 
@@ -61,6 +68,7 @@ func (c *relayConn) Close() error {
 	err := c.RelayPort.Close()
 	c.once.Do(func() {
 		c.ticket.Release()
+		c.srv.allocs.remove(c.id)
 		c.srv.ended()
 	})
 	return err

@@ -13,7 +13,6 @@ import (
 	"time"
 
 	pionturn "github.com/pion/turn/v5"
-	"golang.org/x/time/rate"
 
 	"github.com/jnrelay/jnrelay/relayd/admission"
 	"github.com/jnrelay/jnrelay/relayd/channel"
@@ -67,6 +66,7 @@ type Server struct {
 	log     *slog.Logger
 	pion    *pionturn.Server
 	stats   *counters
+	allocs  *allocations
 
 	// Allocations still open, so that Serve returns only once every
 	// allocation gave its port and reservation back (pion closes them in
@@ -91,7 +91,7 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Requesters == nil {
 		cfg.Requesters = NewRequesters(0)
 	}
-	s := &Server{cfg: cfg, log: cfg.Logger, idle: make(chan struct{}), stats: newCounters()}
+	s := &Server{cfg: cfg, log: cfg.Logger, idle: make(chan struct{}), stats: newCounters(), allocs: newAllocations()}
 	// An unspecified listen address (0.0.0.0 or ::) gets one IPv6 socket
 	// with IPV6_V6ONLY off where the host has IPv6 (Go's choice for
 	// "udp" and "tcp"): IPv4 clients arrive on it as ::ffff:a.b.c.d. A
@@ -105,16 +105,11 @@ func New(cfg Config) (*Server, error) {
 		Realm:               cfg.Realm,
 		StrictAddressFamily: strictFamily(cfg.DataPlane),
 		AuthHandler:         s.authenticate,
-		// pion checks the password (MESSAGE-INTEGRITY) after
-		// authenticate; a failed check reaches us only here.
-		EventHandler: pionturn.EventHandler{OnAuth: func(_, _ net.Addr, _, _, _, _ string, verdict bool) {
-			if !verdict {
-				s.stats.refuse(RefusedAuth)
-			}
-		}},
+		QuotaHandler:        s.quota,
+		EventHandler:        s.events(),
 		LoggerFactory: pionLogger{log: cfg.Logger},
 		PacketConnConfigs: []pionturn.PacketConnConfig{{
-			PacketConn:            &limitedConn{PacketConn: pc, srv: s, sources: map[netip.Addr]*rate.Limiter{}},
+			PacketConn:            newLimitedConn(pc, s),
 			RelayAddressGenerator: relayAddresses{s},
 			PermissionHandler:     s.permitPeerIP,
 		}},
@@ -289,8 +284,11 @@ func (s *Server) allocate(c pionturn.AllocateListenerConfig) (net.PacketConn, ne
 	local := port.LocalAddr().(*net.UDPAddr).AddrPort()
 	relayed := net.UDPAddrFromAddrPort(netip.AddrPortFrom(public, local.Port()))
 	ticket.Commit("turn:" + relayed.String())
-	s.log.Info("TURN allocation", "requester", requester.String(), "relayed", relayed.String())
-	return &relayConn{RelayPort: port, srv: s, ticket: ticket}, relayed, nil
+	conn := &relayConn{RelayPort: port, srv: s, ticket: ticket}
+	key, _ := netAddrPort(relayed) // as pion's events will name it
+	conn.id = s.allocs.add(conn, requester, key)
+	s.log.Info("TURN allocation", "id", conn.id, "requester", requester.String(), "relayed", relayed.String())
+	return conn, relayed, nil
 }
 
 // relayAddresses is pion's RelayAddressGenerator over the data plane.
@@ -299,6 +297,9 @@ type relayAddresses struct{ s *Server }
 func (r relayAddresses) Validate() error { return nil }
 
 func (r relayAddresses) AllocatePacketConn(c pionturn.AllocateListenerConfig) (net.PacketConn, net.Addr, error) {
+	if isEvenPortProbe(c.UserID) {
+		return r.s.evenPortProbe()
+	}
 	return r.s.allocate(c)
 }
 

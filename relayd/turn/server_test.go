@@ -63,6 +63,12 @@ func (r *testRelay) client(t *testing.T, id string, ttl time.Duration) *pionturn
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { conn.Close() })
+	return r.clientOn(t, conn, id, ttl)
+}
+
+// clientOn is client on the test's own socket conn.
+func (r *testRelay) clientOn(t *testing.T, conn net.PacketConn, id string, ttl time.Duration) *pionturn.Client {
+	t.Helper()
 	user := Username(time.Now().Add(ttl), id)
 	addr := r.srv.Addr().String()
 	c, err := pionturn.NewClient(&pionturn.ClientConfig{TURNServerAddr: addr, STUNServerAddr: addr, Username: user,

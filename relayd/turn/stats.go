@@ -15,10 +15,14 @@ const (
 	RefusedNoAddress  = "no_address"  // the relay's public address is not known yet
 	RefusedAddrFamily = "addr_family" // a relayed address of a family the relay does not listen on
 	RefusedTLSSource  = "tls_source"  // a TLS connection over its source address's bound
+	// An answer without MESSAGE-INTEGRITY its source's answer budget could
+	// not pay (amplification.go).
+	RefusedAmplification = "amplification"
 )
 
 // RefusalReasons lists every reason Stats counts, for metrics.
-var RefusalReasons = []string{RefusedAuth, RefusedAdmission, RefusedPool, RefusedPeer, RefusedRateLimit, RefusedNoAddress, RefusedAddrFamily, RefusedTLSSource}
+var RefusalReasons = []string{RefusedAuth, RefusedAdmission, RefusedPool, RefusedPeer, RefusedRateLimit, RefusedNoAddress, RefusedAddrFamily, RefusedTLSSource,
+	RefusedAmplification}
 
 // Stats are the server's counters since it started.
 type Stats struct {

@@ -61,6 +61,9 @@ func TestTLSAllocationRelaysBothWays(t *testing.T) {
 	if relayed.Port() < 29000 || relayed.Port() > 29099 || r.gate.Held() != 1 {
 		t.Fatalf("relayed address %s, %d reservations: want a relay port, 1", relayed, r.gate.Held())
 	}
+	if l := r.srv.Allocations(); len(l) != 1 || l[0].Transport != "tls" || l[0].Client != conn.LocalAddr().String() {
+		t.Fatalf("listed %+v, want one allocation from %s over tls", l, conn.LocalAddr())
+	}
 	p := peer(t)
 	// Payloads of 100 bytes: pion's stream framing (on both sides) waits
 	// for a ninth byte before it parses a frame, so a ChannelData of 4

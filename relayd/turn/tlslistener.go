@@ -162,8 +162,7 @@ func (l *tlsListener) release(src netip.Addr) {
 	}
 }
 
-// sourceOf is the source a connection counts against: its IPv4 address,
-// or its IPv6 /64 (what one subscriber holds, as the STUN server counts).
+// sourceOf is the source a connection counts against (sourceKey).
 func sourceOf(c net.Conn) netip.Addr {
 	a, ok := c.RemoteAddr().(*net.TCPAddr)
 	if !ok {

@@ -3,6 +3,8 @@ package e2e
 import (
 	"bytes"
 	"context"
+	"encoding/json"
+	"errors"
 	"math/rand/v2"
 	"net"
 	"net/netip"
@@ -16,6 +18,8 @@ import (
 	"time"
 
 	"github.com/jnrelay/jnrelay/config"
+	"github.com/jnrelay/jnrelay/provision"
+	"github.com/jnrelay/jnrelay/relayd/daemon"
 	"github.com/jnrelay/jnrelay/relayd/turn"
 )
 
@@ -141,6 +145,51 @@ func TestBuiltinTURNWithCoturnClient(t *testing.T) {
 		echoedAt(t, cfg.TURN.Builtin.TLSPort, "tls", "-t", "-S")
 	})
 
+	// While a client's allocation is live it is listed beside the
+	// channels (GET /v1/channels); turnutils_uclient leaves it to expire
+	// when done, and the API's kill (DELETE /v1/channels/ID) ends it and
+	// takes it off the list.
+	t.Run("listed", func(t *testing.T) {
+		api := provision.NewClient(rd.APISocket)
+		defer api.Close()
+		done := make(chan string, 1)
+		go func() {
+			out, _ := uclient(t, "listed", "-e", "127.0.0.1", "-r", strconv.Itoa(peer.port()), "-n", "100", "-z", "50")
+			done <- out
+		}()
+		var seen *daemon.TURNAllocationStatus
+		var out string
+		for seen == nil {
+			select {
+			case out = <-done:
+				t.Fatalf("the client ended before its allocation was listed:\n%s", out)
+			case <-time.After(20 * time.Millisecond):
+			}
+			seen = listedTURN(ctx, t, api, "listed@turn.invalid")
+		}
+		if seen.Kind != "turn" || seen.Transport != "udp" || !strings.HasPrefix(seen.Client, "127.0.0.1:") ||
+			!strings.HasPrefix(seen.Relayed, "127.0.0.1:") || seen.Created.IsZero() {
+			t.Fatalf("listed %+v", seen)
+		}
+		out = <-done
+		if !strings.Contains(out, "tot_recv_msgs=100") {
+			t.Fatalf("the client did not get its 100 datagrams back:\n%s", out)
+		}
+		if listedTURN(ctx, t, api, "listed@turn.invalid") == nil {
+			t.Fatal("the allocation left the list before it expired or was killed")
+		}
+		if err := api.KillChannel(ctx, seen.ID); err != nil {
+			t.Fatalf("kill %s: %v", seen.ID, err)
+		}
+		if a := listedTURN(ctx, t, api, "listed@turn.invalid"); a != nil {
+			t.Fatalf("killed allocation still listed: %+v", a)
+		}
+		var ae *provision.Error
+		if err := api.KillChannel(ctx, seen.ID); !errors.As(err, &ae) || ae.Status != 404 {
+			t.Fatalf("second kill of %s: %v, want 404", seen.ID, err)
+		}
+	})
+
 	refused := func(t *testing.T, id, want string, args ...string) {
 		t.Helper()
 		st, err := rd.Status(ctx)
@@ -174,6 +223,26 @@ func TestBuiltinTURNWithCoturnClient(t *testing.T) {
 	// Two clients sending to each other's relayed address: a relay port of
 	// the relay itself.
 	t.Run("relay-own-port", func(t *testing.T) { refused(t, "pair", "Total lost packets 10 (100", "-y") })
+}
+
+// listedTURN is the TURN allocation of requester in relayd's live list
+// (GET /v1/channels), or nil.
+func listedTURN(ctx context.Context, t *testing.T, api *provision.Client, requester string) *daemon.TURNAllocationStatus {
+	t.Helper()
+	raw, err := api.Channels(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var list []daemon.TURNAllocationStatus // channels decode with an empty requester
+	if err := json.Unmarshal(raw, &list); err != nil {
+		t.Fatalf("channels %s: %v", raw, err)
+	}
+	for _, a := range list {
+		if a.Kind == daemon.KindTURN && a.Requester == requester {
+			return &a
+		}
+	}
+	return nil
 }
 
 func peerSources(p *echoPeer) []netip.AddrPort {
@@ -235,4 +304,57 @@ func freeLoopbackUDPPort(t *testing.T) int {
 	}
 	defer c.Close()
 	return c.LocalAddr().(*net.UDPAddr).Port
+}
+
+// TestBuiltinTURNQuotaRefusal: with limits.max_channels at 2, a coturn
+// client, which allocates from two sockets, is refused with 486
+// Allocation Quota Reached (RFC 8656) while another client's allocation
+// lives (turnutils_uclient leaves one to expire when done); once the
+// API's kill has ended every allocation, the next client gets both.
+func TestBuiltinTURNQuotaRefusal(t *testing.T) {
+	if _, err := exec.LookPath("turnutils_uclient"); err != nil {
+		t.Fatalf("turnutils_uclient not installed (run tests/deps.sh): %v", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cfg := builtinTURNConfig(t)
+	cfg.Limits.MaxChannels = 2
+	cfg.Limits.MaxChannelsPerDomain = -1 // every id of these credentials is at turn.invalid
+	dir := t.TempDir()
+	rd := startRelaydIn(t, "", dir, cfg)
+	if _, err := rd.WaitLog(ctx, "TURN server started", 1, nil); err != nil {
+		t.Fatal(err)
+	}
+	secret := turnSecret(t, dir)
+	peer := newEchoPeer(t)
+	uclient := func(id string) (string, error) {
+		return turnutilsUclient(ctx, t, cfg.TURN.Builtin.Port, secret, id, "-e", "127.0.0.1", "-r", strconv.Itoa(peer.port()))
+	}
+	api := provision.NewClient(rd.APISocket)
+	defer api.Close()
+
+	if out, err := uclient("first"); err != nil || !strings.Contains(out, "tot_recv_msgs=5") {
+		t.Fatalf("first client: %v\n%s", err, out)
+	}
+	if listedTURN(ctx, t, api, "first@turn.invalid") == nil {
+		t.Fatal("the first client left no allocation behind: nothing to refuse the second one")
+	}
+	out, err := uclient("second")
+	if err == nil || !strings.Contains(out, "error 486") {
+		t.Fatalf("second client: %v, want it refused with 486:\n%s", err, out)
+	}
+	for _, id := range []string{"first", "second"} {
+		for range 3 {
+			a := listedTURN(ctx, t, api, id+"@turn.invalid")
+			if a == nil {
+				break
+			}
+			if err := api.KillChannel(ctx, a.ID); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if out, err := uclient("third"); err != nil || !strings.Contains(out, "tot_recv_msgs=5") {
+		t.Fatalf("third client after the kills: %v\n%s", err, out)
+	}
 }

@@ -33,6 +33,7 @@ import (
 
 	"github.com/jnrelay/jnrelay/config"
 	"github.com/jnrelay/jnrelay/provision"
+	"github.com/jnrelay/jnrelay/relayd/turn"
 	"github.com/jnrelay/jnrelay/tests/harness"
 )
 
@@ -223,6 +224,47 @@ func TestWebPage(t *testing.T) {
 	}
 	b.waitFor("the channel gone from the page", `!`+row+` && !document.getElementById('no-channels').hidden && document.getElementById('st-channels').textContent.startsWith('0 / 25')`)
 	step("channel ended from the page")
+
+	// A TURN allocation is listed beside the channels and ended the same
+	// way (turnutils_uclient in the caller's namespace leaves one to
+	// expire when done).
+	secret := turnSecret(t, dir)
+	user := turn.Username(time.Now().Add(time.Hour), "web")
+	echo, err := lan.ListenUDP("callee", netip.AddrPortFrom(lan.Addr("callee"), 0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer echo.Close()
+	go func() {
+		buf := make([]byte, 2048)
+		for {
+			n, from, err := echo.ReadFromUDPAddrPort(buf)
+			if err != nil {
+				return
+			}
+			echo.WriteToUDPAddrPort(buf[:n], from)
+		}
+	}()
+	out, err := lan.Command(ctx, "caller", "turnutils_uclient", "-p", strconv.Itoa(cfg.TURN.Builtin.Port), "-u", user,
+		"-w", turn.Password(secret, user), "-n", "2", "-l", "100", "-c", "-e", lan.Addr("callee").String(),
+		"-r", strconv.Itoa(echo.LocalAddr().(*net.UDPAddr).Port), lan.Addr("relay").String()).CombinedOutput()
+	alloc := listedTURN(ctx, t, api, "web@turn.invalid")
+	if alloc == nil {
+		t.Fatalf("no TURN allocation listed after the client (%v):\n%s", err, out)
+	}
+	turnRow := `document.querySelector('#channels li[data-id="` + alloc.ID + `"]')`
+	b.waitFor("the TURN allocation in the status view", `(() => { const li = `+turnRow+`;
+		return li && li.textContent.includes('TURN `+alloc.Relayed+`') && li.textContent.includes('web@turn.invalid from `+alloc.Client+` (udp)') &&
+			document.getElementById('no-channels').hidden; })()`)
+	b.shot("7-live-turn-allocation")
+	b.run("arm the allocation's end button", chromedp.Click(`#channels li[data-id="`+alloc.ID+`"] button`, chromedp.ByQuery))
+	b.waitFor("the confirmation tap", turnRow+`.querySelector('button').textContent === 'Tap again to end'`)
+	b.run("end the allocation", chromedp.Click(`#channels li[data-id="`+alloc.ID+`"] button`, chromedp.ByQuery))
+	b.waitFor("the allocation gone from the page", `!`+turnRow+` && !document.getElementById('no-channels').hidden`)
+	if a := listedTURN(ctx, t, api, "web@turn.invalid"); a != nil {
+		t.Fatalf("allocation still live after the page ended it: %+v", a)
+	}
+	step("TURN allocation shown and ended from the page")
 	b.checkConsole()
 }
 

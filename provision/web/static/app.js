@@ -251,6 +251,13 @@
         $('channels').appendChild(li);
       }
       const [name, , traffic, peers] = li.children;
+      if (c.kind === 'turn') {
+        name.textContent = 'TURN ' + c.relayed;
+        traffic.textContent = 'for ' + dur(c.age_seconds) + ' · to peers ' + bytes(c.bytes_to_peers) +
+          ' · from peers ' + bytes(c.bytes_from_peers) + ' · ' + num(c.peers) + (c.peers === 1 ? ' peer' : ' peers');
+        peers.textContent = 'id ' + c.id + ' · ' + c.requester + (c.client ? ' from ' + c.client + ' (' + c.transport + ')' : '');
+        continue;
+      }
       name.textContent = 'Ports ' + c.localport + ' ↔ ' + c.remoteport;
       traffic.textContent = 'for ' + dur(c.age_seconds) + (c.idle_seconds >= 5 ? ' (idle ' + dur(c.idle_seconds) + ')' : '') +
         ' · local → remote ' + bytes(c.bytes_local_to_remote) + ' · remote → local ' + bytes(c.bytes_remote_to_local) +
