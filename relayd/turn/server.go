@@ -107,7 +107,7 @@ func New(cfg Config) (*Server, error) {
 		AuthHandler:         s.authenticate,
 		QuotaHandler:        s.quota,
 		EventHandler:        s.events(),
-		LoggerFactory: pionLogger{log: cfg.Logger},
+		LoggerFactory:       pionLogger{log: cfg.Logger},
 		PacketConnConfigs: []pionturn.PacketConnConfig{{
 			PacketConn:            newLimitedConn(pc, s),
 			RelayAddressGenerator: relayAddresses{s},
