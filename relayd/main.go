@@ -40,6 +40,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 	check := fs.String("check-config", "", "validate the configuration `file`, print the result and exit")
 	ports := fs.String("firewall-ports", "", "print the ports callers reach relayd on under the configuration `file`, one \"udp|tcp PORT[-PORT]\" a line, and exit")
 	showVersion := fs.Bool("version", false, "print the version and exit")
+	broker := fs.String("offload-broker", "", "run the fast path's offload broker on the unix `socket` (or the one systemd passes) instead of the relay")
+	brokerUser := fs.String("offload-user", "", "with -offload-broker: the `user` (name or uid) relayd runs as, the only one served")
 	var api apiFlags
 	fs.StringVar(&api.socket, "api-socket", defaultAPISocket, "provisioning API unix `socket` (\"\" = none)")
 	fs.StringVar(&api.tcp, "api-tcp", "", "also serve the provisioning API on `host:port` (bearer token in the state directory)")
@@ -69,6 +71,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 0
 	case *ports != "":
 		return printFirewallPorts(*ports, stdout, stderr)
+	case *broker != "":
+		return runOffloadBroker(*broker, *brokerUser, stderr)
 	}
 	store := provision.NewStore(*configPath)
 	cfg, err := loadConfig(store, os.Stderr)

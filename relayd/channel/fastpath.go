@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"github.com/jnrelay/jnrelay/kernel/nft"
-	"github.com/jnrelay/jnrelay/kernel/tcfwd"
 )
 
 // FastPathMode selects the in-kernel fast path: the eBPF program of
@@ -134,55 +133,6 @@ type fastPath struct {
 
 	cancel context.CancelFunc
 	done   chan struct{}
-}
-
-// openFastPath opens the table for mode, sized for maxFlows flows, and
-// counts into counts. It returns nil and no error when mode is off, or
-// auto and the host cannot run it (logged once, with the reason). Without
-// a socket per port only eBPF can serve: the nftables rules match on the
-// port's socket.
-func openFastPath(sh *shared, counts *fastPathCounts, mode FastPathMode, maxFlows int, socketPerPort bool) (*fastPath, error) {
-	listen := sh.listen
-	var t kernelTable
-	capacity := 0
-	switch mode {
-	case "", FastPathOff:
-		return nil, nil
-	case FastPathAuto, FastPathEBPF:
-		f, err := tcfwd.Open(tcfwd.Config{Listen: listen, MaxFlows: maxFlows})
-		if err == nil {
-			t, capacity = f, maxFlows
-			break
-		}
-		if mode == FastPathEBPF {
-			return nil, fmt.Errorf("fast path: %w", err)
-		}
-		if !socketPerPort {
-			sh.log.Info("in-kernel fast path unavailable, relaying in userspace", "ebpf", err.Error())
-			return nil, nil
-		}
-		nt, nerr := nft.Open(nft.Config{Listen: listen})
-		if nerr != nil {
-			sh.log.Info("in-kernel fast path unavailable, relaying in userspace", "ebpf", err.Error(), "nftables", nerr.Error())
-			return nil, nil
-		}
-		sh.log.Info("eBPF fast path unavailable, using nftables", "err", err.Error())
-		t = nt
-	case FastPathNftables:
-		if !socketPerPort {
-			return nil, errSteeredFastPath
-		}
-		nt, err := nft.Open(nft.Config{Listen: listen})
-		if err != nil {
-			return nil, fmt.Errorf("fast path: %w", err)
-		}
-		t = nt
-	default:
-		return nil, fmt.Errorf("fast path mode %q: want off, auto, ebpf or nftables", mode)
-	}
-	fp := newFastPath(sh, counts, t, capacity)
-	sh.log.Info("in-kernel fast path on: latched legs are forwarded by the kernel", "by", t.Name())
-	return fp, nil
 }
 
 // newFastPath runs a fast path over table t, which holds capacity flows

@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/jnrelay/jnrelay/kernel/nft"
+	"github.com/jnrelay/jnrelay/kernel/offload"
 )
 
 // The fast path's table work, on its own goroutine or under fp.mu:
@@ -31,6 +32,10 @@ func (fp *fastPath) applyChunk(changes []change, apply func([]change) error, com
 		for _, ch := range changes {
 			commit(ch)
 		}
+		return
+	}
+	if errors.Is(err, offload.ErrBrokerGone) {
+		fp.abandonLocked(err)
 		return
 	}
 	if len(changes) > 1 {
@@ -138,6 +143,21 @@ func (fp *fastPath) process() {
 	fp.counts.gauge.Store(int64(len(fp.legs)))
 }
 
+// abandonLocked gives up a table that went away with the offload
+// broker's connection (the broker removes the table of a client that
+// leaves, and one it held goes when it ends): every leg is relayed in
+// userspace again, where its latches never stopped being valid, until
+// relayd restarts or fast_path changes.
+func (fp *fastPath) abandonLocked(err error) {
+	fp.log.Error("in-kernel fast path lost with the offload broker: every leg is relayed in userspace", "was", fp.table.Name(), "err", err.Error())
+	fp.closed = true
+	for ref := range fp.legs {
+		ref.c.setInKernel(ref.leg, false)
+	}
+	fp.legs = map[legRef]*offloaded{}
+	fp.counts.gauge.Store(0)
+}
+
 func (fp *fastPath) count(reason string) {
 	for i, r := range notOffloadedReasons {
 		if r == reason {
@@ -166,6 +186,10 @@ func (fp *fastPath) pollLocked() {
 	}
 	started := time.Since(fp.epoch)
 	cs, err := fp.table.Counters()
+	if errors.Is(err, offload.ErrBrokerGone) {
+		fp.abandonLocked(err)
+		return
+	}
 	if err != nil {
 		fp.log.Warn("fast path counters unreadable", "err", err.Error())
 		return

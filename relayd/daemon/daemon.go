@@ -90,6 +90,8 @@ func New(ctx context.Context, cfg config.Config, opt Options) (*Daemon, error) {
 		Listen:   d.listen,
 		Steered:  cfg.Channel.Steered(),
 		GSO:      features.GSO,
+		// The fast path opened through the broker, when there is one.
+		OffloadSocket: cfg.Channel.OffloadSocket,
 		PublicAddr: func() netip.Addr {
 			if w := d.host.Load(); w != nil {
 				return w.Current()

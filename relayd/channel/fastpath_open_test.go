@@ -1,0 +1,105 @@
+package channel
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"strings"
+	"testing"
+
+	"github.com/jnrelay/jnrelay/kernel/nft"
+	"github.com/jnrelay/jnrelay/kernel/offload"
+)
+
+// opener is a tableOpener whose eBPF and nftables tables are ft, or fail
+// with the errors given.
+func opener(via string, ft kernelTable, ebpfErr, nftErr error) tableOpener {
+	return tableOpener{via: via,
+		ebpf: func(netip.Addr, int) (kernelTable, error) {
+			if ebpfErr != nil {
+				return nil, ebpfErr
+			}
+			return ft, nil
+		},
+		nftables: func(netip.Addr, int) (kernelTable, error) {
+			if nftErr != nil {
+				return nil, nftErr
+			}
+			return ft, nil
+		}}
+}
+
+func TestOpenFastPathTriesTheBrokerFirst(t *testing.T) {
+	unavailable := &nft.UnavailableError{Reason: "no_cap_net_admin", Err: errors.New("operation not permitted")}
+	gone := fmt.Errorf("dial: %w", offload.ErrBrokerGone)
+	for _, tc := range []struct {
+		name    string
+		openers []tableOpener
+		mode    FastPathMode
+		want    *fakeTable // nil: no fast path
+		wantErr bool
+	}{
+		{"broker serves", []tableOpener{opener("offload broker", brokerTable, nil, nil), opener("relayd", ownTable, nil, nil)}, FastPathAuto, brokerTable, false},
+		{"no broker: relayd's own", []tableOpener{opener("offload broker", nil, gone, gone), opener("relayd", ownTable, nil, nil)}, FastPathEBPF, ownTable, false},
+		{"broker's nftables before relayd's eBPF", []tableOpener{opener("offload broker", brokerTable, unavailable, nil), opener("relayd", ownTable, nil, nil)}, FastPathAuto, brokerTable, false},
+		{"neither, auto: userspace", []tableOpener{opener("offload broker", nil, gone, gone), opener("relayd", nil, unavailable, unavailable)}, FastPathAuto, nil, false},
+		{"neither, ebpf required", []tableOpener{opener("offload broker", nil, gone, gone), opener("relayd", nil, unavailable, unavailable)}, FastPathEBPF, nil, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			sh := &shared{log: slog.New(slog.DiscardHandler), listen: fpListen, openers: tc.openers}
+			fp, err := openFastPath(sh, &fastPathCounts{}, tc.mode, 16, true)
+			if (err != nil) != tc.wantErr {
+				t.Fatalf("err = %v, want error %v", err, tc.wantErr)
+			}
+			if tc.wantErr && (!strings.Contains(err.Error(), "offload broker") || !errors.As(err, new(*nft.UnavailableError))) {
+				t.Fatalf("err = %v: want both ways' reasons", err)
+			}
+			if tc.want == nil {
+				if fp != nil {
+					t.Fatalf("fast path on %s, want none", fp.table.Name())
+				}
+				return
+			}
+			if fp == nil || fp.table != kernelTable(tc.want) {
+				t.Fatalf("fast path %v, want %s", fp, tc.want.Name())
+			}
+			fp.close()
+		})
+	}
+}
+
+var brokerTable, ownTable = newFakeTable(), newFakeTable()
+
+// goneTable is a table whose broker connection broke.
+type goneTable struct{ *fakeTable }
+
+func (goneTable) Counters() (map[nft.Flow]nft.Counter, error) {
+	return nil, fmt.Errorf("read: %w", offload.ErrBrokerGone)
+}
+
+// TestFastPathBrokerGone: a table lost with the broker's connection
+// returns every leg to userspace, and the fast path stops using it.
+func TestFastPathBrokerGone(t *testing.T) {
+	fp, ft, sh := newTestFastPath(t)
+	c := latchedChannel(sh, 40000, Info{}, fpPeerA, fpPeerB, true)
+	fp.enqueue(c, 0)
+	fp.process()
+	if !c.legs[0].inKernel.Load() {
+		t.Fatal("leg not offloaded")
+	}
+	fp.table = goneTable{ft}
+	fp.refresh(0)
+	if c.legs[0].inKernel.Load() || len(fp.legs) != 0 || !fp.closed {
+		t.Fatalf("after the broker went: inKernel %v, legs %d, closed %v; want the leg in userspace", c.legs[0].inKernel.Load(), len(fp.legs), fp.closed)
+	}
+	// An Apply failing the same way does the same.
+	fp2, ft2, sh2 := newTestFastPath(t)
+	ft2.refuse = func(nft.Leg) error { return fmt.Errorf("write: %w", offload.ErrBrokerGone) }
+	c2 := latchedChannel(sh2, 40000, Info{}, fpPeerA, fpPeerB, true)
+	fp2.enqueue(c2, 0)
+	fp2.process()
+	if c2.legs[0].inKernel.Load() || !fp2.closed {
+		t.Fatalf("Apply lost the broker: inKernel %v closed %v", c2.legs[0].inKernel.Load(), fp2.closed)
+	}
+}
