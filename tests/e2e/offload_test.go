@@ -1,0 +1,201 @@
+package e2e
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/jnrelay/jnrelay/config"
+	"github.com/jnrelay/jnrelay/tests/harness"
+)
+
+// unprivilegedUID is the user relayd runs as beside the broker (nobody).
+const unprivilegedUID = 65534
+
+// TestOffloadBroker is the fast path by privilege separation: relayd
+// runs as an unprivileged user with no capability at all (checked in
+// /proc), the offload broker (relayd -offload-broker) as root holds the
+// eBPF program, and the call's media is forwarded by the kernel — the
+// counters relayd reads through the broker say so, exactly as in
+// TestRelay's ebpf runs. Killing relayd takes the program out with it:
+// the broker removes the table of a client that leaves.
+func TestOffloadBroker(t *testing.T) {
+	harness.RequireRoot(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	lan := harness.NewLAN(t, "jno", "relay", "caller", "callee", "evil")
+	srv := startServer(ctx, t, "prosody", lan.NS("relay"), map[string]string{user: password})
+	dir := reachableDir(t)
+	bin := filepath.Join(dir, "relayd")
+	if err := copyFile(relaydBin, bin, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	socket := filepath.Join(dir, "offload.sock")
+	w := &world{lan: lan, srv: srv, req: srv.Requester(user, password), fastPath: "ebpf",
+		broker: startBroker(ctx, t, lan.NS("relay"), bin, socket), brokerBin: bin}
+	w.forwarding(t, true)
+	defer w.forwarding(t, false)
+	t.Run("call", w.testCall)
+	t.Run("errors-and-expiry", w.testErrorsAndExpiry)
+	t.Run("sigkill-detaches", w.testKilledForwarder)
+	if n := strings.Count(w.broker.out.String(), "offload broker: client gone, its table removed"); n < 3 {
+		t.Errorf("the broker removed %d tables, want one per relayd (3):\n%s", n, w.broker.out.String())
+	}
+	if strings.Contains(w.broker.out.String(), "refused") {
+		t.Errorf("the broker refused something of a well-behaved relayd:\n%s", w.broker.out.String())
+	}
+}
+
+// brokerProc is a running offload broker and its output.
+type brokerProc struct {
+	socket string
+	out    harness.SyncBuffer
+	mu     sync.Mutex
+	lines  []string
+	grew   chan struct{} // closed and replaced when a line arrives
+}
+
+// startBroker runs bin -offload-broker socket as root in ns, serving
+// unprivilegedUID, until the test ends; it returns once it listens.
+func startBroker(ctx context.Context, t *testing.T, ns, bin, socket string) *brokerProc {
+	t.Helper()
+	b := &brokerProc{socket: socket, grew: make(chan struct{})}
+	cmd := exec.Command("ip", "netns", "exec", ns, bin, "-offload-broker", socket, "-offload-user", fmt.Sprint(unprivilegedUID))
+	pr, pw := io.Pipe()
+	cmd.Stdout, cmd.Stderr = pw, pw
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go b.collect(pr)
+	exited := make(chan struct{})
+	go func() { cmd.Wait(); pw.Close(); close(exited) }()
+	t.Cleanup(func() {
+		cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-exited:
+		case <-time.After(30 * time.Second): // an upper bound
+			cmd.Process.Kill()
+			<-exited
+		}
+		if t.Failed() {
+			t.Logf("offload broker output:\n%s", b.out.String())
+		}
+	})
+	if err := b.wait(ctx, "offload broker listening", 1); err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func (b *brokerProc) collect(r io.Reader) {
+	sc := bufio.NewScanner(r)
+	for sc.Scan() {
+		line := sc.Text()
+		fmt.Fprintln(&b.out, line)
+		b.mu.Lock()
+		b.lines = append(b.lines, line)
+		close(b.grew)
+		b.grew = make(chan struct{})
+		b.mu.Unlock()
+	}
+}
+
+// wait returns once n lines hold msg.
+func (b *brokerProc) wait(ctx context.Context, msg string, n int) error {
+	for {
+		b.mu.Lock()
+		seen := 0
+		for _, l := range b.lines {
+			if strings.Contains(l, msg) {
+				seen++
+			}
+		}
+		grew := b.grew
+		b.mu.Unlock()
+		if seen >= n {
+			return nil
+		}
+		select {
+		case <-grew:
+		case <-ctx.Done():
+			return fmt.Errorf("offload broker: %d of %d %q: %w\n%s", seen, n, msg, ctx.Err(), b.out.String())
+		}
+	}
+}
+
+// startUnprivileged starts relayd as unprivilegedUID with no capability
+// through the broker, checks in /proc that it has none, and waits until
+// its fast path is the broker's.
+func (w *world) startUnprivileged(ctx context.Context, t *testing.T, cfg config.Config) *harness.Relayd {
+	t.Helper()
+	cfg.Channel.OffloadSocket = w.broker.socket
+	rd, err := harness.StartRelaydAs(unprivilegedUID, w.brokerBin, w.lan.NS("relay"), reachableDir(t), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		rd.Stop()
+		if t.Failed() {
+			t.Logf("relayd logs:\n%s", rd.Logs())
+		}
+	})
+	rec, err := rd.WaitLog(ctx, "in-kernel fast path on: latched legs are forwarded by the kernel", 1, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if by := rec.Str("by"); !strings.Contains(by, "through the offload broker") {
+		t.Fatalf("fast path by %q, want the broker's", by)
+	}
+	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", rd.PID()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]string{"Uid:": fmt.Sprint(unprivilegedUID), "CapPrm:": "0000000000000000", "CapEff:": "0000000000000000",
+		"CapBnd:": "0000000000000000", "CapAmb:": "0000000000000000"}
+	for _, line := range strings.Split(string(status), "\n") {
+		f := strings.Fields(line)
+		if len(f) >= 2 && want[f[0]] != "" {
+			if f[1] != want[f[0]] {
+				t.Fatalf("relayd %s %s, want %s", f[0], f[1], want[f[0]])
+			}
+			delete(want, f[0])
+		}
+	}
+	if len(want) != 0 {
+		t.Fatalf("/proc status lacks %v", want)
+	}
+	return rd
+}
+
+// reachableDir is a directory removed at cleanup that other users may
+// traverse (t.TempDir's parent is root's alone).
+func reachableDir(t *testing.T) string {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "jnoffload")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+func copyFile(src, dst string, perm os.FileMode) error {
+	b, err := os.ReadFile(src)
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(dst, b, perm)
+}
