@@ -65,14 +65,15 @@ func brokerListener(socket string, uid int, log *slog.Logger) (*net.UnixListener
 	if err := os.Remove(socket); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return nil, fmt.Errorf("offload broker socket: %w", err)
 	}
+	// Created 0600 by the umask, then given to uid without following a
+	// link: no chmod or chown through a path someone could swap.
+	old := syscall.Umask(0o177)
 	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: socket, Net: "unix"})
+	syscall.Umask(old)
 	if err != nil {
 		return nil, fmt.Errorf("offload broker socket: %w", err)
 	}
-	if err := os.Chmod(socket, 0o600); err == nil {
-		err = os.Chown(socket, uid, -1)
-	}
-	if err != nil {
+	if err := os.Lchown(socket, uid, -1); err != nil {
 		ln.Close()
 		return nil, fmt.Errorf("offload broker socket: %w", err)
 	}

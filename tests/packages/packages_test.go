@@ -280,6 +280,8 @@ var systemdFiles = map[string]int64{
 	"usr/bin/relayd":                                  0o755,
 	"usr/lib/systemd/system/relayd.service":           0o644,
 	"usr/lib/systemd/system/relayd-provision.socket":  0o644,
+	"usr/lib/systemd/system/relayd-offload.service":   0o644,
+	"usr/lib/systemd/system/relayd-offload.socket":    0o644,
 	"usr/lib/systemd/system-preset/80-jnrelay.preset": 0o644,
 	"usr/lib/sysusers.d/jnrelay.conf":                 0o644,
 	"usr/lib/tmpfiles.d/jnrelay.conf":                 0o644,
@@ -305,10 +307,11 @@ func TestOverlayTarballs(t *testing.T) {
 		}
 		checkELF(t, name+": usr/bin/relayd", idx["usr/bin/relayd"].data, tg)
 		for file, src := range map[string]string{
-			"usr/lib/systemd/system/relayd.service":        "systemd/relayd.service",
-			"usr/lib/tmpfiles.d/jnrelay.conf":              "systemd/tmpfiles.d/jnrelay.conf",
-			"usr/share/jnrelay/relayd.default.json":        "image/relayd.default.json",
-			"usr/share/jnrelay/relayd-kernel-offload.conf": "systemd/relayd-kernel-offload.conf",
+			"usr/lib/systemd/system/relayd.service":         "systemd/relayd.service",
+			"usr/lib/systemd/system/relayd-offload.service": "systemd/relayd-offload.service",
+			"usr/lib/tmpfiles.d/jnrelay.conf":               "systemd/tmpfiles.d/jnrelay.conf",
+			"usr/share/jnrelay/relayd.default.json":         "image/relayd.default.json",
+			"usr/share/jnrelay/relayd-kernel-offload.conf":  "systemd/relayd-kernel-offload.conf",
 		} {
 			want, err := os.ReadFile(filepath.Join(root, src))
 			if err != nil {
