@@ -22,7 +22,8 @@ import (
 // capabilities for relayd, which keeps none, and serves relayd's user
 // only. Under systemd socket activation (relayd-offload.socket) it takes
 // the socket systemd passes; otherwise it creates SOCKET, owned by that
-// user, mode 0600. It runs until SIGTERM or SIGINT.
+// user and the broker's group, mode 0660. It runs until SIGTERM or
+// SIGINT.
 func runOffloadBroker(socket, who string, stderr io.Writer) int {
 	log := slog.New(slog.NewTextHandler(stderr, nil)).With("part", "offload-broker")
 	if who == "" {
@@ -50,7 +51,7 @@ func runOffloadBroker(socket, who string, stderr io.Writer) int {
 }
 
 // brokerListener is the socket systemd passed, or socket created for
-// uid alone.
+// uid and the broker's group.
 func brokerListener(socket string, uid int, log *slog.Logger) (*net.UnixListener, error) {
 	if ln := activatedListener(log); ln != nil {
 		ul, ok := ln.(*net.UnixListener)
@@ -65,15 +66,19 @@ func brokerListener(socket string, uid int, log *slog.Logger) (*net.UnixListener
 	if err := os.Remove(socket); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return nil, fmt.Errorf("offload broker socket: %w", err)
 	}
-	// Created 0600 by the umask, then given to uid without following a
-	// link: no chmod or chown through a path someone could swap.
-	old := syscall.Umask(0o177)
+	// Created 0660 by the umask, in the broker's group, then given to
+	// uid without following a link: no chmod or chown through a path
+	// someone could swap. A broker without CAP_CHOWN (OpenWrt's, root
+	// with two capabilities) leaves it to its group instead: relayd's.
+	old := syscall.Umask(0o117)
 	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: socket, Net: "unix"})
 	syscall.Umask(old)
 	if err != nil {
 		return nil, fmt.Errorf("offload broker socket: %w", err)
 	}
-	if err := os.Lchown(socket, uid, -1); err != nil {
+	if err := os.Lchown(socket, uid, -1); errors.Is(err, os.ErrPermission) {
+		log.Info("offload broker socket left to the broker's group (no CAP_CHOWN)", "socket", socket, "gid", os.Getegid())
+	} else if err != nil {
 		ln.Close()
 		return nil, fmt.Errorf("offload broker socket: %w", err)
 	}

@@ -450,3 +450,31 @@ func setfsuid(uid int) int {
 	prev, _, _ := unix.RawSyscall(unix.SYS_SETFSUID, uintptr(uid), 0, 0)
 	return int(prev)
 }
+
+// TestOpenWaitsForTheBroker: a broker whose socket appears while Open
+// waits (procd starts it beside relayd) is used; with none at all, Open
+// fails with the reason once the wait is over.
+func TestOpenWaitsForTheBroker(t *testing.T) {
+	b := startBroker(t, 4242, nil)
+	hidden := b.socket + ".hidden"
+	if err := os.Rename(b.socket, hidden); err != nil {
+		t.Fatal(err)
+	}
+	opened := make(chan error, 1)
+	go func() {
+		tb, err := Open(context.Background(), b.socket, ModeEBPF, netip.MustParseAddr("127.0.0.1"), 16)
+		if err == nil {
+			tb.Close()
+		}
+		opened <- err
+	}()
+	if err := os.Rename(hidden, b.socket); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-opened; err != nil {
+		t.Fatalf("Open while the socket appeared: %v", err)
+	}
+	if _, err := Open(context.Background(), b.socket+".none", ModeEBPF, netip.MustParseAddr("127.0.0.1"), 16); !errors.Is(err, syscall.ENOENT) {
+		t.Fatalf("Open without a broker: %v, want ENOENT", err)
+	}
+}

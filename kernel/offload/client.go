@@ -2,10 +2,12 @@ package offload
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/jnrelay/jnrelay/kernel/nft"
@@ -36,8 +38,7 @@ type Table struct {
 func Open(ctx context.Context, socket, mode string, listen netip.Addr, maxFlows int) (*Table, error) {
 	ctx, cancel := context.WithTimeout(ctx, requestTimeout)
 	defer cancel()
-	var d net.Dialer
-	c, err := d.DialContext(ctx, "unix", socket)
+	c, err := dial(ctx, socket)
 	if err != nil {
 		return nil, fmt.Errorf("offload broker %s: %w", socket, err)
 	}
@@ -53,6 +54,29 @@ func Open(ctx context.Context, socket, mode string, listen netip.Addr, maxFlows 
 	}
 	t.name = resp.Name + " (through the offload broker)"
 	return t, nil
+}
+
+// brokerStartWait is how long Open waits for a broker that is not
+// listening yet: under procd (OpenWrt) the broker's instance starts
+// beside relayd's, not before it. systemd's socket exists before relayd.
+const brokerStartWait = 3 * time.Second
+
+// dial connects to socket, waiting up to brokerStartWait while nothing
+// listens there.
+func dial(ctx context.Context, socket string) (net.Conn, error) {
+	var d net.Dialer
+	deadline := time.Now().Add(brokerStartWait)
+	for {
+		c, err := d.DialContext(ctx, "unix", socket)
+		if err == nil || !(errors.Is(err, syscall.ENOENT) || errors.Is(err, syscall.ECONNREFUSED)) || time.Now().After(deadline) {
+			return c, err
+		}
+		select {
+		case <-ctx.Done():
+			return nil, err
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
 }
 
 // exchange sends req and reads one response into resp. A failure of the
