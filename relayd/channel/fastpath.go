@@ -128,6 +128,7 @@ type fastPath struct {
 	legs     map[legRef]*offloaded
 	closed   bool
 	polledAt atomic.Int64 // start of the last counter read, ns since epoch; 0 = never
+	gone     atomic.Bool  // the table went away with the offload broker (abandonLocked)
 
 	counts *fastPathCounts // the Manager's, kept across Reconfigure
 

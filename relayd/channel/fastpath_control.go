@@ -61,7 +61,8 @@ func (m *Manager) offerLive(fp *fastPath) {
 
 // FastPath describes the in-kernel fast path for metrics.
 func (m *Manager) FastPath() FastPathStats {
-	return m.fpCounts.stats(m.sh.fp.Load() != nil)
+	fp := m.sh.fp.Load()
+	return m.fpCounts.stats(fp != nil && !fp.gone.Load())
 }
 
 // refreshFastPath credits what the kernel forwarded to the channels, so

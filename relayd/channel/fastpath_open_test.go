@@ -90,7 +90,7 @@ func TestFastPathBrokerGone(t *testing.T) {
 	}
 	fp.table = goneTable{ft}
 	fp.refresh(0)
-	if c.legs[0].inKernel.Load() || len(fp.legs) != 0 || !fp.closed {
+	if c.legs[0].inKernel.Load() || len(fp.legs) != 0 || !fp.closed || !fp.gone.Load() {
 		t.Fatalf("after the broker went: inKernel %v, legs %d, closed %v; want the leg in userspace", c.legs[0].inKernel.Load(), len(fp.legs), fp.closed)
 	}
 	// An Apply failing the same way does the same.

@@ -151,6 +151,7 @@ func (fp *fastPath) process() {
 func (fp *fastPath) abandonLocked(err error) {
 	fp.log.Error("in-kernel fast path lost with the offload broker: every leg is relayed in userspace", "was", fp.table.Name(), "err", err.Error())
 	fp.closed = true
+	fp.gone.Store(true)
 	for ref := range fp.legs {
 		ref.c.setInKernel(ref.leg, false)
 	}
