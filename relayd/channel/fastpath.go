@@ -130,6 +130,14 @@ type fastPath struct {
 	polledAt atomic.Int64 // start of the last counter read, ns since epoch; 0 = never
 	gone     atomic.Bool  // the table went away with the offload broker (abandonLocked)
 
+	// reopen opens the table anew through the offload broker (nil for a
+	// table relayd opened itself, which cannot go away); orphans are the
+	// legs the kernel had when it went and those queued since, offered
+	// to the new one (guarded by mu).
+	reopen     func() (kernelTable, error)
+	reopenedAt time.Time // the last attempt; only run touches it
+	orphans    map[legRef]bool
+
 	counts *fastPathCounts // the Manager's, kept across Reconfigure
 
 	cancel context.CancelFunc
@@ -137,10 +145,11 @@ type fastPath struct {
 }
 
 // newFastPath runs a fast path over table t, which holds capacity flows
-// (0: no fixed bound), until close.
-func newFastPath(sh *shared, counts *fastPathCounts, t kernelTable, capacity int) *fastPath {
+// (0: no fixed bound), until close. reopen, when not nil, opens a new
+// table once t went away with the offload broker.
+func newFastPath(sh *shared, counts *fastPathCounts, t kernelTable, capacity int, reopen func() (kernelTable, error)) *fastPath {
 	ctx, cancel := context.WithCancel(context.Background())
-	fp := &fastPath{sh: sh, log: sh.log, table: t, capacity: capacity, epoch: time.Now(), legs: map[legRef]*offloaded{}, counts: counts,
+	fp := &fastPath{sh: sh, log: sh.log, table: t, capacity: capacity, epoch: time.Now(), legs: map[legRef]*offloaded{}, counts: counts, reopen: reopen,
 		work: make(chan struct{}, 1), poll: make(chan struct{}, 1), cancel: cancel, done: make(chan struct{})}
 	go fp.run(ctx)
 	return fp
@@ -161,6 +170,7 @@ func (fp *fastPath) run(ctx context.Context) {
 			fp.refresh(relatchFresh / 2)
 		case <-tick.C:
 			fp.refresh(pollInterval / 2)
+			fp.tryReopen()
 		}
 	}
 }

@@ -19,6 +19,7 @@ import (
 // tableOpener opens the two kinds of kernel table one way.
 type tableOpener struct {
 	via      string // names the way in logs
+	brokered bool   // through the offload broker: its table can go away
 	ebpf     func(listen netip.Addr, maxFlows int) (kernelTable, error)
 	nftables func(listen netip.Addr, maxFlows int) (kernelTable, error)
 }
@@ -53,7 +54,7 @@ func openers(offloadSocket string) []tableOpener {
 			return t, nil
 		}
 	}
-	broker := tableOpener{via: "offload broker", ebpf: viaBroker(offload.ModeEBPF), nftables: viaBroker(offload.ModeNftables)}
+	broker := tableOpener{via: "offload broker", brokered: true, ebpf: viaBroker(offload.ModeEBPF), nftables: viaBroker(offload.ModeNftables)}
 	return []tableOpener{broker, own}
 }
 
@@ -110,7 +111,14 @@ func openFastPath(sh *shared, counts *fastPathCounts, mode FastPathMode, maxFlow
 			sh.log.Info("in-kernel fast path opened by "+o.via+" after another way failed", why...)
 		}
 		sh.log.Info("in-kernel fast path on: latched legs are forwarded by the kernel", "by", t.Name())
-		return newFastPath(sh, counts, t, capacity), nil
+		var reopen func() (kernelTable, error)
+		if o.brokered {
+			reopen = func() (kernelTable, error) {
+				t, _, err := o.open(sh, mode, maxFlows, socketPerPort)
+				return t, err
+			}
+		}
+		return newFastPath(sh, counts, t, capacity, reopen), nil
 	}
 	if mode != FastPathAuto {
 		return nil, fmt.Errorf("fast path: %w", errors.Join(failed...))

@@ -103,3 +103,50 @@ func TestFastPathBrokerGone(t *testing.T) {
 		t.Fatalf("Apply lost the broker: inKernel %v closed %v", c2.legs[0].inKernel.Load(), fp2.closed)
 	}
 }
+
+// TestFastPathReopensThroughTheBroker: once the broker is back, the fast
+// path gets a new table and offers it the legs the old one had and those
+// latched meanwhile.
+func TestFastPathReopensThroughTheBroker(t *testing.T) {
+	fp, ft, sh := newTestFastPath(t)
+	c := latchedChannel(sh, 40000, Info{}, fpPeerA, fpPeerB, true)
+	fp.enqueue(c, 0)
+	fp.process()
+	fp.table = goneTable{ft}
+	fp.refresh(0)
+	if !fp.gone.Load() {
+		t.Fatal("table not given up")
+	}
+	late := latchedChannel(sh, 40004, Info{}, fpPeerA, netip.MustParseAddrPort("203.0.113.21:6000"), true)
+	fp.enqueue(late, 0)
+	fp.process() // while gone: kept for the next table
+	fresh := newFakeTable()
+	attempts := 0
+	fp.reopen = func() (kernelTable, error) {
+		attempts++
+		if attempts == 1 {
+			return nil, fmt.Errorf("dial: %w", offload.ErrBrokerGone)
+		}
+		return fresh, nil
+	}
+	fp.tryReopen()
+	if !fp.gone.Load() || attempts != 1 {
+		t.Fatalf("after a failed attempt: gone %v, attempts %d", fp.gone.Load(), attempts)
+	}
+	fp.tryReopen() // within reopenInterval: no attempt
+	if attempts != 1 {
+		t.Fatalf("attempts %d within %s, want 1", attempts, reopenInterval)
+	}
+	fp.reopenedAt = fp.reopenedAt.Add(-reopenInterval)
+	fp.tryReopen()
+	if fp.gone.Load() || fp.closed || fp.table != kernelTable(fresh) {
+		t.Fatalf("not reopened: gone %v closed %v", fp.gone.Load(), fp.closed)
+	}
+	fp.process()
+	for _, ch := range []*Channel{c, late} {
+		fa, fb := flows(ch, *ch.legs[0].sides[0].latched.Load(), *ch.legs[0].sides[1].latched.Load())
+		if !fresh.installed(fa) || !fresh.installed(fb) || !ch.legs[0].inKernel.Load() {
+			t.Errorf("channel on %d not offered to the new table: %v", ch.info.LocalPort, fresh.flows)
+		}
+	}
+}
