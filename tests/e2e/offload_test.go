@@ -25,7 +25,8 @@ const unprivilegedUID = 65534
 // TestOffloadBroker is the fast path by privilege separation: relayd
 // runs as an unprivileged user with no capability at all (checked in
 // /proc), the offload broker (relayd -offload-broker) as root holds the
-// eBPF program, and the call's media is forwarded by the kernel — the
+// eBPF program or the nftables table, and the call's media is forwarded
+// by the kernel — the
 // counters relayd reads through the broker say so, exactly as in
 // TestRelay's ebpf runs. Killing relayd takes the program out with it:
 // the broker removes the table of a client that leaves. Killing the
@@ -42,14 +43,24 @@ func TestOffloadBroker(t *testing.T) {
 		t.Fatal(err)
 	}
 	socket := filepath.Join(dir, "offload.sock")
-	w := &world{lan: lan, srv: srv, req: srv.Requester(user, password), fastPath: "ebpf",
-		broker: startBroker(ctx, t, lan.NS("relay"), bin, socket), brokerBin: bin}
-	w.forwarding(t, true)
-	defer w.forwarding(t, false)
-	t.Run("call", w.testCall)
-	t.Run("errors-and-expiry", w.testErrorsAndExpiry)
-	t.Run("sigkill-detaches", w.testKilledForwarder)
-	t.Run("broker-killed-mid-call", func(t *testing.T) { w.testBrokerKilled(ctx, t, bin, socket) })
+	for _, mode := range []string{"ebpf", "nftables"} {
+		t.Run(mode, func(t *testing.T) {
+			w := &world{lan: lan, srv: srv, req: srv.Requester(user, password), fastPath: mode,
+				broker: startBroker(ctx, t, lan.NS("relay"), bin, socket), brokerBin: bin}
+			w.forwarding(t, true)
+			defer w.forwarding(t, false)
+			t.Run("call", w.testCall)
+			t.Run("errors-and-expiry", w.testErrorsAndExpiry)
+			if mode == "nftables" {
+				// The table outlives a killed broker (until the next
+				// one replaces it): the eBPF runs below are about
+				// the program going with its holder.
+				return
+			}
+			t.Run("sigkill-detaches", w.testKilledForwarder)
+			t.Run("broker-killed-mid-call", func(t *testing.T) { w.testBrokerKilled(ctx, t, bin, socket) })
+		})
+	}
 }
 
 // testBrokerKilled kills the broker (SIGKILL) in the middle of an
