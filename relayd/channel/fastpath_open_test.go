@@ -150,3 +150,29 @@ func TestFastPathReopensThroughTheBroker(t *testing.T) {
 		}
 	}
 }
+
+// TestFastPathBrokerGoneMidTransaction: legs queued when the broker
+// went wait for its next table, whatever chunk they were in.
+func TestFastPathBrokerGoneMidTransaction(t *testing.T) {
+	fp, ft, sh := newTestFastPath(t)
+	ft.refuse = func(nft.Leg) error { return fmt.Errorf("write: %w", offload.ErrBrokerGone) }
+	var chans []*Channel
+	for i := range maxLegsPerTransaction + 3 {
+		a := netip.AddrPortFrom(netip.AddrFrom4([4]byte{198, 51, 100, byte(i)}), 5000)
+		b := netip.AddrPortFrom(netip.AddrFrom4([4]byte{203, 0, 113, byte(i)}), 6000)
+		c := latchedChannel(sh, 40000+4*(i%25), Info{}, a, b, true)
+		chans = append(chans, c)
+		fp.enqueue(c, 0)
+	}
+	fp.process()
+	if !fp.gone.Load() || len(fp.orphans) != len(chans) {
+		t.Fatalf("gone %v, %d legs kept for the next table, want %d", fp.gone.Load(), len(fp.orphans), len(chans))
+	}
+	fresh := newFakeTable()
+	fp.reopen = func() (kernelTable, error) { return fresh, nil }
+	fp.tryReopen()
+	fp.process()
+	if n := len(fresh.flows); n != 2*len(chans) {
+		t.Fatalf("the new table got %d flows, want %d", n, 2*len(chans))
+	}
+}

@@ -36,6 +36,9 @@ func (fp *fastPath) applyChunk(changes []change, apply func([]change) error, com
 	}
 	if errors.Is(err, offload.ErrBrokerGone) {
 		fp.abandonLocked(err)
+		for _, ch := range changes {
+			fp.orphans[ch.ref] = true
+		}
 		return
 	}
 	if len(changes) > 1 {
@@ -144,6 +147,14 @@ func (fp *fastPath) process() {
 	for len(changes) > 0 {
 		chunk := changes[:min(len(changes), maxLegsPerTransaction)]
 		changes = changes[len(chunk):]
+		if fp.closed {
+			// The table went with the broker (abandonLocked): these
+			// wait for its next one.
+			for _, ch := range chunk {
+				fp.orphans[ch.ref] = true
+			}
+			continue
+		}
 		fp.applyChunk(chunk, apply, commit)
 	}
 	fp.counts.gauge.Store(int64(len(fp.legs)))
@@ -155,6 +166,9 @@ func (fp *fastPath) process() {
 // userspace again, where its latches never stopped being valid, until
 // tryReopen gets a new table from the broker.
 func (fp *fastPath) abandonLocked(err error) {
+	if fp.gone.Load() {
+		return
+	}
 	fp.log.Error("in-kernel fast path lost with the offload broker: every leg is relayed in userspace", "was", fp.table.Name(), "err", err.Error())
 	fp.closed = true
 	fp.gone.Store(true)
@@ -287,6 +301,9 @@ func (fp *fastPath) retire(c *Channel, final bool) {
 	// together must not cost a thousand dumps).
 	if final && !fp.fresh(finalPollShare) {
 		fp.pollLocked()
+		if fp.closed {
+			return // the table went with the broker, and the legs with it
+		}
 	}
 	if err := fp.table.Apply(remove, nil); err != nil {
 		// The sockets close anyway; rules left behind forward to peers of
