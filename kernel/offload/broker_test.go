@@ -481,3 +481,34 @@ func TestOpenWaitsForTheBroker(t *testing.T) {
 		t.Fatalf("Open without a broker: %v, want ENOENT", err)
 	}
 }
+
+// TestUnprivilegedClientRootPort is the attack as relayd would make it:
+// a client of uid 4242 asks for a leg on a port a root process holds —
+// refused, nothing installed — while a leg on its own ports passes.
+func TestUnprivilegedClientRootPort(t *testing.T) {
+	b := startBroker(t, 4242, nil)
+	var tb *Table
+	var err error
+	asEUID(t, 4242, func() {
+		tb, err = Open(context.Background(), b.socket, ModeEBPF, netip.MustParseAddr("127.0.0.1"), 16)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tb.Close()
+	ft := <-b.tables
+	own, own2 := udpAs(t, 4242, "127.0.0.1:0", false), udpAs(t, 4242, "127.0.0.1:0", false)
+	roots := udpAs(t, 0, "127.0.0.1:0", false)
+	if err := tb.Apply(nil, []nft.Leg{leg("127.0.0.1", port(own), port(roots))}); !errors.Is(err, ErrRefused) {
+		t.Fatalf("leg on root's port: %v, want ErrRefused", err)
+	}
+	if ft.installed() != 0 || b.Refused() != 1 {
+		t.Fatalf("installed %d, refused %d; want 0 and 1", ft.installed(), b.Refused())
+	}
+	if err := tb.Apply(nil, []nft.Leg{leg("127.0.0.1", port(own), port(own2))}); err != nil {
+		t.Fatalf("leg on the client's own ports: %v", err)
+	}
+	if ft.installed() != 1 {
+		t.Fatalf("installed %d, want 1", ft.installed())
+	}
+}
