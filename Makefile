@@ -49,6 +49,7 @@ fuzz:
 	bash tests/fuzz.sh FuzzClass ./internal/netclass $(FUZZTIME)
 	bash tests/fuzz.sh FuzzUnauthenticated ./relayd/turn $(FUZZTIME)
 	bash tests/fuzz.sh FuzzParseUsername ./relayd/turn $(FUZZTIME)
+	bash tests/fuzz.sh FuzzDecodeRequest ./kernel/offload $(FUZZTIME)
 
 test-e2e: build
 	RELAYD_BIN=$(CURDIR)/bin/relayd $(GO) test -count=1 -timeout 15m ./tests/...

@@ -102,6 +102,12 @@ type Channel struct {
 	// nftables, when the host allows it), "ebpf" or "nftables" (required:
 	// refuse to start without it) or "off".
 	FastPath FastPath `json:"fast_path,omitempty"`
+	// OffloadSocket is the unix socket of the offload broker (relayd
+	// -offload-broker), which holds the fast path's kernel objects and
+	// capabilities so that relayd needs none; the fast path is opened
+	// through it first, then by relayd itself. Empty = no broker. Needs
+	// a restart to change.
+	OffloadSocket string `json:"offload_socket,omitempty"`
 	// Sockets is how relay ports are received: "per_port" (a socket per
 	// port, the default) or "steered" (one socket per worker for the whole
 	// range, through a BPF sk_lookup program; needs a restart to change).

@@ -66,6 +66,10 @@ func (c Config) validateAddresses(p *fieldErrors) {
 	}
 }
 
+// maxUnixPath is the longest path a unix socket address holds (sun_path
+// less its terminating NUL).
+const maxUnixPath = 107
+
 // validateChannel checks channel.* but for the donor-safety keys, which
 // validateLimits checks with the limits.
 func (c Config) validateChannel(p *fieldErrors) {
@@ -83,6 +87,9 @@ func (c Config) validateChannel(p *fieldErrors) {
 	case FastPathDefault, FastPathAuto, FastPathEBPF, FastPathNftables, FastPathOff:
 	default:
 		p.addf("channel.fast_path", "%q is not auto, ebpf, nftables or off", ch.FastPath)
+	}
+	if s := ch.OffloadSocket; s != "" && (!strings.HasPrefix(s, "/") || len(s) > maxUnixPath) {
+		p.addf("channel.offload_socket", "%q is not an absolute path of at most %d bytes", s, maxUnixPath)
 	}
 	switch ch.Sockets {
 	case SocketsDefault, SocketsPerPort:

@@ -107,6 +107,8 @@ stage_systemd() { # stage_systemd DIR ARCH
 	install -D -m 0755 "$bindir/relayd-linux-$a" "$d/usr/bin/relayd"
 	install -D -m 0644 systemd/relayd.service "$d/usr/lib/systemd/system/relayd.service"
 	install -D -m 0644 systemd/relayd-provision.socket "$d/usr/lib/systemd/system/relayd-provision.socket"
+	install -D -m 0644 systemd/relayd-offload.service "$d/usr/lib/systemd/system/relayd-offload.service"
+	install -D -m 0644 systemd/relayd-offload.socket "$d/usr/lib/systemd/system/relayd-offload.socket"
 	install -D -m 0644 systemd/80-jnrelay.preset "$d/usr/lib/systemd/system-preset/80-jnrelay.preset"
 	install -D -m 0644 systemd/sysusers.d/jnrelay.conf "$d/usr/lib/sysusers.d/jnrelay.conf"
 	install -D -m 0644 systemd/tmpfiles.d/jnrelay.conf "$d/usr/lib/tmpfiles.d/jnrelay.conf"
@@ -177,6 +179,7 @@ ipk() {
 	install -D -m 0644 image/openwrt/jnrelay.uci "$d/etc/config/jnrelay"
 	install -D -m 0644 image/openwrt/keep.d "$d/lib/upgrade/keep.d/jnrelay"
 	install -D -m 0644 image/openwrt/capabilities.json "$d/etc/capabilities/jnrelay.json"
+	install -D -m 0644 image/openwrt/capabilities-offload.json "$d/etc/capabilities/jnrelay-offload.json"
 	install -D -m 0644 image/relayd.default.json "$d/usr/share/jnrelay/relayd.default.json"
 	normalize "$d"
 	tar_gz "$work/ipk-$a/data.tar.gz" "$d" .

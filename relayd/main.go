@@ -40,6 +40,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 	check := fs.String("check-config", "", "validate the configuration `file`, print the result and exit")
 	ports := fs.String("firewall-ports", "", "print the ports callers reach relayd on under the configuration `file`, one \"udp|tcp PORT[-PORT]\" a line, and exit")
 	showVersion := fs.Bool("version", false, "print the version and exit")
+	broker := fs.String("offload-broker", "", "run the fast path's offload broker on the unix `socket` (or the one systemd passes) instead of the relay")
+	offloadSocket := fs.String("offload-socket", "", "the offload broker's unix `socket`, when the configuration's channel.offload_socket names none")
+	brokerUser := fs.String("offload-user", "", "with -offload-broker: the `user` (name or uid) relayd runs as, the only one served")
 	var api apiFlags
 	fs.StringVar(&api.socket, "api-socket", defaultAPISocket, "provisioning API unix `socket` (\"\" = none)")
 	fs.StringVar(&api.tcp, "api-tcp", "", "also serve the provisioning API on `host:port` (bearer token in the state directory)")
@@ -69,6 +72,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 0
 	case *ports != "":
 		return printFirewallPorts(*ports, stdout, stderr)
+	case *broker != "":
+		return runOffloadBroker(*broker, *brokerUser, stderr)
 	}
 	store := provision.NewStore(*configPath)
 	cfg, err := loadConfig(store, os.Stderr)
@@ -89,7 +94,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 			api.adminGID = gid
 		}
 	}
-	if err := serve(context.Background(), cfg, store, api, logs, log); err != nil {
+	if err := serve(context.Background(), cfg, store, api, *offloadSocket, logs, log); err != nil {
 		log.Error("relayd stopped", "err", err)
 		return 1
 	}
@@ -118,7 +123,7 @@ func newLogger(c config.Log, w io.Writer) *slog.Logger {
 //     data plane, to test the watchdog.
 //
 // ctx ending stops relayd at once too (for tests).
-func serve(ctx context.Context, cfg config.Config, store *provision.Store, api apiFlags, logs *daemon.LogRing, log *slog.Logger) error {
+func serve(ctx context.Context, cfg config.Config, store *provision.Store, api apiFlags, offloadSocket string, logs *daemon.LogRing, log *slog.Logger) error {
 	sigs := make(chan os.Signal, 4)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
 	defer signal.Stop(sigs)
@@ -128,7 +133,7 @@ func serve(ctx context.Context, cfg config.Config, store *provision.Store, api a
 	}
 	sd := supervise.New(log.With("part", "systemd"))
 
-	d, err := daemon.New(ctx, cfg, daemon.Options{Logger: log, Version: version, StateDir: api.stateDir})
+	d, err := daemon.New(ctx, cfg, daemon.Options{Logger: log, Version: version, StateDir: api.stateDir, OffloadSocket: offloadSocket})
 	if err != nil {
 		return err
 	}

@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"github.com/jnrelay/jnrelay/kernel/nft"
-	"github.com/jnrelay/jnrelay/kernel/tcfwd"
 )
 
 // FastPathMode selects the in-kernel fast path: the eBPF program of
@@ -130,6 +129,15 @@ type fastPath struct {
 	legs     map[legRef]*offloaded
 	closed   bool
 	polledAt atomic.Int64 // start of the last counter read, ns since epoch; 0 = never
+	gone     atomic.Bool  // the table went away with the offload broker (abandonLocked)
+
+	// reopen opens the table anew through the offload broker (nil for a
+	// table relayd opened itself, which cannot go away); orphans are the
+	// legs the kernel had when it went and those queued since, offered
+	// to the new one (guarded by mu).
+	reopen     func() (kernelTable, error)
+	reopenedAt time.Time // the last attempt; only run touches it
+	orphans    map[legRef]bool
 
 	counts *fastPathCounts // the Manager's, kept across Reconfigure
 
@@ -137,60 +145,12 @@ type fastPath struct {
 	done   chan struct{}
 }
 
-// openFastPath opens the table for mode, sized for maxFlows flows, and
-// counts into counts. It returns nil and no error when mode is off, or
-// auto and the host cannot run it (logged once, with the reason). Without
-// a socket per port only eBPF can serve: the nftables rules match on the
-// port's socket.
-func openFastPath(sh *shared, counts *fastPathCounts, mode FastPathMode, maxFlows int, socketPerPort bool) (*fastPath, error) {
-	listen := sh.listen
-	var t kernelTable
-	capacity := 0
-	switch mode {
-	case "", FastPathOff:
-		return nil, nil
-	case FastPathAuto, FastPathEBPF:
-		f, err := tcfwd.Open(tcfwd.Config{Listen: listen, MaxFlows: maxFlows})
-		if err == nil {
-			t, capacity = f, maxFlows
-			break
-		}
-		if mode == FastPathEBPF {
-			return nil, fmt.Errorf("fast path: %w", err)
-		}
-		if !socketPerPort {
-			sh.log.Info("in-kernel fast path unavailable, relaying in userspace", "ebpf", err.Error())
-			return nil, nil
-		}
-		nt, nerr := nft.Open(nft.Config{Listen: listen})
-		if nerr != nil {
-			sh.log.Info("in-kernel fast path unavailable, relaying in userspace", "ebpf", err.Error(), "nftables", nerr.Error())
-			return nil, nil
-		}
-		sh.log.Info("eBPF fast path unavailable, using nftables", "err", err.Error())
-		t = nt
-	case FastPathNftables:
-		if !socketPerPort {
-			return nil, errSteeredFastPath
-		}
-		nt, err := nft.Open(nft.Config{Listen: listen})
-		if err != nil {
-			return nil, fmt.Errorf("fast path: %w", err)
-		}
-		t = nt
-	default:
-		return nil, fmt.Errorf("fast path mode %q: want off, auto, ebpf or nftables", mode)
-	}
-	fp := newFastPath(sh, counts, t, capacity)
-	sh.log.Info("in-kernel fast path on: latched legs are forwarded by the kernel", "by", t.Name())
-	return fp, nil
-}
-
 // newFastPath runs a fast path over table t, which holds capacity flows
-// (0: no fixed bound), until close.
-func newFastPath(sh *shared, counts *fastPathCounts, t kernelTable, capacity int) *fastPath {
+// (0: no fixed bound), until close. reopen, when not nil, opens a new
+// table once t went away with the offload broker.
+func newFastPath(sh *shared, counts *fastPathCounts, t kernelTable, capacity int, reopen func() (kernelTable, error)) *fastPath {
 	ctx, cancel := context.WithCancel(context.Background())
-	fp := &fastPath{sh: sh, log: sh.log, table: t, capacity: capacity, epoch: time.Now(), legs: map[legRef]*offloaded{}, counts: counts,
+	fp := &fastPath{sh: sh, log: sh.log, table: t, capacity: capacity, epoch: time.Now(), legs: map[legRef]*offloaded{}, counts: counts, reopen: reopen,
 		work: make(chan struct{}, 1), poll: make(chan struct{}, 1), cancel: cancel, done: make(chan struct{})}
 	go fp.run(ctx)
 	return fp
@@ -211,6 +171,7 @@ func (fp *fastPath) run(ctx context.Context) {
 			fp.refresh(relatchFresh / 2)
 		case <-tick.C:
 			fp.refresh(pollInterval / 2)
+			fp.tryReopen()
 		}
 	}
 }

@@ -62,8 +62,9 @@ func (m *Manager) offerLive(fp *fastPath) {
 // FastPath describes the in-kernel fast path for metrics.
 func (m *Manager) FastPath() FastPathStats {
 	fp := m.sh.fp.Load()
-	st := m.fpCounts.stats(fp != nil)
-	if fp != nil {
+	active := fp != nil && !fp.gone.Load()
+	st := m.fpCounts.stats(active)
+	if active {
 		st.By = fp.table.Name()
 	}
 	return st

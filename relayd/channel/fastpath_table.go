@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/jnrelay/jnrelay/kernel/nft"
+	"github.com/jnrelay/jnrelay/kernel/offload"
 )
 
 // The fast path's table work, on its own goroutine or under fp.mu:
@@ -30,6 +31,13 @@ func (fp *fastPath) applyChunk(changes []change, apply func([]change) error, com
 	if err == nil {
 		for _, ch := range changes {
 			commit(ch)
+		}
+		return
+	}
+	if errors.Is(err, offload.ErrBrokerGone) {
+		fp.abandonLocked(err)
+		for _, ch := range changes {
+			fp.orphans[ch.ref] = true
 		}
 		return
 	}
@@ -70,6 +78,12 @@ func (fp *fastPath) process() {
 	fp.mu.Lock()
 	defer fp.mu.Unlock()
 	if fp.closed {
+		if fp.gone.Load() {
+			// For the broker's next table (tryReopen).
+			for _, ref := range queue {
+				fp.orphans[ref] = true
+			}
+		}
 		return
 	}
 	var changes []change
@@ -133,9 +147,71 @@ func (fp *fastPath) process() {
 	for len(changes) > 0 {
 		chunk := changes[:min(len(changes), maxLegsPerTransaction)]
 		changes = changes[len(chunk):]
+		if fp.closed {
+			// The table went with the broker (abandonLocked): these
+			// wait for its next one.
+			for _, ch := range chunk {
+				fp.orphans[ch.ref] = true
+			}
+			continue
+		}
 		fp.applyChunk(chunk, apply, commit)
 	}
 	fp.counts.gauge.Store(int64(len(fp.legs)))
+}
+
+// abandonLocked gives up a table that went away with the offload
+// broker's connection (the broker removes the table of a client that
+// leaves, and one it held goes when it ends): every leg is relayed in
+// userspace again, where its latches never stopped being valid, until
+// tryReopen gets a new table from the broker.
+func (fp *fastPath) abandonLocked(err error) {
+	if fp.gone.Load() {
+		return
+	}
+	fp.log.Error("in-kernel fast path lost with the offload broker: every leg is relayed in userspace", "was", fp.table.Name(), "err", err.Error())
+	fp.closed = true
+	fp.gone.Store(true)
+	fp.orphans = map[legRef]bool{}
+	for ref := range fp.legs {
+		ref.c.setInKernel(ref.leg, false)
+		fp.orphans[ref] = true
+	}
+	fp.legs = map[legRef]*offloaded{}
+	fp.counts.gauge.Store(0)
+}
+
+// reopenInterval is how often a fast path whose table went with the
+// broker asks the broker for a new one (a crashed broker is restarted by
+// its supervisor within seconds).
+const reopenInterval = 5 * time.Second
+
+// tryReopen asks the broker for a new table when the old one went with
+// it, at most every reopenInterval, and offers it the legs the old one
+// had: the broker's new table also replaces a stale one (nftables) that
+// a crashed broker left forwarding.
+func (fp *fastPath) tryReopen() {
+	if !fp.gone.Load() || fp.reopen == nil || time.Since(fp.reopenedAt) < reopenInterval {
+		return
+	}
+	fp.reopenedAt = time.Now()
+	t, err := fp.reopen() // not under mu: it may wait for the broker
+	if err != nil {
+		fp.log.Debug("offload broker still unavailable", "err", err.Error())
+		return
+	}
+	fp.mu.Lock()
+	fp.table, fp.closed = t, false
+	fp.gone.Store(false)
+	orphans := fp.orphans
+	fp.orphans = nil
+	fp.mu.Unlock()
+	fp.log.Info("in-kernel fast path back through the offload broker", "by", t.Name(), "legs_offered", len(orphans))
+	for ref := range orphans {
+		if ref.c.isLive() {
+			fp.enqueue(ref.c, ref.leg)
+		}
+	}
 }
 
 func (fp *fastPath) count(reason string) {
@@ -166,6 +242,10 @@ func (fp *fastPath) pollLocked() {
 	}
 	started := time.Since(fp.epoch)
 	cs, err := fp.table.Counters()
+	if errors.Is(err, offload.ErrBrokerGone) {
+		fp.abandonLocked(err)
+		return
+	}
 	if err != nil {
 		fp.log.Warn("fast path counters unreadable", "err", err.Error())
 		return
@@ -221,6 +301,9 @@ func (fp *fastPath) retire(c *Channel, final bool) {
 	// together must not cost a thousand dumps).
 	if final && !fp.fresh(finalPollShare) {
 		fp.pollLocked()
+		if fp.closed {
+			return // the table went with the broker, and the legs with it
+		}
 	}
 	if err := fp.table.Apply(remove, nil); err != nil {
 		// The sockets close anyway; rules left behind forward to peers of

@@ -34,6 +34,10 @@ type Config struct {
 	// segmentation offload message (kernel.SendBatch.SendSegmented); set
 	// it where kernel.Detect reports GSO. Per-port sockets only.
 	GSO bool
+	// OffloadSocket is the offload broker's unix socket (kernel/offload):
+	// the fast path's table is opened through it first, so relayd needs
+	// no capability for it. Empty = relayd opens the table itself.
+	OffloadSocket string
 	// PublicAddr returns the address the relay advertises (invalid while
 	// unknown): whether it is public decides which peers are permitted.
 	PublicAddr func() netip.Addr
@@ -101,7 +105,7 @@ func New(cfg Config) (*Manager, error) {
 	if cfg.Workers <= 0 {
 		cfg.Workers = runtime.GOMAXPROCS(0)
 	}
-	sh := &shared{log: cfg.Logger, ports: newPortTable(pool.first, pool.last())}
+	sh := &shared{log: cfg.Logger, ports: newPortTable(pool.first, pool.last()), openers: openers(cfg.OffloadSocket)}
 	sh.shields.init()
 	tr, err := newTransport(cfg, sh, pool.size()*portsPerChannel)
 	if err != nil {

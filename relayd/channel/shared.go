@@ -18,6 +18,9 @@ import (
 type shared struct {
 	log    *slog.Logger
 	listen netip.Addr // the relay ports' address (unspecified = all)
+	// openers are the ways to open the fast path's table, tried in
+	// order (fastpath_open.go).
+	openers []tableOpener
 
 	// ports maps a port to its side while a channel holds it; workers
 	// look events up here.

@@ -56,6 +56,9 @@ func needsRestart(old, cfg config.Config) error {
 	if cfg.Channel.Steered() != old.Channel.Steered() {
 		return fmt.Errorf("channel.sockets: changing it needs a restart of relayd")
 	}
+	if cfg.Channel.OffloadSocket != old.Channel.OffloadSocket {
+		return fmt.Errorf("channel.offload_socket: changing it needs a restart of relayd")
+	}
 	return nil
 }
 

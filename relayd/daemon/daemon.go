@@ -5,6 +5,7 @@
 package daemon
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"log/slog"
@@ -70,6 +71,10 @@ type Options struct {
 	// StateDir keeps state across restarts (usage counts); "" keeps
 	// nothing.
 	StateDir string
+	// OffloadSocket is the offload broker's socket when the
+	// configuration names none (channel.offload_socket): the packaged
+	// units pass theirs (relayd -offload-socket).
+	OffloadSocket string
 }
 
 // New builds and starts a relay from cfg. It returns once everything is
@@ -91,6 +96,8 @@ func New(ctx context.Context, cfg config.Config, opt Options) (*Daemon, error) {
 		Listen:   d.listen,
 		Steered:  cfg.Channel.Steered(),
 		GSO:      features.GSO,
+		// The fast path opened through the broker, when there is one.
+		OffloadSocket: cmp.Or(cfg.Channel.OffloadSocket, opt.OffloadSocket),
 		PublicAddr: func() netip.Addr {
 			if w := d.host.Load(); w != nil {
 				return w.Current()

@@ -233,13 +233,8 @@ func TestDebianPackageUnderSystemd(t *testing.T) {
 	}
 	step("stopped cleanly")
 
-	// The kernel data plane, opted in as install.md says with the
-	// drop-in the package ships: the eBPF fast path runs under the real
-	// unit. The container gets an Ethernet link (a veth pair) to attach
-	// it to, and forwarding.
-	c.must(ctx, "install", "-D", "-m", "0644", "/usr/share/jnrelay/relayd-kernel-offload.conf",
-		"/etc/systemd/system/relayd.service.d/kernel-offload.conf")
-	c.must(ctx, "systemctl", "daemon-reload")
+	// The kernel data plane. The container gets an Ethernet link (a veth
+	// pair) to attach the eBPF program to, and forwarding.
 	for _, args := range [][]string{
 		{"ip", "link", "add", "jn0", "type", "veth", "peer", "name", "jn1"},
 		{"ip", "link", "set", "jn0", "up"}, {"ip", "link", "set", "jn1", "up"},
@@ -253,17 +248,54 @@ func TestDebianPackageUnderSystemd(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(root, "root", "offload.json"), []byte(`{"channel": {"fast_path": "ebpf"}}`), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	// relayd is stopped: the request starts it through the socket, and
-	// "ebpf" is applied live (refused if the kernel path cannot open).
+
+	// As installed: relayd holds no capability, and gets the fast path
+	// from the offload broker, which its socket starts on relayd's first
+	// connection, under its own unit (a dynamic user with CAP_BPF and
+	// CAP_NET_ADMIN, bpf(2) allowed).
 	c.must(ctx, "relayd", "config", "set", "/root/offload.json")
-	if _, err := j.wait(ctx, "the eBPF fast path on under the unit", 1, func(e entry) bool {
+	if _, err := j.wait(ctx, "the eBPF fast path on through the offload broker", 1, func(e entry) bool {
+		return e.str("SYSLOG_IDENTIFIER") == "relayd" && strings.Contains(e.str("MESSAGE"), "in-kernel fast path on") &&
+			strings.Contains(e.str("MESSAGE"), "eBPF program on tc ingress") && strings.Contains(e.str("MESSAGE"), "through the offload broker")
+	}); err != nil {
+		t.Fatal(err)
+	}
+	broker := c.show(ctx, "relayd-offload.service", "ActiveState", "SubState", "DynamicUser")
+	if broker["ActiveState"] != "active" || broker["DynamicUser"] != "yes" {
+		t.Fatalf("relayd-offload.service: %v", broker)
+	}
+	pid := c.show(ctx, "relayd.service", "MainPID")["MainPID"]
+	for _, capLine := range []string{"CapPrm:\t0000000000000000", "CapEff:\t0000000000000000", "CapBnd:\t0000000000000000"} {
+		if status := c.must(ctx, "cat", "/proc/"+pid+"/status"); !strings.Contains(status, capLine) {
+			t.Errorf("relayd (pid %s) lacks %q:\n%s", pid, capLine, status)
+		}
+	}
+	if perm := strings.TrimSpace(c.must(ctx, "stat", "-c", "%a %U %G", "/run/jnrelay/offload.sock")); perm != "660 root jnrelay" {
+		t.Errorf("offload socket %q, want 660 root jnrelay", perm)
+	}
+	c.must(ctx, "systemctl", "stop", "relayd.service")
+	if _, err := j.wait(ctx, "the broker removing relayd's table", 1, func(e entry) bool {
+		return e.str("_SYSTEMD_UNIT") == "relayd-offload.service" && strings.Contains(e.str("MESSAGE"), "client gone, its table removed")
+	}); err != nil {
+		t.Fatal(err)
+	}
+	step("eBPF fast path through the offload broker, relayd without capabilities")
+
+	// Opted in as install.md says with the drop-in the package ships
+	// (steered ports need it): relayd may open the kernel objects
+	// itself, and still asks the broker first.
+	c.must(ctx, "install", "-D", "-m", "0644", "/usr/share/jnrelay/relayd-kernel-offload.conf",
+		"/etc/systemd/system/relayd.service.d/kernel-offload.conf")
+	c.must(ctx, "systemctl", "daemon-reload")
+	c.must(ctx, "systemctl", "start", "relayd.service")
+	if _, err := j.wait(ctx, "the eBPF fast path on under the unit", 2, func(e entry) bool {
 		return e.str("SYSLOG_IDENTIFIER") == "relayd" && strings.Contains(e.str("MESSAGE"), "in-kernel fast path on") &&
 			strings.Contains(e.str("MESSAGE"), "eBPF program on tc ingress")
 	}); err != nil {
 		t.Fatal(err)
 	}
 	c.must(ctx, "systemctl", "restart", "relayd.service")
-	if _, err := j.wait(ctx, "the eBPF fast path on again after a restart", 2, func(e entry) bool {
+	if _, err := j.wait(ctx, "the eBPF fast path on again after a restart", 3, func(e entry) bool {
 		return e.str("SYSLOG_IDENTIFIER") == "relayd" && strings.Contains(e.str("MESSAGE"), "in-kernel fast path on")
 	}); err != nil {
 		t.Fatal(err)

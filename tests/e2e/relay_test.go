@@ -81,6 +81,10 @@ type world struct {
 	// worker for the whole port range (BPF sk_lookup), a raw socket to send.
 	steered bool
 	rd      *harness.Relayd // the relayd started last
+	// broker, when set, holds the fast path (TestOffloadBroker): relayd
+	// runs brokerBin as an unprivileged user without capabilities.
+	broker    *brokerProc
+	brokerBin string
 }
 
 func relaySuite(t *testing.T, kind string, modes []string) {
@@ -198,7 +202,12 @@ func startRelaydIn(t *testing.T, ns, dir string, cfg any, extra ...string) *harn
 // registered with the server.
 func (w *world) startRelay(ctx context.Context, t *testing.T, cfg config.Config) *harness.Relayd {
 	t.Helper()
-	rd := startRelayd(t, w.lan.NS("relay"), cfg)
+	var rd *harness.Relayd
+	if w.broker != nil {
+		rd = w.startUnprivileged(ctx, t, cfg)
+	} else {
+		rd = startRelayd(t, w.lan.NS("relay"), cfg)
+	}
 	if _, err := rd.WaitLog(ctx, "xmpp component online", 1, nil); err != nil {
 		t.Fatal(err)
 	}
@@ -528,8 +537,22 @@ func (w *world) testKilledForwarder(t *testing.T) {
 	if !strings.Contains(w.tcFilters(t), "jnrelay_fwd") && !strings.Contains(rd.Logs(), "(tcx)") {
 		t.Fatalf("the program is neither a clsact filter nor a TCX link:\n%s", rd.Logs())
 	}
+	gone := 0
+	if w.broker != nil {
+		gone = strings.Count(w.broker.out.String(), "client gone, its table removed")
+	}
 	if err := rd.Kill(); err != nil {
 		t.Fatal(err)
+	}
+	if w.broker != nil {
+		// The broker holds the program: it removes it, TCX link or
+		// clsact filter, once it sees its client gone.
+		if err := w.broker.wait(ctx, "client gone, its table removed", gone+1); err != nil {
+			t.Fatal(err)
+		}
+		if f := w.tcFilters(t); strings.Contains(f, "jnrelay_fwd") {
+			t.Fatalf("the broker left its filter after relayd was killed:\n%s", f)
+		}
 	}
 	if f := w.tcFilters(t); strings.Contains(f, "jnrelay_fwd") {
 		t.Skipf("clsact attachment (a kernel before 6.6): the filter outlives the process until the next start:\n%s", f)

@@ -6,8 +6,10 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -57,6 +59,19 @@ func StartRelayd(bin, ns, dir string, config any) (*Relayd, error) {
 // dir/api-token).
 // A nil config starts relayd from the relayd.json already in dir.
 func StartRelaydArgs(bin, ns, dir string, config any, extra ...string) (*Relayd, error) {
+	return startRelayd(-1, bin, ns, dir, config, extra)
+}
+
+// StartRelaydAs is StartRelaydArgs with relayd running as uid (and gid
+// uid) without any capability — none permitted, effective, inheritable
+// or ambient, an empty bounding set, no_new_privs — as the hardened
+// packages run it. dir and its files are given to uid; bin must be
+// reachable by it.
+func StartRelaydAs(uid int, bin, ns, dir string, config any, extra ...string) (*Relayd, error) {
+	return startRelayd(uid, bin, ns, dir, config, extra)
+}
+
+func startRelayd(uid int, bin, ns, dir string, config any, extra []string) (*Relayd, error) {
 	path := filepath.Join(dir, "relayd.json")
 	if config != nil {
 		doc, err := json.Marshal(config)
@@ -82,6 +97,16 @@ func StartRelaydArgs(bin, ns, dir string, config any, extra ...string) (*Relayd,
 	// The API socket and token live in dir: /run is shared by every
 	// namespace, so several relays must not share a socket path.
 	args := append([]string{"-config", path, "-api-socket", filepath.Join(dir, "api.sock"), "-state-dir", dir}, extra...)
+	if uid >= 0 {
+		if err := chownTree(dir, uid); err != nil {
+			pw.Close()
+			return nil, err
+		}
+		id := strconv.Itoa(uid)
+		args = append([]string{"--reuid=" + id, "--regid=" + id, "--clear-groups", "--inh-caps=-all", "--ambient-caps=-all",
+			"--bounding-set=-all", "--no-new-privs", bin}, args...)
+		bin = "setpriv"
+	}
 	p, err := startProcess(netnsCommand(ns, bin, args...), pw)
 	if err != nil {
 		pw.Close()
@@ -293,4 +318,14 @@ func placeFiles(dir string, m map[string]any) error {
 		return place(turn, "secret_file", "turn")
 	}
 	return nil
+}
+
+// chownTree gives dir and everything in it to uid (and gid uid).
+func chownTree(dir string, uid int) error {
+	return filepath.WalkDir(dir, func(path string, _ fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		return os.Lchown(path, uid, uid)
+	})
 }

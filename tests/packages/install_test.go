@@ -50,6 +50,7 @@ func TestDebInstallScratchRoot(t *testing.T) {
 	wants := []string{
 		"etc/systemd/system/multi-user.target.wants/relayd.service",
 		"etc/systemd/system/sockets.target.wants/relayd-provision.socket",
+		"etc/systemd/system/sockets.target.wants/relayd-offload.socket",
 	}
 
 	dpkg("-i", deb)

@@ -71,12 +71,13 @@ func (r *initRun) start(uci ...string) (procd, out string, err error) {
 	script := initStubs + fmt.Sprintf(`
 . %q
 RUN_DIR=%q
+OFFLOAD_DIR=%q
 PID_FILE=%q
 DEFAULT_CONFIG=%q
 JNRELAY_USER=65534
 PROG=%q
 start_service
-`, r.script, r.path("run/jnrelay"), r.path("run/jnrelay.pid"), r.path("share/default.json"), r.prog)
+`, r.script, r.path("run/jnrelay"), r.path("run/jnrelay-offload"), r.path("run/jnrelay.pid"), r.path("share/default.json"), r.prog)
 	cmd := exec.Command("dash", "-c", script)
 	cmd.Env = append(os.Environ(), "PROCD_LOG="+r.log, "LAN_ADDR="+r.lan,
 		"UCI_config="+r.path("etc/jnrelay/relayd.json"), "UCI_state_dir="+r.path("etc/jnrelay/state"))
@@ -156,6 +157,36 @@ func TestOpenWrtInitFirstStart(t *testing.T) {
 	}
 	if strings.Contains(procd, "0.0.0.0") {
 		t.Errorf("API on every interface:\n%s", procd)
+	}
+	// The offload broker: its own instance, root in relayd's group with
+	// the fast path's two capabilities, its socket in a directory of
+	// root's that relayd's jail sees read-only; opened before relayd.
+	checkOwner(t, r.path("run/jnrelay-offload"), "0", "0", 0o755, true)
+	socket := r.path("run/jnrelay-offload/offload.sock")
+	broker, relayd, ok := strings.Cut(procd, "open relayd\n")
+	if !ok || !strings.Contains(broker, "open offload\n") {
+		t.Fatalf("no offload instance before relayd's:\n%s", procd)
+	}
+	for _, want := range []string{
+		"set command false -offload-broker " + socket + " -offload-user 65534",
+		"set group 65534", "set no_new_privs 1", "set capabilities /etc/capabilities/jnrelay-offload.json",
+		"jail offload log procfs", "mount /etc/passwd", "mount_rw " + r.path("run/jnrelay-offload"),
+	} {
+		if !strings.Contains(broker, want+"\n") {
+			t.Errorf("the offload instance was not told %q:\n%s", want, broker)
+		}
+	}
+	if strings.Contains(broker, "set user") {
+		t.Errorf("the offload broker runs as a user it could share files with:\n%s", broker)
+	}
+	for _, want := range []string{"append command -offload-socket " + socket, "mount " + r.path("run/jnrelay-offload")} {
+		if !strings.Contains(relayd, want+"\n") {
+			t.Errorf("relayd's instance was not told %q:\n%s", want, relayd)
+		}
+	}
+	// Turned off: no broker, relayd relays in userspace.
+	if procd, _, _ := r.start("offload_broker=0"); strings.Contains(procd, "offload") {
+		t.Errorf("offload_broker 0 still runs the broker:\n%s", procd)
 	}
 
 	// No LAN address: no API on TCP rather than every interface.
@@ -241,6 +272,19 @@ func TestOpenWrtInitPlantedLinks(t *testing.T) {
 	r.plant("run/jnrelay", r.path("elsewhere/dir"))
 	if _, out, err := r.start(); err == nil || !strings.Contains(out, "symbolic link") {
 		t.Errorf("start with RUN_DIR a link: %v %q", err, out)
+	}
+	r.untouched("elsewhere/dir", 0o755, true)
+
+	os.Remove(r.path("run/jnrelay"))
+	if err := os.Mkdir(r.path("run/jnrelay"), 0o750); err != nil {
+		t.Fatal(err)
+	}
+	// The broker's directory swapped for a link: no broker, no chown
+	// through it, relayd still starts.
+	r.plant("run/jnrelay-offload", r.path("elsewhere/dir"))
+	procd, out, err := r.start()
+	if err != nil || !strings.Contains(out, "no offload broker") || strings.Contains(procd, "offload") {
+		t.Errorf("start with the broker's directory a link: %v %q\n%s", err, out, procd)
 	}
 	r.untouched("elsewhere/dir", 0o755, true)
 

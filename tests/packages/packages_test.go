@@ -280,6 +280,8 @@ var systemdFiles = map[string]int64{
 	"usr/bin/relayd":                                  0o755,
 	"usr/lib/systemd/system/relayd.service":           0o644,
 	"usr/lib/systemd/system/relayd-provision.socket":  0o644,
+	"usr/lib/systemd/system/relayd-offload.service":   0o644,
+	"usr/lib/systemd/system/relayd-offload.socket":    0o644,
 	"usr/lib/systemd/system-preset/80-jnrelay.preset": 0o644,
 	"usr/lib/sysusers.d/jnrelay.conf":                 0o644,
 	"usr/lib/tmpfiles.d/jnrelay.conf":                 0o644,
@@ -305,10 +307,11 @@ func TestOverlayTarballs(t *testing.T) {
 		}
 		checkELF(t, name+": usr/bin/relayd", idx["usr/bin/relayd"].data, tg)
 		for file, src := range map[string]string{
-			"usr/lib/systemd/system/relayd.service":        "systemd/relayd.service",
-			"usr/lib/tmpfiles.d/jnrelay.conf":              "systemd/tmpfiles.d/jnrelay.conf",
-			"usr/share/jnrelay/relayd.default.json":        "image/relayd.default.json",
-			"usr/share/jnrelay/relayd-kernel-offload.conf": "systemd/relayd-kernel-offload.conf",
+			"usr/lib/systemd/system/relayd.service":         "systemd/relayd.service",
+			"usr/lib/systemd/system/relayd-offload.service": "systemd/relayd-offload.service",
+			"usr/lib/tmpfiles.d/jnrelay.conf":               "systemd/tmpfiles.d/jnrelay.conf",
+			"usr/share/jnrelay/relayd.default.json":         "image/relayd.default.json",
+			"usr/share/jnrelay/relayd-kernel-offload.conf":  "systemd/relayd-kernel-offload.conf",
 		} {
 			want, err := os.ReadFile(filepath.Join(root, src))
 			if err != nil {
@@ -453,6 +456,7 @@ func TestOpenWrtPackages(t *testing.T) {
 			"etc/config/jnrelay":                    0o644,
 			"lib/upgrade/keep.d/jnrelay":            0o644,
 			"etc/capabilities/jnrelay.json":         0o644,
+			"etc/capabilities/jnrelay-offload.json": 0o644,
 			"usr/share/jnrelay/relayd.default.json": 0o644,
 		}, a.epoch)
 		checkFiles(t, name+" control", ctrl, map[string]int64{
@@ -468,6 +472,17 @@ func TestOpenWrtPackages(t *testing.T) {
 		for _, set := range []string{"bounding", "effective", "permitted", "inheritable", "ambient"} {
 			if c, ok := caps[set]; !ok || len(c) != 0 {
 				t.Errorf("%s: capabilities %s = %v (present %v), want empty", name, set, c, ok)
+			}
+		}
+		// The offload broker's: the fast path's two, nothing to pass on.
+		var brokerCaps map[string][]string
+		if err := json.Unmarshal(didx["etc/capabilities/jnrelay-offload.json"].data, &brokerCaps); err != nil {
+			t.Errorf("%s: etc/capabilities/jnrelay-offload.json: %v", name, err)
+		}
+		for set, want := range map[string]string{"bounding": "CAP_BPF CAP_NET_ADMIN", "effective": "CAP_BPF CAP_NET_ADMIN",
+			"permitted": "CAP_BPF CAP_NET_ADMIN", "inheritable": "", "ambient": ""} {
+			if c, ok := brokerCaps[set]; !ok || strings.Join(c, " ") != want {
+				t.Errorf("%s: offload broker capabilities %s = %v (present %v), want %q", name, set, c, ok, want)
 			}
 		}
 

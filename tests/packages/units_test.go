@@ -17,7 +17,8 @@ import (
 )
 
 // maxExposure is the highest `systemd-analyze security` exposure relayd.service
-// may have (issue 6: ≤ 1.5 on systemd's 0–10 scale).
+// and relayd-offload.service may have (issue 6: ≤ 1.5 on systemd's 0–10
+// scale).
 const maxExposure = 1.5
 
 // repoRoot is the directory holding go.mod.
@@ -46,25 +47,29 @@ func needTool(t *testing.T, name, pkg string) {
 	}
 }
 
-var exposureRE = regexp.MustCompile(`Overall exposure level for relayd\.service: ([0-9]+\.[0-9]+)`)
+var exposureRE = regexp.MustCompile(`Overall exposure level for ([a-z-]+)\.service: ([0-9]+\.[0-9]+)`)
 
+// TestServiceSecurityExposure scores relayd, which holds no capability,
+// and its offload broker, which holds CAP_BPF and CAP_NET_ADMIN for it.
 func TestServiceSecurityExposure(t *testing.T) {
 	needTool(t, "systemd-analyze", "systemd")
-	unit := filepath.Join(repoRoot(t), "systemd", "relayd.service")
-	out, err := exec.Command("systemd-analyze", "security", "--offline=true", "--no-pager", unit).CombinedOutput()
-	// systemd-analyze security exits non-zero only when a --threshold is
-	// exceeded; any other failure shows up as a missing score line.
-	m := exposureRE.FindSubmatch(out)
-	if m == nil {
-		t.Fatalf("no exposure score in systemd-analyze security output (err %v):\n%s", err, out)
-	}
-	score, perr := strconv.ParseFloat(string(m[1]), 64)
-	if perr != nil {
-		t.Fatal(perr)
-	}
-	t.Logf("relayd.service exposure %.1f (limit %.1f)", score, maxExposure)
-	if score > maxExposure {
-		t.Fatalf("relayd.service exposure %.1f is above %.1f:\n%s", score, maxExposure, out)
+	for _, name := range []string{"relayd", "relayd-offload"} {
+		unit := filepath.Join(repoRoot(t), "systemd", name+".service")
+		out, err := exec.Command("systemd-analyze", "security", "--offline=true", "--no-pager", unit).CombinedOutput()
+		// systemd-analyze security exits non-zero only when a --threshold is
+		// exceeded; any other failure shows up as a missing score line.
+		m := exposureRE.FindSubmatch(out)
+		if m == nil || string(m[1]) != name {
+			t.Fatalf("no exposure score for %s in systemd-analyze security output (err %v):\n%s", name, err, out)
+		}
+		score, perr := strconv.ParseFloat(string(m[2]), 64)
+		if perr != nil {
+			t.Fatal(perr)
+		}
+		t.Logf("%s.service exposure %.1f (limit %.1f)", name, score, maxExposure)
+		if score > maxExposure {
+			t.Fatalf("%s.service exposure %.1f is above %.1f:\n%s", name, score, maxExposure, out)
+		}
 	}
 }
 
@@ -79,7 +84,8 @@ func TestUnitsVerify(t *testing.T) {
 	dir := t.TempDir()
 	bin := filepath.Join(dir, "relayd")
 	copyFile(t, a.hostBinary(t), bin, 0o755)
-	for _, name := range []string{"relayd.service", "relayd-provision.socket"} {
+	units := []string{"relayd.service", "relayd-provision.socket", "relayd-offload.service", "relayd-offload.socket"}
+	for _, name := range units {
 		b, err := os.ReadFile(filepath.Join(root, "systemd", name))
 		if err != nil {
 			t.Fatal(err)
@@ -89,8 +95,11 @@ func TestUnitsVerify(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	cmd := exec.Command("systemd-analyze", "verify", "--no-pager",
-		filepath.Join(dir, "relayd.service"), filepath.Join(dir, "relayd-provision.socket"))
+	args := []string{"verify", "--no-pager"}
+	for _, name := range units {
+		args = append(args, filepath.Join(dir, name))
+	}
+	cmd := exec.Command("systemd-analyze", args...)
 	out, err := cmd.CombinedOutput()
 	// verify prints warnings (unknown keys, unparsable values) but still
 	// exits 0: any output is a finding.
@@ -100,14 +109,16 @@ func TestUnitsVerify(t *testing.T) {
 
 	// Every flag of ExecStart must be one relayd defines, or relayd exits
 	// with status 2 at every start.
-	svc := parseUnit(t, filepath.Join(root, "systemd", "relayd.service"))
 	help, _ := exec.Command(bin, "-h").CombinedOutput() // -h exits 0 or 2 depending on flag package; the text is what counts
-	for _, f := range strings.Fields(svc.get(t, "Service", "ExecStart"))[1:] {
-		if !strings.HasPrefix(f, "-") {
-			continue
-		}
-		if !regexp.MustCompile(`(?m)^\s+` + regexp.QuoteMeta(f) + `\b`).Match(help) {
-			t.Errorf("relayd.service passes %s, which relayd -h does not list:\n%s", f, help)
+	for _, name := range []string{"relayd.service", "relayd-offload.service"} {
+		svc := parseUnit(t, filepath.Join(root, "systemd", name))
+		for _, f := range strings.Fields(svc.get(t, "Service", "ExecStart"))[1:] {
+			if !strings.HasPrefix(f, "-") {
+				continue
+			}
+			if !regexp.MustCompile(`(?m)^\s+` + regexp.QuoteMeta(f) + `\b`).Match(help) {
+				t.Errorf("%s passes %s, which relayd -h does not list:\n%s", name, f, help)
+			}
 		}
 	}
 }
@@ -165,12 +176,14 @@ func TestUnitContract(t *testing.T) {
 	root := repoRoot(t)
 	svc := parseUnit(t, filepath.Join(root, "systemd", "relayd.service"))
 	sock := parseUnit(t, filepath.Join(root, "systemd", "relayd-provision.socket"))
+	broker := parseUnit(t, filepath.Join(root, "systemd", "relayd-offload.service"))
+	brokerSock := parseUnit(t, filepath.Join(root, "systemd", "relayd-offload.socket"))
 	want := []struct {
 		u            unit
 		section, key string
 		value        string
 	}{
-		{svc, "Service", "ExecStart", "/usr/bin/relayd -config /etc/jnrelay/relayd.json -state-dir /var/lib/jnrelay -api-socket /run/jnrelay/api.sock -api-admin-group jnrelay-admin"},
+		{svc, "Service", "ExecStart", "/usr/bin/relayd -config /etc/jnrelay/relayd.json -state-dir /var/lib/jnrelay -api-socket /run/jnrelay/api.sock -api-admin-group jnrelay-admin -offload-socket /run/jnrelay/offload.sock"},
 		{svc, "Service", "Type", "notify"},
 		{svc, "Service", "NotifyAccess", "main"},
 		{svc, "Service", "ExecReload", "/bin/kill -HUP $MAINPID"},
@@ -197,6 +210,20 @@ func TestUnitContract(t *testing.T) {
 		{sock, "Socket", "SocketGroup", "jnrelay-admin"},
 		{sock, "Socket", "Service", "relayd.service"},
 		{sock, "Install", "WantedBy", "sockets.target"},
+		// The offload broker: relayd's capabilities, held apart.
+		{broker, "Service", "ExecStart", "/usr/bin/relayd -offload-broker /run/jnrelay/offload.sock -offload-user jnrelay"},
+		{broker, "Service", "Sockets", "relayd-offload.socket"},
+		{broker, "Service", "CapabilityBoundingSet", "CAP_BPF CAP_NET_ADMIN"},
+		{broker, "Service", "AmbientCapabilities", "CAP_BPF CAP_NET_ADMIN"},
+		{broker, "Service", "RestrictAddressFamilies", "AF_UNIX AF_NETLINK"},
+		{broker, "Service", "NoNewPrivileges", "yes"},
+		{broker, "Service", "ProtectSystem", "strict"},
+		{brokerSock, "Socket", "ListenStream", "/run/jnrelay/offload.sock"},
+		{brokerSock, "Socket", "SocketMode", "0660"},
+		{brokerSock, "Socket", "SocketUser", "root"},
+		{brokerSock, "Socket", "SocketGroup", "jnrelay"},
+		{brokerSock, "Socket", "Service", "relayd-offload.service"},
+		{svc, "Service", "AmbientCapabilities", ""},
 	}
 	for _, w := range want {
 		if got := w.u.get(t, w.section, w.key); got != w.value {
@@ -211,7 +238,22 @@ func TestUnitContract(t *testing.T) {
 		}
 	}
 	after := strings.Join(svc["Unit"]["After"], " ")
-	if !strings.Contains(after, "relayd-provision.socket") {
-		t.Errorf("relayd.service is not ordered after relayd-provision.socket (After=%s)", after)
+	for _, sock := range []string{"relayd-provision.socket", "relayd-offload.socket"} {
+		if !strings.Contains(after, sock) {
+			t.Errorf("relayd.service is not ordered after %s (After=%s)", sock, after)
+		}
+	}
+	if wants := strings.Join(svc["Unit"]["Wants"], " "); !strings.Contains(wants, "relayd-offload.socket") {
+		t.Errorf("relayd.service does not want relayd-offload.socket (Wants=%s): upgrades would not start the broker", wants)
+	}
+	// bpf(2) is allowed to the broker only: the last SystemCallFilter=
+	// of its unit adds it back after @privileged went.
+	if f := broker["Service"]["SystemCallFilter"]; len(f) == 0 || f[len(f)-1] != "bpf" {
+		t.Errorf("relayd-offload.service SystemCallFilter=%v: want bpf allowed last", f)
+	}
+	for _, f := range svc["Service"]["SystemCallFilter"] {
+		if strings.Contains(f, "bpf") {
+			t.Errorf("relayd.service allows %s: bpf(2) is the broker's", f)
+		}
 	}
 }

@@ -1,0 +1,55 @@
+package offload
+
+import (
+	"net"
+	"net/netip"
+	"os"
+	"testing"
+)
+
+// TestReceiverFindsTheSocket asks the kernel's lookup about real
+// sockets: the bound one is found with this process's uid, a free port
+// is not, and a connected socket answers only for its peer.
+func TestReceiverFindsTheSocket(t *testing.T) {
+	d, err := openSockDiag()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.close()
+	bound := listenUDP(t, "127.0.0.1:0")
+	port := bound.LocalAddr().(*net.UDPAddr).AddrPort().Port()
+	peer := netip.MustParseAddrPort("127.0.0.2:9")
+	uid, found, err := d.receiver(peer, netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), port))
+	if err != nil || !found || uid != uint32(os.Getuid()) {
+		t.Fatalf("bound socket: uid %d found %v err %v, want uid %d", uid, found, err, os.Getuid())
+	}
+	free := listenUDP(t, "127.0.0.1:0")
+	freePort := free.LocalAddr().(*net.UDPAddr).AddrPort().Port()
+	free.Close()
+	if _, found, err := d.receiver(peer, netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), freePort)); err != nil || found {
+		t.Fatalf("closed port %d: found %v err %v, want none", freePort, found, err)
+	}
+	// A connected socket receives from its peer only.
+	c, err := net.DialUDP("udp4", nil, net.UDPAddrFromAddrPort(peer))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	cl := c.LocalAddr().(*net.UDPAddr).AddrPort()
+	if _, found, err := d.receiver(peer, cl); err != nil || !found {
+		t.Fatalf("connected socket from its peer: found %v err %v", found, err)
+	}
+	if _, found, err := d.receiver(netip.MustParseAddrPort("127.0.0.3:9"), cl); err != nil || found {
+		t.Fatalf("connected socket from another peer: found %v err %v, want none", found, err)
+	}
+}
+
+func listenUDP(t *testing.T, addr string) *net.UDPConn {
+	t.Helper()
+	c, err := net.ListenUDP("udp4", net.UDPAddrFromAddrPort(netip.MustParseAddrPort(addr)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
