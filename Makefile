@@ -37,7 +37,7 @@ test-loaded: deps build
 	bash tests/loaded.sh $(MAKE) test-unit fuzz test-e2e
 
 test-unit:
-	$(GO) test -race -count=1 ./relayd/... ./kernel/... ./provision/... ./internal/...
+	$(GO) test -race -count=1 ./relayd/... ./kernel/... ./config/... ./provision/... ./internal/...
 
 ## fuzz: run every fuzz target briefly (FUZZTIME each)
 fuzz:
