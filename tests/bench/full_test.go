@@ -80,22 +80,33 @@ func runFull(ctx context.Context, t *testing.T, e *env) {
 
 	// Most important figures first, so a run cut short by the budget still
 	// has them for every contender.
-	for _, f := range figs {
-		r.fixed(f)
+	if wanted("fixed") {
+		for _, f := range figs {
+			r.fixed(f)
+		}
 	}
 	for _, size := range []int{172, 80} {
+		if !wanted(fmt.Sprintf("load%d", size)) {
+			continue
+		}
 		for _, f := range figs {
 			r.stepChannels(f, size)
 		}
 	}
-	for _, f := range figs {
-		r.stepHot(f)
+	if wanted("hot") {
+		for _, f := range figs {
+			r.stepHot(f)
+		}
 	}
-	for _, f := range figs[1:] {
-		r.halfMax(f)
+	if wanted("half") {
+		for _, f := range figs[1:] {
+			r.halfMax(f)
+		}
 	}
-	for _, f := range figs[1:] {
-		r.memory(f)
+	if wanted("rss") {
+		for _, f := range figs[1:] {
+			r.memory(f)
+		}
 	}
 
 	table := r.table(time.Since(started))
