@@ -10,9 +10,9 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
-	"errors"
 	"io"
 	"net"
 	"net/netip"
