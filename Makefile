@@ -78,7 +78,7 @@ test-image: deps test-cross image-arm64 cross
 	JNRELAY_REQUIRE_IMAGE=1 JNRELAY_CROSS_DIR=$(CURDIR)/bin/cross $(GO) test -count=1 -v -run 'CheckConfig|Cross' ./tests/size
 	JNRELAY_REQUIRE_IMAGE=1 JNRELAY_IMAGE_DIR=$(CURDIR)/bin/image-arm64 $(GO) test -count=1 -v -timeout 10m ./tests/image
 
-## bench: micro benchmarks, the request and spoofed-packet floods held to their targets, then the side-by-side run (relayd, C reference, rtpengine, coturn; 30-60 min, root)
+## bench: micro benchmarks, the request and spoofed-packet floods held to their targets, then the side-by-side run (relayd, C reference, rtpengine, coturn, relayd's TURN server; 30-60 min, root)
 bench: build
 	$(GO) test -run '^$$' -bench . -benchtime 20000x ./relayd/... ./kernel/...
 	RELAYD_BIN=$(CURDIR)/bin/relayd $(GO) test -count=1 -v -run '^(TestChannelRequestFlood|TestSpoofedFloodAtLatchedCall)$$' ./tests/chaos -args -chaos.targets

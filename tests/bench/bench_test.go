@@ -34,14 +34,32 @@ import (
 var (
 	flagFull       = flag.Bool("bench.full", false, "run the full benchmark instead of the smoke test (also JNRELAY_BENCH=full)")
 	flagOut        = flag.String("bench.out", "", "write the full benchmark's table as markdown to this file")
-	flagContenders = flag.String("bench.contenders", "", "comma-separated contenders to run (default all): relayd,relayd-fastpath,relayd-ebpf,relayd-steered,cref,rtpengine,coturn")
+	flagContenders = flag.String("bench.contenders", "", "comma-separated contenders to run (default all): relayd,relayd-fastpath,relayd-ebpf,relayd-steered,cref,rtpengine,coturn,relayd-turn")
 	flagBudget     = flag.Duration("bench.budget", 75*time.Minute, "full benchmark: stop starting new steps after this long")
 	flagStep       = flag.Duration("bench.step", 5*time.Second, "full benchmark: sending time of one load step")
+	flagFigures    = flag.String("bench.figures", "", "full benchmark: comma-separated figures to measure (default all): "+strings.Join(figureKeys, ","))
 )
+
+// figureKeys name the full benchmark's figures for -bench.figures, in the
+// order they are measured.
+var figureKeys = []string{"fixed", "load172", "load80", "hot", "half", "rss"}
+
+// wanted reports whether -bench.figures asks for figure key.
+func wanted(key string) bool {
+	if *flagFigures == "" {
+		return true
+	}
+	for _, k := range strings.Split(*flagFigures, ",") {
+		if strings.TrimSpace(k) == key {
+			return true
+		}
+	}
+	return false
+}
 
 // all lists the contenders in table order; the baseline always runs.
 func all() []*contender {
-	return []*contender{relaydC, relaydFastC, relaydEBPFC, relaydSteeredC, crefC, rtpengineC, coturnC}
+	return []*contender{relaydC, relaydFastC, relaydEBPFC, relaydSteeredC, crefC, rtpengineC, coturnC, relaydTURNC}
 }
 
 func selected() []*contender {

@@ -2,15 +2,11 @@ package bench
 
 import (
 	"context"
-	"fmt"
 	"net/netip"
 	"os/exec"
 	"path/filepath"
 	"strconv"
 	"testing"
-	"time"
-
-	"github.com/jnrelay/jnrelay/tests/harness"
 )
 
 // coturnC is coturn (Debian), one relay thread, no authentication. Its
@@ -42,19 +38,9 @@ func startCoturn(ctx context.Context, _ testing.TB, e *env, n int) (*relay, erro
 	if err != nil {
 		return nil, err
 	}
-	// Wait until the server answers a STUN Binding request. Each try
-	// retransmits for about 11 s, so a slow start is waited out, not raced.
 	server := netip.AddrPortFrom(relayAP, turnPort)
-	up := time.Now().Add(20 * time.Second)
-	for {
-		_, err := harness.STUNBindingIn(e.topo.nsR, netip.AddrPort{}, server)
-		if err == nil {
-			break
-		}
-		if time.Now().After(up) {
-			_, _ = p.stop(10 * time.Second)
-			return nil, fmt.Errorf("turnserver never answered a Binding request (%v); stderr: %s", err, p.stderr)
-		}
+	if err := waitBinding(e, p, server); err != nil {
+		return nil, err
 	}
 	r := &relay{proc: p, turn: true}
 	for range n {

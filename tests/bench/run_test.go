@@ -37,6 +37,7 @@ type env struct {
 	rtpload string // binaries
 	dpbench string
 	cref    string // "" when gcc is missing
+	relayd  string // relayd itself, found or built on first use (relaydBinary)
 	// maxChannels is how many channels a relay may hold here (file
 	// descriptor limit), at most 10,000.
 	maxChannels int
@@ -179,11 +180,13 @@ type relay struct {
 	proc *proc // nil for the kernel-forwarding baseline
 	// Where flow i sends, per side.
 	targetsA, targetsB []netip.AddrPort
-	// turn makes side a a TURN client of the relay (coturn): targetsA
-	// are the server, targetsB come from side a's allocations (see
-	// cmd/rtpload -turn).
-	turn        bool
-	allocPerSec float64
+	// turn makes side a a TURN client of the relay (coturn, relayd's
+	// TURN server): targetsA are the server, targetsB come from side a's
+	// allocations (see cmd/rtpload -turn), authenticated with turnUser
+	// and turnPassword when set.
+	turn                   bool
+	turnUser, turnPassword string
+	allocPerSec            float64
 	// counters parses the relay's final stdout lines: packets it relayed
 	// and dropped (ok false when the contender reports none).
 	counters func(lines []string) (relayed, dropped uint64, ok bool)
@@ -362,6 +365,9 @@ func (e *env) drive(ctx context.Context, r *relay, s spec) (*step, error) {
 			return nil, err
 		}
 		argsA = append(argsA, "-turn", "-turn-peers", peers, "-turn-relayed", relayed)
+		if r.turnUser != "" {
+			argsA = append(argsA, "-turn-user", r.turnUser, "-turn-password", r.turnPassword)
+		}
 	} else if err := writeTargets(tb, r.targetsB[:s.channels]); err != nil {
 		return nil, err
 	}

@@ -1,15 +1,20 @@
-// Command demo shows a call going through relayd: a private Prosody on
+// Command demo shows calls going through relayd: a private Prosody on
 // loopback, relayd registered with it as relay.localhost, a third-party
-// client (python3-slixmpp) asking for a channel, and two UDP endpoints
-// exchanging RTP and RTCP through the relay. It prints a summary and tears
-// everything down, also on Ctrl-C. Run it with `make demo`.
+// client (python3-slixmpp) asking for a Jingle Nodes channel and two UDP
+// endpoints exchanging RTP and RTCP through it; then two users fetching
+// TURN credentials over XEP-0215 and exchanging packets through
+// allocations on relayd's built-in TURN server (turn.go). It prints a
+// summary of each and tears everything down, also on Ctrl-C. Run it with
+// `make demo`.
 package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"net/netip"
 	"os"
 	"os/signal"
@@ -48,7 +53,8 @@ func run(ctx context.Context, out io.Writer, relaydBin string, duration time.Dur
 	step := func(format string, args ...any) { fmt.Fprintf(out, "==> "+format+"\n", args...) }
 
 	step("starting a private Prosody on loopback")
-	srv, err := harness.StartProsody(ctx, harness.ServerOptions{Users: map[string]string{"alice": "alicepw"}})
+	users := map[string]string{"alice": "alicepw", "bob": "bobpw"}
+	srv, err := harness.StartProsody(ctx, harness.ServerOptions{Users: users})
 	if err != nil {
 		return fmt.Errorf("start prosody: %w", err)
 	}
@@ -64,7 +70,11 @@ func run(ctx context.Context, out io.Writer, relaydBin string, duration time.Dur
 	cfg.PublicAddress, cfg.ListenAddress = "127.0.0.1", "127.0.0.1"
 	cfg.Ports = config.PortRange{Min: 41000, Max: 41999}
 	cfg.XMPP = []config.Service{{Type: "component", Server: srv.Component.String(), Domain: srv.ComponentDomain, Secret: srv.Secret}}
-	step("starting relayd as the component %s", srv.ComponentDomain)
+	cfg.TURN.Builtin.Enabled = true
+	if cfg.TURN.Builtin.Port, err = freeLoopbackPort(); err != nil {
+		return err
+	}
+	step("starting relayd as the component %s, its TURN server on 127.0.0.1:%d", srv.ComponentDomain, cfg.TURN.Builtin.Port)
 	rd, err := harness.StartRelayd(relaydBin, "", dir, cfg)
 	if err != nil {
 		return err
@@ -72,8 +82,10 @@ func run(ctx context.Context, out io.Writer, relaydBin string, duration time.Dur
 	defer rd.Stop()
 	wctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 	defer cancel()
-	if _, err := rd.WaitLog(wctx, "xmpp component online", 1, nil); err != nil {
-		return fmt.Errorf("%w\nrelayd output:\n%s", err, rd.Logs())
+	for _, msg := range []string{"xmpp component online", "TURN server started"} {
+		if _, err := rd.WaitLog(wctx, msg, 1, nil); err != nil {
+			return fmt.Errorf("%w\nrelayd output:\n%s", err, rd.Logs())
+		}
 	}
 
 	step("alice@localhost (python3-slixmpp) asks %s for a channel", srv.ComponentDomain)
@@ -154,6 +166,10 @@ func run(ctx context.Context, out io.Writer, relaydBin string, duration time.Dur
 	fmt.Fprintf(out, "  median latency added by the relay: %s (through relay %s, direct %s)\n",
 		(relayed - direct).Round(time.Microsecond), relayed.Round(time.Microsecond), direct.Round(time.Microsecond))
 
+	if err := turnCall(ctx, out, srv, rd, cfg.TURN.Builtin.Realm, users, duration); err != nil {
+		return err
+	}
+
 	step("stopping relayd and Prosody")
 	if err := rd.Stop(); err != nil {
 		return fmt.Errorf("relayd did not stop cleanly: %w", err)
@@ -164,6 +180,25 @@ func run(ctx context.Context, out io.Writer, relaydBin string, duration time.Dur
 			end.Int("packets_local_to_remote"), end.Int("packets_remote_to_local"), end.Int("dropped_peer_not_latched"))
 	}
 	return nil
+}
+
+// freeLoopbackPort is a port free on loopback for both UDP and TCP now
+// (the TURN server serves both on its port).
+func freeLoopbackPort() (int, error) {
+	for range 20 {
+		u, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+		if err != nil {
+			return 0, err
+		}
+		port := u.LocalAddr().(*net.UDPAddr).Port
+		t, err := net.ListenTCP("tcp4", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: port})
+		u.Close()
+		if err == nil {
+			t.Close()
+			return port, nil
+		}
+	}
+	return 0, errors.New("no port free for both UDP and TCP on loopback")
 }
 
 // directLatency is the median one-way latency of packets sent straight

@@ -107,6 +107,8 @@ type config struct {
 	turn        bool
 	turnPeers   []unix.RawSockaddrInet4
 	turnRelayed string
+	// Long-term credentials for a server that asks for them ("" = none).
+	turnUser, turnPassword string
 }
 
 func main() {
@@ -148,11 +150,14 @@ func parseFlags() (*config, error) {
 	turn := flag.Bool("turn", false, "TURN client mode: -targets are the TURN server, one allocation and channel per flow (see turn.go)")
 	turnPeers := flag.String("turn-peers", "", "with -turn: file with the peer ip:port of each flow (the other side's endpoints)")
 	turnRelayed := flag.String("turn-relayed", "", "with -turn: file to write each flow's relayed ip:port to")
+	turnUser := flag.String("turn-user", "", "with -turn: username of the long-term credentials (default: unauthenticated requests)")
+	turnPassword := flag.String("turn-password", "", "with -turn-user: its password")
 	flag.Parse()
 
 	c := &config{flows: *flows, portBase: *portBase, rate: *rate, peerRate: *peerRate, size: *size,
 		duration: *duration, startAt: *startAt, drain: *drain, tick: *tick, batch: *batch, sendBatch: *sendBatch, pt: *pt,
-		verify: *verify, rcvbuf: *rcvbuf, turn: *turn, turnRelayed: *turnRelayed}
+		verify: *verify, rcvbuf: *rcvbuf, turn: *turn, turnRelayed: *turnRelayed,
+		turnUser: *turnUser, turnPassword: *turnPassword}
 	switch *side {
 	case "a":
 		c.side = 0
@@ -209,6 +214,9 @@ func parseFlags() (*config, error) {
 		if c.turnPeers, err = readTargets(*turnPeers, c.flows); err != nil {
 			return nil, err
 		}
+	}
+	if (c.turnUser != "" || c.turnPassword != "") && (!c.turn || c.turnUser == "" || c.turnPassword == "") {
+		return nil, errors.New("-turn-user and -turn-password go together, with -turn")
 	}
 	return c, nil
 }

@@ -1,14 +1,23 @@
 package main
 
-// TURN client mode (-turn), for relaying through a TURN server (coturn)
-// the way a WebRTC client would: each flow's endpoint makes its own
-// allocation (RFC 8656 Allocate, unauthenticated: the server runs with
-// --no-auth) and binds channel 0x4000 to its peer, the other side's
+// TURN client mode (-turn), for relaying through a TURN server (coturn,
+// relayd's built-in one) the way a WebRTC client would: each flow's
+// endpoint makes its own allocation (RFC 8656 Allocate) and binds channel
+// 0x4000 to its peer, the other side's
 // endpoint of the same flow (ChannelBind, which also installs the
 // permission). Media then goes to the server in ChannelData frames (a
 // 4-byte header: channel number, length) and comes back the same way; the
 // other side sends plain RTP to the allocation's relayed address, which
 // this process writes to -turn-relayed for the runner.
+//
+// Without -turn-user the requests are unauthenticated (coturn runs with
+// --no-auth). With -turn-user and -turn-password they use the long-term
+// credential mechanism (RFC 8489 9.2), as a browser given TURN REST
+// credentials does: one unauthenticated Allocate fetches the server's
+// realm and nonce (its 401), then every request carries USERNAME, REALM,
+// NONCE and MESSAGE-INTEGRITY; a 438 (stale nonce) answer renews the
+// nonce and the request is sent again. One challenge for all flows keeps
+// the set-up clear of a server's limit on unauthenticated requests.
 //
 // Set-up is done socket by socket before the measurement (requests for all
 // the socket's flows, then their answers, retried up to three times); it
@@ -25,6 +34,7 @@ import (
 	"time"
 	"unsafe"
 
+	"github.com/pion/stun/v4"
 	"golang.org/x/sys/unix"
 )
 
@@ -41,7 +51,15 @@ const (
 	attrErrorCode      = 0x0009
 	turnChannel        = 0x4000 // every allocation binds its single peer to the first channel number
 	channelDataHeader  = 4
+	challengeFlow      = -1 // the flow index of the transaction that fetches realm and nonce
 )
+
+// turnAuth is what the long-term credential mechanism needs: the
+// credentials, and the realm and nonce the server gave.
+type turnAuth struct {
+	user, password string
+	realm, nonce   string
+}
 
 // turnSetup allocates and binds a channel for every flow, returning the
 // relayed address of each.
@@ -52,6 +70,13 @@ func (g *gen) turnSetup(peers []unix.RawSockaddrInet4) ([]netip.AddrPort, error)
 	if _, err := rand.Read(nonce[:]); err != nil {
 		return nil, err
 	}
+	var auth *turnAuth
+	if cfg.turnUser != "" {
+		auth = &turnAuth{user: cfg.turnUser, password: cfg.turnPassword}
+		if err := g.turnChallenge(nonce, auth); err != nil {
+			return nil, err
+		}
+	}
 	for j, fd := range g.socks {
 		first, last := j*g.h, min((j+1)*g.h, cfg.flows)
 		for _, method := range []uint16{stunAllocate, stunChannelBind} {
@@ -61,12 +86,15 @@ func (g *gen) turnSetup(peers []unix.RawSockaddrInet4) ([]netip.AddrPort, error)
 			}
 			for try := 0; try < 3 && len(pending) > 0; try++ {
 				for i := range pending {
-					req := stunRequest(method, i, nonce, peers)
+					req, err := stunRequest(method, i, nonce, peers, auth)
+					if err != nil {
+						return nil, err
+					}
 					if err := sendFrom(fd, cfg.hosts[i%g.h], &cfg.targets[i], req); err != nil {
 						return nil, fmt.Errorf("TURN request for flow %d: %w", i, err)
 					}
 				}
-				if err := g.turnAnswers(fd, method, nonce, pending, relayed, time.Now().Add(2*time.Second)); err != nil {
+				if err := g.turnAnswers(fd, method, nonce, auth, pending, relayed, time.Now().Add(2*time.Second)); err != nil {
 					return nil, err
 				}
 			}
@@ -78,22 +106,92 @@ func (g *gen) turnSetup(peers []unix.RawSockaddrInet4) ([]netip.AddrPort, error)
 	return relayed, nil
 }
 
-// turnAnswers reads answers on fd until every pending flow is answered or
-// the deadline passes.
-func (g *gen) turnAnswers(fd int, method uint16, nonce [4]byte, pending map[int]bool, relayed []netip.AddrPort, deadline time.Time) error {
+// turnChallenge sends one unauthenticated Allocate from flow 0's
+// endpoint and takes the realm and nonce from the server's 401 answer.
+func (g *gen) turnChallenge(nonce [4]byte, auth *turnAuth) error {
+	cfg := g.cfg
+	req, err := stunRequest(stunAllocate, challengeFlow, nonce, nil, nil)
+	if err != nil {
+		return err
+	}
 	buf := make([]byte, 1500)
-	for len(pending) > 0 && time.Now().Before(deadline) {
-		n, _, err := unix.Recvfrom(fd, buf, 0)
-		if err != nil {
-			if err == unix.EAGAIN || err == unix.EINTR {
+	for try := 0; try < 3; try++ {
+		if err := sendFrom(g.socks[0], cfg.hosts[0], &cfg.targets[0], req); err != nil {
+			return fmt.Errorf("TURN challenge: %w", err)
+		}
+		for deadline := time.Now().Add(2 * time.Second); time.Now().Before(deadline); {
+			msg, ok, err := recvAnswer(g.socks[0], buf, nonce)
+			if err != nil {
+				return fmt.Errorf("TURN challenge: %w", err)
+			}
+			if !ok || int32(binary.BigEndian.Uint32(msg[12:])) != challengeFlow {
 				continue
 			}
+			code, realm, srvNonce := stunErrorOf(msg)
+			if code != stun.CodeUnauthorized || realm == "" || srvNonce == "" {
+				return fmt.Errorf("TURN challenge: the server answered the unauthenticated Allocate with %#x, error %d (want a 401 with realm and nonce)",
+					binary.BigEndian.Uint16(msg), code)
+			}
+			auth.realm, auth.nonce = realm, srvNonce
+			return nil
+		}
+	}
+	return errors.New("TURN challenge: no answer to the unauthenticated Allocate")
+}
+
+// recvAnswer reads one datagram from fd and reports whether it is a STUN
+// answer to one of our transactions (id starting with nonce).
+func recvAnswer(fd int, buf []byte, nonce [4]byte) ([]byte, bool, error) {
+	n, _, err := unix.Recvfrom(fd, buf, 0)
+	if err != nil {
+		if err == unix.EAGAIN || err == unix.EINTR {
+			return nil, false, nil
+		}
+		return nil, false, err
+	}
+	msg := buf[:n]
+	if n < 20 || binary.BigEndian.Uint32(msg[4:]) != stunMagic || [4]byte(msg[8:12]) != nonce {
+		return nil, false, nil // not an answer to us (a relayed packet would be ChannelData)
+	}
+	return msg, true, nil
+}
+
+// stunErrorOf decodes an error answer's code, realm and nonce (zero
+// values for what it lacks).
+func stunErrorOf(msg []byte) (code stun.ErrorCode, realm, nonce string) {
+	m := &stun.Message{Raw: append([]byte(nil), msg...)}
+	if m.Decode() != nil {
+		return 0, "", ""
+	}
+	var ec stun.ErrorCodeAttribute
+	if ec.GetFrom(m) == nil {
+		code = ec.Code
+	}
+	var r stun.Realm
+	if r.GetFrom(m) == nil {
+		realm = r.String()
+	}
+	var n stun.Nonce
+	if n.GetFrom(m) == nil {
+		nonce = n.String()
+	}
+	return code, realm, nonce
+}
+
+// turnAnswers reads answers on fd until every pending flow is answered or
+// the deadline passes. With auth, a 438 (stale nonce) answer renews the
+// nonce and leaves its flow pending, to be sent again.
+func (g *gen) turnAnswers(fd int, method uint16, nonce [4]byte, auth *turnAuth, pending map[int]bool, relayed []netip.AddrPort, deadline time.Time) error {
+	buf := make([]byte, 1500)
+	for len(pending) > 0 && time.Now().Before(deadline) {
+		msg, ok, err := recvAnswer(fd, buf, nonce)
+		if err != nil {
 			return fmt.Errorf("TURN answer: %w", err)
 		}
-		msg := buf[:n]
-		if n < 20 || binary.BigEndian.Uint32(msg[4:]) != stunMagic || [4]byte(msg[8:12]) != nonce {
-			continue // not an answer to us (a relayed packet would be ChannelData)
+		if !ok {
+			continue
 		}
+		n := len(msg)
 		typ := binary.BigEndian.Uint16(msg[0:])
 		flow := int(binary.BigEndian.Uint32(msg[12:]))
 		if typ&^0x0110 != method || !pending[flow] {
@@ -101,6 +199,10 @@ func (g *gen) turnAnswers(fd int, method uint16, nonce [4]byte, pending map[int]
 		}
 		attrs := msg[20:min(n, 20+int(binary.BigEndian.Uint16(msg[2:])))]
 		if typ&0x0110 == stunError {
+			if code, _, srvNonce := stunErrorOf(msg); auth != nil && code == stun.CodeStaleNonce && srvNonce != "" {
+				auth.nonce = srvNonce
+				continue
+			}
 			return fmt.Errorf("TURN method %#x for flow %d refused: %s", method, flow, stunErrorText(attrs))
 		}
 		if method == stunAllocate {
@@ -115,36 +217,36 @@ func (g *gen) turnAnswers(fd int, method uint16, nonce [4]byte, pending map[int]
 	return nil
 }
 
-// stunRequest builds an Allocate or ChannelBind request for flow i. The
-// transaction id carries the nonce and the flow index.
-func stunRequest(method uint16, i int, nonce [4]byte, peers []unix.RawSockaddrInet4) []byte {
-	m := make([]byte, 20, 64)
-	binary.BigEndian.PutUint16(m[0:], method)
-	binary.BigEndian.PutUint32(m[4:], stunMagic)
-	copy(m[8:12], nonce[:])
-	binary.BigEndian.PutUint32(m[12:], uint32(i))
-	binary.BigEndian.PutUint32(m[16:], uint32(method))
-	attr := func(t uint16, v []byte) {
-		m = binary.BigEndian.AppendUint16(m, t)
-		m = binary.BigEndian.AppendUint16(m, uint16(len(v)))
-		m = append(m, v...)
-		for len(m)%4 != 0 {
-			m = append(m, 0)
-		}
-	}
+// stunRequest builds an Allocate or ChannelBind request for flow i,
+// authenticated when auth is given. The transaction id carries the nonce,
+// the flow index and the method.
+func stunRequest(method uint16, i int, nonce [4]byte, peers []unix.RawSockaddrInet4, auth *turnAuth) ([]byte, error) {
+	m := new(stun.Message)
+	m.Type = stun.NewType(stun.Method(method), stun.ClassRequest)
+	copy(m.TransactionID[0:4], nonce[:])
+	binary.BigEndian.PutUint32(m.TransactionID[4:], uint32(i))
+	binary.BigEndian.PutUint32(m.TransactionID[8:], uint32(method))
+	m.WriteHeader()
 	if method == stunAllocate {
-		attr(attrReqTransport, []byte{17, 0, 0, 0}) // UDP
+		m.Add(attrReqTransport, []byte{17, 0, 0, 0}) // UDP
 	} else {
-		attr(attrChannelNumber, []byte{turnChannel >> 8, turnChannel & 0xff, 0, 0})
+		m.Add(attrChannelNumber, []byte{turnChannel >> 8, turnChannel & 0xff, 0, 0})
 		p := peers[i]
 		port := binary.BigEndian.Uint16((*[2]byte)(unsafe.Pointer(&p.Port))[:])
 		v := []byte{0, 1, 0, 0, 0, 0, 0, 0}
 		binary.BigEndian.PutUint16(v[2:], port^(stunMagic>>16))
 		binary.BigEndian.PutUint32(v[4:], binary.BigEndian.Uint32(p.Addr[:])^stunMagic)
-		attr(attrXorPeerAddress, v)
+		m.Add(attrXorPeerAddress, v)
 	}
-	binary.BigEndian.PutUint16(m[2:], uint16(len(m)-20))
-	return m
+	if auth != nil {
+		for _, s := range []stun.Setter{stun.NewUsername(auth.user), stun.NewRealm(auth.realm), stun.NewNonce(auth.nonce),
+			stun.NewLongTermIntegrity(auth.user, auth.realm, auth.password)} {
+			if err := s.AddTo(m); err != nil {
+				return nil, fmt.Errorf("TURN request for flow %d: %w", i, err)
+			}
+		}
+	}
+	return m.Raw, nil
 }
 
 // xorAddress decodes the IPv4 XOR-*-ADDRESS attribute typ.
