@@ -87,6 +87,7 @@ func startBroker(t testing.TB, uid uint32, mod func(*Config)) *broker {
 	if os.Geteuid() != 0 {
 		t.Skip("skipping: needs root (sockets of other users)")
 	}
+	needSockDiag(t)
 	// Not t.TempDir: its parent is private to root.
 	dir, err := os.MkdirTemp("", "offload")
 	if err != nil {
