@@ -149,6 +149,12 @@ func TestAllocateRelayBothWaysAndRelease(t *testing.T) {
 			t.Fatalf("client got %q from %v (%v)", got, from, err)
 		}
 	}
+	// The relayed socket counts a datagram after its send returns, which
+	// the peer's read may overtake: wait for the last count.
+	waitFor(t, "10 bytes counted each way", func() bool {
+		st := r.srv.Stats()
+		return st.BytesToPeers >= 10 && st.BytesFromPeers >= 10
+	})
 	st := r.srv.Stats()
 	if st.AllocationsLive != 1 || st.AllocationsTotal != 1 || st.BytesToPeers != 10 || st.BytesFromPeers != 10 {
 		t.Fatalf("stats %+v", st)
