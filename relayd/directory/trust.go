@@ -47,3 +47,13 @@ func (e Entry) Check() (Trust, error) {
 	}
 	return Verified, nil
 }
+
+func (t Trust) String() string {
+	switch t {
+	case Verified:
+		return "verified"
+	case Unverified:
+		return "unverified"
+	}
+	return "refused"
+}
