@@ -6,9 +6,11 @@ import (
 	"errors"
 	"log/slog"
 	"reflect"
+	"strings"
 	"sync"
 	"time"
 
+	"mellium.im/xmlstream"
 	"mellium.im/xmpp/jid"
 	"mellium.im/xmpp/stanza"
 )
@@ -154,11 +156,30 @@ func (p *Publisher) publish(ctx context.Context, s Requester, n Node, it Item) e
 	if !errors.As(err, &se) || se.Condition != stanza.ItemNotFound {
 		return err
 	}
-	if err := set(ctx, s, n.Service, createPayload(n.Node), &ignored); err != nil {
+	if err := CreateNode(ctx, s, n); err != nil {
 		return errors.Join(errors.New("the node does not exist and could not be created: the provider creates it (docs/directory.md)"), err)
 	}
 	p.log.Info("directory: node created", "node", n.String())
 	return set(ctx, s, n.Service, publishPayload(n.Node, it), &ignored)
+}
+
+// CreateNode creates the directory node n as docs/directory.md says
+// (open publish model, open access, persistent items, as many as the
+// service allows, each stamped with its publisher).
+func CreateNode(ctx context.Context, s Requester, n Node) error {
+	var ignored struct{ XMLName xml.Name }
+	return set(ctx, s, n.Service, createPayload(n.Node), &ignored)
+}
+
+// CreateNodeXML is the payload CreateNode sends, as text (for tools
+// and tests that create the node with another client).
+func CreateNodeXML(node string) string {
+	var b strings.Builder
+	e := xml.NewEncoder(&b)
+	if _, err := xmlstream.Copy(e, createPayload(node)); err != nil || e.Flush() != nil {
+		return ""
+	}
+	return b.String()
 }
 
 func set(ctx context.Context, s Requester, to jid.JID, payload xml.TokenReader, v any) error {

@@ -25,8 +25,7 @@ type Node struct {
 
 func (n Node) String() string { return n.Service.String() + "/" + n.Node }
 
-// MaxItems is the most items a node is created to keep and the most a
-// reader asks for and keeps per fetch.
+// MaxItems is the most items a reader asks for and keeps per fetch.
 const MaxItems = 1000
 
 func pubsub(kids ...xml.TokenReader) xml.TokenReader {
@@ -68,7 +67,8 @@ func field(v, value string) xml.TokenReader {
 
 // createPayload creates a directory node: anyone may publish (readers
 // check who published what), anyone may read, items persist, at most
-// MaxItems of them, each stamped with its publisher.
+// as many as the service allows ("max"), each stamped with its
+// publisher.
 func createPayload(node string) xml.TokenReader {
 	form := xmlstream.Wrap(xmlstream.MultiReader(
 		xmlstream.Wrap(el("value", xmlstream.Token(xml.CharData(NSPubsub+"#node_config"))),
@@ -76,7 +76,7 @@ func createPayload(node string) xml.TokenReader {
 		field("pubsub#publish_model", "open"),
 		field("pubsub#access_model", "open"),
 		field("pubsub#persist_items", "1"),
-		field("pubsub#max_items", strconv.Itoa(MaxItems)),
+		field("pubsub#max_items", "max"),
 		field("pubsub#itemreply", "publisher"),
 		field("pubsub#notify_retract", "1"),
 	), xml.StartElement{Name: xml.Name{Space: nsData, Local: "x"}, Attr: []xml.Attr{attr("type", "submit")}})
