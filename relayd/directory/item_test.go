@@ -34,7 +34,9 @@ func encode(t testing.TB, r xml.TokenReader) string {
 	return b.String()
 }
 
-func parseString(s string) (Item, error) {
+func parseString(s string) (Item, error) { return parseAt(s, testNow) }
+
+func parseAt(s string, now time.Time) (Item, error) {
 	d := xml.NewDecoder(strings.NewReader(s))
 	for {
 		tok, err := d.Token()
@@ -42,7 +44,7 @@ func parseString(s string) (Item, error) {
 			return Item{}, err
 		}
 		if start, ok := tok.(xml.StartElement); ok {
-			return Parse(d, start, testNow)
+			return Parse(d, start, now)
 		}
 	}
 }

@@ -333,7 +333,11 @@ func (r *Reader) notified(t xml.TokenReader, start *xml.StartElement) {
 		Event *Items `xml:"http://jabber.org/protocol/pubsub#event event"`
 	}
 	msg.Event = &Items{now: r.cfg.Now}
-	if err := xml.NewTokenDecoder(t).DecodeElement(&msg, start); err != nil || msg.Event.Node == "" {
+	// t yields the message's children and its end element (as mellium
+	// hands a stanza to its handler): a decoder must see the start too,
+	// else the end is unbalanced.
+	d := xml.NewTokenDecoder(xmlstream.MultiReader(xmlstream.Token(*start), t))
+	if err := d.Decode(&msg); err != nil || msg.Event.Node == "" {
 		return
 	}
 	from, err := jid.Parse(msg.From)
