@@ -95,6 +95,11 @@ func (r *Reader) step(ctx context.Context) {
 	r.expire()
 	s := r.cfg.Session()
 	if s == nil {
+		// Offline: subscribe and fetch afresh once back (the server may
+		// have restarted without keeping them).
+		r.mu.Lock()
+		r.subscribedAs = ""
+		r.mu.Unlock()
 		return
 	}
 	addr := s.Addr().String()
