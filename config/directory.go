@@ -32,6 +32,11 @@ type Directory struct {
 type DirectoryNode struct {
 	Service string `json:"service"`
 	Node    string `json:"node"`
+	// Session names the xmpp service (xmpp[].name) whose session reaches
+	// the node: a mirror on another server the relay has a session
+	// with. Empty = the first online one (for publishing: of a public
+	// service).
+	Session string `json:"session,omitempty"`
 }
 
 // Bounds of the directory keys.
@@ -64,6 +69,9 @@ func (c Config) validateDirectory(p *fieldErrors) {
 			if n.Node == "" || len(n.Node) > maxDirectoryNodeLen {
 				p.addf(key+".node", "must be 1-%d bytes long", maxDirectoryNodeLen)
 			}
+			if n.Session != "" {
+				c.validateDirectorySession(p, key, list, n.Session)
+			}
 		}
 	}
 	if d.Country != "" && !(len(d.Country) == 2 && d.Country[0] >= 'A' && d.Country[0] <= 'Z' && d.Country[1] >= 'A' && d.Country[1] <= 'Z') {
@@ -82,4 +90,19 @@ func (c Config) validateDirectory(p *fieldErrors) {
 	if !public {
 		p.addf("directory.publish", "no XMPP service has the public policy: roster-policy relays are never published")
 	}
+}
+
+// validateDirectorySession checks that a node's session names a service,
+// a public one for publishing.
+func (c Config) validateDirectorySession(p *fieldErrors, key, list, name string) {
+	for _, s := range c.XMPP {
+		if s.DefaultName() != name {
+			continue
+		}
+		if list == "publish" && s.Policy == PolicyRoster {
+			p.addf(key+".session", "%q has the roster policy: roster-policy relays are never published", name)
+		}
+		return
+	}
+	p.addf(key+".session", "no xmpp service is named %q", name)
 }

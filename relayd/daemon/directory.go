@@ -29,7 +29,7 @@ func directoryNodes(key string, nodes []config.DirectoryNode) ([]directory.Node,
 		if err != nil {
 			return nil, fmt.Errorf("directory.%s[%d].service: %w", key, i, err)
 		}
-		out = append(out, directory.Node{Service: svc[0], Node: n.Node})
+		out = append(out, directory.Node{Service: svc[0], Node: n.Node, Session: n.Session})
 	}
 	return out, nil
 }
@@ -115,25 +115,32 @@ func (d *Daemon) directoryItem(c config.Directory) directory.Item {
 	return it
 }
 
-// publicSession is the first online session of a public-policy service:
-// the relay's item is about its address.
-func (d *Daemon) publicSession() directory.Requester {
+// publicSession is the session to publish to n through: the one n names,
+// else the first of a public-policy service, if online. The relay's item
+// there is about its address.
+func (d *Daemon) publicSession(n directory.Node) directory.Requester {
+	return d.nodeSession(n, true)
+}
+
+// onlineRequester is the session to read n through: the one n names,
+// else the first, if online.
+func (d *Daemon) onlineRequester(n directory.Node) directory.Requester {
+	return d.nodeSession(n, false)
+}
+
+func (d *Daemon) nodeSession(n directory.Node, public bool) directory.Requester {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	for _, name := range d.order {
 		p := d.xmpp[name]
-		if p != nil && p.service.Policy != config.PolicyRoster && p.session.Status().State == xmppsession.StateOnline {
+		if p == nil || n.Session != "" && name != n.Session || public && p.service.Policy == config.PolicyRoster {
+			continue
+		}
+		if p.session.Status().State == xmppsession.StateOnline {
 			return p.session
 		}
-	}
-	return nil
-}
-
-// onlineRequester is the first online session (nil when none).
-func (d *Daemon) onlineRequester() directory.Requester {
-	for _, s := range d.sessions() {
-		if s.Status().State == xmppsession.StateOnline {
-			return s
+		if n.Session != "" {
+			return nil
 		}
 	}
 	return nil

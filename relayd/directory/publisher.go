@@ -35,9 +35,9 @@ const (
 type PublisherConfig struct {
 	Nodes   []Node
 	Refresh time.Duration
-	// Session returns the online session to publish through, or nil.
-	// The item is about that session's address.
-	Session func() Requester
+	// Session returns the online session to publish to n through, or
+	// nil. The item there is about that session's address.
+	Session func(n Node) Requester
 	// Self describes the relay now (JID and Updated are filled in); false
 	// means it is not to be listed now (draining, full quota).
 	Self   func() (Item, bool)
@@ -107,15 +107,16 @@ func (p *Publisher) step(ctx context.Context) {
 	if withdrawn {
 		return
 	}
-	s := p.cfg.Session()
-	if s == nil {
-		return
-	}
-	it, listed := p.cfg.Self()
-	it.JID, it.Policy, it.Status = s.Addr(), "public", StatusOK
+	self, listed := p.cfg.Self()
 	now := time.Now()
-	it.Updated = now.Truncate(time.Second)
 	for _, n := range p.cfg.Nodes {
+		s := p.cfg.Session(n)
+		if s == nil {
+			continue
+		}
+		it := self
+		it.JID, it.Policy, it.Status = s.Addr(), "public", StatusOK
+		it.Updated = now.Truncate(time.Second)
 		p.mu.Lock()
 		prev, ok := p.nodes[n.String()]
 		p.mu.Unlock()
@@ -224,11 +225,11 @@ func (p *Publisher) Withdraw(ctx context.Context) {
 		}
 	}
 	p.mu.Unlock()
-	s := p.cfg.Session()
-	if s == nil {
-		return
-	}
 	for _, n := range held {
+		s := p.cfg.Session(n)
+		if s == nil {
+			continue
+		}
 		p.mu.Lock()
 		pub := p.nodes[n.String()]
 		p.mu.Unlock()

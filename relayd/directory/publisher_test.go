@@ -13,7 +13,7 @@ const testNode = "relays"
 func testPublisher(f *fakeService, listed *bool, free *int) *Publisher {
 	return NewPublisher(PublisherConfig{
 		Nodes: []Node{{Service: jid.MustParse("pubsub.example.org"), Node: testNode}}, Refresh: time.Hour,
-		Session: func() Requester { return f },
+		Session: func(Node) Requester { return f },
 		Self: func() (Item, bool) {
 			return Item{JingleNodes: true, Free: *free, Total: 10, Reachability: "public", Version: "jnrelay test"}, *listed
 		},

@@ -21,6 +21,10 @@ const (
 type Node struct {
 	Service jid.JID
 	Node    string
+	// Session names the XMPP service whose session reaches the node (a
+	// mirror on a server the relay has a session with); "" = the default
+	// one.
+	Session string
 }
 
 func (n Node) String() string { return n.Service.String() + "/" + n.Node }

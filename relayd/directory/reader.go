@@ -24,8 +24,8 @@ type ReaderConfig struct {
 	// three times as long is stale and forgotten. The reader fetches
 	// every node again at this pace too (notifications can be lost).
 	Refresh time.Duration
-	// Session returns the online session to read through, or nil.
-	Session func() Requester
+	// Session returns the online session to read n through, or nil.
+	Session func(n Node) Requester
 	// Self lists the relay's own addresses, never listed as learned.
 	Self func() []jid.JID
 	// Probe asks a relay for a channel; an unverified item (its
@@ -55,8 +55,13 @@ type Reader struct {
 
 	mu     sync.Mutex
 	relays map[string]*known // by item JID
-	// subscribedAs is the session address the subscriptions were made
-	// for ("" = none yet).
+	nodes  map[string]*nodeState
+}
+
+// nodeState is where the reader is with one node.
+type nodeState struct {
+	// subscribedAs is the session address the subscription was made for
+	// ("" = none yet, or the session was seen offline since).
 	subscribedAs string
 	lastFetch    time.Time
 }
@@ -72,7 +77,7 @@ func NewReader(cfg ReaderConfig) *Reader {
 	if cfg.Self == nil {
 		cfg.Self = func() []jid.JID { return nil }
 	}
-	return &Reader{cfg: cfg, log: cfg.Logger, relays: map[string]*known{}}
+	return &Reader{cfg: cfg, log: cfg.Logger, relays: map[string]*known{}, nodes: map[string]*nodeState{}}
 }
 
 // Run subscribes and fetches once a session is online (again after every
@@ -93,48 +98,66 @@ func (r *Reader) Run(ctx context.Context) {
 
 func (r *Reader) step(ctx context.Context) {
 	r.expire()
-	s := r.cfg.Session()
+	var probeVia Requester
+	for _, n := range r.cfg.Nodes {
+		if s := r.stepNode(ctx, n); s != nil && probeVia == nil {
+			probeVia = s
+		}
+	}
+	if probeVia != nil {
+		r.probe(ctx, probeVia)
+	}
+}
+
+// stepNode subscribes to and fetches n when due; it returns the session
+// n is read through, nil while it is offline.
+func (r *Reader) stepNode(ctx context.Context, n Node) Requester {
+	r.mu.Lock()
+	st := r.nodes[n.String()]
+	if st == nil {
+		st = &nodeState{}
+		r.nodes[n.String()] = st
+	}
+	r.mu.Unlock()
+	s := r.cfg.Session(n)
 	if s == nil {
 		// Offline: subscribe and fetch afresh once back (the server may
 		// have restarted without keeping them).
 		r.mu.Lock()
-		r.subscribedAs = ""
+		st.subscribedAs = ""
 		r.mu.Unlock()
-		return
+		return nil
 	}
 	addr := s.Addr().String()
 	r.mu.Lock()
-	fresh := r.subscribedAs != addr
-	due := fresh || r.cfg.Now().Sub(r.lastFetch) >= r.cfg.Refresh
+	fresh := st.subscribedAs != addr
+	due := fresh || r.cfg.Now().Sub(st.lastFetch) >= r.cfg.Refresh
 	r.mu.Unlock()
 	if fresh {
-		for _, n := range r.cfg.Nodes {
-			var ignored struct{ XMLName xml.Name }
-			if err := set(ctx, s, n.Service, subscribePayload(n.Node, s.Addr()), &ignored); err != nil {
-				r.log.Warn("directory: subscribe failed", "node", n.String(), "err", err)
-			}
+		var ignored struct{ XMLName xml.Name }
+		if err := set(ctx, s, n.Service, subscribePayload(n.Node, s.Addr()), &ignored); err != nil {
+			r.log.Warn("directory: subscribe failed", "node", n.String(), "err", err)
 		}
 	}
 	if due {
-		for _, n := range r.cfg.Nodes {
-			r.fetch(ctx, s, n)
+		if r.fetch(ctx, s, n) {
+			r.mu.Lock()
+			st.subscribedAs, st.lastFetch = addr, r.cfg.Now()
+			r.mu.Unlock()
 		}
-		r.mu.Lock()
-		r.subscribedAs, r.lastFetch = addr, r.cfg.Now()
-		r.mu.Unlock()
 	}
-	r.probe(ctx, s)
+	return s
 }
 
 // fetch reads all of a node's items (at most MaxItems) and replaces what
-// the node held.
-func (r *Reader) fetch(ctx context.Context, s Requester, n Node) {
+// the node held; it reports whether it could.
+func (r *Reader) fetch(ctx context.Context, s Requester, n Node) bool {
 	qctx, cancel := context.WithTimeout(ctx, requestTimeout)
 	defer cancel()
 	is := Items{now: r.cfg.Now}
 	if err := s.Query(qctx, n.Service, itemsPayload(n.Node), &is); err != nil {
 		r.log.Warn("directory: fetch failed", "node", n.String(), "err", err)
-		return
+		return false
 	}
 	r.mu.Lock()
 	for _, k := range r.relays {
@@ -150,6 +173,7 @@ func (r *Reader) fetch(ctx context.Context, s Requester, n Node) {
 	}
 	r.mu.Unlock()
 	r.log.Info("directory: fetched", "node", n.String(), "items", len(is.Entries), "accepted", accepted)
+	return true
 }
 
 // apply adds, replaces and removes the relays entries say, for node n;

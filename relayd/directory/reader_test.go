@@ -38,7 +38,7 @@ func testReader(f *fakeService, c *clock, nodes ...string) *Reader {
 	for _, n := range nodes {
 		ns = append(ns, Node{Service: jid.MustParse("pubsub.example.org"), Node: n})
 	}
-	return NewReader(ReaderConfig{Nodes: ns, Refresh: time.Minute, Session: func() Requester { return f },
+	return NewReader(ReaderConfig{Nodes: ns, Refresh: time.Minute, Session: func(Node) Requester { return f },
 		Self: func() []jid.JID { return []jid.JID{f.addr} }, Probe: ChannelProbe, Now: c.Now})
 }
 
