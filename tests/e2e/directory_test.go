@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"encoding/xml"
+	"fmt"
 	"slices"
 	"testing"
 	"time"
@@ -145,5 +146,111 @@ func TestDirectoryOnProsody(t *testing.T) {
 	want = []string{"relay public " + addrB, "relay public " + addrC}
 	if listed := servicesOf(ctx, t, w, addrB); !slices.Equal(listed, want) {
 		t.Errorf("after A stopped, B's services %q, want %q", listed, want)
+	}
+}
+
+// TestDirectoryMirrorOnProsody: the directory is mirrored on two Prosody
+// servers (node relays-1 on the first, relays-2 on the second). Relay A
+// is the component relay.localhost on both and publishes to each; relay
+// B has an account on each and reads each. The first server is killed:
+// a client of the second still gets A from B's <services/>, and B
+// forgets nothing. The first server comes back: its node still holds A's
+// item (persistent items), which B fetches again.
+func TestDirectoryMirrorOnProsody(t *testing.T) {
+	harness.RequireRoot(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	lan := harness.NewLAN(t, "jnm", "relay")
+	users := map[string]string{user: password, "tracker": "trackerpw", "diradmin": "diradminpw"}
+	var srvs [2]*harness.XMPPServer
+	for i := range srvs {
+		srv, err := harness.StartProsody(ctx, harness.ServerOptions{Netns: lan.NS("relay"), Admins: []string{"diradmin"}, Users: users})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() {
+			if t.Failed() {
+				t.Logf("prosody %d logs:\n%s", i+1, srv.Logs())
+			}
+			srv.Close()
+		})
+		srvs[i] = srv
+	}
+	nodes := []string{"relays-1", "relays-2"}
+	for i, srv := range srvs {
+		outs, err := srv.Requester("diradmin", "diradminpw").Run(ctx, harness.RequestArgs{Relay: srv.PubsubDomain, Set: true,
+			Raw: directory.CreateNodeXML(nodes[i])})
+		if err != nil || len(outs) != 1 || outs[0].Type != "result" {
+			t.Fatalf("create node %s: %+v %v", nodes[i], outs, err)
+		}
+	}
+	w := &world{lan: lan, srv: srvs[0]}
+
+	cfgA := w.relayConfig()
+	cfgA.STUN.Enabled = false
+	cfgB := w.relayConfig()
+	cfgB.STUN.Enabled = false
+	cfgB.Ports = config.PortRange{Min: 40200, Max: 40299}
+	cfgA.XMPP, cfgB.XMPP = nil, nil
+	for i, srv := range srvs {
+		a, b := fmt.Sprintf("a%d", i+1), fmt.Sprintf("b%d", i+1)
+		cfgA.XMPP = append(cfgA.XMPP, config.Service{Name: a, Type: "component", Server: srv.Component.String(),
+			Domain: srv.ComponentDomain, Secret: srv.Secret})
+		cfgA.Directory.Publish = append(cfgA.Directory.Publish, config.DirectoryNode{Service: srv.PubsubDomain, Node: nodes[i], Session: a})
+		cfgB.XMPP = append(cfgB.XMPP, config.Service{Name: b, Type: "client", Server: srv.C2S.String(),
+			JID: "tracker@localhost", Password: "trackerpw", CAFile: srv.CAFile})
+		cfgB.Directory.Subscribe = append(cfgB.Directory.Subscribe, config.DirectoryNode{Service: srv.PubsubDomain, Node: nodes[i], Session: b})
+	}
+	cfgA.Directory.RefreshSeconds, cfgB.Directory.RefreshSeconds = 60, 60
+	relayA := startRelayd(t, lan.NS("relay"), cfgA)
+	if _, err := relayA.WaitLog(ctx, "directory: published", 2, nil); err != nil {
+		t.Fatal(err)
+	}
+	relayB := startRelayd(t, lan.NS("relay"), cfgB)
+	online, err := relayB.WaitLog(ctx, "xmpp client online", 1, func(r harness.LogRecord) bool { return r.Str("session") == "b2" })
+	if err != nil {
+		t.Fatal(err)
+	}
+	addrB2 := online.Str("address")
+	fetched := func(node string, n int) {
+		t.Helper()
+		if _, err := relayB.WaitLog(ctx, "directory: fetched", n, func(r harness.LogRecord) bool {
+			return r.Str("node") == srvs[0].PubsubDomain+"/"+node && r["accepted"] == float64(1)
+		}); err != nil {
+			t.Fatalf("B never fetched A's item from %s (time %d): %v", node, n, err)
+		}
+	}
+	fetched(nodes[0], 1)
+	fetched(nodes[1], 1)
+	req := srvs[1].Requester(user, password)
+	w.req = req
+	want := "relay public " + srvs[1].ComponentDomain
+	if listed := servicesOf(ctx, t, w, addrB2); !slices.Contains(listed, want) {
+		t.Fatalf("B's services %q, want %q among them", listed, want)
+	}
+
+	// The first server dies.
+	if err := srvs[0].Kill(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := relayB.WaitLog(ctx, "xmpp session lost, reconnecting", 1, func(r harness.LogRecord) bool { return r.Str("session") == "b1" }); err != nil {
+		t.Fatal(err)
+	}
+	if listed := servicesOf(ctx, t, w, addrB2); !slices.Contains(listed, want) {
+		t.Errorf("with the first server dead, B's services %q, want %q among them", listed, want)
+	}
+	// It comes back with its items.
+	if err := srvs[0].Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := relayB.WaitLog(ctx, "xmpp client online", 2, func(r harness.LogRecord) bool { return r.Str("session") == "b1" }); err != nil {
+		t.Fatal(err)
+	}
+	fetched(nodes[0], 2)
+	if n := relayB.Count("directory: relay forgotten", nil); n != 0 {
+		t.Errorf("B forgot %d relays", n)
+	}
+	if listed := servicesOf(ctx, t, w, addrB2); !slices.Contains(listed, want) {
+		t.Errorf("after the restart, B's services %q, want %q among them", listed, want)
 	}
 }
