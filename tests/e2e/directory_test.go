@@ -60,22 +60,37 @@ func servicesOf(ctx context.Context, t *testing.T, w *world, relay string) []str
 // open node publish, not retract: A marks it stopped) and B stops
 // listing it, while C stays.
 func TestDirectoryOnProsody(t *testing.T) {
+	testDirectory(t, harness.StartProsody, true)
+}
+
+// TestDirectoryOnEjabberd is TestDirectoryOnProsody on ejabberd's
+// mod_pubsub. Local users may create nodes there, but the provider
+// creates it all the same: a relay's first publish would auto-create it
+// with the server's defaults (publish model "publishers"), shutting the
+// other relays out (docs/directory.md).
+func TestDirectoryOnEjabberd(t *testing.T) {
+	testDirectory(t, harness.StartEjabberd, true)
+}
+
+func testDirectory(t *testing.T, start func(context.Context, harness.ServerOptions) (*harness.XMPPServer, error), createNode bool) {
 	harness.RequireRoot(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	lan := harness.NewLAN(t, "jnd", "relay")
-	srv, err := harness.StartProsody(ctx, harness.ServerOptions{Netns: lan.NS("relay"), Admins: []string{"diradmin"},
+	srv, err := start(ctx, harness.ServerOptions{Netns: lan.NS("relay"), Admins: []string{"diradmin"},
 		Users: map[string]string{user: password, "tracker": "trackerpw", "relayc": "relaycpw", "diradmin": "diradminpw"}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
 		if t.Failed() {
-			t.Logf("prosody logs:\n%s", srv.Logs())
+			t.Logf("%s logs:\n%s", srv.Kind, srv.Logs())
 		}
 		srv.Close()
 	})
-	createDirectoryNode(ctx, t, srv, "diradmin", "diradminpw")
+	if createNode {
+		createDirectoryNode(ctx, t, srv, "diradmin", "diradminpw")
+	}
 	w := &world{lan: lan, srv: srv, req: srv.Requester(user, password)}
 	dir := []config.DirectoryNode{{Service: srv.PubsubDomain, Node: directoryNode}}
 
