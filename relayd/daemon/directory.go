@@ -38,12 +38,14 @@ func directoryNodes(key string, nodes []config.DirectoryNode) ([]directory.Node,
 // configured directories.
 func (d *Daemon) startDirectory(cfg config.Config) error {
 	d.stopSystem(partDirectory)
+	ctx, cancel := context.WithTimeout(d.ctx, withdrawTimeout)
 	if p := d.dirPublisher.Swap(nil); p != nil {
-		ctx, cancel := context.WithTimeout(d.ctx, withdrawTimeout)
 		p.Withdraw(ctx)
-		cancel()
 	}
-	d.dirReader.Store(nil)
+	if r := d.dirReader.Swap(nil); r != nil {
+		r.Unsubscribe(ctx)
+	}
+	cancel()
 	c := cfg.Directory
 	pubNodes, err := directoryNodes("publish", c.Publish)
 	if err != nil {
@@ -81,13 +83,16 @@ func (d *Daemon) startDirectory(cfg config.Config) error {
 	return nil
 }
 
-// withdrawDirectory takes the relay's item out of its directories (a
-// clean stop), while the sessions are still up.
+// withdrawDirectory takes the relay's item out of its directories and
+// ends its subscriptions (a clean stop), while the sessions are still up.
 func (d *Daemon) withdrawDirectory() {
+	ctx, cancel := context.WithTimeout(d.ctx, withdrawTimeout)
+	defer cancel()
 	if p := d.dirPublisher.Load(); p != nil {
-		ctx, cancel := context.WithTimeout(d.ctx, withdrawTimeout)
 		p.Withdraw(ctx)
-		cancel()
+	}
+	if r := d.dirReader.Load(); r != nil {
+		r.Unsubscribe(ctx)
 	}
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/xml"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -67,6 +68,10 @@ type fakeRequest struct {
 	Items *struct {
 		Node string `xml:"node,attr"`
 	} `xml:"items"`
+	Unsubscribe *struct {
+		Node string `xml:"node,attr"`
+		JID  string `xml:"jid,attr"`
+	} `xml:"unsubscribe"`
 }
 
 func notFound() error  { return stanza.Error{Type: stanza.Cancel, Condition: stanza.ItemNotFound} }
@@ -102,6 +107,8 @@ func (f *fakeService) Set(_ context.Context, _ jid.JID, payload xml.TokenReader,
 		delete(f.nodes[req.Retract.Node], req.Retract.Item.ID)
 	case req.Subscribe != nil:
 		f.subscribed = append(f.subscribed, req.Subscribe.Node+" "+req.Subscribe.JID)
+	case req.Unsubscribe != nil:
+		f.subscribed = slices.DeleteFunc(f.subscribed, func(s string) bool { return s == req.Unsubscribe.Node+" "+req.Unsubscribe.JID })
 	default:
 		return fmt.Errorf("fake: unknown set")
 	}

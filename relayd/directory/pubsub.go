@@ -60,6 +60,11 @@ func subscribePayload(node string, who jid.JID) xml.TokenReader {
 	return pubsub(el("subscribe", nil, attr("node", node), attr("jid", who.String())))
 }
 
+// unsubscribePayload ends who's subscription.
+func unsubscribePayload(node string, who jid.JID) xml.TokenReader {
+	return pubsub(el("unsubscribe", nil, attr("node", node), attr("jid", who.String())))
+}
+
 func field(v, value string) xml.TokenReader {
 	return el("field", el("value", xmlstream.Token(xml.CharData(value))), attr("var", v))
 }

@@ -56,6 +56,8 @@ type Reader struct {
 	mu     sync.Mutex
 	relays map[string]*known // by item JID
 	nodes  map[string]*nodeState
+	// done is set by Unsubscribe: no subscription is made after it.
+	done bool
 }
 
 // nodeState is where the reader is with one node.
@@ -113,6 +115,10 @@ func (r *Reader) step(ctx context.Context) {
 // n is read through, nil while it is offline.
 func (r *Reader) stepNode(ctx context.Context, n Node) Requester {
 	r.mu.Lock()
+	if r.done {
+		r.mu.Unlock()
+		return nil
+	}
 	st := r.nodes[n.String()]
 	if st == nil {
 		st = &nodeState{}
@@ -147,6 +153,34 @@ func (r *Reader) stepNode(ctx context.Context, n Node) Requester {
 		}
 	}
 	return s
+}
+
+// Unsubscribe ends the subscriptions this reader made (a clean stop):
+// a client account's next session has another address, and the server
+// would keep notifying the old one. It needs the sessions still online.
+func (r *Reader) Unsubscribe(ctx context.Context) {
+	r.mu.Lock()
+	r.done = true
+	r.mu.Unlock()
+	for _, n := range r.cfg.Nodes {
+		r.mu.Lock()
+		st := r.nodes[n.String()]
+		as := ""
+		if st != nil {
+			as, st.subscribedAs = st.subscribedAs, ""
+		}
+		r.mu.Unlock()
+		s := r.cfg.Session(n)
+		if as == "" || s == nil || s.Addr().String() != as {
+			continue
+		}
+		var ignored struct{ XMLName xml.Name }
+		if err := set(ctx, s, n.Service, unsubscribePayload(n.Node, s.Addr()), &ignored); err != nil {
+			r.log.Info("directory: unsubscribe failed", "node", n.String(), "err", err)
+			continue
+		}
+		r.log.Info("directory: unsubscribed", "node", n.String(), "address", as)
+	}
 }
 
 // fetch reads all of a node's items (at most MaxItems) and replaces what

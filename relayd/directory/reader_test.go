@@ -77,6 +77,10 @@ func TestReaderTrustAndRanking(t *testing.T) {
 	if len(f.subscribed) != 1 || f.subscribed[0] != testNode+" tracker@example.org/t" {
 		t.Errorf("subscriptions %q", f.subscribed)
 	}
+	r.Unsubscribe(context.Background())
+	if len(f.subscribed) != 0 {
+		t.Errorf("subscriptions after Unsubscribe: %q", f.subscribed)
+	}
 }
 
 func TestReaderProbesUnverified(t *testing.T) {

@@ -162,6 +162,14 @@ func testDirectory(t *testing.T, start func(context.Context, harness.ServerOptio
 	if listed := servicesOf(ctx, t, w, addrB); !slices.Equal(listed, want) {
 		t.Errorf("after A stopped, B's services %q, want %q", listed, want)
 	}
+	// B stops cleanly: its subscription ends (its next session has
+	// another resource).
+	if err := relayB.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	if n := relayB.Count("directory: unsubscribed", func(r harness.LogRecord) bool { return r.Str("address") == addrB }); n != 1 {
+		t.Errorf("B unsubscribed %d times at its stop, want 1", n)
+	}
 }
 
 // TestDirectoryMirrorOnProsody: the directory is mirrored on two Prosody
