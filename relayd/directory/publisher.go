@@ -64,6 +64,9 @@ type Publisher struct {
 	mu        sync.Mutex
 	nodes     map[string]published
 	withdrawn bool
+	// failed is the last publish error per node: a node that keeps
+	// failing is logged once a kind of failure, not every 5 s.
+	failed map[string]string
 }
 
 // NewPublisher returns a Publisher; Run publishes.
@@ -74,7 +77,7 @@ func NewPublisher(cfg PublisherConfig) *Publisher {
 	if cfg.CheckEvery <= 0 {
 		cfg.CheckEvery = checkEvery
 	}
-	return &Publisher{cfg: cfg, log: cfg.Logger, nodes: map[string]published{}}
+	return &Publisher{cfg: cfg, log: cfg.Logger, nodes: map[string]published{}, failed: map[string]string{}}
 }
 
 // Run publishes whenever the item is due (first online, every Refresh,
@@ -135,10 +138,19 @@ func (p *Publisher) step(ctx context.Context) {
 			p.retract(ctx, s, n, prev.item)
 		}
 		if err := p.publish(ctx, s, n, it); err != nil {
-			p.log.Warn("directory: publish failed", "node", n.String(), "err", err)
+			p.mu.Lock()
+			repeated := p.failed[n.String()] == err.Error()
+			p.failed[n.String()] = err.Error()
+			p.mu.Unlock()
+			level := slog.LevelWarn
+			if repeated {
+				level = slog.LevelDebug
+			}
+			p.log.Log(ctx, level, "directory: publish failed", "node", n.String(), "err", err)
 			continue
 		}
 		p.mu.Lock()
+		delete(p.failed, n.String())
 		_, again := p.nodes[n.String()]
 		p.nodes[n.String()] = published{item: it, at: now}
 		p.mu.Unlock()
