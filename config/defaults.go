@@ -13,6 +13,7 @@ func Default() Config {
 		Channel:       Channel{ExpireSeconds: 60, LatchGraceSeconds: 5, DrainSeconds: 30, FastPath: FastPathAuto},
 		Limits:        Limits{PerJIDChannels: 16, PerJIDRequestsPerMinute: 120, UsageSaveSeconds: 300},
 		Tracker:       Tracker{RefreshSeconds: 600},
+		Directory:     Directory{RefreshSeconds: 300},
 		STUN:          STUN{Enabled: true, Port: 3478, Classic: true, MaxResponsesPerSecond: 200},
 		TURN: TURN{Port: 3478, Transport: TransportUDP, TTLSeconds: 86400,
 			Builtin: BuiltinTURN{Port: 3479, TCP: true, Realm: "jnrelay"}},

@@ -32,6 +32,7 @@ type Config struct {
 	Limits        Limits    `json:"limits"`
 	XMPP          []Service `json:"xmpp"`
 	Tracker       Tracker   `json:"tracker"`
+	Directory     Directory `json:"directory"`
 	STUN          STUN      `json:"stun"`
 	TURN          TURN      `json:"turn"`
 	Metrics       Metrics   `json:"metrics"`

@@ -21,6 +21,7 @@ func (c Config) Validate() error {
 	c.validateChannel(&p)
 	c.validateLimits(&p)
 	c.validateDiscovery(&p)
+	c.validateDirectory(&p)
 	c.validateExternal(&p)
 	c.validateLogging(&p)
 	c.validateServices(&p)

@@ -19,6 +19,7 @@ import (
 	"github.com/jnrelay/jnrelay/kernel"
 	"github.com/jnrelay/jnrelay/relayd/admission"
 	"github.com/jnrelay/jnrelay/relayd/channel"
+	"github.com/jnrelay/jnrelay/relayd/directory"
 	"github.com/jnrelay/jnrelay/relayd/jinglenodes"
 	"github.com/jnrelay/jnrelay/relayd/publicaddr"
 	"github.com/jnrelay/jnrelay/relayd/stun"
@@ -49,8 +50,11 @@ type Daemon struct {
 	host6    atomic.Pointer[publicaddr.IPv6] // the built-in TURN server's IPv6 host
 	external atomic.Pointer[jinglenodes.External]
 	trk      atomic.Pointer[tracker.Tracker]
-	stunSrv  atomic.Pointer[stun.Server]
-	turnSrv  atomic.Pointer[turn.Server]
+	// The relay directories published to and read (nil when none).
+	dirPublisher atomic.Pointer[directory.Publisher]
+	dirReader    atomic.Pointer[directory.Reader]
+	stunSrv      atomic.Pointer[stun.Server]
+	turnSrv      atomic.Pointer[turn.Server]
 	// minted remembers who each built-in TURN credential was minted for;
 	// it outlives restarts of the TURN server.
 	minted   *turn.Requesters
@@ -176,6 +180,11 @@ func (d *Daemon) apply(cfg, old config.Config) error {
 			return err
 		}
 	}
+	if first || !reflect.DeepEqual(cfg.Directory, old.Directory) {
+		if err := d.startDirectory(cfg); err != nil {
+			return err
+		}
+	}
 	d.meter.SetQuota(usage.Quota{DailyBytes: cfg.Limits.DailyQuotaBytes(), MonthlyBytes: cfg.Limits.MonthlyQuotaBytes()})
 	d.meter.SetFlushInterval(time.Duration(cfg.Limits.UsageSaveSeconds) * time.Second)
 	d.gate.SetLimits(admission.Limits{MaxChannels: cfg.Limits.MaxChannels,
@@ -191,7 +200,8 @@ func (d *Daemon) apply(cfg, old config.Config) error {
 // up), then stops everything else.
 func (d *Daemon) Close() {
 	d.log.Info("shutting down")
-	d.stopTURN() // its allocations end before the data plane does
+	d.withdrawDirectory() // while the sessions are up
+	d.stopTURN()          // its allocations end before the data plane does
 	d.dp.Close()
 	d.cancel()
 	d.wg.Wait()

@@ -48,6 +48,7 @@ const (
 	partSTUN
 	partTracker
 	partTURN
+	partDirectory
 	numSystemParts
 )
 
@@ -61,6 +62,8 @@ func (k systemPart) String() string {
 		return "tracker"
 	case partTURN:
 		return "turn"
+	case partDirectory:
+		return "directory"
 	}
 	return fmt.Sprintf("systemPart(%d)", int(k))
 }
@@ -188,18 +191,17 @@ func (d *Daemon) startTracker(c config.Tracker) error {
 	return nil
 }
 
-// listings is what <services/> lists besides the relay itself.
+// listings is what <services/> lists besides the relay itself: the
+// trackers, the relays the crawl found healthy, then the directories'.
 func (d *Daemon) listings() []jinglenodes.Listing {
-	trk := d.trk.Load()
-	if trk == nil {
-		return nil
-	}
 	var out []jinglenodes.Listing
-	for _, t := range trk.Trackers() {
-		out = append(out, jinglenodes.Listing{Kind: jinglenodes.ListingTracker, Address: t.String()})
+	if trk := d.trk.Load(); trk != nil {
+		for _, t := range trk.Trackers() {
+			out = append(out, jinglenodes.Listing{Kind: jinglenodes.ListingTracker, Address: t.String()})
+		}
+		for _, r := range trk.Healthy() {
+			out = append(out, jinglenodes.Listing{Kind: jinglenodes.ListingRelay, Address: r.Address, Protocol: r.Protocol})
+		}
 	}
-	for _, r := range trk.Healthy() {
-		out = append(out, jinglenodes.Listing{Kind: jinglenodes.ListingRelay, Address: r.Address, Protocol: r.Protocol})
-	}
-	return out
+	return d.directoryListings(out)
 }

@@ -84,7 +84,7 @@ func (d *Daemon) newSession(cfg config.Config, s config.Service) (*xmppsession.S
 		}
 		sess := xmppsession.NewComponent(xmppsession.ComponentConfig{Name: s.Name, Server: s.Server, Domain: domain,
 			Secret: secret, Backoff: backoff, Logger: log})
-		sess.SetHandler(d.svc.Handler(sess, policy))
+		sess.SetHandler(d.withDirectory(d.svc.Handler(sess, policy)))
 		return sess, nil
 	case config.ServiceClient:
 		account, err := jid.Parse(s.JID)
@@ -101,7 +101,7 @@ func (d *Daemon) newSession(cfg config.Config, s config.Service) (*xmppsession.S
 			return nil, err
 		}
 		h := d.svc.Handler(sess, policy)
-		sess.SetHandler(h)
+		sess.SetHandler(d.withDirectory(h))
 		sess.SetOnOnline(h.OnOnline)
 		return sess, nil
 	}

@@ -298,6 +298,15 @@ func NewComponent(cfg ComponentConfig) *Session {
 // decodes the answer's payload into v; an error answer is returned as a
 // stanza.Error. It fails with ErrOffline while the session is down.
 func (s *Session) Query(ctx context.Context, to jid.JID, payload xml.TokenReader, v any) error {
+	return s.iq(ctx, stanza.GetIQ, to, payload, v)
+}
+
+// Set is Query with an IQ set (publish-subscribe requests, for one).
+func (s *Session) Set(ctx context.Context, to jid.JID, payload xml.TokenReader, v any) error {
+	return s.iq(ctx, stanza.SetIQ, to, payload, v)
+}
+
+func (s *Session) iq(ctx context.Context, typ stanza.IQType, to jid.JID, payload xml.TokenReader, v any) error {
 	s.mu.Lock()
 	sess := s.sess
 	s.mu.Unlock()
@@ -308,9 +317,9 @@ func (s *Session) Query(ctx context.Context, to jid.JID, payload xml.TokenReader
 	if err != nil {
 		return err
 	}
-	iq := stanza.IQ{ID: id, Type: stanza.GetIQ, To: to, From: sess.LocalAddr()}
+	iq := stanza.IQ{ID: id, Type: typ, To: to, From: sess.LocalAddr()}
 	if err := sess.UnmarshalIQElement(ctx, payload, iq, v); err != nil {
-		return fmt.Errorf("query %s: %w", to, err)
+		return fmt.Errorf("iq %s to %s: %w", typ, to, err)
 	}
 	return nil
 }

@@ -27,6 +27,8 @@ type configData struct {
 	Node, Cookie                         string // ejabberd only
 	DistPort                             uint16 // ejabberd only
 	CertFile, KeyFile, CertAndKey        string // TLS
+	PubsubDomain                         string
+	Admins                               []string // bare JIDs
 }
 
 func (s *XMPPServer) configData() configData {
@@ -34,7 +36,17 @@ func (s *XMPPServer) configData() configData {
 		Dir: s.Dir, Domain: s.Domain, ComponentDomain: s.ComponentDomain, Secret: s.Secret,
 		IP: s.C2S.Addr().String(), C2SPort: s.C2S.Port(), ComponentPort: s.Component.Port(),
 		CertFile: s.pki.CertFile, KeyFile: s.pki.KeyFile, CertAndKey: s.pki.Combined,
+		PubsubDomain: s.PubsubDomain, Admins: s.adminJIDs(),
 	}
+}
+
+// adminJIDs are the administrators' bare JIDs.
+func (s *XMPPServer) adminJIDs() []string {
+	var out []string
+	for _, u := range s.admins {
+		out = append(out, u+"@"+s.Domain)
+	}
+	return out
 }
 
 // writeTemplate renders template name into path.

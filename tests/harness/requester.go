@@ -43,6 +43,7 @@ type RequestArgs struct {
 	Protocol  string        // "udp" (default), "tcp" or "none" (omit the attribute)
 	Legacy    bool          // send <candidate/> instead of <channel/>
 	Raw       string        // raw payload element sent instead of a channel request
+	Set       bool          // send the IQ as a set (default get)
 	Count     int           // number of sequential requests (default 1)
 	IQTimeout time.Duration // per request (default 10 s)
 	// WaitEvents > 0 keeps the session open after the requests until that
@@ -292,6 +293,9 @@ func (r Requester) argv(a RequestArgs) []string {
 		"--host", r.Addr.Addr().String(), "--port", strconv.Itoa(int(r.Addr.Port())),
 		"--relay", relay, "--protocol", cmp.Or(a.Protocol, "udp"),
 		"--count", strconv.Itoa(max(a.Count, 1)),
+	}
+	if a.Set {
+		argv = append(argv, "--set")
 	}
 	if a.Legacy {
 		argv = append(argv, "--legacy")

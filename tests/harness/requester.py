@@ -55,6 +55,7 @@ def parse_args():
     p.add_argument('--port', type=int, required=True)
     p.add_argument('--relay', required=True)
     p.add_argument('--protocol', default='udp', choices=['udp', 'tcp', 'none'])
+    p.add_argument('--set', action='store_true', help='send the IQ as a set (default get)')
     p.add_argument('--legacy', action='store_true', help='send <candidate/> instead of <channel/>')
     p.add_argument('--raw', help='raw payload element to send instead of a channel request (- reads it from standard input)')
     p.add_argument('--count', type=int, default=1)
@@ -99,7 +100,7 @@ def main():
     async def run(_):
         emit(type='online', jid=str(xmpp.boundjid))
         for _i in range(args.count):
-            iq = xmpp.make_iq_get(ito=args.relay)
+            iq = xmpp.make_iq_set(ito=args.relay) if args.set else xmpp.make_iq_get(ito=args.relay)
             iq.append(request_payload(args))
             try:
                 res = await iq.send(timeout=args.iq_timeout)

@@ -49,6 +49,9 @@ type ServerOptions struct {
 	// Dir holds config, data and logs. Default: a new temporary directory,
 	// removed by Close. A caller-provided Dir (e.g. t.TempDir()) is kept.
 	Dir string
+	// Admins are user names (at ServerDomain) made server administrators:
+	// on Prosody, only they create publish-subscribe nodes.
+	Admins []string
 }
 
 // XMPPServer is a private Prosody or ejabberd instance started by the
@@ -65,7 +68,11 @@ type XMPPServer struct {
 	// CAFile is the PEM CA that signed the server's certificate for
 	// Domain: what a TLS client must trust.
 	CAFile string
+	// PubsubDomain is the server's publish-subscribe service (XEP-0060),
+	// "pubsub." + Domain.
+	PubsubDomain string
 
+	admins   []string
 	ownsDir  bool
 	pki      testPKI
 	proc     *process
@@ -84,6 +91,8 @@ func newServer(kind string, opt ServerOptions) (*XMPPServer, error) {
 		Secret:          opt.Secret,
 		Netns:           opt.Netns,
 		Dir:             opt.Dir,
+		PubsubDomain:    "pubsub." + ServerDomain,
+		admins:          opt.Admins,
 	}
 	if s.ComponentDomain == "" {
 		s.ComponentDomain = DefaultComponentDomain

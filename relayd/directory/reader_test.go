@@ -1,0 +1,201 @@
+package directory
+
+import (
+	"context"
+	"encoding/xml"
+	"errors"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"mellium.im/xmlstream"
+	"mellium.im/xmpp"
+	"mellium.im/xmpp/jid"
+)
+
+// clock is a settable clock for the reader.
+type clock struct {
+	mu  sync.Mutex
+	now time.Time
+}
+
+func (c *clock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.now }
+func (c *clock) add(d time.Duration) {
+	c.mu.Lock()
+	c.now = c.now.Add(d)
+	c.mu.Unlock()
+}
+
+func relayItem(addr string, free int, updated time.Time) Item {
+	return Item{JID: jid.MustParse(addr), Policy: "public", JingleNodes: true, Free: free, Total: 10,
+		Status: StatusOK, Updated: updated}
+}
+
+func testReader(f *fakeService, c *clock, nodes ...string) *Reader {
+	var ns []Node
+	for _, n := range nodes {
+		ns = append(ns, Node{Service: jid.MustParse("pubsub.example.org"), Node: n})
+	}
+	return NewReader(ReaderConfig{Nodes: ns, Refresh: time.Minute, Session: func(Node) Requester { return f },
+		Self: func() []jid.JID { return []jid.JID{f.addr} }, Probe: ChannelProbe, Now: c.Now})
+}
+
+func listedAddrs(r *Reader, country string) []string {
+	var out []string
+	for _, it := range r.Listed(country, 10) {
+		out = append(out, it.JID.String())
+	}
+	return out
+}
+
+func TestReaderTrustAndRanking(t *testing.T) {
+	c := &clock{now: testNow}
+	f := newFake(t, "tracker@example.org/t", testNode)
+	f.put(testNode, "a.example.org", "a.example.org", relayItem("a.example.org", 2, testNow))
+	b := relayItem("b.example.org", 5, testNow)
+	b.Country = "FR"
+	f.put(testNode, "b.example.org", "b.example.org", b)
+	f.put(testNode, "c.example.org", "mallory@example.org", relayItem("c.example.org", 9, testNow))                 // forged
+	f.put(testNode, "d.example.org", "x.example.org", relayItem("e.example.org", 9, testNow))                       // id is not the jid
+	f.put(testNode, "full.example.org", "full.example.org", relayItem("full.example.org", 0, testNow))              // no room
+	f.put(testNode, "tracker@example.org/t", "tracker@example.org", relayItem("tracker@example.org/t", 9, testNow)) // itself
+	r := testReader(f, c, testNode)
+	r.step(context.Background())
+	if got, want := listedAddrs(r, ""), []string{"b.example.org", "a.example.org"}; !slices.Equal(got, want) {
+		t.Errorf("listed %q, want %q", got, want)
+	}
+	if got, want := listedAddrs(r, "DE"), []string{"b.example.org", "a.example.org"}; !slices.Equal(got, want) {
+		t.Errorf("listed near DE %q, want %q", got, want)
+	}
+	f.put(testNode, "g.example.org", "g.example.org", func() Item { it := relayItem("g.example.org", 1, testNow); it.Country = "DE"; return it }())
+	r.fetch(context.Background(), f, r.cfg.Nodes[0])
+	if got, want := listedAddrs(r, "DE"), []string{"g.example.org", "b.example.org", "a.example.org"}; !slices.Equal(got, want) {
+		t.Errorf("listed near DE %q, want %q", got, want)
+	}
+	if len(f.subscribed) != 1 || f.subscribed[0] != testNode+" tracker@example.org/t" {
+		t.Errorf("subscriptions %q", f.subscribed)
+	}
+	r.Unsubscribe(context.Background())
+	if len(f.subscribed) != 0 {
+		t.Errorf("subscriptions after Unsubscribe: %q", f.subscribed)
+	}
+}
+
+func TestReaderProbesUnverified(t *testing.T) {
+	c := &clock{now: testNow}
+	f := newFake(t, "tracker@example.org/t", testNode)
+	f.noPublisher = true
+	f.put(testNode, "a.example.org", "", relayItem("a.example.org", 2, testNow))
+	r := testReader(f, c, testNode)
+	r.fetch(context.Background(), f, r.cfg.Nodes[0])
+	if got := listedAddrs(r, ""); len(got) != 0 {
+		t.Errorf("unprobed relay listed: %q", got)
+	}
+	r.probe(context.Background(), f)
+	if got := listedAddrs(r, ""); !slices.Equal(got, []string{"a.example.org"}) {
+		t.Errorf("after a good probe: %q", got)
+	}
+	f.put(testNode, "b.example.org", "", relayItem("b.example.org", 2, testNow))
+	f.probeErr = errors.New("no channel")
+	r.fetch(context.Background(), f, r.cfg.Nodes[0])
+	r.probe(context.Background(), f)
+	if got := listedAddrs(r, ""); !slices.Equal(got, []string{"a.example.org"}) {
+		t.Errorf("after a failed probe: %q", got)
+	}
+	if !slices.Equal(f.probes, []string{"a.example.org", "b.example.org"}) {
+		t.Errorf("probes %q: each unverified item once", f.probes)
+	}
+}
+
+func TestReaderForgetsStale(t *testing.T) {
+	c := &clock{now: testNow}
+	f := newFake(t, "tracker@example.org/t", testNode)
+	f.put(testNode, "a.example.org", "a.example.org", relayItem("a.example.org", 2, testNow))
+	r := testReader(f, c, testNode)
+	r.fetch(context.Background(), f, r.cfg.Nodes[0])
+	c.add(3*time.Minute + time.Second)
+	if got := listedAddrs(r, ""); len(got) != 0 {
+		t.Errorf("stale relay listed: %q", got)
+	}
+	r.expire()
+	if len(r.relays) != 0 {
+		t.Errorf("stale relay kept")
+	}
+}
+
+// notify hands r a notification message as a session would.
+func notify(t *testing.T, h xmpp.Handler, from, event string) {
+	t.Helper()
+	doc := `<message xmlns='jabber:client' from='` + from + `' to='tracker@example.org/t' type='headline'><event xmlns='http://jabber.org/protocol/pubsub#event'>` + event + `</event></message>`
+	d := xml.NewDecoder(strings.NewReader(doc))
+	tok, err := d.Token()
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := tok.(xml.StartElement)
+	// Children and the end element, as mellium hands a stanza over.
+	if err := h.HandleXMPP(struct {
+		xml.TokenReader
+		xmlstream.Encoder
+	}{d, nil}, &start); err != nil {
+		t.Fatal(err)
+	}
+}
+
+type nopHandler struct{ calls int }
+
+func (h *nopHandler) HandleXMPP(xmlstream.TokenReadEncoder, *xml.StartElement) error {
+	h.calls++
+	return nil
+}
+
+func TestReaderNotificationsAndMirrors(t *testing.T) {
+	c := &clock{now: testNow}
+	f := newFake(t, "tracker@example.org/t", "n1", "n2")
+	r := testReader(f, c, "n1", "n2")
+	next := &nopHandler{}
+	h := r.Handler(next)
+	item := `<item id='a.example.org' publisher='a.example.org'>` + encode(t, relayItem("a.example.org", 2, testNow).TokenReader()) + `</item>`
+	notify(t, h, "pubsub.example.org", `<items node='n1'>`+item+`</items>`)
+	notify(t, h, "pubsub.example.org", `<items node='n2'>`+item+`</items>`)
+	notify(t, h, "elsewhere.example.org", `<items node='n1'><retract id='a.example.org'/></items>`) // not the service
+	if got := listedAddrs(r, ""); !slices.Equal(got, []string{"a.example.org"}) {
+		t.Fatalf("listed %q", got)
+	}
+	// Retracted from one mirror: still in the other.
+	notify(t, h, "pubsub.example.org", `<items node='n1'><retract id='a.example.org'/></items>`)
+	if got := listedAddrs(r, ""); !slices.Equal(got, []string{"a.example.org"}) {
+		t.Fatalf("after one mirror's retraction: %q", got)
+	}
+	stopped := relayItem("a.example.org", 2, testNow)
+	stopped.Status = StatusStopped
+	notify(t, h, "pubsub.example.org", `<items node='n2'><item id='a.example.org' publisher='a.example.org'>`+encode(t, stopped.TokenReader())+`</item></items>`)
+	if got := listedAddrs(r, ""); len(got) != 0 {
+		t.Fatalf("after both mirrors dropped it: %q", got)
+	}
+	if next.calls != 0 {
+		t.Errorf("messages passed on: %d", next.calls)
+	}
+	iq := xml.StartElement{Name: xml.Name{Local: "iq"}}
+	if err := h.HandleXMPP(nil, &iq); err != nil || next.calls != 1 {
+		t.Errorf("an IQ was not passed on: %v %d", err, next.calls)
+	}
+}
+
+func TestReaderBounded(t *testing.T) {
+	c := &clock{now: testNow}
+	f := newFake(t, "tracker@example.org/t", "n1")
+	r := testReader(f, c, "n1")
+	var entries []Entry
+	for i := range MaxKnown + 5 {
+		a := "r" + strings.Repeat("x", i%7) + string(rune('a'+i%26)) + "." + time.Duration(i).String() + ".example.org"
+		it := relayItem(a, 1, testNow.Add(time.Duration(i)*time.Millisecond))
+		entries = append(entries, Entry{ID: a, Publisher: a, Item: it})
+	}
+	r.apply(r.cfg.Nodes[0], entries)
+	if len(r.relays) != MaxKnown {
+		t.Errorf("kept %d relays, want %d", len(r.relays), MaxKnown)
+	}
+}
