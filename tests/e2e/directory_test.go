@@ -27,6 +27,26 @@ func createDirectoryNode(ctx context.Context, t *testing.T, srv *harness.XMPPSer
 	}
 }
 
+// startAccountRelay starts a relay in the world's relay namespace,
+// registered as the client account user@localhost, on the 100 ports from
+// base, without STUN (the relays of a test share a namespace), with dir;
+// it returns the relay and its full JID once online.
+func startAccountRelay(ctx context.Context, t *testing.T, w *world, base int, user, password string, dir config.Directory) (*harness.Relayd, string) {
+	t.Helper()
+	cfg := w.relayConfig()
+	cfg.Ports = config.PortRange{Min: base, Max: base + 99}
+	cfg.STUN.Enabled = false
+	cfg.XMPP = []config.Service{{Name: user, Type: "client", Server: w.srv.C2S.String(),
+		JID: user + "@localhost", Password: password, CAFile: w.srv.CAFile}}
+	cfg.Directory = dir
+	rd := startRelayd(t, w.lan.NS("relay"), cfg)
+	online, err := rd.WaitLog(ctx, "xmpp client online", 1, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return rd, online.Str("address")
+}
+
 // servicesOf returns relay's <services/> entries, asked by the world's
 // requester, as "kind policy address".
 func servicesOf(ctx context.Context, t *testing.T, w *world, relay string) []string {
@@ -99,18 +119,8 @@ func testDirectory(t *testing.T, start func(context.Context, harness.ServerOptio
 	cfgA.Directory = config.Directory{Publish: dir, RefreshSeconds: 60, Country: "DE"}
 	relayA := w.startRelay(ctx, t, cfgA)
 
-	cfgC := w.relayConfig()
-	cfgC.Ports = config.PortRange{Min: 40300, Max: 40399}
-	cfgC.STUN.Enabled = false
-	cfgC.XMPP = []config.Service{{Name: "relayc", Type: "client", Server: srv.C2S.String(),
-		JID: "relayc@localhost", Password: "relaycpw", CAFile: srv.CAFile}}
-	cfgC.Directory = config.Directory{Publish: dir, RefreshSeconds: 60}
-	relayC := startRelayd(t, lan.NS("relay"), cfgC)
-	onlineC, err := relayC.WaitLog(ctx, "xmpp client online", 1, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	addrC := onlineC.Str("address")
+	relayC, addrC := startAccountRelay(ctx, t, w, 40300, "relayc", "relaycpw",
+		config.Directory{Publish: dir, RefreshSeconds: 60})
 
 	for _, rd := range []*harness.Relayd{relayA, relayC} {
 		if _, err := rd.WaitLog(ctx, "directory: published", 1, nil); err != nil {
@@ -118,18 +128,8 @@ func testDirectory(t *testing.T, start func(context.Context, harness.ServerOptio
 		}
 	}
 
-	cfgB := w.relayConfig()
-	cfgB.Ports = config.PortRange{Min: 40200, Max: 40299}
-	cfgB.STUN.Enabled = false
-	cfgB.XMPP = []config.Service{{Name: "tracker-account", Type: "client", Server: srv.C2S.String(),
-		JID: "tracker@localhost", Password: "trackerpw", CAFile: srv.CAFile}}
-	cfgB.Directory = config.Directory{Subscribe: dir, RefreshSeconds: 60}
-	relayB := startRelayd(t, lan.NS("relay"), cfgB)
-	onlineB, err := relayB.WaitLog(ctx, "xmpp client online", 1, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	addrB := onlineB.Str("address")
+	relayB, addrB := startAccountRelay(ctx, t, w, 40200, "tracker", "trackerpw",
+		config.Directory{Subscribe: dir, RefreshSeconds: 60})
 	for _, relay := range []string{srv.ComponentDomain, addrC} {
 		if _, err := relayB.WaitLog(ctx, "directory: relay learned", 1, func(r harness.LogRecord) bool {
 			return r.Str("relay") == relay && r.Str("trust") == "verified"

@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"context"
-	"encoding/xml"
 	"slices"
 	"testing"
 	"time"
@@ -53,28 +52,7 @@ func TestTrackerListsHealthyRelays(t *testing.T) {
 		t.Fatal(err)
 	}
 	// services returns B's <services/> entries as "kind policy address".
-	services := func() []string {
-		t.Helper()
-		outs, err := w.req.Run(ctx, harness.RequestArgs{Relay: addrB, Raw: `<services xmlns='http://jabber.org/protocol/jinglenodes'/>`})
-		if err != nil || len(outs) != 1 || outs[0].Type != "result" {
-			t.Fatalf("services of B: %+v %v", outs, err)
-		}
-		var doc struct {
-			Entries []struct {
-				XMLName xml.Name
-				Policy  string `xml:"policy,attr"`
-				Address string `xml:"address,attr"`
-			} `xml:",any"`
-		}
-		if err := xml.Unmarshal([]byte(outs[0].Payload), &doc); err != nil {
-			t.Fatalf("services payload %q: %v", outs[0].Payload, err)
-		}
-		var out []string
-		for _, e := range doc.Entries {
-			out = append(out, e.XMLName.Local+" "+e.Policy+" "+e.Address)
-		}
-		return out
-	}
+	services := func() []string { return servicesOf(ctx, t, w, addrB) }
 	listed := services()
 	want := []string{"relay public " + addrB, "tracker public " + srv.ComponentDomain, "relay public " + srv.ComponentDomain}
 	if !slices.Equal(listed, want) {
