@@ -52,19 +52,8 @@ func (r *testRelay) clientOver(t *testing.T, from netip.Addr, family pionturn.Re
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { conn.Close() })
-	user := Username(time.Now().Add(time.Hour), "v6test")
 	addr := netip.AddrPortFrom(from, r.srv.Addr().Port()).String()
-	c, err := pionturn.NewClient(&pionturn.ClientConfig{TURNServerAddr: addr, STUNServerAddr: addr, Username: user,
-		Password: Password(testSecret, user), Realm: "jnrelay", Conn: conn, RTO: 200 * time.Millisecond,
-		RequestedAddressFamily: family})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(c.Close)
-	if err := c.Listen(); err != nil {
-		t.Fatal(err)
-	}
-	return c
+	return newClient(t, conn, addr, "v6test", time.Hour, func(c *pionturn.ClientConfig) { c.RequestedAddressFamily = family })
 }
 
 // peerAt is a UDP socket the test owns at a loopback address.

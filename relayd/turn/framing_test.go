@@ -9,7 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/pion/logging"
 	pionturn "github.com/pion/turn/v5"
 )
 
@@ -47,17 +46,7 @@ func TestPionStreamFramingHoldsTinyChannelData(t *testing.T) {
 	}
 	t.Cleanup(func() { raw.Close() })
 	conn := &channelDataWatch{Conn: raw}
-	user := Username(time.Now().Add(time.Hour), "framing")
-	c, err := pionturn.NewClient(&pionturn.ClientConfig{TURNServerAddr: r.srv.Addr().String(), Username: user,
-		Password: Password(testSecret, user), Realm: "jnrelay", Conn: pionturn.NewSTUNConn(conn),
-		LoggerFactory: logging.NewDefaultLoggerFactory()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(c.Close)
-	if err := c.Listen(); err != nil {
-		t.Fatal(err)
-	}
+	c := newClient(t, pionturn.NewSTUNConn(conn), r.srv.Addr().String(), "framing", time.Hour, nil)
 	relay, err := c.Allocate()
 	if err != nil {
 		t.Fatal(err)

@@ -69,11 +69,23 @@ func (r *testRelay) client(t *testing.T, id string, ttl time.Duration) *pionturn
 // clientOn is client on the test's own socket conn.
 func (r *testRelay) clientOn(t *testing.T, conn net.PacketConn, id string, ttl time.Duration) *pionturn.Client {
 	t.Helper()
+	return newClient(t, conn, r.srv.Addr().String(), id, ttl, nil)
+}
+
+// newClient is a listening pion TURN client on conn (a socket, or a
+// stream in pion's STUNConn) of the server at addr, with credential id
+// valid for ttl under the test secret; edit, if any, changes its
+// configuration first.
+func newClient(t *testing.T, conn net.PacketConn, addr, id string, ttl time.Duration, edit func(*pionturn.ClientConfig)) *pionturn.Client {
+	t.Helper()
 	user := Username(time.Now().Add(ttl), id)
-	addr := r.srv.Addr().String()
-	c, err := pionturn.NewClient(&pionturn.ClientConfig{TURNServerAddr: addr, STUNServerAddr: addr, Username: user,
+	cfg := &pionturn.ClientConfig{TURNServerAddr: addr, STUNServerAddr: addr, Username: user,
 		Password: Password(testSecret, user), Realm: "jnrelay", Conn: conn, RTO: 200 * time.Millisecond,
-		LoggerFactory: logging.NewDefaultLoggerFactory()})
+		LoggerFactory: logging.NewDefaultLoggerFactory()}
+	if edit != nil {
+		edit(cfg)
+	}
+	c, err := pionturn.NewClient(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -180,16 +192,9 @@ func TestExpiredAndForgedCredentialsRefused(t *testing.T) {
 	}
 	conn, _ := net.ListenPacket("udp4", "127.0.0.1:0")
 	defer conn.Close()
-	user := Username(time.Now().Add(time.Hour), "forged")
-	c, err := pionturn.NewClient(&pionturn.ClientConfig{TURNServerAddr: r.srv.Addr().String(), Username: user,
-		Password: Password([]byte("another secret"), user), Realm: "jnrelay", Conn: conn, RTO: 200 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	if err := c.Listen(); err != nil {
-		t.Fatal(err)
-	}
+	c := newClient(t, conn, r.srv.Addr().String(), "forged", time.Hour, func(c *pionturn.ClientConfig) {
+		c.Password = Password([]byte("another secret"), c.Username)
+	})
 	before := r.srv.Stats().Refused[RefusedAuth]
 	if _, err := c.Allocate(); err == nil {
 		t.Fatal("credentials of another secret allocated")

@@ -12,7 +12,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/pion/logging"
 	pionturn "github.com/pion/turn/v5"
 
 	"github.com/jnrelay/jnrelay/internal/testcert"
@@ -42,17 +41,7 @@ func TestTLSAllocationRelaysBothWays(t *testing.T) {
 	if v := conn.ConnectionState().Version; v != tls.VersionTLS12 {
 		t.Fatalf("TLS version %x", v)
 	}
-	user := Username(time.Now().Add(time.Hour), "tls1")
-	c, err := pionturn.NewClient(&pionturn.ClientConfig{TURNServerAddr: r.srv.TLSAddr().String(), STUNServerAddr: r.srv.TLSAddr().String(),
-		Username: user, Password: Password(testSecret, user), Realm: "jnrelay", Conn: pionturn.NewSTUNConn(conn),
-		LoggerFactory: logging.NewDefaultLoggerFactory()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(c.Close)
-	if err := c.Listen(); err != nil {
-		t.Fatal(err)
-	}
+	c := newClient(t, pionturn.NewSTUNConn(conn), r.srv.TLSAddr().String(), "tls1", time.Hour, nil)
 	relay, err := c.Allocate()
 	if err != nil {
 		t.Fatal(err)
