@@ -34,7 +34,7 @@ import (
 var (
 	flagFull       = flag.Bool("bench.full", false, "run the full benchmark instead of the smoke test (also JNRELAY_BENCH=full)")
 	flagOut        = flag.String("bench.out", "", "write the full benchmark's table as markdown to this file")
-	flagContenders = flag.String("bench.contenders", "", "comma-separated contenders to run (default all): relayd,relayd-fastpath,relayd-ebpf,relayd-steered,cref,rtpengine,coturn,relayd-turn")
+	flagContenders = flag.String("bench.contenders", "", "comma-separated contenders to run (default all): relayd,relayd-fastpath,relayd-ebpf,relayd-steered,relayd-packaged,cref,rtpengine,coturn,relayd-turn")
 	flagBudget     = flag.Duration("bench.budget", 75*time.Minute, "full benchmark: stop starting new steps after this long")
 	flagStep       = flag.Duration("bench.step", 5*time.Second, "full benchmark: sending time of one load step")
 	flagFigures    = flag.String("bench.figures", "", "full benchmark: comma-separated figures to measure (default all): "+strings.Join(figureKeys, ","))
@@ -59,7 +59,7 @@ func wanted(key string) bool {
 
 // all lists the contenders in table order; the baseline always runs.
 func all() []*contender {
-	return []*contender{relaydC, relaydFastC, relaydEBPFC, relaydSteeredC, crefC, rtpengineC, coturnC, relaydTURNC}
+	return []*contender{relaydC, relaydFastC, relaydEBPFC, relaydSteeredC, relaydPackagedC, crefC, rtpengineC, coturnC, relaydTURNC}
 }
 
 func selected() []*contender {
@@ -193,6 +193,18 @@ func smoke(ctx context.Context, t *testing.T, e *env) {
 				t.Fatal(err)
 			}
 			checkExact(t, c, st, n*50, n*50)
+			if c == relaydPackagedC {
+				// The point of the packaged column: without any
+				// capability, relayd got the kernel fast path
+				// through the broker.
+				var fin struct {
+					Kernel uint64 `json:"kernel_forwarded"`
+				}
+				if err := lastJSON(st.relayFinal, &fin); err != nil || fin.Kernel == 0 {
+					t.Errorf("packaged relayd: the kernel forwarded nothing through the offload broker (%v)", err)
+				}
+				t.Logf("packaged relayd: the kernel forwarded %d packets through the broker's table", fin.Kernel)
+			}
 			if c.exact {
 				// A hot flow: one channel, one way, 10,000 packets/s, so the
 				// relay reads full batches (and relayd sends them with UDP

@@ -101,6 +101,12 @@ func startDpbench(ctx context.Context, e *env, n int, fastPath string, more ...s
 	if err != nil {
 		return nil, err
 	}
+	return readyDpbench(p, ports)
+}
+
+// readyDpbench waits for dpbench's ready line and reads the channels'
+// ports it wrote; on failure it stops p.
+func readyDpbench(p *proc, ports string) (*relay, error) {
 	r := &relay{proc: p, counters: dpbenchCounters}
 	line, err := p.line(`{"ready"`, 120*time.Second)
 	if err != nil {

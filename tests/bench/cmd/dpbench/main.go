@@ -40,19 +40,20 @@ func main() {
 	// The hot flow (10,000 datagrams/s one way through one port) is five
 	// times relayd's default packet ceiling, which is for calls.
 	maxPPS := flag.Int("max-pps", 100000, "packet-rate ceiling per relay port (relayd's default is 2000)")
+	offloadSocket := flag.String("offload-socket", "", "the offload broker's socket (relayd -offload-broker), through which an unprivileged dpbench gets the fast path, as relayd's channel.offload_socket")
 	flag.Parse()
-	if err := run(*listen, *portMin, *portMax, *channels, *ports, *expire, channel.FastPathMode(*fastPath), *sockets == "steered", *maxPPS); err != nil {
+	if err := run(*listen, *portMin, *portMax, *channels, *ports, *expire, channel.FastPathMode(*fastPath), *sockets == "steered", *maxPPS, *offloadSocket); err != nil {
 		fmt.Fprintln(os.Stderr, "dpbench:", err)
 		os.Exit(1)
 	}
 }
 
-func run(listen string, portMin, portMax, channels int, portsFile string, expire time.Duration, fastPath channel.FastPathMode, steered bool, maxPPS int) error {
+func run(listen string, portMin, portMax, channels int, portsFile string, expire time.Duration, fastPath channel.FastPathMode, steered bool, maxPPS int, offloadSocket string) error {
 	addr, err := netip.ParseAddr(listen)
 	if err != nil {
 		return fmt.Errorf("-listen: %w", err)
 	}
-	m, err := channel.New(channel.Config{Listen: addr, Steered: steered, Settings: channel.Settings{PortMin: portMin, PortMax: portMax,
+	m, err := channel.New(channel.Config{Listen: addr, Steered: steered, OffloadSocket: offloadSocket, Settings: channel.Settings{PortMin: portMin, PortMax: portMax,
 		Expire: expire, LatchGrace: 5 * time.Second, FastPath: fastPath, MaxPPS: maxPPS},
 		GSO: kernel.Detect().GSO, // as relayd's daemon sets it
 		// Warnings (a fast path leg that stays in userspace) on stderr.
