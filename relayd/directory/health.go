@@ -1,0 +1,198 @@
+package directory
+
+import (
+	"context"
+	"slices"
+	"strings"
+	"time"
+
+	"mellium.im/xmpp/jid"
+)
+
+// maxProbesPerStep bounds the probes of one step (every 5 s): a
+// directory of many relays is not probed at once.
+const maxProbesPerStep = 2
+
+// goodReachability are the reachability values a relay publishes when
+// the Internet reaches its public address (docs/directory.md).
+var goodReachability = map[string]bool{"configured": true, "public": true}
+
+// probedOK reports whether this reader's last probe of k succeeded.
+func (k *known) probedOK() bool { return !k.probedAt.IsZero() && k.probeErr == "" }
+
+// probeFailed reports whether this reader's last probe of k failed.
+func (k *known) probeFailed() bool { return !k.probedAt.IsZero() && k.probeErr != "" }
+
+// trusted reports whether k may be listed as far as the trust rule goes:
+// verified, or unverified with a probe that passed.
+func (k *known) trusted() bool {
+	return k.trust == Verified || k.trust == Unverified && k.probedOK()
+}
+
+// healthy reports whether k's health is known good: it granted this
+// reader's probe, or (not probed by this reader) it says the Internet
+// reaches its address.
+func (k *known) healthy() bool {
+	if !k.probedAt.IsZero() {
+		return k.probeErr == ""
+	}
+	return goodReachability[k.item.Reachability]
+}
+
+// identity is the address this reader weighs its share under: the
+// smallest of its own addresses (a component has one; an account with
+// sessions on several servers is known to the others by the address of
+// its item, and at worst a relay gets one prober more).
+func (r *Reader) identity() string {
+	var id string
+	for _, a := range r.cfg.Self() {
+		if s := a.String(); id == "" || s < id {
+			id = s
+		}
+	}
+	return id
+}
+
+// trackers lists the trackers of the directories this reader believes:
+// trusted items that say <tracker/>. r.mu is held.
+func (r *Reader) trackers() []string {
+	var out []string
+	for addr, k := range r.relays {
+		if k.item.Tracker && k.trusted() {
+			out = append(out, addr)
+		}
+	}
+	return out
+}
+
+// dueProbes picks at most maxProbesPerStep relays to probe now:
+// unverified relays never probed first (they are not listed before), then
+// relays of this reader's share not probed for a refresh period, the
+// longest unprobed first.
+func (r *Reader) dueProbes() []jid.JID {
+	self := r.identity()
+	now := r.cfg.Now()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	trackers := r.trackers()
+	type due struct {
+		k     *known
+		first bool
+	}
+	var todo []due
+	for addr, k := range r.relays {
+		switch {
+		case k.trust == Unverified && k.probedAt.IsZero():
+			todo = append(todo, due{k, true})
+		case self != "" && now.Sub(k.probedAt) >= r.cfg.Refresh && inShare(self, trackers, addr, r.cfg.Probers):
+			todo = append(todo, due{k, false})
+		}
+	}
+	slices.SortFunc(todo, func(a, b due) int {
+		if a.first != b.first {
+			if a.first {
+				return -1
+			}
+			return 1
+		}
+		if c := a.k.probedAt.Compare(b.k.probedAt); c != 0 {
+			return c
+		}
+		return strings.Compare(a.k.item.JID.String(), b.k.item.JID.String())
+	})
+	var out []jid.JID
+	for _, d := range todo[:min(len(todo), maxProbesPerStep)] {
+		out = append(out, d.k.item.JID)
+	}
+	return out
+}
+
+// probe asks the relays due for a channel, through s. An unverified relay
+// that fails is dropped (the trust rule); a verified one stays, unlisted
+// until a later probe passes.
+func (r *Reader) probe(ctx context.Context, s Requester) {
+	if r.cfg.Probe == nil {
+		return
+	}
+	for _, a := range r.dueProbes() {
+		pctx, cancel := context.WithTimeout(ctx, requestTimeout)
+		err := r.cfg.Probe(pctx, s, a)
+		cancel()
+		r.mu.Lock()
+		k := r.relays[a.String()]
+		if k == nil {
+			r.mu.Unlock()
+			continue
+		}
+		wasOK := k.probedOK()
+		k.probedAt, k.probeErr = r.cfg.Now(), ""
+		if err != nil {
+			k.probeErr = err.Error()
+			if k.trust == Unverified {
+				delete(r.relays, a.String())
+			}
+		}
+		r.mu.Unlock()
+		switch {
+		case err != nil:
+			r.log.Info("directory: relay failed its probe", "relay", a.String(), "trust", k.trust.String(), "err", err)
+		case !wasOK:
+			r.log.Info("directory: relay probed", "relay", a.String(), "trust", k.trust.String())
+		}
+	}
+}
+
+// listable reports whether k may be listed now: trusted, running,
+// granting Jingle Nodes channels with room, fresh, and not failing this
+// reader's probe. r.mu is held.
+func (k *known) listable(stale time.Time) bool {
+	it := k.item
+	return k.trusted() && !k.probeFailed() && it.JingleNodes && it.Free > 0 && it.Status == StatusOK && !it.Updated.Before(stale)
+}
+
+// Listed is the ranked relays to list, at most max: those listable,
+// healthy first (they granted this reader's probe, or say the Internet
+// reaches them), then those in country (when given), then by free
+// channels, most first.
+func (r *Reader) Listed(country string, max int) []Item {
+	stale := r.cfg.Now().Add(-3 * r.cfg.Refresh)
+	type ranked struct {
+		it      Item
+		healthy bool
+	}
+	r.mu.Lock()
+	var out []ranked
+	for _, k := range r.relays {
+		if k.listable(stale) {
+			out = append(out, ranked{k.item, k.healthy()})
+		}
+	}
+	r.mu.Unlock()
+	near := func(it Item) bool { return country != "" && it.Country == country }
+	first := func(a, b bool) int {
+		switch {
+		case a == b:
+			return 0
+		case a:
+			return -1
+		}
+		return 1
+	}
+	slices.SortFunc(out, func(a, b ranked) int {
+		if c := first(a.healthy, b.healthy); c != 0 {
+			return c
+		}
+		if c := first(near(a.it), near(b.it)); c != 0 {
+			return c
+		}
+		if c := b.it.Free - a.it.Free; c != 0 {
+			return c
+		}
+		return strings.Compare(a.it.JID.String(), b.it.JID.String())
+	})
+	items := make([]Item, 0, min(len(out), max))
+	for _, x := range out[:min(len(out), max)] {
+		items = append(items, x.it)
+	}
+	return items
+}
