@@ -35,7 +35,7 @@ type ReaderConfig struct {
 	// DefaultProbers): this reader probes the relays of its share
 	// (share.go) every Refresh.
 	Probers int
-	Logger *slog.Logger
+	Logger  *slog.Logger
 	// Now is the clock (tests); nil = time.Now.
 	Now func() time.Time
 }
