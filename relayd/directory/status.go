@@ -67,6 +67,11 @@ type NodeStatus struct {
 // ReaderStatus is what a reader holds.
 type ReaderStatus struct {
 	Nodes []NodeStatus `json:"nodes"`
+	ReaderTotals
+}
+
+// ReaderTotals count what a reader holds, its directories together.
+type ReaderTotals struct {
 	// Relays is how many relays the reader keeps, mirrors merged.
 	Relays int `json:"relays"`
 	// Trackers is how many other trackers the reader knows (trusted
@@ -75,14 +80,18 @@ type ReaderStatus struct {
 	Trackers     int `json:"trackers"`
 	ProbeShare   int `json:"probe_share"`
 	ProbeFailing int `json:"probe_failing"`
+	// Listed is how many relays <services/> lists now (Listed).
+	Listed int `json:"listed"`
 }
 
-// Status reports the reader's directories and relays.
-func (r *Reader) Status() ReaderStatus {
+// Status reports the reader's directories and relays; country and max
+// are Listed's.
+func (r *Reader) Status(country string, max int) ReaderStatus {
+	listed := len(r.Listed(country, max))
 	self := r.identity()
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	st := ReaderStatus{Nodes: make([]NodeStatus, 0, len(r.cfg.Nodes)), Relays: len(r.relays)}
+	st := ReaderStatus{Nodes: make([]NodeStatus, 0, len(r.cfg.Nodes)), ReaderTotals: ReaderTotals{Relays: len(r.relays), Listed: listed}}
 	trackers := r.trackers()
 	st.Trackers = len(trackers)
 	for addr, k := range r.relays {
