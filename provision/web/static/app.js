@@ -283,9 +283,10 @@
     }
     $('dir-summary').hidden = !d.subscribe;
     if (d.subscribe) {
-      $('dir-summary').textContent = num(d.relays) + ' relays known, ' + num(d.listed) + ' listed to clients · ' +
-        'health-checks ' + num(d.probe_share) + (d.probe_failing ? ' (' + num(d.probe_failing) + ' failing)' : '') +
-        ', sharing the checks with ' + num(d.trackers) + (d.trackers === 1 ? ' other tracker' : ' other trackers');
+      // Each relay is health-checked by a few trackers only; this one
+      // checks its share (docs/directory.md).
+      $('dir-summary').textContent = num(d.relays) + ' relays known, ' + num(d.listed) + ' listed to clients · checks the health of ' +
+        num(d.probe_share) + (d.probe_failing ? ' (' + num(d.probe_failing) + ' failing)' : '') + ' · other trackers known: ' + num(d.trackers);
     }
   }
 
