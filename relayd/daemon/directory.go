@@ -163,6 +163,12 @@ func (d *Daemon) withDirectory(next xmpp.Handler) xmpp.Handler {
 	})
 }
 
+// directoryNear is where the relay says it is: directory relays there
+// are listed first.
+func directoryNear(c config.Directory) directory.Near {
+	return directory.Near{Country: c.Country, Region: c.Region}
+}
+
 // directoryListings are the directories' relays for <services/>, those
 // already listed left out.
 func (d *Daemon) directoryListings(listed []jinglenodes.Listing) []jinglenodes.Listing {
@@ -174,7 +180,7 @@ func (d *Daemon) directoryListings(listed []jinglenodes.Listing) []jinglenodes.L
 	for _, l := range listed {
 		seen[l.Address] = true
 	}
-	for _, it := range r.Listed(d.Config().Directory.Country, maxDirectoryListed) {
+	for _, it := range r.Listed(directoryNear(d.Config().Directory), maxDirectoryListed) {
 		if a := it.JID.String(); !seen[a] {
 			seen[a] = true
 			listed = append(listed, jinglenodes.Listing{Kind: jinglenodes.ListingRelay, Address: a, Protocol: "udp"})
@@ -203,7 +209,7 @@ func (d *Daemon) directoryStatus() *DirectoryStatus {
 		st.Publish = p.Status()
 	}
 	if r != nil {
-		rs := r.Status(d.Config().Directory.Country, maxDirectoryListed)
+		rs := r.Status(directoryNear(d.Config().Directory), maxDirectoryListed)
 		st.Subscribe, st.ReaderTotals = rs.Nodes, &rs.ReaderTotals
 	}
 	return &st

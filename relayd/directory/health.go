@@ -150,11 +150,28 @@ func (k *known) listable(stale time.Time) bool {
 	return k.trusted() && !k.probeFailed() && it.JingleNodes && it.Free > 0 && it.Status == StatusOK && !it.Updated.Before(stale)
 }
 
+// Near is where the reader is (directory.country and .region): relays
+// there rank before the others of the same health.
+type Near struct{ Country, Region string }
+
+// distance is 0 for a relay of the reader's country and region, 1 of its
+// country, 2 otherwise (or when the reader set no country). Regions are
+// free text, compared without case.
+func (n Near) distance(it Item) int {
+	switch {
+	case n.Country == "" || it.Country != n.Country:
+		return 2
+	case n.Region != "" && strings.EqualFold(it.Region, n.Region):
+		return 0
+	}
+	return 1
+}
+
 // Listed is the ranked relays to list, at most max: those listable,
 // healthy first (they granted this reader's probe, or say the Internet
-// reaches them), then those in country (when given), then by free
-// channels, most first.
-func (r *Reader) Listed(country string, max int) []Item {
+// reaches them), then the nearest (same country and region, then same
+// country), then by free channels, most first.
+func (r *Reader) Listed(near Near, max int) []Item {
 	stale := r.cfg.Now().Add(-3 * r.cfg.Refresh)
 	type ranked struct {
 		it      Item
@@ -168,7 +185,6 @@ func (r *Reader) Listed(country string, max int) []Item {
 		}
 	}
 	r.mu.Unlock()
-	near := func(it Item) bool { return country != "" && it.Country == country }
 	first := func(a, b bool) int {
 		switch {
 		case a == b:
@@ -182,7 +198,7 @@ func (r *Reader) Listed(country string, max int) []Item {
 		if c := first(a.healthy, b.healthy); c != 0 {
 			return c
 		}
-		if c := first(near(a.it), near(b.it)); c != 0 {
+		if c := near.distance(a.it) - near.distance(b.it); c != 0 {
 			return c
 		}
 		if c := b.it.Free - a.it.Free; c != 0 {

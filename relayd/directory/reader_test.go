@@ -45,7 +45,7 @@ func testReader(f *fakeService, c *clock, nodes ...string) *Reader {
 
 func listedAddrs(r *Reader, country string) []string {
 	var out []string
-	for _, it := range r.Listed(country, 10) {
+	for _, it := range r.Listed(Near{Country: country}, 10) {
 		out = append(out, it.JID.String())
 	}
 	return out
@@ -230,7 +230,7 @@ func TestReaderRanksHealthyFirst(t *testing.T) {
 	if got, want := listedAddrs(r, "DE"), []string{"near.example.org", "far.example.org"}; !slices.Equal(got, want) {
 		t.Errorf("after probing, listed %q, want %q", got, want)
 	}
-	if got := r.Listed("DE", 1); len(got) != 1 || got[0].JID.String() != "near.example.org" {
+	if got := r.Listed(Near{Country: "DE"}, 1); len(got) != 1 || got[0].JID.String() != "near.example.org" {
 		t.Errorf("bounded to one: %v", got)
 	}
 }
@@ -300,5 +300,39 @@ func TestReaderSpreadsProbes(t *testing.T) {
 	}
 	if want := DefaultProbers * (len(trackers) + len(relays)); again != want {
 		t.Errorf("%d probes after a refresh period, want %d", again, want)
+	}
+}
+
+// Among relays of the same health, those of the reader's country and
+// region come first, then those of its country, then the others.
+func TestReaderRanksNearestFirst(t *testing.T) {
+	c := &clock{now: testNow}
+	f := newFake(t, "tracker@example.org/t", testNode)
+	at := func(addr, country, region string, free int) Item {
+		it := relayItem(addr, free, testNow)
+		it.Country, it.Region = country, region
+		return it
+	}
+	for _, it := range []Item{at("fr.example.org", "FR", "Berlin area", 9), at("bavaria.example.org", "DE", "Bavaria", 8),
+		at("berlin.example.org", "DE", "Berlin Area", 1), at("none.example.org", "", "", 7)} {
+		f.put(testNode, it.JID.String(), it.JID.String(), it)
+	}
+	r := testReader(f, c, testNode)
+	r.fetch(context.Background(), f, r.cfg.Nodes[0])
+	names := func(near Near) []string {
+		var out []string
+		for _, it := range r.Listed(near, 10) {
+			out = append(out, strings.TrimSuffix(it.JID.String(), ".example.org"))
+		}
+		return out
+	}
+	for near, want := range map[Near][]string{
+		{Country: "DE", Region: "berlin area"}: {"berlin", "bavaria", "fr", "none"},
+		{Country: "DE"}:                        {"bavaria", "berlin", "fr", "none"},
+		{Region: "Berlin area"}:                {"fr", "bavaria", "none", "berlin"},
+	} {
+		if got := names(near); !slices.Equal(got, want) {
+			t.Errorf("near %+v: %q, want %q", near, got, want)
+		}
 	}
 }

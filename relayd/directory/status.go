@@ -84,10 +84,10 @@ type ReaderTotals struct {
 	Listed int `json:"listed"`
 }
 
-// Status reports the reader's directories and relays; country and max
-// are Listed's.
-func (r *Reader) Status(country string, max int) ReaderStatus {
-	listed := len(r.Listed(country, max))
+// Status reports the reader's directories and relays; near and max are
+// Listed's.
+func (r *Reader) Status(near Near, max int) ReaderStatus {
+	listed := len(r.Listed(near, max))
 	self := r.identity()
 	r.mu.Lock()
 	defer r.mu.Unlock()

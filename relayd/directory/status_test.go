@@ -63,7 +63,7 @@ func TestReaderStatus(t *testing.T) {
 	f.put("n1", "other.example.org", "other.example.org", tr)
 	r := testReader(f, c, "n1", "n2", "n3") // n3 does not exist
 	r.step(context.Background())
-	st := r.Status("", 1)
+	st := r.Status(Near{}, 1)
 	if len(st.Nodes) != 3 || st.Relays != 2 || st.Trackers != 1 || st.ProbeShare != 2 || st.ProbeFailing != 0 || st.Listed != 1 {
 		t.Fatalf("status %+v", st)
 	}
