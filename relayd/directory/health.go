@@ -13,6 +13,11 @@ import (
 // directory of many relays is not probed at once.
 const maxProbesPerStep = 2
 
+// probeRetry is how soon a relay of the share that failed its probe is
+// probed again (at most Refresh): a failure of a moment (the relay's
+// session reconnecting) keeps it unlisted no longer than this.
+const probeRetry = time.Minute
+
 // goodReachability are the reachability values a relay publishes when
 // the Internet reaches its public address (docs/directory.md).
 var goodReachability = map[string]bool{"configured": true, "public": true}
@@ -67,8 +72,8 @@ func (r *Reader) trackers() []string {
 
 // dueProbes picks at most maxProbesPerStep relays to probe now:
 // unverified relays never probed first (they are not listed before), then
-// relays of this reader's share not probed for a refresh period, the
-// longest unprobed first.
+// relays of this reader's share not probed for a refresh period (a
+// minute after a failure), the longest unprobed first.
 func (r *Reader) dueProbes() []jid.JID {
 	self := r.identity()
 	now := r.cfg.Now()
@@ -84,7 +89,7 @@ func (r *Reader) dueProbes() []jid.JID {
 		switch {
 		case k.trust == Unverified && k.probedAt.IsZero():
 			todo = append(todo, due{k, true})
-		case self != "" && now.Sub(k.probedAt) >= r.cfg.Refresh && inShare(self, trackers, addr, r.cfg.Probers):
+		case self != "" && now.Sub(k.probedAt) >= r.probeEvery(k) && inShare(self, trackers, addr, r.cfg.Probers):
 			todo = append(todo, due{k, false})
 		}
 	}
@@ -105,6 +110,14 @@ func (r *Reader) dueProbes() []jid.JID {
 		out = append(out, d.k.item.JID)
 	}
 	return out
+}
+
+// probeEvery is how long after its last probe k is probed again.
+func (r *Reader) probeEvery(k *known) time.Duration {
+	if k.probeFailed() {
+		return min(probeRetry, r.cfg.Refresh)
+	}
+	return r.cfg.Refresh
 }
 
 // probe asks the relays due for a channel, through s. An unverified relay

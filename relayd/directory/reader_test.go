@@ -336,3 +336,31 @@ func TestReaderRanksNearestFirst(t *testing.T) {
 		}
 	}
 }
+
+// A verified relay of the share that fails its probe is kept but not
+// listed, probed again a minute later (not a whole refresh period), and
+// listed again once it passes.
+func TestReaderReprobesAfterFailure(t *testing.T) {
+	c := &clock{now: testNow}
+	f := newFake(t, "tracker@example.org/t", testNode)
+	f.put(testNode, "a.example.org", "a.example.org", relayItem("a.example.org", 2, testNow))
+	r := testReader(f, c, testNode)
+	r.cfg.Refresh = 5 * time.Minute
+	r.fetch(context.Background(), f, r.cfg.Nodes[0])
+	f.probeErr = errors.New("no channel")
+	r.probe(context.Background(), f)
+	if got := listedAddrs(r, ""); len(got) != 0 || len(r.relays) != 1 {
+		t.Fatalf("after a failed probe: listed %q, kept %d", got, len(r.relays))
+	}
+	f.probeErr = nil
+	c.add(probeRetry - time.Second)
+	r.probe(context.Background(), f)
+	if len(f.probes) != 1 {
+		t.Fatalf("probed again before probeRetry: %q", f.probes)
+	}
+	c.add(time.Second)
+	r.probe(context.Background(), f)
+	if got := listedAddrs(r, ""); len(f.probes) != 2 || !slices.Equal(got, []string{"a.example.org"}) {
+		t.Errorf("after probeRetry: probes %q, listed %q", f.probes, got)
+	}
+}
