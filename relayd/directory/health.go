@@ -59,7 +59,7 @@ func (r *Reader) identity() string {
 }
 
 // trackers lists the trackers of the directories this reader believes:
-// trusted items that say <tracker/>. r.mu is held.
+// trusted items that say <tracker/>, sorted. r.mu is held.
 func (r *Reader) trackers() []string {
 	var out []string
 	for addr, k := range r.relays {
@@ -67,7 +67,39 @@ func (r *Reader) trackers() []string {
 			out = append(out, addr)
 		}
 	}
+	slices.Sort(out)
 	return out
+}
+
+// shareView is what this reader's share depends on: its identity and the
+// trackers it knows. gen changes with them; each relay's membership is
+// weighed again only then (weighing costs one hash per tracker).
+type shareView struct {
+	self     string
+	trackers []string
+	gen      uint64
+}
+
+// refreshView brings r.view up to date with self and the relays known.
+// r.mu is held.
+func (r *Reader) refreshView(self string) {
+	trackers := r.trackers()
+	if r.view.gen != 0 && self == r.view.self && slices.Equal(trackers, r.view.trackers) {
+		return
+	}
+	r.view = shareView{self: self, trackers: trackers, gen: r.view.gen + 1}
+}
+
+// mine reports whether the relay addr (k) is in this reader's share, as of
+// the last refreshView. r.mu is held.
+func (r *Reader) mine(addr string, k *known) bool {
+	if r.view.self == "" {
+		return false
+	}
+	if k.shareGen != r.view.gen {
+		k.inMyShare, k.shareGen = inShare(r.view.self, r.view.trackers, addr, r.cfg.Probers), r.view.gen
+	}
+	return k.inMyShare
 }
 
 // dueProbes picks at most maxProbesPerStep relays to probe now:
@@ -79,7 +111,7 @@ func (r *Reader) dueProbes() []jid.JID {
 	now := r.cfg.Now()
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	trackers := r.trackers()
+	r.refreshView(self)
 	type due struct {
 		k     *known
 		first bool
@@ -89,7 +121,7 @@ func (r *Reader) dueProbes() []jid.JID {
 		switch {
 		case k.trust == Unverified && k.probedAt.IsZero():
 			todo = append(todo, due{k, true})
-		case self != "" && now.Sub(k.probedAt) >= r.probeEvery(k) && inShare(self, trackers, addr, r.cfg.Probers):
+		case now.Sub(k.probedAt) >= r.probeEvery(k) && r.mine(addr, k):
 			todo = append(todo, due{k, false})
 		}
 	}

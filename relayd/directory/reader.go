@@ -51,6 +51,10 @@ type known struct {
 	// and probeErr what went wrong ("" = it granted a channel).
 	probedAt time.Time
 	probeErr string
+	// inMyShare says whether this reader probes the relay, as weighed
+	// for the share view of generation shareGen (health.go).
+	inMyShare bool
+	shareGen  uint64
 }
 
 // Reader keeps the relays of its directories.
@@ -61,6 +65,7 @@ type Reader struct {
 	mu     sync.Mutex
 	relays map[string]*known // by item JID
 	nodes  map[string]*nodeState
+	view   shareView
 	// done is set by Unsubscribe: no subscription is made after it.
 	done bool
 }

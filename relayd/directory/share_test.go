@@ -75,3 +75,21 @@ func TestShareStableWhenATrackerJoins(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkDueProbes is one reader's choice of probes in a directory of
+// 1,000 relays, 100 of them trackers, its share view unchanged (the
+// steady state: every 5 s).
+func BenchmarkDueProbes(b *testing.B) {
+	f := newFake(b, "tracker@example.org/t", testNode)
+	r := testReader(f, &clock{now: testNow}, testNode)
+	var entries []Entry
+	for i := range 1000 {
+		it := relayItem(fmt.Sprintf("relay%d.example.org", i), 1, testNow)
+		it.Tracker = i < 100
+		entries = append(entries, Entry{ID: it.JID.String(), Publisher: it.JID.String(), Item: it})
+	}
+	r.apply(r.cfg.Nodes[0], entries)
+	for b.Loop() {
+		r.dueProbes()
+	}
+}

@@ -92,10 +92,10 @@ func (r *Reader) Status(near Near, max int) ReaderStatus {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	st := ReaderStatus{Nodes: make([]NodeStatus, 0, len(r.cfg.Nodes)), ReaderTotals: ReaderTotals{Relays: len(r.relays), Listed: listed}}
-	trackers := r.trackers()
-	st.Trackers = len(trackers)
+	r.refreshView(self)
+	st.Trackers = len(r.view.trackers)
 	for addr, k := range r.relays {
-		if self != "" && inShare(self, trackers, addr, r.cfg.Probers) {
+		if r.mine(addr, k) {
 			st.ProbeShare++
 			if k.probeFailed() {
 				st.ProbeFailing++
