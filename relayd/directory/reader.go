@@ -277,6 +277,11 @@ func (r *Reader) apply(n Node, entries []Entry) int {
 			r.relays[addr] = k
 			r.log.Info("directory: relay learned", "relay", addr, "node", n.String(), "trust", trust.String())
 		}
+		if trust == Unverified && k.trust == Verified && same(k.item, e.Item) {
+			// A mirror that names no publisher repeats what the relay
+			// itself published on another: still verified.
+			trust = Verified
+		}
 		if trust != k.trust {
 			// Trust changed (the service started or stopped naming
 			// publishers): the probe of the other kind counts no more.

@@ -364,3 +364,23 @@ func TestReaderReprobesAfterFailure(t *testing.T) {
 		t.Errorf("after probeRetry: probes %q, listed %q", f.probes, got)
 	}
 }
+
+// A mirror that names no publisher, repeating a verified item, leaves it
+// verified: no probe is needed, and the share's probe result stands.
+func TestReaderMirrorWithoutPublisherKeepsTrust(t *testing.T) {
+	c := &clock{now: testNow}
+	f := newFake(t, "tracker@example.org/t", "n1", "n2")
+	it := relayItem("a.example.org", 2, testNow)
+	r := testReader(f, c, "n1", "n2")
+	r.apply(r.cfg.Nodes[0], []Entry{{ID: "a.example.org", Publisher: "a.example.org", Item: it}})
+	r.apply(r.cfg.Nodes[1], []Entry{{ID: "a.example.org", Item: it}})
+	if k := r.relays["a.example.org"]; k == nil || k.trust != Verified {
+		t.Fatalf("after the unnamed copy: %+v", k)
+	}
+	changed := it
+	changed.Free = 1
+	r.apply(r.cfg.Nodes[1], []Entry{{ID: "a.example.org", Item: changed}})
+	if k := r.relays["a.example.org"]; k == nil || k.trust != Unverified {
+		t.Fatalf("an unnamed copy saying something else: %+v", k)
+	}
+}
