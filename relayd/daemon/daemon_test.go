@@ -14,6 +14,7 @@ import (
 
 	"github.com/jnrelay/jnrelay/config"
 	"github.com/jnrelay/jnrelay/relayd/channel"
+	"github.com/jnrelay/jnrelay/relayd/directory"
 )
 
 // The daemon runs here on loopback only: relay ports on 127.0.0.1 in a
@@ -236,6 +237,9 @@ func TestStatusReportsWhatRuns(t *testing.T) {
 	if len(st.Sessions) != 0 {
 		t.Fatalf("sessions %+v, none configured", st.Sessions)
 	}
+	if st.Directory != nil {
+		t.Fatalf("directory %+v, none configured", st.Directory)
+	}
 
 	// Without STUN, none is reported and its port is free again.
 	next := cfg
@@ -251,6 +255,41 @@ func TestStatusReportsWhatRuns(t *testing.T) {
 		t.Fatalf("STUN port still held after STUN was turned off: %v", err)
 	}
 	c.Close()
+}
+
+// The status lists the directories configured, each waiting while no
+// session is online, and follows a change of them.
+func TestStatusReportsDirectories(t *testing.T) {
+	cfg := testConfig(t)
+	closed := freeUDPPort(t) // nobody listens: the session never comes online
+	cfg.XMPP = []config.Service{{Name: "relay", Type: config.ServiceComponent, Server: fmt.Sprintf("127.0.0.1:%d", closed),
+		Domain: "relay.localhost", Secret: "s"}}
+	node := config.DirectoryNode{Service: "pubsub.localhost", Node: "relays"}
+	cfg.Directory.Publish = []config.DirectoryNode{node}
+	cfg.Directory.Subscribe = []config.DirectoryNode{node, {Service: "pubsub.example.org", Node: "mirror"}}
+	d := startDaemon(t, cfg)
+	st := d.Status().Directory
+	if st == nil || len(st.Publish) != 1 || st.Publish[0].Node != "pubsub.localhost/relays" || st.Publish[0].State != directory.StateWaiting {
+		t.Fatalf("directory status %+v", st)
+	}
+	if len(st.Subscribe) != 2 || st.Subscribe[1].Node != "pubsub.example.org/mirror" || st.ReaderTotals == nil || st.Relays != 0 || st.Listed != 0 {
+		t.Fatalf("directory status %+v", st)
+	}
+	next := cfg
+	next.Directory.Publish = nil
+	if err := d.Apply(context.Background(), next); err != nil {
+		t.Fatal(err)
+	}
+	if st := d.Status().Directory; st == nil || len(st.Publish) != 0 || len(st.Subscribe) != 2 {
+		t.Fatalf("after publish was removed: %+v", st)
+	}
+	next.Directory.Subscribe = nil
+	if err := d.Apply(context.Background(), next); err != nil {
+		t.Fatal(err)
+	}
+	if st := d.Status().Directory; st != nil {
+		t.Fatalf("after every directory was removed: %+v", st)
+	}
 }
 
 // A service may carry the name of one of the daemon's own parts: its

@@ -107,7 +107,8 @@ func (d *Daemon) directoryItem(c config.Directory) directory.Item {
 		free = 0 // full, or the quota is used up: listed, with no room
 	}
 	it := directory.Item{JingleNodes: true, Free: free, Total: total, Country: c.Country, Region: c.Region,
-		Version: "jnrelay " + d.version, Reachability: string(d.host.Load().Reachability())}
+		Version: "jnrelay " + d.version, Reachability: string(d.host.Load().Reachability()),
+		Tracker: len(c.Subscribe) > 0}
 	if t := d.external.Load().TURN; t != nil {
 		it.TURN = append(it.TURN, t.Transport)
 		if t.Builtin && t.TCP && t.Transport != "tcp" {
@@ -162,6 +163,12 @@ func (d *Daemon) withDirectory(next xmpp.Handler) xmpp.Handler {
 	})
 }
 
+// directoryNear is where the relay says it is: directory relays there
+// are listed first.
+func directoryNear(c config.Directory) directory.Near {
+	return directory.Near{Country: c.Country, Region: c.Region}
+}
+
 // directoryListings are the directories' relays for <services/>, those
 // already listed left out.
 func (d *Daemon) directoryListings(listed []jinglenodes.Listing) []jinglenodes.Listing {
@@ -173,11 +180,37 @@ func (d *Daemon) directoryListings(listed []jinglenodes.Listing) []jinglenodes.L
 	for _, l := range listed {
 		seen[l.Address] = true
 	}
-	for _, it := range r.Listed(d.Config().Directory.Country, maxDirectoryListed) {
+	for _, it := range r.Listed(directoryNear(d.Config().Directory), maxDirectoryListed) {
 		if a := it.JID.String(); !seen[a] {
 			seen[a] = true
 			listed = append(listed, jinglenodes.Listing{Kind: jinglenodes.ListingRelay, Address: a, Protocol: "udp"})
 		}
 	}
 	return listed
+}
+
+// DirectoryStatus is what the relay publishes to and reads from its
+// directories (docs/directory.md).
+type DirectoryStatus struct {
+	Publish []directory.PublishStatus `json:"publish,omitempty"`
+	// Subscribe and the counts beside it are the reader's.
+	Subscribe []directory.NodeStatus `json:"subscribe,omitempty"`
+	*directory.ReaderTotals
+}
+
+// directoryStatus reports the directories, nil when none is configured.
+func (d *Daemon) directoryStatus() *DirectoryStatus {
+	p, r := d.dirPublisher.Load(), d.dirReader.Load()
+	if p == nil && r == nil {
+		return nil
+	}
+	var st DirectoryStatus
+	if p != nil {
+		st.Publish = p.Status()
+	}
+	if r != nil {
+		rs := r.Status(directoryNear(d.Config().Directory), maxDirectoryListed)
+		st.Subscribe, st.ReaderTotals = rs.Nodes, &rs.ReaderTotals
+	}
+	return &st
 }

@@ -15,6 +15,7 @@ func FuzzItems(f *testing.F) {
 	for _, s := range []string{
 		itemsDoc(`<item id='relay.example.org' publisher='relay.example.org'>` + good + `</item>`),
 		itemsDoc(`<item id='x'><relay xmlns='urn:xmpp:jnrelay:directory:0' jid='x' policy='public' updated='2026-01-01T00:00:00Z'><turn transport='tcp'/><capacity free='0' total='0'/><location country='FR'> Lyon </location><health status='stopped'/></relay></item>`),
+		itemsDoc(`<item id='t@x/r' publisher='t@x'><relay xmlns='urn:xmpp:jnrelay:directory:0' jid='t@x/r' policy='public' updated='2026-01-01T00:00:00Z'><jingle-nodes/><capacity free='1' total='2'/><health reachability='behind_nat' status='ok'/><tracker/><tracker x='1'/></relay></item>`),
 		itemsDoc(`<item id='y'><relay xmlns='urn:xmpp:jnrelay:directory:0'><a><b/></a></relay><z/></item>`, `<retract id='q'/>`),
 		`<event xmlns='http://jabber.org/protocol/pubsub#event'><items node='n'><retract id='r'/></items></event>`,
 	} {

@@ -66,7 +66,11 @@ type Item struct {
 	// public, nat, none); Status is StatusOK or StatusStopped.
 	Reachability string
 	Status       string
-	Updated      time.Time
+	// Tracker is set when the relay also reads the directory and
+	// health-checks its share of the relays in it (docs/directory.md):
+	// readers spread their probes over the trackers they know.
+	Tracker bool
+	Updated time.Time
 }
 
 // Name is the payload element.
@@ -100,6 +104,9 @@ func (it Item) TokenReader() xml.TokenReader {
 		kids = append(kids, xmlstream.Wrap(text, xml.StartElement{Name: xml.Name{Local: "location"}, Attr: attrs}))
 	}
 	kids = append(kids, empty("health", attr("reachability", it.Reachability), attr("status", it.Status)))
+	if it.Tracker {
+		kids = append(kids, empty("tracker"))
+	}
 	return xmlstream.Wrap(xmlstream.MultiReader(kids...), xml.StartElement{Name: Name, Attr: []xml.Attr{
 		attr("jid", it.JID.String()), attr("policy", it.Policy), attr("version", it.Version),
 		attr("updated", it.Updated.UTC().Format(itemTimeFormat)),
@@ -275,6 +282,8 @@ func child(it *Item, t xml.StartElement, seen map[string]bool) error {
 		it.Country = c
 	case "health":
 		it.Reachability, it.Status = a["reachability"], a["status"]
+	case "tracker":
+		it.Tracker = true
 	}
 	return nil
 }

@@ -18,7 +18,7 @@ var testNow = time.Date(2026, 12, 6, 19, 0, 0, 0, time.UTC)
 func sample() Item {
 	return Item{JID: jid.MustParse("relay.example.org"), Policy: "public", JingleNodes: true, TURN: []string{"udp", "tls"},
 		Free: 40, Total: 50, Country: "DE", Region: "Berlin area", Version: "jnrelay 1.0",
-		Reachability: "public", Status: StatusOK, Updated: testNow.Add(-time.Minute)}
+		Reachability: "public", Status: StatusOK, Tracker: true, Updated: testNow.Add(-time.Minute)}
 }
 
 func encode(t testing.TB, r xml.TokenReader) string {
@@ -91,6 +91,7 @@ func TestParseRefuses(t *testing.T) {
 		"bad status":       head + `<jingle-nodes/><capacity free='1' total='2'/><health status='fine'/></relay>`,
 		"bad turn":         head + ok + `<turn transport='sctp'/></relay>`,
 		"twice":            head + ok + `<capacity free='1' total='2'/></relay>`,
+		"tracker twice":    head + ok + `<tracker/><tracker/></relay>`,
 		"country":          head + ok + `<location country='Germany'/></relay>`,
 		"long region":      head + ok + `<location>` + strings.Repeat("x", MaxRegionLen+1) + `</location></relay>`,
 		"long attribute":   head + ok + `<health reachability='` + strings.Repeat("x", MaxAttrLen+1) + `'/></relay>`,

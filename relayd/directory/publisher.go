@@ -64,9 +64,14 @@ type Publisher struct {
 	mu        sync.Mutex
 	nodes     map[string]published
 	withdrawn bool
+	// unlisted is set while the relay is not to be listed (Self said
+	// so at the last round: draining, quota used up).
+	unlisted bool
 	// failed is the last publish error per node: a node that keeps
 	// failing is logged once a kind of failure, not every 5 s.
 	failed map[string]string
+	// tried is when the relay last tried to publish to each node.
+	tried map[string]time.Time
 }
 
 // NewPublisher returns a Publisher; Run publishes.
@@ -77,7 +82,8 @@ func NewPublisher(cfg PublisherConfig) *Publisher {
 	if cfg.CheckEvery <= 0 {
 		cfg.CheckEvery = checkEvery
 	}
-	return &Publisher{cfg: cfg, log: cfg.Logger, nodes: map[string]published{}, failed: map[string]string{}}
+	return &Publisher{cfg: cfg, log: cfg.Logger, nodes: map[string]published{}, failed: map[string]string{},
+		tried: map[string]time.Time{}}
 }
 
 // Run publishes whenever the item is due (first online, every Refresh,
@@ -112,6 +118,9 @@ func (p *Publisher) step(ctx context.Context) {
 	}
 	self, listed := p.cfg.Self()
 	now := time.Now()
+	p.mu.Lock()
+	p.unlisted = !listed
+	p.mu.Unlock()
 	for _, n := range p.cfg.Nodes {
 		s := p.cfg.Session(n)
 		if s == nil {
@@ -137,7 +146,11 @@ func (p *Publisher) step(ctx context.Context) {
 			// item goes.
 			p.retract(ctx, s, n, prev.item)
 		}
-		if err := p.publish(ctx, s, n, it); err != nil {
+		err := p.publish(ctx, s, n, it)
+		p.mu.Lock()
+		p.tried[n.String()] = now
+		p.mu.Unlock()
+		if err != nil {
 			p.mu.Lock()
 			repeated := p.failed[n.String()] == err.Error()
 			p.failed[n.String()] = err.Error()

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/xml"
 	"log/slog"
-	"slices"
 	"sync"
 	"time"
 
@@ -30,9 +29,13 @@ type ReaderConfig struct {
 	Self func() []jid.JID
 	// Probe asks a relay for a channel; an unverified item (its
 	// publisher unknown) is listed only once a probe succeeded. nil =
-	// unverified items are never listed.
-	Probe  func(ctx context.Context, q Requester, relay jid.JID) error
-	Logger *slog.Logger
+	// unverified items are never listed and nothing is probed.
+	Probe func(ctx context.Context, q Requester, relay jid.JID) error
+	// Probers is how many trackers health-check each relay (0 =
+	// DefaultProbers): this reader probes the relays of its share
+	// (share.go) every Refresh.
+	Probers int
+	Logger  *slog.Logger
 	// Now is the clock (tests); nil = time.Now.
 	Now func() time.Time
 }
@@ -44,8 +47,14 @@ type known struct {
 	// nodes are the directories holding the item (mirrors), by
 	// Node.String().
 	nodes map[string]bool
-	// probed is set once a probe of this item's relay succeeded.
-	probed bool
+	// probedAt is when this reader last probed the relay (zero: never)
+	// and probeErr what went wrong ("" = it granted a channel).
+	probedAt time.Time
+	probeErr string
+	// inMyShare says whether this reader probes the relay, as weighed
+	// for the share view of generation shareGen (health.go).
+	inMyShare bool
+	shareGen  uint64
 }
 
 // Reader keeps the relays of its directories.
@@ -56,6 +65,7 @@ type Reader struct {
 	mu     sync.Mutex
 	relays map[string]*known // by item JID
 	nodes  map[string]*nodeState
+	view   shareView
 	// done is set by Unsubscribe: no subscription is made after it.
 	done bool
 }
@@ -66,6 +76,9 @@ type nodeState struct {
 	// ("" = none yet, or the session was seen offline since).
 	subscribedAs string
 	lastFetch    time.Time
+	// fetchErr is why the last fetch failed ("" = it worked, or none
+	// was tried yet).
+	fetchErr string
 }
 
 // NewReader returns a Reader; Run reads.
@@ -78,6 +91,9 @@ func NewReader(cfg ReaderConfig) *Reader {
 	}
 	if cfg.Self == nil {
 		cfg.Self = func() []jid.JID { return nil }
+	}
+	if cfg.Probers <= 0 {
+		cfg.Probers = DefaultProbers
 	}
 	return &Reader{cfg: cfg, log: cfg.Logger, relays: map[string]*known{}, nodes: map[string]*nodeState{}}
 }
@@ -191,9 +207,17 @@ func (r *Reader) fetch(ctx context.Context, s Requester, n Node) bool {
 	is := Items{now: r.cfg.Now}
 	if err := s.Query(qctx, n.Service, itemsPayload(n.Node), &is); err != nil {
 		r.log.Warn("directory: fetch failed", "node", n.String(), "err", err)
+		r.mu.Lock()
+		if st := r.nodes[n.String()]; st != nil {
+			st.fetchErr = err.Error()
+		}
+		r.mu.Unlock()
 		return false
 	}
 	r.mu.Lock()
+	if st := r.nodes[n.String()]; st != nil {
+		st.fetchErr = ""
+	}
 	for _, k := range r.relays {
 		delete(k.nodes, n.String())
 	}
@@ -253,8 +277,15 @@ func (r *Reader) apply(n Node, entries []Entry) int {
 			r.relays[addr] = k
 			r.log.Info("directory: relay learned", "relay", addr, "node", n.String(), "trust", trust.String())
 		}
-		if !same(k.item, e.Item) {
-			k.probed = false
+		if trust == Unverified && k.trust == Verified && same(k.item, e.Item) {
+			// A mirror that names no publisher repeats what the relay
+			// itself published on another: still verified.
+			trust = Verified
+		}
+		if trust != k.trust {
+			// Trust changed (the service started or stopped naming
+			// publishers): the probe of the other kind counts no more.
+			k.probedAt, k.probeErr = time.Time{}, ""
 		}
 		k.item, k.trust = e.Item, trust
 		k.nodes[n.String()] = true
@@ -300,80 +331,6 @@ func (r *Reader) expire() {
 			r.log.Info("directory: relay forgotten", "relay", addr, "why", "stale")
 		}
 	}
-}
-
-// maxProbesPerStep spreads probes over time: a directory of many
-// unverified items is not probed at once.
-const maxProbesPerStep = 2
-
-// probe asks a few unverified, unprobed relays for a channel.
-func (r *Reader) probe(ctx context.Context, s Requester) {
-	if r.cfg.Probe == nil {
-		return
-	}
-	r.mu.Lock()
-	var todo []jid.JID
-	for _, k := range r.relays {
-		if k.trust == Unverified && !k.probed && len(todo) < maxProbesPerStep {
-			todo = append(todo, k.item.JID)
-		}
-	}
-	r.mu.Unlock()
-	for _, a := range todo {
-		pctx, cancel := context.WithTimeout(ctx, requestTimeout)
-		err := r.cfg.Probe(pctx, s, a)
-		cancel()
-		if err != nil {
-			r.log.Info("directory: unverified relay failed its probe", "relay", a.String(), "err", err)
-			r.mu.Lock()
-			delete(r.relays, a.String())
-			r.mu.Unlock()
-			continue
-		}
-		r.mu.Lock()
-		if k := r.relays[a.String()]; k != nil {
-			k.probed = true
-		}
-		r.mu.Unlock()
-	}
-}
-
-// Listed is the ranked relays to list: trusted, running, granting Jingle
-// Nodes channels and with room, those in country first (when given),
-// then by free channels, most first; at most max.
-func (r *Reader) Listed(country string, max int) []Item {
-	stale := r.cfg.Now().Add(-3 * r.cfg.Refresh)
-	r.mu.Lock()
-	var out []Item
-	for _, k := range r.relays {
-		it := k.item
-		if (k.trust == Verified || k.probed) && it.JingleNodes && it.Free > 0 && it.Status == StatusOK && !it.Updated.Before(stale) {
-			out = append(out, it)
-		}
-	}
-	r.mu.Unlock()
-	near := func(it Item) int {
-		if country != "" && it.Country == country {
-			return 0
-		}
-		return 1
-	}
-	slices.SortFunc(out, func(a, b Item) int {
-		if c := near(a) - near(b); c != 0 {
-			return c
-		}
-		if c := b.Free - a.Free; c != 0 {
-			return c
-		}
-		if a.JID.String() < b.JID.String() {
-			return -1
-		}
-		return 1
-	})
-	if len(out) > max {
-		out = out[:max]
-	}
-	return out
 }
 
 // Handler passes notifications from the configured nodes to the reader

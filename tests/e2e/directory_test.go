@@ -2,13 +2,16 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
 	"encoding/xml"
 	"fmt"
+	"os/exec"
 	"slices"
 	"testing"
 	"time"
 
 	"github.com/jnrelay/jnrelay/config"
+	"github.com/jnrelay/jnrelay/relayd/daemon"
 	"github.com/jnrelay/jnrelay/relayd/directory"
 	"github.com/jnrelay/jnrelay/tests/harness"
 )
@@ -72,11 +75,26 @@ func servicesOf(ctx context.Context, t *testing.T, w *world, relay string) []str
 	return out
 }
 
+// directoryStatusOf runs relayd status against rd's API and returns what
+// it says of the directories.
+func directoryStatusOf(ctx context.Context, t *testing.T, rd *harness.Relayd) daemon.DirectoryStatus {
+	t.Helper()
+	if _, err := rd.WaitLog(ctx, "provisioning API listening", 1, nil); err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.CommandContext(ctx, relaydBin, "-api-socket", rd.APISocket, "status").Output()
+	var st struct{ Directory *daemon.DirectoryStatus }
+	if err != nil || json.Unmarshal(out, &st) != nil || st.Directory == nil {
+		t.Fatalf("relayd status: %v\n%s", err, out)
+	}
+	return *st.Directory
+}
+
 // TestDirectoryOnProsody: relay A (the component relay.localhost) and
 // relay C (the account relayc@localhost) publish their items to a node
 // of Prosody's publish-subscribe service; relay B (tracker@localhost)
-// subscribes to it and lists both in its <services/> answer to a
-// client. A stops cleanly: its item goes (Prosody lets a publisher of an
+// subscribes to it, health-checks both and lists them in its <services/>
+// answer to a client; relayd status says so on each. A stops cleanly: its item goes (Prosody lets a publisher of an
 // open node publish, not retract: A marks it stopped) and B stops
 // listing it, while C stays.
 func TestDirectoryOnProsody(t *testing.T) {
@@ -136,6 +154,28 @@ func testDirectory(t *testing.T, start func(context.Context, harness.ServerOptio
 		}); err != nil {
 			t.Fatal(err)
 		}
+	}
+	// B health-checks both (no other tracker shares the work).
+	for _, relay := range []string{srv.ComponentDomain, addrC} {
+		if _, err := relayB.WaitLog(ctx, "directory: relay probed", 1, func(r harness.LogRecord) bool { return r.Str("relay") == relay }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// relayd status: A and C say where they published and as what; B
+	// how many relays the directory gave and that it lists both.
+	for rd, addr := range map[*harness.Relayd]string{relayA: srv.ComponentDomain, relayC: addrC} {
+		st := directoryStatusOf(ctx, t, rd)
+		if len(st.Publish) != 1 || st.Publish[0].Node != srv.PubsubDomain+"/"+directoryNode || st.Publish[0].State != directory.StatePublished ||
+			st.Publish[0].Address != addr || st.Publish[0].LastPublished.IsZero() || st.Publish[0].Error != "" || st.Subscribe != nil {
+			t.Errorf("status of %s: %+v", addr, st)
+		}
+	}
+	stB := directoryStatusOf(ctx, t, relayB)
+	if len(stB.Publish) != 0 || len(stB.Subscribe) != 1 || stB.Subscribe[0].Relays != 2 || stB.Subscribe[0].SubscribedAs != addrB ||
+		stB.Subscribe[0].LastFetch.IsZero() || stB.Subscribe[0].Error != "" || stB.ReaderTotals == nil {
+		t.Errorf("status of B: %+v", stB)
+	} else if got := *stB.ReaderTotals; got != (directory.ReaderTotals{Relays: 2, Listed: 2, ProbeShare: 2}) {
+		t.Errorf("B's totals %+v", got)
 	}
 	listed := servicesOf(ctx, t, w, addrB)
 	// B itself, then the directory's relays: as many free channels each,

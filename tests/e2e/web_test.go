@@ -57,15 +57,22 @@ func TestWebPage(t *testing.T) {
 	defer cancel()
 
 	lan := harness.NewLAN(t, "jnw", "relay", "caller", "callee")
-	srv, err := harness.StartProsody(ctx, harness.ServerOptions{Netns: lan.NS("relay"), Users: map[string]string{user: password}})
+	srv, err := harness.StartProsody(ctx, harness.ServerOptions{Netns: lan.NS("relay"), Admins: []string{"diradmin"},
+		Users: map[string]string{user: password, "diradmin": "diradminpw"}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { srv.Close() })
+	createDirectoryNode(ctx, t, srv, "diradmin", "diradminpw")
 	w := &world{lan: lan, srv: srv, req: srv.Requester(user, password)}
 	dir := t.TempDir()
 	cfg := w.relayConfig()
 	cfg.TURN.Builtin.Enabled = true // its allocations are shown beside the channels
+	// The relay publishes to the directory node and to one that does not
+	// exist (only Prosody's administrators create nodes: it fails), and
+	// reads the first: the page shows both outcomes.
+	cfg.Directory = config.Directory{RefreshSeconds: 60, Subscribe: []config.DirectoryNode{{Service: srv.PubsubDomain, Node: directoryNode}},
+		Publish: []config.DirectoryNode{{Service: srv.PubsubDomain, Node: directoryNode}, {Service: srv.PubsubDomain, Node: "missing"}}}
 	rd := startRelaydIn(t, lan.NS("relay"), dir, cfg, "-api-tcp", webAPIAddr)
 	if _, err := rd.WaitLog(ctx, "xmpp component online", 1, nil); err != nil {
 		t.Fatal(err)
@@ -107,6 +114,22 @@ func TestWebPage(t *testing.T) {
 		t.Error("the token is not kept in sessionStorage")
 	}
 	step("signed in")
+
+	// The directories: published to one, failing on the other (its error
+	// shown), reading the first (its only item is the relay's own, not
+	// counted).
+	dirRow := func(kind, node string) string {
+		return `document.querySelector('#directories li[data-kind="` + kind + `"][data-node="` + srv.PubsubDomain + `/` + node + `"]')`
+	}
+	b.waitFor("the directories in the status view", `(() => {
+		const pub = `+dirRow("publish", directoryNode)+`, bad = `+dirRow("publish", "missing")+`, sub = `+dirRow("subscribe", directoryNode)+`;
+		return !document.getElementById('dir-block').hidden && pub && bad && sub &&
+			pub.querySelector('.state').textContent === 'published' && pub.textContent.includes('as '+`+jsString(srv.ComponentDomain)+`) &&
+			bad.querySelector('.state').textContent === 'failing' && bad.querySelector('.detail.bad').textContent === 'Last error: iq set to '+`+jsString(srv.PubsubDomain)+`+': forbidden' &&
+			sub.querySelector('.state').textContent === '0 relays' && sub.textContent.includes('fetched ') &&
+			document.getElementById('dir-summary').textContent.startsWith('0 relays known, 0 listed to clients'); })()`)
+	b.shot("1b-directories")
+	step("directories shown")
 
 	// An invalid value: the API's message appears next to that field, and
 	// nothing changes.

@@ -236,6 +236,58 @@
       list.appendChild(li);
     }
     if (!list.children.length) list.appendChild(el('li', 'muted', 'No XMPP service is configured.'));
+    renderDirectory(s.directory);
+  }
+
+  // ago is how long ago an RFC 3339 time was, or '' when it is unset.
+  function ago(t) {
+    const at = Date.parse(t || '');
+    return at > Date.UTC(2000, 0) ? dur((Date.now() - at) / 1000) + ' ago' : '';
+  }
+
+  // renderDirectory shows the directories the relay publishes its item to
+  // and those it reads relays from (docs/directory.md); the block is
+  // hidden when none is configured.
+  function renderDirectory(d) {
+    $('dir-block').hidden = !d;
+    if (!d) return;
+    const states = {
+      published: 'published', failing: 'failing', waiting: 'waiting for a session',
+      unlisted: 'taken out (draining)', withdrawn: 'taken out',
+    };
+    const list = $('directories');
+    list.replaceChildren();
+    for (const p of d.publish || []) {
+      const li = el('li');
+      li.dataset.kind = 'publish';
+      li.dataset.node = p.node;
+      li.appendChild(el('span', 'name', 'Publishes to ' + p.node));
+      li.appendChild(el('span', 'state' + (p.state === 'published' ? ' online' : ''), states[p.state] || p.state));
+      const when = [];
+      if (p.last_published) when.push('last published ' + ago(p.last_published) + (p.address ? ' as ' + p.address : ''));
+      if (p.last_attempt && p.error) when.push('last tried ' + ago(p.last_attempt));
+      if (when.length) li.appendChild(el('span', 'detail', when.join(' · ')));
+      if (p.error) li.appendChild(el('span', 'detail bad', 'Last error: ' + p.error));
+      list.appendChild(li);
+    }
+    for (const n of d.subscribe || []) {
+      const li = el('li');
+      li.dataset.kind = 'subscribe';
+      li.dataset.node = n.node;
+      li.appendChild(el('span', 'name', 'Reads ' + n.node));
+      li.appendChild(el('span', 'state' + (n.subscribed_as ? ' online' : ''), num(n.relays) + (n.relays === 1 ? ' relay' : ' relays')));
+      li.appendChild(el('span', 'detail', n.last_fetch ? 'fetched ' + ago(n.last_fetch) + (n.subscribed_as ? ' · notified as ' + n.subscribed_as : '')
+        : 'not fetched yet'));
+      if (n.error) li.appendChild(el('span', 'detail bad', 'Last error: ' + n.error));
+      list.appendChild(li);
+    }
+    $('dir-summary').hidden = !d.subscribe;
+    if (d.subscribe) {
+      // Each relay is health-checked by a few trackers only; this one
+      // checks its share (docs/directory.md).
+      $('dir-summary').textContent = num(d.relays) + ' relays known, ' + num(d.listed) + ' listed to clients · checks the health of ' +
+        num(d.probe_share) + (d.probe_failing ? ' (' + num(d.probe_failing) + ' failing)' : '') + ' · other trackers known: ' + num(d.trackers);
+    }
   }
 
   function renderChannels(list) {
