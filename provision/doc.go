@@ -9,6 +9,8 @@
 //	PUT    /v1/config           replace the whole document        (write role)
 //	PATCH  /v1/config           RFC 7386 JSON merge patch          (write role)
 //	GET    /v1/channels         live channels and TURN allocations, one array ("kind")
+//	GET    /v1/usage            bytes relayed and calls served per day (31) and month (13),
+//	                            most calls live per minute of the last hour
 //	DELETE /v1/channels/{id}    end a channel or allocation: 204, or 404 (write role)
 //	GET    /v1/logs?n=200       recent log lines {"lines": [...]}, newest last (n 1-10000)
 //	POST   /v1/token/rotate     new bearer token {"token": "..."}  (write role)

@@ -116,7 +116,7 @@ func TestWebSameOriginFetches(t *testing.T) {
 	bearer := bearerOf(t, e)
 	origin := e.tcpURL // http://127.0.0.1:port
 	get := map[string]string{"Authorization": bearer, "Sec-Fetch-Site": "same-origin", "Sec-Fetch-Mode": "cors"}
-	for _, p := range []string{"/v1/status", "/v1/channels", "/v1/config"} {
+	for _, p := range []string{"/v1/status", "/v1/channels", "/v1/usage", "/v1/config"} {
 		if r := e.do(t, "GET", e.tcpURL+p, "", get); r.status != 200 {
 			t.Errorf("GET %s: %s", p, r)
 		}
