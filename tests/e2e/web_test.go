@@ -579,6 +579,21 @@ func (b *browser) saveShot(name string) error {
 	return nil
 }
 
+// shotOf saves a PNG of the element sel as <artifacts>/<name>-<width>.png
+// (width: the page's).
+func (b *browser) shotOf(name, sel string) {
+	b.t.Helper()
+	var width float64
+	var png []byte
+	b.run("screenshot of "+sel, chromedp.Evaluate(`document.documentElement.clientWidth`, &width), chromedp.Screenshot(sel, &png, chromedp.ByQuery))
+	path := filepath.Join(b.artifacts, fmt.Sprintf("%s-%.0f.png", name, width))
+	if err := os.WriteFile(path, png, 0o644); err != nil {
+		b.t.Errorf("screenshot %s: %v", name, err)
+		return
+	}
+	b.t.Logf("screenshot %s", path)
+}
+
 // fail saves a screenshot of the page as it is and ends the test.
 func (b *browser) fail(msg string) {
 	b.t.Helper()
