@@ -45,6 +45,7 @@ func TestWebServedWithoutAuth(t *testing.T) {
 	for _, c := range []struct{ path, ctype, contains string }{
 		{"/", "text/html; charset=utf-8", `<script src="/static/app.js" defer></script>`},
 		{"/static/app.js", "text/javascript; charset=utf-8", "/v1/status"},
+		{"/static/charts.js", "text/javascript; charset=utf-8", "createElementNS"},
 		{"/static/app.css", "text/css; charset=utf-8", "@media"},
 		{"/static/icon.svg", "image/svg+xml", "<svg"},
 	} {
