@@ -33,7 +33,9 @@ type Status struct {
 }
 
 // Usage is what the relay donated in the current day and month (local
-// time, kept across restarts) against the quotas (0 = none); Refusing
+// time, kept across restarts): bytes relayed by the channels and the
+// built-in TURN server, and calls served (channels and allocations that
+// relayed a datagram each way), against the quotas (0 = none); Refusing
 // says why new channels are refused, if a quota is used up.
 type Usage struct {
 	Day               string `json:"day"`
