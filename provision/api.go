@@ -19,6 +19,9 @@ type Daemon interface {
 	Status() any
 	// Channels lists the live channels and TURN allocations (JSON-able).
 	Channels() any
+	// Usage is the usage history: per day, per month, and the live
+	// calls of the last hour (JSON-able).
+	Usage() any
 	// KillChannel ends a channel or a TURN allocation; false if there is
 	// none with that id.
 	KillChannel(id string) bool
@@ -126,6 +129,7 @@ func (a *API) routes() *http.ServeMux {
 		{http.MethodPut, "/v1/config", a.handlePutConfig},
 		{http.MethodPatch, "/v1/config", a.handlePatchConfig},
 		{http.MethodGet, "/v1/channels", a.handleChannels},
+		{http.MethodGet, "/v1/usage", a.handleUsage},
 		{http.MethodDelete, "/v1/channels/{id}", a.handleKillChannel},
 		{http.MethodGet, "/v1/logs", a.handleLogs},
 		{http.MethodPost, "/v1/token/rotate", a.handleRotateToken},

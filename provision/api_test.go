@@ -88,6 +88,9 @@ func TestStatusChannelsLogs(t *testing.T) {
 	if err := c.KillChannel(ctx, "turn-7"); !errors.As(err, &ae) || ae.Status != 404 || !strings.Contains(ae.Message, "TURN allocation") {
 		t.Fatalf("kill of an ended TURN allocation: %v", err)
 	}
+	if u, err := c.Usage(ctx); err != nil || !strings.Contains(string(u), `"period": "2026-12-06"`) {
+		t.Fatalf("usage %s %v, want the daemon's history", u, err)
+	}
 	lines, err := c.Logs(ctx, 2)
 	if err != nil || strings.Join(lines, ",") != "two,three" {
 		t.Fatalf("logs %v %v", lines, err)

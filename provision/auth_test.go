@@ -357,7 +357,7 @@ func TestPeerCredentialRoles(t *testing.T) {
 		gid    uint32
 		groups []uint32
 	}{{"primary gid", adminGID, []uint32{}}, {"supplementary group", nobody, []uint32{adminGID}}} {
-		for _, path := range []string{"/v1/status", "/v1/config", "/v1/channels", "/v1/logs"} {
+		for _, path := range []string{"/v1/status", "/v1/config", "/v1/channels", "/v1/usage", "/v1/logs"} {
 			if r := runAs(t, bin, e.sock, nobody, who.gid, who.groups, "GET", path, ""); r.Status != 200 {
 				t.Errorf("admin group (%s) GET %s: %+v", who.name, path, r)
 			}

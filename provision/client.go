@@ -160,6 +160,15 @@ func (c *Client) Channels(ctx context.Context) (json.RawMessage, error) {
 	return r.body, nil
 }
 
+// Usage returns the usage history (GET /v1/usage).
+func (c *Client) Usage(ctx context.Context) (json.RawMessage, error) {
+	r, err := c.do(ctx, http.MethodGet, "/v1/usage", nil, nil)
+	if err != nil {
+		return nil, err
+	}
+	return r.body, nil
+}
+
 // KillChannel ends a channel (404, CodeChannelNotFound, if there is none).
 func (c *Client) KillChannel(ctx context.Context, id string) error {
 	_, err := c.do(ctx, http.MethodDelete, "/v1/channels/"+url.PathEscape(id), nil, nil)

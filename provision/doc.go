@@ -9,6 +9,8 @@
 //	PUT    /v1/config           replace the whole document        (write role)
 //	PATCH  /v1/config           RFC 7386 JSON merge patch          (write role)
 //	GET    /v1/channels         live channels and TURN allocations, one array ("kind")
+//	GET    /v1/usage            bytes relayed and calls served per day (31) and month (13),
+//	                            most calls live per minute of the last hour
 //	DELETE /v1/channels/{id}    end a channel or allocation: 204, or 404 (write role)
 //	GET    /v1/logs?n=200       recent log lines {"lines": [...]}, newest last (n 1-10000)
 //	POST   /v1/token/rotate     new bearer token {"token": "..."}  (write role)
@@ -23,7 +25,10 @@
 // The page (web/, embedded in the binary; plain HTML, CSS and JavaScript
 // with no build step and nothing loaded from elsewhere) shows the status
 // live (polling /v1/status and /v1/channels every 2 s, with a button
-// ending a channel or TURN allocation) and a setup form for the XMPP service, the bandwidth
+// ending a channel or TURN allocation), charts of /v1/usage (fetched
+// again every 30 s, or at the next poll when the status shows more than
+// they do; drawn as inline SVG by static/charts.js, each with a title, a
+// description and a table) and a setup form for the XMPP service, the bandwidth
 // cap and the port range, sent as a merge patch with If-Match, each
 // field error shown next to its input. Its files hold no data and change
 // nothing, so they are served to anyone whose Host passes the check

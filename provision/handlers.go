@@ -19,6 +19,10 @@ func (a *API) handleChannels(w http.ResponseWriter, _ *http.Request) {
 	writeJSON(w, http.StatusOK, a.d.Channels())
 }
 
+func (a *API) handleUsage(w http.ResponseWriter, _ *http.Request) {
+	writeJSON(w, http.StatusOK, a.d.Usage())
+}
+
 // channelID bounds what is passed to the daemon as a channel id.
 var channelID = regexp.MustCompile(`^[A-Za-z0-9._:-]{1,128}$`)
 

@@ -72,6 +72,10 @@ func (d *fakeDaemon) Status() any {
 	return map[string]any{"version": "test", "uptime_seconds": 1}
 }
 
+func (d *fakeDaemon) Usage() any {
+	return map[string]any{"days": []any{map[string]any{"period": "2026-12-06", "bytes": 5, "calls": 1}}}
+}
+
 func (d *fakeDaemon) Channels() any {
 	d.mu.Lock()
 	defer d.mu.Unlock()

@@ -45,6 +45,7 @@ func TestWebServedWithoutAuth(t *testing.T) {
 	for _, c := range []struct{ path, ctype, contains string }{
 		{"/", "text/html; charset=utf-8", `<script src="/static/app.js" defer></script>`},
 		{"/static/app.js", "text/javascript; charset=utf-8", "/v1/status"},
+		{"/static/charts.js", "text/javascript; charset=utf-8", "createElementNS"},
 		{"/static/app.css", "text/css; charset=utf-8", "@media"},
 		{"/static/icon.svg", "image/svg+xml", "<svg"},
 	} {
@@ -116,7 +117,7 @@ func TestWebSameOriginFetches(t *testing.T) {
 	bearer := bearerOf(t, e)
 	origin := e.tcpURL // http://127.0.0.1:port
 	get := map[string]string{"Authorization": bearer, "Sec-Fetch-Site": "same-origin", "Sec-Fetch-Mode": "cors"}
-	for _, p := range []string{"/v1/status", "/v1/channels", "/v1/config"} {
+	for _, p := range []string{"/v1/status", "/v1/channels", "/v1/usage", "/v1/config"} {
 		if r := e.do(t, "GET", e.tcpURL+p, "", get); r.status != 200 {
 			t.Errorf("GET %s: %s", p, r)
 		}

@@ -33,6 +33,7 @@ type provisionDaemon struct {
 
 func (p provisionDaemon) Status() any                                      { return p.d.Status() }
 func (p provisionDaemon) Channels() any                                    { return p.d.LiveList() }
+func (p provisionDaemon) Usage() any                                       { return p.d.UsageHistory() }
 func (p provisionDaemon) KillChannel(id string) bool                       { return p.d.KillChannel(id) }
 func (p provisionDaemon) Logs(n int) []string                              { return p.logs.Last(n) }
 func (p provisionDaemon) Apply(ctx context.Context, c config.Config) error { return p.d.Apply(ctx, c) }

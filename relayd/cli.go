@@ -24,6 +24,7 @@ const cliUsage = `commands (talk to a running relayd through its provisioning AP
   config edit                edit the configuration in $EDITOR and apply it
   channels                   list live channels
   channels kill ID           end a channel now
+  usage                      bytes relayed and calls served per day and month, live calls per minute
   logs [N]                   recent log lines (default 100)
   token rotate               replace the TCP API's bearer token
   token show                 print the TCP API's bearer token (for the web page)
@@ -78,6 +79,8 @@ func command(ctx context.Context, c *provision.Client, args []string, stdout io.
 		return printJSON(c.Status(ctx))
 	case "channels":
 		return printJSON(c.Channels(ctx))
+	case "usage":
+		return printJSON(c.Usage(ctx))
 	case "config get":
 		doc, _, err := c.GetConfig(ctx)
 		return printJSON(doc, err)

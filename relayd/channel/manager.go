@@ -80,8 +80,11 @@ type Manager struct {
 	pool     *portPool
 	channels map[string]*Channel
 	ended    Stats // counters of channels that already ended
-	closed   bool
-	draining bool
+	// endedServed counts the channels that ended having served a call
+	// (Stats.Served).
+	endedServed uint64
+	closed      bool
+	draining    bool
 }
 
 // New validates cfg and returns a Manager with no channels.
@@ -254,6 +257,9 @@ func (m *Manager) end(c *Channel, reason EndReason) bool {
 	m.mu.Lock()
 	delete(m.channels, c.info.ID)
 	m.ended.add(e.Stats)
+	if e.Stats.Served() {
+		m.endedServed++
+	}
 	m.mu.Unlock()
 	c.pool.put(c.info.LocalPort)
 	m.sh.log.Info("channel ended", e.logArgs()...)

@@ -98,6 +98,13 @@ type Stats struct {
 	KernelDrops uint64
 }
 
+// Served reports whether the channel relayed at least one datagram each
+// way: it carried a call (a channel granted but never used, as when the
+// call found a direct path, served none).
+func (s Stats) Served() bool {
+	return s.Packets[LocalToRemote] > 0 && s.Packets[RemoteToLocal] > 0
+}
+
 // add accumulates o into s.
 func (s *Stats) add(o Stats) {
 	for d := range s.Packets {

@@ -53,6 +53,9 @@ type Totals struct {
 	Active   int   // live channels
 	Capacity int   // channels the port range holds
 	Stats    Stats // counters of live and ended channels together
+	// Served counts the channels, live or ended, that relayed at least
+	// one datagram each way (Stats.Served): it only grows.
+	Served uint64
 	// Segmented counts datagrams sent inside another's UDP GSO message
 	// (Config.GSO): hot flows' batches.
 	Segmented uint64
@@ -62,9 +65,13 @@ type Totals struct {
 func (m *Manager) Totals() Totals {
 	m.refreshFastPath()
 	m.mu.Lock()
-	t := Totals{Active: len(m.channels), Capacity: m.pool.size(), Stats: m.ended}
+	t := Totals{Active: len(m.channels), Capacity: m.pool.size(), Stats: m.ended, Served: m.endedServed}
 	for _, c := range m.channels {
-		t.Stats.add(c.stats.snapshot())
+		s := c.stats.snapshot()
+		t.Stats.add(s)
+		if s.Served() {
+			t.Served++
+		}
 	}
 	m.mu.Unlock()
 	t.Stats.Dropped[DropNoChannel] += m.sh.unrouted.Load()

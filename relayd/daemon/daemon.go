@@ -45,6 +45,7 @@ type Daemon struct {
 	svc   *jinglenodes.Service
 	gate  *admission.Gate
 	meter *usage.Meter
+	live  *usage.Live // calls live at once, per minute of the last hour
 
 	host     atomic.Pointer[publicaddr.Watcher]
 	host6    atomic.Pointer[publicaddr.IPv6] // the built-in TURN server's IPv6 host
@@ -55,6 +56,9 @@ type Daemon struct {
 	dirReader    atomic.Pointer[directory.Reader]
 	stunSrv      atomic.Pointer[stun.Server]
 	turnSrv      atomic.Pointer[turn.Server]
+	// turnEnded is what stopped TURN servers relayed (for the usage
+	// meter); it also swaps turnSrv out when one stops.
+	turnEnded turnTally
 	// minted remembers who each built-in TURN credential was minted for;
 	// it outlives restarts of the TURN server.
 	minted   *turn.Requesters
@@ -117,7 +121,8 @@ func New(ctx context.Context, cfg config.Config, opt Options) (*Daemon, error) {
 		return nil, fmt.Errorf("data plane: %w", err)
 	}
 	d.external.Store(&jinglenodes.External{})
-	d.meter = usage.Open(opt.StateDir, 0, usage.Options{Logger: log.With("part", "usage")})
+	d.meter = usage.Open(opt.StateDir, usage.Totals{}, usage.Options{Logger: log.With("part", "usage")})
+	d.live = usage.NewLive(nil)
 	d.gate = admission.New(admission.Config{Draining: d.dp.Draining, Quota: d.meter.Exhausted})
 	d.svc = jinglenodes.New(jinglenodes.Config{
 		Allocator:  d.dp,
@@ -205,7 +210,7 @@ func (d *Daemon) Close() {
 	d.dp.Close()
 	d.cancel()
 	d.wg.Wait()
-	d.meter.Sample(d.relayedBytes())
+	d.meter.Sample(d.usageTotals())
 	if err := d.meter.Flush(); err != nil {
 		d.log.Error("usage counts not saved at shutdown", "err", err)
 	}

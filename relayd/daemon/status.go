@@ -36,13 +36,17 @@ type Status struct {
 }
 
 // Usage is what the relay donated in the current day and month (local
-// time, kept across restarts) against the quotas (0 = none); Refusing
+// time, kept across restarts): bytes relayed by the channels and the
+// built-in TURN server, and calls served (channels and allocations that
+// relayed a datagram each way), against the quotas (0 = none); Refusing
 // says why new channels are refused, if a quota is used up.
 type Usage struct {
 	Day               string `json:"day"`
 	DayBytes          uint64 `json:"day_bytes"`
+	DayCalls          uint64 `json:"day_calls"`
 	Month             string `json:"month"`
 	MonthBytes        uint64 `json:"month_bytes"`
+	MonthCalls        uint64 `json:"month_calls"`
 	DailyQuotaBytes   uint64 `json:"daily_quota_bytes"`
 	MonthlyQuotaBytes uint64 `json:"monthly_quota_bytes"`
 	Refusing          string `json:"refusing,omitempty"`
@@ -140,7 +144,7 @@ func (d *Daemon) Status() Status {
 		st.PublicAddress6 = addrOrEmpty(d.publicAddr6())
 	}
 	uc, q := d.meter.Counts(), d.meter.Quota()
-	st.Usage = Usage{Day: uc.Day, DayBytes: uc.DayBytes, Month: uc.Month, MonthBytes: uc.MonthBytes,
+	st.Usage = Usage{Day: uc.Day, DayBytes: uc.DayBytes, DayCalls: uc.DayCalls, Month: uc.Month, MonthBytes: uc.MonthBytes, MonthCalls: uc.MonthCalls,
 		DailyQuotaBytes: q.DailyBytes, MonthlyQuotaBytes: q.MonthlyBytes}
 	if err := d.meter.Exhausted(); err != nil {
 		st.Usage.Refusing = err.Error()

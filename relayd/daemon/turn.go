@@ -83,7 +83,7 @@ func (d *Daemon) reloadTURNCertificate(cfg config.Config) {
 func (d *Daemon) stopTURN() {
 	if d.systemRunning(partTURN) {
 		d.stopSystem(partTURN)
-		d.turnSrv.Store(nil)
+		d.turnEnded.retire(&d.turnSrv)
 	}
 }
 

@@ -126,7 +126,7 @@ func newCollector(src Sources, version string) *collector {
 			"Datagrams the kernel forwarded without userspace, by direction; included in relayd_relayed_packets_total.", "direction"),
 
 		donated: gauge("relayd_donated_bytes",
-			"Bytes relayed (both directions) in the current local day or month; kept across restarts, reset when the period turns.", "period"),
+			"Bytes relayed (both directions, channels and built-in TURN) in the current local day or month; kept across restarts, reset when the period turns.", "period"),
 		quota:          gauge("relayd_quota_bytes", "The data quota of the period in bytes; 0 = none.", "period"),
 		quotaExhausted: gauge("relayd_quota_exhausted", "1 while a data quota is used up and new channels are refused, else 0."),
 

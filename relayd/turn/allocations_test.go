@@ -37,6 +37,9 @@ func TestAllocationsListedAndKilled(t *testing.T) {
 	if _, _, err := readWithin(t, p, 5*time.Second); err != nil {
 		t.Fatal(err)
 	}
+	if n := r.srv.Stats().AllocationsServed; n != 0 {
+		t.Fatalf("an allocation that relayed one way only counted as served (%d)", n)
+	}
 	if _, err := p.WriteTo([]byte("from"), net.UDPAddrFromAddrPort(relayed)); err != nil {
 		t.Fatal(err)
 	}
@@ -49,6 +52,9 @@ func TestAllocationsListedAndKilled(t *testing.T) {
 		l := r.srv.Allocations()
 		return len(l) == 1 && l[0].BytesToPeers == 2 && l[0].BytesFromPeers == 4
 	})
+	if n := r.srv.Stats().AllocationsServed; n != 1 {
+		t.Fatalf("allocations served %d after relaying each way, want 1", n)
+	}
 	list := r.srv.Allocations()
 	if len(list) != 1 {
 		t.Fatalf("%d allocations listed, want 1: %+v", len(list), list)

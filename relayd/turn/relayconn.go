@@ -30,6 +30,15 @@ type relayConn struct {
 	once   sync.Once
 
 	toPeers, fromPeers atomic.Uint64
+	served             atomic.Bool // relayed a datagram each way: counted in Stats.AllocationsServed
+}
+
+// noteServed counts the allocation as served the first time it has
+// relayed a datagram each way.
+func (c *relayConn) noteServed() {
+	if !c.served.Load() && c.toPeers.Load() > 0 && c.fromPeers.Load() > 0 && c.served.CompareAndSwap(false, true) {
+		c.srv.stats.served.Add(1)
+	}
 }
 
 // ReadFrom returns the next datagram from a permitted peer; datagrams
@@ -46,6 +55,7 @@ func (c *relayConn) ReadFrom(p []byte) (int, net.Addr, error) {
 		}
 		c.srv.stats.fromPeers.Add(uint64(n))
 		c.fromPeers.Add(uint64(n))
+		c.noteServed()
 		return n, net.UDPAddrFromAddrPort(from), nil
 	}
 }
@@ -60,6 +70,7 @@ func (c *relayConn) WriteTo(p []byte, to net.Addr) (int, error) {
 	n, err := c.RelayPort.WriteToUDPAddrPort(p, peer)
 	c.srv.stats.toPeers.Add(uint64(n))
 	c.toPeers.Add(uint64(n))
+	c.noteServed()
 	return n, err
 }
 

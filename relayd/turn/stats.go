@@ -26,9 +26,12 @@ var RefusalReasons = []string{RefusedAuth, RefusedAdmission, RefusedPool, Refuse
 
 // Stats are the server's counters since it started.
 type Stats struct {
-	AllocationsLive  int               `json:"allocations_live"`
-	AllocationsTotal uint64            `json:"allocations_total"`
-	Refused          map[string]uint64 `json:"refused"` // by reason (RefusalReasons)
+	AllocationsLive  int    `json:"allocations_live"`
+	AllocationsTotal uint64 `json:"allocations_total"`
+	// AllocationsServed counts the allocations that relayed at least one
+	// datagram to a peer and one from a peer: they carried a call.
+	AllocationsServed uint64            `json:"allocations_served"`
+	Refused           map[string]uint64 `json:"refused"` // by reason (RefusalReasons)
 	// Bytes relayed: payload sent to peers, and received from them.
 	BytesToPeers   uint64 `json:"bytes_to_peers"`
 	BytesFromPeers uint64 `json:"bytes_from_peers"`
@@ -38,6 +41,7 @@ type Stats struct {
 type counters struct {
 	live, total        atomic.Int64
 	toPeers, fromPeers atomic.Uint64
+	served             atomic.Uint64
 	refused            []atomic.Uint64 // by index in RefusalReasons
 }
 
@@ -55,6 +59,6 @@ func (c *counters) snapshot() Stats {
 	for i, r := range RefusalReasons {
 		refused[r] = c.refused[i].Load()
 	}
-	return Stats{AllocationsLive: int(c.live.Load()), AllocationsTotal: uint64(c.total.Load()), Refused: refused,
+	return Stats{AllocationsLive: int(c.live.Load()), AllocationsTotal: uint64(c.total.Load()), AllocationsServed: c.served.Load(), Refused: refused,
 		BytesToPeers: c.toPeers.Load(), BytesFromPeers: c.fromPeers.Load()}
 }

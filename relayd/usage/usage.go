@@ -1,12 +1,15 @@
-// Package usage counts what the relay donated — bytes relayed today and
-// this month — keeps the counts across restarts without wearing out a
-// router's flash, and says when a daily or monthly quota is used up.
+// Package usage counts what the relay donated — bytes relayed and calls
+// served, today and this month, with the last 30 days and 12 months of
+// history — keeps the counts across restarts without wearing out a
+// router's flash, says when a daily or monthly quota is used up, and
+// keeps the number of live calls of the last hour in memory (live.go).
 //
-// The data plane's byte totals only grow while relayd runs; the meter
+// The relay's byte and call totals only grow while relayd runs; the meter
 // samples them and adds each difference to the current day and month
-// (local time: a donor's ISP counts in the device's time zone). The counts
-// are written to one small file with an atomic replace, only when they
-// changed, at most once per flush interval (5 min by default), and at
+// (local time: a donor's ISP counts in the device's time zone). A day or
+// month that ends moves into the history. The counts and the history are
+// written to one small file (file.go) with an atomic replace, only when
+// they changed, at most once per flush interval (5 min by default), and at
 // Close: a SIGKILL or power cut loses at most one interval of counting.
 package usage
 
@@ -18,6 +21,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"time"
 
@@ -35,8 +39,18 @@ const DefaultFlushInterval = 5 * time.Minute
 type Counts struct {
 	Day        string `json:"day"` // 2006-01-02, local time
 	DayBytes   uint64 `json:"day_bytes"`
+	DayCalls   uint64 `json:"day_calls"`
 	Month      string `json:"month"` // 2006-01
 	MonthBytes uint64 `json:"month_bytes"`
+	MonthCalls uint64 `json:"month_calls"`
+}
+
+// Totals are the relay's running totals since start, which the meter
+// samples: bytes relayed (both directions) and calls served (see
+// docs/configuration.md: channels and TURN allocations that relayed at
+// least one packet each way).
+type Totals struct {
+	Bytes, Calls uint64
 }
 
 // Quota is a limit in bytes per day and per month (0 = none).
@@ -57,7 +71,9 @@ type Meter struct {
 
 	mu        sync.Mutex
 	c         Counts
-	lastTotal uint64    // data plane total at the last sample
+	days      []Period  // finished days kept (prune: within HistoryDays, oldest first)
+	months    []Period  // finished months kept (within HistoryMonths)
+	lastTotal Totals    // the totals at the last sample
 	dirty     bool      // counts changed since the last write
 	written   time.Time // last write
 	quota     Quota
@@ -74,9 +90,9 @@ type Options struct {
 // Open loads the counts kept in dir ("" = count in memory only; none yet
 // is fine; a damaged file is
 // logged and counting starts again from zero, keeping the bad file as
-// usage.json.bad). total is the data plane's byte total now (usually 0 at
+// usage.json.bad). total is the relay's totals now (usually zero at
 // start), from which later samples count.
-func Open(dir string, total uint64, opt Options) *Meter {
+func Open(dir string, total Totals, opt Options) *Meter {
 	m := &Meter{log: opt.Logger, now: opt.Now, every: opt.FlushInterval, lastTotal: total}
 	if dir != "" {
 		m.path = filepath.Join(dir, FileName)
@@ -102,11 +118,20 @@ func Open(dir string, total uint64, opt Options) *Meter {
 	case err != nil:
 		m.log.Error("usage counts unreadable; counting from zero", "file", m.path, "err", err)
 	default:
-		if err := json.Unmarshal(data, &m.c); err != nil || !validCounts(m.c) {
+		f, err := decodeFile(data)
+		if err != nil {
 			m.log.Error("usage counts damaged; counting from zero (the file is kept as "+FileName+".bad)", "file", m.path, "err", err)
 			_ = os.Rename(m.path, m.path+".bad")
-			m.c = Counts{}
+			break
 		}
+		if f.Version > FileVersion {
+			m.log.Warn("usage counts written by a later relayd: keeping what this one knows", "file", m.path, "version", f.Version)
+		}
+		m.c = f.Counts
+		m.days = prune(f.Days, m.c.Day, dayLayout, HistoryDays)
+		m.months = prune(f.Months, m.c.Month, monthLayout, HistoryMonths)
+		// Written again in this version at the next save, not now: a
+		// start writes nothing more often than before.
 	}
 	m.written = m.now()
 	m.rollLocked(m.now())
@@ -114,47 +139,66 @@ func Open(dir string, total uint64, opt Options) *Meter {
 }
 
 func validCounts(c Counts) bool {
-	if _, err := time.Parse("2006-01-02", c.Day); err != nil {
+	if _, err := time.Parse(dayLayout, c.Day); err != nil {
 		return false
 	}
-	_, err := time.Parse("2006-01", c.Month)
+	_, err := time.Parse(monthLayout, c.Month)
 	return err == nil
 }
 
-// rollLocked starts a new day or month when the clock has moved into one.
-// A clock stepped backwards (a router without an RTC before NTP) does not
-// reset anything: counts only roll forward to a later period.
+// rollLocked starts a new day or month when the clock has moved into one;
+// the one that ended goes into the history if anything was relayed in
+// it. A clock stepped backwards (a router without an RTC before NTP) does
+// not reset anything: counts only roll forward to a later period.
 func (m *Meter) rollLocked(now time.Time) {
-	day, month := now.Format("2006-01-02"), now.Format("2006-01")
+	day, month := now.Format(dayLayout), now.Format(monthLayout)
 	if day > m.c.Day {
 		if m.c.Day != "" {
-			m.log.Info("new day: daily usage starts again", "yesterday", m.c.Day, "bytes", m.c.DayBytes)
+			m.log.Info("new day: daily usage starts again", "yesterday", m.c.Day, "bytes", m.c.DayBytes, "calls", m.c.DayCalls)
+			if m.c.DayBytes > 0 || m.c.DayCalls > 0 {
+				m.days = append(m.days, Period{Period: m.c.Day, Bytes: m.c.DayBytes, Calls: m.c.DayCalls})
+			}
 		}
-		m.c.Day, m.c.DayBytes = day, 0
+		m.c.Day, m.c.DayBytes, m.c.DayCalls = day, 0, 0
+		m.days = prune(m.days, day, dayLayout, HistoryDays)
 		m.dirty = true
 	}
 	if month > m.c.Month {
 		if m.c.Month != "" {
-			m.log.Info("new month: monthly usage starts again", "last_month", m.c.Month, "bytes", m.c.MonthBytes)
+			m.log.Info("new month: monthly usage starts again", "last_month", m.c.Month, "bytes", m.c.MonthBytes, "calls", m.c.MonthCalls)
+			if m.c.MonthBytes > 0 || m.c.MonthCalls > 0 {
+				m.months = append(m.months, Period{Period: m.c.Month, Bytes: m.c.MonthBytes, Calls: m.c.MonthCalls})
+			}
 		}
-		m.c.Month, m.c.MonthBytes = month, 0
+		m.c.Month, m.c.MonthBytes, m.c.MonthCalls = month, 0, 0
+		m.months = prune(m.months, month, monthLayout, HistoryMonths)
 		m.dirty = true
 	}
 }
 
-// Sample adds what the data plane relayed since the last sample (total
-// is its running byte total) and writes the file if it is due. A total
-// lower than the last one (a new data plane) counts from zero.
-func (m *Meter) Sample(total uint64) {
+// since is what a running total grew by from last; a total lower than
+// the last one (a new data plane or TURN server) counts from zero.
+func since(total, last uint64) uint64 {
+	if total < last {
+		return total
+	}
+	return total - last
+}
+
+// Sample adds what the relay relayed and served since the last sample
+// (total is its running totals) and writes the file if it is due.
+func (m *Meter) Sample(total Totals) {
 	m.mu.Lock()
 	now := m.now()
 	m.rollLocked(now)
-	if total < m.lastTotal {
-		m.lastTotal = 0
-	}
-	if d := total - m.lastTotal; d > 0 {
+	if d := since(total.Bytes, m.lastTotal.Bytes); d > 0 {
 		m.c.DayBytes += d
 		m.c.MonthBytes += d
+		m.dirty = true
+	}
+	if d := since(total.Calls, m.lastTotal.Calls); d > 0 {
+		m.c.DayCalls += d
+		m.c.MonthCalls += d
 		m.dirty = true
 	}
 	m.lastTotal = total
@@ -184,11 +228,11 @@ func (m *Meter) Flush() error {
 		m.mu.Unlock()
 		return nil
 	}
-	c := m.c
+	f := file{Version: FileVersion, Counts: m.c, Days: slices.Clone(m.days), Months: slices.Clone(m.months)}
 	m.dirty = false
 	m.written = m.now()
 	m.mu.Unlock()
-	data, err := json.Marshal(c)
+	data, err := json.Marshal(f)
 	if err != nil {
 		return err
 	}
@@ -198,7 +242,7 @@ func (m *Meter) Flush() error {
 		m.mu.Unlock()
 		return fmt.Errorf("save usage counts: %w", err)
 	}
-	m.log.Debug("usage counts saved", "day_bytes", c.DayBytes, "month_bytes", c.MonthBytes)
+	m.log.Debug("usage counts saved", "day_bytes", f.DayBytes, "month_bytes", f.MonthBytes)
 	return nil
 }
 
@@ -208,6 +252,18 @@ func (m *Meter) Counts() Counts {
 	defer m.mu.Unlock()
 	m.rollLocked(m.now())
 	return m.c
+}
+
+// History returns the last HistoryDays days and today, and the last
+// HistoryMonths months and this month, oldest first.
+func (m *Meter) History() History {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.rollLocked(m.now())
+	return History{
+		Days:   series(m.days, Period{Period: m.c.Day, Bytes: m.c.DayBytes, Calls: m.c.DayCalls}, dayLayout, HistoryDays),
+		Months: series(m.months, Period{Period: m.c.Month, Bytes: m.c.MonthBytes, Calls: m.c.MonthCalls}, monthLayout, HistoryMonths),
+	}
 }
 
 // SetFlushInterval changes how often, at most, the counts are written

@@ -33,6 +33,7 @@ import (
 
 	"github.com/jnrelay/jnrelay/config"
 	"github.com/jnrelay/jnrelay/provision"
+	"github.com/jnrelay/jnrelay/relayd/daemon"
 	"github.com/jnrelay/jnrelay/relayd/turn"
 	"github.com/jnrelay/jnrelay/tests/harness"
 )
@@ -288,6 +289,31 @@ func TestWebPage(t *testing.T) {
 		t.Fatalf("allocation still live after the page ended it: %+v", a)
 	}
 	step("TURN allocation shown and ended from the page")
+
+	// What the relay has given counts the TURN allocation beside the
+	// channel: two calls served today, and every byte both relayed.
+	var usage daemon.Usage
+	for {
+		st, err := rd.Status(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		usage = st.Usage
+		relayed := st.Traffic.BytesLocalToRemote + st.Traffic.BytesRemoteToLocal
+		if st.TURN != nil {
+			relayed += st.TURN.BytesToPeers + st.TURN.BytesFromPeers
+		}
+		if usage.DayCalls == 2 && usage.DayBytes == relayed && st.TURN != nil && st.TURN.BytesFromPeers > 0 {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("usage %+v; want 2 calls served today and %d bytes (channel %+v, TURN %+v)", usage, relayed, st.Traffic, st.TURN)
+		case <-time.After(200 * time.Millisecond): // the meter samples every 2 s
+		}
+	}
+	b.waitFor("two calls served today in the chart", `document.querySelector('#chart-days svg.calls rect.current')?.dataset.value === '2'`)
+	step("the channel and the TURN allocation counted as given")
 	b.checkConsole()
 }
 
@@ -600,6 +626,21 @@ func (b *browser) saveShot(name string) error {
 	}
 	b.t.Logf("screenshot %s", path)
 	return nil
+}
+
+// shotOf saves a PNG of the element sel as <artifacts>/<name>-<width>.png
+// (width: the page's).
+func (b *browser) shotOf(name, sel string) {
+	b.t.Helper()
+	var width float64
+	var png []byte
+	b.run("screenshot of "+sel, chromedp.Evaluate(`document.documentElement.clientWidth`, &width), chromedp.Screenshot(sel, &png, chromedp.ByQuery))
+	path := filepath.Join(b.artifacts, fmt.Sprintf("%s-%.0f.png", name, width))
+	if err := os.WriteFile(path, png, 0o644); err != nil {
+		b.t.Errorf("screenshot %s: %v", name, err)
+		return
+	}
+	b.t.Logf("screenshot %s", path)
 }
 
 // fail saves a screenshot of the page as it is and ends the test.

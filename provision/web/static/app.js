@@ -178,6 +178,7 @@
       const [st, ch] = await Promise.all([api('GET', '/v1/status'), api('GET', '/v1/channels')]);
       renderStatus(st.doc || {});
       renderChannels(ch.doc || []);
+      if (usageDue(st.doc || {})) renderUsage((await api('GET', '/v1/usage')).doc || {});
       setLive('Live · ' + new Date().toLocaleTimeString('en-GB'));
       // The settings could not be loaded before: the relay answers
       // again, so load them now.
@@ -320,6 +321,102 @@
       if (!seen.has(id)) { li.remove(); rows.delete(id); }
     }
     $('no-channels').hidden = rows.size > 0;
+  }
+
+  // ---- what the relay has given (drawn by charts.js) ----
+  const USAGE_MAX_AGE_MS = 30000;
+  const charts = window.jnrelayCharts;
+  let usage = null, usageAt = 0, usageWidth = 0;
+
+  // usageDue says when to fetch the history again: when it is 30 s old,
+  // or when the status shows what it does not (more traffic or calls
+  // today, more calls live than its current minute).
+  function usageDue(s) {
+    if (!usage || Date.now() - usageAt >= USAGE_MAX_AGE_MS) return true;
+    const u = s.usage || {}, days = usage.days || [], today = days[days.length - 1] || {};
+    if (u.day !== today.period || u.day_bytes !== today.bytes || u.day_calls !== today.calls) return true;
+    const lm = usage.live_minutes || [], last = lm[lm.length - 1];
+    const ch = s.channels || {};
+    return (ch.active || 0) + (ch.turn_allocations || 0) > (last && last.minutes_ago === 0 ? last.max : -1);
+  }
+
+  function renderUsage(doc) {
+    usage = doc;
+    usageAt = Date.now();
+    drawUsage();
+  }
+
+  const calls = (n) => num(n) + (n === 1 ? ' call' : ' calls');
+  const localDate = (p) => { const [y, m, d] = p.split('-').map(Number); return new Date(y, m - 1, d || 1); };
+  const dayLabel = (p) => localDate(p).toLocaleDateString('en-GB', { day: 'numeric', month: 'short' });
+  const dayLong = (p) => localDate(p).toLocaleDateString('en-GB', { weekday: 'short', day: 'numeric', month: 'short', year: 'numeric' });
+  const monthLong = (p) => localDate(p).toLocaleDateString('en-GB', { month: 'long', year: 'numeric' });
+  function monthLabel(p, i) {
+    const d = localDate(p), m = d.toLocaleDateString('en-GB', { month: 'short' });
+    return i === 0 || d.getMonth() === 0 ? m + ' ' + d.getFullYear() : m;
+  }
+  // An axis figure without trailing zeros: 2.5 MB, 3 MB.
+  const axisBytes = (n) => bytes(n).replace(/(\.\d*?)0+ /, '$1 ').replace('. ', ' ');
+
+  function drawUsage() {
+    if (!usage || $('app').hidden) return;
+    const width = $('chart-days').querySelector('.chart-panels').clientWidth;
+    if (!width) return;
+    usageWidth = width;
+    const days = usage.days || [], months = usage.months || [];
+    const month = months[months.length - 1] || {};
+    const today = days[days.length - 1] || {};
+    $('given-summary').textContent = 'Today: ' + bytes(today.bytes) + ' relayed, ' + calls(today.calls || 0) + ' served. ' +
+      'This month: ' + bytes(month.bytes) + ', ' + calls(month.calls || 0) + '.';
+    drawPeriods('chart-days', days, { unit: 'day', label: dayLabel, long: dayLong, minPx: 44, current: 'today' });
+    drawPeriods('chart-months', months, { unit: 'month', label: monthLabel, long: monthLong, minPx: 52, current: 'this month' });
+    drawLive(usage.live_minutes || []);
+  }
+
+  // drawPeriods draws data relayed and calls served per day or month: two
+  // panels over the same periods, the current one highlighted.
+  function drawPeriods(id, periods, k) {
+    const fig = $(id), width = fig.querySelector('.chart-panels').clientWidth;
+    const n = periods.length, every = charts.every(width, n, k.minPx);
+    if (!n) return;
+    const span = k.long(periods[0].period) + ' to ' + k.long(periods[n - 1].period);
+    const most = (key) => periods.reduce((a, p) => ((p[key] || 0) > (a[key] || 0) ? p : a), periods[0]);
+    // Both panels leave the same room for their axis, so a period's two
+    // bars are one above the other.
+    const left = Math.max(charts.axis(most('bytes').bytes || 0, axisBytes, false).left, charts.axis(most('calls').calls || 0, num, true).left);
+    const panel = (key, title, fmt, axisFmt, whole, height) => {
+      const top = most(key), cur = periods[n - 1];
+      const desc = title + ' per ' + k.unit + ', ' + span + ': ' + (top[key] ? 'most ' + fmt(top[key]) + ' on ' + k.long(top.period) +
+        ', ' : 'none, ') + k.current + ' ' + fmt(cur[key] || 0) + '.';
+      return charts.bars({ width, height, title: title + ' per ' + k.unit, desc, every, whole, format: axisFmt, cls: key, left,
+        bars: periods.map((p, i) => ({ key: p.period, label: k.label(p.period, i), value: p[key] || 0, current: i === n - 1,
+          tip: k.long(p.period) + ': ' + fmt(p[key] || 0) })) });
+    };
+    fig.querySelector('.chart-panels').replaceChildren(
+      el('p', 'chart-title', 'Data relayed'), panel('bytes', 'Data relayed', bytes, axisBytes, false, width < 500 ? 130 : 150),
+      el('p', 'chart-title', 'Calls served'), panel('calls', 'Calls served', num, num, true, width < 500 ? 90 : 100));
+    fig.querySelector('.chart-tables').replaceChildren(charts.table(span, [k.unit === 'day' ? 'Day' : 'Month', 'Data relayed', 'Calls served'],
+      periods.slice().reverse().map((p) => [k.long(p.period), bytes(p.bytes), num(p.calls)])));
+  }
+
+  // drawLive draws the most calls live at once in each minute of the
+  // last hour (minutes before relayd started have no bar).
+  function drawLive(minutes) {
+    const fig = $('chart-live'), width = fig.querySelector('.chart-panels').clientWidth;
+    const byAgo = new Map(minutes.map((m) => [m.minutes_ago, m.max]));
+    const bars = [];
+    for (let ago = 59; ago >= 0; ago--) {
+      const v = byAgo.has(ago) ? byAgo.get(ago) : null;
+      bars.push({ key: String(ago), label: ago ? '−' + ago + ' min' : 'now', value: v, current: ago === 0,
+        tip: (ago ? ago + ' min ago' : 'this minute') + ': ' + (v === null ? 'relayd not running yet' : v + ' live') });
+    }
+    const top = Math.max(0, ...minutes.map((m) => m.max)), now = byAgo.get(0) || 0;
+    const desc = 'Most calls live at once, per minute of the last hour' + (minutes.length < 60 ? ' (relayd has run for ' + minutes.length + ' min)' : '') +
+      ': at most ' + top + ', ' + now + ' this minute.';
+    fig.querySelector('.chart-panels').replaceChildren(charts.bars({ width, height: width < 500 ? 110 : 120, title: 'Calls live at once', desc,
+      every: 15, whole: true, format: num, cls: 'live', bars }));
+    fig.querySelector('.chart-tables').replaceChildren(charts.table('Most calls live at once, per minute', ['Minute', 'Calls live'],
+      minutes.slice().reverse().map((m) => [m.minutes_ago ? m.minutes_ago + ' min ago' : 'this minute', num(m.max)])));
   }
 
   // A kill button asks for a second tap, so a stray touch ends no call.
@@ -598,6 +695,9 @@
   $('svc-pick').addEventListener('change', () => { svcIndex = Number($('svc-pick').value) || 0; fillForm(); });
   for (const r of document.querySelectorAll('[name="svc-type"]')) r.addEventListener('change', showType);
   document.addEventListener('visibilitychange', () => { if (!document.hidden && token) poll(); });
+  window.addEventListener('resize', () => {
+    if (usage && $('chart-days').querySelector('.chart-panels').clientWidth !== usageWidth) drawUsage();
+  });
 
   if (token) start(); else signedOut('');
 })();
