@@ -1,6 +1,7 @@
 package kernel
 
 import (
+	"fmt"
 	"net/netip"
 	"os"
 	"testing"
@@ -107,23 +108,161 @@ func TestSteering(t *testing.T) {
 }
 
 func TestSteeringProgramShape(t *testing.T) {
-	p := steeringProgram(netip.MustParseAddr("10.0.0.1"), 20000, 29999, 4, 3)
+	p := steeringProgram(netip.MustParseAddr("10.0.0.1"), 20000, 29999, 4, 3, 5)
 	if last := p[len(p)-1]; last.Code != ebpf.OpExit {
 		t.Fatalf("program ends with opcode %#x, not exit", last.Code)
 	}
-	// Every jump lands on the final "r0 = SK_PASS".
-	pass := len(p) - 2
+	// Every jump lands inside the program, forward (no loops).
 	for i, in := range p {
 		switch in.Code {
-		case ebpf.OpJeqImm, ebpf.OpJneImm, ebpf.OpJgtImm, ebpf.OpJltImm:
-			if i+1+int(in.Off) != pass {
-				t.Errorf("jump at %d lands on %d, want %d", i, i+1+int(in.Off), pass)
+		case ebpf.OpJeqImm, ebpf.OpJneImm, ebpf.OpJgtImm, ebpf.OpJltImm, ebpf.OpJneReg, ebpf.OpJa:
+			if to := i + 1 + int(in.Off); in.Off < 0 || to >= len(p) {
+				t.Errorf("jump at %d lands on %d, outside 0-%d or backward", i, to, len(p)-1)
 			}
 		}
 	}
-	if anyAddr := steeringProgram(netip.IPv4Unspecified(), 20000, 29999, 4, 3); len(anyAddr) != len(p)-2 {
+	if anyAddr := steeringProgram(netip.IPv4Unspecified(), 20000, 29999, 4, 3, 5); len(anyAddr) != len(p)-2 {
 		t.Errorf("unspecified address: %d instructions, want %d (no address check)", len(anyAddr), len(p)-2)
 	}
+}
+
+// TestSteeringShield shields a steered port for one source: another
+// source's datagrams (another port of the same address, or the same port
+// of another address) are dropped in the kernel and counted, without an
+// ICMP answer; the shielded source, and other ports, are steered as
+// before; after Unshield every source is again.
+func TestSteeringShield(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root (CAP_BPF and CAP_NET_ADMIN) to attach an sk_lookup program")
+	}
+	s, err := NewSteering(netip.MustParseAddr("127.0.0.1"), steerMin, steerMax, 1)
+	if SteeringUnsupported(err) {
+		t.Skipf("sk_lookup unavailable here (Linux ≥ 5.9 with BPF): %v", err)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	recvSock, err := openUDP(netip.MustParseAddrPort("127.0.0.1:0"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(recvSock)
+	if err := EnableOrigDst(recvSock); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.SetSocket(0, recvSock); err != nil {
+		t.Fatal(err)
+	}
+	latched := testUDP(t, "127.0.0.1:0")
+	samePort := testUDP(t, "127.0.0.2:"+fmt.Sprint(localPort(t, latched)))
+	otherPort := testUDP(t, "127.0.0.1:0")
+	const port = steerMin + 7
+	to := &unix.SockaddrInet4{Port: port, Addr: [4]byte{127, 0, 0, 1}}
+	// The intruder's socket is connected: an ICMP port unreachable
+	// would set its error (ECONNREFUSED on the next send).
+	if err := unix.Connect(otherPort, to); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Shield(port, netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(localPort(t, latched)))); err != nil {
+		t.Fatal(err)
+	}
+
+	const flood = 40
+	for i := range flood {
+		if err := unix.Send(otherPort, []byte("evil"), 0); err != nil {
+			t.Fatalf("intruder's send %d: %v (an ICMP answer to a shield drop?)", i, err)
+		}
+		if err := unix.Sendto(samePort, []byte("evil"), 0, to); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := unix.Sendto(latched, []byte("latched"), 0, to); err != nil {
+		t.Fatal(err)
+	}
+	if got, _, ok := recvSteered(t, recvSock, 5*time.Second); !ok || got != "latched" {
+		t.Fatalf("the shielded port's own source: received %q (%v), want \"latched\" first", got, ok)
+	}
+	var drops uint64
+	for deadline := time.Now().Add(5 * time.Second); drops < 2*flood && time.Now().Before(deadline); time.Sleep(time.Millisecond) {
+		if drops, err = s.ShieldDrops(port); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if drops != 2*flood {
+		t.Fatalf("shield counted %d drops, want %d", drops, 2*flood)
+	}
+	if sink, err := s.SinkDrops(); err == nil && sink != 2*flood {
+		t.Errorf("the sink socket dropped %d, the shield counted %d", sink, drops)
+	}
+	if e, err := unix.GetsockoptInt(otherPort, unix.SOL_SOCKET, unix.SO_ERROR); err != nil || e != 0 {
+		t.Errorf("intruder's socket error %d (%v): the kernel answered the drops", e, err)
+	}
+	// Another port of the range is not shielded.
+	if err := unix.Sendto(samePort, []byte("elsewhere"), 0, &unix.SockaddrInet4{Port: port + 1, Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+		t.Fatal(err)
+	}
+	if got, dst, ok := recvSteered(t, recvSock, 5*time.Second); !ok || got != "elsewhere" || dst.Port() != port+1 {
+		t.Fatalf("unshielded port: received %q for %s (%v)", got, dst, ok)
+	}
+	if err := s.Unshield(port); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Unshield(port); err != nil {
+		t.Fatalf("second unshield: %v", err)
+	}
+	if err := unix.Send(otherPort, []byte("after"), 0); err != nil {
+		t.Fatal(err)
+	}
+	if got, _, ok := recvSteered(t, recvSock, 5*time.Second); !ok || got != "after" {
+		t.Fatalf("after Unshield: received %q (%v)", got, ok)
+	}
+	if d, err := s.ShieldDrops(port); err != nil || d != 0 {
+		t.Errorf("an unshielded port reports %d drops (%v)", d, err)
+	}
+	if err := s.Shield(port, netip.MustParseAddrPort("[::1]:5000")); err == nil {
+		t.Error("an IPv6 source was accepted")
+	}
+}
+
+// testUDP opens an IPv4 UDP socket bound to addr, closed at cleanup.
+func testUDP(t *testing.T, addr string) int {
+	t.Helper()
+	fd, err := openUDP(netip.MustParseAddrPort(addr))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { unix.Close(fd) })
+	return fd
+}
+
+func localPort(t *testing.T, fd int) int {
+	t.Helper()
+	p, err := LocalPort(fd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// recvSteered waits (bounded) for one datagram on fd and its original
+// destination.
+func recvSteered(t *testing.T, fd int, wait time.Duration) (string, netip.AddrPort, bool) {
+	t.Helper()
+	fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
+	if n, err := unix.Poll(fds, int(wait.Milliseconds())); err != nil || n == 0 {
+		return "", netip.AddrPort{}, false
+	}
+	buf, oob := make([]byte, 64), make([]byte, 128)
+	n, oobn, _, _, err := unix.Recvmsg(fd, buf, oob, unix.MSG_DONTWAIT)
+	if err != nil {
+		t.Fatalf("recvmsg: %v", err)
+	}
+	dst, ok := ParseOrigDst(oob[:oobn])
+	if !ok {
+		t.Fatal("no IP_ORIGDSTADDR control message")
+	}
+	return string(buf[:n]), dst, true
 }
 
 // TestRecvBatchOrigDst receives a batch with control data: each datagram's

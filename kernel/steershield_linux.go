@@ -1,0 +1,112 @@
+package kernel
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net/netip"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/jnrelay/jnrelay/kernel/internal/ebpf"
+)
+
+// The shield of a steered port: the steering program's equivalent of
+// AttachSourceFilter on a socket of its own. The shield map holds, by
+// local port, the one source the port accepts and a count of the
+// datagrams from others, which the program hands to a sink socket whose
+// classic filter drops them (no ICMP answer, no wake-up of a worker).
+
+// The shield map's value: struct { __u32 ip4; __u32 port; __u64 drops; },
+// the address and port as the program loads them from struct
+// bpf_sk_lookup (network byte order bytes, read as host-order words).
+const (
+	shieldIP4       = 0
+	shieldPort      = 4
+	shieldDrops     = 8
+	shieldValueSize = 16
+	// maxShields bounds the shield map: one entry per port of the range,
+	// at most this many.
+	maxShields = 65536
+)
+
+// openSink opens the socket foreign datagrams of shielded ports are
+// steered to, with a filter that drops everything, and puts it in the
+// last slot of the socket map.
+func (s *Steering) openSink(listen netip.Addr) error {
+	fd, err := openUDP(netip.AddrPortFrom(listen, 0))
+	if err != nil {
+		return fmt.Errorf("steering: shield sink socket: %w", err)
+	}
+	s.sink = fd
+	if err := attachDropAll(fd); err != nil {
+		return fmt.Errorf("steering: shield sink: %w", err)
+	}
+	var key [4]byte
+	var val [8]byte
+	binary.NativeEndian.PutUint32(key[:], uint32(s.n))
+	binary.NativeEndian.PutUint64(val[:], uint64(fd))
+	if err := ebpf.MapUpdate(s.sockmap, key[:], val[:], unix.BPF_ANY); err != nil {
+		return fmt.Errorf("steering: put the shield sink in the socket map: %w", err)
+	}
+	return nil
+}
+
+// Shield makes port (of the steered range) accept datagrams from src
+// only, from now on: every other source's go to the sink and are counted
+// (ShieldDrops). Shielding a shielded port replaces its source and
+// starts its count again. src must be IPv4.
+func (s *Steering) Shield(port int, src netip.AddrPort) error {
+	a := src.Addr().Unmap()
+	if !a.Is4() || src.Port() == 0 {
+		return fmt.Errorf("steering: shield port %d: source %s is not an IPv4 address and port", port, src)
+	}
+	var val [shieldValueSize]byte
+	ip := a.As4()
+	binary.NativeEndian.PutUint32(val[shieldIP4:], binary.NativeEndian.Uint32(ip[:]))
+	var be [2]byte
+	binary.BigEndian.PutUint16(be[:], src.Port())
+	binary.NativeEndian.PutUint32(val[shieldPort:], uint32(binary.NativeEndian.Uint16(be[:])))
+	if err := ebpf.MapUpdate(s.shields, portKey(port), val[:], unix.BPF_ANY); err != nil {
+		return fmt.Errorf("steering: shield port %d for %s: %w", port, src, err)
+	}
+	return nil
+}
+
+// ShieldDrops is how many foreign datagrams port's shield dropped since
+// Shield (0 when it has none).
+func (s *Steering) ShieldDrops(port int) (uint64, error) {
+	var val [shieldValueSize]byte
+	err := ebpf.MapLookup(s.shields, portKey(port), val[:])
+	if errors.Is(err, unix.ENOENT) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("steering: read port %d's shield: %w", port, err)
+	}
+	return binary.NativeEndian.Uint64(val[shieldDrops:]), nil
+}
+
+// Unshield lets every source reach port's socket again. It is
+// idempotent.
+func (s *Steering) Unshield(port int) error {
+	err := ebpf.MapDelete(s.shields, portKey(port))
+	if err != nil && !errors.Is(err, unix.ENOENT) {
+		return fmt.Errorf("steering: unshield port %d: %w", port, err)
+	}
+	return nil
+}
+
+// SinkDrops is the sink socket's drop counter: every foreign datagram of
+// a shielded port, of all ports together (a test's cross-check of the
+// per-port counts).
+func (s *Steering) SinkDrops() (uint32, error) { return Drops(s.sink) }
+
+func portKey(port int) []byte {
+	var key [4]byte
+	binary.NativeEndian.PutUint32(key[:], uint32(port))
+	return key[:]
+}
+
+// shieldEntries sizes the shield map for ports lo..hi.
+func shieldEntries(lo, hi int) int { return min(hi-lo+1, maxShields) }
