@@ -27,13 +27,13 @@ import (
 // them, counted per port, so a flood at a latched port costs no wake-up
 // and no receive-buffer space of the port's worker.
 //
-// The program is assembled here by hand (39 instructions), so no eBPF
+// The program is assembled here by hand (43 instructions), so no eBPF
 // library is linked. It matches UDP over IPv4 only, to the given local
 // address (any, when it is unspecified); everything else takes the
 // kernel's ordinary socket lookup.
 type Steering struct {
 	sockmap, shields, prog, link int
-	n                            int
+	n, min, max                  int
 	sink                         int // the socket shielded ports' foreign datagrams are dropped at
 }
 
@@ -62,7 +62,7 @@ func NewSteering(listen netip.Addr, min, max, n int) (*Steering, error) {
 	if min < 1 || max > 65535 || min > max || n < 1 {
 		return nil, fmt.Errorf("steering: invalid ports %d-%d or socket count %d", min, max, n)
 	}
-	s := &Steering{sockmap: -1, shields: -1, prog: -1, link: -1, sink: -1, n: n}
+	s := &Steering{sockmap: -1, shields: -1, prog: -1, link: -1, sink: -1, n: n, min: min, max: max}
 	var err error
 	// Slots 0..n-1 are the receivers, slot n the sink.
 	if s.sockmap, err = ebpf.MapCreate(unix.BPF_MAP_TYPE_SOCKMAP, 4, 8, n+1, 0); err != nil {
@@ -114,6 +114,9 @@ func SteeringAvailable() error {
 	}
 	return s.Close()
 }
+
+// Covers reports whether port is in the steered range.
+func (s *Steering) Covers(port int) bool { return port >= s.min && port <= s.max }
 
 // SetSocket makes fd (an unconnected UDP socket of the same family, bound
 // anywhere) receive the ports steered to slot i.

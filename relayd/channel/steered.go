@@ -20,8 +20,9 @@ import (
 // RLIMIT_NOFILE, and one system call pair moves datagrams of many calls.
 //
 // It needs Linux ≥ 5.9, an IPv4 listen address, CAP_BPF (or CAP_SYS_ADMIN),
-// CAP_NET_ADMIN and CAP_NET_RAW. The nftables fast path and the shield are
-// per-socket features and stay off.
+// CAP_NET_ADMIN and CAP_NET_RAW. The nftables fast path is a per-socket
+// feature and stays off; the shield is an entry of the steering program's
+// shield map (kernel.Steering.Shield).
 //
 // Each port always reaches the same worker, so every side keeps a single
 // writer of its latch, as in the per-port path.
@@ -55,7 +56,9 @@ func newSteeredTransport(listen netip.Addr, sh *shared, workers int) (*steeredTr
 	if !listen.Unmap().Is4() {
 		return nil, fmt.Errorf("steered relay ports need an IPv4 listen address, not %s", listen)
 	}
-	return &steeredTransport{listen: listen.Unmap(), sh: sh, ios: make([]*steeredIO, workers)}, nil
+	t := &steeredTransport{listen: listen.Unmap(), sh: sh, ios: make([]*steeredIO, workers)}
+	sh.shieldOps = t
+	return t, nil
 }
 
 // steeredIO is one worker's steered socket and raw sender.
@@ -162,7 +165,62 @@ func (t *steeredTransport) openPorts(*Channel) error { return nil }
 // by port.
 func (t *steeredTransport) attach(*worker, *Channel) error { return nil }
 
-func (t *steeredTransport) closePorts(*Channel) {}
+// closePorts lowers the shields of c's ports, crediting what they
+// dropped: the next channel on a port must hear every source. The
+// caller holds c.mu for writing.
+func (t *steeredTransport) closePorts(c *Channel) {
+	for _, s := range c.sides() {
+		if !s.shield.up {
+			continue
+		}
+		c.creditShield(s)
+		if err := t.lower(s); err != nil {
+			t.sh.log.Warn("lowering the shield of a steered port", "port", s.port, "err", err)
+			continue
+		}
+		s.shield.up = false
+	}
+}
+
+// steering is the steering program that decides port's datagrams: the
+// first attached that covers it (programs run in attach order, and the
+// first to assign a socket wins).
+func (t *steeredTransport) steering(port int) (*kernel.Steering, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for _, st := range t.steerings {
+		if st.Covers(port) {
+			return st, nil
+		}
+	}
+	return nil, fmt.Errorf("port %d: no steering program covers it", port)
+}
+
+// raise adds s's port to its steering program's shield map.
+func (t *steeredTransport) raise(s *side, src netip.AddrPort) (uint32, error) {
+	st, err := t.steering(s.port)
+	if err != nil {
+		return 0, err
+	}
+	return 0, st.Shield(s.port, src) // a new entry counts from 0
+}
+
+func (t *steeredTransport) drops(s *side) (uint32, error) {
+	st, err := t.steering(s.port)
+	if err != nil {
+		return 0, err
+	}
+	n, err := st.ShieldDrops(s.port)
+	return uint32(n), err // a difference of wrapping counts is exact
+}
+
+func (t *steeredTransport) lower(s *side) error {
+	st, err := t.steering(s.port)
+	if err != nil {
+		return err
+	}
+	return st.Unshield(s.port)
+}
 
 // serve relays one batch from the worker's steered socket: each datagram
 // by the rules of its port's channel, all accepted ones with one sendmmsg.

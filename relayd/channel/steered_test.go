@@ -128,3 +128,38 @@ func TestSteeredRangeChange(t *testing.T) {
 	a2.send(info2.LocalPort, []byte("new-range"))
 	b2.expect([]byte("new-range"), info2.LocalPort+2)
 }
+
+// TestSteeredShieldEndsWithChannel: a steered port's shield is part of
+// its channel. A flood raises it; when the channel ends the kernel's
+// drops are in its final counts, and the next channel on the same ports
+// hears its own parties (a shield left behind would sink them).
+func TestSteeredShieldEndsWithChannel(t *testing.T) {
+	m, ends := newSteeredManager(t, func(c *Config) { c.PortMin, c.PortMax = 26600, 26603 })
+	info, a, b, _, _ := call(t, m)
+	p := info.LocalPort
+	intruder := newParty(t)
+	for i := range shieldAfter {
+		intruder.send(p, fmt.Appendf(nil, "evil-%d", i))
+	}
+	for deadline := time.Now().Add(5 * time.Second); len(m.sh.shields.list()) != 1; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the flood raised no shield")
+		}
+	}
+	for i := range 3 * shieldAfter { // now dropped in the kernel
+		intruder.send(p, fmt.Appendf(nil, "evil-%d", i))
+	}
+	a.send(p, []byte("marker"))
+	b.expect([]byte("marker"), p+2)
+	if !m.Kill(info.ID) {
+		t.Fatal("kill")
+	}
+	e := <-ends
+	if user, kern := e.Stats.Dropped[DropForeignSource], e.Stats.Dropped[DropForeignSourceKernel]; user+kern != 4*shieldAfter || kern == 0 {
+		t.Errorf("ended with %d foreign drops in userspace and %d in the kernel, want %d together, some in the kernel", user, kern, 4*shieldAfter)
+	}
+	next, _, _, _, _ := call(t, m) // fails if a port still sinks new sources
+	if next.LocalPort != p {
+		t.Fatalf("next channel at %d, want the same block %d", next.LocalPort, p)
+	}
+}
