@@ -13,21 +13,26 @@ import (
 	"github.com/jnrelay/jnrelay/kernel/internal/ebpf"
 )
 
-// Steering hands every UDP datagram addressed to a range of local ports to
-// a few sockets, with a BPF sk_lookup program (Linux ≥ 5.9, CAP_BPF or
-// CAP_SYS_ADMIN plus CAP_NET_ADMIN) attached to the caller's network
-// namespace: port p goes to socket p mod n of a SOCKMAP. A relay can then
-// serve thousands of ports from one socket per worker instead of one per
-// port, without binding them, and a receive batch holds datagrams of many
-// channels. The receiver learns each datagram's port from the
-// IP_ORIGDSTADDR control message (EnableOrigDst, ParseOrigDst).
+// Steering hands UDP datagrams addressed to the held ports of a range of
+// local ports to a few sockets, with a BPF sk_lookup program (Linux ≥ 5.9,
+// CAP_BPF or CAP_SYS_ADMIN plus CAP_NET_ADMIN) attached to the caller's
+// network namespace: held port p goes to socket p mod n of a SOCKMAP. A
+// relay can then serve thousands of ports from one socket per worker
+// instead of one per port, without binding them, and a receive batch
+// holds datagrams of many channels. The receiver learns each datagram's
+// port from the IP_ORIGDSTADDR control message (EnableOrigDst,
+// ParseOrigDst).
 //
-// A port can be shielded (Shield, steershield_linux.go): datagrams to it
-// from any source but one then go to a sink socket whose filter drops
-// them, counted per port, so a flood at a latched port costs no wake-up
-// and no receive-buffer space of the port's worker.
+// Only held ports are steered (Hold, Release; steershield_linux.go): the
+// program runs before the kernel's lookup of unconnected sockets, so a
+// port of the range that another program binds — a resolver's random
+// query port — keeps its datagrams unless it is held. A held port can
+// also be shielded (Shield): datagrams to it from any source but one then
+// go to a sink socket whose filter drops them, counted per port, so a
+// flood at a latched port costs no wake-up and no receive-buffer space of
+// the port's worker.
 //
-// The program is assembled here by hand (43 instructions), so no eBPF
+// The program is assembled here by hand (44 instructions), so no eBPF
 // library is linked. It matches UDP over IPv4 only, to the given local
 // address (any, when it is unspecified); everything else takes the
 // kernel's ordinary socket lookup.
@@ -196,9 +201,10 @@ func ParseOrigDst(oob []byte) (netip.AddrPort, bool) {
 //	if (listen && ctx->local_ip4 != listen) return SK_PASS;
 //	if (ctx->local_port < min || ctx->local_port > max) return SK_PASS;
 //	__u32 port = ctx->local_port, slot = port % n;
-//	struct shield *sh = bpf_map_lookup_elem(&shields, &port);
-//	if (sh && (ctx->remote_ip4 != sh->ip4 || ctx->remote_port != sh->port)) {
-//		__sync_fetch_and_add(&sh->drops, 1);
+//	struct port *p = bpf_map_lookup_elem(&ports, &port);
+//	if (!p) return SK_PASS; // not held
+//	if (p->ip4 && (ctx->remote_ip4 != p->ip4 || ctx->remote_port != p->port)) {
+//		__sync_fetch_and_add(&p->drops, 1);
 //		slot = n; // the sink
 //	}
 //	struct bpf_sock *sk = bpf_map_lookup_elem(&sockmap, &slot);
@@ -231,8 +237,10 @@ func steeringProgram(listen netip.Addr, min, max, n, sockmap, shields int) []ebp
 		ebpf.I(ebpf.OpStxW, 10, 2, -8, 0), // the slot, the socket key
 	)
 	a.Lookup(shields, -4)
-	a.Jump(ebpf.OpJeqImm, 0, 0, 0, steer)
-	a.Emit(ebpf.I(ebpf.OpLdxW, 2, 6, skLookupRemIP4, 0), ebpf.I(ebpf.OpLdxW, 3, 0, shieldIP4, 0))
+	a.Jump(ebpf.OpJeqImm, 0, 0, 0, pass) // not held
+	a.Emit(ebpf.I(ebpf.OpLdxW, 3, 0, shieldIP4, 0))
+	a.Jump(ebpf.OpJeqImm, 3, 0, 0, steer) // held, not shielded
+	a.Emit(ebpf.I(ebpf.OpLdxW, 2, 6, skLookupRemIP4, 0))
 	a.Jump(ebpf.OpJneReg, 2, 3, 0, foreign)
 	a.Emit(ebpf.I(ebpf.OpLdxW, 2, 6, skLookupRemPort, 0), ebpf.I(ebpf.OpLdxW, 3, 0, shieldPort, 0))
 	a.Jump(ebpf.OpJneReg, 2, 3, 0, foreign)

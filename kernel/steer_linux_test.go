@@ -17,10 +17,12 @@ import (
 // nothing else on the host is affected while the test runs.
 const steerMin, steerMax = 26400, 26499
 
-// TestSteering sends datagrams to ports no socket is bound to: the
+// TestSteering sends datagrams to held ports no socket is bound to: the
 // sk_lookup program hands each to socket (port mod 2) of its map, the
-// receiver learns the port from IP_ORIGDSTADDR, a port outside the range is
-// not steered, and after Close nothing is.
+// receiver learns the port from IP_ORIGDSTADDR; a port outside the range
+// is not steered, nor is a port of the range that is not held (another
+// program's socket bound there keeps its datagrams), nor a released one,
+// and after Close nothing is.
 func TestSteering(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root (CAP_BPF and CAP_NET_ADMIN) to attach an sk_lookup program")
@@ -79,7 +81,13 @@ func TestSteering(t *testing.T) {
 		return string(buf[:n]), dst, true
 	}
 
-	for _, port := range []int{steerMin, steerMin + 1, steerMin + 50, steerMax} {
+	held := []int{steerMin, steerMin + 1, steerMin + 50, steerMax}
+	for _, port := range held {
+		if err := s.Hold(port); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, port := range held {
 		send(port, "to-port")
 		got, dst, ok := recv(socks[port%2], 5*time.Second)
 		if !ok {
@@ -89,12 +97,28 @@ func TestSteering(t *testing.T) {
 			t.Fatalf("port %d: received %q addressed to %s", port, got, dst)
 		}
 	}
-	// Outside the range: the ordinary lookup finds no socket.
+	// Outside the range, or not held: the ordinary lookup, which finds
+	// another program's socket where there is one.
+	other := testUDP(t, fmt.Sprintf("127.0.0.1:%d", steerMin+2))
 	send(steerMax+1, "outside")
+	send(steerMin+3, "not-held")
+	send(steerMin+2, "to-other")
 	for i, fd := range socks {
 		if got, dst, ok := recv(fd, 100*time.Millisecond); ok {
-			t.Fatalf("socket %d received %q for %s, outside the steered range", i, got, dst)
+			t.Fatalf("socket %d received %q for %s: not a held port of the range", i, got, dst)
 		}
+	}
+	buf := make([]byte, 64)
+	unix.Poll([]unix.PollFd{{Fd: int32(other), Events: unix.POLLIN}}, 5000)
+	if n, _, err := unix.Recvfrom(other, buf, unix.MSG_DONTWAIT); err != nil || string(buf[:max(n, 0)]) != "to-other" {
+		t.Fatalf("another program's socket in the range received %q (%v), want \"to-other\"", buf[:max(n, 0)], err)
+	}
+	if err := s.Release(steerMin); err != nil {
+		t.Fatal(err)
+	}
+	send(steerMin, "released")
+	if got, _, ok := recv(socks[0], 100*time.Millisecond); ok {
+		t.Fatalf("a released port was steered (%q)", got)
 	}
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
@@ -129,8 +153,8 @@ func TestSteeringProgramShape(t *testing.T) {
 // TestSteeringShield shields a steered port for one source: another
 // source's datagrams (another port of the same address, or the same port
 // of another address) are dropped in the kernel and counted, without an
-// ICMP answer; the shielded source, and other ports, are steered as
-// before; after Unshield every source is again.
+// ICMP answer; the shielded source, and other held ports, are steered
+// as before; after Unshield every source is again.
 func TestSteeringShield(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root (CAP_BPF and CAP_NET_ADMIN) to attach an sk_lookup program")
@@ -164,7 +188,16 @@ func TestSteeringShield(t *testing.T) {
 	if err := unix.Connect(otherPort, to); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.Shield(port, netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(localPort(t, latched)))); err != nil {
+	latchedSrc := netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(localPort(t, latched)))
+	if err := s.Shield(port, latchedSrc); err == nil {
+		t.Fatal("a port not held was shielded")
+	}
+	for _, p := range []int{port, port + 1} {
+		if err := s.Hold(p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.Shield(port, latchedSrc); err != nil {
 		t.Fatal(err)
 	}
 

@@ -11,24 +11,47 @@ import (
 	"github.com/jnrelay/jnrelay/kernel/internal/ebpf"
 )
 
-// The shield of a steered port: the steering program's equivalent of
-// AttachSourceFilter on a socket of its own. The shield map holds, by
-// local port, the one source the port accepts and a count of the
-// datagrams from others, which the program hands to a sink socket whose
-// classic filter drops them (no ICMP answer, no wake-up of a worker).
+// Held and shielded ports. The port map holds, by local port, the ports
+// the program steers; for a shielded one also the one source it accepts
+// and a count of the datagrams from others, which the program hands to a
+// sink socket whose classic filter drops them (no ICMP answer, no wake-up
+// of a worker): the steering program's equivalent of AttachSourceFilter
+// on a socket of its own.
 
-// The shield map's value: struct { __u32 ip4; __u32 port; __u64 drops; },
+// The port map's value: struct { __u32 ip4; __u32 port; __u64 drops; },
 // the address and port as the program loads them from struct
-// bpf_sk_lookup (network byte order bytes, read as host-order words).
+// bpf_sk_lookup (network byte order bytes, read as host-order words);
+// ip4 0 is a held port without a shield.
 const (
 	shieldIP4       = 0
 	shieldPort      = 4
 	shieldDrops     = 8
 	shieldValueSize = 16
-	// maxShields bounds the shield map: one entry per port of the range,
+	// maxShields bounds the port map: one entry per port of the range,
 	// at most this many.
 	maxShields = 65536
 )
+
+// Hold makes the program steer port (of the range) to its socket,
+// unshielded. The caller makes sure no other socket is bound to it: the
+// program would take that socket's datagrams.
+func (s *Steering) Hold(port int) error {
+	var val [shieldValueSize]byte
+	if err := ebpf.MapUpdate(s.shields, portKey(port), val[:], unix.BPF_ANY); err != nil {
+		return fmt.Errorf("steering: hold port %d: %w", port, err)
+	}
+	return nil
+}
+
+// Release stops steering port: its datagrams take the ordinary lookup
+// again. It is idempotent.
+func (s *Steering) Release(port int) error {
+	err := ebpf.MapDelete(s.shields, portKey(port))
+	if err != nil && !errors.Is(err, unix.ENOENT) {
+		return fmt.Errorf("steering: release port %d: %w", port, err)
+	}
+	return nil
+}
 
 // openSink opens the socket foreign datagrams of shielded ports are
 // steered to, with a filter that drops everything, and puts it in the
@@ -52,13 +75,13 @@ func (s *Steering) openSink(listen netip.Addr) error {
 	return nil
 }
 
-// Shield makes port (of the steered range) accept datagrams from src
-// only, from now on: every other source's go to the sink and are counted
-// (ShieldDrops). Shielding a shielded port replaces its source and
-// starts its count again. src must be IPv4.
+// Shield makes held port accept datagrams from src only, from now on:
+// every other source's go to the sink and are counted (ShieldDrops).
+// Shielding a shielded port replaces its source and starts its count
+// again. src must be IPv4 and not 0.0.0.0.
 func (s *Steering) Shield(port int, src netip.AddrPort) error {
 	a := src.Addr().Unmap()
-	if !a.Is4() || src.Port() == 0 {
+	if !a.Is4() || a.IsUnspecified() || src.Port() == 0 {
 		return fmt.Errorf("steering: shield port %d: source %s is not an IPv4 address and port", port, src)
 	}
 	var val [shieldValueSize]byte
@@ -67,14 +90,14 @@ func (s *Steering) Shield(port int, src netip.AddrPort) error {
 	var be [2]byte
 	binary.BigEndian.PutUint16(be[:], src.Port())
 	binary.NativeEndian.PutUint32(val[shieldPort:], uint32(binary.NativeEndian.Uint16(be[:])))
-	if err := ebpf.MapUpdate(s.shields, portKey(port), val[:], unix.BPF_ANY); err != nil {
-		return fmt.Errorf("steering: shield port %d for %s: %w", port, src, err)
+	if err := ebpf.MapUpdate(s.shields, portKey(port), val[:], unix.BPF_EXIST); err != nil {
+		return fmt.Errorf("steering: shield port %d for %s (held?): %w", port, src, err)
 	}
 	return nil
 }
 
 // ShieldDrops is how many foreign datagrams port's shield dropped since
-// Shield (0 when it has none).
+// Shield (0 when it has none, or the port is not held).
 func (s *Steering) ShieldDrops(port int) (uint64, error) {
 	var val [shieldValueSize]byte
 	err := ebpf.MapLookup(s.shields, portKey(port), val[:])
@@ -87,10 +110,11 @@ func (s *Steering) ShieldDrops(port int) (uint64, error) {
 	return binary.NativeEndian.Uint64(val[shieldDrops:]), nil
 }
 
-// Unshield lets every source reach port's socket again. It is
-// idempotent.
+// Unshield lets every source reach held port's socket again. It is
+// idempotent; a port not held stays so.
 func (s *Steering) Unshield(port int) error {
-	err := ebpf.MapDelete(s.shields, portKey(port))
+	var val [shieldValueSize]byte
+	err := ebpf.MapUpdate(s.shields, portKey(port), val[:], unix.BPF_EXIST)
 	if err != nil && !errors.Is(err, unix.ENOENT) {
 		return fmt.Errorf("steering: unshield port %d: %w", port, err)
 	}

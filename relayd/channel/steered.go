@@ -157,29 +157,65 @@ func (t *steeredTransport) stop() {
 	t.steerings = nil
 }
 
-// openPorts binds nothing: the workers' steered sockets receive for the
-// channel's ports.
-func (t *steeredTransport) openPorts(*Channel) error { return nil }
+// openPorts holds c's ports in the steering program, so the workers'
+// sockets receive for them, once no other socket is bound there: the
+// program runs before the kernel's lookup of unconnected sockets and
+// would take that socket's datagrams. A port in use fails with
+// EADDRINUSE, so the Manager takes another block, as it does with a
+// socket per port. (A program that binds one of the ports after this
+// check, while the channel lives, does not get its datagrams: the bind
+// that would fail with a socket per port succeeds here.)
+func (t *steeredTransport) openPorts(c *Channel) error {
+	sides := c.sides()
+	for _, s := range sides {
+		probe, err := kernel.OpenUDP(netip.AddrPortFrom(t.listen, uint16(s.port)))
+		if err != nil {
+			return fmt.Errorf("steered port %d: %w", s.port, err)
+		}
+		probe.Close()
+	}
+	for i, s := range sides {
+		st, err := t.steering(s.port)
+		if err == nil {
+			err = st.Hold(s.port)
+		}
+		if err != nil {
+			t.release(sides[:i])
+			return fmt.Errorf("steered relay ports: %w", err)
+		}
+	}
+	return nil
+}
+
+// release stops steering the sides' ports.
+func (t *steeredTransport) release(sides []*side) {
+	for _, s := range sides {
+		st, err := t.steering(s.port)
+		if err == nil {
+			err = st.Release(s.port)
+		}
+		if err != nil {
+			t.sh.log.Warn("releasing a steered port", "port", s.port, "err", err)
+		}
+	}
+}
 
 // attach has nothing to register: the steering program picks the worker
 // by port.
 func (t *steeredTransport) attach(*worker, *Channel) error { return nil }
 
-// closePorts lowers the shields of c's ports, crediting what they
-// dropped: the next channel on a port must hear every source. The
-// caller holds c.mu for writing.
+// closePorts credits what c's shields dropped and releases its ports:
+// the ordinary lookup takes them again, and the next channel there
+// starts without a shield. The caller holds c.mu for writing.
 func (t *steeredTransport) closePorts(c *Channel) {
-	for _, s := range c.sides() {
-		if !s.shield.up {
-			continue
+	sides := c.sides()
+	for _, s := range sides {
+		if s.shield.up {
+			c.creditShield(s)
+			s.shield.up = false
 		}
-		c.creditShield(s)
-		if err := t.lower(s); err != nil {
-			t.sh.log.Warn("lowering the shield of a steered port", "port", s.port, "err", err)
-			continue
-		}
-		s.shield.up = false
 	}
+	t.release(sides[:])
 }
 
 // steering is the steering program that decides port's datagrams: the

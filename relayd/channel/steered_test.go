@@ -3,6 +3,7 @@ package channel
 import (
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"testing"
 	"time"
@@ -80,18 +81,17 @@ func TestSteeredRelay(t *testing.T) {
 		t.Errorf("foreign drops %d, want 1", s.Dropped[DropForeignSource])
 	}
 
-	// A port of the range that no channel holds.
+	// A port of the range that no channel holds is not steered: another
+	// program's socket bound there keeps its datagrams.
 	free := 26998
 	if free >= p && free < p+4 {
 		free = 26600
 	}
-	intruder.send(free, []byte("nobody"))
-	deadline := time.Now().Add(5 * time.Second)
-	for m.Totals().Stats.Dropped[DropNoChannel] != 1 {
-		if time.Now().After(deadline) {
-			t.Fatalf("datagram to unallocated port %d not counted (no_channel %d)", free, m.Totals().Stats.Dropped[DropNoChannel])
-		}
-		time.Sleep(time.Millisecond)
+	other := newPartyOn(t, free)
+	intruder.send(free, []byte("for-other"))
+	other.expect([]byte("for-other"), intruder.localPort())
+	if n := m.Totals().Stats.Dropped[DropNoChannel]; n != 0 {
+		t.Errorf("no_channel %d: a free port's datagram reached the relay", n)
 	}
 
 	// Many more channels, no more descriptors.
@@ -163,3 +163,37 @@ func TestSteeredShieldEndsWithChannel(t *testing.T) {
 		t.Fatalf("next channel at %d, want the same block %d", next.LocalPort, p)
 	}
 }
+
+// TestSteeredSkipsPortsInUse: a block with a port another program has
+// bound is skipped, as with a socket per port; the steering program
+// never takes that port, so the program keeps its datagrams.
+func TestSteeredSkipsPortsInUse(t *testing.T) {
+	m, _ := newSteeredManager(t, func(c *Config) { c.PortMin, c.PortMax = 26600, 26607 })
+	other := newPartyOn(t, 26602)
+	info, err := m.Allocate()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.LocalPort != 26604 {
+		t.Fatalf("channel at %d, want 26604 (26600-26603 holds another program's port)", info.LocalPort)
+	}
+	sender := newParty(t)
+	sender.send(26602, []byte("mine"))
+	other.expect([]byte("mine"), sender.localPort())
+	if _, err := m.Allocate(); !errors.Is(err, ErrPoolExhausted) {
+		t.Fatalf("second allocation: %v, want the pool exhausted", err)
+	}
+}
+
+// newPartyOn is a party at 127.0.0.1:port: another program's socket.
+func newPartyOn(t *testing.T, port int) *party {
+	t.Helper()
+	c, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: port})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return &party{t: t, conn: c}
+}
+
+func (p *party) localPort() int { return p.conn.LocalAddr().(*net.UDPAddr).Port }
