@@ -21,7 +21,7 @@ func newSteeredManager(t *testing.T, mod func(*Config)) (*Manager, chan End) {
 		t.Skip("steered ports need root (CAP_BPF, CAP_NET_ADMIN, CAP_NET_RAW)")
 	}
 	ends := make(chan End, 256)
-	cfg := Config{Listen: loopback, Steered: true, Settings: Settings{PortMin: 26600, PortMax: 26999,
+	cfg := Config{Listen: loopback, Sockets: SocketsSteered, Settings: Settings{PortMin: 26600, PortMax: 26999,
 		Expire: time.Minute, LatchGrace: 5 * time.Second}, OnEnd: func(e End) { ends <- e }}
 	if mod != nil {
 		mod(&cfg)

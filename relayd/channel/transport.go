@@ -67,7 +67,7 @@ type transport interface {
 // opened later per worker (startWorker); ports is how many relay ports
 // the range holds (a socket transport sizes its buffers by it).
 func newTransport(cfg Config, sh *shared, ports int) (transport, error) {
-	if cfg.Steered {
+	if cfg.Sockets == SocketsSteered {
 		return newSteeredTransport(cfg.Listen, sh, cfg.Workers)
 	}
 	return newSocketTransport(cfg.Listen, sh, ports, cfg.Workers, cfg.GSO), nil

@@ -30,6 +30,7 @@ type Status struct {
 	STUN         *STUNStatus     `json:"stun,omitempty"`
 	TURN         *turn.Stats     `json:"turn,omitempty"` // the built-in TURN server, when it runs
 	FastPath     FastPathStatus  `json:"fast_path"`
+	Sockets      SocketsStatus   `json:"sockets"`
 }
 
 // Usage is what the relay donated in the current day and month (local
@@ -131,6 +132,7 @@ func (d *Daemon) Status() Status {
 		Requests:      Requests{Granted: req.Granted, Refused: req.Refused},
 		Draining:      d.dp.Draining(),
 		FastPath:      d.fastPathStatus(),
+		Sockets:       d.socketsStatus(),
 	}
 	if d.dp.ServesFamily("udp6") {
 		st.PublicAddress6 = addrOrEmpty(d.publicAddr6())

@@ -1,0 +1,32 @@
+package daemon
+
+import (
+	"testing"
+
+	"github.com/jnrelay/jnrelay/config"
+	"github.com/jnrelay/jnrelay/relayd/channel"
+)
+
+// TestSocketsMode: the data plane's transport for each channel.sockets,
+// with auto settled as per-port here when the built-in TURN server runs.
+func TestSocketsMode(t *testing.T) {
+	for _, tc := range []struct {
+		sockets config.Sockets
+		turn    bool
+		want    channel.SocketsMode
+		why     bool
+	}{
+		{"", false, channel.SocketsPerPort, false},
+		{config.SocketsPerPort, false, channel.SocketsPerPort, false},
+		{config.SocketsSteered, false, channel.SocketsSteered, false},
+		{config.SocketsAuto, false, channel.SocketsAuto, false},
+		{config.SocketsAuto, true, channel.SocketsPerPort, true},
+	} {
+		cfg := config.Default()
+		cfg.Channel.Sockets, cfg.TURN.Builtin.Enabled = tc.sockets, tc.turn
+		got, why := socketsMode(cfg)
+		if got != tc.want || (why != "") != tc.why {
+			t.Errorf("sockets %q, turn %v: %s (%q), want %s (a reason: %v)", tc.sockets, tc.turn, got, why, tc.want, tc.why)
+		}
+	}
+}
