@@ -80,6 +80,8 @@ type world struct {
 	// steered runs relayd with channel.sockets "steered": one socket per
 	// worker for the whole port range (BPF sk_lookup), a raw socket to send.
 	steered bool
+	// sockets, when set, is channel.sockets (TestSocketsAuto: "auto").
+	sockets config.Sockets
 	rd      *harness.Relayd // the relayd started last
 	// broker, when set, holds the fast path (TestOffloadBroker): relayd
 	// runs brokerBin as an unprivileged user without capabilities.
@@ -168,6 +170,9 @@ func (w *world) relayConfig() config.Config {
 	}
 	if w.steered {
 		c.Channel.Sockets = "steered" // relayd refuses to start if it cannot steer
+	}
+	if w.sockets != "" {
+		c.Channel.Sockets = w.sockets
 	}
 	c.XMPP = []config.Service{{Name: w.srv.Kind, Type: "component", Server: w.srv.Component.String(),
 		Domain: w.srv.ComponentDomain, Secret: w.srv.Secret}}
