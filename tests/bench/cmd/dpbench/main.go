@@ -52,7 +52,11 @@ func run(listen string, portMin, portMax, channels int, portsFile string, expire
 	if err != nil {
 		return fmt.Errorf("-listen: %w", err)
 	}
-	m, err := channel.New(channel.Config{Listen: addr, Steered: steered, Settings: channel.Settings{PortMin: portMin, PortMax: portMax,
+	sockets := channel.SocketsPerPort
+	if steered {
+		sockets = channel.SocketsSteered
+	}
+	m, err := channel.New(channel.Config{Listen: addr, Sockets: sockets, Settings: channel.Settings{PortMin: portMin, PortMax: portMax,
 		Expire: expire, LatchGrace: 5 * time.Second, FastPath: fastPath, MaxPPS: maxPPS},
 		GSO: kernel.Detect().GSO, // as relayd's daemon sets it
 		// Warnings (a fast path leg that stays in userspace) on stderr.
