@@ -30,3 +30,22 @@ func TestSocketsMode(t *testing.T) {
 		}
 	}
 }
+
+// TestStatusShowsSockets: status says what channel.sockets asked for and
+// what runs; turning the built-in TURN server on live is refused while
+// auto runs steered ports (and applies where it runs a socket per port).
+func TestStatusShowsSockets(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.Channel.Sockets = config.SocketsAuto
+	d := startDaemon(t, cfg)
+	st := d.Status().Sockets
+	if st.Mode != "auto" || (st.Active != "per_port" && st.Active != "steered") || st.Why == "" {
+		t.Fatalf("status sockets %+v", st)
+	}
+	next := cfg
+	next.TURN.Builtin.Enabled = true
+	err := d.steeredRefuses(next)
+	if (st.Active == "steered") != (err != nil) {
+		t.Fatalf("running %s, turning TURN on: %v", st.Active, err)
+	}
+}
