@@ -37,9 +37,9 @@ import (
 // address (any, when it is unspecified); everything else takes the
 // kernel's ordinary socket lookup.
 type Steering struct {
-	sockmap, shields, prog, link int
-	n, min, max                  int
-	sink                         int // the socket shielded ports' foreign datagrams are dropped at
+	sockmap, ports, prog, link int
+	n, min, max                int
+	sink                       int // the socket shielded ports' foreign datagrams are dropped at
 }
 
 // Helper function and context offsets of the sk_lookup program type
@@ -67,21 +67,23 @@ func NewSteering(listen netip.Addr, min, max, n int) (*Steering, error) {
 	if min < 1 || max > 65535 || min > max || n < 1 {
 		return nil, fmt.Errorf("steering: invalid ports %d-%d or socket count %d", min, max, n)
 	}
-	s := &Steering{sockmap: -1, shields: -1, prog: -1, link: -1, sink: -1, n: n, min: min, max: max}
+	s := &Steering{sockmap: -1, ports: -1, prog: -1, link: -1, sink: -1, n: n, min: min, max: max}
 	var err error
 	// Slots 0..n-1 are the receivers, slot n the sink.
 	if s.sockmap, err = ebpf.MapCreate(unix.BPF_MAP_TYPE_SOCKMAP, 4, 8, n+1, 0); err != nil {
 		return nil, fmt.Errorf("steering: create socket map: %w", err)
 	}
-	if s.shields, err = ebpf.MapCreate(unix.BPF_MAP_TYPE_HASH, 4, shieldValueSize, shieldEntries(min, max), 0); err != nil {
+	// Not preallocated: only the held ports' entries take kernel memory
+	// (the program only reads and counts; entries come from Hold).
+	if s.ports, err = ebpf.MapCreate(unix.BPF_MAP_TYPE_HASH, 4, shieldValueSize, portMapEntries(min, max), unix.BPF_F_NO_PREALLOC); err != nil {
 		s.Close()
-		return nil, fmt.Errorf("steering: create shield map: %w", err)
+		return nil, fmt.Errorf("steering: create port map: %w", err)
 	}
 	if err := s.openSink(listen.Unmap()); err != nil {
 		s.Close()
 		return nil, err
 	}
-	insns := steeringProgram(listen.Unmap(), min, max, n, s.sockmap, s.shields)
+	insns := steeringProgram(listen.Unmap(), min, max, n, s.sockmap, s.ports)
 	if s.prog, err = ebpf.ProgLoad(unix.BPF_PROG_TYPE_SK_LOOKUP, unix.BPF_SK_LOOKUP, "jnrelay_steer", insns); err != nil {
 		s.Close()
 		return nil, fmt.Errorf("steering: load sk_lookup program: %w", err)
@@ -144,7 +146,7 @@ func (s *Steering) SetSocket(i, fd int) error {
 // socket lookup again.
 func (s *Steering) Close() error {
 	var errs []error
-	for _, fd := range []*int{&s.link, &s.prog, &s.sockmap, &s.shields, &s.sink} {
+	for _, fd := range []*int{&s.link, &s.prog, &s.sockmap, &s.ports, &s.sink} {
 		if *fd >= 0 {
 			errs = append(errs, unix.Close(*fd))
 			*fd = -1
@@ -215,7 +217,7 @@ func ParseOrigDst(oob []byte) (netip.AddrPort, bool) {
 // ordinary lookup goes on. A foreign datagram goes to the sink rather
 // than SK_DROP, which would make the kernel answer the flood with ICMP
 // port unreachable.
-func steeringProgram(listen netip.Addr, min, max, n, sockmap, shields int) []ebpf.Insn {
+func steeringProgram(listen netip.Addr, min, max, n, sockmap, ports int) []ebpf.Insn {
 	a := &ebpf.Asm{}
 	const pass, steer, foreign = "pass", "steer", "foreign"
 	a.Emit(ebpf.I(ebpf.OpMovReg, 6, 1, 0, 0)) // r6 = ctx
@@ -236,7 +238,7 @@ func steeringProgram(listen netip.Addr, min, max, n, sockmap, shields int) []ebp
 		ebpf.I(ebpf.OpMod32Imm, 2, 0, 0, int32(n)),
 		ebpf.I(ebpf.OpStxW, 10, 2, -8, 0), // the slot, the socket key
 	)
-	a.Lookup(shields, -4)
+	a.Lookup(ports, -4)
 	a.Jump(ebpf.OpJeqImm, 0, 0, 0, pass) // not held
 	a.Emit(ebpf.I(ebpf.OpLdxW, 3, 0, shieldIP4, 0))
 	a.Jump(ebpf.OpJeqImm, 3, 0, 0, steer) // held, not shielded

@@ -27,9 +27,9 @@ const (
 	shieldPort      = 4
 	shieldDrops     = 8
 	shieldValueSize = 16
-	// maxShields bounds the port map: one entry per port of the range,
+	// maxHeld bounds the port map: one entry per port of the range,
 	// at most this many.
-	maxShields = 65536
+	maxHeld = 65536
 )
 
 // Hold makes the program steer port (of the range) to its socket,
@@ -37,7 +37,7 @@ const (
 // program would take that socket's datagrams.
 func (s *Steering) Hold(port int) error {
 	var val [shieldValueSize]byte
-	if err := ebpf.MapUpdate(s.shields, portKey(port), val[:], unix.BPF_ANY); err != nil {
+	if err := ebpf.MapUpdate(s.ports, portKey(port), val[:], unix.BPF_ANY); err != nil {
 		return fmt.Errorf("steering: hold port %d: %w", port, err)
 	}
 	return nil
@@ -46,7 +46,7 @@ func (s *Steering) Hold(port int) error {
 // Release stops steering port: its datagrams take the ordinary lookup
 // again. It is idempotent.
 func (s *Steering) Release(port int) error {
-	err := ebpf.MapDelete(s.shields, portKey(port))
+	err := ebpf.MapDelete(s.ports, portKey(port))
 	if err != nil && !errors.Is(err, unix.ENOENT) {
 		return fmt.Errorf("steering: release port %d: %w", port, err)
 	}
@@ -90,7 +90,7 @@ func (s *Steering) Shield(port int, src netip.AddrPort) error {
 	var be [2]byte
 	binary.BigEndian.PutUint16(be[:], src.Port())
 	binary.NativeEndian.PutUint32(val[shieldPort:], uint32(binary.NativeEndian.Uint16(be[:])))
-	if err := ebpf.MapUpdate(s.shields, portKey(port), val[:], unix.BPF_EXIST); err != nil {
+	if err := ebpf.MapUpdate(s.ports, portKey(port), val[:], unix.BPF_EXIST); err != nil {
 		return fmt.Errorf("steering: shield port %d for %s (held?): %w", port, src, err)
 	}
 	return nil
@@ -100,7 +100,7 @@ func (s *Steering) Shield(port int, src netip.AddrPort) error {
 // Shield (0 when it has none, or the port is not held).
 func (s *Steering) ShieldDrops(port int) (uint64, error) {
 	var val [shieldValueSize]byte
-	err := ebpf.MapLookup(s.shields, portKey(port), val[:])
+	err := ebpf.MapLookup(s.ports, portKey(port), val[:])
 	if errors.Is(err, unix.ENOENT) {
 		return 0, nil
 	}
@@ -114,7 +114,7 @@ func (s *Steering) ShieldDrops(port int) (uint64, error) {
 // idempotent; a port not held stays so.
 func (s *Steering) Unshield(port int) error {
 	var val [shieldValueSize]byte
-	err := ebpf.MapUpdate(s.shields, portKey(port), val[:], unix.BPF_EXIST)
+	err := ebpf.MapUpdate(s.ports, portKey(port), val[:], unix.BPF_EXIST)
 	if err != nil && !errors.Is(err, unix.ENOENT) {
 		return fmt.Errorf("steering: unshield port %d: %w", port, err)
 	}
@@ -132,5 +132,5 @@ func portKey(port int) []byte {
 	return key[:]
 }
 
-// shieldEntries sizes the shield map for ports lo..hi.
-func shieldEntries(lo, hi int) int { return min(hi-lo+1, maxShields) }
+// portMapEntries sizes the port map for ports lo..hi.
+func portMapEntries(lo, hi int) int { return min(hi-lo+1, maxHeld) }
