@@ -621,7 +621,7 @@ func TestReconfigureKeepsCallsFlowing(t *testing.T) {
 
 // TestShieldUnderFlood floods a latched port from another source: after
 // shieldAfter datagrams the kernel drops the rest (a socket filter, or
-// the steering program's shield map for steered ports), every one is
+// the steering program's port map for steered ports), every one is
 // counted, the call goes on, and once the latched source has been silent
 // for the grace period a new source can latch again.
 func TestShieldUnderFlood(t *testing.T) {

@@ -12,16 +12,17 @@ import (
 // gets a filter that accepts only the latched source, so a flood costs no
 // wake-up, copy or receive buffer space any more: a classic BPF socket
 // filter on the port's own socket (kernel.AttachSourceFilter, per-port
-// transport), or an entry in the steering program's shield map
-// (kernel.Steering.Shield, steered transport), which hands the other
-// sources' datagrams to a sink that drops them. While it is up, userspace cannot see a new source,
-// so the shield comes down again once the latched source has been silent
-// for the latch grace: a NAT rebinding then re-latches as before, at most
-// one scan later than without the shield.
+// transport), or the source in the port's entry of the steering program's
+// port map (kernel.Steering.Shield, steered transport), which hands the
+// other sources' datagrams to a sink that drops them. While it is up,
+// userspace cannot see a new source, so the shield comes down again once
+// the latched source has been silent for the latch grace: a NAT
+// rebinding then re-latches as before, at most one scan later than
+// without the shield.
 //
 // Datagrams the filter rejects are counted by the kernel — in the socket's
-// drop counter, or per port in the shield map — and the scan credits them
-// to DropForeignSourceKernel. A socket's counter also counts
+// drop counter, or per port in the steering program's map — and the scan
+// credits them to DropForeignSourceKernel. A socket's counter also counts
 // receive-buffer overflows, so there an overflow of the latched source's
 // own traffic while the shield is up is counted too.
 const (

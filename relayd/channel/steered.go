@@ -21,8 +21,8 @@ import (
 //
 // It needs Linux ≥ 5.9, an IPv4 listen address, CAP_BPF (or CAP_SYS_ADMIN),
 // CAP_NET_ADMIN and CAP_NET_RAW. The nftables fast path is a per-socket
-// feature and stays off; the shield is an entry of the steering program's
-// shield map (kernel.Steering.Shield).
+// feature and stays off; the shield is the latched source in the port's
+// entry of the steering program's port map (kernel.Steering.Shield).
 //
 // Each port always reaches the same worker, so every side keeps a single
 // writer of its latch, as in the per-port path.
@@ -232,7 +232,7 @@ func (t *steeredTransport) steering(port int) (*kernel.Steering, error) {
 	return nil, fmt.Errorf("port %d: no steering program covers it", port)
 }
 
-// raise adds s's port to its steering program's shield map.
+// raise puts src in s's entry of its steering program's port map.
 func (t *steeredTransport) raise(s *side, src netip.AddrPort) (uint32, error) {
 	st, err := t.steering(s.port)
 	if err != nil {

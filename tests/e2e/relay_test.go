@@ -701,7 +701,7 @@ func (w *world) testIntruder(t *testing.T) {
 	end := channelEnd(ctx, t, rd, c.id)
 	// Each attacked port drops the first datagrams in userspace, then
 	// raises its in-kernel shield — a source filter on its socket, or on
-	// steered ports an entry of the steering program's shield map — whose
+	// steered ports an entry of the steering program's port map — whose
 	// drops the kernel counts: together they are every attack datagram.
 	user, kern := end.Int("dropped_foreign_source"), end.Int("dropped_foreign_source_kernel")
 	if user+kern != 3*attack {
