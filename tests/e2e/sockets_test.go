@@ -16,7 +16,8 @@ import (
 // TestSocketsAuto is channel.sockets auto on both sides of its choice.
 // relayd as root (CAP_BPF, CAP_NET_ADMIN, CAP_NET_RAW) steers its ports,
 // says so in `relayd status`, and an attack on a call is dropped in the
-// kernel by the steered ports' shield; relayd as an unprivileged user
+// kernel by the steered ports' shield, and with the fast path on auto
+// the eBPF program forwards a steered call; relayd as an unprivileged user
 // without capabilities keeps a socket per port and says why.
 func TestSocketsAuto(t *testing.T) {
 	harness.RequireRoot(t)
@@ -44,6 +45,19 @@ func TestSocketsAuto(t *testing.T) {
 		// An attack on a call: every datagram counted, the flood's tail
 		// dropped by the steered ports' shield in the kernel.
 		t.Run("intruder", w.testIntruder)
+	})
+
+	// With the fast path on auto, auto steers and the eBPF fast path
+	// forwards the call's legs (what a relayd with the capabilities runs).
+	t.Run("root-steers-with-ebpf", func(t *testing.T) {
+		we := &world{lan: lan, srv: srv, req: w.req, sockets: config.SocketsAuto, fastPath: "auto"}
+		we.forwarding(t, true)
+		defer we.forwarding(t, false)
+		t.Run("call", we.testCall) // every media packet forwarded by the kernel
+		withEBPF := func(r harness.LogRecord) bool { return strings.Contains(r.Str("why"), "eBPF fast path") }
+		if we.rd.Count("channel.sockets auto: steered", withEBPF) != 1 {
+			t.Fatalf("auto did not choose steered ports with the eBPF fast path:\n%s", we.rd.Logs())
+		}
 	})
 
 	t.Run("unprivileged-per-port", func(t *testing.T) {
