@@ -52,7 +52,7 @@ func TestExampleFileIsValid(t *testing.T) {
 func TestErrorsNameTheKey(t *testing.T) {
 	cases := []struct{ doc, want string }{
 		{`{"channel": {"drain_seconds": -1}, ` + minimal[1:], "channel.drain_seconds: -1 is outside 0-3600"},
-		{`{"channel": {"sockets": "shared"}, ` + minimal[1:], `channel.sockets: "shared" is not per_port or steered`},
+		{`{"channel": {"sockets": "shared"}, ` + minimal[1:], `channel.sockets: "shared" is not per_port, steered or auto`},
 		{`{"channel": {"sockets": "steered"}, "listen_address": "::", ` + minimal[1:], "channel.sockets: steered needs an IPv4 listen_address, not ::"},
 		{`{"channel": {"sockets": "steered", "fast_path": "nftables"}, ` + minimal[1:], "channel.sockets: steered cannot be combined with fast_path nftables"},
 		{`{"channel": {"fast_path": "xdp"}, ` + minimal[1:], `channel.fast_path: "xdp" is not auto, ebpf, nftables or off`},
@@ -204,5 +204,29 @@ func TestPublicAddress6(t *testing.T) {
 	}
 	if cfg.PublicAddress6 != "2001:db8::10" {
 		t.Fatalf("public_address6 %q", cfg.PublicAddress6)
+	}
+}
+
+// TestSocketsAutoFallsBackRatherThanRefuses: what steered refuses, auto
+// accepts — an IPv6 listen address, the nftables fast path, the built-in
+// TURN server — because it keeps a socket per port there.
+func TestSocketsAutoFallsBackRatherThanRefuses(t *testing.T) {
+	for _, doc := range []string{
+		`{"channel": {"sockets": "auto"}, "listen_address": "::", `,
+		`{"channel": {"sockets": "auto", "fast_path": "nftables"}, `,
+		`{"channel": {"sockets": "auto"}, "turn": {"builtin": {"enabled": true}}, `,
+	} {
+		cfg, err := Parse(strings.NewReader(doc + minimal[1:]))
+		if err != nil {
+			t.Errorf("%s: %v", doc, err)
+			continue
+		}
+		if cfg.Channel.SocketsOrDefault() != SocketsAuto || cfg.Channel.Steered() {
+			t.Errorf("%s: sockets %q, steered %v", doc, cfg.Channel.Sockets, cfg.Channel.Steered())
+		}
+	}
+	var empty Channel
+	if empty.SocketsOrDefault() != SocketsPerPort {
+		t.Errorf("the default is %q, want per_port", empty.SocketsOrDefault())
 	}
 }

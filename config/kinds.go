@@ -68,6 +68,9 @@ const (
 	// SocketsSteered opens one socket per worker for the whole range,
 	// through a BPF sk_lookup program.
 	SocketsSteered Sockets = "steered"
+	// SocketsAuto steers where relayd can and no better fast path is lost
+	// by it, else opens a socket per port.
+	SocketsAuto Sockets = "auto"
 )
 
 // Transport is turn.transport: how clients reach the TURN server.

@@ -110,8 +110,9 @@ type Channel struct {
 	// a restart to change.
 	OffloadSocket string `json:"offload_socket,omitempty"`
 	// Sockets is how relay ports are received: "per_port" (a socket per
-	// port, the default) or "steered" (one socket per worker for the whole
-	// range, through a BPF sk_lookup program; needs a restart to change).
+	// port, the default), "steered" (one socket per worker for the whole
+	// range, through a BPF sk_lookup program) or "auto" (steered where
+	// relayd can steer, else per_port); needs a restart to change.
 	Sockets Sockets `json:"sockets,omitempty"`
 
 	// Donor safety (docs/security.md).
@@ -140,8 +141,17 @@ func (c Channel) AllowedPeers() []netip.Prefix {
 	return out
 }
 
-// Steered reports whether the relay ports are steered to a few sockets.
+// Steered reports whether the relay ports must be steered to a few
+// sockets (auto may steer them too).
 func (c Channel) Steered() bool { return c.Sockets == SocketsSteered }
+
+// SocketsOrDefault is Sockets with the default spelled out.
+func (c Channel) SocketsOrDefault() Sockets {
+	if c.Sockets == SocketsDefault {
+		return SocketsPerPort
+	}
+	return c.Sockets
+}
 
 // Service is one XMPP service the relay registers with.
 type Service struct {

@@ -93,7 +93,7 @@ func (c Config) validateChannel(p *fieldErrors) {
 		p.addf("channel.offload_socket", "%q is not an absolute path of at most %d bytes", s, maxUnixPath)
 	}
 	switch ch.Sockets {
-	case SocketsDefault, SocketsPerPort:
+	case SocketsDefault, SocketsPerPort, SocketsAuto:
 	case SocketsSteered:
 		if a, err := netip.ParseAddr(c.ListenAddress); err == nil && !a.Unmap().Is4() {
 			p.addf("channel.sockets", "steered needs an IPv4 listen_address, not %s", a)
@@ -102,7 +102,7 @@ func (c Config) validateChannel(p *fieldErrors) {
 			p.addf("channel.sockets", "steered cannot be combined with fast_path nftables (it needs a socket per port)")
 		}
 	default:
-		p.addf("channel.sockets", "%q is not per_port or steered", ch.Sockets)
+		p.addf("channel.sockets", "%q is not per_port, steered or auto", ch.Sockets)
 	}
 }
 

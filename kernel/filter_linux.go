@@ -74,6 +74,18 @@ func DetachFilter(fd int) error {
 	return nil
 }
 
+// attachDropAll attaches a classic BPF filter that drops every datagram
+// fd would receive, counted in its drop counter: a sink the kernel
+// empties itself.
+func attachDropAll(fd int) error {
+	insns := []unix.SockFilter{{Code: 0x06, K: 0}} // BPF_RET | BPF_K: keep 0 bytes
+	fprog := unix.SockFprog{Len: 1, Filter: &insns[0]}
+	if err := unix.SetsockoptSockFprog(fd, unix.SOL_SOCKET, unix.SO_ATTACH_FILTER, &fprog); err != nil {
+		return fmt.Errorf("attach drop-all filter on fd %d: %w", fd, err)
+	}
+	return nil
+}
+
 // sourceFilter returns the program accepting only datagrams from src.
 // Each check loads a value and jumps to the final "drop" on mismatch; the
 // cheapest and most selective check, the port, comes first.

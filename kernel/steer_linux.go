@@ -13,22 +13,33 @@ import (
 	"github.com/jnrelay/jnrelay/kernel/internal/ebpf"
 )
 
-// Steering hands every UDP datagram addressed to a range of local ports to
-// a few sockets, with a BPF sk_lookup program (Linux ≥ 5.9, CAP_BPF or
-// CAP_SYS_ADMIN plus CAP_NET_ADMIN) attached to the caller's network
-// namespace: port p goes to socket p mod n of a SOCKMAP. A relay can then
-// serve thousands of ports from one socket per worker instead of one per
-// port, without binding them, and a receive batch holds datagrams of many
-// channels. The receiver learns each datagram's port from the
-// IP_ORIGDSTADDR control message (EnableOrigDst, ParseOrigDst).
+// Steering hands UDP datagrams addressed to the held ports of a range of
+// local ports to a few sockets, with a BPF sk_lookup program (Linux ≥ 5.9,
+// CAP_BPF or CAP_SYS_ADMIN plus CAP_NET_ADMIN) attached to the caller's
+// network namespace: held port p goes to socket p mod n of a SOCKMAP. A
+// relay can then serve thousands of ports from one socket per worker
+// instead of one per port, without binding them, and a receive batch
+// holds datagrams of many channels. The receiver learns each datagram's
+// port from the IP_ORIGDSTADDR control message (EnableOrigDst,
+// ParseOrigDst).
 //
-// The program is assembled here by hand (23 instructions), so no eBPF
+// Only held ports are steered (Hold, Release; steershield_linux.go): the
+// program runs before the kernel's lookup of unconnected sockets, so a
+// port of the range that another program binds — a resolver's random
+// query port — keeps its datagrams unless it is held. A held port can
+// also be shielded (Shield): datagrams to it from any source but one then
+// go to a sink socket whose filter drops them, counted per port, so a
+// flood at a latched port costs no wake-up and no receive-buffer space of
+// the port's worker.
+//
+// The program is assembled here by hand (44 instructions), so no eBPF
 // library is linked. It matches UDP over IPv4 only, to the given local
 // address (any, when it is unspecified); everything else takes the
 // kernel's ordinary socket lookup.
 type Steering struct {
-	sockmap, prog, link int
-	n                   int
+	sockmap, ports, prog, link int
+	n, min, max                int
+	sink                       int // the socket shielded ports' foreign datagrams are dropped at
 }
 
 // Helper function and context offsets of the sk_lookup program type
@@ -38,6 +49,8 @@ const (
 	helperSkAssign  = 124
 
 	skLookupProtocol = 12 // struct bpf_sk_lookup: __u32 protocol
+	skLookupRemIP4   = 16 // __u32 remote_ip4, network byte order
+	skLookupRemPort  = 36 // __be16 remote_port (a 4-byte load is allowed: zero-extended)
 	skLookupLocalIP4 = 40 // __u32 local_ip4, network byte order
 	skLookupLocalPrt = 60 // __u32 local_port, host byte order
 	skPass           = 1
@@ -54,12 +67,23 @@ func NewSteering(listen netip.Addr, min, max, n int) (*Steering, error) {
 	if min < 1 || max > 65535 || min > max || n < 1 {
 		return nil, fmt.Errorf("steering: invalid ports %d-%d or socket count %d", min, max, n)
 	}
-	s := &Steering{sockmap: -1, prog: -1, link: -1, n: n}
+	s := &Steering{sockmap: -1, ports: -1, prog: -1, link: -1, sink: -1, n: n, min: min, max: max}
 	var err error
-	if s.sockmap, err = ebpf.MapCreate(unix.BPF_MAP_TYPE_SOCKMAP, 4, 8, n, 0); err != nil {
+	// Slots 0..n-1 are the receivers, slot n the sink.
+	if s.sockmap, err = ebpf.MapCreate(unix.BPF_MAP_TYPE_SOCKMAP, 4, 8, n+1, 0); err != nil {
 		return nil, fmt.Errorf("steering: create socket map: %w", err)
 	}
-	insns := steeringProgram(listen.Unmap(), min, max, n, s.sockmap)
+	// Not preallocated: only the held ports' entries take kernel memory
+	// (the program only reads and counts; entries come from Hold).
+	if s.ports, err = ebpf.MapCreate(unix.BPF_MAP_TYPE_HASH, 4, shieldValueSize, portMapEntries(min, max), unix.BPF_F_NO_PREALLOC); err != nil {
+		s.Close()
+		return nil, fmt.Errorf("steering: create port map: %w", err)
+	}
+	if err := s.openSink(listen.Unmap()); err != nil {
+		s.Close()
+		return nil, err
+	}
+	insns := steeringProgram(listen.Unmap(), min, max, n, s.sockmap, s.ports)
 	if s.prog, err = ebpf.ProgLoad(unix.BPF_PROG_TYPE_SK_LOOKUP, unix.BPF_SK_LOOKUP, "jnrelay_steer", insns); err != nil {
 		s.Close()
 		return nil, fmt.Errorf("steering: load sk_lookup program: %w", err)
@@ -98,6 +122,9 @@ func SteeringAvailable() error {
 	return s.Close()
 }
 
+// Covers reports whether port is in the steered range.
+func (s *Steering) Covers(port int) bool { return port >= s.min && port <= s.max }
+
 // SetSocket makes fd (an unconnected UDP socket of the same family, bound
 // anywhere) receive the ports steered to slot i.
 func (s *Steering) SetSocket(i, fd int) error {
@@ -119,7 +146,7 @@ func (s *Steering) SetSocket(i, fd int) error {
 // socket lookup again.
 func (s *Steering) Close() error {
 	var errs []error
-	for _, fd := range []*int{&s.link, &s.prog, &s.sockmap} {
+	for _, fd := range []*int{&s.link, &s.prog, &s.sockmap, &s.ports, &s.sink} {
 		if *fd >= 0 {
 			errs = append(errs, unix.Close(*fd))
 			*fd = -1
@@ -175,16 +202,24 @@ func ParseOrigDst(oob []byte) (netip.AddrPort, bool) {
 //	if (ctx->protocol != IPPROTO_UDP) return SK_PASS;
 //	if (listen && ctx->local_ip4 != listen) return SK_PASS;
 //	if (ctx->local_port < min || ctx->local_port > max) return SK_PASS;
-//	__u32 key = ctx->local_port % n;
-//	struct bpf_sock *sk = bpf_map_lookup_elem(&sockmap, &key);
+//	__u32 port = ctx->local_port, slot = port % n;
+//	struct port *p = bpf_map_lookup_elem(&ports, &port);
+//	if (!p) return SK_PASS; // not held
+//	if (p->ip4 && (ctx->remote_ip4 != p->ip4 || ctx->remote_port != p->port)) {
+//		__sync_fetch_and_add(&p->drops, 1);
+//		slot = n; // the sink
+//	}
+//	struct bpf_sock *sk = bpf_map_lookup_elem(&sockmap, &slot);
 //	if (sk) { bpf_sk_assign(ctx, sk, 0); bpf_sk_release(sk); }
 //	return SK_PASS;
 //
 // SK_PASS with an assigned socket delivers to it; without one, the
-// ordinary lookup goes on.
-func steeringProgram(listen netip.Addr, min, max, n, sockmap int) []ebpf.Insn {
+// ordinary lookup goes on. A foreign datagram goes to the sink rather
+// than SK_DROP, which would make the kernel answer the flood with ICMP
+// port unreachable.
+func steeringProgram(listen netip.Addr, min, max, n, sockmap, ports int) []ebpf.Insn {
 	a := &ebpf.Asm{}
-	const pass = "pass"
+	const pass, steer, foreign = "pass", "steer", "foreign"
 	a.Emit(ebpf.I(ebpf.OpMovReg, 6, 1, 0, 0)) // r6 = ctx
 	a.Emit(ebpf.I(ebpf.OpLdxW, 2, 6, skLookupProtocol, 0))
 	a.Jump(ebpf.OpJneImm, 2, 0, unix.IPPROTO_UDP, pass)
@@ -199,10 +234,28 @@ func steeringProgram(listen netip.Addr, min, max, n, sockmap int) []ebpf.Insn {
 	a.Jump(ebpf.OpJltImm, 2, 0, int32(min), pass)
 	a.Jump(ebpf.OpJgtImm, 2, 0, int32(max), pass)
 	a.Emit(
+		ebpf.I(ebpf.OpStxW, 10, 2, -4, 0), // the port, the shield key
 		ebpf.I(ebpf.OpMod32Imm, 2, 0, 0, int32(n)),
-		ebpf.I(ebpf.OpStxW, 10, 2, -4, 0), // key on the stack
+		ebpf.I(ebpf.OpStxW, 10, 2, -8, 0), // the slot, the socket key
 	)
-	a.Lookup(sockmap, -4)
+	a.Lookup(ports, -4)
+	a.Jump(ebpf.OpJeqImm, 0, 0, 0, pass) // not held
+	a.Emit(ebpf.I(ebpf.OpLdxW, 3, 0, shieldIP4, 0))
+	a.Jump(ebpf.OpJeqImm, 3, 0, 0, steer) // held, not shielded
+	a.Emit(ebpf.I(ebpf.OpLdxW, 2, 6, skLookupRemIP4, 0))
+	a.Jump(ebpf.OpJneReg, 2, 3, 0, foreign)
+	a.Emit(ebpf.I(ebpf.OpLdxW, 2, 6, skLookupRemPort, 0), ebpf.I(ebpf.OpLdxW, 3, 0, shieldPort, 0))
+	a.Jump(ebpf.OpJneReg, 2, 3, 0, foreign)
+	a.Jump(ebpf.OpJa, 0, 0, 0, steer)
+	a.Label(foreign)
+	a.Emit(
+		ebpf.I(ebpf.OpMovImm, 1, 0, 0, 1),
+		ebpf.I(ebpf.OpXaddDW, 0, 1, shieldDrops, unix.BPF_ADD),
+		ebpf.I(ebpf.OpMovImm, 2, 0, 0, int32(n)),
+		ebpf.I(ebpf.OpStxW, 10, 2, -8, 0),
+	)
+	a.Label(steer)
+	a.Lookup(sockmap, -8)
 	a.Jump(ebpf.OpJeqImm, 0, 0, 0, pass)
 	a.Emit(
 		ebpf.I(ebpf.OpMovReg, 7, 0, 0, 0), // r7 = sk

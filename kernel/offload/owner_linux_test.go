@@ -5,6 +5,8 @@ import (
 	"net/netip"
 	"os"
 	"testing"
+
+	"github.com/jnrelay/jnrelay/kernel"
 )
 
 // TestReceiverFindsTheSocket asks the kernel's lookup about real
@@ -53,4 +55,56 @@ func listenUDP(t *testing.T, addr string) *net.UDPConn {
 	}
 	t.Cleanup(func() { c.Close() })
 	return c
+}
+
+// TestReceiverFollowsSteering: the lookup runs the sk_lookup program of
+// steered ports (kernel.Steering), so the broker's leg check works for
+// them too: a held port is its steered socket's, a port of the range
+// that is not held, or no longer, is nobody's.
+func TestReceiverFollowsSteering(t *testing.T) {
+	needSockDiag(t)
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to attach an sk_lookup program")
+	}
+	const port = 26460 // below the ephemeral ports, on 127.0.0.1 only
+	st, err := kernel.NewSteering(netip.MustParseAddr("127.0.0.1"), port, port+3, 1)
+	if kernel.SteeringUnsupported(err) {
+		t.Skipf("sk_lookup unavailable here: %v", err)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	sock := listenUDP(t, "127.0.0.1:0")
+	raw, err := sock.SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var setErr error
+	raw.Control(func(fd uintptr) { setErr = st.SetSocket(0, int(fd)) })
+	if setErr != nil {
+		t.Fatal(setErr)
+	}
+	d, err := openSockDiag()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.close()
+	peer, local := netip.MustParseAddrPort("127.0.0.2:9"), netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), port)
+	lookup := func(want bool) {
+		t.Helper()
+		uid, found, err := d.receiver(peer, local)
+		if err != nil || found != want || (found && uid != uint32(os.Getuid())) {
+			t.Fatalf("port %d: uid %d found %v err %v, want found %v", port, uid, found, err, want)
+		}
+	}
+	lookup(false)
+	if err := st.Hold(port); err != nil {
+		t.Fatal(err)
+	}
+	lookup(true)
+	if err := st.Release(port); err != nil {
+		t.Fatal(err)
+	}
+	lookup(false)
 }

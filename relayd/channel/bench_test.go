@@ -137,3 +137,29 @@ func sysFD(b *testing.B, c *net.UDPConn) int {
 	rc.Control(func(f uintptr) { fd = int(f) })
 	return fd
 }
+
+// BenchmarkAllocate opens and kills a channel per iteration: per port a
+// socket to bind, or with steered ports a bind to check the port is free
+// and a port-map entry to hold it.
+func BenchmarkAllocate(b *testing.B) {
+	for _, sockets := range []SocketsMode{SocketsPerPort, SocketsSteered} {
+		b.Run(string(sockets), func(b *testing.B) {
+			m, err := New(Config{Listen: loopback, Sockets: sockets, Settings: Settings{PortMin: testPortMin, PortMax: testPortMax, Expire: time.Hour}})
+			if kernel.SteeringUnsupported(err) {
+				b.Skipf("steering unavailable here: %v", err)
+			}
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer m.Close()
+			b.ReportAllocs()
+			for range b.N {
+				info, err := m.Allocate()
+				if err != nil {
+					b.Fatal(err)
+				}
+				m.Kill(info.ID)
+			}
+		})
+	}
+}

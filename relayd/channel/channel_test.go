@@ -620,12 +620,24 @@ func TestReconfigureKeepsCallsFlowing(t *testing.T) {
 }
 
 // TestShieldUnderFlood floods a latched port from another source: after
-// shieldAfter datagrams the kernel drops the rest (a socket filter), every
-// one is counted, the call goes on, and once the latched source has been
-// silent for the grace period a new source can latch again.
+// shieldAfter datagrams the kernel drops the rest (a socket filter, or
+// the steering program's port map for steered ports), every one is
+// counted, the call goes on, and once the latched source has been silent
+// for the grace period a new source can latch again.
 func TestShieldUnderFlood(t *testing.T) {
 	const grace = 300 * time.Millisecond
-	m, _ := newTestManager(t, func(c *Config) { c.LatchGrace = grace })
+	graced := func(c *Config) { c.LatchGrace = grace }
+	t.Run("per_port", func(t *testing.T) {
+		m, _ := newTestManager(t, graced)
+		shieldUnderFlood(t, m)
+	})
+	t.Run("steered", func(t *testing.T) {
+		m, _ := newSteeredManager(t, graced)
+		shieldUnderFlood(t, m)
+	})
+}
+
+func shieldUnderFlood(t *testing.T, m *Manager) {
 	info, a, b, _, _ := call(t, m)
 	p := info.LocalPort
 

@@ -25,11 +25,12 @@ type Config struct {
 	// Workers is the number of threads serving relay ports (each an epoll
 	// loop); 0 = one per CPU the Go runtime may use (GOMAXPROCS).
 	Workers int
-	// Steered serves the port range from one socket per worker through a
-	// BPF sk_lookup program instead of a socket per port (steered.go).
-	// Only the eBPF fast path can serve it; New fails when the host
-	// cannot steer.
-	Steered bool
+	// Sockets is how relay ports are received: a socket per port (the
+	// zero value), steered from one socket per worker through a BPF
+	// sk_lookup program (steered.go; only the eBPF fast path can serve
+	// it, and New fails when the host cannot steer), or auto
+	// (chooseSockets).
+	Sockets SocketsMode
 	// GSO sends a hot flow's batch of equal-size datagrams as one UDP
 	// segmentation offload message (kernel.SendBatch.SendSegmented); set
 	// it where kernel.Detect reports GSO. Per-port sockets only.
@@ -72,6 +73,7 @@ type Manager struct {
 	closing chan struct{} // closed when the workers stop; releases a wedged worker
 	wedged  atomic.Bool   // test hook: workers hang (see Wedge)
 	checkMu sync.Mutex    // one Check at a time
+	sockets SocketsChoice // the transport running, and why auto chose it
 
 	fpMu     sync.Mutex     // one change of fast path at a time
 	fpCounts fastPathCounts // outlive each fast path across Reconfigure
@@ -110,8 +112,21 @@ func New(cfg Config) (*Manager, error) {
 	}
 	sh := &shared{log: cfg.Logger, ports: newPortTable(pool.first, pool.last()), openers: openers(cfg.OffloadSocket)}
 	sh.shields.init()
-	tr, err := newTransport(cfg, sh, pool.size()*portsPerChannel)
+	maxFlows := pool.size() * portsPerChannel
+	m := &Manager{sh: sh, pool: pool, channels: make(map[string]*Channel), closing: make(chan struct{})}
+	auto, err := m.pickSockets(cfg, maxFlows)
 	if err != nil {
+		return nil, err
+	}
+	cfg.Sockets = m.sockets.Mode
+	closeAuto := func() {
+		if auto.fp != nil {
+			auto.fp.close()
+		}
+	}
+	tr, err := newTransport(cfg, sh, maxFlows)
+	if err != nil {
+		closeAuto()
 		return nil, err
 	}
 	if !tr.socketPerPort() {
@@ -121,12 +136,13 @@ func New(cfg Config) (*Manager, error) {
 		cfg.Listen = cfg.Listen.Unmap() // the steering program matches IPv4
 	}
 	sh.listen = cfg.Listen
-	m := &Manager{cfg: cfg, sh: sh, tr: tr, pool: pool, channels: make(map[string]*Channel), closing: make(chan struct{})}
+	m.cfg, m.tr = cfg, tr
 	sh.guard = newSprayGuard(orDefault(cfg.SprayThreshold, DefaultSprayThreshold), sh.log, m.evictSprayer)
 	m.refreshPeers()
 	for i := range cfg.Workers {
 		w, err := newWorker(i, tr, sh.log)
 		if err != nil {
+			closeAuto()
 			m.stopWorkers()
 			return nil, fmt.Errorf("data plane worker: %w", err)
 		}
@@ -134,6 +150,7 @@ func New(cfg Config) (*Manager, error) {
 		go w.run(&m.stop, &m.wedged, m.closing)
 	}
 	if err := tr.cover(pool.first, pool.last()); err != nil {
+		closeAuto()
 		m.stopWorkers()
 		return nil, err
 	}
@@ -142,10 +159,12 @@ func New(cfg Config) (*Manager, error) {
 	// a relay-wide cap that is off, so that lifting the cap later opens
 	// the configured one.
 	m.cfg.FastPath = fastPathUnder(cfg.FastPath, cfg.TotalKbps)
-	fp, err := openFastPath(sh, &m.fpCounts, m.cfg.FastPath, pool.size()*portsPerChannel, tr.socketPerPort())
-	if err != nil {
-		m.stopWorkers()
-		return nil, err
+	fp := auto.fp // opened while choosing the sockets, if it was
+	if !auto.opened {
+		if fp, err = openFastPath(sh, &m.fpCounts, m.cfg.FastPath, maxFlows, tr.socketPerPort()); err != nil {
+			m.stopWorkers()
+			return nil, err
+		}
 	}
 	if fp != nil {
 		sh.fp.Store(fp)
@@ -153,6 +172,10 @@ func New(cfg Config) (*Manager, error) {
 	go m.shieldLoop()
 	return m, nil
 }
+
+// Sockets is how the relay ports are received, and for
+// channel.sockets auto why.
+func (m *Manager) Sockets() SocketsChoice { return m.sockets }
 
 // stopWorkers ends every worker goroutine and releases the pollers.
 func (m *Manager) stopWorkers() {

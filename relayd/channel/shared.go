@@ -37,6 +37,8 @@ type shared struct {
 	// fp is the in-kernel fast path, nil when off or unavailable.
 	fp      atomic.Pointer[fastPath]
 	shields shieldSet // the channels with a port's source filter up
+	// shieldOps is the transport's way to raise shields (nil: none).
+	shieldOps shieldOps
 
 	// segmented counts datagrams that went out inside another's UDP GSO
 	// message: the UDP and IP layers they did not cross on their own.

@@ -1,6 +1,7 @@
 package channel
 
 import (
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -8,17 +9,22 @@ import (
 
 // The shield moves the latching rule into the kernel for a port under
 // attack. A latched port that keeps receiving datagrams from other sources
-// gets a classic BPF socket filter (kernel.AttachSourceFilter) that accepts
-// only the latched source, so a flood costs no wake-up, copy or receive
-// buffer space any more. While it is up, userspace cannot see a new source,
-// so the shield comes down again once the latched source has been silent
-// for the latch grace: a NAT rebinding then re-latches as before, at most
-// one scan later than without the shield.
+// gets a filter that accepts only the latched source, so a flood costs no
+// wake-up, copy or receive buffer space any more: a classic BPF socket
+// filter on the port's own socket (kernel.AttachSourceFilter, per-port
+// transport), or the source in the port's entry of the steering program's
+// port map (kernel.Steering.Shield, steered transport), which hands the
+// other sources' datagrams to a sink that drops them. While it is up,
+// userspace cannot see a new source, so the shield comes down again once
+// the latched source has been silent for the latch grace: a NAT
+// rebinding then re-latches as before, at most one scan later than
+// without the shield.
 //
-// Datagrams the filter rejects are counted by the kernel in the socket's
-// drop counter; the scan credits them to DropForeignSourceKernel. That
-// counter also counts receive-buffer overflows, so an overflow of the
-// latched source's own traffic while the shield is up is counted there too.
+// Datagrams the filter rejects are counted by the kernel — in the socket's
+// drop counter, or per port in the steering program's map — and the scan
+// credits them to DropForeignSourceKernel. A socket's counter also counts
+// receive-buffer overflows, so there an overflow of the latched source's
+// own traffic while the shield is up is counted too.
 const (
 	// shieldAfter is how many foreign datagrams a latched port drops in
 	// userspace before its shield goes up: a stray packet or a peer's old
@@ -40,6 +46,19 @@ type shield struct {
 	up       bool   // the source filter is attached
 	seen     uint32 // the socket's drop count when last credited
 	credited uint32 // socket drops credited to DropForeignSourceKernel, in total
+}
+
+// shieldOps raises and lowers a port's shield in the kernel: a
+// transport's way (sockets.go, steered.go). The caller holds the
+// channel's mu.
+type shieldOps interface {
+	// raise makes s accept datagrams from src only, and returns the
+	// drop count its filter starts from.
+	raise(s *side, src netip.AddrPort) (drops uint32, err error)
+	// drops is s's drop count now (wrapping: only differences count).
+	drops(s *side) (uint32, error)
+	// lower lets every source reach s again.
+	lower(s *side) error
 }
 
 // shieldSet is the Manager's set of channels with a shield up, which the
@@ -81,21 +100,17 @@ func (s *shieldSet) list() []*Channel {
 
 // noteForeign counts a foreign datagram dropped at in and raises the
 // shield once there were shieldAfter of them. The caller is the channel's
-// worker, holding c.mu for reading. Only a port with a socket of its own
-// (the per-port transport) can have a shield.
+// worker, holding c.mu for reading.
 func (c *Channel) noteForeign(in *side) {
 	in.shield.foreign++
-	if in.sock == nil || in.shield.up || in.shield.foreign < shieldAfter || c.sh == nil || !c.sh.shields.works.Load() {
+	if in.shield.up || in.shield.foreign < shieldAfter || c.sh == nil || c.sh.shieldOps == nil || !c.sh.shields.works.Load() {
 		return
 	}
 	src := in.latched.Load()
 	if src == nil {
 		return
 	}
-	drops, err := in.sock.Drops()
-	if err == nil {
-		err = in.sock.AttachSourceFilter(*src)
-	}
+	drops, err := c.sh.shieldOps.raise(in, *src)
 	if err != nil {
 		// Without the filter the flood stays in userspace, where it is
 		// dropped as before; do not try again on every datagram.
@@ -111,7 +126,7 @@ func (c *Channel) noteForeign(in *side) {
 // creditShield credits the drops the kernel counted on s since the last
 // credit to DropForeignSourceKernel. The caller holds c.mu for writing.
 func (c *Channel) creditShield(s *side) {
-	drops, err := s.sock.Drops()
+	drops, err := c.sh.shieldOps.drops(s)
 	if err != nil {
 		return
 	}
@@ -125,7 +140,7 @@ func (c *Channel) creditShield(s *side) {
 // The caller holds c.mu for writing.
 func (c *Channel) lowerShield(s *side) {
 	c.creditShield(s)
-	if err := s.sock.DetachFilter(); err != nil {
+	if err := c.sh.shieldOps.lower(s); err != nil {
 		// The filter stays: the port keeps its latched source and a
 		// new one cannot latch. Log it; the next scan tries again.
 		c.sh.log.Warn("lowering in-kernel source filter", "channel", c.info.ID, "port", s.port, "err", err)

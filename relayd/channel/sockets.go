@@ -41,6 +41,7 @@ type batches struct {
 // newSocketTransport sizes every socket's buffers for a range of ports
 // ports.
 func newSocketTransport(listen netip.Addr, sh *shared, ports, workers int, gso bool) *socketTransport {
+	sh.shieldOps = socketShields{}
 	return &socketTransport{listen: listen, sh: sh, bufSize: kernel.BufferSizeFor(ports), gso: gso,
 		batches: make([]*batches, workers)}
 }
@@ -130,6 +131,22 @@ func (t *socketTransport) closePorts(c *Channel) {
 	}
 	t.closeSockets(c)
 }
+
+// socketShields raise a port's shield as a classic BPF filter on its
+// own socket.
+type socketShields struct{}
+
+func (socketShields) raise(s *side, src netip.AddrPort) (uint32, error) {
+	drops, err := s.sock.Drops()
+	if err != nil {
+		return 0, err
+	}
+	return drops, s.sock.AttachSourceFilter(src)
+}
+
+func (socketShields) drops(s *side) (uint32, error) { return s.sock.Drops() }
+
+func (socketShields) lower(s *side) error { return s.sock.DetachFilter() }
 
 func (t *socketTransport) closeSockets(c *Channel) {
 	for _, s := range c.sides() {

@@ -41,11 +41,14 @@ const (
 	// DropSendError: the kernel refused to send the forwarded datagram.
 	DropSendError
 	// DropForeignSourceKernel: like DropForeignSource, but dropped by the
-	// port's in-kernel source filter while the port was under a flood
-	// (shield.go); counted by the kernel, credited every scan.
+	// port's in-kernel shield while the port was under a flood
+	// (shield.go): its socket's source filter, or its entry in the
+	// steering program's map; counted by the kernel, credited every scan.
 	DropForeignSourceKernel
-	// DropNoChannel: a steered datagram for a port of the range that no
-	// channel holds (counted relay-wide only; see steered.go).
+	// DropNoChannel: a steered datagram for a port no channel holds in
+	// the port table: one that arrived while its channel was being set up
+	// or ended (only held ports are steered; counted relay-wide only; see
+	// steered.go).
 	DropNoChannel
 	// DropForbiddenPeer: the source may not be a party (peers.go): the
 	// relay's own address and ports, loopback, multicast, broadcast,

@@ -20,8 +20,9 @@ import (
 // RLIMIT_NOFILE, and one system call pair moves datagrams of many calls.
 //
 // It needs Linux ≥ 5.9, an IPv4 listen address, CAP_BPF (or CAP_SYS_ADMIN),
-// CAP_NET_ADMIN and CAP_NET_RAW. The nftables fast path and the shield are
-// per-socket features and stay off.
+// CAP_NET_ADMIN and CAP_NET_RAW. The nftables fast path is a per-socket
+// feature and stays off; the shield is the latched source in the port's
+// entry of the steering program's port map (kernel.Steering.Shield).
 //
 // Each port always reaches the same worker, so every side keeps a single
 // writer of its latch, as in the per-port path.
@@ -55,7 +56,9 @@ func newSteeredTransport(listen netip.Addr, sh *shared, workers int) (*steeredTr
 	if !listen.Unmap().Is4() {
 		return nil, fmt.Errorf("steered relay ports need an IPv4 listen address, not %s", listen)
 	}
-	return &steeredTransport{listen: listen.Unmap(), sh: sh, ios: make([]*steeredIO, workers)}, nil
+	t := &steeredTransport{listen: listen.Unmap(), sh: sh, ios: make([]*steeredIO, workers)}
+	sh.shieldOps = t
+	return t, nil
 }
 
 // steeredIO is one worker's steered socket and raw sender.
@@ -154,15 +157,106 @@ func (t *steeredTransport) stop() {
 	t.steerings = nil
 }
 
-// openPorts binds nothing: the workers' steered sockets receive for the
-// channel's ports.
-func (t *steeredTransport) openPorts(*Channel) error { return nil }
+// openPorts holds c's ports in the steering program, so the workers'
+// sockets receive for them, once no other socket is bound there: the
+// program runs before the kernel's lookup of unconnected sockets and
+// would take that socket's datagrams. A port in use fails with
+// EADDRINUSE, so the Manager takes another block, as it does with a
+// socket per port. (A program that binds one of the ports after this
+// check, while the channel lives, does not get its datagrams: the bind
+// that would fail with a socket per port succeeds here.)
+func (t *steeredTransport) openPorts(c *Channel) error {
+	sides := c.sides()
+	for _, s := range sides {
+		probe, err := kernel.OpenUDP(netip.AddrPortFrom(t.listen, uint16(s.port)))
+		if err != nil {
+			return fmt.Errorf("steered port %d: %w", s.port, err)
+		}
+		probe.Close()
+	}
+	for i, s := range sides {
+		st, err := t.steering(s.port)
+		if err == nil {
+			err = st.Hold(s.port)
+		}
+		if err != nil {
+			t.release(sides[:i])
+			return fmt.Errorf("steered relay ports: %w", err)
+		}
+	}
+	return nil
+}
+
+// release stops steering the sides' ports.
+func (t *steeredTransport) release(sides []*side) {
+	for _, s := range sides {
+		st, err := t.steering(s.port)
+		if err == nil {
+			err = st.Release(s.port)
+		}
+		if err != nil {
+			t.sh.log.Warn("releasing a steered port", "port", s.port, "err", err)
+		}
+	}
+}
 
 // attach has nothing to register: the steering program picks the worker
 // by port.
 func (t *steeredTransport) attach(*worker, *Channel) error { return nil }
 
-func (t *steeredTransport) closePorts(*Channel) {}
+// closePorts credits what c's shields dropped and releases its ports:
+// the ordinary lookup takes them again, and the next channel there
+// starts without a shield. The caller holds c.mu for writing.
+func (t *steeredTransport) closePorts(c *Channel) {
+	sides := c.sides()
+	for _, s := range sides {
+		if s.shield.up {
+			c.creditShield(s)
+			s.shield.up = false
+		}
+	}
+	t.release(sides[:])
+}
+
+// steering is the steering program that decides port's datagrams: the
+// first attached that covers it (programs run in attach order, and the
+// first to assign a socket wins).
+func (t *steeredTransport) steering(port int) (*kernel.Steering, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for _, st := range t.steerings {
+		if st.Covers(port) {
+			return st, nil
+		}
+	}
+	return nil, fmt.Errorf("port %d: no steering program covers it", port)
+}
+
+// raise puts src in s's entry of its steering program's port map.
+func (t *steeredTransport) raise(s *side, src netip.AddrPort) (uint32, error) {
+	st, err := t.steering(s.port)
+	if err != nil {
+		return 0, err
+	}
+	return 0, st.Shield(s.port, src) // a new entry counts from 0
+}
+
+func (t *steeredTransport) drops(s *side) (uint32, error) {
+	st, err := t.steering(s.port)
+	if err != nil {
+		return 0, err
+	}
+	n, err := st.ShieldDrops(s.port)
+	return uint32(n), err // a difference of wrapping counts is exact
+}
+
+func (t *steeredTransport) lower(s *side) error {
+	st, err := t.steering(s.port)
+	if err != nil {
+		return err
+	}
+	return st.Unshield(s.port)
+}
 
 // serve relays one batch from the worker's steered socket: each datagram
 // by the rules of its port's channel, all accepted ones with one sendmmsg.

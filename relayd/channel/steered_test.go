@@ -3,6 +3,7 @@ package channel
 import (
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"testing"
 	"time"
@@ -20,7 +21,7 @@ func newSteeredManager(t *testing.T, mod func(*Config)) (*Manager, chan End) {
 		t.Skip("steered ports need root (CAP_BPF, CAP_NET_ADMIN, CAP_NET_RAW)")
 	}
 	ends := make(chan End, 256)
-	cfg := Config{Listen: loopback, Steered: true, Settings: Settings{PortMin: 26600, PortMax: 26999,
+	cfg := Config{Listen: loopback, Sockets: SocketsSteered, Settings: Settings{PortMin: 26600, PortMax: 26999,
 		Expire: time.Minute, LatchGrace: 5 * time.Second}, OnEnd: func(e End) { ends <- e }}
 	if mod != nil {
 		mod(&cfg)
@@ -80,18 +81,17 @@ func TestSteeredRelay(t *testing.T) {
 		t.Errorf("foreign drops %d, want 1", s.Dropped[DropForeignSource])
 	}
 
-	// A port of the range that no channel holds.
+	// A port of the range that no channel holds is not steered: another
+	// program's socket bound there keeps its datagrams.
 	free := 26998
 	if free >= p && free < p+4 {
 		free = 26600
 	}
-	intruder.send(free, []byte("nobody"))
-	deadline := time.Now().Add(5 * time.Second)
-	for m.Totals().Stats.Dropped[DropNoChannel] != 1 {
-		if time.Now().After(deadline) {
-			t.Fatalf("datagram to unallocated port %d not counted (no_channel %d)", free, m.Totals().Stats.Dropped[DropNoChannel])
-		}
-		time.Sleep(time.Millisecond)
+	other := newPartyOn(t, free)
+	intruder.send(free, []byte("for-other"))
+	other.expect([]byte("for-other"), intruder.localPort())
+	if n := m.Totals().Stats.Dropped[DropNoChannel]; n != 0 {
+		t.Errorf("no_channel %d: a free port's datagram reached the relay", n)
 	}
 
 	// Many more channels, no more descriptors.
@@ -128,3 +128,72 @@ func TestSteeredRangeChange(t *testing.T) {
 	a2.send(info2.LocalPort, []byte("new-range"))
 	b2.expect([]byte("new-range"), info2.LocalPort+2)
 }
+
+// TestSteeredShieldEndsWithChannel: a steered port's shield is part of
+// its channel. A flood raises it; when the channel ends the kernel's
+// drops are in its final counts, and the next channel on the same ports
+// hears its own parties (a shield left behind would sink them).
+func TestSteeredShieldEndsWithChannel(t *testing.T) {
+	m, ends := newSteeredManager(t, func(c *Config) { c.PortMin, c.PortMax = 26600, 26603 })
+	info, a, b, _, _ := call(t, m)
+	p := info.LocalPort
+	intruder := newParty(t)
+	for i := range shieldAfter {
+		intruder.send(p, fmt.Appendf(nil, "evil-%d", i))
+	}
+	for deadline := time.Now().Add(5 * time.Second); len(m.sh.shields.list()) != 1; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the flood raised no shield")
+		}
+	}
+	for i := range 3 * shieldAfter { // now dropped in the kernel
+		intruder.send(p, fmt.Appendf(nil, "evil-%d", i))
+	}
+	a.send(p, []byte("marker"))
+	b.expect([]byte("marker"), p+2)
+	if !m.Kill(info.ID) {
+		t.Fatal("kill")
+	}
+	e := <-ends
+	if user, kern := e.Stats.Dropped[DropForeignSource], e.Stats.Dropped[DropForeignSourceKernel]; user+kern != 4*shieldAfter || kern == 0 {
+		t.Errorf("ended with %d foreign drops in userspace and %d in the kernel, want %d together, some in the kernel", user, kern, 4*shieldAfter)
+	}
+	next, _, _, _, _ := call(t, m) // fails if a port still sinks new sources
+	if next.LocalPort != p {
+		t.Fatalf("next channel at %d, want the same block %d", next.LocalPort, p)
+	}
+}
+
+// TestSteeredSkipsPortsInUse: a block with a port another program has
+// bound is skipped, as with a socket per port; the steering program
+// never takes that port, so the program keeps its datagrams.
+func TestSteeredSkipsPortsInUse(t *testing.T) {
+	m, _ := newSteeredManager(t, func(c *Config) { c.PortMin, c.PortMax = 26600, 26607 })
+	other := newPartyOn(t, 26602)
+	info, err := m.Allocate()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.LocalPort != 26604 {
+		t.Fatalf("channel at %d, want 26604 (26600-26603 holds another program's port)", info.LocalPort)
+	}
+	sender := newParty(t)
+	sender.send(26602, []byte("mine"))
+	other.expect([]byte("mine"), sender.localPort())
+	if _, err := m.Allocate(); !errors.Is(err, ErrPoolExhausted) {
+		t.Fatalf("second allocation: %v, want the pool exhausted", err)
+	}
+}
+
+// newPartyOn is a party at 127.0.0.1:port: another program's socket.
+func newPartyOn(t *testing.T, port int) *party {
+	t.Helper()
+	c, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: port})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return &party{t: t, conn: c}
+}
+
+func (p *party) localPort() int { return p.conn.LocalAddr().(*net.UDPAddr).Port }

@@ -13,8 +13,12 @@ package channel
 //   - socketTransport (sockets.go), the default: one socket per relay port,
 //     with UDP GSO for hot flows, growing buffers and in-kernel shields.
 //   - steeredTransport (steered.go): one socket per worker, fed for the
-//     whole port range by a BPF sk_lookup program, sending through a raw
-//     socket.
+//     live channels' ports of the range by a BPF sk_lookup program,
+//     sending through a raw socket, with shields in the program's map.
+//
+// A transport's constructor sets shared.shieldOps, its way to raise a
+// port's in-kernel shield (shield.go). SocketsAuto settles on one of the
+// two before newTransport (sockets_auto.go).
 //
 // Adding one (TURN allocations, IPv6 listen addresses, ...) is one new file
 // with one type implementing this interface, and one case in
@@ -67,7 +71,7 @@ type transport interface {
 // opened later per worker (startWorker); ports is how many relay ports
 // the range holds (a socket transport sizes its buffers by it).
 func newTransport(cfg Config, sh *shared, ports int) (transport, error) {
-	if cfg.Steered {
+	if cfg.Sockets == SocketsSteered {
 		return newSteeredTransport(cfg.Listen, sh, cfg.Workers)
 	}
 	return newSocketTransport(cfg.Listen, sh, ports, cfg.Workers, cfg.GSO), nil

@@ -35,6 +35,9 @@ func (d *Daemon) Apply(ctx context.Context, cfg config.Config) error {
 	if err := needsRestart(old, cfg); err != nil {
 		return err
 	}
+	if err := d.steeredRefuses(cfg); err != nil {
+		return err
+	}
 	if err := d.apply(cfg, old); err != nil {
 		d.log.Warn("new configuration failed, restoring the previous one", "err", err)
 		return d.restore(old, cfg, err)
@@ -53,7 +56,7 @@ func needsRestart(old, cfg config.Config) error {
 	if cfg.ListenAddress != old.ListenAddress {
 		return fmt.Errorf("listen_address: changing it needs a restart of relayd")
 	}
-	if cfg.Channel.Steered() != old.Channel.Steered() {
+	if cfg.Channel.SocketsOrDefault() != old.Channel.SocketsOrDefault() {
 		return fmt.Errorf("channel.sockets: changing it needs a restart of relayd")
 	}
 	if cfg.Channel.OffloadSocket != old.Channel.OffloadSocket {

@@ -63,6 +63,9 @@ type Daemon struct {
 	// it outlives restarts of the TURN server.
 	minted   *turn.Requesters
 	stateDir string
+	// startCfg is the configuration relayd started with: what chose the
+	// data plane's transport. It never changes.
+	startCfg config.Config
 
 	applyMu sync.Mutex // one Apply at a time
 	mu      sync.Mutex // guards the fields below
@@ -96,13 +99,17 @@ func New(ctx context.Context, cfg config.Config, opt Options) (*Daemon, error) {
 	cfg.FillDefaults()
 	d := &Daemon{version: version, log: log, started: time.Now(), ctx: ctx, cancel: cancel,
 		listen: netip.MustParseAddr(cfg.ListenAddress), xmpp: map[string]*sessionPart{},
-		minted: turn.NewRequesters(0), stateDir: opt.StateDir}
+		minted: turn.NewRequesters(0), stateDir: opt.StateDir, startCfg: cfg}
 	var err error
 	features := kernel.Detect()
+	sockets, why := socketsMode(cfg)
+	if why != "" {
+		log.Info("channel.sockets auto: per_port", "why", why)
+	}
 	d.dp, err = channel.New(channel.Config{
 		Settings: dataPlaneSettings(cfg),
 		Listen:   d.listen,
-		Steered:  cfg.Channel.Steered(),
+		Sockets:  sockets,
 		GSO:      features.GSO,
 		// The fast path opened through the broker, when there is one.
 		OffloadSocket: cmp.Or(cfg.Channel.OffloadSocket, opt.OffloadSocket),

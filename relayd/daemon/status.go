@@ -33,6 +33,7 @@ type Status struct {
 	// Directory is there when directory.publish or directory.subscribe
 	// lists a node.
 	Directory *DirectoryStatus `json:"directory,omitempty"`
+	Sockets   SocketsStatus    `json:"sockets"`
 }
 
 // Usage is what the relay donated in the current day and month (local
@@ -139,6 +140,7 @@ func (d *Daemon) Status() Status {
 		Draining:      d.dp.Draining(),
 		FastPath:      d.fastPathStatus(),
 		Directory:     d.directoryStatus(),
+		Sockets:       d.socketsStatus(),
 	}
 	if d.dp.ServesFamily("udp6") {
 		st.PublicAddress6 = addrOrEmpty(d.publicAddr6())

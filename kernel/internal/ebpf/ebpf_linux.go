@@ -83,6 +83,8 @@ const (
 	OpJgtImm   = 0x25 // BPF_JMP | BPF_JGT | BPF_K
 	OpJltImm   = 0xa5 // BPF_JMP | BPF_JLT | BPF_K
 	OpJgtReg   = 0x2d // BPF_JMP | BPF_JGT | BPF_X
+	OpJneReg   = 0x5d // BPF_JMP | BPF_JNE | BPF_X
+	OpJa       = 0x05 // BPF_JMP | BPF_JA: unconditional
 	OpCall     = 0x85 // BPF_JMP | BPF_CALL
 	OpExit     = 0x95 // BPF_JMP | BPF_EXIT
 )

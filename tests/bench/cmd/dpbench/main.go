@@ -36,24 +36,24 @@ func main() {
 	ports := flag.String("ports", "", "file to write the channels' ports to (one \"local remote\" line each)")
 	expire := flag.Duration("expire", time.Hour, "channel inactivity timeout (long: benchmark channels must not expire between steps)")
 	fastPath := flag.String("fast-path", "off", "in-kernel fast path: off, auto, ebpf or nftables (needs root and net.ipv4.ip_forward=1)")
-	sockets := flag.String("sockets", "per_port", "per_port, or steered (one socket per worker through BPF sk_lookup; needs root)")
+	sockets := flag.String("sockets", "per_port", "per_port, steered (one socket per worker through BPF sk_lookup; needs root) or auto, as relayd's channel.sockets")
 	// The hot flow (10,000 datagrams/s one way through one port) is five
 	// times relayd's default packet ceiling, which is for calls.
 	maxPPS := flag.Int("max-pps", 100000, "packet-rate ceiling per relay port (relayd's default is 2000)")
 	offloadSocket := flag.String("offload-socket", "", "the offload broker's socket (relayd -offload-broker), through which an unprivileged dpbench gets the fast path, as relayd's channel.offload_socket")
 	flag.Parse()
-	if err := run(*listen, *portMin, *portMax, *channels, *ports, *expire, channel.FastPathMode(*fastPath), *sockets == "steered", *maxPPS, *offloadSocket); err != nil {
+	if err := run(*listen, *portMin, *portMax, *channels, *ports, *expire, channel.FastPathMode(*fastPath), channel.SocketsMode(*sockets), *maxPPS, *offloadSocket); err != nil {
 		fmt.Fprintln(os.Stderr, "dpbench:", err)
 		os.Exit(1)
 	}
 }
 
-func run(listen string, portMin, portMax, channels int, portsFile string, expire time.Duration, fastPath channel.FastPathMode, steered bool, maxPPS int, offloadSocket string) error {
+func run(listen string, portMin, portMax, channels int, portsFile string, expire time.Duration, fastPath channel.FastPathMode, sockets channel.SocketsMode, maxPPS int, offloadSocket string) error {
 	addr, err := netip.ParseAddr(listen)
 	if err != nil {
 		return fmt.Errorf("-listen: %w", err)
 	}
-	m, err := channel.New(channel.Config{Listen: addr, Steered: steered, OffloadSocket: offloadSocket, Settings: channel.Settings{PortMin: portMin, PortMax: portMax,
+	m, err := channel.New(channel.Config{Listen: addr, Sockets: sockets, OffloadSocket: offloadSocket, Settings: channel.Settings{PortMin: portMin, PortMax: portMax,
 		Expire: expire, LatchGrace: 5 * time.Second, FastPath: fastPath, MaxPPS: maxPPS},
 		GSO: kernel.Detect().GSO, // as relayd's daemon sets it
 		// Warnings (a fast path leg that stays in userspace) on stderr.
