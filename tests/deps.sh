@@ -13,7 +13,7 @@
 # prosody/ejabberd process listening on 5222/5269/5280/5347/5443 is stopped afterwards.
 set -euo pipefail
 
-PKGS=(prosody ejabberd python3-slixmpp iproute2 nftables ethtool stun-client chromium qemu-user-static shellcheck coturn)
+PKGS=(prosody ejabberd python3-slixmpp iproute2 nftables ethtool stun-client stun-server chromium qemu-user-static shellcheck coturn)
 DEFAULT_PORTS=(5222 5269 5280 5347 5443)
 
 log() { echo "deps.sh: $*"; }

@@ -1,0 +1,130 @@
+package reachability
+
+import (
+	"context"
+	"log/slog"
+	"sync/atomic"
+	"time"
+)
+
+// Bounds on how often a check runs, whatever asks for it.
+const (
+	// MinGap is the least time between two checks: address changes in a
+	// burst (a PPP reconnect, DHCP at boot) make one check, not many.
+	MinGap = time.Minute
+	// DefaultInterval re-checks on its own, so forwarding set up on the
+	// router shows without a restart.
+	DefaultInterval = time.Hour
+)
+
+// Config configures a Checker.
+type Config struct {
+	// Servers are the STUN servers (host:port) to check with, in order;
+	// only these are ever sent to.
+	Servers []string
+	// Targets lists the ports to probe, asked at each check (the STUN
+	// server may have stopped).
+	Targets func() []Target
+	// Forward names what to forward on the router ("UDP ports
+	// 40000-40999 and 3478"), for the advice.
+	Forward string
+	// Interval between checks (DefaultInterval when 0; at least MinGap).
+	Interval time.Duration
+	Timing   Timing // DefaultTiming when zero
+	Logger   *slog.Logger
+	// OnReport, when set, is called with each new report.
+	OnReport func(Report)
+}
+
+// Checker runs the reachability check at start, when the public address
+// changes (Recheck) and every Interval, never twice within MinGap, and
+// keeps the last Report. Nothing a remote party sends can start a check
+// or choose where it sends: the servers are the configured ones.
+type Checker struct {
+	cfg     Config
+	log     *slog.Logger
+	last    atomic.Pointer[Report]
+	recheck chan struct{}
+}
+
+// New returns a Checker; Run does the checking.
+func New(cfg Config) *Checker {
+	if cfg.Interval == 0 {
+		cfg.Interval = DefaultInterval
+	}
+	cfg.Interval = max(cfg.Interval, MinGap)
+	if cfg.Timing.Tries <= 0 || cfg.Timing.FirstWait <= 0 {
+		cfg.Timing = DefaultTiming
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	c := &Checker{cfg: cfg, log: cfg.Logger, recheck: make(chan struct{}, 1)}
+	c.last.Store(&Report{Verdict: Pending, RelayPorts: Pending,
+		Summary: "Checking whether the Internet can reach this relay…"})
+	return c
+}
+
+// Report is the last check's outcome (Pending before the first ends).
+func (c *Checker) Report() Report { return *c.last.Load() }
+
+// Recheck asks for a check soon: at once, or MinGap after the last one.
+// Requests while one is pending are merged.
+func (c *Checker) Recheck() {
+	select {
+	case c.recheck <- struct{}{}:
+	default:
+	}
+}
+
+// Run checks until ctx ends.
+func (c *Checker) Run(ctx context.Context) {
+	next := time.Now()
+	var lastRun time.Time
+	timer := time.NewTimer(0)
+	defer timer.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-c.recheck:
+			soon := lastRun.Add(MinGap)
+			if now := time.Now(); now.After(soon) {
+				soon = now
+			}
+			if soon.Before(next) {
+				next = soon
+				timer.Reset(time.Until(next))
+			}
+			continue
+		case <-timer.C:
+		}
+		lastRun = time.Now()
+		r := c.check(ctx)
+		if ctx.Err() != nil {
+			return
+		}
+		checked := time.Now()
+		next = checked.Add(c.cfg.Interval)
+		r.CheckedAt, r.NextCheck = &checked, &next
+		c.logReport(r)
+		c.last.Store(&r)
+		if c.cfg.OnReport != nil {
+			c.cfg.OnReport(r)
+		}
+		timer.Reset(time.Until(next))
+	}
+}
+
+func (c *Checker) logReport(r Report) {
+	attrs := []any{"verdict", string(r.Verdict), "relay_ports", string(r.RelayPorts), "stun", string(r.STUN),
+		"server", r.Server, "summary", r.Summary}
+	if r.Advice != "" {
+		attrs = append(attrs, "advice", r.Advice)
+	}
+	if r.Verdict == Reachable {
+		c.log.Info("reachability checked", attrs...)
+	} else {
+		c.log.Warn("reachability checked", attrs...)
+	}
+}

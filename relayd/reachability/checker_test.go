@@ -1,0 +1,95 @@
+package reachability
+
+import (
+	"context"
+	"net"
+	"strings"
+	"testing"
+	"time"
+)
+
+// loopbackTarget opens a fresh loopback socket as a port to probe.
+func loopbackTarget(kind Kind) Target {
+	return Target{Kind: kind, Open: func(network string) (Socket, error) {
+		conn, err := net.ListenUDP(network, &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+		if err != nil {
+			return nil, err
+		}
+		return UDPSocket(conn, conn.Close), nil
+	}}
+}
+
+// runChecker runs a Checker until its first report.
+func runChecker(t *testing.T, cfg Config) Report {
+	t.Helper()
+	cfg.Timing = fastTiming
+	cfg.Forward = "UDP ports 40000-40999 and 3478"
+	reports := make(chan Report, 1)
+	cfg.OnReport = func(r Report) {
+		select {
+		case reports <- r:
+		default:
+		}
+	}
+	c := New(cfg)
+	if r := c.Report(); r.Verdict != Pending {
+		t.Fatalf("before the first check: %+v", r)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); c.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	select {
+	case r := <-reports:
+		if got := c.Report(); got.Verdict != r.Verdict || got.Summary != r.Summary {
+			t.Fatalf("Report() %+v, reported %+v", got, r)
+		}
+		return r
+	case <-time.After(30 * time.Second):
+	}
+	t.Fatal("no report")
+	return Report{}
+}
+
+func TestCheckerReports(t *testing.T) {
+	targets := func() []Target {
+		return []Target{loopbackTarget(KindRelay), loopbackTarget(KindRelay), loopbackTarget(KindSTUN)}
+	}
+	t.Run("reachable", func(t *testing.T) {
+		f := startFake(t, true, "answer")
+		r := runChecker(t, Config{Servers: []string{f.addr().String()}, Targets: targets})
+		if r.Verdict != Reachable || r.RelayPorts != Reachable || r.STUN != Reachable || len(r.Ports) != 3 || r.Advice != "" ||
+			!strings.HasPrefix(r.Summary, "Reachable: the Internet can reach ports ") || r.CheckedAt == nil || !r.NextCheck.After(*r.CheckedAt) {
+			t.Fatalf("%+v", r)
+		}
+	})
+	t.Run("not reachable", func(t *testing.T) {
+		f := startFake(t, true, "drop")
+		r := runChecker(t, Config{Servers: []string{f.addr().String()}, Targets: targets})
+		if r.Verdict != NotReachable || r.RelayPorts != NotReachable || r.STUN != NotReachable ||
+			!strings.Contains(r.Advice, "Forward UDP ports 40000-40999 and 3478 on the router to this device (127.0.0.1)") {
+			t.Fatalf("%+v", r)
+		}
+	})
+	t.Run("first server cannot tell, the next can", func(t *testing.T) {
+		plain := startFake(t, false, "drop")
+		f := startFake(t, true, "answer")
+		r := runChecker(t, Config{Servers: []string{plain.addr().String(), f.addr().String()}, Targets: targets})
+		if r.Verdict != Reachable || r.Server != f.addr().String() {
+			t.Fatalf("%+v", r)
+		}
+	})
+	t.Run("cannot tell", func(t *testing.T) {
+		f := startFake(t, false, "drop")
+		r := runChecker(t, Config{Servers: []string{f.addr().String()}, Targets: targets})
+		if r.Verdict != CannotTell || !strings.Contains(r.Summary, "has no second address") || !strings.Contains(r.Advice, "reachability.stun_servers") {
+			t.Fatalf("%+v", r)
+		}
+	})
+	t.Run("no server", func(t *testing.T) {
+		r := runChecker(t, Config{Targets: targets})
+		if r.Verdict != CannotTell || !strings.Contains(r.Summary, "no STUN server") {
+			t.Fatalf("%+v", r)
+		}
+	})
+}
