@@ -22,6 +22,7 @@ import (
 	"github.com/jnrelay/jnrelay/relayd/directory"
 	"github.com/jnrelay/jnrelay/relayd/jinglenodes"
 	"github.com/jnrelay/jnrelay/relayd/publicaddr"
+	"github.com/jnrelay/jnrelay/relayd/reachability"
 	"github.com/jnrelay/jnrelay/relayd/stun"
 	"github.com/jnrelay/jnrelay/relayd/tracker"
 	"github.com/jnrelay/jnrelay/relayd/turn"
@@ -54,6 +55,7 @@ type Daemon struct {
 	dirPublisher atomic.Pointer[directory.Publisher]
 	dirReader    atomic.Pointer[directory.Reader]
 	stunSrv      atomic.Pointer[stun.Server]
+	reach        atomic.Pointer[reachability.Checker]
 	turnSrv      atomic.Pointer[turn.Server]
 	// minted remembers who each built-in TURN credential was minted for;
 	// it outlives restarts of the TURN server.
@@ -171,6 +173,10 @@ func (d *Daemon) apply(cfg, old config.Config) error {
 		}
 	} else {
 		d.reloadTURNCertificate(cfg)
+	}
+	// After the STUN server: its port is one of those probed.
+	if first || reachabilityChanged(cfg, old) {
+		d.startReachability(cfg)
 	}
 	d.applySessions(cfg)
 	// The tracker finds online sessions and the relay's own addresses

@@ -19,10 +19,10 @@ type Target struct {
 // order, and stops at the first server that can tell (whose answers are
 // not all cannot_tell).
 func (c *Checker) check(ctx context.Context) Report {
-	targets := c.cfg.Targets()
 	if len(c.cfg.Servers) == 0 {
 		return c.report(nil, "", netip.AddrPort{}, causeNoServer)
 	}
+	targets := c.cfg.Targets()
 	var (
 		results []PortResult
 		used    string

@@ -79,6 +79,14 @@ func (c *Checker) Recheck() {
 
 // Run checks until ctx ends.
 func (c *Checker) Run(ctx context.Context) {
+	if len(c.cfg.Servers) == 0 {
+		// Nothing to check with: say so once, quietly.
+		r := c.check(ctx)
+		c.log.Info("reachability not checked", "summary", r.Summary, "advice", r.Advice)
+		c.publish(r)
+		<-ctx.Done()
+		return
+	}
 	next := time.Now()
 	var lastRun time.Time
 	timer := time.NewTimer(0)
@@ -108,11 +116,16 @@ func (c *Checker) Run(ctx context.Context) {
 		next = checked.Add(c.cfg.Interval)
 		r.CheckedAt, r.NextCheck = &checked, &next
 		c.logReport(r)
-		c.last.Store(&r)
-		if c.cfg.OnReport != nil {
-			c.cfg.OnReport(r)
-		}
+		c.publish(r)
 		timer.Reset(time.Until(next))
+	}
+}
+
+// publish makes r the last report.
+func (c *Checker) publish(r Report) {
+	c.last.Store(&r)
+	if c.cfg.OnReport != nil {
+		c.cfg.OnReport(r)
 	}
 }
 
