@@ -44,8 +44,8 @@ func (p *portPool) last() int { return p.first + p.size()*portsPerChannel - 1 }
 type blockChoice int
 
 const (
-	randomBlock  blockChoice = iota // channels, TURN: not predictable
-	lowestBlock                     // reachability probes: the range's edges
+	randomBlock blockChoice = iota // channels, TURN: not predictable
+	lowestBlock                    // reachability probes: the range's edges
 	highestBlock
 )
 
