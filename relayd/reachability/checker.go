@@ -30,8 +30,11 @@ type Config struct {
 	Forward string
 	// Interval between checks (DefaultInterval when 0; at least MinGap).
 	Interval time.Duration
-	Timing   Timing // DefaultTiming when zero
-	Logger   *slog.Logger
+	// MinGap overrides the package's MinGap (tests only: it is the rate
+	// limit the security notes promise).
+	MinGap time.Duration
+	Timing Timing // DefaultTiming when zero
+	Logger *slog.Logger
 	// OnReport, when set, is called with each new report.
 	OnReport func(Report)
 }
@@ -52,7 +55,10 @@ func New(cfg Config) *Checker {
 	if cfg.Interval == 0 {
 		cfg.Interval = DefaultInterval
 	}
-	cfg.Interval = max(cfg.Interval, MinGap)
+	if cfg.MinGap <= 0 {
+		cfg.MinGap = MinGap
+	}
+	cfg.Interval = max(cfg.Interval, cfg.MinGap)
 	if cfg.Timing.Tries <= 0 || cfg.Timing.FirstWait <= 0 {
 		cfg.Timing = DefaultTiming
 	}
@@ -96,7 +102,7 @@ func (c *Checker) Run(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-c.recheck:
-			soon := lastRun.Add(MinGap)
+			soon := lastRun.Add(c.cfg.MinGap)
 			if now := time.Now(); now.After(soon) {
 				soon = now
 			}

@@ -93,3 +93,44 @@ func TestCheckerReports(t *testing.T) {
 		}
 	})
 }
+
+// Recheck (the public address changed) runs the check again, no sooner
+// than MinGap after the last one; requests in a burst make one check.
+func TestRecheck(t *testing.T) {
+	f := startFake(t, true, "answer")
+	reports := make(chan Report, 8)
+	gap := 300 * time.Millisecond
+	var starts []time.Time // when each check began (Run's goroutine; read after its report)
+	c := New(Config{Servers: []string{f.addr().String()}, Timing: fastTiming, MinGap: gap, Interval: time.Hour,
+		Targets: func() []Target {
+			starts = append(starts, time.Now())
+			return []Target{loopbackTarget(KindRelay)}
+		},
+		OnReport: func(r Report) { reports <- r }})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); c.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	await := func() Report {
+		select {
+		case r := <-reports:
+			return r
+		case <-time.After(30 * time.Second):
+			t.Fatal("no report")
+		}
+		return Report{}
+	}
+	await()
+	for range 5 {
+		c.Recheck()
+	}
+	await()
+	if d := starts[1].Sub(starts[0]); d < gap {
+		t.Fatalf("rechecked %s after the last check began, want at least %s", d, gap)
+	}
+	select {
+	case r := <-reports:
+		t.Fatalf("a burst of Rechecks made more than one check: %+v", r)
+	case <-time.After(2 * gap):
+	}
+}

@@ -30,7 +30,14 @@ type fakeServer struct {
 
 func startFake(t *testing.T, advertise bool, onChange string) *fakeServer {
 	t.Helper()
-	f := &fakeServer{advertise: advertise, onChange: onChange}
+	return startFakeAnswering(t, advertise, onChange, 0)
+}
+
+// startFakeAnswering is startFake answering only the first plain plain
+// requests (0: all).
+func startFakeAnswering(t *testing.T, advertise bool, onChange string, plain int) *fakeServer {
+	t.Helper()
+	f := &fakeServer{advertise: advertise, onChange: onChange, plainAnswers: plain}
 	var err error
 	if f.primary, err = net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)}); err != nil {
 		t.Fatal(err)
@@ -126,8 +133,7 @@ func TestProbeVerdicts(t *testing.T) {
 		{"server goes silent", true, "drop", 1, CannotTell, causeNoAnswer, "stopped answering"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			f := startFake(t, tc.advertise, tc.onChange)
-			f.plainAnswers = tc.plain
+			f := startFakeAnswering(t, tc.advertise, tc.onChange, tc.plain)
 			r := probeFrom(t, f.addr())
 			if r.Verdict != tc.want || r.cause != tc.cause || !strings.Contains(r.Why, tc.why) {
 				t.Fatalf("got %s (cause %d): %s; want %s (cause %d) saying %q", r.Verdict, r.cause, r.Why, tc.want, tc.cause, tc.why)
