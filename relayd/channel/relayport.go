@@ -18,7 +18,7 @@ import (
 // errRelayPortSteered: with steered ports the sk_lookup program hands
 // every datagram of the range to the workers, so a socket of its own in
 // the range would never receive.
-var errRelayPortSteered = errors.New("relay ports for TURN need channel.sockets per_port")
+var errRelayPortSteered = errors.New("a relay port with a socket of its own (TURN, the reachability check) needs channel.sockets per_port")
 
 // RelayPort is a relay port handed out by OpenRelayPort: a UDP socket
 // bound to the relay's listen address (or, when that is unspecified, the
