@@ -87,8 +87,11 @@ func TestReachabilitySelfTest(t *testing.T) {
 			cfg.Reachability.STUNServers = []string{tc.server}
 			cfg.Metrics.Listen = "127.0.0.1:9464"
 			rd := startRelayd(t, ns, cfg)
-			if _, err := rd.WaitLog(ctx, "reachability checked", 1, nil); err != nil {
-				t.Fatal(err)
+			// The check may finish before the API and metrics listen.
+			for _, msg := range []string{"reachability checked", "provisioning API listening", "metrics served"} {
+				if _, err := rd.WaitLog(ctx, msg, 1, nil); err != nil {
+					t.Fatal(err)
+				}
 			}
 			st, err := rd.Status(ctx)
 			if err != nil {
