@@ -88,8 +88,8 @@ func (c *Checker) Run(ctx context.Context) {
 	if len(c.cfg.Servers) == 0 {
 		// Nothing to check with: say so once, quietly.
 		r := c.check(ctx)
-		c.log.Info("reachability not checked", "summary", r.Summary, "advice", r.Advice)
 		c.publish(r)
+		c.log.Info("reachability not checked", "summary", r.Summary, "advice", r.Advice)
 		<-ctx.Done()
 		return
 	}
@@ -121,8 +121,8 @@ func (c *Checker) Run(ctx context.Context) {
 		checked := time.Now()
 		next = checked.Add(c.cfg.Interval)
 		r.CheckedAt, r.NextCheck = &checked, &next
+		c.publish(r) // before the log line: who reads the log finds it in the status
 		c.logReport(r)
-		c.publish(r)
 		timer.Reset(time.Until(next))
 	}
 }
