@@ -12,9 +12,13 @@ const (
 	// MinGap is the least time between two checks: address changes in a
 	// burst (a PPP reconnect, DHCP at boot) make one check, not many.
 	MinGap = time.Minute
-	// DefaultInterval re-checks on its own, so forwarding set up on the
-	// router shows without a restart.
+	// DefaultInterval re-checks on its own, so a router that changed
+	// shows without a restart.
 	DefaultInterval = time.Hour
+	// NotReachableInterval is the interval while the ports are not
+	// reachable (if shorter than the configured one): a donor who has just
+	// forwarded them sees it within minutes.
+	NotReachableInterval = 5 * time.Minute
 )
 
 // Config configures a Checker.
@@ -40,7 +44,8 @@ type Config struct {
 }
 
 // Checker runs the reachability check at start, when the public address
-// changes (Recheck) and every Interval, never twice within MinGap, and
+// changes (Recheck) and every Interval (NotReachableInterval while not
+// reachable, if shorter), never twice within MinGap, and
 // keeps the last Report. Nothing a remote party sends can start a check
 // or choose where it sends: the servers are the configured ones.
 type Checker struct {
@@ -119,12 +124,20 @@ func (c *Checker) Run(ctx context.Context) {
 			return
 		}
 		checked := time.Now()
-		next = checked.Add(c.cfg.Interval)
+		next = checked.Add(c.interval(r.Verdict))
 		r.CheckedAt, r.NextCheck = &checked, &next
 		c.publish(r) // before the log line: who reads the log finds it in the status
 		c.logReport(r)
 		timer.Reset(time.Until(next))
 	}
+}
+
+// interval is the time to the next check after one that found v.
+func (c *Checker) interval(v Verdict) time.Duration {
+	if v == NotReachable {
+		return max(min(c.cfg.Interval, NotReachableInterval), c.cfg.MinGap)
+	}
+	return c.cfg.Interval
 }
 
 // publish makes r the last report.

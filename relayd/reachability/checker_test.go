@@ -59,7 +59,7 @@ func TestCheckerReports(t *testing.T) {
 		f := startFake(t, true, "answer")
 		r := runChecker(t, Config{Servers: []string{f.addr().String()}, Targets: targets})
 		if r.Verdict != Reachable || r.RelayPorts != Reachable || r.STUN != Reachable || len(r.Ports) != 3 || r.Advice != "" ||
-			!strings.HasPrefix(r.Summary, "Reachable: the Internet can reach ports ") || r.CheckedAt == nil || !r.NextCheck.After(*r.CheckedAt) {
+			!strings.HasPrefix(r.Summary, "Reachable: the Internet can reach ports ") || r.CheckedAt == nil || r.NextCheck.Sub(*r.CheckedAt) != DefaultInterval {
 			t.Fatalf("%+v", r)
 		}
 	})
@@ -67,6 +67,7 @@ func TestCheckerReports(t *testing.T) {
 		f := startFake(t, true, "drop")
 		r := runChecker(t, Config{Servers: []string{f.addr().String()}, Targets: targets})
 		if r.Verdict != NotReachable || r.RelayPorts != NotReachable || r.STUN != NotReachable ||
+			r.NextCheck.Sub(*r.CheckedAt) != NotReachableInterval ||
 			!strings.Contains(r.Advice, "Forward UDP ports 40000-40999 and 3478 on the router to this device (127.0.0.1)") {
 			t.Fatalf("%+v", r)
 		}
