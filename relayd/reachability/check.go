@@ -17,30 +17,30 @@ type Target struct {
 
 // check probes every target against the configured STUN servers, in
 // order, and stops at the first server that can tell (whose answers are
-// not all cannot_tell).
+// not all cannot_tell); when none can, the first server's answers say why.
 func (c *Checker) check(ctx context.Context) Report {
 	if len(c.cfg.Servers) == 0 {
-		return c.report(nil, "", netip.AddrPort{}, causeNoServer)
+		return noServerReport()
 	}
 	targets := c.cfg.Targets()
-	var (
-		results []PortResult
-		used    string
-		at      netip.AddrPort
-	)
+	var first *Report
 	for _, server := range c.cfg.Servers {
 		addr, err := resolve(ctx, server)
-		used, at = server, addr
+		var results []PortResult
 		if err != nil {
 			results = []PortResult{(PortResult{}).cannotTell(causeNoAnswer, fmt.Sprintf("STUN server %s: %v", server, err))}
-			continue
+		} else {
+			results = probeAll(ctx, targets, addr, c.cfg.Timing)
 		}
-		results = probeAll(ctx, targets, addr, c.cfg.Timing)
-		if combine(verdicts(results)) != CannotTell {
-			break
+		r := c.report(results, server, addr)
+		if r.Verdict != CannotTell {
+			return r
+		}
+		if first == nil {
+			first = &r
 		}
 	}
-	return c.report(results, used, at, causeNone)
+	return *first
 }
 
 // probeAll probes the targets at once (each has its own socket), so a

@@ -80,6 +80,18 @@ func TestCheckerReports(t *testing.T) {
 			t.Fatalf("%+v", r)
 		}
 	})
+	t.Run("no server can tell: the first one's reasons", func(t *testing.T) {
+		plain := startFake(t, false, "drop")
+		mute, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer mute.Close()
+		r := runChecker(t, Config{Servers: []string{plain.addr().String(), mute.LocalAddr().String()}, Targets: targets})
+		if r.Verdict != CannotTell || r.Server != plain.addr().String() || !strings.Contains(r.Summary, "has no second address") {
+			t.Fatalf("%+v", r)
+		}
+	})
 	t.Run("cannot tell", func(t *testing.T) {
 		f := startFake(t, false, "drop")
 		r := runChecker(t, Config{Servers: []string{f.addr().String()}, Targets: targets})

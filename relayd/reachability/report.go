@@ -11,18 +11,19 @@ import (
 // second address.
 const suitableServer = "set reachability.stun_servers to a STUN server that answers from a second address (RFC 5780, or RFC 3489 CHANGE-REQUEST, as Debian's stun-server does)"
 
-// report turns the ports' verdicts into the Report, with its summary and
-// advice in plain words. results is nil when no server is configured.
-func (c *Checker) report(results []PortResult, server string, at netip.AddrPort, noServer cause) Report {
+// noServerReport is the report when no STUN server is configured.
+func noServerReport() Report {
+	return Report{Verdict: CannotTell, RelayPorts: CannotTell,
+		Summary: "Cannot tell whether the Internet can reach this relay: no STUN server to check with is configured.",
+		Advice:  capitalize(suitableServer) + "."}
+}
+
+// report turns the ports' verdicts against server (reached at at) into
+// the Report, with its summary and advice in plain words.
+func (c *Checker) report(results []PortResult, server string, at netip.AddrPort) Report {
 	r := Report{Server: server, Ports: results}
 	if at.IsValid() {
 		r.ServerAddress = at.String()
-	}
-	if noServer == causeNoServer {
-		r.Verdict, r.RelayPorts = CannotTell, CannotTell
-		r.Summary = "Cannot tell whether the Internet can reach this relay: no STUN server to check with is configured."
-		r.Advice = capitalize(suitableServer) + "."
-		return r
 	}
 	var relay, stunPort []Verdict
 	for _, p := range results {
@@ -38,8 +39,10 @@ func (c *Checker) report(results []PortResult, server string, at netip.AddrPort,
 		r.STUN = combine(stunPort)
 	}
 	forwardTo := "this device"
-	if d := deviceAddr(at); d.IsValid() && at.IsValid() {
-		forwardTo += " (" + d.String() + ")"
+	if at.IsValid() {
+		if d := deviceAddr(at); d.IsValid() {
+			forwardTo += " (" + d.String() + ")"
+		}
 	}
 	switch r.Verdict {
 	case Reachable:

@@ -48,7 +48,6 @@ type cause int
 
 const (
 	causeNone            cause = iota
-	causeNoServer              // no STUN server configured
 	causeNoAnswer              // the server did not answer (or stopped)
 	causeNoSecondAddress       // the server cannot answer from a second address
 	causePortChanged           // the NAT changes the port
