@@ -67,7 +67,10 @@ func awaitAnswer(ctx context.Context, sock Socket, buf []byte, id [12]byte) (ans
 			return answer{}, netip.AddrPort{}, err
 		}
 		if a, ok, err := parseAnswer(buf[:n], id); ok {
-			return a, from, err
+			// A dual-stack socket (the STUN server's) reports IPv4
+			// sources as IPv4-mapped: compared with the server's
+			// address they must be plain IPv4.
+			return a, netip.AddrPortFrom(from.Addr().Unmap(), from.Port()), err
 		}
 	}
 }

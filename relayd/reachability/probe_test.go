@@ -173,3 +173,27 @@ func TestCombine(t *testing.T) {
 		}
 	}
 }
+
+// mappedSocket reports sources as a dual-stack socket does: IPv4-mapped.
+type mappedSocket struct{ Socket }
+
+func (s mappedSocket) Receive(ctx context.Context, b []byte) (int, netip.AddrPort, error) {
+	n, from, err := s.Socket.Receive(ctx, b)
+	return n, netip.AddrPortFrom(netip.AddrFrom16(from.Addr().As16()), from.Port()), err
+}
+
+// From a dual-stack socket (the STUN port's), an answer from the server's
+// own address is still recognised as such.
+func TestProbeDualStackSource(t *testing.T) {
+	f := startFake(t, true, "same")
+	conn, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	r := probePort(ctx, mappedSocket{UDPSocket(conn, conn.Close)}, f.addr(), fastTiming)
+	if r.Verdict != CannotTell || !strings.Contains(r.Why, "does not honour CHANGE-REQUEST") {
+		t.Fatalf("%+v", r)
+	}
+}
