@@ -17,8 +17,9 @@ func Default() Config {
 		STUN:          STUN{Enabled: true, Port: 3478, Classic: true, MaxResponsesPerSecond: 200},
 		TURN: TURN{Port: 3478, Transport: TransportUDP, TTLSeconds: 86400,
 			Builtin: BuiltinTURN{Port: 3479, TCP: true, Realm: "jnrelay"}},
-		Reconnect: Reconnect{MinSeconds: 1, MaxSeconds: 60},
-		Log:       Log{Level: LogInfo, Format: LogText},
+		Reachability: Reachability{IntervalMinutes: 60},
+		Reconnect:    Reconnect{MinSeconds: 1, MaxSeconds: 60},
+		Log:          Log{Level: LogInfo, Format: LogText},
 	}
 }
 

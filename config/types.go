@@ -35,9 +35,11 @@ type Config struct {
 	Directory     Directory `json:"directory"`
 	STUN          STUN      `json:"stun"`
 	TURN          TURN      `json:"turn"`
-	Metrics       Metrics   `json:"metrics"`
-	Reconnect     Reconnect `json:"reconnect"`
-	Log           Log       `json:"log"`
+	// Reachability configures the self-test of inbound reachability.
+	Reachability Reachability `json:"reachability"`
+	Metrics      Metrics      `json:"metrics"`
+	Reconnect    Reconnect    `json:"reconnect"`
+	Log          Log          `json:"log"`
 
 	// Path is the file the configuration was read from or is written to
 	// (absolute; not part of the document). The files it names

@@ -5,7 +5,8 @@
 # qemu-user-static (tests/size runs the linux/arm v7 relayd under qemu-arm-static) and
 # shellcheck (tests/packages lints the packaging scripts) and ethtool (the fast paths' tests turn
 # checksum offload off so that the peers' kernels verify rewritten checksums) and coturn (its
-# turnutils_uclient is the third-party TURN client of tests/e2e/turn_test.go).
+# turnutils_uclient is the third-party TURN client of tests/e2e/turn_test.go) and stun-server
+# (Debian's stund, the two-address STUN server of tests/e2e/reachability_test.go).
 # Idempotent: apt is skipped when everything is already installed. Must run as root.
 #
 # Debian's postinst scripts may start system-wide prosody/ejabberd daemons (unless
@@ -13,7 +14,7 @@
 # prosody/ejabberd process listening on 5222/5269/5280/5347/5443 is stopped afterwards.
 set -euo pipefail
 
-PKGS=(prosody ejabberd python3-slixmpp iproute2 nftables ethtool stun-client chromium qemu-user-static shellcheck coturn)
+PKGS=(prosody ejabberd python3-slixmpp iproute2 nftables ethtool stun-client stun-server chromium qemu-user-static shellcheck coturn)
 DEFAULT_PORTS=(5222 5269 5280 5347 5443)
 
 log() { echo "deps.sh: $*"; }
@@ -25,6 +26,13 @@ bash "$(dirname "$0")/apt-install.sh" "${PKGS[@]}"
 if command -v service >/dev/null 2>&1 && pgrep -x turnserver >/dev/null 2>&1; then
   log "service coturn stop"
   timeout 30 service coturn stop >/dev/null 2>&1 || true
+fi
+
+# Debian's stund starts only when /etc/default/stun says so; a system one would hold port
+# 3478 on the host, so it is stopped like coturn (the tests start their own in namespaces).
+if command -v service >/dev/null 2>&1 && pgrep -x stund >/dev/null 2>&1; then
+  log "service stun stop"
+  timeout 30 service stun stop >/dev/null 2>&1 || true
 fi
 
 # pids of prosody/ejabberd processes listening on a default XMPP port (system daemons;

@@ -206,7 +206,7 @@ func (m *Manager) Allocate() (Info, error) {
 	}
 	info := Info{ID: id, Expire: cfg.Expire, MaxKbps: cfg.MaxKbps}
 	var c *Channel
-	_, err := takeBound(pool, m.sh.log, "allocate channel", func(base int) error {
+	_, err := takeBound(pool, m.sh.log, "allocate channel", randomBlock, func(base int) error {
 		info.LocalPort, info.RemotePort = base, base+2
 		c = newChannel(base, info, cfg.LatchGrace, m.sh)
 		return m.tr.openPorts(c)

@@ -40,9 +40,19 @@ func (p *portPool) size() int { return len(p.used) }
 // last is the last port of the last block.
 func (p *portPool) last() int { return p.first + p.size()*portsPerChannel - 1 }
 
-// take reserves a random free block and returns its first port, skipping
-// blocks for which skip returns true (ports found busy by the caller).
-func (p *portPool) take(skip map[int]bool) (int, error) {
+// blockChoice says which free block take reserves.
+type blockChoice int
+
+const (
+	randomBlock blockChoice = iota // channels, TURN: not predictable
+	lowestBlock                    // reachability probes: the range's edges
+	highestBlock
+)
+
+// take reserves a free block, chosen as choice says, and returns its first
+// port, skipping blocks for which skip returns true (ports found busy by
+// the caller).
+func (p *portPool) take(skip map[int]bool, choice blockChoice) (int, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	candidates := p.free
@@ -54,8 +64,15 @@ func (p *portPool) take(skip map[int]bool) (int, error) {
 	if candidates <= 0 {
 		return 0, ErrPoolExhausted
 	}
-	// Pick the k-th eligible free block: uniform over eligible blocks.
-	k := rand.IntN(candidates)
+	// Pick the k-th eligible free block: uniform over eligible blocks,
+	// or the first or last of them.
+	k := 0
+	switch choice {
+	case randomBlock:
+		k = rand.IntN(candidates)
+	case highestBlock:
+		k = candidates - 1
+	}
 	for i, used := range p.used {
 		base := p.first + i*portsPerChannel
 		if used || skip[base] {
@@ -88,10 +105,10 @@ func (p *portPool) put(base int) {
 // skipped with a warning and left free in the pool, to be tried again
 // later; any other failure of bind ends the search, wrapped in what. On
 // success the block is the caller's, to put back when it is done.
-func takeBound(pool *portPool, log *slog.Logger, what string, bind func(base int) error) (int, error) {
+func takeBound(pool *portPool, log *slog.Logger, what string, choice blockChoice, bind func(base int) error) (int, error) {
 	busy := map[int]bool{}
 	for {
-		base, err := pool.take(busy)
+		base, err := pool.take(busy, choice)
 		if err != nil {
 			if len(busy) > 0 {
 				return 0, fmt.Errorf("%w (%d blocks busy in other programs)", err, len(busy))

@@ -18,7 +18,7 @@ import (
 // errRelayPortSteered: with steered ports the sk_lookup program hands
 // every datagram of the range to the workers, so a socket of its own in
 // the range would never receive.
-var errRelayPortSteered = errors.New("relay ports for TURN need channel.sockets per_port")
+var errRelayPortSteered = errors.New("a relay port with a socket of its own (TURN, the reachability check) needs channel.sockets per_port")
 
 // RelayPort is a relay port handed out by OpenRelayPort: a UDP socket
 // bound to the relay's listen address (or, when that is unspecified, the
@@ -44,6 +44,30 @@ func (p *RelayPort) Close() error {
 // ErrDraining after Drain and ErrRelayPortFamily when the listen address
 // serves the other family only.
 func (m *Manager) OpenRelayPort(network string) (*RelayPort, error) {
+	return m.openRelayPort(network, randomBlock, "relay port")
+}
+
+// Edge names an end of the port range for OpenEdgePort.
+type Edge int
+
+const (
+	LowestPort  Edge = iota // the free block nearest the range's start
+	HighestPort             // the free block nearest the range's end
+)
+
+// OpenEdgePort is OpenRelayPort with the lowest or highest free block
+// instead of a random one: the reachability check probes the range's
+// edges, where a router forwarding too few ports shows. It fails as
+// OpenRelayPort does.
+func (m *Manager) OpenEdgePort(network string, edge Edge) (*RelayPort, error) {
+	choice := lowestBlock
+	if edge == HighestPort {
+		choice = highestBlock
+	}
+	return m.openRelayPort(network, choice, "probe port")
+}
+
+func (m *Manager) openRelayPort(network string, choice blockChoice, what string) (*RelayPort, error) {
 	m.mu.Lock()
 	pool, closed, draining := m.pool, m.closed, m.draining
 	m.mu.Unlock()
@@ -60,7 +84,7 @@ func (m *Manager) OpenRelayPort(network string) (*RelayPort, error) {
 		return nil, err
 	}
 	var conn *net.UDPConn
-	base, err := takeBound(pool, m.sh.log, "open relay port", func(base int) error {
+	base, err := takeBound(pool, m.sh.log, "open "+what, choice, func(base int) error {
 		var err error
 		conn, err = net.ListenUDP(network, net.UDPAddrFromAddrPort(netip.AddrPortFrom(local, uint16(base))))
 		return err
@@ -69,11 +93,11 @@ func (m *Manager) OpenRelayPort(network string) (*RelayPort, error) {
 		return nil, err
 	}
 	m.sh.foreign.Store(base, struct{}{})
-	m.sh.log.Info("relay port opened", "port", base, "network", network)
+	m.sh.log.Info(what+" opened", "port", base, "network", network)
 	return &RelayPort{UDPConn: conn, release: func() {
 		m.sh.foreign.Delete(base)
 		pool.put(base)
-		m.sh.log.Info("relay port closed", "port", base, "network", network)
+		m.sh.log.Info(what+" closed", "port", base, "network", network)
 	}}, nil
 }
 

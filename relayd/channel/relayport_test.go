@@ -96,3 +96,35 @@ func TestRelayPortSkipsBusyBlocks(t *testing.T) {
 		t.Fatalf("open with only a busy block left: %v, want ErrPoolExhausted", err)
 	}
 }
+
+func TestEdgePortsTakeTheRangesEnds(t *testing.T) {
+	m, _ := newTestManager(t, func(c *Config) { c.PortMin, c.PortMax = testPortMin, testPortMin+11 }) // three blocks
+	portOf := func(p *RelayPort) int {
+		return int(p.LocalAddr().(interface{ AddrPort() netip.AddrPort }).AddrPort().Port())
+	}
+	low, err := m.OpenEdgePort("udp4", LowestPort)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer low.Close()
+	high, err := m.OpenEdgePort("udp4", HighestPort)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if portOf(low) != testPortMin || portOf(high) != testPortMin+8 {
+		t.Fatalf("edges %d and %d, want %d and %d", portOf(low), portOf(high), testPortMin, testPortMin+8)
+	}
+	// The highest block is held: the next highest free one is the middle.
+	next, err := m.OpenEdgePort("udp4", HighestPort)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if portOf(next) != testPortMin+4 {
+		t.Fatalf("next highest %d, want %d", portOf(next), testPortMin+4)
+	}
+	next.Close()
+	high.Close()
+	if _, err := m.Allocate(); err != nil {
+		t.Fatalf("a channel after the probes gave their blocks back: %v", err)
+	}
+}

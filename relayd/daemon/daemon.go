@@ -22,6 +22,7 @@ import (
 	"github.com/jnrelay/jnrelay/relayd/directory"
 	"github.com/jnrelay/jnrelay/relayd/jinglenodes"
 	"github.com/jnrelay/jnrelay/relayd/publicaddr"
+	"github.com/jnrelay/jnrelay/relayd/reachability"
 	"github.com/jnrelay/jnrelay/relayd/stun"
 	"github.com/jnrelay/jnrelay/relayd/tracker"
 	"github.com/jnrelay/jnrelay/relayd/turn"
@@ -55,6 +56,7 @@ type Daemon struct {
 	dirPublisher atomic.Pointer[directory.Publisher]
 	dirReader    atomic.Pointer[directory.Reader]
 	stunSrv      atomic.Pointer[stun.Server]
+	reach        atomic.Pointer[reachability.Checker]
 	turnSrv      atomic.Pointer[turn.Server]
 	// turnEnded is what stopped TURN servers relayed (for the usage
 	// meter); it also swaps turnSrv out when one stops.
@@ -183,6 +185,10 @@ func (d *Daemon) apply(cfg, old config.Config) error {
 		}
 	} else {
 		d.reloadTURNCertificate(cfg)
+	}
+	// After the STUN server: its port is one of those probed.
+	if first || reachabilityChanged(cfg, old) {
+		d.startReachability(cfg)
 	}
 	d.applySessions(cfg)
 	// The tracker finds online sessions and the relay's own addresses

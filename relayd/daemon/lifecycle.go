@@ -65,7 +65,7 @@ func (d *Daemon) WedgeDataPlane() {
 
 // StatusLine is a one-line summary for systemd's STATUS= (and `systemctl
 // status`): channels (and TURN allocations), sessions online, public
-// address, traffic.
+// address, the reachability verdict, traffic.
 func (d *Daemon) StatusLine() string {
 	st := d.Status()
 	online := 0
@@ -92,6 +92,10 @@ func (d *Daemon) StatusLine() string {
 		b.WriteString(", no public address yet")
 	} else {
 		fmt.Fprintf(&b, ", public %s", st.PublicAddress)
+	}
+	if r := st.ReachabilityCheck; r != nil && r.CheckedAt != nil {
+		// Only a finished check says anything the donor can act on.
+		fmt.Fprintf(&b, ", Internet reach: %s", strings.ReplaceAll(string(r.Verdict), "_", " "))
 	}
 	fmt.Fprintf(&b, ", relayed %s", humanBytes(st.Traffic.BytesLocalToRemote+st.Traffic.BytesRemoteToLocal))
 	return b.String()

@@ -62,5 +62,16 @@ func (d *Daemon) MetricsSources() metrics.Sources {
 			return metrics.TURN{AllocationsLive: st.AllocationsLive, AllocationsTotal: st.AllocationsTotal,
 				Refused: st.Refused, BytesToPeers: st.BytesToPeers, BytesFromPeers: st.BytesFromPeers}, true
 		},
+		Reachability: func() metrics.Reachability {
+			r := d.reachabilityReport()
+			if r == nil {
+				return metrics.Reachability{}
+			}
+			m := metrics.Reachability{RelayPorts: string(r.RelayPorts), STUN: string(r.STUN)}
+			if r.CheckedAt != nil {
+				m.CheckedAt = r.CheckedAt.Unix()
+			}
+			return m
+		},
 	}
 }

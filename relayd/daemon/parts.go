@@ -49,6 +49,7 @@ const (
 	partTracker
 	partTURN
 	partDirectory
+	partReachability
 	numSystemParts
 )
 
@@ -64,6 +65,8 @@ func (k systemPart) String() string {
 		return "turn"
 	case partDirectory:
 		return "directory"
+	case partReachability:
+		return "reachability"
 	}
 	return fmt.Sprintf("systemPart(%d)", int(k))
 }
@@ -102,21 +105,9 @@ func (d *Daemon) startPublicAddr(cfg config.Config) error {
 	if cfg.PublicAddress != "" {
 		w = publicaddr.NewStatic(netip.MustParseAddr(cfg.PublicAddress)) // validated by config
 	} else {
-		forward := fmt.Sprintf("UDP ports %d-%d", cfg.Ports.Min, cfg.Ports.Max)
-		if cfg.STUN.Enabled {
-			forward += fmt.Sprintf(" and %d", cfg.STUN.Port)
-		}
-		if b := cfg.TURN.Builtin; b.Enabled && b.TCP {
-			forward += fmt.Sprintf(", UDP and TCP port %d (TURN)", b.Port)
-		} else if b.Enabled {
-			forward += fmt.Sprintf(", UDP port %d (TURN)", b.Port)
-		}
-		if b := cfg.TURN.Builtin; b.Enabled && b.TLSPort != 0 {
-			forward += fmt.Sprintf(", TCP port %d (TURN over TLS)", b.TLSPort)
-		}
 		var err error
-		w, err = publicaddr.NewWatcher(d.ctx, publicaddr.Options{STUNServers: cfg.PublicAddressSTUN, Forward: forward,
-			Logger: d.log.With("part", "publicaddr")})
+		w, err = publicaddr.NewWatcher(d.ctx, publicaddr.Options{STUNServers: cfg.PublicAddressSTUN, Forward: forwardText(cfg),
+			Logger: d.log.With("part", "publicaddr"), OnChange: func(netip.Addr) { d.recheckReachability() }})
 		if err != nil {
 			return fmt.Errorf("public address: %w", err)
 		}
@@ -129,6 +120,24 @@ func (d *Daemon) startPublicAddr(cfg config.Config) error {
 	d.host.Store(w)
 	d.runSystem(partPublicAddr, func(ctx context.Context) { w.Run(ctx) })
 	return nil
+}
+
+// forwardText names what a donor behind NAT forwards on the router: "UDP
+// ports 40000-40999 and 3478", and the built-in TURN server's ports.
+func forwardText(cfg config.Config) string {
+	forward := fmt.Sprintf("UDP ports %d-%d", cfg.Ports.Min, cfg.Ports.Max)
+	if cfg.STUN.Enabled {
+		forward += fmt.Sprintf(" and %d", cfg.STUN.Port)
+	}
+	if b := cfg.TURN.Builtin; b.Enabled && b.TCP {
+		forward += fmt.Sprintf(", UDP and TCP port %d (TURN)", b.Port)
+	} else if b.Enabled {
+		forward += fmt.Sprintf(", UDP port %d (TURN)", b.Port)
+	}
+	if b := cfg.TURN.Builtin; b.Enabled && b.TLSPort != 0 {
+		forward += fmt.Sprintf(", TCP port %d (TURN over TLS)", b.TLSPort)
+	}
+	return forward
 }
 
 func (d *Daemon) startSTUN(cfg config.Config) error {

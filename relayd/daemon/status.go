@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/jnrelay/jnrelay/relayd/channel"
+	"github.com/jnrelay/jnrelay/relayd/reachability"
 	"github.com/jnrelay/jnrelay/relayd/stun"
 	"github.com/jnrelay/jnrelay/relayd/turn"
 )
@@ -20,16 +21,20 @@ type Status struct {
 	// Reachability says who can reach that address: configured, public,
 	// behind_nat (the router must forward the relay ports), private_only
 	// (only this network) or none (no address yet).
-	Reachability string          `json:"reachability"`
-	Sessions     []SessionStatus `json:"sessions"`
-	Channels     ChannelTotals   `json:"channels"`
-	Traffic      Traffic         `json:"traffic"`
-	Requests     Requests        `json:"requests"`
-	Usage        Usage           `json:"usage"`
-	Draining     bool            `json:"draining,omitempty"`
-	STUN         *STUNStatus     `json:"stun,omitempty"`
-	TURN         *turn.Stats     `json:"turn,omitempty"` // the built-in TURN server, when it runs
-	FastPath     FastPathStatus  `json:"fast_path"`
+	Reachability string `json:"reachability"`
+	// ReachabilityCheck is the self-test of inbound reachability: whether
+	// datagrams nobody asked for reach the relay ports and the STUN port
+	// from the Internet, in plain words with what to do next.
+	ReachabilityCheck *reachability.Report `json:"reachability_check,omitempty"`
+	Sessions          []SessionStatus      `json:"sessions"`
+	Channels          ChannelTotals        `json:"channels"`
+	Traffic           Traffic              `json:"traffic"`
+	Requests          Requests             `json:"requests"`
+	Usage             Usage                `json:"usage"`
+	Draining          bool                 `json:"draining,omitempty"`
+	STUN              *STUNStatus          `json:"stun,omitempty"`
+	TURN              *turn.Stats          `json:"turn,omitempty"` // the built-in TURN server, when it runs
+	FastPath          FastPathStatus       `json:"fast_path"`
 	// Directory is there when directory.publish or directory.subscribe
 	// lists a node.
 	Directory *DirectoryStatus `json:"directory,omitempty"`
@@ -132,15 +137,16 @@ func (d *Daemon) Status() Status {
 	req := d.svc.Stats()
 	st := Status{
 		Version: d.version, UptimeSeconds: int64(time.Since(d.started).Seconds()),
-		PublicAddress: addrOrEmpty(d.host.Load().Current()),
-		Reachability:  string(d.host.Load().Reachability()),
-		Channels:      ChannelTotals{Active: tot.Active, Capacity: tot.Capacity},
-		Traffic:       traffic(tot.Stats),
-		Requests:      Requests{Granted: req.Granted, Refused: req.Refused},
-		Draining:      d.dp.Draining(),
-		FastPath:      d.fastPathStatus(),
-		Directory:     d.directoryStatus(),
-		Sockets:       d.socketsStatus(),
+		PublicAddress:     addrOrEmpty(d.host.Load().Current()),
+		Reachability:      string(d.host.Load().Reachability()),
+		ReachabilityCheck: d.reachabilityReport(),
+		Channels:          ChannelTotals{Active: tot.Active, Capacity: tot.Capacity},
+		Traffic:           traffic(tot.Stats),
+		Requests:          Requests{Granted: req.Granted, Refused: req.Refused},
+		Draining:          d.dp.Draining(),
+		FastPath:          d.fastPathStatus(),
+		Directory:         d.directoryStatus(),
+		Sockets:           d.socketsStatus(),
 	}
 	if d.dp.ServesFamily("udp6") {
 		st.PublicAddress6 = addrOrEmpty(d.publicAddr6())

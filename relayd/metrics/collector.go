@@ -79,6 +79,7 @@ type collector struct {
 	fpNotOffloaded, fpPackets        family
 	donated, quota, quotaExhausted   family
 	turn                             turnFamilies
+	reachability                     reachabilityFamilies
 }
 
 func newCollector(src Sources, version string) *collector {
@@ -130,7 +131,8 @@ func newCollector(src Sources, version string) *collector {
 		quota:          gauge("relayd_quota_bytes", "The data quota of the period in bytes; 0 = none.", "period"),
 		quotaExhausted: gauge("relayd_quota_exhausted", "1 while a data quota is used up and new channels are refused, else 0."),
 
-		turn: newTURNFamilies(),
+		turn:         newTURNFamilies(),
+		reachability: newReachabilityFamilies(),
 	}
 }
 
@@ -198,6 +200,10 @@ func (c *collector) write(w *textWriter) {
 		if t, ok := c.src.TURN(); ok {
 			c.turn.write(w, t)
 		}
+	}
+
+	if c.src.Reachability != nil {
+		c.reachability.write(w, c.src.Reachability())
 	}
 }
 

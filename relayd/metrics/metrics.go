@@ -23,6 +23,9 @@ type Sources struct {
 	// function leaves them out (the server comes and goes with the
 	// configuration, the function stays).
 	TURN func() (TURN, bool)
+	// Reachability is the last reachability check; nil leaves its series
+	// out.
+	Reachability func() Reachability
 }
 
 // Usage is what the relay donated in the current day and month and its

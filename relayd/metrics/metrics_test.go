@@ -64,6 +64,9 @@ func fakeSources() (Sources, *atomic.Uint64) {
 				Refused:      map[string]uint64{"auth": 4, "pool": 1, "peer": 6 * k, "brand_new": 2},
 				BytesToPeers: 5000 * k, BytesFromPeers: 7000}, true
 		},
+		Reachability: func() Reachability {
+			return Reachability{RelayPorts: "not_reachable", STUN: "reachable", CheckedAt: 1_800_000_000}
+		},
 	}
 	return src, &n
 }
@@ -188,6 +191,12 @@ func TestScrape(t *testing.T) {
 			"reason=bad_attribute": 0, "reason=bad_fingerprint": 0, "reason=not_binding": 0,
 			"reason=indication": 0, "reason=response": 0, "reason=unknown_attribute": 0, "reason=bad_source": 0,
 			"reason=oversize": 0, "reason=send_error": 0, "reason=rate_limited": 0, "reason=source_rate_limited": 0}},
+		"relayd_reachability": {G, map[string]float64{
+			"check=relay_ports,verdict=reachable": 0, "check=relay_ports,verdict=not_reachable": 1,
+			"check=relay_ports,verdict=cannot_tell": 0, "check=relay_ports,verdict=pending": 0,
+			"check=stun,verdict=reachable": 1, "check=stun,verdict=not_reachable": 0,
+			"check=stun,verdict=cannot_tell": 0, "check=stun,verdict=pending": 0}},
+		"relayd_reachability_checked_timestamp_seconds": {G, map[string]float64{"": 1.8e9}},
 	}
 	for name, w := range tests {
 		t.Run(name, func(t *testing.T) {

@@ -58,14 +58,29 @@ func mapped(ctx context.Context, local netip.Addr, server string) (netip.Addr, e
 		if res.Type != stun.BindingSuccess {
 			return netip.Addr{}, fmt.Errorf("answer %s", res.Type)
 		}
-		var xa stun.XORMappedAddress
-		if err := xa.GetFrom(&res); err != nil {
-			return netip.Addr{}, fmt.Errorf("no XOR-MAPPED-ADDRESS: %w", err)
-		}
-		a, ok := netip.AddrFromSlice(xa.IP)
-		if !ok {
-			return netip.Addr{}, fmt.Errorf("bad mapped address %v", xa.IP)
-		}
-		return a.Unmap(), nil
+		a, err := MappedFrom(&res)
+		return a.Addr(), err
 	}
+}
+
+// MappedFrom is a Binding response's XOR-MAPPED-ADDRESS, or the
+// MAPPED-ADDRESS of an RFC 3489 server (Debian's stund sends
+// XOR-MAPPED-ADDRESS under the type of an old draft, which pion does not
+// read).
+func MappedFrom(m *stun.Message) (netip.AddrPort, error) {
+	var xa stun.XORMappedAddress
+	if err := xa.GetFrom(m); err == nil {
+		if ip, ok := netip.AddrFromSlice(xa.IP); ok {
+			return netip.AddrPortFrom(ip.Unmap(), uint16(xa.Port)), nil
+		}
+	}
+	var ma stun.MappedAddress
+	if err := ma.GetFrom(m); err != nil {
+		return netip.AddrPort{}, errors.New("no XOR-MAPPED-ADDRESS or MAPPED-ADDRESS")
+	}
+	ip, ok := netip.AddrFromSlice(ma.IP)
+	if !ok {
+		return netip.AddrPort{}, fmt.Errorf("bad mapped address %v", ma.IP)
+	}
+	return netip.AddrPortFrom(ip.Unmap(), uint16(ma.Port)), nil
 }

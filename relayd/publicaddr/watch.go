@@ -28,6 +28,7 @@ type Watcher struct {
 	// lastWarned avoids repeating the same warning on every refresh.
 	lastWarned netip.Addr
 	reach      atomic.Value // Reachability of the current address
+	onChange   func(netip.Addr)
 }
 
 // Reachability says who can reach the advertised address, as far as the
@@ -69,6 +70,9 @@ type Options struct {
 	// ("UDP 40000-40999 and 3478"), for the warning.
 	Forward string
 	Logger  *slog.Logger
+	// OnChange, when set, is called by Run with each new address (the
+	// reachability check runs again).
+	OnChange func(netip.Addr)
 }
 
 // NewStatic returns a Watcher that always reports addr.
@@ -84,7 +88,7 @@ func NewWatcher(ctx context.Context, opt Options) (*Watcher, error) {
 	if opt.Logger == nil {
 		opt.Logger = slog.New(slog.DiscardHandler)
 	}
-	w := &Watcher{log: opt.Logger, stunServers: opt.STUNServers, forward: opt.Forward}
+	w := &Watcher{log: opt.Logger, stunServers: opt.STUNServers, forward: opt.Forward, onChange: opt.OnChange}
 	if _, err := w.refresh(ctx); err != nil {
 		// The network may not be up yet (a router booting, DHCP pending):
 		// start without an address and take the first one that appears
@@ -205,6 +209,9 @@ func (w *Watcher) Run(ctx context.Context) error {
 		}
 		if changed {
 			w.log.Info("public address changed", "from", old.String(), "to", w.Current().String())
+			if w.onChange != nil {
+				w.onChange(w.Current())
+			}
 		}
 	}
 }

@@ -94,6 +94,14 @@
 //	rate_limited       over Config.MaxResponsesPerSecond, all sources together
 //	source_rate_limited over its source's share of it (a tenth)
 //
+// # Probes
+//
+// Server.OpenProbe lends the socket to the reachability check
+// (relayd/reachability), one probe at a time: it sends Binding requests
+// from the STUN port to the configured STUN server, and while it is open
+// the responses the server reads — never answered, counted as dropped
+// (response) — are also handed to it, at most 16 waiting.
+//
 // # Cost
 //
 // Answering a Binding request allocates nothing: the request is decoded

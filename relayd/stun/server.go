@@ -72,6 +72,8 @@ type Server struct {
 	// source's share of it; nil = none. Only Serve's goroutine uses them.
 	limiter *rate.Limiter
 	sources *sourceLimiter
+	// probe, while open, takes the responses the socket reads (probe.go).
+	probe atomic.Pointer[Probe]
 }
 
 // New validates cfg and opens (or adopts) the server's socket, so Addr is
@@ -175,6 +177,9 @@ func (s *Server) Serve(ctx context.Context) error {
 		s.stats.requests.Add(1)
 		resp, reason := s.h.handle(buf[:n], src)
 		if resp == nil {
+			if reason == DropResponse {
+				s.deliver(buf[:n], src) // still counted: never answered
+			}
 			s.stats.dropped[reason].Add(1)
 			if debug {
 				s.log.Debug("stun request dropped", "from", src.String(), "bytes", n, "reason", reason.String())

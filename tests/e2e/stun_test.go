@@ -163,6 +163,26 @@ func TestSTUNBehindNAT(t *testing.T) {
 // is not forwarded. It returns the client namespace, removed at cleanup.
 func natClientNamespace(t *testing.T, lan *harness.LAN, host string) string {
 	t.Helper()
+	return natClientNamespaceWith(t, lan, host, fmt.Sprintf(`
+table ip jnrelay_nat {
+	chain postrouting {
+		type nat hook postrouting priority srcnat; policy accept;
+		ip saddr %[1]s oifname "eth0" meta l4proto udp masquerade to :%[2]d-%[3]d
+		ip saddr %[1]s oifname "eth0" masquerade
+	}
+	chain forward {
+		type filter hook forward priority filter; policy drop;
+		ct state established,related accept
+		iifname "lan0" oifname "eth0" accept
+	}
+}
+`, natNet, natPortFirst, natPortLast))
+}
+
+// natClientNamespaceWith is natClientNamespace with the router's nftables
+// ruleset of the caller's (its LAN side is lan0, its Internet side eth0).
+func natClientNamespaceWith(t *testing.T, lan *harness.LAN, host, ruleset string) string {
+	t.Helper()
 	natNS := lan.NS(host)
 	clientNS := fmt.Sprintf("stunc-%x%04x", os.Getpid(), rand.Uint32N(1<<16))
 	run(t, "ip", "netns", "add", clientNS)
@@ -179,20 +199,6 @@ func natClientNamespace(t *testing.T, lan *harness.LAN, host string) string {
 	run(t, "ip", "-n", clientNS, "link", "set", "eth0", "up")
 	run(t, "ip", "-n", clientNS, "route", "add", "default", "via", natInside)
 	run(t, "ip", "netns", "exec", natNS, "sysctl", "-qw", "net.ipv4.ip_forward=1")
-	ruleset := fmt.Sprintf(`
-table ip jnrelay_nat {
-	chain postrouting {
-		type nat hook postrouting priority srcnat; policy accept;
-		ip saddr %[1]s oifname "eth0" meta l4proto udp masquerade to :%[2]d-%[3]d
-		ip saddr %[1]s oifname "eth0" masquerade
-	}
-	chain forward {
-		type filter hook forward priority filter; policy drop;
-		ct state established,related accept
-		iifname "lan0" oifname "eth0" accept
-	}
-}
-`, natNet, natPortFirst, natPortLast)
 	cmd := exec.Command("ip", "netns", "exec", natNS, "nft", "-f", "-")
 	cmd.Stdin = strings.NewReader(ruleset)
 	if out, err := cmd.CombinedOutput(); err != nil {

@@ -195,7 +195,9 @@ func TestWebPage(t *testing.T) {
 		t.Fatalf("saved config %+v %+v %+v %v", saved.Ports, saved.Channel, saved.Limits, err)
 	}
 	b.waitFor("the quota and reachability in the status view", `document.getElementById('st-month').textContent.includes('of 2.50 GB a month') &&
-		document.getElementById('st-address').textContent === '203.0.113.1as configured'`)
+		document.getElementById('st-address').textContent === '203.0.113.1as configured' &&
+		document.getElementById('st-reach').textContent === 'cannot tell' &&
+		document.getElementById('st-reach-msg').textContent.includes('no STUN server to check with is configured. Set reachability.stun_servers')`)
 	step("setup saved")
 
 	// The account form: switching to a client account without a password

@@ -212,6 +212,7 @@
       none: 'no network address yet',
     };
     setStat('st-address', s.public_address && s.reachability !== 'none' ? s.public_address : 'none yet', reach[s.reachability] || '');
+    renderReachability(s.reachability_check);
     const u = s.usage || {};
     setStat('st-today', bytes(u.day_bytes), u.daily_quota_bytes ? 'of ' + bytes(u.daily_quota_bytes) + ' a day' : '');
     setStat('st-month', bytes(u.month_bytes), u.monthly_quota_bytes ? 'of ' + bytes(u.monthly_quota_bytes) + ' a month' : 'no quota');
@@ -289,6 +290,22 @@
       $('dir-summary').textContent = num(d.relays) + ' relays known, ' + num(d.listed) + ' listed to clients · checks the health of ' +
         num(d.probe_share) + (d.probe_failing ? ' (' + num(d.probe_failing) + ' failing)' : '') + ' · other trackers known: ' + num(d.trackers);
     }
+  }
+
+  // The self-test of inbound reachability: a word in the table, and what
+  // it found with what to do next below it.
+  function renderReachability(r) {
+    $('st-reach-row').hidden = !r;
+    $('st-reach-msg').hidden = !r || r.verdict === 'pending';
+    if (!r) return;
+    const words = {
+      reachable: 'yes', not_reachable: 'no', cannot_tell: 'cannot tell', pending: 'checking…',
+    };
+    const when = Date.parse(r.checked_at);
+    setStat('st-reach', words[r.verdict] || r.verdict, when ? 'checked ' + new Date(when).toLocaleTimeString('en-GB') : '');
+    const msg = $('st-reach-msg');
+    msg.textContent = r.summary + (r.advice ? ' ' + r.advice : '');
+    msg.className = 'msg ' + ({ reachable: 'ok', not_reachable: 'bad' }[r.verdict] || 'warn');
   }
 
   function renderChannels(list) {
