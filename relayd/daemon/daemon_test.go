@@ -31,15 +31,27 @@ func testPorts(t *testing.T) config.PortRange {
 	return config.PortRange{Min: base, Max: base + 39}
 }
 
-// freeUDPPort is a loopback UDP port nobody holds now.
+// freeUDPPort is a port nobody holds now for UDP nor TCP, on any address
+// (the built-in TURN server takes both at its port, and at the
+// unspecified address in the dual-stack tests): on a busy host a free UDP
+// port is often some outgoing connection's TCP port.
 func freeUDPPort(t *testing.T) int {
 	t.Helper()
-	c, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		t.Fatal(err)
+	for range 100 {
+		c, err := net.ListenUDP("udp", &net.UDPAddr{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		port := c.LocalAddr().(*net.UDPAddr).Port
+		l, err := net.ListenTCP("tcp", &net.TCPAddr{Port: port})
+		c.Close()
+		if err == nil {
+			l.Close()
+			return port
+		}
 	}
-	defer c.Close()
-	return c.LocalAddr().(*net.UDPAddr).Port
+	t.Fatal("no port free for both UDP and TCP in 100 tries")
+	return 0
 }
 
 func testConfig(t *testing.T) config.Config {

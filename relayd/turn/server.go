@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	pionturn "github.com/pion/turn/v5"
@@ -60,8 +61,9 @@ func (s *Server) SetCertificate(cert tls.Certificate) { s.cert.Store(&cert) }
 // Server is the built-in TURN server.
 type Server struct {
 	cfg     Config
-	addr    netip.AddrPort // the bound UDP address
-	tlsAddr netip.AddrPort // the bound TLS address, when serving TLS
+	addr    netip.AddrPort   // the bound UDP address
+	tlsAddr netip.AddrPort   // the bound TLS address, when serving TLS
+	tcp     *net.TCPListener // with Config.TCP, at addr's port
 	cert    atomic.Pointer[tls.Certificate]
 	log     *slog.Logger
 	pion    *pionturn.Server
@@ -96,11 +98,12 @@ func New(cfg Config) (*Server, error) {
 	// with IPV6_V6ONLY off where the host has IPv6 (Go's choice for
 	// "udp" and "tcp"): IPv4 clients arrive on it as ::ffff:a.b.c.d. A
 	// specific address serves its own family only.
-	pc, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(cfg.Listen))
+	pc, tcp, err := listenUDPAndTCP(cfg.Listen, cfg.TCP)
 	if err != nil {
-		return nil, fmt.Errorf("turn: listen udp %s: %w", cfg.Listen, err)
+		return nil, err
 	}
 	s.addr = pc.LocalAddr().(*net.UDPAddr).AddrPort()
+	s.tcp = tcp
 	sc := pionturn.ServerConfig{
 		Realm:               cfg.Realm,
 		StrictAddressFamily: strictFamily(cfg.DataPlane),
@@ -131,20 +134,43 @@ func New(cfg Config) (*Server, error) {
 	return s, nil
 }
 
-// listeners binds the TCP listener (with TCP) and the TLS one (with
-// TLS); every stream listener has the same relayed addresses and peer
+// listenUDPAndTCP binds the UDP socket at listen and, with tcp, the TCP
+// listener at the same port. When the kernel chooses the port (port 0),
+// the UDP one it chose may be taken for TCP (an outgoing connection's
+// local port, on a busy host): another pair is tried then, a bounded
+// number of times.
+func listenUDPAndTCP(listen netip.AddrPort, tcp bool) (*net.UDPConn, *net.TCPListener, error) {
+	const tries = 16
+	for i := 1; ; i++ {
+		pc, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(listen))
+		if err != nil {
+			return nil, nil, fmt.Errorf("turn: listen udp %s: %w", listen, err)
+		}
+		if !tcp {
+			return pc, nil, nil
+		}
+		at := pc.LocalAddr().(*net.UDPAddr).AddrPort()
+		ln, err := net.ListenTCP("tcp", net.TCPAddrFromAddrPort(at))
+		if err == nil {
+			return pc, ln, nil
+		}
+		pc.Close()
+		if listen.Port() != 0 || !errors.Is(err, syscall.EADDRINUSE) || i == tries {
+			return nil, nil, fmt.Errorf("turn: listen tcp %s: %w", at, err)
+		}
+	}
+}
+
+// listeners takes the TCP listener (with TCP) and binds the TLS one
+// (with TLS); every stream listener has the same relayed addresses and peer
 // rule as the UDP socket.
 func (s *Server) listeners() ([]pionturn.ListenerConfig, error) {
 	var out []pionturn.ListenerConfig
 	add := func(l net.Listener) {
 		out = append(out, pionturn.ListenerConfig{Listener: l, RelayAddressGenerator: relayAddresses{s}, PermissionHandler: s.permitPeerIP})
 	}
-	if s.cfg.TCP {
-		ln, err := net.ListenTCP("tcp", net.TCPAddrFromAddrPort(s.addr))
-		if err != nil {
-			return out, fmt.Errorf("turn: listen tcp %s: %w", s.addr, err)
-		}
-		add(ln)
+	if s.tcp != nil {
+		add(s.tcp)
 	}
 	if t := s.cfg.TLS; t != nil {
 		ln, err := net.ListenTCP("tcp", net.TCPAddrFromAddrPort(t.Listen))
