@@ -5,7 +5,8 @@
 # qemu-user-static (tests/size runs the linux/arm v7 relayd under qemu-arm-static) and
 # shellcheck (tests/packages lints the packaging scripts) and ethtool (the fast paths' tests turn
 # checksum offload off so that the peers' kernels verify rewritten checksums) and coturn (its
-# turnutils_uclient is the third-party TURN client of tests/e2e/turn_test.go).
+# turnutils_uclient is the third-party TURN client of tests/e2e/turn_test.go) and
+# miniupnpd-nftables (the home router of tests/e2e/portmap_test.go: UPnP IGD, NAT-PMP and PCP).
 # Idempotent: apt is skipped when everything is already installed. Must run as root.
 #
 # Debian's postinst scripts may start system-wide prosody/ejabberd daemons (unless
@@ -13,7 +14,7 @@
 # prosody/ejabberd process listening on 5222/5269/5280/5347/5443 is stopped afterwards.
 set -euo pipefail
 
-PKGS=(prosody ejabberd python3-slixmpp iproute2 nftables ethtool stun-client chromium qemu-user-static shellcheck coturn)
+PKGS=(prosody ejabberd python3-slixmpp iproute2 nftables ethtool stun-client chromium qemu-user-static shellcheck coturn miniupnpd-nftables)
 DEFAULT_PORTS=(5222 5269 5280 5347 5443)
 
 log() { echo "deps.sh: $*"; }
