@@ -28,16 +28,18 @@ type Config struct {
 	// ListenAddress is the local address relay ports bind to.
 	ListenAddress string    `json:"listen_address,omitempty"`
 	Ports         PortRange `json:"ports"`
-	Channel       Channel   `json:"channel"`
-	Limits        Limits    `json:"limits"`
-	XMPP          []Service `json:"xmpp"`
-	Tracker       Tracker   `json:"tracker"`
-	Directory     Directory `json:"directory"`
-	STUN          STUN      `json:"stun"`
-	TURN          TURN      `json:"turn"`
-	Metrics       Metrics   `json:"metrics"`
-	Reconnect     Reconnect `json:"reconnect"`
-	Log           Log       `json:"log"`
+	// PortMapping asks the home router to forward relayd's ports.
+	PortMapping PortMapping `json:"port_mapping"`
+	Channel     Channel     `json:"channel"`
+	Limits      Limits      `json:"limits"`
+	XMPP        []Service   `json:"xmpp"`
+	Tracker     Tracker     `json:"tracker"`
+	Directory   Directory   `json:"directory"`
+	STUN        STUN        `json:"stun"`
+	TURN        TURN        `json:"turn"`
+	Metrics     Metrics     `json:"metrics"`
+	Reconnect   Reconnect   `json:"reconnect"`
+	Log         Log         `json:"log"`
 
 	// Path is the file the configuration was read from or is written to
 	// (absolute; not part of the document). The files it names

@@ -23,6 +23,7 @@ func (c Config) Validate() error {
 	c.validateDiscovery(&p)
 	c.validateDirectory(&p)
 	c.validateExternal(&p)
+	c.validatePortMapping(&p)
 	c.validateLogging(&p)
 	c.validateServices(&p)
 	return p.err()

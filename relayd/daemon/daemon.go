@@ -21,6 +21,7 @@ import (
 	"github.com/jnrelay/jnrelay/relayd/channel"
 	"github.com/jnrelay/jnrelay/relayd/directory"
 	"github.com/jnrelay/jnrelay/relayd/jinglenodes"
+	"github.com/jnrelay/jnrelay/relayd/portmap"
 	"github.com/jnrelay/jnrelay/relayd/publicaddr"
 	"github.com/jnrelay/jnrelay/relayd/stun"
 	"github.com/jnrelay/jnrelay/relayd/tracker"
@@ -55,6 +56,14 @@ type Daemon struct {
 	dirReader    atomic.Pointer[directory.Reader]
 	stunSrv      atomic.Pointer[stun.Server]
 	turnSrv      atomic.Pointer[turn.Server]
+	// The router's port mappings (nil when port mapping is off) and its
+	// last state, which narrows the data plane's range.
+	mapper atomic.Pointer[portmap.Mapper]
+	mapped atomic.Pointer[portmap.State]
+	// dpMu orders the data plane's reconfigurations (Apply's and the
+	// mapper's); dpCfg is the configuration they were last derived from.
+	dpMu  sync.Mutex
+	dpCfg config.Config
 	// minted remembers who each built-in TURN credential was minted for;
 	// it outlives restarts of the TURN server.
 	minted   *turn.Requesters
@@ -92,7 +101,7 @@ func New(ctx context.Context, cfg config.Config, opt Options) (*Daemon, error) {
 	cfg.FillDefaults()
 	d := &Daemon{version: version, log: log, started: time.Now(), ctx: ctx, cancel: cancel,
 		listen: netip.MustParseAddr(cfg.ListenAddress), xmpp: map[string]*sessionPart{},
-		minted: turn.NewRequesters(0), stateDir: opt.StateDir}
+		minted: turn.NewRequesters(0), stateDir: opt.StateDir, dpCfg: cfg}
 	var err error
 	features := kernel.Detect()
 	d.dp, err = channel.New(channel.Config{
@@ -155,7 +164,7 @@ func (d *Daemon) Config() config.Config {
 func (d *Daemon) apply(cfg, old config.Config) error {
 	first := d.host.Load() == nil
 	if !first {
-		if err := d.dp.Reconfigure(dataPlaneSettings(cfg)); err != nil {
+		if err := d.reconfigureDataPlane(cfg); err != nil {
 			return fmt.Errorf("data plane: %w", err)
 		}
 	}
@@ -179,6 +188,9 @@ func (d *Daemon) apply(cfg, old config.Config) error {
 		if err := d.startTracker(cfg.Tracker); err != nil {
 			return err
 		}
+	}
+	if first || portMappingChanged(cfg, old) {
+		d.startPortMapping(cfg)
 	}
 	if first || !reflect.DeepEqual(cfg.Directory, old.Directory) {
 		if err := d.startDirectory(cfg); err != nil {

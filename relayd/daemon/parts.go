@@ -49,6 +49,7 @@ const (
 	partTracker
 	partTURN
 	partDirectory
+	partPortMap
 	numSystemParts
 )
 
@@ -64,6 +65,8 @@ func (k systemPart) String() string {
 		return "turn"
 	case partDirectory:
 		return "directory"
+	case partPortMap:
+		return "portmap"
 	}
 	return fmt.Sprintf("systemPart(%d)", int(k))
 }
@@ -116,7 +119,7 @@ func (d *Daemon) startPublicAddr(cfg config.Config) error {
 		}
 		var err error
 		w, err = publicaddr.NewWatcher(d.ctx, publicaddr.Options{STUNServers: cfg.PublicAddressSTUN, Forward: forward,
-			Logger: d.log.With("part", "publicaddr")})
+			Mapped: d.mappedExternal, Logger: d.log.With("part", "publicaddr")})
 		if err != nil {
 			return fmt.Errorf("public address: %w", err)
 		}

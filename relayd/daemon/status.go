@@ -18,7 +18,8 @@ type Status struct {
 	// relayed addresses, when the relay serves IPv6 and has one.
 	PublicAddress6 string `json:"public_address6,omitempty"`
 	// Reachability says who can reach that address: configured, public,
-	// behind_nat (the router must forward the relay ports), private_only
+	// behind_nat (the router must forward the relay ports), port_mapped
+	// (the router maps them for relayd), private_only
 	// (only this network) or none (no address yet).
 	Reachability string          `json:"reachability"`
 	Sessions     []SessionStatus `json:"sessions"`
@@ -30,6 +31,9 @@ type Status struct {
 	STUN         *STUNStatus     `json:"stun,omitempty"`
 	TURN         *turn.Stats     `json:"turn,omitempty"` // the built-in TURN server, when it runs
 	FastPath     FastPathStatus  `json:"fast_path"`
+	// PortMapping is what the router maps for relayd (absent when
+	// port_mapping is off or public_address is set).
+	PortMapping *PortMappingStatus `json:"port_mapping,omitempty"`
 }
 
 // Usage is what the relay donated in the current day and month (local
@@ -131,6 +135,7 @@ func (d *Daemon) Status() Status {
 		Requests:      Requests{Granted: req.Granted, Refused: req.Refused},
 		Draining:      d.dp.Draining(),
 		FastPath:      d.fastPathStatus(),
+		PortMapping:   d.portMappingStatus(),
 	}
 	if d.dp.ServesFamily("udp6") {
 		st.PublicAddress6 = addrOrEmpty(d.publicAddr6())
