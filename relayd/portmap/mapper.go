@@ -28,8 +28,11 @@ const (
 	// addressCheck bounds how long a changed external address goes
 	// unnoticed between renewals (a PPP reconnect).
 	addressCheck = time.Minute
-	// stopTimeout bounds the deletion of every mapping at stop.
-	stopTimeout = 3 * time.Second
+	// stopTimeout bounds the deletion of every mapping at stop: a router
+	// takes from milliseconds to half a second (miniupnpd on a busy
+	// CPU) per mapping, and one that went away must not hold relayd's
+	// exit; what is left lapses with its lease.
+	stopTimeout = 8 * time.Second
 )
 
 // Config says what to map.
@@ -164,7 +167,8 @@ func (m *Mapper) Run(ctx context.Context) {
 			} else {
 				lastErr, renewAt = "", time.Now().Add(renewIn(st.Mappings, m.cfg.Lifetime))
 				m.log.Info("ports mapped on the router", "protocol", string(st.Protocol), "external_address", st.External.String(),
-					"mappings", len(st.Mappings), "relay_ports", portRange(st.RelayFirst, st.RelayLast), "renew_in", time.Until(renewAt).Round(time.Second).String())
+					"mappings", len(st.Mappings), "relay_ports", portRange(st.RelayFirst, st.RelayLast), "renew_in", time.Until(renewAt).Round(time.Second).String(),
+					"refused", st.Error)
 			}
 		}
 		wait := time.Until(renewAt)
@@ -345,8 +349,7 @@ func (m *Mapper) removeStale(ctx context.Context, c client, before, now []Mappin
 	}
 }
 
-// removeAll deletes the mappings at stop, within stopTimeout in all (a
-// router that went away must not hold relayd's exit).
+// removeAll deletes the mappings at stop, within stopTimeout in all.
 func (m *Mapper) removeAll(c client, held []Mapping) {
 	if len(held) == 0 {
 		return

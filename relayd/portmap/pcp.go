@@ -12,11 +12,11 @@ import (
 // pcpPort is the PCP (and NAT-PMP) server port on the router.
 const pcpPort = 5351
 
-// pcpTries bounds the retransmissions of one request: waits of 250 ms,
-// 500 ms, 1 s, 2 s (RFC 6887 §8.1.1 starts at 3 s for a distant server;
-// the router is on the LAN, and a lost datagram should not hold relayd's
-// start for long).
-const pcpTries = 4
+// pcpTries bounds the retransmissions of one request: waits of 1, 2 and
+// 4 s (RFC 6887 §8.1.1 starts at 3 s for a distant server; the router is
+// on the LAN, but a busy one takes hundreds of milliseconds per mapping,
+// and a retransmission only doubles its work).
+const pcpTries = 3
 
 // pcpClient maps ports with the PCP MAP opcode. The nonce is kept for
 // the client's life so a renewal and a delete name the same mappings
@@ -97,7 +97,7 @@ func (c *pcpClient) call(ctx context.Context, p Port, lifetime uint32) (pcpMapRe
 	defer stop()
 	req := pcpMapRequest(c.nonce, c.local, p, lifetime)
 	buf := make([]byte, pcpMaxMessage+1)
-	wait := 250 * time.Millisecond
+	wait := time.Second
 	for try := 0; try < pcpTries; try++ {
 		if _, err := conn.Write(req); err != nil {
 			return pcpMapResponse{}, fmt.Errorf("pcp: %w", err)

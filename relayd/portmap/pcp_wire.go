@@ -15,6 +15,12 @@ const (
 	pcpOpMAP       = 1
 	pcpResponseBit = 0x80
 	pcpMAPSize     = 24 + 36
+	// pcpOptPreferFailure (RFC 6887 §13.2) asks the router to refuse
+	// rather than map another external port: without it a router may
+	// hunt through every port for one its rules allow (miniupnpd does,
+	// for seconds), and relayd can use none but its own.
+	pcpOptPreferFailure = 2
+	pcpOptHeader        = 4
 	// pcpMaxMessage is the largest PCP message (RFC 6887 §7): a longer
 	// datagram is not PCP.
 	pcpMaxMessage = 1100
@@ -39,9 +45,11 @@ func ipProto(t Transport) byte {
 }
 
 // pcpMapRequest encodes a MAP request for port p (the same port
-// suggested outside) from client, for lifetime seconds (0 deletes).
+// suggested outside, PREFER_FAILURE) from client, for lifetime seconds
+// (0 deletes).
 func pcpMapRequest(nonce [12]byte, client netip.Addr, p Port, lifetime uint32) []byte {
-	b := make([]byte, pcpMAPSize)
+	b := make([]byte, pcpMAPSize+pcpOptHeader)
+	b[pcpMAPSize] = pcpOptPreferFailure // option length 0
 	b[0] = pcpVersion
 	b[1] = pcpOpMAP
 	binary.BigEndian.PutUint32(b[4:], lifetime)

@@ -22,7 +22,7 @@ func pcpAnswer(req []byte, result byte, lifetime uint32, extPort uint16, ext net
 func TestPCPMapRoundTrip(t *testing.T) {
 	nonce := [12]byte{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12}
 	req := pcpMapRequest(nonce, netip.MustParseAddr("192.168.1.5"), Port{Transport: UDP, Port: 40000}, 3600)
-	if len(req) != 60 || req[0] != 2 || req[1] != 1 || binary.BigEndian.Uint32(req[4:]) != 3600 {
+	if len(req) != 64 || req[60] != pcpOptPreferFailure || req[0] != 2 || req[1] != 1 || binary.BigEndian.Uint32(req[4:]) != 3600 {
 		t.Fatalf("request header % x", req[:8])
 	}
 	if got := netip.AddrFrom16([16]byte(req[8:24])).Unmap(); got != netip.MustParseAddr("192.168.1.5") {
