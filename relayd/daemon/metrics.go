@@ -62,5 +62,13 @@ func (d *Daemon) MetricsSources() metrics.Sources {
 			return metrics.TURN{AllocationsLive: st.AllocationsLive, AllocationsTotal: st.AllocationsTotal,
 				Refused: st.Refused, BytesToPeers: st.BytesToPeers, BytesFromPeers: st.BytesFromPeers}, true
 		},
+		PortMapping: func() (metrics.PortMapping, bool) {
+			m := d.mapper.Load()
+			if m == nil {
+				return metrics.PortMapping{}, false
+			}
+			st := m.State()
+			return metrics.PortMapping{Protocol: string(st.Protocol), Ports: len(st.Mappings)}, true
+		},
 	}
 }
