@@ -28,6 +28,17 @@ if command -v service >/dev/null 2>&1 && pgrep -x turnserver >/dev/null 2>&1; th
   timeout 30 service coturn stop >/dev/null 2>&1 || true
 fi
 
+# Only miniupnpd's binary is used (each test runs its own in a router namespace): a system
+# miniupnpd its postinst may have started would map ports on this host's network.
+if command -v service >/dev/null 2>&1 && pgrep -x miniupnpd >/dev/null 2>&1; then
+  log "service miniupnpd stop"
+  timeout 30 service miniupnpd stop >/dev/null 2>&1 || true
+fi
+if command -v systemctl >/dev/null 2>&1 && systemctl is-enabled miniupnpd >/dev/null 2>&1; then
+  log "systemctl disable miniupnpd"
+  systemctl disable miniupnpd >/dev/null 2>&1 || true
+fi
+
 # pids of prosody/ejabberd processes listening on a default XMPP port (system daemons;
 # the test harness always uses private, randomly chosen ports).
 system_daemon_pids() {
