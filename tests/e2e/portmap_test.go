@@ -26,8 +26,10 @@ const (
 	homeOutside = "11.22.33.2"
 	homeCaller  = "11.22.33.1"
 	homeCallee  = "11.22.33.3"
-	homePortMin = 40000
-	homePortMax = 40999
+	// homeRenumbered is the router's address after its ISP changed it.
+	homeRenumbered = "11.22.33.4"
+	homePortMin    = 40000
+	homePortMax    = 40999
 	// The router's rules allow 40000-40007: two channels. Few, because
 	// miniupnpd takes up to half a second per mapping on a busy machine.
 	homeGranted  = 40007
@@ -123,7 +125,9 @@ func (h home) startRelay(ctx context.Context, t *testing.T) (*harness.Relayd, *h
 // PCP, the first protocol it tries), shrinks its capacity to that,
 // advertises the router's external address, and callers on the
 // Internet reach a channel through the mappings; the mappings are
-// renewed before their 20-s lease ends and removed when relayd stops.
+// renewed before their 20-s lease ends, a new external address of the
+// router reaches channel results, and the mappings are removed when
+// relayd stops.
 func TestPortMappingThroughMiniupnpd(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
@@ -184,9 +188,21 @@ func TestPortMappingThroughMiniupnpd(t *testing.T) {
 		t.Fatalf("media through the router's mappings: %v", err)
 	}
 
-	// Renewed at half the lease: a second round, the same ports.
-	if _, err := rd.WaitLog(ctx, "ports mapped on the router", 2, func(r harness.LogRecord) bool { return r.Str("relay_ports") == want }); err != nil {
+	// The ISP gives the router a new address: the renewal at half the
+	// lease (same ports) brings it, and the next channel is there.
+	run(t, "ip", "-n", h.router, "addr", "del", homeOutside+"/24", "dev", "eth0")
+	run(t, "ip", "-n", h.router, "addr", "add", homeRenumbered+"/24", "dev", "eth0")
+	if _, err := rd.WaitLog(ctx, "ports mapped on the router", 2, func(r harness.LogRecord) bool {
+		return r.Str("relay_ports") == want && r.Str("external_address") == homeRenumbered
+	}); err != nil {
 		t.Fatal(err)
+	}
+	if _, err := rd.WaitLog(ctx, "public address changed", 1, func(r harness.LogRecord) bool { return r.Str("to") == homeRenumbered }); err != nil {
+		t.Fatal(err)
+	}
+	outs, err = srv.Requester(user, password).Run(ctx, harness.RequestArgs{})
+	if err != nil || len(outs) != 1 || outs[0].Channel["host"] != homeRenumbered {
+		t.Fatalf("channel after the router's new address: %+v %v", outs, err)
 	}
 
 	// A clean stop deletes the mappings.
