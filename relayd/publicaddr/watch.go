@@ -33,6 +33,8 @@ type Watcher struct {
 	// when it changes.
 	mapped func() netip.Addr
 	poke   chan struct{}
+	// detect reads the interfaces (Detect; replaced in tests).
+	detect func() (netip.Addr, bool, error)
 }
 
 // Reachability says who can reach the advertised address, as far as the
@@ -96,7 +98,7 @@ func NewWatcher(ctx context.Context, opt Options) (*Watcher, error) {
 	if opt.Logger == nil {
 		opt.Logger = slog.New(slog.DiscardHandler)
 	}
-	w := &Watcher{log: opt.Logger, stunServers: opt.STUNServers, forward: opt.Forward, mapped: opt.Mapped, poke: make(chan struct{}, 1)}
+	w := &Watcher{log: opt.Logger, stunServers: opt.STUNServers, forward: opt.Forward, mapped: opt.Mapped, poke: make(chan struct{}, 1), detect: Detect}
 	if _, err := w.refresh(ctx); err != nil {
 		// The network may not be up yet (a router booting, DHCP pending):
 		// start without an address and take the first one that appears
@@ -120,7 +122,7 @@ func (w *Watcher) Current() netip.Addr {
 // asks STUN servers for the public one); it reports whether the choice
 // changed.
 func (w *Watcher) refresh(ctx context.Context) (bool, error) {
-	local, public, err := Detect()
+	local, public, err := w.detect()
 	if err != nil {
 		return false, err
 	}
