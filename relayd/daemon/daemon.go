@@ -64,6 +64,9 @@ type Daemon struct {
 	// mapper's); dpCfg is the configuration they were last derived from.
 	dpMu  sync.Mutex
 	dpCfg config.Config
+	// closing is set as Close begins: the mapper's last changes (its
+	// mappings deleted) must not reconfigure a data plane being closed.
+	closing atomic.Bool
 	// minted remembers who each built-in TURN credential was minted for;
 	// it outlives restarts of the TURN server.
 	minted   *turn.Requesters
@@ -212,6 +215,7 @@ func (d *Daemon) apply(cfg, old config.Config) error {
 // up), then stops everything else.
 func (d *Daemon) Close() {
 	d.log.Info("shutting down")
+	d.closing.Store(true)
 	d.withdrawDirectory() // while the sessions are up
 	d.stopTURN()          // its allocations end before the data plane does
 	d.dp.Close()

@@ -110,7 +110,7 @@ func (d *Daemon) setMapped(st portmap.State) {
 		old = &portmap.State{}
 	}
 	if st.RelayFirst != old.RelayFirst || st.RelayLast != old.RelayLast {
-		if d.ctx.Err() == nil { // not while the daemon shuts down
+		if !d.closing.Load() {
 			d.dpMu.Lock()
 			cfg := d.dpCfg
 			d.dpMu.Unlock()
