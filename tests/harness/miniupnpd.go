@@ -134,5 +134,11 @@ func (m *Miniupnpd) Redirects() (string, error) {
 	return strings.Join(rules, "\n"), nil
 }
 
+// miniupnpdStopGrace is how long miniupnpd may take to exit on SIGTERM
+// before SIGKILL. It exits at once unless busy answering a NAT-PMP
+// request its rules refuse: it then tries every other external port
+// first, for seconds, and reads no signal meanwhile.
+const miniupnpdStopGrace = 2 * time.Second
+
 // Stop ends miniupnpd.
-func (m *Miniupnpd) Stop() error { return m.proc.stop(stopGrace) }
+func (m *Miniupnpd) Stop() error { return m.proc.stop(miniupnpdStopGrace) }
