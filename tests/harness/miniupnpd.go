@@ -31,7 +31,7 @@ type MiniupnpdOptions struct {
 	MinLifetime int
 }
 
-// Table is the nftables table (family inet) miniupnpd keeps its rules in;
+// MiniupnpdTable is the nftables table (family inet) miniupnpd keeps its rules in;
 // StartMiniupnpd creates it with the chains miniupnpd fills, as Debian's
 // nft_init.sh does.
 const MiniupnpdTable = "jnrelay_upnp"
