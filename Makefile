@@ -51,6 +51,7 @@ fuzz:
 	bash tests/fuzz.sh FuzzParseUsername ./relayd/turn $(FUZZTIME)
 	bash tests/fuzz.sh FuzzDecodeRequest ./kernel/offload $(FUZZTIME)
 	bash tests/fuzz.sh FuzzItems ./relayd/directory $(FUZZTIME)
+	bash tests/fuzz.sh FuzzParsePCPMapResponse ./relayd/portmap $(FUZZTIME)
 
 test-e2e: build
 	RELAYD_BIN=$(CURDIR)/bin/relayd $(GO) test -count=1 -timeout 15m ./tests/...

@@ -10,6 +10,7 @@ func Default() Config {
 	return Config{
 		ListenAddress: "0.0.0.0",
 		Ports:         PortRange{Min: 40000, Max: 40999},
+		PortMapping:   PortMapping{Mode: PortMappingAuto},
 		Channel:       Channel{ExpireSeconds: 60, LatchGraceSeconds: 5, DrainSeconds: 30, FastPath: FastPathAuto},
 		Limits:        Limits{PerJIDChannels: 16, PerJIDRequestsPerMinute: 120, UsageSaveSeconds: 300},
 		Tracker:       Tracker{RefreshSeconds: 600},

@@ -28,13 +28,15 @@ type Config struct {
 	// ListenAddress is the local address relay ports bind to.
 	ListenAddress string    `json:"listen_address,omitempty"`
 	Ports         PortRange `json:"ports"`
-	Channel       Channel   `json:"channel"`
-	Limits        Limits    `json:"limits"`
-	XMPP          []Service `json:"xmpp"`
-	Tracker       Tracker   `json:"tracker"`
-	Directory     Directory `json:"directory"`
-	STUN          STUN      `json:"stun"`
-	TURN          TURN      `json:"turn"`
+	// PortMapping asks the home router to forward relayd's ports.
+	PortMapping PortMapping `json:"port_mapping"`
+	Channel     Channel     `json:"channel"`
+	Limits      Limits      `json:"limits"`
+	XMPP        []Service   `json:"xmpp"`
+	Tracker     Tracker     `json:"tracker"`
+	Directory   Directory   `json:"directory"`
+	STUN        STUN        `json:"stun"`
+	TURN        TURN        `json:"turn"`
 	// Reachability configures the self-test of inbound reachability.
 	Reachability Reachability `json:"reachability"`
 	Metrics      Metrics      `json:"metrics"`

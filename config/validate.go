@@ -24,6 +24,7 @@ func (c Config) Validate() error {
 	c.validateDirectory(&p)
 	c.validateExternal(&p)
 	c.validateReachability(&p)
+	c.validatePortMapping(&p)
 	c.validateLogging(&p)
 	c.validateServices(&p)
 	return p.err()

@@ -180,7 +180,9 @@ ipk() {
 	install -D -m 0644 image/openwrt/keep.d "$d/lib/upgrade/keep.d/jnrelay"
 	install -D -m 0644 image/openwrt/capabilities.json "$d/etc/capabilities/jnrelay.json"
 	install -D -m 0644 image/openwrt/capabilities-offload.json "$d/etc/capabilities/jnrelay-offload.json"
-	install -D -m 0644 image/relayd.default.json "$d/usr/share/jnrelay/relayd.default.json"
+	# On the router itself fw4 opens the ports (the init script's rules):
+	# no port mapping to ask anyone for.
+	install -D -m 0644 image/openwrt/relayd.default.json "$d/usr/share/jnrelay/relayd.default.json"
 	normalize "$d"
 	tar_gz "$work/ipk-$a/data.tar.gz" "$d" .
 	install -d "$c"

@@ -18,7 +18,7 @@ import (
 )
 
 const cliUsage = `commands (talk to a running relayd through its provisioning API):
-  status                     relay status (sessions, channels, traffic)
+  status                     relay status (sessions, channels, traffic, port mappings)
   config get                 print the configuration (secrets redacted)
   config set FILE            replace the configuration with FILE ("-" = stdin)
   config edit                edit the configuration in $EDITOR and apply it

@@ -5,8 +5,9 @@
 # qemu-user-static (tests/size runs the linux/arm v7 relayd under qemu-arm-static) and
 # shellcheck (tests/packages lints the packaging scripts) and ethtool (the fast paths' tests turn
 # checksum offload off so that the peers' kernels verify rewritten checksums) and coturn (its
-# turnutils_uclient is the third-party TURN client of tests/e2e/turn_test.go) and stun-server
-# (Debian's stund, the two-address STUN server of tests/e2e/reachability_test.go).
+# turnutils_uclient is the third-party TURN client of tests/e2e/turn_test.go), stun-server
+# (Debian's stund, the two-address STUN server of tests/e2e/reachability_test.go) and
+# miniupnpd-nftables (the home router of tests/e2e/portmap_test.go: UPnP IGD, NAT-PMP and PCP).
 # Idempotent: apt is skipped when everything is already installed. Must run as root.
 #
 # Debian's postinst scripts may start system-wide prosody/ejabberd daemons (unless
@@ -14,7 +15,7 @@
 # prosody/ejabberd process listening on 5222/5269/5280/5347/5443 is stopped afterwards.
 set -euo pipefail
 
-PKGS=(prosody ejabberd python3-slixmpp iproute2 nftables ethtool stun-client stun-server chromium qemu-user-static shellcheck coturn)
+PKGS=(prosody ejabberd python3-slixmpp iproute2 nftables ethtool stun-client stun-server chromium qemu-user-static shellcheck coturn miniupnpd-nftables)
 DEFAULT_PORTS=(5222 5269 5280 5347 5443)
 
 log() { echo "deps.sh: $*"; }
@@ -33,6 +34,16 @@ fi
 if command -v service >/dev/null 2>&1 && pgrep -x stund >/dev/null 2>&1; then
   log "service stun stop"
   timeout 30 service stun stop >/dev/null 2>&1 || true
+fi
+# Only miniupnpd's binary is used (each test runs its own in a router namespace): a system
+# miniupnpd its postinst may have started would map ports on this host's network.
+if command -v service >/dev/null 2>&1 && pgrep -x miniupnpd >/dev/null 2>&1; then
+  log "service miniupnpd stop"
+  timeout 30 service miniupnpd stop >/dev/null 2>&1 || true
+fi
+if command -v systemctl >/dev/null 2>&1 && systemctl is-enabled miniupnpd >/dev/null 2>&1; then
+  log "systemctl disable miniupnpd"
+  systemctl disable miniupnpd >/dev/null 2>&1 || true
 fi
 
 # pids of prosody/ejabberd processes listening on a default XMPP port (system daemons;

@@ -21,6 +21,7 @@ import (
 	"github.com/jnrelay/jnrelay/relayd/channel"
 	"github.com/jnrelay/jnrelay/relayd/directory"
 	"github.com/jnrelay/jnrelay/relayd/jinglenodes"
+	"github.com/jnrelay/jnrelay/relayd/portmap"
 	"github.com/jnrelay/jnrelay/relayd/publicaddr"
 	"github.com/jnrelay/jnrelay/relayd/reachability"
 	"github.com/jnrelay/jnrelay/relayd/stun"
@@ -61,6 +62,17 @@ type Daemon struct {
 	// turnEnded is what stopped TURN servers relayed (for the usage
 	// meter); it also swaps turnSrv out when one stops.
 	turnEnded turnTally
+	// The router's port mappings (nil when port mapping is off) and its
+	// last state, which narrows the data plane's range.
+	mapper atomic.Pointer[portmap.Mapper]
+	mapped atomic.Pointer[portmap.State]
+	// dpMu orders the data plane's reconfigurations (Apply's and the
+	// mapper's); dpCfg is the configuration they were last derived from.
+	dpMu  sync.Mutex
+	dpCfg config.Config
+	// closing is set as Close begins: the mapper's last changes (its
+	// mappings deleted) must not reconfigure a data plane being closed.
+	closing atomic.Bool
 	// minted remembers who each built-in TURN credential was minted for;
 	// it outlives restarts of the TURN server.
 	minted   *turn.Requesters
@@ -101,7 +113,7 @@ func New(ctx context.Context, cfg config.Config, opt Options) (*Daemon, error) {
 	cfg.FillDefaults()
 	d := &Daemon{version: version, log: log, started: time.Now(), ctx: ctx, cancel: cancel,
 		listen: netip.MustParseAddr(cfg.ListenAddress), xmpp: map[string]*sessionPart{},
-		minted: turn.NewRequesters(0), stateDir: opt.StateDir, startCfg: cfg}
+		minted: turn.NewRequesters(0), stateDir: opt.StateDir, startCfg: cfg, dpCfg: cfg}
 	var err error
 	features := kernel.Detect()
 	sockets, why := socketsMode(cfg)
@@ -169,7 +181,7 @@ func (d *Daemon) Config() config.Config {
 func (d *Daemon) apply(cfg, old config.Config) error {
 	first := d.host.Load() == nil
 	if !first {
-		if err := d.dp.Reconfigure(dataPlaneSettings(cfg)); err != nil {
+		if err := d.reconfigureDataPlane(cfg); err != nil {
 			return fmt.Errorf("data plane: %w", err)
 		}
 	}
@@ -198,6 +210,9 @@ func (d *Daemon) apply(cfg, old config.Config) error {
 			return err
 		}
 	}
+	if first || portMappingChanged(cfg, old) {
+		d.startPortMapping(cfg)
+	}
 	if first || !reflect.DeepEqual(cfg.Directory, old.Directory) {
 		if err := d.startDirectory(cfg); err != nil {
 			return err
@@ -218,6 +233,7 @@ func (d *Daemon) apply(cfg, old config.Config) error {
 // up), then stops everything else.
 func (d *Daemon) Close() {
 	d.log.Info("shutting down")
+	d.closing.Store(true)
 	d.withdrawDirectory() // while the sessions are up
 	d.stopTURN()          // its allocations end before the data plane does
 	d.dp.Close()

@@ -73,5 +73,13 @@ func (d *Daemon) MetricsSources() metrics.Sources {
 			}
 			return m
 		},
+		PortMapping: func() (metrics.PortMapping, bool) {
+			m := d.mapper.Load()
+			if m == nil {
+				return metrics.PortMapping{}, false
+			}
+			st := m.State()
+			return metrics.PortMapping{Protocol: string(st.Protocol), Ports: len(st.Mappings)}, true
+		},
 	}
 }

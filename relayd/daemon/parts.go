@@ -50,6 +50,7 @@ const (
 	partTURN
 	partDirectory
 	partReachability
+	partPortMap
 	numSystemParts
 )
 
@@ -67,6 +68,8 @@ func (k systemPart) String() string {
 		return "directory"
 	case partReachability:
 		return "reachability"
+	case partPortMap:
+		return "portmap"
 	}
 	return fmt.Sprintf("systemPart(%d)", int(k))
 }
@@ -107,7 +110,7 @@ func (d *Daemon) startPublicAddr(cfg config.Config) error {
 	} else {
 		var err error
 		w, err = publicaddr.NewWatcher(d.ctx, publicaddr.Options{STUNServers: cfg.PublicAddressSTUN, Forward: forwardText(cfg),
-			Logger: d.log.With("part", "publicaddr"), OnChange: func(netip.Addr) { d.recheckReachability() }})
+			Mapped: d.mappedExternal, Logger: d.log.With("part", "publicaddr"), OnChange: func(netip.Addr) { d.recheckReachability() }})
 		if err != nil {
 			return fmt.Errorf("public address: %w", err)
 		}

@@ -19,7 +19,8 @@ type Status struct {
 	// relayed addresses, when the relay serves IPv6 and has one.
 	PublicAddress6 string `json:"public_address6,omitempty"`
 	// Reachability says who can reach that address: configured, public,
-	// behind_nat (the router must forward the relay ports), private_only
+	// behind_nat (the router must forward the relay ports), port_mapped
+	// (the router maps them for relayd), private_only
 	// (only this network) or none (no address yet).
 	Reachability string `json:"reachability"`
 	// ReachabilityCheck is the self-test of inbound reachability: whether
@@ -39,6 +40,9 @@ type Status struct {
 	// lists a node.
 	Directory *DirectoryStatus `json:"directory,omitempty"`
 	Sockets   SocketsStatus    `json:"sockets"`
+	// PortMapping is what the router maps for relayd (absent when
+	// port_mapping is off or public_address is set).
+	PortMapping *PortMappingStatus `json:"port_mapping,omitempty"`
 }
 
 // Usage is what the relay donated in the current day and month (local
@@ -147,6 +151,7 @@ func (d *Daemon) Status() Status {
 		FastPath:          d.fastPathStatus(),
 		Directory:         d.directoryStatus(),
 		Sockets:           d.socketsStatus(),
+		PortMapping:       d.portMappingStatus(),
 	}
 	if d.dp.ServesFamily("udp6") {
 		st.PublicAddress6 = addrOrEmpty(d.publicAddr6())

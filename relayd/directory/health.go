@@ -20,7 +20,7 @@ const probeRetry = time.Minute
 
 // goodReachability are the reachability values a relay publishes when
 // the Internet reaches its public address (docs/directory.md).
-var goodReachability = map[string]bool{"configured": true, "public": true}
+var goodReachability = map[string]bool{"configured": true, "public": true, "port_mapped": true}
 
 // probedOK reports whether this reader's last probe of k succeeded.
 func (k *known) probedOK() bool { return !k.probedAt.IsZero() && k.probeErr == "" }

@@ -78,6 +78,7 @@ type collector struct {
 	fpActive, fpLegs, fpOffloads     family
 	fpNotOffloaded, fpPackets        family
 	donated, quota, quotaExhausted   family
+	portMappings                     family
 	turn                             turnFamilies
 	reachability                     reachabilityFamilies
 }
@@ -130,6 +131,9 @@ func newCollector(src Sources, version string) *collector {
 			"Bytes relayed (both directions, channels and built-in TURN) in the current local day or month; kept across restarts, reset when the period turns.", "period"),
 		quota:          gauge("relayd_quota_bytes", "The data quota of the period in bytes; 0 = none.", "period"),
 		quotaExhausted: gauge("relayd_quota_exhausted", "1 while a data quota is used up and new channels are refused, else 0."),
+
+		portMappings: gauge("relayd_port_mappings",
+			"Ports the home router maps for relayd now, by the protocol that mapped them (pcp, nat-pmp, upnp); absent while port_mapping is off.", "protocol"),
 
 		turn:         newTURNFamilies(),
 		reachability: newReachabilityFamilies(),
@@ -204,6 +208,17 @@ func (c *collector) write(w *textWriter) {
 
 	if c.src.Reachability != nil {
 		c.reachability.write(w, c.src.Reachability())
+	}
+	if c.src.PortMapping != nil {
+		if pm, ok := c.src.PortMapping(); ok {
+			for _, p := range PortMappingProtocols {
+				n := 0
+				if p == pm.Protocol {
+					n = pm.Ports
+				}
+				w.uint(&c.portMappings, uint64(n), p)
+			}
+		}
 	}
 }
 

@@ -26,7 +26,21 @@ type Sources struct {
 	// Reachability is the last reachability check; nil leaves its series
 	// out.
 	Reachability func() Reachability
+	// PortMapping reports the ports the router maps for relayd, and
+	// false while port mapping is off (its series are then left out).
+	PortMapping func() (PortMapping, bool)
 }
+
+// PortMapping is what the home router maps for relayd now.
+type PortMapping struct {
+	// Protocol is "pcp", "nat-pmp" or "upnp"; empty while nothing is
+	// mapped.
+	Protocol string
+	Ports    int // ports mapped (STUN, TURN and relay ports)
+}
+
+// PortMappingProtocols are the protocol label's values.
+var PortMappingProtocols = []string{"pcp", "nat-pmp", "upnp"}
 
 // Usage is what the relay donated in the current day and month and its
 // quotas (0 = none); Exhausted while new channels are refused for it.

@@ -29,6 +29,13 @@ type Watcher struct {
 	lastWarned netip.Addr
 	reach      atomic.Value // Reachability of the current address
 	onChange   func(netip.Addr)
+	// mapped is the router's external address where it maps relayd's
+	// ports (invalid while it maps none); poke asks Run to choose again
+	// when it changes.
+	mapped func() netip.Addr
+	poke   chan struct{}
+	// detect reads the interfaces (Detect; replaced in tests).
+	detect func() (netip.Addr, bool, error)
 }
 
 // Reachability says who can reach the advertised address, as far as the
@@ -43,6 +50,9 @@ const (
 	// BehindNAT: the address was learned from STUN: reachable only if the
 	// router forwards the relay ports to this device.
 	BehindNAT Reachability = "behind_nat"
+	// PortMapped: the router maps the relay's ports (PCP, NAT-PMP or
+	// UPnP) and the address is its external one.
+	PortMapped Reachability = "port_mapped"
 	// PrivateOnly: only private addresses and no STUN answer: only this
 	// network can use the relay.
 	PrivateOnly Reachability = "private_only"
@@ -69,7 +79,11 @@ type Options struct {
 	// Forward describes the ports a donor must forward to the relay
 	// ("UDP 40000-40999 and 3478"), for the warning.
 	Forward string
-	Logger  *slog.Logger
+	// Mapped, when set, is the router's external address while it maps
+	// the relay's ports (invalid otherwise): behind NAT it is advertised
+	// before any STUN answer. Call Watcher.Remap when it changes.
+	Mapped func() netip.Addr
+	Logger *slog.Logger
 	// OnChange, when set, is called by Run with each new address (the
 	// reachability check runs again).
 	OnChange func(netip.Addr)
@@ -88,7 +102,7 @@ func NewWatcher(ctx context.Context, opt Options) (*Watcher, error) {
 	if opt.Logger == nil {
 		opt.Logger = slog.New(slog.DiscardHandler)
 	}
-	w := &Watcher{log: opt.Logger, stunServers: opt.STUNServers, forward: opt.Forward, onChange: opt.OnChange}
+	w := &Watcher{log: opt.Logger, stunServers: opt.STUNServers, forward: opt.Forward, onChange: opt.OnChange, mapped: opt.Mapped, poke: make(chan struct{}, 1), detect: Detect}
 	if _, err := w.refresh(ctx); err != nil {
 		// The network may not be up yet (a router booting, DHCP pending):
 		// start without an address and take the first one that appears
@@ -112,11 +126,15 @@ func (w *Watcher) Current() netip.Addr {
 // asks STUN servers for the public one); it reports whether the choice
 // changed.
 func (w *Watcher) refresh(ctx context.Context) (bool, error) {
-	local, public, err := Detect()
+	local, public, err := w.detect()
 	if err != nil {
 		return false, err
 	}
 	a := local
+	if mapped := w.mappedAddr(); !public && mapped.IsValid() {
+		w.reach.Store(PortMapped)
+		return w.store(mapped), nil
+	}
 	if !public && len(w.stunServers) > 0 {
 		mapped, server, err := MappedAddress(ctx, local, w.stunServers)
 		if err != nil {
@@ -138,17 +156,41 @@ func (w *Watcher) refresh(ctx context.Context) (bool, error) {
 	default:
 		w.reach.Store(PrivateOnly)
 	}
-	old := w.Current()
-	if a == old {
-		return false, nil
-	}
-	w.current.Store(&a)
-	if !public && a != w.lastWarned {
+	changed := w.store(a)
+	if changed && !public && a != w.lastWarned {
 		w.lastWarned = a
 		w.log.Warn("no public address on any interface: channels advertise a private address and only work inside this network; set public_address or stun_servers, and forward "+w.forward+" on the router",
 			"address", a.String())
 	}
-	return true, nil
+	return changed, nil
+}
+
+// store makes a the current address and reports whether it changed.
+func (w *Watcher) store(a netip.Addr) bool {
+	if a == w.Current() {
+		return false
+	}
+	w.current.Store(&a)
+	return true
+}
+
+func (w *Watcher) mappedAddr() netip.Addr {
+	if w.mapped == nil {
+		return netip.Addr{}
+	}
+	return w.mapped()
+}
+
+// Remap makes Run choose again soon: the router's external address, or
+// whether it maps the ports at all, changed.
+func (w *Watcher) Remap() {
+	if w.poke == nil {
+		return // a configured address
+	}
+	select {
+	case w.poke <- struct{}{}:
+	default:
+	}
 }
 
 // Run follows address changes until ctx ends. A configured address makes
@@ -195,6 +237,7 @@ func (w *Watcher) Run(ctx context.Context) error {
 		case err := <-subErr:
 			w.log.Warn("address watch error", "err", err)
 			continue
+		case <-w.poke:
 		case <-tick.C:
 		}
 		old := w.Current()

@@ -21,6 +21,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/jnrelay/jnrelay/config"
 )
 
 // target is one cross build of relayd and what image/package.sh makes of it.
@@ -464,6 +466,10 @@ func TestOpenWrtPackages(t *testing.T) {
 		}, a.epoch)
 		didx, cidx := index(data), index(ctrl)
 		checkELF(t, name+": usr/bin/relayd", didx["usr/bin/relayd"].data, tg)
+		// On the router itself fw4 opens the ports: port mapping is off.
+		if want, err := os.ReadFile(filepath.Join(repoRoot(t), "image", "openwrt", "relayd.default.json")); err != nil || !bytes.Equal(didx["usr/share/jnrelay/relayd.default.json"].data, want) {
+			t.Errorf("%s: usr/share/jnrelay/relayd.default.json is not image/openwrt/relayd.default.json (%v)", name, err)
+		}
 		// procd's capabilities file: every set empty.
 		var caps map[string][]string
 		if err := json.Unmarshal(didx["etc/capabilities/jnrelay.json"].data, &caps); err != nil {
@@ -608,9 +614,14 @@ func sha256File(t *testing.T, path string) string {
 // device starts from.
 func TestDefaultConfig(t *testing.T) {
 	a := artifacts(t)
-	cfg := filepath.Join(repoRoot(t), "image", "relayd.default.json")
-	if out, err := exec.Command(a.hostBinary(t), "-check-config", cfg).CombinedOutput(); err != nil {
-		t.Fatalf("relayd -check-config %s: %v\n%s", cfg, err, out)
+	for _, cfg := range []string{filepath.Join(repoRoot(t), "image", "relayd.default.json"), filepath.Join(repoRoot(t), "image", "openwrt", "relayd.default.json")} {
+		if out, err := exec.Command(a.hostBinary(t), "-check-config", cfg).CombinedOutput(); err != nil {
+			t.Fatalf("relayd -check-config %s: %v\n%s", cfg, err, out)
+		}
+	}
+	var openwrt config.Config
+	if b, err := os.ReadFile(filepath.Join(repoRoot(t), "image", "openwrt", "relayd.default.json")); err != nil || json.Unmarshal(b, &openwrt) != nil || openwrt.PortMapping.Enabled() {
+		t.Fatalf("the OpenWrt default configuration must turn port mapping off (fw4 opens the ports): %+v %v", openwrt.PortMapping, err)
 	}
 }
 

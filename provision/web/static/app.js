@@ -208,11 +208,13 @@
       configured: 'as configured',
       public: 'reachable from the Internet',
       behind_nat: 'behind NAT: forward the relay ports on your router',
+      port_mapped: 'behind NAT: the router forwards the ports it mapped',
       private_only: 'private address: only this network can use the relay',
       none: 'no network address yet',
     };
     setStat('st-address', s.public_address && s.reachability !== 'none' ? s.public_address : 'none yet', reach[s.reachability] || '');
     renderReachability(s.reachability_check);
+    renderPortMapping(s.port_mapping);
     const u = s.usage || {};
     setStat('st-today', bytes(u.day_bytes), u.daily_quota_bytes ? 'of ' + bytes(u.daily_quota_bytes) + ' a day' : '');
     setStat('st-month', bytes(u.month_bytes), u.monthly_quota_bytes ? 'of ' + bytes(u.monthly_quota_bytes) + ' a month' : 'no quota');
@@ -306,6 +308,21 @@
     const msg = $('st-reach-msg');
     msg.textContent = r.summary + (r.advice ? ' ' + r.advice : '');
     msg.className = 'msg ' + ({ reachable: 'ok', not_reachable: 'bad' }[r.verdict] || 'warn');
+  }
+
+  // renderPortMapping shows what the router maps for the relay, by which
+  // protocol, until when; or why it maps nothing.
+  function renderPortMapping(pm) {
+    $('st-portmap-row').hidden = !pm;
+    if (!pm) return;
+    const names = { pcp: 'PCP', 'nat-pmp': 'NAT-PMP', upnp: 'UPnP' };
+    const maps = (pm.mappings || []).map((m) => m.transport.toUpperCase() + ' ' + m.ports + ' (' + m.purpose + ')' +
+      (m.expires ? ' until ' + new Date(m.expires).toLocaleTimeString('en-GB') : ''));
+    if (maps.length) {
+      setStat('st-portmap', (names[pm.protocol] || pm.protocol) + ' at ' + (pm.external_address || '?'), maps.join(' · '));
+    } else {
+      setStat('st-portmap', 'none', pm.error ? 'The router maps nothing: ' + pm.error : 'asking the router…');
+    }
   }
 
   function renderChannels(list) {
@@ -523,6 +540,7 @@
     $('total-kbps').value = String(lim.total_kbps || 0);
     $('ports-min').value = String(ports.min || '');
     $('ports-max').value = String(ports.max || '');
+    $('port-mapping').checked = (cfg.port_mapping || {}).mode !== 'off';
     showType();
     clearErrors();
   }
@@ -571,6 +589,8 @@
     if (pmin !== null && pmin !== ports.min) pp.min = pmin;
     if (pmax !== null && pmax !== ports.max) pp.max = pmax;
     if (Object.keys(pp).length) patch.ports = pp;
+    const mapping = $('port-mapping').checked ? 'auto' : 'off';
+    if (mapping !== ((cfg.port_mapping || {}).mode || 'auto')) patch.port_mapping = { mode: mapping };
 
     const list = services();
     const old = list[svcIndex] || {};
