@@ -181,6 +181,8 @@ ipk() {
 	install -D -m 0644 image/openwrt/capabilities.json "$d/etc/capabilities/jnrelay.json"
 	install -D -m 0644 image/openwrt/capabilities-offload.json "$d/etc/capabilities/jnrelay-offload.json"
 	install -D -m 0644 image/relayd.default.json "$d/usr/share/jnrelay/relayd.default.json"
+	# fw4 includes it at the top of its forward chain.
+	install -D -m 0644 image/openwrt/fw4-forward.nft "$d/usr/share/nftables.d/chain-pre/forward/30-jnrelay.nft"
 	normalize "$d"
 	tar_gz "$work/ipk-$a/data.tar.gz" "$d" .
 	install -d "$c"

@@ -112,7 +112,9 @@ func (t *Table) openFlowtable(cfg Config) error {
 	}
 	t.flow.ct = ct
 	if err := t.flushZone(); err != nil {
-		return fmt.Errorf("delete stale conntrack entries of zone %d: %w", cfg.Zone, err)
+		// The first ctnetlink request: a kernel without
+		// nf_conntrack_netlink (a separate package on OpenWrt) fails it.
+		return &UnavailableError{Reason: "no_ctnetlink", Err: fmt.Errorf("delete stale conntrack entries of zone %d: %w", cfg.Zone, err)}
 	}
 	return nil
 }

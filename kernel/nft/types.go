@@ -52,7 +52,7 @@ type Counter struct {
 // UnavailableError says why a fast path (this one or kernel/tcfwd's)
 // cannot run on this host.
 type UnavailableError struct {
-	Reason string // short and stable: "no_cap_net_admin", "no_nf_tables", "ip_forward_off", "table_busy"
+	Reason string // short and stable: "no_cap_net_admin", "no_nf_tables", "ip_forward_off", "table_busy"; flowtable: "no_flowtable", "conntrack_acct_off", "no_ctnetlink"
 	Err    error
 }
 

@@ -139,27 +139,51 @@ func startCall(ctx context.Context, t *testing.T, srv *harness.XMPPServer) call 
 		t.Fatal(err)
 	}
 	caller, callee := loopbackParties(ctx, t)
-	if _, _, err := harness.Latch(ctx, caller, callee, local, remote); err != nil {
+	cp, ep, err := harness.Latch(ctx, caller, callee, local, remote)
+	if err != nil {
 		t.Fatal(err)
 	}
-	return call{caller: caller, callee: callee, local: local, remote: remote}
+	return call{caller: caller, callee: callee, local: local, remote: remote, sent: &[4]int{cp, cp, ep, ep}}
 }
 
 // warmUp sends 20 RTP and RTCP packets each way on c without waiting for
 // them.
 func warmUp(ctx context.Context, t *testing.T, c call) {
 	t.Helper()
-	pace := harness.Pace{Count: 20, Interval: 2 * time.Millisecond}
-	errs := make(chan error, 4)
-	go func() { _, err := c.caller.SendRTP(ctx, c.local, pace); errs <- err }()
-	go func() { _, err := c.caller.SendRTCP(ctx, harness.RTCPOf(c.local), pace); errs <- err }()
-	go func() { _, err := c.callee.SendRTP(ctx, c.remote, pace); errs <- err }()
-	go func() { _, err := c.callee.SendRTCP(ctx, harness.RTCPOf(c.remote), pace); errs <- err }()
-	for range 4 {
-		if err := <-errs; err != nil {
-			t.Fatal(err)
-		}
+	c.send(ctx, t, harness.Pace{Count: 20, Interval: 2 * time.Millisecond})
+}
+
+// send sends pace on each of c's four streams (RTP and RTCP, each way)
+// and counts what was sent.
+func (c call) send(ctx context.Context, t *testing.T, pace harness.Pace) {
+	t.Helper()
+	type result struct {
+		stream, n int
+		err       error
 	}
+	res := make(chan result, 4)
+	go func() { n, err := c.caller.SendRTP(ctx, c.local, pace); res <- result{0, n, err} }()
+	go func() { n, err := c.caller.SendRTCP(ctx, harness.RTCPOf(c.local), pace); res <- result{1, n, err} }()
+	go func() { n, err := c.callee.SendRTP(ctx, c.remote, pace); res <- result{2, n, err} }()
+	go func() { n, err := c.callee.SendRTCP(ctx, harness.RTCPOf(c.remote), pace); res <- result{3, n, err} }()
+	for range 4 {
+		r := <-res
+		if r.err != nil {
+			t.Fatal(r.err)
+		}
+		c.sent[r.stream] += r.n
+	}
+}
+
+// drain waits (bounded: a lost last datagram is lost) until each stream's
+// last datagram sent so far has arrived, so that none is in flight.
+func (c call) drain(ctx context.Context) {
+	wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	_ = c.callee.WaitRTPThrough(wctx, "caller", c.sent[0])
+	_ = c.callee.WaitRTCPThrough(wctx, "caller", c.sent[1])
+	_ = c.caller.WaitRTPThrough(wctx, "callee", c.sent[2])
+	_ = c.caller.WaitRTCPThrough(wctx, "callee", c.sent[3])
 }
 
 // offloadedCount is how many of entries are in the flowtable.
@@ -179,17 +203,7 @@ func burst(ctx context.Context, t *testing.T, c call) {
 	t.Helper()
 	had := [4]int{c.callee.RTPStats().Sources["caller"].Packets, c.callee.RTCPStats().Sources["caller"].Packets,
 		c.caller.RTPStats().Sources["callee"].Packets, c.caller.RTCPStats().Sources["callee"].Packets}
-	pace := harness.Pace{Count: media, Interval: 2 * time.Millisecond}
-	errs := make(chan error, 4)
-	go func() { _, err := c.caller.SendRTP(ctx, c.local, pace); errs <- err }()
-	go func() { _, err := c.caller.SendRTCP(ctx, harness.RTCPOf(c.local), pace); errs <- err }()
-	go func() { _, err := c.callee.SendRTP(ctx, c.remote, pace); errs <- err }()
-	go func() { _, err := c.callee.SendRTCP(ctx, harness.RTCPOf(c.remote), pace); errs <- err }()
-	for range 4 {
-		if err := <-errs; err != nil {
-			t.Fatal(err)
-		}
-	}
+	c.send(ctx, t, harness.Pace{Count: media, Interval: 2 * time.Millisecond})
 	wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	for i, wait := range []func() error{

@@ -327,6 +327,7 @@ func loopbackParties(ctx context.Context, t *testing.T) (caller, callee *harness
 type call struct {
 	caller, callee *harness.Endpoint
 	local, remote  netip.AddrPort
+	sent           *[4]int // per stream: caller RTP, caller RTCP, callee RTP, callee RTCP
 }
 
 // checkChannel asks for a channel with the third-party requester and relays
@@ -421,7 +422,7 @@ func checkChannel(ctx context.Context, t *testing.T, srv *harness.XMPPServer, ba
 		}
 		t.Logf("%s %s: %d of %d packets from %s, median one-way %s", ep.e.Tag, ep.kind, src.Packets, sent[i], ep.peer, src.Latency(0.5))
 	}
-	return call{caller: caller, callee: callee, local: local, remote: remote}
+	return call{caller: caller, callee: callee, local: local, remote: remote, sent: &sent}
 }
 
 // TestArm64ImagePowersOffWhenRelaydExits boots the image with a relayd
