@@ -25,7 +25,6 @@ const (
 
 	ctaTupleOrig     = 1  // CTA_TUPLE_ORIG
 	ctaTupleReply    = 2  // CTA_TUPLE_REPLY
-	ctaStatus        = 3  // CTA_STATUS
 	ctaCountersOrig  = 9  // CTA_COUNTERS_ORIG
 	ctaCountersReply = 10 // CTA_COUNTERS_REPLY
 	ctaID            = 12 // CTA_ID
@@ -41,10 +40,6 @@ const (
 	ctaPackets    = 1 // CTA_COUNTERS_PACKETS
 	ctaBytes      = 2 // CTA_COUNTERS_BYTES
 
-	// ipsOffload is IPS_OFFLOAD: the entry's flow is in a flowtable.
-	ipsOffload = 1 << 14
-	// ipsHWOffload is IPS_HW_OFFLOAD: and in the hardware's.
-	ipsHWOffload = 1 << 15
 )
 
 // ctTuple is one direction of a UDP conntrack entry.
@@ -56,7 +51,6 @@ type ctTuple struct {
 type ctEntry struct {
 	ID          uint32
 	Zone        uint16
-	Status      uint32
 	Orig, Reply ctTuple
 	// Counters per direction: zero unless net.netfilter.nf_conntrack_acct
 	// was 1 when the entry was created.
@@ -162,8 +156,6 @@ func parseCtEntry(b []byte) (e ctEntry, ok bool, err error) {
 			ad.Nested(func(nad *netlink.AttributeDecoder) error { e.Orig, udp[0] = decodeTuple(nad); return nil })
 		case ctaTupleReply:
 			ad.Nested(func(nad *netlink.AttributeDecoder) error { e.Reply, udp[1] = decodeTuple(nad); return nil })
-		case ctaStatus:
-			e.Status = ad.Uint32()
 		case ctaID:
 			e.ID = ad.Uint32()
 		case ctaZone:

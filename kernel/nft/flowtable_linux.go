@@ -55,9 +55,6 @@ type flowState struct {
 	devices  []string
 	totals   map[Flow]Counter      // per flow, across the entries that held it
 	lastByID map[flowEntry]Counter // what each entry had at the last read
-	// offloaded is how many entries were in the flowtable at the last
-	// read (conntrack's [OFFLOAD]).
-	offloaded int
 	// noFT leaves the flowtable out: NAT only, for tests on kernels
 	// without nf_flow_table.
 	noFT bool
@@ -280,11 +277,7 @@ func (t *Table) flowCounters() (map[Flow]Counter, error) {
 		return nil, err
 	}
 	seen := map[flowEntry]Counter{}
-	fs.offloaded = 0
 	for _, e := range entries {
-		if e.Status&ipsOffload != 0 {
-			fs.offloaded++
-		}
 		of, rf := entryFlows(e)
 		for _, fc := range [2]struct {
 			f Flow
