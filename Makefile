@@ -6,7 +6,7 @@ GOFLAGS_BUILD := -trimpath -ldflags '$(LDFLAGS)'
 STATICCHECK_VERSION := v0.7.0
 FUZZTIME  ?= 10s
 
-.PHONY: build cross image demo test test-loaded test-unit test-e2e test-cross image-arm64 test-image test-appliance fuzz bench lint deps clean
+.PHONY: build cross image demo test test-loaded test-unit test-e2e test-cross image-arm64 test-image test-appliance fuzz bench bench-image lint deps clean
 
 ## build: static relayd binary in bin/relayd
 build:
@@ -86,6 +86,10 @@ bench: build
 	RELAYD_BIN=$(CURDIR)/bin/relayd $(GO) test -count=1 -v -run '^(TestChannelRequestFlood|TestSpoofedFloodAtLatchedCall)$$' ./tests/chaos -args -chaos.targets
 	bash tests/bench/deps.sh
 	$(GO) test -count=1 -v -timeout 120m -run '^TestBench$$' ./tests/bench -args -bench.full -bench.out $(CURDIR)/bench-results.md
+
+## bench-image: guest CPU per relayed packet in the arm64 image under qemu (TCG): userspace, nftables, flowtable and eBPF side by side (≈ 3 min; table in bench-image.md, docs/performance.md)
+bench-image: image-arm64
+	JNRELAY_REQUIRE_IMAGE=1 JNRELAY_IMAGE_DIR=$(CURDIR)/bin/image-arm64 $(GO) test -count=1 -v -timeout 20m -run '^TestArm64ImageFastPathCPU$$' ./tests/image -args -image.bench -image.bench.out $(CURDIR)/bench-image.md
 
 lint:
 	test -z "$$(gofmt -l .)" || { gofmt -l .; exit 1; }

@@ -55,7 +55,7 @@ func TestErrorsNameTheKey(t *testing.T) {
 		{`{"channel": {"sockets": "shared"}, ` + minimal[1:], `channel.sockets: "shared" is not per_port, steered or auto`},
 		{`{"channel": {"sockets": "steered"}, "listen_address": "::", ` + minimal[1:], "channel.sockets: steered needs an IPv4 listen_address, not ::"},
 		{`{"channel": {"sockets": "steered", "fast_path": "nftables"}, ` + minimal[1:], "channel.sockets: steered cannot be combined with fast_path nftables"},
-		{`{"channel": {"fast_path": "xdp"}, ` + minimal[1:], `channel.fast_path: "xdp" is not auto, ebpf, nftables or off`},
+		{`{"channel": {"fast_path": "xdp"}, ` + minimal[1:], `channel.fast_path: "xdp" is not auto, ebpf, flowtable, nftables or off`},
 		{`{"channel": {"offload_socket": "run/offload.sock"}, ` + minimal[1:], `channel.offload_socket: "run/offload.sock" is not an absolute path of at most 107 bytes`},
 		{`{"limits": {"monthly_quota_mb": -5}, ` + minimal[1:], "limits.monthly_quota_mb: -5 is outside"},
 		{`{"limits": {"daily_quota_gb": 5}, ` + minimal[1:], `unknown key "daily_quota_gb"`},

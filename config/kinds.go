@@ -46,13 +46,17 @@ type FastPath string
 const (
 	// FastPathDefault (empty) is FastPathAuto.
 	FastPathDefault FastPath = ""
-	// FastPathAuto uses eBPF, else nftables, when the host allows it.
+	// FastPathAuto uses eBPF, else the nftables flowtable, else the
+	// stateless nftables rules, when the host allows it.
 	FastPathAuto FastPath = "auto"
 	// FastPathEBPF requires the eBPF fast path (relayd refuses to start
 	// without it).
 	FastPathEBPF FastPath = "ebpf"
-	// FastPathNftables requires the nftables fast path.
+	// FastPathNftables requires the nftables fast path (stateless rules).
 	FastPathNftables FastPath = "nftables"
+	// FastPathFlowtable requires the nftables flowtable: conntrack NAT
+	// legs offloaded to a flowtable (software, or the SoC's hardware).
+	FastPathFlowtable FastPath = "flowtable"
 	// FastPathOff relays every datagram in user space.
 	FastPathOff FastPath = "off"
 )

@@ -103,9 +103,10 @@ type Channel struct {
 	// DrainSeconds is how long live calls may go on after SIGTERM (no
 	// new channels are taken meanwhile) before relayd exits.
 	DrainSeconds int `json:"drain_seconds"`
-	// FastPath hands latched legs to the kernel: "auto" (eBPF, else
-	// nftables, when the host allows it), "ebpf" or "nftables" (required:
-	// refuse to start without it) or "off".
+	// FastPath hands latched legs to the kernel: "auto" (eBPF, else the
+	// nftables flowtable, else the stateless nftables rules, when the host
+	// allows it), "ebpf", "flowtable" or "nftables" (required: refuse to
+	// start without it) or "off".
 	FastPath FastPath `json:"fast_path,omitempty"`
 	// OffloadSocket is the unix socket of the offload broker (relayd
 	// -offload-broker), which holds the fast path's kernel objects and

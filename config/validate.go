@@ -87,9 +87,9 @@ func (c Config) validateChannel(p *fieldErrors) {
 		p.addf("channel.drain_seconds", "%d is outside 0-3600", ch.DrainSeconds)
 	}
 	switch ch.FastPath {
-	case FastPathDefault, FastPathAuto, FastPathEBPF, FastPathNftables, FastPathOff:
+	case FastPathDefault, FastPathAuto, FastPathEBPF, FastPathNftables, FastPathFlowtable, FastPathOff:
 	default:
-		p.addf("channel.fast_path", "%q is not auto, ebpf, nftables or off", ch.FastPath)
+		p.addf("channel.fast_path", "%q is not auto, ebpf, flowtable, nftables or off", ch.FastPath)
 	}
 	if s := ch.OffloadSocket; s != "" && (!strings.HasPrefix(s, "/") || len(s) > maxUnixPath) {
 		p.addf("channel.offload_socket", "%q is not an absolute path of at most %d bytes", s, maxUnixPath)
@@ -100,8 +100,8 @@ func (c Config) validateChannel(p *fieldErrors) {
 		if a, err := netip.ParseAddr(c.ListenAddress); err == nil && !a.Unmap().Is4() {
 			p.addf("channel.sockets", "steered needs an IPv4 listen_address, not %s", a)
 		}
-		if ch.FastPath == FastPathNftables {
-			p.addf("channel.sockets", "steered cannot be combined with fast_path nftables (it needs a socket per port)")
+		if ch.FastPath == FastPathNftables || ch.FastPath == FastPathFlowtable {
+			p.addf("channel.sockets", "steered cannot be combined with fast_path %s (it needs a socket per port)", ch.FastPath)
 		}
 	default:
 		p.addf("channel.sockets", "%q is not per_port, steered or auto", ch.Sockets)

@@ -183,6 +183,8 @@ ipk() {
 	# On the router itself fw4 opens the ports (the init script's rules):
 	# no port mapping to ask anyone for.
 	install -D -m 0644 image/openwrt/relayd.default.json "$d/usr/share/jnrelay/relayd.default.json"
+	# fw4 includes it at the top of its forward chain.
+	install -D -m 0644 image/openwrt/fw4-forward.nft "$d/usr/share/nftables.d/chain-pre/forward/30-jnrelay.nft"
 	normalize "$d"
 	tar_gz "$work/ipk-$a/data.tar.gz" "$d" .
 	install -d "$c"

@@ -98,7 +98,15 @@ build=(env GOOS=linux GOARCH=arm64 CGO_ENABLED=0 go build -trimpath)
 "${build[@]}" -ldflags "-s -w -X main.version=$version" -o "$out/relayd" ./relayd
 "${build[@]}" -ldflags "-s -w" -o "$out/init" ./image/arm64/init
 
-go run ./image/arm64/mkinitramfs -modules "$tree/lib/modules/$kver" -load virtio_pci,virtio_net \
+# virtio-net for the network; nf_tables, conntrack NAT (nft_nat for the
+# expression, nft_chain_nat for the chain type), the flowtable and
+# ctnetlink for kernel/nft's two variants; clsact and cls_bpf for the eBPF
+# fast path (TCX links need 6.6). The guest has no modprobe to load them
+# on demand, so init loads them all at boot; crc32c_generic is libcrc32c's
+# soft dependency (it asks the crypto API for crc32c, which modinfo's
+# depends= does not name).
+modules=virtio_pci,virtio_net,crc32c_generic,nf_tables,nft_ct,nft_nat,nft_chain_nat,nft_fib_ipv4,nft_flow_offload,nf_flow_table_inet,nf_conntrack_netlink,sch_ingress,cls_bpf
+go run ./image/arm64/mkinitramfs -modules "$tree/lib/modules/$kver" -load "$modules" \
   -init "$out/init" -relayd "$out/relayd" -config image/arm64/relayd.json -o "$out/initrd.gz"
 cp "$kernel" "$out/vmlinuz"
 echo "$kver" >"$out/kernel-version"

@@ -35,6 +35,13 @@
 // element of @fwd, and its counter is the number of datagrams and bytes the
 // kernel forwarded for it; Counters reads them all in one dump.
 //
+// With Config.Flowtable the table is the flowtable variant instead
+// (flowtable_linux.go): the same maps drive conntrack DNAT and SNAT in a
+// conntrack zone of their own, and a flowtable takes each leg's entry past
+// netfilter (in the switch's hardware where the devices allow it);
+// counters then come from conntrack accounting and a removed leg's
+// entries are deleted over ctnetlink.
+//
 // Open deletes a table of the same name left by a crashed run, creates the
 // table, and reports why the fast path is unavailable (no CAP_NET_ADMIN, no
 // nf_tables, forwarding off) as an *UnavailableError. Close deletes the

@@ -55,3 +55,46 @@ func open(t *testing.T, tp *fastpathtest.Topo, listen netip.Addr) *nft.Table {
 	t.Cleanup(func() { tb.Close() })
 	return tb
 }
+
+// TestForwardingConntrackNAT is the shared behaviour by the flowtable
+// variant's conntrack NAT (this kernel has no nf_flow_table: the
+// flowtable is left out here and proven in the arm64 image).
+func TestForwardingConntrackNAT(t *testing.T) {
+	for _, listen := range []netip.Addr{netip.IPv4Unspecified(), fastpathtest.RelayA} {
+		t.Run("listen="+listen.String(), func(t *testing.T) {
+			fastpathtest.SkipWithoutNetfilter(t)
+			tp := fastpathtest.New(t, "jnnftn")
+			conformance.Forwarding(t, tp, openNAT(t, tp, listen), listen, false)
+		})
+	}
+}
+
+// TestOneArmConntrackNAT and TestL3DeviceConntrackNAT: the other two
+// networks, by the flowtable variant's conntrack NAT.
+func TestOneArmConntrackNAT(t *testing.T) {
+	fastpathtest.SkipWithoutNetfilter(t)
+	tp := fastpathtest.NewOneArm(t, "jnnfn1")
+	conformance.OneArm(t, tp, openNAT(t, tp, fastpathtest.OneArmRelay), fastpathtest.OneArmRelay)
+}
+
+func TestL3DeviceConntrackNAT(t *testing.T) {
+	fastpathtest.SkipWithoutNetfilter(t)
+	tp, tun := fastpathtest.NewL3(t, "jnnfn3")
+	conformance.L3Device(t, tp, tun, openNAT(t, tp, netip.IPv4Unspecified()))
+}
+
+// openNAT opens the flowtable variant without its flowtable in tp's relay
+// namespace, closed at cleanup.
+func openNAT(t *testing.T, tp *fastpathtest.Topo, listen netip.Addr) *nft.Table {
+	t.Helper()
+	var (
+		tb      *nft.Table
+		openErr error
+	)
+	fastpathtest.In(t, tp.R, func() error { tb, openErr = nft.OpenNATOnly(nft.Config{Listen: listen}); return nil })
+	if openErr != nil {
+		t.Fatal(openErr)
+	}
+	t.Cleanup(func() { tb.Close() })
+	return tb
+}

@@ -55,6 +55,8 @@ type Table struct {
 	fwdKeys map[Flow]bool
 	srcKeys map[[16]byte]bool
 	closed  bool
+	// flow is the flowtable variant's state; nil for the stateless path.
+	flow *flowState
 }
 
 // Open creates the table, replacing one of the same name left by an
@@ -76,11 +78,45 @@ func Open(cfg Config) (*Table, error) {
 	}
 	t := &Table{conn: conn, fwdKeys: map[Flow]bool{}, srcKeys: map[[16]byte]bool{}}
 	t.table = &nftables.Table{Name: cfg.Table, Family: nftables.TableFamilyIPv4}
-	if err := t.create(cfg.Listen); err != nil {
-		conn.CloseLasting()
+	if !cfg.Flowtable {
+		if err := t.create(cfg.Listen); err != nil {
+			conn.CloseLasting()
+			return nil, err
+		}
+		return t, nil
+	}
+	if err := t.openFlowtable(cfg); err != nil {
+		t.Close()
 		return nil, err
 	}
 	return t, nil
+}
+
+// openFlowtable creates the flowtable variant's table, then turns on
+// conntrack accounting (its sysctl exists once the table made the kernel
+// load conntrack) and deletes the zone's entries a crashed run left.
+func (t *Table) openFlowtable(cfg Config) error {
+	if cfg.Zone == 0 {
+		cfg.Zone = DefaultZone
+	}
+	t.flow = &flowState{zone: cfg.Zone, noFT: cfg.noFlowtable, totals: map[Flow]Counter{}, lastByID: map[flowEntry]Counter{}}
+	if err := t.createFlowtable(cfg.Listen); err != nil {
+		return err
+	}
+	if err := ensureAccounting(); err != nil {
+		return err
+	}
+	ct, err := openConntrack()
+	if err != nil {
+		return classify(err)
+	}
+	t.flow.ct = ct
+	if err := t.flushZone(); err != nil {
+		// The first ctnetlink request: a kernel without
+		// nf_conntrack_netlink (a separate package on OpenWrt) fails it.
+		return &UnavailableError{Reason: "no_ctnetlink", Err: fmt.Errorf("delete stale conntrack entries of zone %d: %w", cfg.Zone, err)}
+	}
+	return nil
 }
 
 // classify turns a netlink failure at start into the reason an operator
@@ -104,21 +140,12 @@ func (t *Table) create(listen netip.Addr) error {
 	// rules survive, a test) would keep forwarding to peers nobody
 	// latches any more. Deleting a table that does not exist fails with
 	// ENOENT, which is the normal case.
-	t.conn.DelTable(t.table)
-	if err := t.conn.Flush(); err != nil && !errors.Is(err, syscall.ENOENT) {
-		return classify(fmt.Errorf("delete stale table %s: %w", t.table.Name, err))
+	if err := t.deleteStale(); err != nil {
+		return err
 	}
 	t.conn.AddTable(t.table)
-	t.fwd = &nftables.Set{Table: t.table, Name: "fwd", IsMap: true, Concatenation: true, Counter: true,
-		KeyType:  nftables.MustConcatSetType(nftables.TypeIPAddr, nftables.TypeInetService, nftables.TypeInetService),
-		DataType: nftables.MustConcatSetType(nftables.TypeIPAddr, nftables.TypeInetService)}
-	t.src = &nftables.Set{Table: t.table, Name: "src", IsMap: true, Concatenation: true,
-		KeyType:  nftables.MustConcatSetType(nftables.TypeIPAddr, nftables.TypeInetService, nftables.TypeIPAddr, nftables.TypeInetService),
-		DataType: nftables.MustConcatSetType(nftables.TypeIPAddr, nftables.TypeInetService)}
-	for _, s := range []*nftables.Set{t.fwd, t.src} {
-		if err := t.conn.AddSet(s, nil); err != nil {
-			return fmt.Errorf("nftables set %s: %w", s.Name, err)
-		}
+	if err := t.addSets(); err != nil {
+		return err
 	}
 	pre := t.conn.AddChain(&nftables.Chain{Name: "pre", Table: t.table, Type: nftables.ChainTypeFilter,
 		Hooknum: nftables.ChainHookPrerouting, Priority: nftables.ChainPriorityRaw})
@@ -132,10 +159,47 @@ func (t *Table) create(listen netip.Addr) error {
 	return nil
 }
 
+// deleteStale deletes a table of the same name.
+func (t *Table) deleteStale() error {
+	// A table left by a crashed run (SIGKILL, power cut on a host whose
+	// rules survive, a test) would keep forwarding to peers nobody
+	// latches any more. Deleting a table that does not exist fails with
+	// ENOENT, which is the normal case.
+	t.conn.DelTable(t.table)
+	if err := t.conn.Flush(); err != nil && !errors.Is(err, syscall.ENOENT) {
+		return classify(fmt.Errorf("delete stale table %s: %w", t.table.Name, err))
+	}
+	return nil
+}
+
+// addSets queues the two maps. The stateless path counts per element;
+// the flowtable variant's counters are conntrack's.
+func (t *Table) addSets() error {
+	t.fwd = &nftables.Set{Table: t.table, Name: "fwd", IsMap: true, Concatenation: true, Counter: t.flow == nil,
+		KeyType:  nftables.MustConcatSetType(nftables.TypeIPAddr, nftables.TypeInetService, nftables.TypeInetService),
+		DataType: nftables.MustConcatSetType(nftables.TypeIPAddr, nftables.TypeInetService)}
+	t.src = &nftables.Set{Table: t.table, Name: "src", IsMap: true, Concatenation: true,
+		KeyType:  nftables.MustConcatSetType(nftables.TypeIPAddr, nftables.TypeInetService, nftables.TypeIPAddr, nftables.TypeInetService),
+		DataType: nftables.MustConcatSetType(nftables.TypeIPAddr, nftables.TypeInetService)}
+	for _, s := range []*nftables.Set{t.fwd, t.src} {
+		if err := t.conn.AddSet(s, nil); err != nil {
+			return fmt.Errorf("nftables set %s: %w", s.Name, err)
+		}
+	}
+	return nil
+}
+
 // preRule forwards a datagram of an offloaded flow to the peer latched on
 // the other port of its leg. Every test before the lookup sends what the
 // rules cannot handle exactly like userspace to userspace.
 func preRule(listen netip.Addr, fwd *nftables.Set) []expr.Any {
+	return append(forwardable(listen, true), keyLookup(fwd)...)
+}
+
+// forwardable are the tests a datagram must pass to be forwarded by the
+// kernel; withCsum also sends a datagram without a UDP checksum to the
+// socket.
+func forwardable(listen netip.Addr, withCsum bool) []expr.Any {
 	e := []expr.Any{
 		// IPv4 with a 20-byte header: the byte counter and the offsets
 		// below are exact, and IP options stay with the normal stack.
@@ -160,19 +224,27 @@ func preRule(listen netip.Addr, fwd *nftables.Set) []expr.Any {
 			&expr.Fib{Register: reg1, FlagDADDR: true, ResultADDRTYPE: true},
 			&expr.Cmp{Op: expr.CmpOpEq, Register: reg1, Data: binaryutil.NativeEndian.PutUint32(rtnLocal)})
 	}
-	return append(e,
+	e = append(e,
 		// Oversize datagrams go to the socket, which drops and counts them.
 		&expr.Payload{DestRegister: reg1, Base: expr.PayloadBaseTransportHeader, Offset: udpLength, Len: 2},
-		&expr.Cmp{Op: expr.CmpOpLte, Register: reg1, Data: binaryutil.BigEndian.PutUint16(MaxPayload + 8)},
+		&expr.Cmp{Op: expr.CmpOpLte, Register: reg1, Data: binaryutil.BigEndian.PutUint16(MaxPayload + 8)})
+	if withCsum {
 		// A datagram without a UDP checksum (0, allowed over IPv4) goes to
 		// the socket too: nftables' checksum update fails on it and the
 		// half-rewritten datagram would be lost (the conformance test's
-		// finding).
-		&expr.Payload{DestRegister: reg1, Base: expr.PayloadBaseTransportHeader, Offset: udpCsum, Len: 2},
-		&expr.Cmp{Op: expr.CmpOpNeq, Register: reg1, Data: []byte{0, 0}},
-		&expr.Payload{DestRegister: reg1, Base: expr.PayloadBaseNetworkHeader, Offset: ipSaddr, Len: 4},
-		&expr.Payload{DestRegister: reg32_1, Base: expr.PayloadBaseTransportHeader, Offset: udpSport, Len: 2},
-		&expr.Payload{DestRegister: reg32_2, Base: expr.PayloadBaseTransportHeader, Offset: udpDport, Len: 2},
+		// finding). Conntrack NAT handles it, so the flowtable variant
+		// forwards it.
+		e = append(e,
+			&expr.Payload{DestRegister: reg1, Base: expr.PayloadBaseTransportHeader, Offset: udpCsum, Len: 2},
+			&expr.Cmp{Op: expr.CmpOpNeq, Register: reg1, Data: []byte{0, 0}})
+	}
+	return e
+}
+
+// keyLookup looks the datagram's flow (ip saddr . udp sport . udp dport)
+// up in fwd and rewrites it to the peer latched on the other port.
+func keyLookup(fwd *nftables.Set) []expr.Any {
+	return append(flowKey(), []expr.Any{
 		// No element: the rule ends here and the datagram goes on untouched.
 		&expr.Lookup{SourceRegister: reg1, DestRegister: reg1, IsDestRegSet: true, SetName: fwd.Name, SetID: fwd.ID},
 		// Only now, for datagrams we rewrite: conntrack must not track a
@@ -182,13 +254,33 @@ func preRule(listen netip.Addr, fwd *nftables.Set) []expr.Any {
 			Offset: ipDaddr, Len: 4, CsumType: expr.CsumTypeInet, CsumOffset: ipCsum, CsumFlags: unix.NFT_PAYLOAD_L4CSUM_PSEUDOHDR},
 		&expr.Payload{OperationType: expr.PayloadWrite, SourceRegister: reg32_1, Base: expr.PayloadBaseTransportHeader,
 			Offset: udpDport, Len: 2, CsumType: expr.CsumTypeInet, CsumOffset: udpCsum},
-	)
+	}...)
+}
+
+// flowKey loads the key of @fwd: ip saddr . udp sport . udp dport.
+func flowKey() []expr.Any {
+	return []expr.Any{
+		&expr.Payload{DestRegister: reg1, Base: expr.PayloadBaseNetworkHeader, Offset: ipSaddr, Len: 4},
+		&expr.Payload{DestRegister: reg32_1, Base: expr.PayloadBaseTransportHeader, Offset: udpSport, Len: 2},
+		&expr.Payload{DestRegister: reg32_2, Base: expr.PayloadBaseTransportHeader, Offset: udpDport, Len: 2},
+	}
+}
+
+// srcKeyLoads loads the key of @src: ip daddr . udp dport . ip saddr .
+// udp sport.
+func srcKeyLoads() []expr.Any {
+	return []expr.Any{
+		&expr.Payload{DestRegister: reg1, Base: expr.PayloadBaseNetworkHeader, Offset: ipDaddr, Len: 4},
+		&expr.Payload{DestRegister: reg32_1, Base: expr.PayloadBaseTransportHeader, Offset: udpDport, Len: 2},
+		&expr.Payload{DestRegister: reg32_2, Base: expr.PayloadBaseNetworkHeader, Offset: ipSaddr, Len: 4},
+		&expr.Payload{DestRegister: reg32_3, Base: expr.PayloadBaseTransportHeader, Offset: udpSport, Len: 2},
+	}
 }
 
 // postRule gives a datagram rewritten by preRule the relay's address and
 // port as its source.
 func postRule(src *nftables.Set) []expr.Any {
-	return []expr.Any{
+	e := []expr.Any{
 		// Only untracked datagrams can be ours: the relay's own sockets'
 		// traffic (tracked when conntrack runs) skips the lookup.
 		&expr.Ct{Key: expr.CtKeySTATE, Register: reg1},
@@ -197,16 +289,15 @@ func postRule(src *nftables.Set) []expr.Any {
 		&expr.Cmp{Op: expr.CmpOpNeq, Register: reg1, Data: []byte{0, 0, 0, 0}},
 		&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: reg1},
 		&expr.Cmp{Op: expr.CmpOpEq, Register: reg1, Data: []byte{unix.IPPROTO_UDP}},
-		&expr.Payload{DestRegister: reg1, Base: expr.PayloadBaseNetworkHeader, Offset: ipDaddr, Len: 4},
-		&expr.Payload{DestRegister: reg32_1, Base: expr.PayloadBaseTransportHeader, Offset: udpDport, Len: 2},
-		&expr.Payload{DestRegister: reg32_2, Base: expr.PayloadBaseNetworkHeader, Offset: ipSaddr, Len: 4},
-		&expr.Payload{DestRegister: reg32_3, Base: expr.PayloadBaseTransportHeader, Offset: udpSport, Len: 2},
+	}
+	e = append(e, srcKeyLoads()...)
+	return append(e,
 		&expr.Lookup{SourceRegister: reg1, DestRegister: reg1, IsDestRegSet: true, SetName: src.Name, SetID: src.ID},
 		&expr.Payload{OperationType: expr.PayloadWrite, SourceRegister: reg1, Base: expr.PayloadBaseNetworkHeader,
 			Offset: ipSaddr, Len: 4, CsumType: expr.CsumTypeInet, CsumOffset: ipCsum, CsumFlags: unix.NFT_PAYLOAD_L4CSUM_PSEUDOHDR},
 		&expr.Payload{OperationType: expr.PayloadWrite, SourceRegister: reg32_1, Base: expr.PayloadBaseTransportHeader,
 			Offset: udpSport, Len: 2, CsumType: expr.CsumTypeInet, CsumOffset: udpCsum},
-	}
+	)
 }
 
 // Element encodings: every field of a concatenation is padded to 4 bytes,
@@ -327,6 +418,13 @@ func (t *Table) Apply(remove, add []Leg) error {
 	for k := range addS {
 		t.srcKeys[k] = true
 	}
+	if t.flow != nil {
+		// After the transaction: a datagram between the two takes the
+		// old entry, as it would take the old element.
+		if err := t.removeEntries(remove); err != nil {
+			return fmt.Errorf("end the conntrack entries of %d removed legs: %w", len(remove), err)
+		}
+	}
 	return nil
 }
 
@@ -337,6 +435,12 @@ func (t *Table) Counters() (map[Flow]Counter, error) {
 	defer t.mu.Unlock()
 	if t.closed {
 		return nil, errors.New("nftables fast path is closed")
+	}
+	if t.flow != nil {
+		if err := t.refreshDevices(); err != nil {
+			return nil, err
+		}
+		return t.flowCounters()
 	}
 	elems, err := t.conn.GetSetElements(t.fwd)
 	if err != nil {
@@ -370,6 +474,11 @@ func (t *Table) Close() error {
 	t.closed = true
 	t.conn.DelTable(t.table)
 	err := t.conn.Flush()
+	if t.flow != nil && t.flow.ct != nil {
+		// Without the table the zone's entries forward nothing, but
+		// their NAT would hold a leg's datagrams until they time out.
+		err = errors.Join(err, t.flushZone(), t.flow.ct.close())
+	}
 	if cerr := t.conn.CloseLasting(); err == nil && cerr != nil {
 		err = cerr
 	}
@@ -380,4 +489,14 @@ func (t *Table) Close() error {
 }
 
 // Name names the table for logs.
-func (t *Table) Name() string { return "nftables table " + t.table.Name }
+func (t *Table) Name() string {
+	switch {
+	case t.flow == nil:
+		return "nftables table " + t.table.Name
+	case t.flow.noFT:
+		return "nftables table " + t.table.Name + " (conntrack NAT, no flowtable)"
+	case t.flow.hardware:
+		return "nftables flowtable " + t.table.Name + " (hardware offload)"
+	}
+	return "nftables flowtable " + t.table.Name + " (software)"
+}

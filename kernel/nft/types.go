@@ -13,6 +13,9 @@ import (
 // DefaultTable is the name of the table relayd owns.
 const DefaultTable = "jnrelay"
 
+// DefaultZone is the conntrack zone of the flowtable variant's legs.
+const DefaultZone = 19022
+
 // MaxPayload is the largest UDP payload the kernel forwards; larger
 // datagrams fall to the relay's socket, which drops and counts them
 // (kernel.MaxDatagram, the limit userspace applies too).
@@ -49,7 +52,7 @@ type Counter struct {
 // UnavailableError says why a fast path (this one or kernel/tcfwd's)
 // cannot run on this host.
 type UnavailableError struct {
-	Reason string // short and stable: "no_cap_net_admin", "no_nf_tables", "ip_forward_off", "table_busy"
+	Reason string // short and stable: "no_cap_net_admin", "no_nf_tables", "ip_forward_off", "table_busy"; flowtable: "no_flowtable", "conntrack_acct_off", "no_ctnetlink"
 	Err    error
 }
 
@@ -71,6 +74,17 @@ type Config struct {
 	// specific IPv4 address the rules match it; when it is unspecified
 	// they match any of the host's own addresses (a fib lookup).
 	Listen netip.Addr
+	// Flowtable builds the flowtable variant: legs as conntrack entries
+	// with DNAT and SNAT, offloaded to an nftables flowtable (hardware
+	// offload when the devices take it). Open fails with reason
+	// "no_flowtable" on a kernel without nf_flow_table.
+	Flowtable bool
+	// Zone is the flowtable variant's conntrack zone; 0 = DefaultZone.
+	Zone uint16
+	// noFlowtable leaves the flowtable out of the flowtable variant (its
+	// NAT, zone and counters alone), for tests on kernels without
+	// nf_flow_table.
+	noFlowtable bool
 }
 
 // Valid reports why the kernel cannot take leg, or nil.

@@ -18,8 +18,8 @@ func openEBPF(listen netip.Addr, maxFlows int) (KernelTable, error) {
 	return f, nil
 }
 
-func openNftables(listen netip.Addr) (KernelTable, error) {
-	t, err := nft.Open(nft.Config{Listen: listen})
+func openNftables(listen netip.Addr, flowtable bool) (KernelTable, error) {
+	t, err := nft.Open(nft.Config{Listen: listen, Flowtable: flowtable})
 	if err != nil {
 		return nil, err
 	}

@@ -39,7 +39,9 @@ const (
 const (
 	ModeEBPF     = "ebpf"
 	ModeNftables = "nftables"
-	ModeAuto     = "auto"
+	// ModeFlowtable is kernel/nft's flowtable variant.
+	ModeFlowtable = "flowtable"
+	ModeAuto      = "auto"
 )
 
 // Request is what the client sends.
@@ -210,9 +212,9 @@ func DecodeRequest(b []byte) (Request, error) {
 			return Request{}, fmt.Errorf("open takes no legs: %w", ErrRefused)
 		}
 		switch r.Mode {
-		case ModeEBPF, ModeNftables, ModeAuto:
+		case ModeEBPF, ModeNftables, ModeFlowtable, ModeAuto:
 		default:
-			return Request{}, fmt.Errorf("mode %q: want ebpf, nftables or auto: %w", r.Mode, ErrRefused)
+			return Request{}, fmt.Errorf("mode %q: want ebpf, flowtable, nftables or auto: %w", r.Mode, ErrRefused)
 		}
 		if !r.Listen.IsValid() || !r.Listen.Is4() || r.Listen.IsMulticast() {
 			return Request{}, fmt.Errorf("listen address %s: want an IPv4 unicast or unspecified address: %w", r.Listen, ErrRefused)

@@ -135,23 +135,30 @@ func peerCred(conn *net.UnixConn) (*unix.Ucred, error) {
 }
 
 // OpenKernel opens kernel/tcfwd's forwarder (ModeEBPF), kernel/nft's
-// table (ModeNftables), or the first of them the host runs (ModeAuto).
+// stateless table (ModeNftables) or flowtable (ModeFlowtable), or the
+// first of them the host runs, in that order (ModeAuto).
 func OpenKernel(mode string, listen netip.Addr, maxFlows int) (KernelTable, error) {
 	switch mode {
 	case ModeEBPF:
 		return openEBPF(listen, maxFlows)
 	case ModeNftables:
-		return openNftables(listen)
+		return openNftables(listen, false)
+	case ModeFlowtable:
+		return openNftables(listen, true)
 	case ModeAuto:
 		t, err := openEBPF(listen, maxFlows)
 		if err == nil {
 			return t, nil
 		}
-		t, nerr := openNftables(listen)
+		t, ferr := openNftables(listen, true)
+		if ferr == nil {
+			return t, nil
+		}
+		t, nerr := openNftables(listen, false)
 		if nerr == nil {
 			return t, nil
 		}
-		return nil, fmt.Errorf("ebpf: %v; nftables: %w", err, nerr)
+		return nil, fmt.Errorf("ebpf: %v; flowtable: %v; nftables: %w", err, ferr, nerr)
 	}
 	return nil, fmt.Errorf("mode %q: %w", mode, ErrRefused)
 }

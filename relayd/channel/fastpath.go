@@ -22,13 +22,17 @@ const (
 	// FastPathOff relays every datagram in userspace.
 	FastPathOff FastPathMode = "off"
 	// FastPathAuto offloads latched legs when the host allows it, with
-	// eBPF, else nftables, and says once why not otherwise.
+	// eBPF, else the nftables flowtable, else the stateless nftables
+	// rules, and says once why not otherwise.
 	FastPathAuto FastPathMode = "auto"
 	// FastPathEBPF requires the eBPF fast path: New and Reconfigure fail
 	// when it is unavailable.
 	FastPathEBPF FastPathMode = "ebpf"
-	// FastPathNftables requires the nftables fast path.
+	// FastPathNftables requires the nftables fast path (stateless rules).
 	FastPathNftables FastPathMode = "nftables"
+	// FastPathFlowtable requires the nftables flowtable (kernel/nft's
+	// Config.Flowtable: conntrack NAT legs offloaded to a flowtable).
+	FastPathFlowtable FastPathMode = "flowtable"
 )
 
 // kernelTable is a fast path implementation: kernel/tcfwd's Forwarder or

@@ -18,10 +18,11 @@ import (
 
 // tableOpener opens the two kinds of kernel table one way.
 type tableOpener struct {
-	via      string // names the way in logs
-	brokered bool   // through the offload broker: its table can go away
-	ebpf     func(listen netip.Addr, maxFlows int) (kernelTable, error)
-	nftables func(listen netip.Addr, maxFlows int) (kernelTable, error)
+	via       string // names the way in logs
+	brokered  bool   // through the offload broker: its table can go away
+	ebpf      func(listen netip.Addr, maxFlows int) (kernelTable, error)
+	nftables  func(listen netip.Addr, maxFlows int) (kernelTable, error)
+	flowtable func(listen netip.Addr, maxFlows int) (kernelTable, error)
 }
 
 // openers are the ways to try, in order: the broker at offloadSocket
@@ -41,6 +42,13 @@ func openers(offloadSocket string) []tableOpener {
 				return nil, err
 			}
 			return t, nil
+		},
+		flowtable: func(listen netip.Addr, _ int) (kernelTable, error) {
+			t, err := nft.Open(nft.Config{Listen: listen, Flowtable: true})
+			if err != nil {
+				return nil, err
+			}
+			return t, nil
 		}}
 	if offloadSocket == "" {
 		return []tableOpener{own}
@@ -54,16 +62,22 @@ func openers(offloadSocket string) []tableOpener {
 			return t, nil
 		}
 	}
-	broker := tableOpener{via: "offload broker", brokered: true, ebpf: viaBroker(offload.ModeEBPF), nftables: viaBroker(offload.ModeNftables)}
+	broker := tableOpener{via: "offload broker", brokered: true, ebpf: viaBroker(offload.ModeEBPF), nftables: viaBroker(offload.ModeNftables),
+		flowtable: viaBroker(offload.ModeFlowtable)}
 	return []tableOpener{broker, own}
 }
 
-// open opens the table mode asks for: for auto, eBPF, else nftables
-// where there is a socket per port. capacity is how many flows it holds
-// (0: no fixed bound).
+// open opens the table mode asks for: for auto, eBPF, else the
+// flowtable, else the stateless nftables rules, the last two only where
+// there is a socket per port. capacity is how many flows it holds (0: no
+// fixed bound).
 func (o tableOpener) open(sh *shared, mode FastPathMode, maxFlows int, socketPerPort bool) (t kernelTable, capacity int, err error) {
-	if mode == FastPathNftables {
+	switch mode {
+	case FastPathNftables:
 		t, err = o.nftables(sh.listen, maxFlows)
+		return t, 0, err
+	case FastPathFlowtable:
+		t, err = o.flowtable(sh.listen, maxFlows)
 		return t, 0, err
 	}
 	t, err = o.ebpf(sh.listen, maxFlows)
@@ -73,13 +87,21 @@ func (o tableOpener) open(sh *shared, mode FastPathMode, maxFlows int, socketPer
 	if mode == FastPathEBPF || !socketPerPort {
 		return nil, 0, fmt.Errorf("ebpf: %w", err)
 	}
+	t, ferr := o.flowtable(sh.listen, maxFlows)
+	if ferr == nil {
+		sh.log.Info("eBPF fast path unavailable, using the nftables flowtable", "via", o.via, "err", err.Error())
+		return t, 0, nil
+	}
 	t, nerr := o.nftables(sh.listen, maxFlows)
 	if nerr != nil {
-		return nil, 0, errors.Join(fmt.Errorf("ebpf: %w", err), fmt.Errorf("nftables: %w", nerr))
+		return nil, 0, errors.Join(fmt.Errorf("ebpf: %w", err), fmt.Errorf("flowtable: %w", ferr), fmt.Errorf("nftables: %w", nerr))
 	}
-	sh.log.Info("eBPF fast path unavailable, using nftables", "via", o.via, "err", err.Error())
+	sh.log.Info("eBPF and flowtable fast paths unavailable, using nftables", "via", o.via, "ebpf", err.Error(), "flowtable", ferr.Error())
 	return t, 0, nil
 }
+
+// isNftables says whether mode needs kernel/nft (a socket per port).
+func (m FastPathMode) isNftables() bool { return m == FastPathNftables || m == FastPathFlowtable }
 
 // openFastPath opens the table for mode, sized for maxFlows flows, and
 // counts into counts. It returns nil and no error when mode is off, or
@@ -91,12 +113,12 @@ func openFastPath(sh *shared, counts *fastPathCounts, mode FastPathMode, maxFlow
 	case "", FastPathOff:
 		return nil, nil
 	case FastPathAuto, FastPathEBPF:
-	case FastPathNftables:
+	case FastPathNftables, FastPathFlowtable:
 		if !socketPerPort {
 			return nil, errSteeredFastPath
 		}
 	default:
-		return nil, fmt.Errorf("fast path mode %q: want off, auto, ebpf or nftables", mode)
+		return nil, fmt.Errorf("fast path mode %q: want off, auto, ebpf, flowtable or nftables", mode)
 	}
 	var failed []error
 	var why []any

@@ -27,7 +27,61 @@ func opener(via string, ft kernelTable, ebpfErr, nftErr error) tableOpener {
 				return nil, nftErr
 			}
 			return ft, nil
+		},
+		flowtable: func(netip.Addr, int) (kernelTable, error) {
+			if nftErr != nil {
+				return nil, nftErr
+			}
+			return ft, nil
 		}}
+}
+
+// TestAutoOrder: auto takes eBPF, else the flowtable, else the stateless
+// rules; flowtable and nftables take only their own.
+func TestAutoOrder(t *testing.T) {
+	ebpfT, flowT, nftT := newFakeTable(), newFakeTable(), newFakeTable()
+	unavailable := &nft.UnavailableError{Reason: "no_flowtable", Err: errors.New("no such file or directory")}
+	ways := func(ebpfOK, flowOK bool) tableOpener {
+		return tableOpener{via: "relayd",
+			ebpf: func(netip.Addr, int) (kernelTable, error) {
+				if ebpfOK {
+					return ebpfT, nil
+				}
+				return nil, unavailable
+			},
+			flowtable: func(netip.Addr, int) (kernelTable, error) {
+				if flowOK {
+					return flowT, nil
+				}
+				return nil, unavailable
+			},
+			nftables: func(netip.Addr, int) (kernelTable, error) { return nftT, nil }}
+	}
+	for _, tc := range []struct {
+		name           string
+		ebpfOK, flowOK bool
+		mode           FastPathMode
+		want           *fakeTable
+	}{
+		{"auto, all", true, true, FastPathAuto, ebpfT},
+		{"auto, no eBPF", false, true, FastPathAuto, flowT},
+		{"auto, neither eBPF nor flowtable", false, false, FastPathAuto, nftT},
+		{"flowtable", true, true, FastPathFlowtable, flowT},
+		{"nftables", true, true, FastPathNftables, nftT},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			sh := &shared{log: slog.New(slog.DiscardHandler), listen: fpListen, openers: []tableOpener{ways(tc.ebpfOK, tc.flowOK)}}
+			fp, err := openFastPath(sh, &fastPathCounts{}, tc.mode, 16, true)
+			if err != nil || fp == nil || fp.table != kernelTable(tc.want) {
+				t.Fatalf("fast path %v (err %v), want the %s one", fp, err, tc.name)
+			}
+			fp.close()
+		})
+	}
+	sh := &shared{log: slog.New(slog.DiscardHandler), listen: fpListen, openers: []tableOpener{ways(false, false)}}
+	if _, err := openFastPath(sh, &fastPathCounts{}, FastPathFlowtable, 16, false); !errors.Is(err, errSteeredFastPath) {
+		t.Errorf("flowtable with steered ports: %v, want %v", err, errSteeredFastPath)
+	}
 }
 
 func TestOpenFastPathTriesTheBrokerFirst(t *testing.T) {

@@ -130,7 +130,7 @@ func New(cfg Config) (*Manager, error) {
 		return nil, err
 	}
 	if !tr.socketPerPort() {
-		if cfg.FastPath == FastPathNftables {
+		if cfg.FastPath.isNftables() {
 			return nil, errSteeredFastPath
 		}
 		cfg.Listen = cfg.Listen.Unmap() // the steering program matches IPv4

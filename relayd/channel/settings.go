@@ -60,7 +60,7 @@ func (m *Manager) Reconfigure(s Settings) error {
 	if s.TotalKbps < 0 {
 		return fmt.Errorf("invalid total bandwidth cap %d kbps", s.TotalKbps)
 	}
-	if !m.tr.socketPerPort() && s.FastPath == FastPathNftables {
+	if !m.tr.socketPerPort() && s.FastPath.isNftables() {
 		return errSteeredFastPath
 	}
 	m.mu.Lock()

@@ -50,7 +50,7 @@ type steeredTransport struct {
 }
 
 // errSteeredFastPath refuses the nftables fast path with steered ports.
-var errSteeredFastPath = errors.New("the nftables fast path needs a socket per port: it cannot be combined with steered ports")
+var errSteeredFastPath = errors.New("the nftables fast path (nftables, flowtable) needs a socket per port: it cannot be combined with steered ports")
 
 func newSteeredTransport(listen netip.Addr, sh *shared, workers int) (*steeredTransport, error) {
 	if !listen.Unmap().Is4() {

@@ -97,13 +97,14 @@ type forward struct{ host, guest uint16 }
 // boot starts qemu with the image, relayd configuration cfg (passed on the
 // kernel command line) and the UDP forwards. qemu is killed at cleanup, and
 // the console is logged if the test failed.
-func boot(t *testing.T, dir, qemu string, cfg []byte, fwds []forward) *vm {
+func boot(t *testing.T, dir, qemu string, cfg []byte, fwds []forward, kernelArgs ...string) *vm {
 	t.Helper()
 	netdev := "user,id=n0,ipv6=off"
 	for _, f := range fwds {
 		netdev += fmt.Sprintf(",hostfwd=udp:127.0.0.1:%d-:%d", f.host, f.guest)
 	}
-	appendLine := "console=ttyAMA0 quiet panic=-1 jnrelay.config=" + base64.StdEncoding.EncodeToString(cfg)
+	appendLine := strings.Join(append([]string{"console=ttyAMA0 quiet panic=-1"}, kernelArgs...), " ") +
+		" jnrelay.config=" + base64.StdEncoding.EncodeToString(cfg)
 	args := []string{
 		"-M", "virt", "-cpu", "cortex-a53", "-m", "256", "-nographic", "-no-reboot",
 		"-kernel", filepath.Join(dir, "vmlinuz"), "-initrd", filepath.Join(dir, "initrd.gz"),
@@ -192,42 +193,12 @@ func TestArm64Image(t *testing.T) {
 	testStart := time.Now()
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
-
-	srv, err := harness.StartProsody(ctx, harness.ServerOptions{Users: map[string]string{user: password}})
-	if err != nil {
-		t.Fatalf("start prosody: %v", err)
-	}
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("prosody logs:\n%s", srv.Logs())
-		}
-		srv.Close()
-	})
-
+	srv := startProsody(ctx, t)
 	base := freeRelayPorts(t)
 	stunHost := freeUDPPort(t)
-	cfg := config.Default()
-	// Channel results must carry the address the host's parties reach:
-	// qemu forwards 127.0.0.1:P to the guest's P for each channel port.
-	cfg.PublicAddress = loopback.String()
-	cfg.ListenAddress = "0.0.0.0"
-	cfg.Ports = config.PortRange{Min: int(base), Max: int(base) + 3}
+	cfg := imageConfig(srv, base)
 	cfg.STUN.Enabled, cfg.STUN.Port = true, guestSTUN
-	cfg.Reconnect = config.Reconnect{MinSeconds: 0.2, MaxSeconds: 1}
-	cfg.Log.Format = "json"
-	cfg.Channel.ExpireSeconds = imageExpire
-	cfg.XMPP = []config.Service{{Name: "host-prosody", Type: "component",
-		Server: netip.AddrPortFrom(netip.MustParseAddr(hostAlias), srv.Component.Port()).String(),
-		Domain: srv.ComponentDomain, Secret: srv.Secret}}
-	raw, err := json.Marshal(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	fwds := []forward{{stunHost, guestSTUN}}
-	for p := base; p < base+4; p++ {
-		fwds = append(fwds, forward{p, p})
-	}
-	v := boot(t, dir, qemu, raw, fwds)
+	v := boot(t, dir, qemu, marshal(t, cfg), append(channelForwards(base), forward{stunHost, guestSTUN}))
 
 	bootCtx, bootCancel := context.WithTimeout(ctx, 90*time.Second)
 	defer bootCancel()
@@ -257,6 +228,60 @@ func TestArm64Image(t *testing.T) {
 		checkClockSteps(ctx, t, v, srv, base)
 	})
 	t.Logf("test time: %s (boot to component online %s)", time.Since(testStart).Round(10*time.Millisecond), online)
+}
+
+// startProsody starts the private Prosody on the host's loopback, closed
+// at cleanup (its logs printed if the test failed).
+func startProsody(ctx context.Context, t *testing.T) *harness.XMPPServer {
+	t.Helper()
+	srv, err := harness.StartProsody(ctx, harness.ServerOptions{Users: map[string]string{user: password}})
+	if err != nil {
+		t.Fatalf("start prosody: %v", err)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("prosody logs:\n%s", srv.Logs())
+		}
+		srv.Close()
+	})
+	return srv
+}
+
+// imageConfig is relayd's configuration in the guest: one channel on the
+// four ports from base, the component at the host's Prosody, JSON logs.
+func imageConfig(srv *harness.XMPPServer, base uint16) config.Config {
+	cfg := config.Default()
+	// Channel results must carry the address the host's parties reach:
+	// qemu forwards 127.0.0.1:P to the guest's P for each channel port.
+	cfg.PublicAddress = loopback.String()
+	cfg.ListenAddress = "0.0.0.0"
+	cfg.Ports = config.PortRange{Min: int(base), Max: int(base) + 3}
+	cfg.STUN.Enabled = false
+	cfg.Reconnect = config.Reconnect{MinSeconds: 0.2, MaxSeconds: 1}
+	cfg.Log.Format = "json"
+	cfg.Channel.ExpireSeconds = imageExpire
+	cfg.XMPP = []config.Service{{Name: "host-prosody", Type: "component",
+		Server: netip.AddrPortFrom(netip.MustParseAddr(hostAlias), srv.Component.Port()).String(),
+		Domain: srv.ComponentDomain, Secret: srv.Secret}}
+	return cfg
+}
+
+// channelForwards forwards the channel's four ports with their numbers.
+func channelForwards(base uint16) []forward {
+	var fwds []forward
+	for p := base; p < base+4; p++ {
+		fwds = append(fwds, forward{p, p})
+	}
+	return fwds
+}
+
+func marshal(t *testing.T, cfg config.Config) []byte {
+	t.Helper()
+	raw, err := json.Marshal(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return raw
 }
 
 // checkSTUN sends a Binding request to relayd's STUN server through the
@@ -298,9 +323,16 @@ func loopbackParties(ctx context.Context, t *testing.T) (caller, callee *harness
 	return caller, callee
 }
 
+// call is a channel's two parties and the relay addresses each sends to.
+type call struct {
+	caller, callee *harness.Endpoint
+	local, remote  netip.AddrPort
+	sent           *[4]int // per stream: caller RTP, caller RTCP, callee RTP, callee RTCP
+}
+
 // checkChannel asks for a channel with the third-party requester and relays
 // RTP and RTCP between two endpoints on the host's loopback through it.
-func checkChannel(ctx context.Context, t *testing.T, srv *harness.XMPPServer, base uint16) {
+func checkChannel(ctx context.Context, t *testing.T, srv *harness.XMPPServer, base uint16) call {
 	outs, err := srv.Requester(user, password).Run(ctx, harness.RequestArgs{})
 	if err != nil {
 		t.Fatalf("channel request: %v", err)
@@ -390,6 +422,7 @@ func checkChannel(ctx context.Context, t *testing.T, srv *harness.XMPPServer, ba
 		}
 		t.Logf("%s %s: %d of %d packets from %s, median one-way %s", ep.e.Tag, ep.kind, src.Packets, sent[i], ep.peer, src.Latency(0.5))
 	}
+	return call{caller: caller, callee: callee, local: local, remote: remote, sent: &sent}
 }
 
 // TestArm64ImagePowersOffWhenRelaydExits boots the image with a relayd

@@ -460,11 +460,13 @@ func TestOpenWrtPackages(t *testing.T) {
 			"etc/capabilities/jnrelay.json":         0o644,
 			"etc/capabilities/jnrelay-offload.json": 0o644,
 			"usr/share/jnrelay/relayd.default.json": 0o644,
+			fw4Forward:                              0o644,
 		}, a.epoch)
 		checkFiles(t, name+" control", ctrl, map[string]int64{
 			"control": 0o644, "conffiles": 0o644, "postinst": 0o755, "prerm": 0o755,
 		}, a.epoch)
 		didx, cidx := index(data), index(ctrl)
+		checkFw4Forward(t, name, didx[fw4Forward].data)
 		checkELF(t, name+": usr/bin/relayd", didx["usr/bin/relayd"].data, tg)
 		// On the router itself fw4 opens the ports: port mapping is off.
 		if want, err := os.ReadFile(filepath.Join(repoRoot(t), "image", "openwrt", "relayd.default.json")); err != nil || !bytes.Equal(didx["usr/share/jnrelay/relayd.default.json"].data, want) {

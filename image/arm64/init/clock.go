@@ -36,11 +36,19 @@ func parseClockStep(line string) (step time.Duration, ok bool, err error) {
 	return time.Duration(s) * time.Second, true, nil
 }
 
-// serveConsole acts on the console's clock-step lines until the console
-// ends; every other line is ignored.
+// serveConsole acts on the console's clock-step and show lines until the
+// console ends; every other line is ignored.
 func serveConsole(r io.Reader) {
 	sc := bufio.NewScanner(r)
 	for sc.Scan() {
+		if path, ok, err := parseShow(sc.Text()); ok {
+			if err != nil {
+				logf("%v", err)
+			} else {
+				show(path)
+			}
+			continue
+		}
 		step, ok, err := parseClockStep(sc.Text())
 		switch {
 		case err != nil:

@@ -35,7 +35,7 @@ func main() {
 	channels := flag.Int("channels", 100, "channels to allocate")
 	ports := flag.String("ports", "", "file to write the channels' ports to (one \"local remote\" line each)")
 	expire := flag.Duration("expire", time.Hour, "channel inactivity timeout (long: benchmark channels must not expire between steps)")
-	fastPath := flag.String("fast-path", "off", "in-kernel fast path: off, auto, ebpf or nftables (needs root and net.ipv4.ip_forward=1)")
+	fastPath := flag.String("fast-path", "off", "in-kernel fast path: off, auto, ebpf, flowtable or nftables (needs root and net.ipv4.ip_forward=1)")
 	sockets := flag.String("sockets", "per_port", "per_port, steered (one socket per worker through BPF sk_lookup; needs root) or auto, as relayd's channel.sockets")
 	// The hot flow (10,000 datagrams/s one way through one port) is five
 	// times relayd's default packet ceiling, which is for calls.

@@ -1,0 +1,12 @@
+//go:build !nofastpath
+
+package nft
+
+// OpenNATOnly opens the flowtable variant without its flowtable: the
+// conntrack NAT, zone and counters alone, which the tests check on
+// kernels without nf_flow_table (the flowtable itself is checked in the
+// arm64 image, tests/image).
+func OpenNATOnly(cfg Config) (*Table, error) {
+	cfg.Flowtable, cfg.noFlowtable = true, true
+	return Open(cfg)
+}
