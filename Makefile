@@ -6,7 +6,7 @@ GOFLAGS_BUILD := -trimpath -ldflags '$(LDFLAGS)'
 STATICCHECK_VERSION := v0.7.0
 FUZZTIME  ?= 10s
 
-.PHONY: build cross image demo test test-loaded test-unit test-e2e test-cross image-arm64 test-image test-appliance fuzz bench lint deps clean
+.PHONY: build cross image demo test test-loaded test-unit test-e2e test-cross image-arm64 test-image test-appliance fuzz bench bench-directory lint deps clean
 
 ## build: static relayd binary in bin/relayd
 build:
@@ -85,6 +85,14 @@ bench: build
 	RELAYD_BIN=$(CURDIR)/bin/relayd $(GO) test -count=1 -v -run '^(TestChannelRequestFlood|TestSpoofedFloodAtLatchedCall)$$' ./tests/chaos -args -chaos.targets
 	bash tests/bench/deps.sh
 	$(GO) test -count=1 -v -timeout 120m -run '^TestBench$$' ./tests/bench -args -bench.full -bench.out $(CURDIR)/bench-results.md
+
+## bench-directory: relay directories at scale, DIRSCALE_N simulated relays on two mirrored Prosody, then ejabberd, servers read by a relayd tracker (docs/directory.md; about 15 min at 2000, root)
+DIRSCALE_N       ?= 2000
+DIRSCALE_SERVERS ?= prosody,ejabberd
+DIRSCALE_FLAGS   ?= -dirscale.fresh 100 -dirscale.updates 500 -dirscale.subscribers 20 -dirscale.lookups 200
+bench-directory: deps build
+	RELAYD_BIN=$(CURDIR)/bin/relayd $(GO) test -count=1 -v -timeout 60m -run '^TestDirectoryScale$$' ./tests/dirscale \
+		-args -dirscale.n $(DIRSCALE_N) -dirscale.servers $(DIRSCALE_SERVERS) $(DIRSCALE_FLAGS) -dirscale.out $(CURDIR)/dirscale-results.md
 
 lint:
 	test -z "$$(gofmt -l .)" || { gofmt -l .; exit 1; }
