@@ -89,16 +89,16 @@ type XMPPServer struct {
 	// "pubsub." + Domain.
 	PubsubDomain string
 
-	admins   []string
+	admins []string
 	// pubsubMaxItems is ServerOptions.PubsubMaxItems.
 	pubsubMaxItems int
 	ownsDir        bool
-	pki      testPKI
-	proc     *process
-	logFiles []string                        // files shown by Logs, the first is the process output
-	launch   func() (*process, error)        // starts the server process (without waiting)
-	check    func(ctx context.Context) error // extra readiness check once both listeners accept
-	erl      *erlNode                        // ejabberd only
+	pki            testPKI
+	proc           *process
+	logFiles       []string                        // files shown by Logs, the first is the process output
+	launch         func() (*process, error)        // starts the server process (without waiting)
+	check          func(ctx context.Context) error // extra readiness check once both listeners accept
+	erl            *erlNode                        // ejabberd only
 }
 
 // newServer fills the common fields and prepares the directory.
