@@ -89,7 +89,7 @@ bench: build
 ## bench-directory: relay directories at scale, DIRSCALE_N simulated relays on two mirrored Prosody, then ejabberd, servers read by a relayd tracker (docs/directory.md; about 15 min at 2000, root)
 DIRSCALE_N       ?= 2000
 DIRSCALE_SERVERS ?= prosody,ejabberd
-DIRSCALE_FLAGS   ?= -dirscale.fresh 100 -dirscale.updates 500 -dirscale.subscribers 20 -dirscale.lookups 200
+DIRSCALE_FLAGS   ?= -dirscale.fresh 100 -dirscale.updates 500 -dirscale.subscribers 20 -dirscale.lookups 200 -dirscale.prosody-storage memory
 bench-directory: deps build
 	RELAYD_BIN=$(CURDIR)/bin/relayd $(GO) test -count=1 -v -timeout 60m -run '^TestDirectoryScale$$' ./tests/dirscale \
 		-args -dirscale.n $(DIRSCALE_N) -dirscale.servers $(DIRSCALE_SERVERS) $(DIRSCALE_FLAGS) -dirscale.out $(CURDIR)/dirscale-results.md

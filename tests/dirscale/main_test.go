@@ -31,6 +31,7 @@ var (
 	flagSubs    = flag.Int("dirscale.subscribers", 5, "extra subscribers of the second update phase (marginal fan-out cost)")
 	flagLookups = flag.Int("dirscale.lookups", 20, "<services/> lookups timed at the tracker")
 	flagServers = flag.String("dirscale.servers", "prosody", "servers to run on: prosody, ejabberd or both, comma-separated")
+	flagStorage = flag.String("dirscale.prosody-storage", "", "Prosody's storage for its pubsub service: \"\" (its default, internal files) or memory")
 	flagOut     = flag.String("dirscale.out", "", "markdown file the figures are written to")
 )
 

@@ -55,8 +55,12 @@ func TestDirectoryScale(t *testing.T) {
 
 // command is the command line of this run.
 func command() string {
-	return fmt.Sprintf("make bench-directory DIRSCALE_N=%d DIRSCALE_SERVERS=%s DIRSCALE_FLAGS='-dirscale.fresh %d -dirscale.updates %d -dirscale.subscribers %d -dirscale.lookups %d'",
-		*flagN, *flagServers, *flagFresh, *flagUpdates, *flagSubs, *flagLookups)
+	storage := ""
+	if *flagStorage != "" {
+		storage = " -dirscale.prosody-storage " + *flagStorage
+	}
+	return fmt.Sprintf("make bench-directory DIRSCALE_N=%d DIRSCALE_SERVERS=%s DIRSCALE_FLAGS='-dirscale.fresh %d -dirscale.updates %d -dirscale.subscribers %d -dirscale.lookups %d%s'",
+		*flagN, *flagServers, *flagFresh, *flagUpdates, *flagSubs, *flagLookups, storage)
 }
 
 // table is the runs' figures as a markdown table, one column per kind.
@@ -125,7 +129,7 @@ func scale(t *testing.T, r *run) {
 	var nodes []directory.Node
 	began := time.Now()
 	for i := range 2 {
-		srv, err := start(ctx, harness.ServerOptions{Admins: []string{"diradmin"}, Bulk: bulk, PubsubMaxItems: bulk.Count + 100,
+		srv, err := start(ctx, harness.ServerOptions{Admins: []string{"diradmin"}, Bulk: bulk, PubsubMaxItems: bulk.Count + 100, PubsubStorage: *flagStorage,
 			Users: map[string]string{"tracker": "trackerpw", "diradmin": "diradminpw"}})
 		if err != nil {
 			t.Fatal(err)

@@ -30,6 +30,7 @@ type configData struct {
 	PubsubDomain                         string
 	Admins                               []string // bare JIDs
 	PubsubMaxItems                       int      // 0 = the server's default
+	PubsubStorage                        string   // "" = the server's default
 }
 
 func (s *XMPPServer) configData() configData {
@@ -38,6 +39,7 @@ func (s *XMPPServer) configData() configData {
 		IP: s.C2S.Addr().String(), C2SPort: s.C2S.Port(), ComponentPort: s.Component.Port(),
 		CertFile: s.pki.CertFile, KeyFile: s.pki.KeyFile, CertAndKey: s.pki.Combined,
 		PubsubDomain: s.PubsubDomain, Admins: s.adminJIDs(), PubsubMaxItems: s.pubsubMaxItems,
+		PubsubStorage: s.pubsubStorage,
 	}
 }
 

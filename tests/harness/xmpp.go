@@ -58,6 +58,10 @@ type ServerOptions struct {
 	// PubsubMaxItems is the most items a publish-subscribe node may hold
 	// (0 = the harness default: Prosody's own 256, ejabberd 1,000).
 	PubsubMaxItems int
+	// PubsubStorage is Prosody's storage backend for its
+	// publish-subscribe service ("" = the server's, internal files;
+	// "memory"). ejabberd keeps pubsub in Mnesia either way.
+	PubsubStorage string
 }
 
 // BulkUsers are Count users named Prefix+"0" … Prefix+(Count-1), with one
@@ -92,6 +96,7 @@ type XMPPServer struct {
 	admins []string
 	// pubsubMaxItems is ServerOptions.PubsubMaxItems.
 	pubsubMaxItems int
+	pubsubStorage  string
 	ownsDir        bool
 	pki            testPKI
 	proc           *process
@@ -113,6 +118,7 @@ func newServer(kind string, opt ServerOptions) (*XMPPServer, error) {
 		PubsubDomain:    "pubsub." + ServerDomain,
 		admins:          opt.Admins,
 		pubsubMaxItems:  opt.PubsubMaxItems,
+		pubsubStorage:   opt.PubsubStorage,
 	}
 	if s.ComponentDomain == "" {
 		s.ComponentDomain = DefaultComponentDomain
