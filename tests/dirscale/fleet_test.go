@@ -71,9 +71,11 @@ func connect(ctx context.Context, srvs []*harness.XMPPServer, bulk harness.BulkU
 			s, err := xmppsession.NewClient(xmppsession.ClientConfig{
 				Name: bulk.Name(first + i), JID: jid.MustParse(bulk.Name(first+i) + "@" + srv.Domain),
 				Password: bulk.Password, Server: srv.C2S.String(), RootCAs: pool,
-				// A killed server is retried rarely: thousands of
-				// sessions must not hammer its restart.
-				Backoff: xmppsession.Backoff{Min: 5 * time.Second, Max: time.Minute},
+				// Short at first: a server that refuses channel
+				// binding (ejabberd) costs every session one failed
+				// login and one backoff. Long at the end: thousands
+				// of sessions to a killed server must not hammer it.
+				Backoff: xmppsession.Backoff{Min: 200 * time.Millisecond, Max: time.Minute},
 			})
 			if err != nil {
 				f.close()

@@ -267,7 +267,7 @@ func scale(t *testing.T, r *run) {
 		return list, d
 	}
 	before, d := lookupAll()
-	r.add(t, "<services/> lookup at the tracker (through server 2)", "%s; %d entries", d, len(before))
+	r.add(t, "`<services/>` lookup at the tracker (through server 2)", "%s; %d entries", d, len(before))
 	if len(before) != 1+min(20, n) { // the tracker itself, then the directory's relays
 		t.Errorf("the tracker listed %q, want itself and %d directory relays", before, min(20, n))
 	}
