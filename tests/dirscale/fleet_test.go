@@ -111,6 +111,23 @@ func connect(ctx context.Context, srvs []*harness.XMPPServer, bulk harness.BulkU
 	return f, nil
 }
 
+// retried is how many sessions failed a login before they came online,
+// and the first of their errors.
+func (f *fleet) retried() (int, string) {
+	n, first := 0, "none"
+	for _, p := range f.pubs {
+		for _, s := range p.sessions {
+			if st := s.Status(); st.LastError != "" {
+				if n == 0 {
+					first = st.LastError
+				}
+				n++
+			}
+		}
+	}
+	return n, first
+}
+
 // close ends every session and waits for them.
 func (f *fleet) close() {
 	f.cancel()

@@ -159,7 +159,9 @@ func scale(t *testing.T, r *run) {
 	}
 	defer fl.close()
 	took := time.Since(began)
-	r.add(t, "logins (TLS + SCRAM, 16 at once)", "%d sessions in %.1f s (%.0f/s)", 2*bulk.Count, took.Seconds(), float64(2*bulk.Count)/took.Seconds())
+	retried, why := fl.retried()
+	r.add(t, "logins (TLS + SCRAM, 16 at once)", "%d sessions in %.1f s (%.0f/s); %d retried after a refused login (%s)",
+		2*bulk.Count, took.Seconds(), float64(2*bulk.Count)/took.Seconds(), retried, why)
 	for i, srv := range srvs {
 		rss, _ := harness.ProcMem(srv.PID())
 		r.add(t, fmt.Sprintf("server %d RSS with its sessions", i+1), "%.0f MB", float64(rss)/1024)
