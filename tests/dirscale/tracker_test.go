@@ -24,6 +24,7 @@ func startTracker(ctx context.Context, t *testing.T, srvs []*harness.XMPPServer,
 	t.Helper()
 	cfg := config.Default()
 	cfg.PublicAddress = "127.0.0.1"
+	cfg.ListenAddress = "127.0.0.1"
 	cfg.Ports = config.PortRange{Min: 45300, Max: 45399}
 	cfg.STUN.Enabled = false
 	cfg.Channel.FastPath = "off"
