@@ -86,7 +86,7 @@ bench: build
 	bash tests/bench/deps.sh
 	$(GO) test -count=1 -v -timeout 120m -run '^TestBench$$' ./tests/bench -args -bench.full -bench.out $(CURDIR)/bench-results.md
 
-## bench-directory: relay directories at scale, DIRSCALE_N simulated relays on two mirrored Prosody, then ejabberd, servers read by a relayd tracker (docs/directory.md; about 15 min at 2000, root)
+## bench-directory: relay directories at scale, DIRSCALE_N simulated relays on two mirrored Prosody, then ejabberd, servers read by a relayd tracker (docs/directory.md; about 10 min at 2000, root)
 DIRSCALE_N       ?= 2000
 DIRSCALE_SERVERS ?= prosody,ejabberd
 DIRSCALE_FLAGS   ?= -dirscale.fresh 100 -dirscale.updates 500 -dirscale.subscribers 20 -dirscale.lookups 200 -dirscale.prosody-storage memory
