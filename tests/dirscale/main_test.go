@@ -5,10 +5,8 @@
 // relayd tracker. See docs/directory.md ("Scale") for the figures.
 //
 // `go test ./tests/dirscale` is the smoke run (20 publishers on Prosody,
-// correctness only, needs root). The measurement is `make bench-directory`:
-//
-//	go test -count=1 -v -timeout 60m -run '^TestDirectoryScale$' ./tests/dirscale \
-//	    -args -dirscale.n 2000 -dirscale.servers prosody,ejabberd -dirscale.out dirscale.md
+// correctness only, needs root). The measurement is `make bench-directory`
+// (the Makefile spells out its flags; DIRSCALE_N sets the relays).
 package dirscale
 
 import (
