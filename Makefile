@@ -6,7 +6,7 @@ GOFLAGS_BUILD := -trimpath -ldflags '$(LDFLAGS)'
 STATICCHECK_VERSION := v0.7.0
 FUZZTIME  ?= 10s
 
-.PHONY: build cross image demo test test-loaded test-unit test-e2e test-cross image-arm64 test-image test-appliance fuzz bench bench-image lint deps clean
+.PHONY: build cross image demo test test-loaded test-unit test-e2e test-cross image-arm64 test-image test-appliance fuzz bench bench-image bench-directory lint deps clean
 
 ## build: static relayd binary in bin/relayd
 build:
@@ -90,6 +90,14 @@ bench: build
 ## bench-image: guest CPU per relayed packet in the arm64 image under qemu (TCG): userspace, nftables, flowtable and eBPF side by side (≈ 3 min; table in bench-image.md, docs/performance.md)
 bench-image: image-arm64
 	JNRELAY_REQUIRE_IMAGE=1 JNRELAY_IMAGE_DIR=$(CURDIR)/bin/image-arm64 $(GO) test -count=1 -v -timeout 20m -run '^TestArm64ImageFastPathCPU$$' ./tests/image -args -image.bench -image.bench.out $(CURDIR)/bench-image.md
+
+## bench-directory: relay directories at scale, DIRSCALE_N simulated relays on two mirrored Prosody, then ejabberd, servers read by a relayd tracker (docs/directory.md; about 10 min at 2000, root)
+DIRSCALE_N       ?= 2000
+DIRSCALE_SERVERS ?= prosody,ejabberd
+DIRSCALE_FLAGS   ?= -dirscale.fresh 100 -dirscale.updates 500 -dirscale.subscribers 20 -dirscale.lookups 200 -dirscale.prosody-storage memory
+bench-directory: deps build
+	RELAYD_BIN=$(CURDIR)/bin/relayd $(GO) test -count=1 -v -timeout 60m -run '^TestDirectoryScale$$' ./tests/dirscale \
+		-args -dirscale.n $(DIRSCALE_N) -dirscale.servers $(DIRSCALE_SERVERS) $(DIRSCALE_FLAGS) -dirscale.out $(CURDIR)/dirscale-results.md
 
 lint:
 	test -z "$$(gofmt -l .)" || { gofmt -l .; exit 1; }

@@ -41,7 +41,7 @@ func StartEjabberd(ctx context.Context, opt ServerOptions) (*XMPPServer, error) 
 	if err := s.Start(ctx); err != nil {
 		return nil, errors.Join(err, s.Close())
 	}
-	if err := s.registerEjabberdUsers(ctx, opt.Users); err != nil {
+	if err := s.registerEjabberdUsers(ctx, opt.Users, opt.Bulk); err != nil {
 		return nil, errors.Join(err, s.Close())
 	}
 	return s, nil
@@ -141,12 +141,13 @@ func (s *XMPPServer) EjabberdCtl(ctx context.Context, args ...string) (string, e
 	return s.run(ctx, filepath.Join(s.Dir, "ejabberdctl"), s.ejabberdctlArgs(args...)...)
 }
 
-// registerEjabberdUsers registers users with one RPC (one VM boot instead
-// of one ejabberdctl per user) and then makes the database durable: Mnesia
+// registerEjabberdUsers registers users and bulk with one RPC (one VM
+// boot instead of one ejabberdctl per user; bulk's names are made by the
+// RPC, not spelt out on its command line) and then makes the database durable: Mnesia
 // keeps ejabberd's disc_only tables in dets files whose writes are delayed
 // by up to 3 s, so without a sync a Kill soon after registration loses
 // users.
-func (s *XMPPServer) registerEjabberdUsers(ctx context.Context, users map[string]string) error {
+func (s *XMPPServer) registerEjabberdUsers(ctx context.Context, users map[string]string, bulk BulkUsers) error {
 	names := make([]string, 0, len(users))
 	for u := range users {
 		names = append(names, u)
@@ -165,6 +166,7 @@ Reg = fun({U, P}) ->
     end
 end,
 lists:foreach(Reg, [%s]),
+lists:foreach(fun(I) -> Reg({<<%s/binary, (integer_to_binary(I))/binary>>, %s}) end, lists:seq(0, %d - 1)),
 ok = rpc:call(N, mnesia, sync_log, []),
 Sync = fun(T) ->
     case rpc:call(N, mnesia, table_info, [T, storage_type]) of
@@ -173,7 +175,8 @@ Sync = fun(T) ->
     end
 end,
 lists:foreach(Sync, rpc:call(N, mnesia, system_info, [local_tables])),
-halt(0).`, s.erl.name, erlBinary(s.Domain), strings.Join(pairs, ", "))
+halt(0).`, s.erl.name, erlBinary(s.Domain), strings.Join(pairs, ", "),
+		erlBinary(bulk.Prefix), erlBinary(bulk.Password), bulk.Count)
 	if _, err := s.erlEval(ctx, expr); err != nil {
 		return fmt.Errorf("register ejabberd users: %w", err)
 	}

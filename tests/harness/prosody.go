@@ -29,6 +29,8 @@ type configData struct {
 	CertFile, KeyFile, CertAndKey        string // TLS
 	PubsubDomain                         string
 	Admins                               []string // bare JIDs
+	PubsubMaxItems                       int      // 0 = the server's default
+	PubsubStorage                        string   // "" = the server's default
 }
 
 func (s *XMPPServer) configData() configData {
@@ -36,7 +38,8 @@ func (s *XMPPServer) configData() configData {
 		Dir: s.Dir, Domain: s.Domain, ComponentDomain: s.ComponentDomain, Secret: s.Secret,
 		IP: s.C2S.Addr().String(), C2SPort: s.C2S.Port(), ComponentPort: s.Component.Port(),
 		CertFile: s.pki.CertFile, KeyFile: s.pki.KeyFile, CertAndKey: s.pki.Combined,
-		PubsubDomain: s.PubsubDomain, Admins: s.adminJIDs(),
+		PubsubDomain: s.PubsubDomain, Admins: s.adminJIDs(), PubsubMaxItems: s.pubsubMaxItems,
+		PubsubStorage: s.pubsubStorage,
 	}
 }
 
@@ -71,7 +74,7 @@ func StartProsody(ctx context.Context, opt ServerOptions) (*XMPPServer, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := s.setupProsody(ctx, opt.Users); err != nil {
+	if err := s.setupProsody(ctx, opt.Users, opt.Bulk); err != nil {
 		return nil, errors.Join(err, s.Close())
 	}
 	if err := s.Start(ctx); err != nil {
@@ -80,7 +83,7 @@ func StartProsody(ctx context.Context, opt ServerOptions) (*XMPPServer, error) {
 	return s, nil
 }
 
-func (s *XMPPServer) setupProsody(ctx context.Context, users map[string]string) error {
+func (s *XMPPServer) setupProsody(ctx context.Context, users map[string]string, bulk BulkUsers) error {
 	for _, d := range []string{"data", "certs"} {
 		if err := os.MkdirAll(filepath.Join(s.Dir, d), 0o755); err != nil {
 			return fmt.Errorf("prosody dir: %w", err)
@@ -107,6 +110,27 @@ func (s *XMPPServer) setupProsody(ctx context.Context, users map[string]string) 
 		out, err := exec.CommandContext(ctx, "prosodyctl", "--config", cfg, "register", u, s.Domain, users[u]).CombinedOutput()
 		if err != nil {
 			return fmt.Errorf("prosodyctl register %s: %w: %s", u, err, out)
+		}
+	}
+	return writeProsodyAccounts(filepath.Join(s.Dir, "data", s.Domain, "accounts"), bulk)
+}
+
+// writeProsodyAccounts writes bulk's accounts as Prosody's internal
+// storage keeps them (authentication internal_plain: one Lua file per
+// user), as prosodyctl register would, without starting one Lua process
+// per user (a third of a second each). User names and the domain are
+// plain letters and digits: no file-name escaping needed.
+func writeProsodyAccounts(dir string, bulk BulkUsers) error {
+	if bulk.Count == 0 {
+		return nil
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("prosody accounts: %w", err)
+	}
+	body := []byte(fmt.Sprintf("return {\n\t[\"password\"] = %q;\n};\n", bulk.Password))
+	for i := range bulk.Count {
+		if err := os.WriteFile(filepath.Join(dir, bulk.Name(i)+".dat"), body, 0o644); err != nil {
+			return fmt.Errorf("prosody account %s: %w", bulk.Name(i), err)
 		}
 	}
 	return nil

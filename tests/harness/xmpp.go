@@ -52,7 +52,28 @@ type ServerOptions struct {
 	// Admins are user names (at ServerDomain) made server administrators:
 	// on Prosody, only they create publish-subscribe nodes.
 	Admins []string
+	// Bulk registers many more users than Users is fit for (scale
+	// runs): Prefix followed by 0 … Count-1, all with Password.
+	Bulk BulkUsers
+	// PubsubMaxItems is the most items a publish-subscribe node may hold
+	// (0 = the harness default: Prosody's own 256, ejabberd 1,000).
+	PubsubMaxItems int
+	// PubsubStorage is Prosody's storage backend for its
+	// publish-subscribe service ("" = the server's, internal files;
+	// "memory"). ejabberd keeps pubsub in Mnesia either way.
+	PubsubStorage string
 }
+
+// BulkUsers are Count users named Prefix+"0" … Prefix+(Count-1), with one
+// password.
+type BulkUsers struct {
+	Prefix   string
+	Count    int
+	Password string
+}
+
+// Name is the i-th user's name.
+func (b BulkUsers) Name(i int) string { return fmt.Sprintf("%s%d", b.Prefix, i) }
 
 // XMPPServer is a private Prosody or ejabberd instance started by the
 // harness. Its methods are not safe for concurrent use.
@@ -72,14 +93,17 @@ type XMPPServer struct {
 	// "pubsub." + Domain.
 	PubsubDomain string
 
-	admins   []string
-	ownsDir  bool
-	pki      testPKI
-	proc     *process
-	logFiles []string                        // files shown by Logs, the first is the process output
-	launch   func() (*process, error)        // starts the server process (without waiting)
-	check    func(ctx context.Context) error // extra readiness check once both listeners accept
-	erl      *erlNode                        // ejabberd only
+	admins []string
+	// pubsubMaxItems is ServerOptions.PubsubMaxItems.
+	pubsubMaxItems int
+	pubsubStorage  string
+	ownsDir        bool
+	pki            testPKI
+	proc           *process
+	logFiles       []string                        // files shown by Logs, the first is the process output
+	launch         func() (*process, error)        // starts the server process (without waiting)
+	check          func(ctx context.Context) error // extra readiness check once both listeners accept
+	erl            *erlNode                        // ejabberd only
 }
 
 // newServer fills the common fields and prepares the directory.
@@ -93,6 +117,8 @@ func newServer(kind string, opt ServerOptions) (*XMPPServer, error) {
 		Dir:             opt.Dir,
 		PubsubDomain:    "pubsub." + ServerDomain,
 		admins:          opt.Admins,
+		pubsubMaxItems:  opt.PubsubMaxItems,
+		pubsubStorage:   opt.PubsubStorage,
 	}
 	if s.ComponentDomain == "" {
 		s.ComponentDomain = DefaultComponentDomain
