@@ -295,15 +295,26 @@ func turnutilsUclient(ctx context.Context, t *testing.T, port int, secret []byte
 	return string(out), err
 }
 
-// freeLoopbackUDPPort is a loopback UDP port nobody holds now.
+// freeLoopbackUDPPort is a loopback port nobody holds now for UDP nor
+// TCP: the built-in TURN server binds both at its port, and on a busy
+// host a free UDP port is often some loopback connection's TCP port.
 func freeLoopbackUDPPort(t *testing.T) int {
 	t.Helper()
-	c, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		t.Fatal(err)
+	for range 100 {
+		c, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		port := c.LocalAddr().(*net.UDPAddr).Port
+		l, err := net.ListenTCP("tcp4", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: port})
+		c.Close()
+		if err == nil {
+			l.Close()
+			return port
+		}
 	}
-	defer c.Close()
-	return c.LocalAddr().(*net.UDPAddr).Port
+	t.Fatal("no loopback port free for both UDP and TCP in 100 tries")
+	return 0
 }
 
 // TestBuiltinTURNQuotaRefusal: with limits.max_channels at 2, a coturn
