@@ -13,10 +13,10 @@ import (
 	"flag"
 	"fmt"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"syscall"
 	"testing"
+
+	"github.com/jnrelay/jnrelay/tests/harness"
 )
 
 // relaydBin is the tracker's binary: $RELAYD_BIN, or one built for this run.
@@ -47,22 +47,12 @@ func runTests(m *testing.M) int {
 			fmt.Fprintln(os.Stderr, "raise the open-files limit:", err)
 		}
 	}
-	relaydBin = os.Getenv("RELAYD_BIN")
-	if relaydBin == "" {
-		dir, err := os.MkdirTemp("", "relayd-dirscale-")
-		if err != nil {
-			fmt.Fprintln(os.Stderr, err)
-			return 1
-		}
-		defer os.RemoveAll(dir)
-		relaydBin = filepath.Join(dir, "relayd")
-		build := exec.Command("go", "build", "-o", relaydBin, "github.com/jnrelay/jnrelay/relayd")
-		build.Env = append(os.Environ(), "CGO_ENABLED=0")
-		build.Stdout, build.Stderr = os.Stderr, os.Stderr
-		if err := build.Run(); err != nil {
-			fmt.Fprintln(os.Stderr, "build relayd:", err)
-			return 1
-		}
+	bin, done, err := harness.RelaydBinary("relayd-dirscale-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
 	}
+	defer done()
+	relaydBin = bin
 	return m.Run()
 }

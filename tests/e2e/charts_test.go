@@ -13,7 +13,6 @@ import (
 	"github.com/chromedp/cdproto/emulation"
 	"github.com/chromedp/chromedp"
 
-	"github.com/jnrelay/jnrelay/provision"
 	"github.com/jnrelay/jnrelay/tests/harness"
 )
 
@@ -51,17 +50,7 @@ func TestWebPageCharts(t *testing.T) {
 	}
 	rd := startRelaydIn(t, lan.NS("relay"), dir, w.relayConfig(), "-api-tcp", webAPIAddr)
 	w.rd = rd
-	if _, err := rd.WaitLog(ctx, "xmpp component online", 1, nil); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := rd.WaitLog(ctx, "provisioning API listening", 1, func(r harness.LogRecord) bool { return r.Str("address") == webAPIAddr }); err != nil {
-		t.Fatal(err)
-	}
-	raw, err := os.ReadFile(filepath.Join(dir, provision.TokenFile))
-	if err != nil {
-		t.Fatal(err)
-	}
-	token := strings.TrimSpace(string(raw))
+	token := webRelaydUp(ctx, t, rd, dir)
 	step("prosody and relayd up")
 
 	c := w.setUpCall(ctx, t, w.requestChannel(ctx, t))

@@ -7,9 +7,9 @@ package e2e
 import (
 	"fmt"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"testing"
+
+	"github.com/jnrelay/jnrelay/tests/harness"
 )
 
 // relaydBin is the binary under test: $RELAYD_BIN, or one built for this run.
@@ -20,22 +20,12 @@ func TestMain(m *testing.M) {
 }
 
 func runTests(m *testing.M) int {
-	relaydBin = os.Getenv("RELAYD_BIN")
-	if relaydBin == "" {
-		dir, err := os.MkdirTemp("", "relayd-e2e-")
-		if err != nil {
-			fmt.Fprintln(os.Stderr, err)
-			return 1
-		}
-		defer os.RemoveAll(dir)
-		relaydBin = filepath.Join(dir, "relayd")
-		build := exec.Command("go", "build", "-o", relaydBin, "github.com/jnrelay/jnrelay/relayd")
-		build.Env = append(os.Environ(), "CGO_ENABLED=0")
-		build.Stdout, build.Stderr = os.Stderr, os.Stderr
-		if err := build.Run(); err != nil {
-			fmt.Fprintln(os.Stderr, "build relayd:", err)
-			return 1
-		}
+	bin, done, err := harness.RelaydBinary("relayd-e2e-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
 	}
+	defer done()
+	relaydBin = bin
 	return m.Run()
 }

@@ -206,16 +206,7 @@ func (b *brokerProc) wait(ctx context.Context, msg string, n int) error {
 func (w *world) startUnprivileged(ctx context.Context, t *testing.T, cfg config.Config) *harness.Relayd {
 	t.Helper()
 	cfg.Channel.OffloadSocket = w.broker.socket
-	rd, err := harness.StartRelaydAs(unprivilegedUID, w.brokerBin, w.lan.NS("relay"), reachableDir(t), cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		rd.Stop()
-		if t.Failed() {
-			t.Logf("relayd logs:\n%s", rd.Logs())
-		}
-	})
+	rd := keepRelayd(t)(harness.StartRelaydAs(unprivilegedUID, w.brokerBin, w.lan.NS("relay"), reachableDir(t), cfg))
 	rec, err := rd.WaitLog(ctx, "in-kernel fast path on: latched legs are forwarded by the kernel", 1, nil)
 	if err != nil {
 		t.Fatal(err)

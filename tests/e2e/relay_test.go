@@ -3,9 +3,6 @@ package e2e
 import (
 	"context"
 	"fmt"
-	"io"
-	"net"
-	"net/http"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -190,17 +187,26 @@ func startRelayd(t *testing.T, ns string, cfg config.Config) *harness.Relayd {
 // (cfg nil: the relayd.json already there) and extra flags.
 func startRelaydIn(t *testing.T, ns, dir string, cfg any, extra ...string) *harness.Relayd {
 	t.Helper()
-	rd, err := harness.StartRelaydArgs(relaydBin, ns, dir, cfg, extra...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		rd.Stop()
-		if t.Failed() {
-			t.Logf("relayd logs:\n%s", rd.Logs())
+	return keepRelayd(t)(harness.StartRelaydArgs(relaydBin, ns, dir, cfg, extra...))
+}
+
+// keepRelayd fails t when relayd did not start, else stops it when t
+// ends, with its logs when t failed:
+// keepRelayd(t)(harness.StartRelayd…(…)).
+func keepRelayd(t *testing.T) func(*harness.Relayd, error) *harness.Relayd {
+	return func(rd *harness.Relayd, err error) *harness.Relayd {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
 		}
-	})
-	return rd
+		t.Cleanup(func() {
+			rd.Stop()
+			if t.Failed() {
+				t.Logf("relayd logs:\n%s", rd.Logs())
+			}
+		})
+		return rd
+	}
 }
 
 // startRelay starts relayd in the relay namespace and waits until it is
@@ -378,20 +384,7 @@ func (c *call) checkClean(t *testing.T) {
 // scrapeMetrics fetches relayd's /metrics inside the relay namespace.
 func (w *world) scrapeMetrics(ctx context.Context, t *testing.T, addr netip.AddrPort) string {
 	t.Helper()
-	client := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-		return harness.DialTCPIn(ctx, w.lan.NS("relay"), addr)
-	}}}
-	req, _ := http.NewRequestWithContext(ctx, "GET", "http://"+addr.String()+"/metrics", nil)
-	resp, err := client.Do(req)
-	if err != nil {
-		t.Fatalf("scrape: %v", err)
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
-	if err != nil || resp.StatusCode != 200 {
-		t.Fatalf("scrape: %d %v", resp.StatusCode, err)
-	}
-	return string(body)
+	return scrapeIn(ctx, t, w.lan.NS("relay"), addr)
 }
 
 // channelEnd stops relayd and returns the channel's final log record.

@@ -66,16 +66,7 @@ func TestSocketsAuto(t *testing.T) {
 		if err := copyFile(relaydBin, bin, 0o755); err != nil {
 			t.Fatal(err)
 		}
-		rd, err := harness.StartRelaydAs(unprivilegedUID, bin, lan.NS("relay"), dir, w.relayConfig())
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() {
-			rd.Stop()
-			if t.Failed() {
-				t.Logf("relayd logs:\n%s", rd.Logs())
-			}
-		})
+		rd := keepRelayd(t)(harness.StartRelaydAs(unprivilegedUID, bin, lan.NS("relay"), dir, w.relayConfig()))
 		rec, err := rd.WaitLog(ctx, "channel.sockets auto: per_port", 1, nil)
 		if err != nil {
 			t.Fatal(err)

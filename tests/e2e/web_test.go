@@ -75,17 +75,7 @@ func TestWebPage(t *testing.T) {
 	cfg.Directory = config.Directory{RefreshSeconds: 60, Subscribe: []config.DirectoryNode{{Service: srv.PubsubDomain, Node: directoryNode}},
 		Publish: []config.DirectoryNode{{Service: srv.PubsubDomain, Node: directoryNode}, {Service: srv.PubsubDomain, Node: "missing"}}}
 	rd := startRelaydIn(t, lan.NS("relay"), dir, cfg, "-api-tcp", webAPIAddr)
-	if _, err := rd.WaitLog(ctx, "xmpp component online", 1, nil); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := rd.WaitLog(ctx, "provisioning API listening", 1, func(r harness.LogRecord) bool { return r.Str("address") == webAPIAddr }); err != nil {
-		t.Fatal(err)
-	}
-	raw, err := os.ReadFile(filepath.Join(dir, provision.TokenFile))
-	if err != nil {
-		t.Fatal(err)
-	}
-	token := strings.TrimSpace(string(raw))
+	token := webRelaydUp(ctx, t, rd, dir)
 	step("prosody and relayd up")
 
 	b := startBrowser(ctx, t, chromium, lan.NS("relay"), artifactsDir(t, "web"))
@@ -752,4 +742,22 @@ func TestWebPageClaim(t *testing.T) {
 	b.run("sign in with the kept token", chromedp.SetValue("#token", shown, chromedp.ByQuery), chromedp.Click("#login-form button", chromedp.ByQuery))
 	b.waitFor("the status view", `!document.getElementById('app').hidden && document.getElementById('live').textContent.startsWith('Live')`)
 	b.checkConsole()
+}
+
+// webRelaydUp waits until rd, started with -api-tcp webAPIAddr and its
+// state in dir, is online and serves the page, and returns its API token.
+func webRelaydUp(ctx context.Context, t *testing.T, rd *harness.Relayd, dir string) string {
+	t.Helper()
+	if _, err := rd.WaitLog(ctx, "xmpp component online", 1, nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := rd.WaitLog(ctx, "provisioning API listening", 1, func(r harness.LogRecord) bool { return r.Str("address") == webAPIAddr }); err != nil {
+		t.Fatal(err)
+	}
+	raw, err := os.ReadFile(filepath.Join(dir, provision.TokenFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	token := strings.TrimSpace(string(raw))
+	return token
 }
