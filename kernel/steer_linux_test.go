@@ -62,23 +62,9 @@ func TestSteering(t *testing.T) {
 			t.Fatalf("send to port %d: %v", port, err)
 		}
 	}
-	// recv waits (bounded) for one datagram on fd.
 	recv := func(fd int, wait time.Duration) (string, netip.AddrPort, bool) {
 		t.Helper()
-		fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
-		if n, err := unix.Poll(fds, int(wait.Milliseconds())); err != nil || n == 0 {
-			return "", netip.AddrPort{}, false
-		}
-		buf, oob := make([]byte, 64), make([]byte, 128)
-		n, oobn, _, _, err := unix.Recvmsg(fd, buf, oob, unix.MSG_DONTWAIT)
-		if err != nil {
-			t.Fatalf("recvmsg: %v", err)
-		}
-		dst, ok := ParseOrigDst(oob[:oobn])
-		if !ok {
-			t.Fatal("no IP_ORIGDSTADDR control message")
-		}
-		return string(buf[:n]), dst, true
+		return recvSteered(t, fd, wait)
 	}
 
 	held := []int{steerMin, steerMin + 1, steerMin + 50, steerMax}
