@@ -211,12 +211,14 @@ func TestPublicAddress6(t *testing.T) {
 }
 
 // TestSocketsAutoFallsBackRatherThanRefuses: what steered refuses, auto
-// accepts — an IPv6 listen address, the nftables fast path, the built-in
-// TURN server — because it keeps a socket per port there.
+// (asked for or by default) accepts — an IPv6 listen address, the
+// nftables fast path — because it keeps a socket per port there.
 func TestSocketsAutoFallsBackRatherThanRefuses(t *testing.T) {
 	for _, doc := range []string{
 		`{"channel": {"sockets": "auto"}, "listen_address": "::", `,
 		`{"channel": {"sockets": "auto", "fast_path": "nftables"}, `,
+		`{"listen_address": "::", `,
+		`{"channel": {"fast_path": "flowtable"}, `,
 		`{"channel": {"sockets": "auto"}, "turn": {"builtin": {"enabled": true}}, `,
 	} {
 		cfg, err := Parse(strings.NewReader(doc + minimal[1:]))
@@ -229,7 +231,7 @@ func TestSocketsAutoFallsBackRatherThanRefuses(t *testing.T) {
 		}
 	}
 	var empty Channel
-	if empty.SocketsOrDefault() != SocketsPerPort {
-		t.Errorf("the default is %q, want per_port", empty.SocketsOrDefault())
+	if empty.SocketsOrDefault() != SocketsAuto {
+		t.Errorf("the default is %q, want auto", empty.SocketsOrDefault())
 	}
 }

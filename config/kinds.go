@@ -65,7 +65,7 @@ const (
 type Sockets string
 
 const (
-	// SocketsDefault (empty) is SocketsPerPort.
+	// SocketsDefault (empty) is SocketsAuto.
 	SocketsDefault Sockets = ""
 	// SocketsPerPort opens a socket per relay port.
 	SocketsPerPort Sockets = "per_port"

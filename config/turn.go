@@ -22,12 +22,6 @@ func (c Config) validateBuiltinTURN(p *fieldErrors) {
 	case b.Port >= c.Ports.Min && b.Port <= c.Ports.Max:
 		p.addf("turn.builtin.port", "%d is inside the relay port range %d-%d", b.Port, c.Ports.Min, c.Ports.Max)
 	}
-	if c.Channel.Steered() {
-		// The steering program hands every datagram of the range to the
-		// data plane's workers: a relayed socket of its own would hear
-		// nothing.
-		p.addf("turn.builtin.enabled", "needs channel.sockets per_port (steered ports cannot serve TURN allocations yet)")
-	}
 	if err := checkRealm(b.Realm); err != "" {
 		p.addf("turn.builtin.realm", "%s", err)
 	}

@@ -115,9 +115,9 @@ type Channel struct {
 	// a restart to change.
 	OffloadSocket string `json:"offload_socket,omitempty"`
 	// Sockets is how relay ports are received: "per_port" (a socket per
-	// port, the default), "steered" (one socket per worker for the whole
-	// range, through a BPF sk_lookup program) or "auto" (steered where
-	// relayd can steer, else per_port); needs a restart to change.
+	// port), "steered" (one socket per worker for the whole range,
+	// through a BPF sk_lookup program) or "auto", the default (steered
+	// where relayd can steer, else per_port); needs a restart to change.
 	Sockets Sockets `json:"sockets,omitempty"`
 
 	// Donor safety (docs/security.md).
@@ -153,7 +153,7 @@ func (c Channel) Steered() bool { return c.Sockets == SocketsSteered }
 // SocketsOrDefault is Sockets with the default spelled out.
 func (c Channel) SocketsOrDefault() Sockets {
 	if c.Sockets == SocketsDefault {
-		return SocketsPerPort
+		return SocketsAuto
 	}
 	return c.Sockets
 }

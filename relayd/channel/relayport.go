@@ -14,11 +14,11 @@ import (
 // channel's. Its datagrams do not pass through the workers: the TURN
 // server reads and writes the socket itself, and asks PermitsPeer before
 // it lets a peer in.
-
-// errRelayPortSteered: with steered ports the sk_lookup program hands
-// every datagram of the range to the workers, so a socket of its own in
-// the range would never receive.
-var errRelayPortSteered = errors.New("a relay port with a socket of its own (TURN, the reachability check) needs channel.sockets per_port")
+//
+// With steered ports too a relay port is a socket of its own: the
+// steering program takes only the ports live channels hold (steered.go),
+// so a datagram for a relay port meets the kernel's ordinary lookup and
+// reaches the socket bound there.
 
 // RelayPort is a relay port handed out by OpenRelayPort: a UDP socket
 // bound to the relay's listen address (or, when that is unspecified, the
@@ -76,8 +76,6 @@ func (m *Manager) openRelayPort(network string, choice blockChoice, what string)
 		return nil, errors.New("data plane is shut down")
 	case draining:
 		return nil, ErrDraining
-	case !m.tr.socketPerPort():
-		return nil, errRelayPortSteered
 	}
 	local, err := relayPortAddr(m.sh.listen, network)
 	if err != nil {

@@ -64,16 +64,16 @@ func (m *Manager) pickSockets(cfg Config, maxFlows int) (autoChoice, error) {
 //
 //  1. an IPv6 listen address: per-port (the steering program matches
 //     IPv4);
-//  2. the nftables fast path required: per-port (its rules match a
-//     port's socket);
+//  2. the nftables fast path required (stateless rules or the
+//     flowtable): per-port (its rules match a port's socket);
 //  3. relayd cannot attach an sk_lookup program (CAP_BPF or
 //     CAP_SYS_ADMIN, CAP_NET_ADMIN, Linux ≥ 5.9) or open a raw socket
 //     (CAP_NET_RAW): per-port;
 //  4. the fast path on auto: the eBPF one opened (through the broker or
-//     by relayd), steered; if it cannot open but the nftables one can,
-//     per-port with nftables, which forwards in the kernel at about half
-//     of userspace's CPU where steered ports relay in userspace at about
-//     two thirds; if neither, steered;
+//     by relayd), steered; if it cannot open but the flowtable or the
+//     stateless nftables rules can, per-port with that, which forwards in
+//     the kernel at a fifth of userspace's CPU or less where steered
+//     ports relay in userspace at about three quarters; if none, steered;
 //  5. otherwise (fast path off, eBPF required, or held off by a
 //     relay-wide cap): steered.
 //
@@ -87,8 +87,8 @@ func chooseSockets(cfg Config, sh *shared, counts *fastPathCounts, maxFlows int)
 	if !cfg.Listen.Unmap().Is4() {
 		return perPort("the listen address is IPv6; steered ports are IPv4 only")
 	}
-	if mode == FastPathNftables {
-		return perPort("fast_path nftables needs a socket per port")
+	if mode.isNftables() {
+		return perPort(fmt.Sprintf("fast_path %s needs a socket per port", mode))
 	}
 	if err := kernel.SteeringAvailable(); err != nil {
 		if !kernel.SteeringUnsupported(err) {
@@ -109,13 +109,19 @@ func chooseSockets(cfg Config, sh *shared, counts *fastPathCounts, maxFlows int)
 		steered.Why += ", and the eBPF fast path serves steered ports"
 		return autoChoice{SocketsChoice: steered, fp: fp, opened: true}, nil
 	}
-	fp, nftErr := openFastPath(sh, counts, FastPathNftables, maxFlows, true)
-	if nftErr == nil {
-		return autoChoice{SocketsChoice: SocketsChoice{Mode: SocketsPerPort,
-			Why: fmt.Sprintf("the eBPF fast path is unavailable (%v) and the nftables one, which needs a socket per port, forwards in the kernel", ebpfErr)},
-			fp: fp, opened: true}, nil
+	// What auto's fast path tries after eBPF, in its order: the
+	// flowtable, then the stateless rules. Both need a socket per port.
+	var nftErrs []error
+	for _, nft := range []FastPathMode{FastPathFlowtable, FastPathNftables} {
+		fp, err := openFastPath(sh, counts, nft, maxFlows, true)
+		if err == nil {
+			return autoChoice{SocketsChoice: SocketsChoice{Mode: SocketsPerPort,
+				Why: fmt.Sprintf("the eBPF fast path is unavailable (%v) and the nftables one (%s), which needs a socket per port, forwards in the kernel", ebpfErr, nft)},
+				fp: fp, opened: true}, nil
+		}
+		nftErrs = append(nftErrs, err)
 	}
-	sh.log.Info("in-kernel fast path unavailable, relaying in userspace", "err", errors.Join(ebpfErr, nftErr).Error())
+	sh.log.Info("in-kernel fast path unavailable, relaying in userspace", "err", errors.Join(append([]error{ebpfErr}, nftErrs...)...).Error())
 	steered.Why += "; no in-kernel fast path is available"
 	return autoChoice{SocketsChoice: steered, opened: true}, nil
 }

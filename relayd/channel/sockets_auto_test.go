@@ -18,7 +18,7 @@ import (
 // root (CAP_BPF, CAP_NET_ADMIN, CAP_NET_RAW) and BPF sk_lookup.
 func TestChooseSockets(t *testing.T) {
 	unavailable := &nft.UnavailableError{Reason: "no_ebpf", Err: errors.New("not here")}
-	ebpfTable, nftTable := newFakeTable(), newFakeTable()
+	ebpfTable, ftTable, nftTable := newFakeTable(), newFakeTable(), newFakeTable()
 	canSteer := os.Geteuid() == 0
 	if canSteer {
 		if err := kernel.SteeringAvailable(); err != nil {
@@ -26,21 +26,24 @@ func TestChooseSockets(t *testing.T) {
 		}
 	}
 	for _, tc := range []struct {
-		name      string
-		listen    string
-		mode      FastPathMode
-		ebpf, nft error
-		steers    bool // needs the kernel's steering to decide
-		want      SocketsMode
-		why       string
-		table     *fakeTable
+		name     string
+		listen   string
+		mode     FastPathMode
+		ebpf, ft error
+		nft      error
+		steers   bool // needs the kernel's steering to decide
+		want     SocketsMode
+		why      string
+		table    *fakeTable
 	}{
-		{"IPv6 listen address", "::1", FastPathOff, nil, nil, false, SocketsPerPort, "IPv6", nil},
-		{"nftables required", "127.0.0.1", FastPathNftables, nil, nil, false, SocketsPerPort, "nftables", nil},
-		{"fast path off", "127.0.0.1", FastPathOff, nil, nil, true, SocketsSteered, "can steer", nil},
-		{"eBPF opens", "127.0.0.1", FastPathAuto, nil, nil, true, SocketsSteered, "eBPF fast path serves", ebpfTable},
-		{"only nftables opens", "127.0.0.1", FastPathAuto, unavailable, nil, true, SocketsPerPort, "nftables one", nftTable},
-		{"no fast path at all", "127.0.0.1", FastPathAuto, unavailable, unavailable, true, SocketsSteered, "no in-kernel fast path", nil},
+		{"IPv6 listen address", "::1", FastPathOff, nil, nil, nil, false, SocketsPerPort, "IPv6", nil},
+		{"nftables required", "127.0.0.1", FastPathNftables, nil, nil, nil, false, SocketsPerPort, "nftables", nil},
+		{"flowtable required", "127.0.0.1", FastPathFlowtable, nil, nil, nil, false, SocketsPerPort, "flowtable", nil},
+		{"fast path off", "127.0.0.1", FastPathOff, nil, nil, nil, true, SocketsSteered, "can steer", nil},
+		{"eBPF opens", "127.0.0.1", FastPathAuto, nil, nil, nil, true, SocketsSteered, "eBPF fast path serves", ebpfTable},
+		{"flowtable opens after eBPF", "127.0.0.1", FastPathAuto, unavailable, nil, nil, true, SocketsPerPort, "(flowtable)", ftTable},
+		{"only nftables opens", "127.0.0.1", FastPathAuto, unavailable, unavailable, nil, true, SocketsPerPort, "(nftables)", nftTable},
+		{"no fast path at all", "127.0.0.1", FastPathAuto, unavailable, unavailable, unavailable, true, SocketsSteered, "no in-kernel fast path", nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if tc.steers && !canSteer {
@@ -52,6 +55,12 @@ func TestChooseSockets(t *testing.T) {
 						return nil, tc.ebpf
 					}
 					return ebpfTable, nil
+				},
+				flowtable: func(netip.Addr, int) (kernelTable, error) {
+					if tc.ft != nil {
+						return nil, tc.ft
+					}
+					return ftTable, nil
 				},
 				nftables: func(netip.Addr, int) (kernelTable, error) {
 					if tc.nft != nil {

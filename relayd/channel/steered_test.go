@@ -197,3 +197,52 @@ func newPartyOn(t *testing.T, port int) *party {
 }
 
 func (p *party) localPort() int { return p.conn.LocalAddr().(*net.UDPAddr).Port }
+
+// TestSteeredRelayPorts: with steered ports a relay port (TURN's, the
+// reachability check's) is a socket of its own that receives, beside a
+// steered channel that relays; the two never share a block, and a block
+// a relay port gave back serves a channel.
+func TestSteeredRelayPorts(t *testing.T) {
+	m, _ := newSteeredManager(t, func(c *Config) { c.PortMin, c.PortMax = 26600, 26611 }) // three blocks
+	low, err := m.OpenEdgePort("udp4", LowestPort)
+	if err != nil {
+		t.Fatalf("edge port with steered ports: %v", err)
+	}
+	t.Cleanup(func() { low.Close() })
+	mid, err := m.OpenRelayPort("udp4")
+	if err != nil {
+		t.Fatalf("relay port with steered ports: %v", err)
+	}
+	t.Cleanup(func() { mid.Close() })
+	info, a, b, _, _ := call(t, m)
+	lowPort, midPort := udpPort(low.UDPConn), udpPort(mid.UDPConn)
+	if lowPort != 26600 || midPort == info.LocalPort || midPort+info.LocalPort != 26604+26608 {
+		t.Fatalf("edge port %d, relay port %d, channel %d: want 26600, then 26604 and 26608", lowPort, midPort, info.LocalPort)
+	}
+	sender := newParty(t)
+	for _, rp := range []*RelayPort{low, mid} {
+		port := udpPort(rp.UDPConn)
+		sender.send(port, []byte("to-relay-port"))
+		buf := make([]byte, 64)
+		rp.SetReadDeadline(time.Now().Add(10 * time.Second))
+		n, from, err := rp.ReadFromUDPAddrPort(buf)
+		if err != nil || string(buf[:n]) != "to-relay-port" || int(from.Port()) != sender.localPort() {
+			t.Fatalf("relay port %d read %q from %v: %v", port, buf[:n], from, err)
+		}
+	}
+	a.send(info.LocalPort, []byte("steered"))
+	b.expect([]byte("steered"), info.LocalPort+2)
+	if _, err := m.Allocate(); !errors.Is(err, ErrPoolExhausted) {
+		t.Fatalf("fourth block: %v, want the pool exhausted", err)
+	}
+	mid.Close()
+	again, err := m.Allocate()
+	if err != nil || again.LocalPort != midPort {
+		t.Fatalf("after the relay port closed: channel %+v, %v, want port %d", again, err, midPort)
+	}
+	if n := m.Totals().Stats.Dropped[DropNoChannel]; n != 0 {
+		t.Errorf("no_channel %d: a relay port's datagram reached the workers", n)
+	}
+}
+
+func udpPort(c *net.UDPConn) int { return c.LocalAddr().(*net.UDPAddr).Port }

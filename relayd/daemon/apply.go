@@ -35,9 +35,6 @@ func (d *Daemon) Apply(ctx context.Context, cfg config.Config) error {
 	if err := needsRestart(old, cfg); err != nil {
 		return err
 	}
-	if err := d.steeredRefuses(cfg); err != nil {
-		return err
-	}
 	if err := d.apply(cfg, old); err != nil {
 		d.log.Warn("new configuration failed, restoring the previous one", "err", err)
 		return d.restore(old, cfg, err)

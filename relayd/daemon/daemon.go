@@ -116,14 +116,10 @@ func New(ctx context.Context, cfg config.Config, opt Options) (*Daemon, error) {
 		minted: turn.NewRequesters(0), stateDir: opt.StateDir, startCfg: cfg, dpCfg: cfg}
 	var err error
 	features := kernel.Detect()
-	sockets, why := socketsMode(cfg)
-	if why != "" {
-		log.Info("channel.sockets auto: per_port", "why", why)
-	}
 	d.dp, err = channel.New(channel.Config{
 		Settings: dataPlaneSettings(cfg),
 		Listen:   d.listen,
-		Sockets:  sockets,
+		Sockets:  socketsMode(cfg),
 		GSO:      features.GSO,
 		// The fast path opened through the broker, when there is one.
 		OffloadSocket: cmp.Or(cfg.Channel.OffloadSocket, opt.OffloadSocket),

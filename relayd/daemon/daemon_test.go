@@ -189,7 +189,7 @@ func TestApplyRefusesChangesThatNeedARestart(t *testing.T) {
 	}{
 		{"listen address", func(c *config.Config) { c.ListenAddress = "127.0.0.2" }, "listen_address: changing it needs a restart of relayd"},
 		{"steered sockets", func(c *config.Config) { c.Channel.Sockets = config.SocketsSteered }, "channel.sockets: changing it needs a restart of relayd"},
-		{"auto sockets", func(c *config.Config) { c.Channel.Sockets = config.SocketsAuto }, "channel.sockets: changing it needs a restart of relayd"},
+		{"per_port sockets", func(c *config.Config) { c.Channel.Sockets = config.SocketsPerPort }, "channel.sockets: changing it needs a restart of relayd"},
 	} {
 		next := cfg
 		c.change(&next)

@@ -26,11 +26,14 @@ const (
 )
 
 // TestRelay runs the whole suite against each XMPP server, relaying in
-// userspace, and against Prosody once more with each in-kernel fast path
-// (channel.fast_path "nftables" and "ebpf"): the same calls, attacks,
-// expiries, reloads and drains must behave the same when the kernel
-// forwards. The fast-path runs are for one server only: what differs is
-// below the component session, and it keeps the suite's time in check.
+// userspace with a socket per port, and against Prosody once more with
+// each in-kernel fast path (channel.fast_path "nftables", and "ebpf" with
+// channel.sockets at its default, auto, which steers the ports where the
+// test runs as root) and with steered ports in userspace: the same calls,
+// attacks, expiries, reloads and drains must behave the same when the
+// kernel forwards. The fast-path runs are for one server only: what
+// differs is below the component session, and it keeps the suite's time
+// in check.
 func TestRelay(t *testing.T) {
 	harness.RequireRoot(t)
 	for _, kind := range []string{"prosody", "ejabberd"} {
@@ -94,6 +97,8 @@ func relaySuite(t *testing.T, kind string, modes []string) {
 	for _, mode := range modes {
 		w := &world{lan: lan, srv: srv, req: srv.Requester(user, password), steered: mode == "steered"}
 		switch mode {
+		case "userspace":
+			w.sockets = config.SocketsPerPort
 		case "fastpath":
 			w.fastPath = "nftables"
 		case "ebpf":
