@@ -271,7 +271,9 @@ func newRigDeferred(ctx context.Context, t *testing.T, prefix string) *rig {
 func TestFileDescriptorsExhausted(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	r := newRig(ctx, t, "jxd", nil)
+	// A socket per port: steered ports (auto's choice as root) cost a
+	// channel no descriptors, so this limit would not bite.
+	r := newRig(ctx, t, "jxd", func(c *config.Config) { c.Channel.Sockets = config.SocketsPerPort })
 	c := r.call(ctx)
 	c.exchange(ctx, t, 20)
 	pid := strconv.Itoa(r.relay.PID())
