@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/jnrelay/jnrelay/config"
+	"github.com/jnrelay/jnrelay/internal/testport"
 	"github.com/jnrelay/jnrelay/relayd/channel"
 	"github.com/jnrelay/jnrelay/relayd/directory"
 )
@@ -31,29 +32,6 @@ func testPorts(t *testing.T) config.PortRange {
 	return config.PortRange{Min: base, Max: base + 39}
 }
 
-// freeUDPPort is a port nobody holds now for UDP nor TCP, on any address
-// (the built-in TURN server takes both at its port, and at the
-// unspecified address in the dual-stack tests): on a busy host a free UDP
-// port is often some outgoing connection's TCP port.
-func freeUDPPort(t *testing.T) int {
-	t.Helper()
-	for range 100 {
-		c, err := net.ListenUDP("udp", &net.UDPAddr{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		port := c.LocalAddr().(*net.UDPAddr).Port
-		l, err := net.ListenTCP("tcp", &net.TCPAddr{Port: port})
-		c.Close()
-		if err == nil {
-			l.Close()
-			return port
-		}
-	}
-	t.Fatal("no port free for both UDP and TCP in 100 tries")
-	return 0
-}
-
 func testConfig(t *testing.T) config.Config {
 	t.Helper()
 	cfg := config.Default()
@@ -61,7 +39,7 @@ func testConfig(t *testing.T) config.Config {
 	cfg.PublicAddress = "127.0.0.1"
 	cfg.Ports = testPorts(t)
 	cfg.Channel.FastPath = config.FastPathOff
-	cfg.STUN.Port = freeUDPPort(t)
+	cfg.STUN.Port = testport.UDPAndTCP(t)
 	return cfg
 }
 
@@ -274,7 +252,7 @@ func TestStatusReportsWhatRuns(t *testing.T) {
 // session is online, and follows a change of them.
 func TestStatusReportsDirectories(t *testing.T) {
 	cfg := testConfig(t)
-	closed := freeUDPPort(t) // nobody listens: the session never comes online
+	closed := testport.TCP(t) // nobody listens: the session never comes online
 	cfg.XMPP = []config.Service{{Name: "relay", Type: config.ServiceComponent, Server: fmt.Sprintf("127.0.0.1:%d", closed),
 		Domain: "relay.localhost", Secret: "s"}}
 	node := config.DirectoryNode{Service: "pubsub.localhost", Node: "relays"}
@@ -309,7 +287,7 @@ func TestStatusReportsDirectories(t *testing.T) {
 // session runs besides that part and neither replaces the other.
 func TestServiceNamedAfterAPartDoesNotCollide(t *testing.T) {
 	cfg := testConfig(t)
-	closed := freeUDPPort(t) // nobody listens: the sessions keep retrying
+	closed := testport.TCP(t) // nobody listens: the sessions keep retrying
 	names := []string{"stun", "tracker", "publicaddr"}
 	for i, name := range names {
 		cfg.XMPP = append(cfg.XMPP, config.Service{Name: name, Type: config.ServiceComponent,

@@ -109,7 +109,7 @@ func (d *Daemon) startPublicAddr(cfg config.Config) error {
 		w = publicaddr.NewStatic(netip.MustParseAddr(cfg.PublicAddress)) // validated by config
 	} else {
 		var err error
-		w, err = publicaddr.NewWatcher(d.ctx, publicaddr.Options{STUNServers: cfg.PublicAddressSTUN, Forward: forwardText(cfg),
+		w, err = publicaddr.NewWatcher(d.ctx, publicaddr.Options{STUNServers: cfg.PublicAddressSTUN, Forward: cfg.ForwardText(),
 			Mapped: d.mappedExternal, Logger: d.log.With("part", "publicaddr"), OnChange: func(netip.Addr) { d.recheckReachability() }})
 		if err != nil {
 			return fmt.Errorf("public address: %w", err)
@@ -123,24 +123,6 @@ func (d *Daemon) startPublicAddr(cfg config.Config) error {
 	d.host.Store(w)
 	d.runSystem(partPublicAddr, func(ctx context.Context) { w.Run(ctx) })
 	return nil
-}
-
-// forwardText names what a donor behind NAT forwards on the router: "UDP
-// ports 40000-40999 and 3478", and the built-in TURN server's ports.
-func forwardText(cfg config.Config) string {
-	forward := fmt.Sprintf("UDP ports %d-%d", cfg.Ports.Min, cfg.Ports.Max)
-	if cfg.STUN.Enabled {
-		forward += fmt.Sprintf(" and %d", cfg.STUN.Port)
-	}
-	if b := cfg.TURN.Builtin; b.Enabled && b.TCP {
-		forward += fmt.Sprintf(", UDP and TCP port %d (TURN)", b.Port)
-	} else if b.Enabled {
-		forward += fmt.Sprintf(", UDP port %d (TURN)", b.Port)
-	}
-	if b := cfg.TURN.Builtin; b.Enabled && b.TLSPort != 0 {
-		forward += fmt.Sprintf(", TCP port %d (TURN over TLS)", b.TLSPort)
-	}
-	return forward
 }
 
 func (d *Daemon) startSTUN(cfg config.Config) error {

@@ -82,20 +82,20 @@ func (d *Daemon) gateway() (gw, local netip.Addr, err error) {
 	return gw, local, err
 }
 
-// ownFixedPorts are relayd's single ports: STUN, and the built-in TURN
-// server's UDP, TCP and TLS ports. Nothing else is ever mapped.
+// ownFixedPorts are relayd's single inbound ports (STUN, the built-in
+// TURN server's UDP, TCP and TLS ports): config.InboundPorts less the
+// relay range, which the mapper maps a channel at a time. Nothing else is
+// ever mapped, and so nothing the firewall would not open (no port below
+// 1024: relayd cannot bind one, and mapping it could only expose another
+// program of this device).
 func ownFixedPorts(cfg config.Config) []portmap.Port {
 	var out []portmap.Port
-	if cfg.STUN.Enabled {
-		out = append(out, portmap.Port{Transport: portmap.UDP, Port: cfg.STUN.Port, Purpose: "stun"})
-	}
-	if b := cfg.TURN.Builtin; b.Enabled {
-		out = append(out, portmap.Port{Transport: portmap.UDP, Port: b.Port, Purpose: "turn"})
-		if b.TCP {
-			out = append(out, portmap.Port{Transport: portmap.TCP, Port: b.Port, Purpose: "turn"})
+	for _, p := range cfg.InboundPorts() {
+		if p.Purpose == config.PurposeRelay {
+			continue
 		}
-		if b.TLSPort != 0 {
-			out = append(out, portmap.Port{Transport: portmap.TCP, Port: b.TLSPort, Purpose: "turn-tls"})
+		for port := p.Min; port <= p.Max; port++ {
+			out = append(out, portmap.Port{Transport: portmap.Transport(p.Proto), Port: port, Purpose: string(p.Purpose)})
 		}
 	}
 	return out

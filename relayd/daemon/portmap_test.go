@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"net/netip"
+	"slices"
 	"testing"
 	"time"
 
@@ -64,5 +65,39 @@ func TestSummarizeMappings(t *testing.T) {
 	d.mapped.Store(&portmap.State{External: netip.MustParseAddr("198.51.100.7")})
 	if mapped := d.mappedExternal(); mapped.IsValid() {
 		t.Fatalf("nothing mapped, yet external %s advertised", mapped)
+	}
+}
+
+// TestOwnFixedPorts: the router is asked for the single ports the
+// firewall would open (config.InboundPorts), with the purposes the
+// status shows, and for no port below 1024.
+func TestOwnFixedPorts(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		edit func(*config.Config)
+		want []portmap.Port
+	}{
+		{"defaults", func(*config.Config) {}, []portmap.Port{{Transport: portmap.UDP, Port: 3478, Purpose: "stun"}}},
+		{"no STUN", func(c *config.Config) { c.STUN.Enabled = false }, nil},
+		{"TURN over UDP, TCP and TLS", func(c *config.Config) {
+			c.TURN.Builtin = config.BuiltinTURN{Enabled: true, Port: 3479, TCP: true, TLSPort: 5349}
+		}, []portmap.Port{
+			{Transport: portmap.UDP, Port: 3478, Purpose: "stun"},
+			{Transport: portmap.UDP, Port: 3479, Purpose: "turn"},
+			{Transport: portmap.TCP, Port: 3479, Purpose: "turn"},
+			{Transport: portmap.TCP, Port: 5349, Purpose: "turn-tls"},
+		}},
+		{"privileged ports left out", func(c *config.Config) {
+			c.STUN.Port = 53
+			c.TURN.Builtin = config.BuiltinTURN{Enabled: true, Port: 3479, TLSPort: 443}
+		}, []portmap.Port{{Transport: portmap.UDP, Port: 3479, Purpose: "turn"}}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := config.Default()
+			tc.edit(&cfg)
+			if got := ownFixedPorts(cfg); !slices.Equal(got, tc.want) {
+				t.Errorf("ownFixedPorts = %+v, want %+v", got, tc.want)
+			}
+		})
 	}
 }

@@ -22,7 +22,7 @@ func reachabilityChanged(cfg, old config.Config) bool {
 // every reachability.interval_minutes.
 func (d *Daemon) startReachability(cfg config.Config) {
 	c := reachability.New(reachability.Config{
-		Servers: cfg.ReachabilitySTUN(), Targets: d.reachabilityTargets, Forward: forwardText(cfg),
+		Servers: cfg.ReachabilitySTUN(), Targets: d.reachabilityTargets, Forward: cfg.ForwardText(),
 		Interval: cfg.Reachability.Interval(), Logger: d.log.With("part", "reachability"),
 	})
 	d.reach.Store(c)

@@ -14,13 +14,14 @@ import (
 
 	pionturn "github.com/pion/turn/v5"
 
+	"github.com/jnrelay/jnrelay/internal/testport"
 	"github.com/jnrelay/jnrelay/relayd/turn"
 )
 
 func TestBuiltinTURNPart(t *testing.T) {
 	cfg := testConfig(t)
 	cfg.TURN.Builtin.Enabled = true
-	cfg.TURN.Builtin.Port = freeUDPPort(t)
+	cfg.TURN.Builtin.Port = testport.UDPAndTCP(t)
 	state := t.TempDir()
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)

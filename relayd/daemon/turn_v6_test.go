@@ -11,6 +11,7 @@ import (
 
 	pionturn "github.com/pion/turn/v5"
 
+	"github.com/jnrelay/jnrelay/internal/testport"
 	"github.com/jnrelay/jnrelay/relayd/turn"
 )
 
@@ -23,7 +24,7 @@ func TestBuiltinTURNDualStack(t *testing.T) {
 	cfg.ListenAddress, cfg.PublicAddress6 = "0.0.0.0", "::1"
 	cfg.STUN.Enabled = false
 	cfg.TURN.Builtin.Enabled = true
-	cfg.TURN.Builtin.Port = freeUDPPort(t)
+	cfg.TURN.Builtin.Port = testport.UDPAndTCP(t)
 	state := t.TempDir()
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)

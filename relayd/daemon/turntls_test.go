@@ -12,6 +12,7 @@ import (
 
 	"github.com/jnrelay/jnrelay/config"
 	"github.com/jnrelay/jnrelay/internal/testcert"
+	"github.com/jnrelay/jnrelay/internal/testport"
 )
 
 // writeTURNCert writes a fresh self-signed certificate for 127.0.0.1
@@ -21,16 +22,6 @@ func writeTURNCert(t *testing.T, dir, cn string) *x509.Certificate {
 	c := testcert.New(t, cn)
 	c.Write(t, filepath.Join(dir, "turn.crt"), filepath.Join(dir, "turn.key"))
 	return c.Leaf
-}
-
-func freeTCPPort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp4", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
 }
 
 // presentedCert is the common name of the certificate the server at port
@@ -51,7 +42,7 @@ func tlsTURNConfig(t *testing.T, dir string) config.Config {
 	cfg.Path = filepath.Join(dir, "relayd.json")
 	cfg.TURN.Secret = "a configured secret"
 	b := &cfg.TURN.Builtin
-	b.Enabled, b.Port, b.TLSPort, b.CertFile, b.KeyFile = true, freeUDPPort(t), freeTCPPort(t), "turn.crt", "turn.key"
+	b.Enabled, b.Port, b.TLSPort, b.CertFile, b.KeyFile = true, testport.UDPAndTCP(t), testport.TCP(t), "turn.crt", "turn.key"
 	return cfg
 }
 

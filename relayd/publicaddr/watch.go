@@ -77,7 +77,8 @@ type Options struct {
 	// interfaces have only private ones (the relay is behind NAT).
 	STUNServers []string
 	// Forward describes the ports a donor must forward to the relay
-	// ("UDP 40000-40999 and 3478"), for the warning.
+	// ("UDP ports 40000-40999 and 3478", config.Config.ForwardText), for
+	// the warning.
 	Forward string
 	// Mapped, when set, is the router's external address while it maps
 	// the relay's ports (invalid otherwise): behind NAT it is advertised

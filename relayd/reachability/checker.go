@@ -30,7 +30,7 @@ type Config struct {
 	// server may have stopped).
 	Targets func() []Target
 	// Forward names what to forward on the router ("UDP ports
-	// 40000-40999 and 3478"), for the advice.
+	// 40000-40999 and 3478", config.Config.ForwardText), for the advice.
 	Forward string
 	// Interval between checks (DefaultInterval when 0; at least MinGap).
 	Interval time.Duration

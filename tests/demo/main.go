@@ -10,11 +10,9 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
-	"net"
 	"net/netip"
 	"os"
 	"os/signal"
@@ -22,6 +20,7 @@ import (
 	"time"
 
 	"github.com/jnrelay/jnrelay/config"
+	"github.com/jnrelay/jnrelay/internal/testport"
 	"github.com/jnrelay/jnrelay/tests/harness"
 )
 
@@ -71,7 +70,7 @@ func run(ctx context.Context, out io.Writer, relaydBin string, duration time.Dur
 	cfg.Ports = config.PortRange{Min: 41000, Max: 41999}
 	cfg.XMPP = []config.Service{{Type: "component", Server: srv.Component.String(), Domain: srv.ComponentDomain, Secret: srv.Secret}}
 	cfg.TURN.Builtin.Enabled = true
-	if cfg.TURN.Builtin.Port, err = freeLoopbackPort(); err != nil {
+	if cfg.TURN.Builtin.Port, err = testport.FindUDPAndTCP(); err != nil {
 		return err
 	}
 	step("starting relayd as the component %s, its TURN server on 127.0.0.1:%d", srv.ComponentDomain, cfg.TURN.Builtin.Port)
@@ -180,25 +179,6 @@ func run(ctx context.Context, out io.Writer, relaydBin string, duration time.Dur
 			end.Int("packets_local_to_remote"), end.Int("packets_remote_to_local"), end.Int("dropped_peer_not_latched"))
 	}
 	return nil
-}
-
-// freeLoopbackPort is a port free on loopback for both UDP and TCP now
-// (the TURN server serves both on its port).
-func freeLoopbackPort() (int, error) {
-	for range 20 {
-		u, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-		if err != nil {
-			return 0, err
-		}
-		port := u.LocalAddr().(*net.UDPAddr).Port
-		t, err := net.ListenTCP("tcp4", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: port})
-		u.Close()
-		if err == nil {
-			t.Close()
-			return port, nil
-		}
-	}
-	return 0, errors.New("no port free for both UDP and TCP on loopback")
 }
 
 // directLatency is the median one-way latency of packets sent straight

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jnrelay/jnrelay/internal/testport"
 	"github.com/jnrelay/jnrelay/relayd/turn"
 )
 
@@ -29,7 +30,7 @@ func TestBuiltinTURNMetrics(t *testing.T) {
 	defer cancel()
 
 	cfg := builtinTURNConfig(t)
-	cfg.Metrics.Listen = net.JoinHostPort("127.0.0.1", strconv.Itoa(freeLoopbackTCPPort(t)))
+	cfg.Metrics.Listen = net.JoinHostPort("127.0.0.1", strconv.Itoa(testport.TCP(t)))
 	dir := t.TempDir()
 	rd := startRelaydIn(t, "", dir, cfg)
 	if _, err := rd.WaitLog(ctx, "TURN server started", 1, nil); err != nil {

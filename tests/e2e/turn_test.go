@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/jnrelay/jnrelay/config"
+	"github.com/jnrelay/jnrelay/internal/testport"
 	"github.com/jnrelay/jnrelay/provision"
 	"github.com/jnrelay/jnrelay/relayd/daemon"
 	"github.com/jnrelay/jnrelay/relayd/turn"
@@ -93,7 +94,7 @@ func TestBuiltinTURNWithCoturnClient(t *testing.T) {
 	// TURN over TLS, with a certificate for 127.0.0.1 in the
 	// configuration's directory, where relayd reads files from.
 	certPath := writeSelfSigned(t, dir, "turn.crt", "turn.key")
-	cfg.TURN.Builtin.TLSPort = freeLoopbackTCPPort(t)
+	cfg.TURN.Builtin.TLSPort = testport.TCP(t)
 	cfg.TURN.Builtin.CertFile, cfg.TURN.Builtin.KeyFile = "turn.crt", "turn.key"
 	rd := startRelaydIn(t, "", dir, cfg)
 	if _, err := rd.WaitLog(ctx, "TURN server started", 1, nil); err != nil {
@@ -261,7 +262,7 @@ func builtinTURNConfig(t *testing.T) config.Config {
 	cfg.Channel.FastPath = config.FastPathOff
 	cfg.STUN.Enabled = false
 	cfg.TURN.Builtin.Enabled = true
-	cfg.TURN.Builtin.Port = freeLoopbackUDPPort(t)
+	cfg.TURN.Builtin.Port = testport.UDPAndTCP(t)
 	return cfg
 }
 
@@ -293,28 +294,6 @@ func turnutilsUclient(ctx context.Context, t *testing.T, port int, secret []byte
 		t.Fatalf("turnutils_uclient %v: %v\n%s", all, cctx.Err(), out)
 	}
 	return string(out), err
-}
-
-// freeLoopbackUDPPort is a loopback port nobody holds now for UDP nor
-// TCP: the built-in TURN server binds both at its port, and on a busy
-// host a free UDP port is often some loopback connection's TCP port.
-func freeLoopbackUDPPort(t *testing.T) int {
-	t.Helper()
-	for range 100 {
-		c, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-		if err != nil {
-			t.Fatal(err)
-		}
-		port := c.LocalAddr().(*net.UDPAddr).Port
-		l, err := net.ListenTCP("tcp4", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: port})
-		c.Close()
-		if err == nil {
-			l.Close()
-			return port
-		}
-	}
-	t.Fatal("no loopback port free for both UDP and TCP in 100 tries")
-	return 0
 }
 
 // TestBuiltinTURNQuotaRefusal: with limits.max_channels at 2, a coturn

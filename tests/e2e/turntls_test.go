@@ -21,17 +21,6 @@ func writeSelfSigned(t *testing.T, dir, certName, keyName string) string {
 	return certPath
 }
 
-// freeLoopbackTCPPort is a loopback TCP port nobody holds now.
-func freeLoopbackTCPPort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp4", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
-
 // verifyPresented completes a TLS handshake with the server at the
 // loopback port, trusting only the certificate at certPath.
 func verifyPresented(t *testing.T, port int, certPath string) {
