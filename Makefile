@@ -82,7 +82,8 @@ test-image: deps test-cross image-arm64 cross
 
 ## bench: micro benchmarks, the request and spoofed-packet floods held to their targets, then the side-by-side run (relayd, C reference, rtpengine, coturn, relayd's TURN server; 30-60 min, root)
 bench: build
-	$(GO) test -run '^$$' -bench . -benchtime 20000x ./relayd/... ./kernel/...
+	$(GO) test -run '^$$' -bench . -skip '^BenchmarkConntrackDump$$' -benchtime 20000x ./relayd/... ./kernel/...
+	$(GO) test -run '^$$' -bench '^BenchmarkConntrackDump$$' -benchtime 200x ./kernel/nft/
 	RELAYD_BIN=$(CURDIR)/bin/relayd $(GO) test -count=1 -v -run '^(TestChannelRequestFlood|TestSpoofedFloodAtLatchedCall)$$' ./tests/chaos -args -chaos.targets
 	bash tests/bench/deps.sh
 	$(GO) test -count=1 -v -timeout 120m -run '^TestBench$$' ./tests/bench -args -bench.full -bench.out $(CURDIR)/bench-results.md

@@ -17,7 +17,7 @@ import (
 
 // The flowtable variant's legs live in conntrack entries of one zone; this
 // file is the little of ctnetlink it needs: dump the zone's entries with
-// their counters, delete one entry. Constants from
+// their counters (conntrack_filter_linux.go), delete one entry. Constants from
 // linux/netfilter/nfnetlink_conntrack.h (x/sys/unix has none of them).
 const (
 	ctMsgGet    = 1 // IPCTNL_MSG_CT_GET
@@ -51,6 +51,7 @@ type ctTuple struct {
 type ctEntry struct {
 	ID          uint32
 	Zone        uint16
+	Status      uint32 // IPS_* bits
 	Orig, Reply ctTuple
 	// Counters per direction: zero unless net.netfilter.nf_conntrack_acct
 	// was 1 when the entry was created.
@@ -59,7 +60,18 @@ type ctEntry struct {
 
 // conntrack is a ctnetlink socket in the namespace it was opened in.
 type conntrack struct {
-	conn *netlink.Conn
+	conn ctConn
+	// wholeTable: the kernel refused a filtered dump, so every dump asks
+	// for the whole table (conntrack_filter_linux.go).
+	wholeTable bool
+	last       dumpStats
+}
+
+// ctConn is the part of a netlink socket conntrack uses (a fake in the
+// fallback's unit test).
+type ctConn interface {
+	Execute(netlink.Message) ([]netlink.Message, error)
+	Close() error
 }
 
 func openConntrack() (*conntrack, error) {
@@ -79,29 +91,6 @@ func ctMessage(msg uint16, flags netlink.HeaderFlags, attrs []byte) netlink.Mess
 		Header: netlink.Header{Type: netlink.HeaderType(unix.NFNL_SUBSYS_CTNETLINK<<8 | msg), Flags: netlink.Request | flags},
 		Data:   append([]byte{unix.AF_INET, unix.NFNETLINK_V0, 0, 0}, attrs...),
 	}
-}
-
-// dump returns every IPv4 UDP conntrack entry of zone. The kernel filters
-// by zone only from Linux 5.8 on, so the zone is checked here.
-func (c *conntrack) dump(zone uint16) ([]ctEntry, error) {
-	msgs, err := c.conn.Execute(ctMessage(ctMsgGet, netlink.Dump, nil))
-	if err != nil {
-		return nil, fmt.Errorf("dump conntrack entries: %w", err)
-	}
-	var out []ctEntry
-	for _, m := range msgs {
-		if len(m.Data) < 4 {
-			continue
-		}
-		e, ok, err := parseCtEntry(m.Data[4:])
-		if err != nil {
-			return nil, fmt.Errorf("parse conntrack entry: %w", err)
-		}
-		if ok && e.Zone == zone {
-			out = append(out, e)
-		}
-	}
-	return out, nil
 }
 
 // remove deletes the entry of zone that has tuple in either direction
@@ -160,6 +149,8 @@ func parseCtEntry(b []byte) (e ctEntry, ok bool, err error) {
 			e.ID = ad.Uint32()
 		case ctaZone:
 			e.Zone = ad.Uint16()
+		case ctaStatus:
+			e.Status = ad.Uint32()
 		case ctaCountersOrig:
 			ad.Nested(func(nad *netlink.AttributeDecoder) error { e.OrigCount = decodeCounters(nad); return nil })
 		case ctaCountersReply:

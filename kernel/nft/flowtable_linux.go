@@ -42,7 +42,8 @@ import (
 // Removing a leg deletes its entries (ctnetlink), which also ends its
 // flowtable flow. Counters come from the entries (conntrack accounting:
 // Open turns net.netfilter.nf_conntrack_acct on when it is off, or fails
-// with reason conntrack_acct_off when it cannot).
+// with reason conntrack_acct_off when it cannot), read in dumps the
+// kernel filters where it can (conntrack_filter_linux.go).
 
 // flowtableName is the flowtable's name in relayd's table.
 const flowtableName = "ft"
@@ -243,7 +244,7 @@ func (t *Table) removeEntries(legs []Leg) error {
 	// The relay's address a peer sent to is not part of the leg (listen
 	// may be unspecified), so the zone's entries are matched by their
 	// flows rather than looked up by tuple.
-	entries, err := t.flow.ct.dump(t.flow.zone)
+	entries, err := t.flow.ct.dump(ctQuery{zone: t.flow.zone})
 	if err != nil {
 		return err
 	}
@@ -272,7 +273,9 @@ func entryFlows(e ctEntry) (orig, reply Flow) {
 // path's element counters do.
 func (t *Table) flowCounters() (map[Flow]Counter, error) {
 	fs := t.flow
-	entries, err := fs.ct.dump(fs.zone)
+	// NATed entries only: one the rules left without NAT delivers its
+	// datagrams to relayd's socket, which counts them itself.
+	entries, err := fs.ct.dump(ctQuery{zone: fs.zone, nated: true})
 	if err != nil {
 		return nil, err
 	}
@@ -317,7 +320,7 @@ func (t *Table) flowCounters() (map[Flow]Counter, error) {
 // flushZone deletes every entry of the zone: those of a crashed run at
 // Open, every leg's at Close.
 func (t *Table) flushZone() error {
-	entries, err := t.flow.ct.dump(t.flow.zone)
+	entries, err := t.flow.ct.dump(ctQuery{zone: t.flow.zone})
 	if err != nil {
 		return err
 	}
