@@ -44,7 +44,10 @@ func netnsCommand(ns, name string, args ...string) *exec.Cmd {
 // alive, waiting for the child, until the child is reaped.
 func startProcess(cmd *exec.Cmd, out io.Writer) (*process, error) {
 	cmd.Stdout, cmd.Stderr = out, out
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	// A process group of its own, so that stopping it ends the helpers it
+	// spawned too (ejabberd's erl_child_setup and inet_gethost outlive
+	// the VM by a moment, and a namespace's cleanup would find them).
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}
 	p := &process{cmd: cmd, done: make(chan struct{})}
 	started := make(chan error, 1)
 	go func() {
@@ -84,7 +87,7 @@ func (p *process) stop(grace time.Duration) error { return p.stopWith(syscall.SI
 // stopWith is stop with another first signal.
 func (p *process) stopWith(sig syscall.Signal, grace time.Duration) error {
 	if p.exited() {
-		return nil
+		return p.endGroup()
 	}
 	if err := p.cmd.Process.Signal(sig); err != nil && !errors.Is(err, os.ErrProcessDone) {
 		return fmt.Errorf("%s pid %d: %w", sig, p.pid(), err)
@@ -93,7 +96,7 @@ func (p *process) stopWith(sig syscall.Signal, grace time.Duration) error {
 	defer timer.Stop()
 	select {
 	case <-p.done:
-		return nil
+		return p.endGroup()
 	case <-timer.C:
 		return p.kill()
 	}
@@ -102,7 +105,7 @@ func (p *process) stopWith(sig syscall.Signal, grace time.Duration) error {
 // kill sends SIGKILL and waits until the process is reaped.
 func (p *process) kill() error {
 	if p.exited() {
-		return nil
+		return p.endGroup()
 	}
 	if err := p.cmd.Process.Kill(); err != nil && !errors.Is(err, os.ErrProcessDone) {
 		return fmt.Errorf("SIGKILL pid %d: %w", p.pid(), err)
@@ -111,10 +114,28 @@ func (p *process) kill() error {
 	defer timer.Stop()
 	select {
 	case <-p.done:
-		return nil
+		return p.endGroup()
 	case <-timer.C:
 		return fmt.Errorf("pid %d still alive %v after SIGKILL", p.pid(), killWait)
 	}
+}
+
+// endGroup SIGKILLs what is left of the process's group once the process
+// itself was reaped, and waits until none of it is left. The group keeps
+// its ID while a member lives, so the ID cannot name another group.
+func (p *process) endGroup() error {
+	pgid := p.pid()
+	if err := syscall.Kill(-pgid, syscall.SIGKILL); errors.Is(err, syscall.ESRCH) {
+		return nil
+	}
+	deadline := time.Now().Add(killWait)
+	for time.Now().Before(deadline) {
+		if err := syscall.Kill(-pgid, 0); errors.Is(err, syscall.ESRCH) {
+			return nil
+		}
+		time.Sleep(10 * time.Millisecond) // polling: the kernel has no event for a group's end
+	}
+	return fmt.Errorf("process group %d still alive %v after SIGKILL", pgid, killWait)
 }
 
 // freeTCPPorts returns n distinct TCP ports, none of avoid, that are
