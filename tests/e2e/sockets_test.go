@@ -13,8 +13,8 @@ import (
 	"github.com/jnrelay/jnrelay/tests/harness"
 )
 
-// TestSocketsAuto is channel.sockets auto on both sides of its choice.
-// relayd as root (CAP_BPF, CAP_NET_ADMIN, CAP_NET_RAW) steers its ports,
+// TestSocketsAuto is channel.sockets auto, the default (left unset here),
+// on both sides of its choice. relayd as root (CAP_BPF, CAP_NET_ADMIN, CAP_NET_RAW) steers its ports,
 // says so in `relayd status`, and an attack on a call is dropped in the
 // kernel by the steered ports' shield, and with the fast path on auto
 // the eBPF program forwards a steered call; relayd as an unprivileged user
@@ -28,7 +28,7 @@ func TestSocketsAuto(t *testing.T) {
 	defer cancel()
 	lan := harness.NewLAN(t, "jna", "relay", "caller", "callee", "evil")
 	srv := startServer(ctx, t, "prosody", lan.NS("relay"), map[string]string{user: password})
-	w := &world{lan: lan, srv: srv, req: srv.Requester(user, password), sockets: config.SocketsAuto}
+	w := &world{lan: lan, srv: srv, req: srv.Requester(user, password)} // sockets: the default
 
 	t.Run("root-steers", func(t *testing.T) {
 		rd := startRelayd(t, lan.NS("relay"), w.relayConfig())

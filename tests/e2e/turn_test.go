@@ -19,6 +19,7 @@ import (
 
 	"github.com/jnrelay/jnrelay/config"
 	"github.com/jnrelay/jnrelay/internal/testport"
+	"github.com/jnrelay/jnrelay/kernel"
 	"github.com/jnrelay/jnrelay/provision"
 	"github.com/jnrelay/jnrelay/relayd/daemon"
 	"github.com/jnrelay/jnrelay/relayd/turn"
@@ -99,6 +100,14 @@ func TestBuiltinTURNWithCoturnClient(t *testing.T) {
 	rd := startRelaydIn(t, "", dir, cfg)
 	if _, err := rd.WaitLog(ctx, "TURN server started", 1, nil); err != nil {
 		t.Fatal(err)
+	}
+	// channel.sockets at its default, auto: relayd as root steers the
+	// relay ports where the kernel can, and the allocations below are
+	// relay ports with sockets of their own beside the steering.
+	if os.Geteuid() == 0 && kernel.SteeringAvailable() == nil {
+		if st := socketsOf(ctx, t, rd); st.Mode != "auto" || st.Active != "steered" {
+			t.Fatalf("status sockets %+v, want the default auto running steered", st)
+		}
 	}
 	secret := turnSecret(t, dir)
 	peer := newEchoPeer(t)
