@@ -37,10 +37,12 @@ import (
 // The zone keeps offloaded legs apart from relayd's own sockets: their
 // datagrams (before a leg is offloaded, or any that fails the tests, such
 // as an oversize one) get zone 0 entries, which never match the NAT
-// chains, and a leg's first datagram after it was installed always makes
-// a new entry in the zone (an old zone 0 entry cannot hold it back).
-// Removing a leg deletes its entries (ctnetlink), which also ends its
-// flowtable flow. Counters come from the entries (conntrack accounting:
+// chains. A leg's entry in the zone is made over ctnetlink when the leg
+// is installed, with the NAT the chains would give its first datagram
+// from A (createEntries), so that the first datagrams of both sides find
+// it; the chains NAT the entries datagrams make when there is none (a
+// leg silent for longer than conntrack's UDP timeout). Removing a leg
+// deletes its entries (ctnetlink), which also ends its flowtable flow. Counters come from the entries (conntrack accounting:
 // Open turns net.netfilter.nf_conntrack_acct on when it is off, or fails
 // with reason conntrack_acct_off when it cannot).
 
@@ -105,8 +107,8 @@ func snatRule(src *nftables.Set, zone uint16) []expr.Any {
 }
 
 // offloadRule hands a forwarded entry of zone to the flowtable (the
-// kernel takes it from its second datagram on, once the entry is
-// confirmed).
+// kernel takes an entry once it is confirmed; the one Apply makes is
+// from the start).
 func offloadRule(zone uint16) []expr.Any {
 	return append(zoneIs(zone), &expr.FlowOffload{Name: flowtableName})
 }
@@ -218,6 +220,34 @@ func (t *Table) refreshDevices() error {
 		return fmt.Errorf("flowtable devices %v: %w", devs, err)
 	}
 	fs.devices = devs
+	return nil
+}
+
+// entryTimeout is how long, in seconds, a leg's entry made at install
+// waits for its first datagram; from then on conntrack's UDP timeouts
+// (and the flowtable's) keep it.
+const entryTimeout = 120
+
+// createEntries makes the conntrack entry of each leg, as its first
+// datagram from A through the DNAT and SNAT rules would: A's datagrams
+// to the relay's port facing it go to B from the relay's port facing B,
+// and B's back. Made before the leg's elements go in, it is there for
+// the first datagram of either side. Were the entries left to the
+// datagrams, the first one from each side, arriving in one batch (a
+// network card's interrupt, or two CPUs at once), would each begin an
+// entry of its own before either is confirmed: the second one's tuples
+// are the first one's reversed, conntrack cannot insert it (counted as
+// insert_failed and drop in /proc/net/stat/nf_conntrack) and drops its
+// datagram. The entry's addresses are the relay's addresses facing the
+// peers, which its datagrams to them leave from (and the SNAT rule
+// gives) and so the ones the peers send to.
+func (t *Table) createEntries(legs []Leg) error {
+	for _, l := range legs {
+		orig := ctTuple{Src: l.A.Peer, Dst: netip.AddrPortFrom(l.LocalA, l.A.Port)}
+		if err := t.flow.ct.createNAT(t.flow.zone, orig, l.B.Peer, netip.AddrPortFrom(l.LocalB, l.B.Port), entryTimeout); err != nil {
+			return err
+		}
+	}
 	return nil
 }
 
