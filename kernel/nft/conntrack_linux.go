@@ -113,6 +113,40 @@ func (c *conntrack) dump(zone uint16) ([]ctEntry, error) {
 	return out, nil
 }
 
+// get returns the entry of zone that has tuple in either direction; ok
+// is false when there is none.
+func (c *conntrack) get(zone uint16, tuple ctTuple) (e ctEntry, ok bool, err error) {
+	ae := netlink.NewAttributeEncoder()
+	ae.ByteOrder = binary.BigEndian
+	ae.Nested(ctaTupleOrig, func(nae *netlink.AttributeEncoder) error {
+		encodeTuple(nae, tuple)
+		return nil
+	})
+	ae.Uint16(ctaZone, zone)
+	b, err := ae.Encode()
+	if err != nil {
+		return e, false, err
+	}
+	// The kernel marks its one reply multi-part with no end after it:
+	// the acknowledgement ends the answer.
+	msgs, err := c.conn.Execute(ctMessage(ctMsgGet, netlink.Acknowledge, b))
+	if errors.Is(err, os.ErrNotExist) || errors.Is(err, syscall.ENOENT) {
+		return e, false, nil
+	}
+	if err != nil {
+		return e, false, fmt.Errorf("get conntrack entry %s->%s zone %d: %w", tuple.Src, tuple.Dst, zone, err)
+	}
+	for _, m := range msgs {
+		if len(m.Data) < 4 {
+			continue
+		}
+		if e, ok, err = parseCtEntry(m.Data[4:]); err != nil || ok {
+			return e, ok, err
+		}
+	}
+	return e, false, nil
+}
+
 // remove deletes the entry of zone that has tuple in either direction
 // (the kernel looks tuples up in both). An entry that is not there is not
 // an error.

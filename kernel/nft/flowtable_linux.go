@@ -41,7 +41,8 @@ import (
 // is installed, with the NAT the chains would give its first datagram
 // from A (createEntries), so that the first datagrams of both sides find
 // it; the chains NAT the entries datagrams make when there is none (a
-// leg silent for longer than conntrack's UDP timeout). Removing a leg
+// leg whose peers send to other addresses of the relay, or one silent
+// for longer than conntrack's UDP timeout). Removing a leg
 // deletes its entries (ctnetlink), which also ends its flowtable flow. Counters come from the entries (conntrack accounting:
 // Open turns net.netfilter.nf_conntrack_acct on when it is off, or fails
 // with reason conntrack_acct_off when it cannot).
@@ -238,17 +239,49 @@ const entryTimeout = 120
 // entry of its own before either is confirmed: the second one's tuples
 // are the first one's reversed, conntrack cannot insert it (counted as
 // insert_failed and drop in /proc/net/stat/nf_conntrack) and drops its
-// datagram. The entry's addresses are the relay's addresses facing the
-// peers, which its datagrams to them leave from (and the SNAT rule
-// gives) and so the ones the peers send to.
+// datagram.
+//
+// One entry serves both sides only when each peer sends to the relay's
+// address facing it, the one the SNAT rule gives the other side's
+// datagrams (LocalA, LocalB). A peer that sends to another of the relay's
+// addresses makes an entry of its own, whose reply tuple would clash
+// with the one made here: its every datagram would be dropped. So an
+// entry is made only for a leg whose peers both sent to those addresses,
+// which the conntrack entries of zone 0 (relayd's sockets, while the leg
+// was relayed in userspace) show; another leg is left to the rules (its
+// two sides make an entry each, which do not clash).
 func (t *Table) createEntries(legs []Leg) error {
 	for _, l := range legs {
+		ok, err := t.sentToLocal(l)
+		if err != nil {
+			return err
+		}
+		if !ok {
+			continue
+		}
 		orig := ctTuple{Src: l.A.Peer, Dst: netip.AddrPortFrom(l.LocalA, l.A.Port)}
 		if err := t.flow.ct.createNAT(t.flow.zone, orig, l.B.Peer, netip.AddrPortFrom(l.LocalB, l.B.Port), entryTimeout); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// sentToLocal reports whether both of l's peers sent to the relay's
+// address facing them: each has the zone 0 entry its first datagram to
+// relayd's socket made. (An entry relayd's own datagram to the peer made
+// holds the same tuple as its reply, when the peer sent elsewhere.)
+func (t *Table) sentToLocal(l Leg) (bool, error) {
+	for _, side := range [2]ctTuple{
+		{Src: l.A.Peer, Dst: netip.AddrPortFrom(l.LocalA, l.A.Port)},
+		{Src: l.B.Peer, Dst: netip.AddrPortFrom(l.LocalB, l.B.Port)},
+	} {
+		e, ok, err := t.flow.ct.get(0, side)
+		if err != nil || !ok || e.Orig != side {
+			return false, err
+		}
+	}
+	return true, nil
 }
 
 // removeEntries deletes the conntrack entries of legs, ending their

@@ -82,3 +82,40 @@ func TestNATEntryMadeAtInstall(t *testing.T) {
 	fastpathtest.Send(t, a, []byte("after"), toP)
 	fastpathtest.Expect(t, relayP, []byte("after"), leg.A.Peer)
 }
+
+// TestNATEntryNotMadeForAnotherAddress: a peer that sends to another of
+// the relay's addresses than the one facing it (LocalA) would make an
+// entry of its own, whose reply would clash with one made at install and
+// lose its every datagram: no entry is made for such a leg, and the
+// rules carry it as before, both ways.
+func TestNATEntryNotMadeForAnotherAddress(t *testing.T) {
+	tp := newTopo(t)
+	tb := tp.open(t, Config{Flowtable: true, noFlowtable: true})
+	relayP := fastpathtest.UDP(t, tp.R, netip.AddrPortFrom(netip.IPv4Unspecified(), 28000))
+	relayQ := fastpathtest.UDP(t, tp.R, netip.AddrPortFrom(netip.IPv4Unspecified(), 28002))
+	a := fastpathtest.UDP(t, tp.A, netip.AddrPortFrom(fastpathtest.PeerA, 5000))
+	b := fastpathtest.UDP(t, tp.B, netip.AddrPortFrom(fastpathtest.PeerB, 6000))
+	// A reaches the relay at RelayB, the address facing B.
+	toP, toQ := netip.AddrPortFrom(fastpathtest.RelayB, 28000), netip.AddrPortFrom(fastpathtest.RelayB, 28002)
+	leg := Leg{A: Flow{Peer: fastpathtest.Addr(a), Port: 28000}, B: Flow{Peer: fastpathtest.Addr(b), Port: 28002},
+		LocalA: fastpathtest.RelayA, LocalB: fastpathtest.RelayB}
+	fastpathtest.Send(t, a, []byte("a"), toP)
+	fastpathtest.Expect(t, relayP, []byte("a"), leg.A.Peer)
+	fastpathtest.Send(t, b, []byte("b"), toQ)
+	fastpathtest.Expect(t, relayQ, []byte("b"), leg.B.Peer)
+
+	if err := tb.Apply(nil, []Leg{leg}); err != nil {
+		t.Fatal(err)
+	}
+	if entries, err := tb.flow.ct.dump(tb.flow.zone); err != nil || len(entries) != 0 {
+		t.Fatalf("zone %d after the install: %+v %v, want no entry", tb.flow.zone, entries, err)
+	}
+	for range 2 {
+		fastpathtest.Send(t, a, []byte("a->b"), toP)
+		fastpathtest.Expect(t, b, []byte("a->b"), toQ)
+		fastpathtest.Send(t, b, []byte("b->a!"), toQ)
+		fastpathtest.Expect(t, a, []byte("b->a!"), toP)
+	}
+	fastpathtest.ExpectNone(t, relayP)
+	fastpathtest.ExpectNone(t, relayQ)
+}
