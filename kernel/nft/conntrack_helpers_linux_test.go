@@ -17,20 +17,8 @@ import (
 )
 
 // What the tests and the benchmark need of ctnetlink beyond relayd's own
-// part: entries made without traffic, with NAT where the test asks.
-
-const (
-	ctMsgNew = 0 // IPCTNL_MSG_CT_NEW
-
-	ctaNATSrc     = 6  // CTA_NAT_SRC
-	ctaTimeout    = 7  // CTA_TIMEOUT
-	ctaNATDst     = 13 // CTA_NAT_DST
-	ctaNATMinIP   = 1  // CTA_NAT_V4_MINIP
-	ctaNATMaxIP   = 2  // CTA_NAT_V4_MAXIP
-	ctaNATProto   = 3  // CTA_NAT_PROTO
-	ctaNATPortMin = 1  // CTA_PROTONAT_PORT_MIN
-	ctaNATPortMax = 2  // CTA_PROTONAT_PORT_MAX
-)
+// part: entries made without traffic, with NAT where the test asks
+// (createNAT's, with either rewrite left out where it is not set).
 
 // testEntry is a UDP entry to create: orig's datagram in zone, its
 // destination rewritten to dnat and its source to snat where they are set.
@@ -42,42 +30,7 @@ type testEntry struct {
 
 // insert creates e (the kernel computes the reply tuple from the NAT).
 func (c *conntrack) insert(e testEntry) error {
-	ae := netlink.NewAttributeEncoder()
-	ae.ByteOrder = binary.BigEndian
-	ae.Nested(ctaTupleOrig, func(nae *netlink.AttributeEncoder) error { encodeTuple(nae, e.orig); return nil })
-	ae.Nested(ctaTupleReply, func(nae *netlink.AttributeEncoder) error {
-		encodeTuple(nae, ctTuple{Src: e.orig.Dst, Dst: e.orig.Src})
-		return nil
-	})
-	ae.Uint32(ctaTimeout, 600)
-	ae.Uint16(ctaZone, e.zone)
-	for _, nat := range []struct {
-		typ uint16
-		to  netip.AddrPort
-	}{{ctaNATDst, e.dnat}, {ctaNATSrc, e.snat}} {
-		if !nat.to.IsValid() {
-			continue
-		}
-		ae.Nested(nat.typ, func(nae *netlink.AttributeEncoder) error {
-			ip := nat.to.Addr().As4()
-			nae.Bytes(ctaNATMinIP, ip[:])
-			nae.Bytes(ctaNATMaxIP, ip[:])
-			nae.Nested(ctaNATProto, func(pae *netlink.AttributeEncoder) error {
-				pae.Uint16(ctaNATPortMin, nat.to.Port())
-				pae.Uint16(ctaNATPortMax, nat.to.Port())
-				return nil
-			})
-			return nil
-		})
-	}
-	b, err := ae.Encode()
-	if err != nil {
-		return err
-	}
-	if _, err := c.conn.Execute(ctMessage(ctMsgNew, netlink.Create|netlink.Excl|netlink.Acknowledge, b)); err != nil {
-		return fmt.Errorf("create conntrack entry %s->%s zone %d: %w", e.orig.Src, e.orig.Dst, e.zone, err)
-	}
-	return nil
+	return c.createNAT(e.zone, e.orig, e.dnat, e.snat, 600)
 }
 
 // encodeEntry is e as a dump reports it, for the fake kernel.

@@ -20,14 +20,18 @@ import (
 // their counters (conntrack_filter_linux.go), delete one entry. Constants from
 // linux/netfilter/nfnetlink_conntrack.h (x/sys/unix has none of them).
 const (
+	ctMsgNew    = 0 // IPCTNL_MSG_CT_NEW
 	ctMsgGet    = 1 // IPCTNL_MSG_CT_GET
 	ctMsgDelete = 2 // IPCTNL_MSG_CT_DELETE
 
 	ctaTupleOrig     = 1  // CTA_TUPLE_ORIG
 	ctaTupleReply    = 2  // CTA_TUPLE_REPLY
+	ctaNATSrc        = 6  // CTA_NAT_SRC
+	ctaTimeout       = 7  // CTA_TIMEOUT
 	ctaCountersOrig  = 9  // CTA_COUNTERS_ORIG
 	ctaCountersReply = 10 // CTA_COUNTERS_REPLY
 	ctaID            = 12 // CTA_ID
+	ctaNATDst        = 13 // CTA_NAT_DST
 	ctaZone          = 18 // CTA_ZONE
 
 	ctaTupleIP    = 1 // CTA_TUPLE_IP
@@ -40,6 +44,11 @@ const (
 	ctaPackets    = 1 // CTA_COUNTERS_PACKETS
 	ctaBytes      = 2 // CTA_COUNTERS_BYTES
 
+	ctaNATMinIP   = 1 // CTA_NAT_V4_MINIP
+	ctaNATMaxIP   = 2 // CTA_NAT_V4_MAXIP
+	ctaNATProto   = 3 // CTA_NAT_PROTO
+	ctaNATPortMin = 1 // CTA_PROTONAT_PORT_MIN
+	ctaNATPortMax = 2 // CTA_PROTONAT_PORT_MAX
 )
 
 // ctTuple is one direction of a UDP conntrack entry.
@@ -93,6 +102,40 @@ func ctMessage(msg uint16, flags netlink.HeaderFlags, attrs []byte) netlink.Mess
 	}
 }
 
+// get returns the entry of zone that has tuple in either direction; ok
+// is false when there is none.
+func (c *conntrack) get(zone uint16, tuple ctTuple) (e ctEntry, ok bool, err error) {
+	ae := netlink.NewAttributeEncoder()
+	ae.ByteOrder = binary.BigEndian
+	ae.Nested(ctaTupleOrig, func(nae *netlink.AttributeEncoder) error {
+		encodeTuple(nae, tuple)
+		return nil
+	})
+	ae.Uint16(ctaZone, zone)
+	b, err := ae.Encode()
+	if err != nil {
+		return e, false, err
+	}
+	// The kernel marks its one reply multi-part with no end after it:
+	// the acknowledgement ends the answer.
+	msgs, err := c.conn.Execute(ctMessage(ctMsgGet, netlink.Acknowledge, b))
+	if errors.Is(err, os.ErrNotExist) || errors.Is(err, syscall.ENOENT) {
+		return e, false, nil
+	}
+	if err != nil {
+		return e, false, fmt.Errorf("get conntrack entry %s->%s zone %d: %w", tuple.Src, tuple.Dst, zone, err)
+	}
+	for _, m := range msgs {
+		if len(m.Data) < 4 {
+			continue
+		}
+		if e, ok, err = parseCtEntry(m.Data[4:]); err != nil || ok {
+			return e, ok, err
+		}
+	}
+	return e, false, nil
+}
+
 // remove deletes the entry of zone that has tuple in either direction
 // (the kernel looks tuples up in both). An entry that is not there is not
 // an error.
@@ -111,6 +154,58 @@ func (c *conntrack) remove(zone uint16, tuple ctTuple) error {
 	_, err = c.conn.Execute(ctMessage(ctMsgDelete, netlink.Acknowledge, b))
 	if err != nil && !errors.Is(err, os.ErrNotExist) && !errors.Is(err, syscall.ENOENT) {
 		return fmt.Errorf("delete conntrack entry %s->%s zone %d: %w", tuple.Src, tuple.Dst, zone, err)
+	}
+	return nil
+}
+
+// createNAT adds a confirmed entry to zone for datagrams of orig, with
+// their destination rewritten to dnat and then their source to snat, as
+// the first datagram of orig would make it through the DNAT and SNAT
+// rules; it expires after timeout seconds unless datagrams refresh it.
+// An entry that holds one of its tuples already is not an error (a
+// datagram made it first). A rewrite that is not set (the zero
+// AddrPort) is left out.
+func (c *conntrack) createNAT(zone uint16, orig ctTuple, dnat, snat netip.AddrPort, timeout uint32) error {
+	ae := netlink.NewAttributeEncoder()
+	ae.ByteOrder = binary.BigEndian
+	ae.Nested(ctaTupleOrig, func(nae *netlink.AttributeEncoder) error {
+		encodeTuple(nae, orig)
+		return nil
+	})
+	// The reply as it would be without NAT: the kernel derives the
+	// real one from it and the two NAT ranges.
+	ae.Nested(ctaTupleReply, func(nae *netlink.AttributeEncoder) error {
+		encodeTuple(nae, ctTuple{Src: orig.Dst, Dst: orig.Src})
+		return nil
+	})
+	for _, n := range []struct {
+		attr uint16
+		to   netip.AddrPort
+	}{{ctaNATDst, dnat}, {ctaNATSrc, snat}} {
+		if !n.to.IsValid() {
+			continue
+		}
+		ae.Nested(n.attr, func(nae *netlink.AttributeEncoder) error {
+			a := n.to.Addr().Unmap().As4()
+			nae.Bytes(ctaNATMinIP, a[:])
+			nae.Bytes(ctaNATMaxIP, a[:])
+			nae.Nested(ctaNATProto, func(pae *netlink.AttributeEncoder) error {
+				pae.Uint16(ctaNATPortMin, n.to.Port())
+				pae.Uint16(ctaNATPortMax, n.to.Port())
+				return nil
+			})
+			return nil
+		})
+	}
+	ae.Uint32(ctaTimeout, timeout)
+	ae.Uint16(ctaZone, zone)
+	b, err := ae.Encode()
+	if err != nil {
+		return err
+	}
+	_, err = c.conn.Execute(ctMessage(ctMsgNew, netlink.Create|netlink.Excl|netlink.Acknowledge, b))
+	if err != nil && !errors.Is(err, os.ErrExist) && !errors.Is(err, syscall.EEXIST) {
+		return fmt.Errorf("create conntrack entry %s->%s zone %d (to %s from %s): %w", orig.Src, orig.Dst, zone, dnat, snat, err)
 	}
 	return nil
 }

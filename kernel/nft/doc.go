@@ -39,8 +39,10 @@
 // (flowtable_linux.go): the same maps drive conntrack DNAT and SNAT in a
 // conntrack zone of their own, and a flowtable takes each leg's entry past
 // netfilter (in the switch's hardware where the devices allow it);
-// counters then come from conntrack accounting and a removed leg's
-// entries are deleted over ctnetlink.
+// counters then come from conntrack accounting, a new leg's entry is
+// made over ctnetlink when it is installed (before its first datagrams,
+// which would otherwise race to make it) and a removed leg's entries are
+// deleted over ctnetlink.
 //
 // Open deletes a table of the same name left by a crashed run, creates the
 // table, and reports why the fast path is unavailable (no CAP_NET_ADMIN, no

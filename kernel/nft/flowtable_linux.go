@@ -37,10 +37,13 @@ import (
 // The zone keeps offloaded legs apart from relayd's own sockets: their
 // datagrams (before a leg is offloaded, or any that fails the tests, such
 // as an oversize one) get zone 0 entries, which never match the NAT
-// chains, and a leg's first datagram after it was installed always makes
-// a new entry in the zone (an old zone 0 entry cannot hold it back).
-// Removing a leg deletes its entries (ctnetlink), which also ends its
-// flowtable flow. Counters come from the entries (conntrack accounting:
+// chains. A leg's entry in the zone is made over ctnetlink when the leg
+// is installed, with the NAT the chains would give its first datagram
+// from A (createEntries), so that the first datagrams of both sides find
+// it; the chains NAT the entries datagrams make when there is none (a
+// leg whose peers send to other addresses of the relay, or one silent
+// for longer than conntrack's UDP timeout). Removing a leg
+// deletes its entries (ctnetlink), which also ends its flowtable flow. Counters come from the entries (conntrack accounting:
 // Open turns net.netfilter.nf_conntrack_acct on when it is off, or fails
 // with reason conntrack_acct_off when it cannot), read in dumps the
 // kernel filters where it can (conntrack_filter_linux.go).
@@ -106,8 +109,8 @@ func snatRule(src *nftables.Set, zone uint16) []expr.Any {
 }
 
 // offloadRule hands a forwarded entry of zone to the flowtable (the
-// kernel takes it from its second datagram on, once the entry is
-// confirmed).
+// kernel takes an entry once it is confirmed; the one Apply makes is
+// from the start).
 func offloadRule(zone uint16) []expr.Any {
 	return append(zoneIs(zone), &expr.FlowOffload{Name: flowtableName})
 }
@@ -220,6 +223,66 @@ func (t *Table) refreshDevices() error {
 	}
 	fs.devices = devs
 	return nil
+}
+
+// entryTimeout is how long, in seconds, a leg's entry made at install
+// waits for its first datagram; from then on conntrack's UDP timeouts
+// (and the flowtable's) keep it.
+const entryTimeout = 120
+
+// createEntries makes the conntrack entry of each leg, as its first
+// datagram from A through the DNAT and SNAT rules would: A's datagrams
+// to the relay's port facing it go to B from the relay's port facing B,
+// and B's back. Made before the leg's elements go in, it is there for
+// the first datagram of either side. Were the entries left to the
+// datagrams, the first one from each side, arriving in one batch (a
+// network card's interrupt, or two CPUs at once), would each begin an
+// entry of its own before either is confirmed: the second one's tuples
+// are the first one's reversed, conntrack cannot insert it (counted as
+// insert_failed and drop in /proc/net/stat/nf_conntrack) and drops its
+// datagram.
+//
+// One entry serves both sides only when each peer sends to the relay's
+// address facing it, the one the SNAT rule gives the other side's
+// datagrams (LocalA, LocalB). A peer that sends to another of the relay's
+// addresses makes an entry of its own, whose reply tuple would clash
+// with the one made here: its every datagram would be dropped. So an
+// entry is made only for a leg whose peers both sent to those addresses,
+// which the conntrack entries of zone 0 (relayd's sockets, while the leg
+// was relayed in userspace) show; another leg is left to the rules (its
+// two sides make an entry each, which do not clash).
+func (t *Table) createEntries(legs []Leg) error {
+	for _, l := range legs {
+		ok, err := t.sentToLocal(l)
+		if err != nil {
+			return err
+		}
+		if !ok {
+			continue
+		}
+		orig := ctTuple{Src: l.A.Peer, Dst: netip.AddrPortFrom(l.LocalA, l.A.Port)}
+		if err := t.flow.ct.createNAT(t.flow.zone, orig, l.B.Peer, netip.AddrPortFrom(l.LocalB, l.B.Port), entryTimeout); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// sentToLocal reports whether both of l's peers sent to the relay's
+// address facing them: each has the zone 0 entry its first datagram to
+// relayd's socket made. (An entry relayd's own datagram to the peer made
+// holds the same tuple as its reply, when the peer sent elsewhere.)
+func (t *Table) sentToLocal(l Leg) (bool, error) {
+	for _, side := range [2]ctTuple{
+		{Src: l.A.Peer, Dst: netip.AddrPortFrom(l.LocalA, l.A.Port)},
+		{Src: l.B.Peer, Dst: netip.AddrPortFrom(l.LocalB, l.B.Port)},
+	} {
+		e, ok, err := t.flow.ct.get(0, side)
+		if err != nil || !ok || e.Orig != side {
+			return false, err
+		}
+	}
+	return true, nil
 }
 
 // removeEntries deletes the conntrack entries of legs, ending their

@@ -98,3 +98,21 @@ func openNAT(t *testing.T, tp *fastpathtest.Topo, listen netip.Addr) *nft.Table 
 	t.Cleanup(func() { tb.Close() })
 	return tb
 }
+
+// TestHandover: a leg installed while both peers stream loses nothing
+// and duplicates nothing (kernel/internal/fastpathtest/conformance).
+func TestHandover(t *testing.T) {
+	fastpathtest.SkipWithoutNetfilter(t)
+	tp := fastpathtest.NewOneArmNAPI(t, "jnnfho")
+	r := fastpathtest.OneArmRelay
+	conformance.Handover(t, tp, open(t, tp, netip.IPv4Unspecified()), r, r, conformance.HandoverRounds())
+}
+
+// TestHandoverConntrackNAT: the same by the flowtable variant's
+// conntrack NAT, which must not fail to insert a leg's entry either.
+func TestHandoverConntrackNAT(t *testing.T) {
+	fastpathtest.SkipWithoutNetfilter(t)
+	tp := fastpathtest.NewOneArmNAPI(t, "jnnfhn")
+	r := fastpathtest.OneArmRelay
+	conformance.Handover(t, tp, openNAT(t, tp, netip.IPv4Unspecified()), r, r, conformance.HandoverRounds())
+}

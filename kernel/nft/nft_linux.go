@@ -384,6 +384,23 @@ func (t *Table) Apply(remove, add []Leg) error {
 		f, s := l.elements()
 		addFwd, addSrc = append(addFwd, f...), append(addSrc, s...)
 	}
+	// The flowtable variant's entries: a new leg's before its elements,
+	// so that its first datagrams find it (createEntries says why); a
+	// leg that replaces one reuses the old one's flows, whose entries go
+	// after the transaction, so its own come after that.
+	var fresh, replacing []Leg
+	if t.flow != nil {
+		for _, l := range add {
+			if delF[l.A] || delF[l.B] {
+				replacing = append(replacing, l)
+			} else {
+				fresh = append(fresh, l)
+			}
+		}
+		if err := t.createEntries(fresh); err != nil {
+			return errors.Join(err, t.removeEntries(fresh))
+		}
+	}
 	// Deletions first: a leg replaced in the same call reuses its keys.
 	for _, op := range []struct {
 		del  bool
@@ -404,7 +421,11 @@ func (t *Table) Apply(remove, add []Leg) error {
 		}
 	}
 	if err := t.conn.Flush(); err != nil {
-		return fmt.Errorf("nftables transaction (%d legs removed, %d added): %w", len(remove), len(add), err)
+		err = fmt.Errorf("nftables transaction (%d legs removed, %d added): %w", len(remove), len(add), err)
+		if t.flow != nil {
+			err = errors.Join(err, t.removeEntries(fresh))
+		}
+		return err
 	}
 	for k := range delF {
 		delete(t.fwdKeys, k)
@@ -423,6 +444,9 @@ func (t *Table) Apply(remove, add []Leg) error {
 		// old entry, as it would take the old element.
 		if err := t.removeEntries(remove); err != nil {
 			return fmt.Errorf("end the conntrack entries of %d removed legs: %w", len(remove), err)
+		}
+		if err := t.createEntries(replacing); err != nil {
+			return err
 		}
 	}
 	return nil

@@ -67,6 +67,15 @@ func TestOneArm(t *testing.T) {
 	}
 }
 
+// TestHandover: a leg installed while both peers stream loses nothing
+// and duplicates nothing (kernel/internal/fastpathtest/conformance).
+func TestHandover(t *testing.T) {
+	fastpathtest.SkipWithoutBPF(t)
+	tp := &topo{fastpathtest.NewOneArmNAPI(t, "jntcho")}
+	r := fastpathtest.OneArmRelay
+	conformance.Handover(t, tp.Topo, tp.open(t, Config{MaxFlows: 16}), r, r, conformance.HandoverRounds())
+}
+
 // TestVLANTaggedFrame: a frame that arrived 802.1Q-tagged is left to the
 // stack at the device it arrived on: the VLAN device the kernel hands it
 // to next runs the program itself (this test's kernel may have no 802.1Q

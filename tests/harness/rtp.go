@@ -375,6 +375,30 @@ func (e *Endpoint) stats(i int) Stats {
 	return e.recv[i].snapshot()
 }
 
+// MissingRTP returns the sequence numbers below n that the RTP socket
+// never received from the sender tagged from, in order (duplicates are in
+// SourceStats.Duplicates).
+func (e *Endpoint) MissingRTP(from string, n int) []int64 { return e.missing(0, from, n) }
+
+// MissingRTCP is MissingRTP for the RTCP socket.
+func (e *Endpoint) MissingRTCP(from string, n int) []int64 { return e.missing(1, from, n) }
+
+func (e *Endpoint) missing(i int, from string, n int) []int64 {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	var seen map[int64]bool
+	if src := e.recv[i].sources[from]; src != nil {
+		seen = src.seen
+	}
+	var out []int64
+	for s := range int64(n) {
+		if !seen[s] {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
 // WaitRTP waits until the RTP socket received at least n packets from the
 // sender tagged from ("" = any sender), or ctx is done.
 func (e *Endpoint) WaitRTP(ctx context.Context, from string, n int) error {

@@ -84,6 +84,18 @@ func NewOneArm(t *testing.T, prefix string) *Topo {
 	return tp
 }
 
+// NewOneArmNAPI is NewOneArm where R's interface receives through NAPI
+// and GRO, as from a network card (a veth does so only with GRO on):
+// datagrams that reach R together go through prerouting as one list,
+// before any of them is forwarded. (Whether two peers' datagrams do reach
+// it together is up to the scheduler: the test cannot force it.)
+func NewOneArmNAPI(t *testing.T, prefix string) *Topo {
+	t.Helper()
+	tp := NewOneArm(t, prefix)
+	Run(t, "ip", "netns", "exec", tp.R, "ethtool", "-K", "eth0", "gro", "on")
+	return tp
+}
+
 // NewL3 builds the network of a router whose uplink is an L3 device
 // (PPPoE's ppp0, WireGuard): R has A on its LAN (ra, RelayA) and the tun
 // device tun0, holding OneArmRelay/32 and the default route. What lies
