@@ -53,6 +53,7 @@ func (d *Daemon) MetricsSources() metrics.Sources {
 			st := d.svc.Stats()
 			return metrics.Requests{Granted: st.Granted, Refused: st.Refused}
 		},
+		CallsServed: d.callsServed,
 		TURN: func() (metrics.TURN, bool) {
 			srv := d.turnSrv.Load()
 			if srv == nil {

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/jnrelay/jnrelay/relayd/channel"
+	"github.com/jnrelay/jnrelay/relayd/metrics"
 	"github.com/jnrelay/jnrelay/relayd/turn"
 	"github.com/jnrelay/jnrelay/relayd/usage"
 )
@@ -60,6 +61,12 @@ func (t *turnTally) totals(srv *atomic.Pointer[turn.Server]) usage.Totals {
 		tot.Calls += st.AllocationsServed
 	}
 	return tot
+}
+
+// callsServed are the calls served since start: the channels' and the
+// built-in TURN servers', stopped ones included. Each only grows.
+func (d *Daemon) callsServed() metrics.CallsServed {
+	return metrics.CallsServed{Channels: d.dp.Totals().Served, TURN: d.turnEnded.totals(&d.turnSrv).Calls}
 }
 
 // usageTotals is everything relayed since start, both directions, by

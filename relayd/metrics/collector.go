@@ -79,6 +79,7 @@ type collector struct {
 	fpNotOffloaded, fpPackets        family
 	donated, quota, quotaExhausted   family
 	portMappings                     family
+	callsServed                      family
 	turn                             turnFamilies
 	reachability                     reachabilityFamilies
 }
@@ -135,6 +136,7 @@ func newCollector(src Sources, version string) *collector {
 		portMappings: gauge("relayd_port_mappings",
 			"Ports the home router maps for relayd now, by the protocol that mapped them (pcp, nat-pmp, upnp); absent while port_mapping is off.", "protocol"),
 
+		callsServed:  callsServedFamily(),
 		turn:         newTURNFamilies(),
 		reachability: newReachabilityFamilies(),
 	}
@@ -198,6 +200,10 @@ func (c *collector) write(w *textWriter) {
 		w.uint(&c.quota, u.DailyQuotaBytes, periods[0])
 		w.uint(&c.quota, u.MonthlyQuotaBytes, periods[1])
 		w.uint(&c.quotaExhausted, boolValue(u.Exhausted))
+	}
+
+	if c.src.CallsServed != nil {
+		writeCallsServed(w, &c.callsServed, c.src.CallsServed())
 	}
 
 	if c.src.TURN != nil {

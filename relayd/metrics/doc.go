@@ -62,6 +62,7 @@
 //	relayd_turn_allocations_total                     counter  TURN allocations opened
 //	relayd_turn_refusals_total{reason}                counter  TURN refusals
 //	relayd_turn_relayed_bytes_total{direction}        counter  payload bytes TURN relayed
+//	relayd_calls_served_total{kind}                   counter  channels and TURN allocations that relayed each way
 //
 // plus the standard go_* metrics (read from runtime/metrics, which does not
 // stop the world as runtime.ReadMemStats does: go_goroutines, go_threads,
@@ -100,10 +101,14 @@
 //	reason     (TURN) turn.RefusalReasons: auth, admission, pool, peer,
 //	           rate_limit, no_address, addr_family, tls_source,
 //	           amplification, other
+//	kind       (calls served) channel, turn
 //
 // The relayd_turn_* series are written only while the built-in TURN
 // server runs (Sources.TURN reports false otherwise), for the reason a
 // nil source leaves its series out: zeros would look like an idle server.
+// relayd_calls_served_total is not one of them: its kind="turn" is written
+// with or without the server, and counts what stopped servers served too,
+// so a live reconfiguration never moves it back.
 //
 // Known reasons are exported at zero before anything happened, so that
 // rate() and increase() see the first event and alert rules need no

@@ -18,6 +18,11 @@ type Sources struct {
 	Requests  func() Requests  // outcomes of <channel/> requests
 	FastPath  func() FastPath  // the in-kernel fast path; nil leaves its series out
 	Usage     func() Usage     // data donated and quotas; nil leaves its series out
+	// CallsServed reports the calls served by channels and by the
+	// built-in TURN server; nil leaves its series out. Unlike TURN's own
+	// counters it is written whether or not TURN runs now: it must never
+	// go back when TURN is turned off and on.
+	CallsServed func() CallsServed
 	// TURN reports the built-in TURN server's counters, and false while
 	// it is not configured: its series are then left out, as a nil
 	// function leaves them out (the server comes and goes with the

@@ -67,6 +67,9 @@ func fakeSources() (Sources, *atomic.Uint64) {
 		Reachability: func() Reachability {
 			return Reachability{RelayPorts: "not_reachable", STUN: "reachable", CheckedAt: 1_800_000_000}
 		},
+		CallsServed: func() CallsServed {
+			return CallsServed{Channels: 11 * n.Load(), TURN: 4}
+		},
 	}
 	return src, &n
 }
@@ -197,6 +200,7 @@ func TestScrape(t *testing.T) {
 			"check=stun,verdict=reachable": 1, "check=stun,verdict=not_reachable": 0,
 			"check=stun,verdict=cannot_tell": 0, "check=stun,verdict=pending": 0}},
 		"relayd_reachability_checked_timestamp_seconds": {G, map[string]float64{"": 1.8e9}},
+		"relayd_calls_served_total":                     {C, map[string]float64{"kind=channel": 11, "kind=turn": 4}},
 	}
 	for name, w := range tests {
 		t.Run(name, func(t *testing.T) {
@@ -261,6 +265,9 @@ func TestCountersLive(t *testing.T) {
 		if got := series(fams["relayd_turn_refusals_total"])["reason=peer"]; got != float64(6*k) {
 			t.Errorf("k=%d: TURN peer refusals = %v, want %v", k, got, 6*k)
 		}
+		if got := series(fams["relayd_calls_served_total"])["kind=channel"]; got != float64(11*k) {
+			t.Errorf("k=%d: channel calls served = %v, want %v", k, got, 11*k)
+		}
 	}
 }
 
@@ -306,6 +313,7 @@ func allowedLabels() map[string]map[string][]string {
 		"relayd_turn_allocations_total":      {},
 		"relayd_turn_refusals_total":         {"reason": withOther(turnRefusalReasons)},
 		"relayd_turn_relayed_bytes_total":    {"direction": directions[:]},
+		"relayd_calls_served_total":          {"kind": callKinds[:]},
 	}
 }
 
@@ -331,6 +339,8 @@ func TestBoundedCardinality(t *testing.T) {
 		STUN:      func() STUNStats { return STUNStats{Dropped: hostile} },
 		Requests:  func() Requests { return Requests{Refused: hostile} },
 		TURN:      func() (TURN, bool) { return TURN{Refused: hostile}, true },
+		// Fixed labels: here for the allowed set's sake.
+		CallsServed: func() CallsServed { return CallsServed{Channels: 1, TURN: 1} },
 	}
 	fams := scrape(t, Handler(NewRegistry(src, "dev")))
 	allowed := allowedLabels()

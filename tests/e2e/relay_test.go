@@ -421,6 +421,12 @@ func (w *world) testCall(t *testing.T) {
 		t.Errorf("channel result %+v", res.Channel)
 	}
 	w.checkOtherRequests(ctx, t)
+	// Channels granted but not used (checkOtherRequests') served no call.
+	served := []string{`relayd_calls_served_total{kind="channel"} 0`, `relayd_calls_served_total{kind="turn"} 0`}
+	if scrape := w.scrapeMetrics(ctx, t, netip.MustParseAddrPort(cfg.Metrics.Listen)); !strings.Contains(scrape, "\n"+served[0]+"\n") ||
+		!strings.Contains(scrape, "\n"+served[1]+"\n") {
+		t.Errorf("before the call, metrics lack %q", served)
+	}
 	// The relay's own STUN server tells the caller its address.
 	stunClient := netip.AddrPortFrom(w.lan.Addr("caller"), 5000)
 	if mapped := pionBinding(t, w.lan.NS("caller"), stunClient, netip.AddrPortFrom(w.lan.Addr("relay"), 3478)); mapped != stunClient {
@@ -442,6 +448,8 @@ func (w *world) testCall(t *testing.T) {
 		fmt.Sprintf(`relayd_relayed_packets_total{direction="local_to_remote"} %d`, byCallee),
 		fmt.Sprintf(`relayd_relayed_packets_total{direction="remote_to_local"} %d`, byCaller),
 		`relayd_xmpp_session_up{service="` + w.srv.Kind + `"} 1`,
+		`relayd_calls_served_total{kind="channel"} 1`, // with the fast path, by the kernel's counters
+		`relayd_calls_served_total{kind="turn"} 0`,
 	} {
 		if !strings.Contains(scrape, want+"\n") {
 			t.Errorf("metrics lack %q", want)

@@ -61,7 +61,8 @@ func TestBuiltinTURNMetrics(t *testing.T) {
 			}
 		}
 	}
-	before := []string{"relayd_turn_allocations 0", "relayd_turn_allocations_total 0"}
+	before := []string{"relayd_turn_allocations 0", "relayd_turn_allocations_total 0",
+		`relayd_calls_served_total{kind="turn"} 0`, `relayd_calls_served_total{kind="channel"} 0`}
 	for _, r := range turn.RefusalReasons {
 		before = append(before, `relayd_turn_refusals_total{reason="`+r+`"} 0`)
 	}
@@ -97,5 +98,11 @@ func TestBuiltinTURNMetrics(t *testing.T) {
 	if st.Channels.TURNAllocations == nil || st.TURN == nil || st.TURN.AllocationsTotal != total ||
 		*st.Channels.TURNAllocations != st.TURN.AllocationsLive || uint64(st.TURN.AllocationsLive) > total {
 		t.Fatalf("status: channels %+v, turn %+v; metrics: %d allocations", st.Channels, st.TURN, total)
+	}
+	// The call: the one allocation that relayed each way (the client's
+	// others only test the server), as the status document counts it.
+	expect(after, `relayd_calls_served_total{kind="turn"} 1`, `relayd_calls_served_total{kind="channel"} 0`)
+	if st.TURN.AllocationsServed != 1 {
+		t.Errorf("status: %d TURN allocations served, want 1", st.TURN.AllocationsServed)
 	}
 }
