@@ -10,3 +10,10 @@ func OpenNATOnly(cfg Config) (*Table, error) {
 	cfg.Flowtable, cfg.noFlowtable = true, true
 	return Open(cfg)
 }
+
+// OpenIgnoringBrNetfilter opens the table although br_netfilter would
+// bridge what it rewrites (CheckBrNetfilter), to show what is lost.
+func OpenIgnoringBrNetfilter(cfg Config) (*Table, error) {
+	cfg.ignoreBrNetfilter = true
+	return Open(cfg)
+}
