@@ -67,33 +67,37 @@ func expectBrNetfilterRefusal(t *testing.T, tp *fastpathtest.Topo, openFn func(n
 }
 
 // TestBridgedUplinkLoss is why Open refuses: opened anyway on the bridged
-// uplink under br_netfilter, the rewritten datagram reaches neither the
-// other peer nor the relay's socket. (Should a kernel stop losing it,
-// this fails, and the refusal can be narrowed.)
+// uplink under br_netfilter, either variant's rewritten datagram reaches
+// neither the other peer nor the relay's socket. (Should a kernel stop
+// losing it, this fails, and the refusal can be narrowed.)
 func TestBridgedUplinkLoss(t *testing.T) {
-	fastpathtest.SkipWithoutNetfilter(t)
-	tp := fastpathtest.NewOneArmBridged(t, "jnnfbl", true)
-	r := fastpathtest.OneArmRelay
-	var (
-		tb  *nft.Table
-		err error
-	)
-	fastpathtest.In(t, tp.R, func() error { tb, err = nft.OpenIgnoringBrNetfilter(nft.Config{Listen: r}); return nil })
-	if err != nil {
-		t.Fatal(err)
+	for _, natOnly := range []bool{false, true} {
+		t.Run(map[bool]string{false: "stateless", true: "conntrack-nat"}[natOnly], func(t *testing.T) {
+			fastpathtest.SkipWithoutNetfilter(t)
+			tp := fastpathtest.NewOneArmBridged(t, "jnnfbl", true)
+			r := fastpathtest.OneArmRelay
+			var (
+				tb  *nft.Table
+				err error
+			)
+			fastpathtest.In(t, tp.R, func() error { tb, err = nft.OpenIgnoringBrNetfilter(nft.Config{Listen: r}, natOnly); return nil })
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { tb.Close() })
+			relayP := fastpathtest.UDP(t, tp.R, netip.AddrPortFrom(r, 28000))
+			a := fastpathtest.UDP(t, tp.A, netip.AddrPortFrom(fastpathtest.PeerA, 5000))
+			b := fastpathtest.UDP(t, tp.B, netip.AddrPortFrom(fastpathtest.PeerB, 6000))
+			leg := nft.Leg{A: nft.Flow{Peer: fastpathtest.Addr(a), Port: 28000}, B: nft.Flow{Peer: fastpathtest.Addr(b), Port: 28002},
+				LocalA: r, LocalB: r}
+			fastpathtest.Send(t, a, []byte("before"), netip.AddrPortFrom(r, 28000))
+			fastpathtest.Expect(t, relayP, []byte("before"), leg.A.Peer)
+			if err := tb.Apply(nil, []nft.Leg{leg}); err != nil {
+				t.Fatal(err)
+			}
+			fastpathtest.Send(t, a, []byte("a->b"), netip.AddrPortFrom(r, 28000))
+			fastpathtest.ExpectNone(t, b)
+			fastpathtest.ExpectNone(t, relayP)
+		})
 	}
-	t.Cleanup(func() { tb.Close() })
-	relayP := fastpathtest.UDP(t, tp.R, netip.AddrPortFrom(r, 28000))
-	a := fastpathtest.UDP(t, tp.A, netip.AddrPortFrom(fastpathtest.PeerA, 5000))
-	b := fastpathtest.UDP(t, tp.B, netip.AddrPortFrom(fastpathtest.PeerB, 6000))
-	leg := nft.Leg{A: nft.Flow{Peer: fastpathtest.Addr(a), Port: 28000}, B: nft.Flow{Peer: fastpathtest.Addr(b), Port: 28002},
-		LocalA: r, LocalB: r}
-	fastpathtest.Send(t, a, []byte("before"), netip.AddrPortFrom(r, 28000))
-	fastpathtest.Expect(t, relayP, []byte("before"), leg.A.Peer)
-	if err := tb.Apply(nil, []nft.Leg{leg}); err != nil {
-		t.Fatal(err)
-	}
-	fastpathtest.Send(t, a, []byte("a->b"), netip.AddrPortFrom(r, 28000))
-	fastpathtest.ExpectNone(t, b)
-	fastpathtest.ExpectNone(t, relayP)
 }
