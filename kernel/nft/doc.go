@@ -46,7 +46,8 @@
 //
 // Open deletes a table of the same name left by a crashed run, creates the
 // table, and reports why the fast path is unavailable (no CAP_NET_ADMIN, no
-// nf_tables, forwarding off) as an *UnavailableError. Close deletes the
+// nf_tables, forwarding off, br_netfilter calling the IPv4 hooks for a
+// bridge with an address: brnetfilter_linux.go) as an *UnavailableError. Close deletes the
 // table. Everything runs in the network namespace of the thread that called
 // Open (the netlink socket is bound to it).
 package nft

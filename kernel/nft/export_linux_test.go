@@ -10,3 +10,12 @@ func OpenNATOnly(cfg Config) (*Table, error) {
 	cfg.Flowtable, cfg.noFlowtable = true, true
 	return Open(cfg)
 }
+
+// OpenIgnoringBrNetfilter opens the table although br_netfilter would
+// bridge what it rewrites (CheckBrNetfilter), to show what is lost;
+// natOnly opens the flowtable variant without its flowtable.
+func OpenIgnoringBrNetfilter(cfg Config, natOnly bool) (*Table, error) {
+	cfg.ignoreBrNetfilter = true
+	cfg.Flowtable, cfg.noFlowtable = natOnly, natOnly
+	return Open(cfg)
+}

@@ -72,6 +72,11 @@ func Open(cfg Config) (*Table, error) {
 	if err := CheckForwarding(); err != nil {
 		return nil, err
 	}
+	if !cfg.ignoreBrNetfilter {
+		if err := CheckBrNetfilter(); err != nil {
+			return nil, err
+		}
+	}
 	conn, err := nftables.New(nftables.AsLasting())
 	if err != nil {
 		return nil, classify(fmt.Errorf("open nftables netlink socket: %w", err))

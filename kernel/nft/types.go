@@ -52,7 +52,7 @@ type Counter struct {
 // UnavailableError says why a fast path (this one or kernel/tcfwd's)
 // cannot run on this host.
 type UnavailableError struct {
-	Reason string // short and stable: "no_cap_net_admin", "no_nf_tables", "ip_forward_off", "table_busy"; flowtable: "no_flowtable", "conntrack_acct_off", "no_ctnetlink"
+	Reason string // short and stable: "no_cap_net_admin", "no_nf_tables", "ip_forward_off", "br_netfilter", "table_busy"; flowtable: "no_flowtable", "conntrack_acct_off", "no_ctnetlink"
 	Err    error
 }
 
@@ -85,6 +85,9 @@ type Config struct {
 	// NAT, zone and counters alone), for tests on kernels without
 	// nf_flow_table.
 	noFlowtable bool
+	// ignoreBrNetfilter opens the table where br_netfilter would lose
+	// what it forwards, for the test that shows the loss.
+	ignoreBrNetfilter bool
 }
 
 // Valid reports why the kernel cannot take leg, or nil.

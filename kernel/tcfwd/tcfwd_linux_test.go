@@ -338,3 +338,15 @@ func TestProgramShape(t *testing.T) {
 		}
 	}
 }
+
+// TestBridgedUplink: a relay whose uplink is a bridge, both peers beyond
+// the router on its one port, br_netfilter passing the bridge's frames
+// through the IPv4 hooks (where the nftables fast path refuses to open):
+// the program runs at the port's ingress, before the bridge, and forwards
+// everything.
+func TestBridgedUplink(t *testing.T) {
+	fastpathtest.SkipWithoutBPF(t)
+	tp := &topo{fastpathtest.NewOneArmBridged(t, "jntcbr", true)}
+	l := netip.IPv4Unspecified()
+	conformance.OneArm(t, tp.Topo, tp.open(t, Config{Listen: l, MaxFlows: 16}), l)
+}

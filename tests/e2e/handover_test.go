@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"context"
-	"os"
 	"testing"
 	"time"
 
@@ -22,15 +21,6 @@ func TestHandover(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	lan := harness.NewLAN(t, "jnh", "relay", "caller", "callee")
-	// The relay routes what the kernel forwards, as a router does, rather
-	// than br_netfilter's bridging of the LAN's hub (when that module is
-	// loaded, the hub's frames go through the IPv4 hooks and a rewritten
-	// one is bridged straight back out).
-	if _, err := os.Stat("/proc/sys/net/bridge/bridge-nf-call-iptables"); err == nil {
-		if out, err := lan.Command(ctx, "relay", "sysctl", "-qw", "net.bridge.bridge-nf-call-iptables=0").CombinedOutput(); err != nil {
-			t.Fatalf("sysctl: %v: %s", err, out)
-		}
-	}
 	srv := startServer(ctx, t, "prosody", lan.NS("relay"), map[string]string{user: password})
 	for _, mode := range []string{"nftables", "ebpf"} {
 		t.Run(mode, func(t *testing.T) {

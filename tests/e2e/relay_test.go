@@ -140,6 +140,24 @@ func (w *world) forwarding(t *testing.T, on bool) {
 	if out, err := exec.Command("ip", "netns", "exec", w.lan.NS("relay"), "sysctl", "-qw", "net.ipv4.ip_forward="+v).CombinedOutput(); err != nil {
 		t.Fatalf("sysctl ip_forward=%s: %v: %s", v, err, out)
 	}
+	if on {
+		w.brNetfilterOff(t)
+	}
+}
+
+// brNetfilterOff keeps br_netfilter (when the module is loaded) from
+// passing the relay's bridge's frames through the IPv4 hooks: the
+// nftables fast path refuses to open on a bridge where it does, because
+// there a rewritten datagram is bridged rather than routed
+// (kernel/nft's CheckBrNetfilter). The sysctl is per network namespace.
+func (w *world) brNetfilterOff(t *testing.T) {
+	t.Helper()
+	if _, err := os.Stat("/proc/sys/net/bridge/bridge-nf-call-iptables"); err != nil {
+		return
+	}
+	if out, err := exec.Command("ip", "netns", "exec", w.lan.NS("relay"), "sysctl", "-qw", "net.bridge.bridge-nf-call-iptables=0").CombinedOutput(); err != nil {
+		t.Fatalf("sysctl bridge-nf-call-iptables=0: %v: %s", err, out)
+	}
 }
 
 // nftTable is `nft list table ip jnrelay` in the relay's namespace, ""

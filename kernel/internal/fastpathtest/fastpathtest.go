@@ -84,6 +84,49 @@ func NewOneArm(t *testing.T, prefix string) *Topo {
 	return tp
 }
 
+// NewOneArmBridged is NewOneArm where R's uplink is a bridge (br0,
+// holding OneArmRelay) whose one port is the link to G, as on a
+// virtualisation or container host: both peers are reached through the
+// same bridge port, toward G's MAC address. brNetfilter sets
+// net.bridge.bridge-nf-call-iptables in R (br_netfilter passing bridged
+// IPv4 frames through the IPv4 hooks); the test is skipped when the
+// br_netfilter module is not loaded and brNetfilter is true.
+func NewOneArmBridged(t *testing.T, prefix string, brNetfilter bool) *Topo {
+	t.Helper()
+	tp := NewOneArm(t, prefix)
+	for _, s := range [][]string{
+		{"-n", tp.R, "addr", "del", OneArmRelay.String() + "/24", "dev", "eth0"},
+		{"-n", tp.R, "link", "add", "br0", "type", "bridge", "stp_state", "0", "forward_delay", "0"},
+		{"-n", tp.R, "link", "set", "br0", "mtu", "1600"},
+		{"-n", tp.R, "link", "set", "eth0", "master", "br0"},
+		{"-n", tp.R, "addr", "add", OneArmRelay.String() + "/24", "dev", "br0"},
+		{"-n", tp.R, "link", "set", "br0", "up"},
+		{"-n", tp.R, "route", "add", "default", "via", OneArmGateway.String()},
+	} {
+		Run(t, append([]string{"ip"}, s...)...)
+	}
+	SetBrNetfilter(t, tp.R, brNetfilter)
+	return tp
+}
+
+// SetBrNetfilter sets net.bridge.bridge-nf-call-iptables in ns (the
+// sysctl is per network namespace). Without the br_netfilter module
+// there is nothing to turn off; turning it on skips the test.
+func SetBrNetfilter(t *testing.T, ns string, on bool) {
+	t.Helper()
+	if _, err := os.Stat("/proc/sys/net/bridge/bridge-nf-call-iptables"); err != nil {
+		if on {
+			t.Skip("skipping: br_netfilter is not loaded")
+		}
+		return
+	}
+	v := "0"
+	if on {
+		v = "1"
+	}
+	Run(t, "ip", "netns", "exec", ns, "sysctl", "-qw", "net.bridge.bridge-nf-call-iptables="+v)
+}
+
 // NewOneArmNAPI is NewOneArm where R's interface receives through NAPI
 // and GRO, as from a network card (a veth does so only with GRO on):
 // datagrams that reach R together go through prerouting as one list,
