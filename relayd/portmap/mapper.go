@@ -202,12 +202,19 @@ func (m *Mapper) connect(ctx context.Context) (client, State) {
 		return nil, st
 	}
 	var errs []error
+	pcpRefused := false
 	for _, p := range m.cfg.Protocols {
+		if p == NATPMP && pcpRefused {
+			errs = append(errs, errors.New("nat-pmp: not asked: the router's PCP server refused, and NAT-PMP is the same service"))
+			continue
+		}
 		c, err := m.probe(ctx, p, gw, local)
 		if err == nil {
 			m.log.Info("router answers port mapping", "protocol", string(p), "gateway", gw.String())
 			return c, st
 		}
+		var refusal pcpRefusal
+		pcpRefused = pcpRefused || (p == PCP && errors.As(err, &refusal))
 		errs = append(errs, err)
 		if ctx.Err() != nil {
 			break

@@ -57,13 +57,17 @@ func (c *pcpClient) add(ctx context.Context, p Port, lifetime time.Duration) (ti
 		return 0, err
 	}
 	if r.result != pcpSuccess {
-		return 0, fmt.Errorf("pcp: port %d/%s: %w (result %d)", p.Port, p.Transport, errRefused, r.result)
+		err := fmt.Errorf("pcp: port %d/%s: %w (result %d)", p.Port, p.Transport, errRefused, r.result)
+		if r.result == pcpUnsuppVersion {
+			return 0, err // a NAT-PMP server: it may grant over NAT-PMP
+		}
+		return 0, pcpRefusal{err}
 	}
 	if int(r.externalPort) != p.Port {
 		// Another port outside would be advertised wrongly: give it
 		// back.
 		c.call(ctx, p, 0)
-		return 0, fmt.Errorf("pcp: port %d/%s: %w: offered external port %d", p.Port, p.Transport, errRefused, r.externalPort)
+		return 0, pcpRefusal{fmt.Errorf("pcp: port %d/%s: %w: offered external port %d", p.Port, p.Transport, errRefused, r.externalPort)}
 	}
 	if err := validExternal(r.external); err != nil {
 		c.call(ctx, p, 0)
@@ -83,6 +87,15 @@ func (c *pcpClient) remove(ctx context.Context, p Port) error {
 	}
 	return nil
 }
+
+// pcpRefusal is a refusal from a router that speaks PCP. Its NAT-PMP is
+// the same service on the same port (RFC 6887 Appendix A), under the same
+// policy, so it is not asked: miniupnpd, asked over NAT-PMP for a port
+// its rules deny, tries every other external port in turn (65,535
+// permission checks and table lookups) before it says no.
+type pcpRefusal struct{ error }
+
+func (e pcpRefusal) Unwrap() error { return e.error }
 
 // call sends one MAP request and waits for its response (the one with
 // our nonce, protocol and port), retransmitting with doubling waits.

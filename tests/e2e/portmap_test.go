@@ -246,10 +246,16 @@ func TestPortMappingUPnPAndRefusal(t *testing.T) {
 	})
 	t.Run("refused", func(t *testing.T) {
 		h := newHome(t)
-		h.startRouter(ctx, t, true, true, false)
+		router := h.startRouter(ctx, t, true, true, false)
 		rd, srv := h.startRelay(ctx, t)
 		if _, err := rd.WaitLog(ctx, "the router maps no port for relayd: forward the ports on the router by hand, or calls from the Internet will fail", 1, nil); err != nil {
 			t.Fatal(err)
+		}
+		// PCP refused, so NAT-PMP — the same service, which miniupnpd
+		// answers only after trying every other external port — is not
+		// asked; UPnP is, and refuses too.
+		if logs := router.Logs(); !strings.Contains(logs, "PCP MAP: failed to add mapping") || strings.Contains(logs, "NAT-PMP port mapping request") {
+			t.Fatalf("want a PCP refusal and no NAT-PMP mapping request; miniupnpd:\n%s", logs)
 		}
 		st, err := rd.Status(ctx)
 		if err != nil {
