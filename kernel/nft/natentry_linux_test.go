@@ -3,6 +3,7 @@
 package nft
 
 import (
+	"net"
 	"net/netip"
 	"testing"
 
@@ -23,19 +24,8 @@ import (
 func TestNATEntryMadeAtInstall(t *testing.T) {
 	tp := newTopo(t)
 	tb := tp.open(t, Config{Flowtable: true, noFlowtable: true})
-	relayP := fastpathtest.UDP(t, tp.R, netip.AddrPortFrom(netip.IPv4Unspecified(), 28000))
-	relayQ := fastpathtest.UDP(t, tp.R, netip.AddrPortFrom(netip.IPv4Unspecified(), 28002))
-	a := fastpathtest.UDP(t, tp.A, netip.AddrPortFrom(fastpathtest.PeerA, 5000))
-	b := fastpathtest.UDP(t, tp.B, netip.AddrPortFrom(fastpathtest.PeerB, 6000))
-	toP, toQ := netip.AddrPortFrom(fastpathtest.RelayA, 28000), netip.AddrPortFrom(fastpathtest.RelayB, 28002)
-	leg := Leg{A: Flow{Peer: fastpathtest.Addr(a), Port: 28000}, B: Flow{Peer: fastpathtest.Addr(b), Port: 28002},
-		LocalA: fastpathtest.RelayA, LocalB: fastpathtest.RelayB}
-
-	// The userspace part: each peer's datagram reaches the relay's socket.
-	fastpathtest.Send(t, a, []byte("a"), toP)
-	fastpathtest.Expect(t, relayP, []byte("a"), leg.A.Peer)
-	fastpathtest.Send(t, b, []byte("b"), toQ)
-	fastpathtest.Expect(t, relayQ, []byte("b"), leg.B.Peer)
+	u := relayedInUserspace(t, tp, fastpathtest.RelayA)
+	relayP, relayQ, a, b, toP, toQ, leg := u.relayP, u.relayQ, u.a, u.b, u.toP, u.toQ, u.leg
 
 	if err := tb.Apply(nil, []Leg{leg}); err != nil {
 		t.Fatal(err)
@@ -91,18 +81,9 @@ func TestNATEntryMadeAtInstall(t *testing.T) {
 func TestNATEntryNotMadeForAnotherAddress(t *testing.T) {
 	tp := newTopo(t)
 	tb := tp.open(t, Config{Flowtable: true, noFlowtable: true})
-	relayP := fastpathtest.UDP(t, tp.R, netip.AddrPortFrom(netip.IPv4Unspecified(), 28000))
-	relayQ := fastpathtest.UDP(t, tp.R, netip.AddrPortFrom(netip.IPv4Unspecified(), 28002))
-	a := fastpathtest.UDP(t, tp.A, netip.AddrPortFrom(fastpathtest.PeerA, 5000))
-	b := fastpathtest.UDP(t, tp.B, netip.AddrPortFrom(fastpathtest.PeerB, 6000))
 	// A reaches the relay at RelayB, the address facing B.
-	toP, toQ := netip.AddrPortFrom(fastpathtest.RelayB, 28000), netip.AddrPortFrom(fastpathtest.RelayB, 28002)
-	leg := Leg{A: Flow{Peer: fastpathtest.Addr(a), Port: 28000}, B: Flow{Peer: fastpathtest.Addr(b), Port: 28002},
-		LocalA: fastpathtest.RelayA, LocalB: fastpathtest.RelayB}
-	fastpathtest.Send(t, a, []byte("a"), toP)
-	fastpathtest.Expect(t, relayP, []byte("a"), leg.A.Peer)
-	fastpathtest.Send(t, b, []byte("b"), toQ)
-	fastpathtest.Expect(t, relayQ, []byte("b"), leg.B.Peer)
+	u := relayedInUserspace(t, tp, fastpathtest.RelayB)
+	relayP, relayQ, a, b, toP, toQ, leg := u.relayP, u.relayQ, u.a, u.b, u.toP, u.toQ, u.leg
 
 	if err := tb.Apply(nil, []Leg{leg}); err != nil {
 		t.Fatal(err)
@@ -118,4 +99,35 @@ func TestNATEntryNotMadeForAnotherAddress(t *testing.T) {
 	}
 	fastpathtest.ExpectNone(t, relayP)
 	fastpathtest.ExpectNone(t, relayQ)
+}
+
+// userspaceLeg is a leg as relayd's userspace part has it before the
+// install: the relay's sockets at ports 28000 (P, A's side) and 28002 (Q),
+// and each peer's first datagram received there.
+type userspaceLeg struct {
+	relayP, relayQ, a, b *net.UDPConn
+	toP, toQ             netip.AddrPort // where A and B send
+	leg                  Leg
+}
+
+// relayedInUserspace makes a userspaceLeg whose A sends to the relay at
+// aTo (B at RelayB, the address facing it).
+func relayedInUserspace(t *testing.T, tp *topo, aTo netip.Addr) userspaceLeg {
+	t.Helper()
+	u := userspaceLeg{
+		relayP: fastpathtest.UDP(t, tp.R, netip.AddrPortFrom(netip.IPv4Unspecified(), 28000)),
+		relayQ: fastpathtest.UDP(t, tp.R, netip.AddrPortFrom(netip.IPv4Unspecified(), 28002)),
+		a:      fastpathtest.UDP(t, tp.A, netip.AddrPortFrom(fastpathtest.PeerA, 5000)),
+		b:      fastpathtest.UDP(t, tp.B, netip.AddrPortFrom(fastpathtest.PeerB, 6000)),
+		toP:    netip.AddrPortFrom(aTo, 28000),
+		toQ:    netip.AddrPortFrom(fastpathtest.RelayB, 28002),
+	}
+	u.leg = Leg{A: Flow{Peer: fastpathtest.Addr(u.a), Port: 28000}, B: Flow{Peer: fastpathtest.Addr(u.b), Port: 28002},
+		LocalA: fastpathtest.RelayA, LocalB: fastpathtest.RelayB}
+	// The userspace part: each peer's datagram reaches the relay's socket.
+	fastpathtest.Send(t, u.a, []byte("a"), u.toP)
+	fastpathtest.Expect(t, u.relayP, []byte("a"), u.leg.A.Peer)
+	fastpathtest.Send(t, u.b, []byte("b"), u.toQ)
+	fastpathtest.Expect(t, u.relayQ, []byte("b"), u.leg.B.Peer)
+	return u
 }

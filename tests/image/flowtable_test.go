@@ -104,15 +104,7 @@ func TestArm64ImageFlowtable(t *testing.T) {
 		}
 	}
 
-	ectx, ecancel := context.WithTimeout(ctx, 4*imageExpire*time.Second)
-	defer ecancel()
-	line, err := v.console.wait(ectx, "channel ended", func(l string) bool {
-		rec, ok := record(l)
-		return ok && rec.Msg() == "channel ended"
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	line := waitChannelEnded(ctx, t, v)
 	idle := time.Since(lastSent)
 	rec, _ := record(line)
 	if rec.Str("reason") != "expired" || idle > (imageExpire+5)*time.Second {
@@ -289,4 +281,20 @@ func zoneEntries(t *testing.T, lines []string, zone int) []ctLine {
 		out = append(out, e)
 	}
 	return out
+}
+
+// waitChannelEnded waits, up to four expiry times, for relayd's "channel
+// ended" line on the guest's console and returns it.
+func waitChannelEnded(ctx context.Context, t *testing.T, v *vm) string {
+	t.Helper()
+	ectx, ecancel := context.WithTimeout(ctx, 4*imageExpire*time.Second)
+	defer ecancel()
+	line, err := v.console.wait(ectx, "channel ended", func(l string) bool {
+		rec, ok := record(l)
+		return ok && rec.Msg() == "channel ended"
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return line
 }

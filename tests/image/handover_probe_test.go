@@ -78,15 +78,7 @@ func TestArm64ImageHandoverProbe(t *testing.T) {
 	if mode != "ebpf" {
 		t.Logf("conntrack:\n%s", strings.Join(showProc(ctx, t, v, "/proc/net/nf_conntrack"), "\n"))
 	}
-	ectx, ecancel := context.WithTimeout(ctx, 4*imageExpire*time.Second)
-	defer ecancel()
-	line, err := v.console.wait(ectx, "channel ended", func(l string) bool {
-		rec, ok := record(l)
-		return ok && rec.Msg() == "channel ended"
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	line := waitChannelEnded(ctx, t, v)
 	t.Logf("sent %v, received %v; %s", *c.sent, c.received(), line[strings.IndexByte(line, '{'):])
 	// Every datagram arrived but those relayd dropped while latching.
 	rec, _ := record(line)
