@@ -102,9 +102,9 @@ func ctMessage(msg uint16, flags netlink.HeaderFlags, attrs []byte) netlink.Mess
 	}
 }
 
-// get returns the entry of zone that has tuple in either direction; ok
-// is false when there is none.
-func (c *conntrack) get(zone uint16, tuple ctTuple) (e ctEntry, ok bool, err error) {
+// tupleInZone is the attributes that name one entry: a tuple of it (the
+// kernel looks tuples up in both directions) and its zone.
+func tupleInZone(zone uint16, tuple ctTuple) ([]byte, error) {
 	ae := netlink.NewAttributeEncoder()
 	ae.ByteOrder = binary.BigEndian
 	ae.Nested(ctaTupleOrig, func(nae *netlink.AttributeEncoder) error {
@@ -112,7 +112,13 @@ func (c *conntrack) get(zone uint16, tuple ctTuple) (e ctEntry, ok bool, err err
 		return nil
 	})
 	ae.Uint16(ctaZone, zone)
-	b, err := ae.Encode()
+	return ae.Encode()
+}
+
+// get returns the entry of zone that has tuple in either direction; ok
+// is false when there is none.
+func (c *conntrack) get(zone uint16, tuple ctTuple) (e ctEntry, ok bool, err error) {
+	b, err := tupleInZone(zone, tuple)
 	if err != nil {
 		return e, false, err
 	}
@@ -140,14 +146,7 @@ func (c *conntrack) get(zone uint16, tuple ctTuple) (e ctEntry, ok bool, err err
 // (the kernel looks tuples up in both). An entry that is not there is not
 // an error.
 func (c *conntrack) remove(zone uint16, tuple ctTuple) error {
-	ae := netlink.NewAttributeEncoder()
-	ae.ByteOrder = binary.BigEndian
-	ae.Nested(ctaTupleOrig, func(nae *netlink.AttributeEncoder) error {
-		encodeTuple(nae, tuple)
-		return nil
-	})
-	ae.Uint16(ctaZone, zone)
-	b, err := ae.Encode()
+	b, err := tupleInZone(zone, tuple)
 	if err != nil {
 		return err
 	}
