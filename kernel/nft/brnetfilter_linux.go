@@ -11,6 +11,7 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/mdlayher/netlink"
 	"golang.org/x/sys/unix"
 )
 
@@ -119,51 +120,34 @@ func listBridges() ([]bridge, error) {
 }
 
 // parseLinkInfo reads IFLA_LINKINFO's kind and, for a bridge, its
-// nf_call_iptables option.
+// nf_call_iptables option, as far as the attributes are well formed.
 func parseLinkInfo(b []byte) (isBridge, nfCallIPTables bool) {
-	var data []byte
-	for typ, v := range nestedAttrs(b) {
-		switch typ {
-		case unix.IFLA_INFO_KIND:
-			isBridge = strings.TrimRight(string(v), "\x00") == "bridge"
-		case unix.IFLA_INFO_DATA:
-			data = v
-		}
-	}
-	if !isBridge {
+	ad, err := netlink.NewAttributeDecoder(b)
+	if err != nil {
 		return false, false
 	}
-	for typ, v := range nestedAttrs(data) {
-		if typ == unix.IFLA_BR_NF_CALL_IPTABLES && len(v) >= 1 {
-			nfCallIPTables = v[0] != 0
+	var data []byte
+	for ad.Next() {
+		switch ad.Type() {
+		case unix.IFLA_INFO_KIND:
+			isBridge = ad.String() == "bridge"
+		case unix.IFLA_INFO_DATA:
+			data = ad.Bytes()
 		}
 	}
-	return isBridge, nfCallIPTables
-}
-
-// nlaTypeMask clears an attribute type's NLA_F_NESTED and
-// NLA_F_NET_BYTEORDER flags.
-const nlaTypeMask = ^uint16(unix.NLA_F_NESTED | unix.NLA_F_NET_BYTEORDER)
-
-// nestedAttrs walks the netlink attributes in b (type without its flag
-// bits, value), stopping at a malformed one.
-func nestedAttrs(b []byte) func(yield func(uint16, []byte) bool) {
-	return func(yield func(uint16, []byte) bool) {
-		for len(b) >= unix.SizeofNlAttr {
-			l := int(binary.NativeEndian.Uint16(b[0:2]))
-			if l < unix.SizeofNlAttr || l > len(b) {
-				return
-			}
-			if !yield(binary.NativeEndian.Uint16(b[2:4])&nlaTypeMask, b[unix.SizeofNlAttr:l]) {
-				return
-			}
-			next := (l + unix.NLA_ALIGNTO - 1) &^ (unix.NLA_ALIGNTO - 1)
-			if next >= len(b) {
-				return
-			}
-			b = b[next:]
+	if !isBridge || data == nil {
+		return isBridge, false
+	}
+	dd, err := netlink.NewAttributeDecoder(data)
+	if err != nil {
+		return true, false
+	}
+	for dd.Next() {
+		if dd.Type() == unix.IFLA_BR_NF_CALL_IPTABLES && len(dd.Bytes()) >= 1 {
+			nfCallIPTables = dd.Bytes()[0] != 0
 		}
 	}
+	return true, nfCallIPTables
 }
 
 // hasIPv4 reports whether the interface holds an IPv4 address.
