@@ -42,8 +42,9 @@ import (
 // from A (createEntries), so that the first datagrams of both sides find
 // it; the chains NAT the entries datagrams make when there is none (a
 // leg whose peers send to other addresses of the relay, or one silent
-// for longer than conntrack's UDP timeout). Removing a leg
-// deletes its entries (ctnetlink), which also ends its flowtable flow. Counters come from the entries (conntrack accounting:
+// for longer than conntrack's UDP timeout). Removing a leg deletes its
+// entries (ctnetlink), which also ends its flowtable flow. Counters come
+// from the entries (conntrack accounting:
 // Open turns net.netfilter.nf_conntrack_acct on when it is off, or fails
 // with reason conntrack_acct_off when it cannot), read in dumps the
 // kernel filters where it can (conntrack_filter_linux.go).
